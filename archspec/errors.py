@@ -1,0 +1,57 @@
+"""Exceptions that carry a message meant for a user (never a traceback)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from archspec.diagnostics import Diagnostic
+
+
+class ArchspecError(Exception):
+    """A mistake in the user's input: a file, an argument, data or a checkpoint.
+
+    The CLI prints `error: {message}` and `help: {help}` and exits with `exit_code`.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, help: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.help = help
+
+
+class UsageError(ArchspecError):
+    """Bad command-line arguments or an unreadable file (exit status 2)."""
+
+    exit_code = 2
+
+
+class ArchError(ArchspecError):
+    """A .arch source that does not check: carries every diagnostic."""
+
+    def __init__(self, diagnostics: Sequence["Diagnostic"], path: str = "<string>") -> None:
+        errors = [d for d in diagnostics if d.severity == "error"]
+        first = errors[0].message if errors else "invalid architecture"
+        super().__init__(f"{path}: {len(errors)} error(s); first: {first}", "run `archspec check` on the file to see every diagnostic")
+        self.diagnostics = list(diagnostics)
+        self.path = path
+
+
+class MissingExtraError(ArchspecError):
+    """A torch command run without the torch extra installed."""
+
+    def __init__(self, what: str = "torch") -> None:
+        super().__init__(
+            f"this command needs PyTorch, but `{what}` is not installed",
+            "install the extra: pip install 'archspec[torch]'",
+        )
+
+
+def require_torch() -> None:
+    """Raise MissingExtraError unless torch and torchvision import."""
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+        raise MissingExtraError(getattr(exc, "name", None) or "torch") from None
