@@ -1,0 +1,226 @@
+"""The `archspec` command: parse arguments, call the library, render, return an exit code.
+
+Exit codes: 0 no errors; 1 errors (warnings too with --strict), or a failed command;
+2 bad usage or an unreadable file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence, TextIO
+
+from archspec.errors import ArchspecError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 with usage, as a linter should
+        self.print_usage(sys.stderr)
+        raise UsageError(message, f"see `{self.prog} --help`")
+
+
+def _codes(values: list[str] | None) -> list[str]:
+    return [c.strip().upper() for v in values or [] for c in v.split(",") if c.strip()]
+
+
+def _console(stream: TextIO):
+    from rich.console import Console
+
+    return Console(file=stream, highlight=False, soft_wrap=True)
+
+
+def read_source(path: str) -> tuple[str, str]:
+    """(display path, text) for a file argument; `-` reads standard input."""
+    if path == "-":
+        return "<stdin>", sys.stdin.read()
+    p = Path(path)
+    try:
+        return path, p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory", "pass .arch files, e.g. `archspec check examples/*.arch`") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text; is it a .arch file?") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def shape_table(report, title: str | None = None):
+    """The compact table `check` prints on success: layer, output shape, params."""
+    from rich.table import Table
+
+    from archspec.ops import fmt_shape
+
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
+    table.add_column("line", justify="right", style="dim")
+    table.add_column("layer")
+    table.add_column("output shape")
+    table.add_column("params", justify="right")
+    for row in report.rows:
+        layer = row.layer
+        desc = layer.describe() if hasattr(layer, "describe") else ""
+        indent = "  " * row.depth
+        table.add_row(
+            str(layer.span.line) if layer.span else "",
+            f"{indent}{row.op} {desc}".rstrip() + f"  [dim]{row.path}[/dim]",
+            fmt_shape(row.out_shape),
+            f"{row.params:,}" if row.params else "--",
+        )
+    return table
+
+
+def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    from archspec.diagnostics import filter_diagnostics, render_text
+    from archspec.shapes import check
+    from archspec.specs import parse
+
+    console = _console(out)
+    color = console.is_terminal and not console.no_color
+    select, ignore = _codes(args.select), _codes(args.ignore)
+    reports, status = [], 0
+    n_err = n_warn = 0
+    for path in args.files:
+        try:
+            display, text = read_source(path)
+        except UsageError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            status = 2
+            continue
+        report = check(parse(text, display), classes=args.classes)
+        report.diagnostics = filter_diagnostics(report.diagnostics, report.model.sources, select, ignore)
+        reports.append(report)
+        n_err += len(report.errors)
+        n_warn += len(report.warnings)
+        if args.format == "text":
+            for d in report.diagnostics:
+                out.write(render_text(d, report.model.sources, color=color) + "\n")
+            if report.ok and not args.quiet:
+                from archspec.ops import fmt_shape
+
+                console.print(shape_table(report, title=f"{display}: {fmt_shape(report.input_shape)} -> "
+                                                         f"{fmt_shape(report.output_shape)}, {report.params:,} params"))
+                console.print()
+    if args.format == "json":
+        out.write(json.dumps({"files": [r.to_dict() for r in reports]}, indent=2) + "\n")
+    elif args.format == "sarif":
+        from archspec.sarif import to_sarif
+
+        out.write(json.dumps(to_sarif(reports), indent=2) + "\n")
+    else:
+        ok = sum(r.ok for r in reports)
+        summary = f"{len(reports)} file{'s' if len(reports) != 1 else ''} checked: {ok} ok, {n_err} error{'s' if n_err != 1 else ''}, {n_warn} warning{'s' if n_warn != 1 else ''}"
+        console.print(summary, style="bold red" if n_err else ("bold yellow" if n_warn else "bold green"))
+    if status:
+        return status
+    if n_err or (args.strict and n_warn):
+        return 1
+    return 0
+
+
+def cmd_rule(args: argparse.Namespace, out: TextIO) -> int:
+    from archspec.diagnostics import CODES
+
+    codes = _codes(args.codes) or list(CODES)
+    for code in codes:
+        info = CODES.get(code)
+        if info is None:
+            raise UsageError(f"no diagnostic code {code}", f"known codes: {', '.join(CODES)}")
+        out.write(f"{info.code} ({info.name}, {info.severity})\n  {info.summary}\n  example: {info.example}\n  fix: {info.fix}\n\n")
+    return 0
+
+
+def cmd_ops(args: argparse.Namespace, out: TextIO) -> int:
+    from archspec.ops import OPS
+
+    for name, cls in OPS.items():
+        out.write(f"{name:<16} {cls.usage:<44} {cls.summary}\n")
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace, out: TextIO) -> int:
+    from archspec.codegen import generate
+
+    display, text = read_source(args.file)
+    from archspec.specs import parse
+
+    source = generate(parse(text, display), class_name=args.class_name)
+    if args.output in (None, "-"):
+        out.write(source)
+    else:
+        Path(args.output).write_text(source, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from archspec import __version__
+
+    parser = _Parser(prog="archspec", description="A small language for CNN architectures: check, explain, compile and train.")
+    parser.add_argument("--version", action="version", version=f"archspec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("check", help="check .arch files: every shape and every mistake, without torch")
+    p.add_argument("files", nargs="+", metavar="FILE", help=".arch files, or - for standard input")
+    p.add_argument("--classes", type=int, default=10, help="number of classes the output should have (default 10)")
+    p.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
+    p.add_argument("--format", choices=["text", "json", "sarif"], default="text")
+    p.add_argument("--select", action="append", metavar="CODES", help="only these codes or prefixes, e.g. E1,W201")
+    p.add_argument("--ignore", action="append", metavar="CODES", help="drop these codes or prefixes")
+    p.add_argument("-q", "--quiet", action="store_true", help="no shape table, only diagnostics and the summary line")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("rule", help="explain diagnostic codes (all of them when none given)")
+    p.add_argument("codes", nargs="*", metavar="CODE")
+    p.set_defaults(func=cmd_rule)
+
+    p = sub.add_parser("ops", help="list the ops of the language")
+    p.set_defaults(func=cmd_ops)
+
+    p = sub.add_parser("compile", help="write equivalent, readable PyTorch source (no torch needed to generate it)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("-o", "--output", metavar="NET.PY", help="output file (default: standard output)")
+    p.add_argument("--class-name", default="Net", help="name of the generated nn.Module class (default Net)")
+    p.set_defaults(func=cmd_compile)
+
+    for name in ("archspec.cli_views", "archspec.cli_train"):
+        try:
+            module = __import__(name, fromlist=["add_parsers"])
+        except ImportError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.add_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    try:
+        parser = make_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help(out)
+            return 2
+        return args.func(args, out) if _takes_out(args.func) else args.func(args)
+    except ArchspecError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.help:
+            print(f"help: {exc.help}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _takes_out(func) -> bool:
+    import inspect
+
+    return len(inspect.signature(func).parameters) >= 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

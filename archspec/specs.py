@@ -1,0 +1,628 @@
+"""From syntax tree to specs: bind each layer's words to its op's pydantic model, expand blocks,
+repetition and `use`, and keep a source span (and block call trace) on every node.
+
+Binding never stops at the first problem: every mistake becomes a diagnostic and the layer is
+kept as an `Invalid` node, so the checker can go on with best-effort shapes.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from lark import Token, Tree
+from pydantic import ValidationError
+
+from archspec.diagnostics import Diagnostic, Span
+from archspec.ops import OPS, LAYER_ADAPTER, Input, LayerSpec
+from archspec.syntax import ParseFailed, parse_tree, token_span, tree_span
+
+Value = Union[int, float, str, tuple]
+Trace = tuple[tuple[str, Span], ...]
+
+
+# --------------------------------------------------------------------------- structure nodes
+
+@dataclass
+class Seq:
+    """Layers applied one after the other."""
+
+    items: list["Node"] = field(default_factory=list)
+
+
+@dataclass
+class Residual:
+    """body(x) + shortcut(x); shortcut is identity, an explicit sequence, or (project) a 1x1 conv + bn the checker sizes."""
+
+    body: Seq
+    shortcut: Seq | None
+    project: bool
+    span: Span
+    trace: Trace = ()
+    name: str = ""
+
+
+@dataclass
+class Branch:
+    """Parallel sequences on the same input, joined by channel concat or elementwise add."""
+
+    mode: str  # "concat" | "add"
+    branches: list[Seq]
+    span: Span
+    trace: Trace = ()
+    name: str = ""
+
+
+@dataclass
+class BlockCall:
+    """One instantiation of a named block: its body, expanded with the call's arguments."""
+
+    block: str
+    args: dict[str, Value]
+    body: Seq
+    span: Span
+    def_span: Span
+    trace: Trace = ()
+    name: str = ""
+
+
+@dataclass
+class Invalid:
+    """A layer that could not be bound (its diagnostic is already reported): shape unknown after it."""
+
+    op: str
+    span: Span
+    trace: Trace = ()
+    name: str = ""
+
+
+Node = Union[LayerSpec, Residual, Branch, BlockCall, Invalid]
+
+
+@dataclass
+class Model:
+    """A parsed .arch file: its expanded body, every source it read, and parse/bind diagnostics."""
+
+    path: str
+    body: Seq
+    sources: dict[str, str]
+    diagnostics: list[Diagnostic]
+    blocks: list[str] = field(default_factory=list)
+
+    @property
+    def input(self) -> Input | None:
+        first = self.body.items[0] if self.body.items else None
+        return first if isinstance(first, Input) else None
+
+    @property
+    def text(self) -> str:
+        return self.sources.get(self.path, "")
+
+
+# --------------------------------------------------------------------------- binding helpers
+
+_GLUED = re.compile(r"^(?P<key>[a-z]+?)(?P<value>\d+(?:x\d+)+|\d+\.\d*|\d*\.\d+|\d+)$")
+_WORD_VALUES = {"same", "valid", "whiten", "default"}
+
+
+def _number(text: str) -> int | float:
+    return int(text) if re.fullmatch(r"-?\d+", text) else float(text)
+
+
+def _glued_value(text: str) -> Value:
+    if "x" in text:
+        return tuple(int(t) for t in text.split("x"))
+    return _number(text)
+
+
+def _suggest(word: str, choices: list[str]) -> str | None:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+@dataclass
+class _Arg:
+    kind: str  # "word" | "value" | "kwarg"
+    value: Value
+    span: Span
+    key: str = ""
+    bound: Value | None = None  # the block parameter's value when the word names one
+
+
+@dataclass
+class _BlockDef:
+    name: str
+    params: list[tuple[str, Any]]  # (name, default expr tree or None)
+    body: Tree
+    span: Span
+    path: str
+
+
+class _Namer:
+    """Module names inside one container: conv1, conv2, fc1, ... (what print(model) shows)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, prefix: str) -> str:
+        self.counts[prefix] = self.counts.get(prefix, 0) + 1
+        return f"{prefix}{self.counts[prefix]}"
+
+
+class _Builder:
+    def __init__(self, sources: dict[str, str], diagnostics: list[Diagnostic]) -> None:
+        self.sources = sources
+        self.diags = diagnostics
+        self.blocks: dict[str, _BlockDef] = {}
+        self.loading: list[str] = []
+        self.call_depth = 0
+
+    def error(self, code: str, message: str, span: Span, trace: Trace, help: str | None = None, notes: list[str] | None = None) -> None:
+        self.diags.append(Diagnostic(code, message, span, help=help, notes=notes or [], trace=trace))
+
+    # ---- files and `use`
+
+    def load_file(self, path: str, text: str) -> Tree | None:
+        self.sources[path] = text
+        try:
+            return parse_tree(text, path)
+        except ParseFailed as failed:
+            self.diags.append(failed.diagnostic)
+            return None
+
+    def collect_defs(self, tree: Tree, path: str, top_level: bool) -> list[Tree]:
+        """Register `block` definitions and `use` imports; return the remaining statements."""
+        statements = []
+        for stmt in tree.children:
+            if not isinstance(stmt, Tree):
+                continue
+            if stmt.data == "block_def":
+                self.define(stmt, path)
+            elif stmt.data == "use":
+                self.use(stmt, path)
+            elif top_level:
+                statements.append(stmt)
+            else:
+                self.error("E008", f"a file brought in with `use` may only define blocks; found `{_stmt_head(stmt)}`",
+                           tree_span(stmt, path), (), help="move the layers into the file that uses this one")
+        return statements
+
+    def define(self, stmt: Tree, path: str) -> None:
+        name_tok, params_tree, body = stmt.children
+        span = token_span(name_tok, path)
+        if str(name_tok) in OPS:
+            self.error("E007", f"block `{name_tok}` has the name of an op", span, (), help="rename the block")
+            return
+        if str(name_tok) in self.blocks:
+            prev = self.blocks[str(name_tok)].span
+            self.error("E007", f"block `{name_tok}` is defined twice", span, (),
+                       notes=[f"first defined at {prev.path}:{prev.line}:{prev.column}"], help="rename one of them")
+            return
+        params = []
+        for p in params_tree.children if params_tree is not None else []:
+            pname, default = p.children
+            params.append((str(pname), default))
+        self.blocks[str(name_tok)] = _BlockDef(str(name_tok), params, body, span, path)
+
+    def use(self, stmt: Tree, path: str) -> None:
+        tok = stmt.children[0]
+        span = token_span(tok, path)
+        rel = str(tok)[1:-1]
+        base = Path(path).parent if path not in ("<string>", "<stdin>", "-") else Path.cwd()
+        target = (base / rel).resolve()
+        key = str(target)
+        if key in self.loading:
+            self.error("E008", f'`use "{rel}"` makes a cycle of files', span, (),
+                       notes=[" -> ".join(self.loading + [key])], help="remove one of the `use` lines")
+            return
+        if key in self.sources:
+            return  # already loaded: its blocks are defined
+        try:
+            text = target.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.error("E008", f'cannot read `{rel}`: {exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"}',
+                       span, (), help=f"the path is relative to the file that uses it: {base}")
+            return
+        tree = self.load_file(key, text)
+        if tree is None:
+            return
+        self.loading.append(key)
+        self.collect_defs(tree, key, top_level=False)
+        self.loading.pop()
+
+    # ---- statements
+
+    def statements(self, stmts: list[Tree], path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> list[Node]:
+        out: list[Node] = []
+        for stmt in stmts:
+            out.extend(self.statement(stmt, path, env, trace, namer))
+        return out
+
+    def body(self, body: Tree, path: str, env: dict[str, Value], trace: Trace) -> Seq:
+        stmts = [c for c in body.children if isinstance(c, Tree)]
+        for s in stmts:
+            if s.data in ("block_def", "use"):
+                self.error("E007" if s.data == "block_def" else "E008", f"`{s.data.split('_')[0]}` is only allowed at the top level of a file",
+                           tree_span(s, path), trace)
+        stmts = [s for s in stmts if s.data not in ("block_def", "use")]
+        return Seq(self.statements(stmts, path, env, trace, _Namer()))
+
+    def statement(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> list[Node]:
+        span = tree_span(stmt, path)
+        kind = stmt.data
+        if kind == "layer":
+            return [self.layer(stmt, path, env, trace, namer)]
+        if kind == "residual":
+            mode, body, _, shortcut = stmt.children
+            if mode is not None and str(mode) != "project":
+                self.error("E003", f"unknown residual option `{mode}`", token_span(mode, path), trace,
+                           help="write `residual project { ... }` for an automatic 1x1 projection, or `residual { ... }`")
+            node = Residual(
+                body=self.body(body, path, env, trace),
+                shortcut=self.body(shortcut, path, env, trace) if shortcut is not None else None,
+                project=mode is not None and str(mode) == "project",
+                span=_head_span(stmt, path, "residual"), trace=trace, name=namer("res"),
+            )
+            return [node]
+        if kind == "branch":
+            mode_tok, *bodies = stmt.children
+            return [Branch(str(mode_tok), [self.body(b, path, env, trace) for b in bodies],
+                           _head_span(stmt, path, str(mode_tok)), trace, namer(str(mode_tok)))]
+        if kind == "repeat":
+            count_tree, body = stmt.children
+            count = self.count(count_tree, path, env, trace)
+            items: list[Node] = []
+            for _ in range(count):
+                items.extend(self.statements([c for c in body.children if isinstance(c, Tree)], path, env, trace, namer))
+            return items
+        if kind == "call":
+            return self.call(stmt, path, env, trace, namer)
+        if kind in ("block_def", "use"):
+            self.error("E007", f"`{kind.split('_')[0]}` is only allowed at the top level of a file", span, trace)
+            return []
+        raise AssertionError(f"unhandled statement {kind}")  # the grammar has no other statement
+
+    def count(self, tree: Any, path: str, env: dict[str, Value], trace: Trace) -> int:
+        value = self.value(tree, path, env, trace)
+        span = _any_span(tree, path)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            self.error("E004", f"a repeat count must be a whole number of at least 1, got `{value}`", span, trace)
+            return 0
+        return value
+
+    # ---- values and expressions
+
+    def value(self, tree: Any, path: str, env: dict[str, Value], trace: Trace) -> Value:
+        if isinstance(tree, Token):
+            if tree.type == "NAME":
+                return self.lookup(tree, path, env, trace)
+            return _number(str(tree))
+        kind = tree.data
+        if kind == "number":
+            return _number(str(tree.children[0]))
+        if kind == "dims":
+            return tuple(int(t) for t in str(tree.children[0]).split("x"))
+        if kind == "word":
+            tok = tree.children[0]
+            return env[str(tok)] if str(tok) in env else str(tok)
+        if kind == "string":
+            return str(tree.children[0])[1:-1]
+        if kind == "braced":
+            return self.expr(tree.children[0], path, env, trace)
+        return self.expr(tree, path, env, trace)
+
+    def lookup(self, tok: Token, path: str, env: dict[str, Value], trace: Trace) -> Value:
+        if str(tok) in env:
+            return env[str(tok)]
+        hint = _suggest(str(tok), list(env))
+        self.error("E007", f"`{tok}` is not a block parameter here", token_span(tok, path), trace,
+                   help=f"did you mean `{hint}`?" if hint else "only a block's parameters can be used in `{...}` and call arguments")
+        return 1
+
+    def expr(self, tree: Any, path: str, env: dict[str, Value], trace: Trace) -> Value:
+        if isinstance(tree, Token):
+            return self.value(tree, path, env, trace)
+        kind = tree.data
+        if kind == "number":
+            return _number(str(tree.children[0]))
+        if kind == "word":
+            return self.lookup(tree.children[0], path, env, trace)
+        if kind == "neg":
+            v = self.expr(tree.children[0], path, env, trace)
+            return -v if isinstance(v, (int, float)) else v
+        if kind == "binop":
+            left, op, right = tree.children
+            a, b = self.expr(left, path, env, trace), self.expr(right, path, env, trace)
+            if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+                self.error("E004", f"`{op}` needs numbers", tree_span(tree, path), trace)
+                return 1
+            if op in ("/", "//") and b == 0:
+                self.error("E004", "division by zero", tree_span(tree, path), trace)
+                return 1
+            if op == "+":
+                return a + b
+            if op == "-":
+                return a - b
+            if op == "*":
+                return a * b
+            if op == "//":
+                return a // b
+            q = a / b
+            return int(q) if q == int(q) else q
+        raise AssertionError(f"unhandled expression {kind}")
+
+    # ---- layers
+
+    def layer(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> Node:
+        op_tok, *arg_trees = stmt.children
+        span = tree_span(stmt, path)
+        op = str(op_tok)
+        cls = OPS.get(op)
+        if cls is None:
+            if op in self.blocks:
+                help = f"call a block with parentheses: `{op}(...)`"
+            else:
+                hint = _suggest(op, list(OPS) + list(self.blocks))
+                help = f"did you mean `{hint}`?" if hint else "run `archspec ops` to list the ops"
+            self.error("E002", f"unknown op `{op}`", token_span(op_tok, path), trace, help=help)
+            return Invalid(op, span, trace, namer(op))
+        args = [self.arg(t, path, env, trace) for t in arg_trees]
+        data, ok = self.bind(cls, op, args, span, trace)
+        name = namer(cls.name_prefix or op)
+        if not ok:
+            return Invalid(op, span, trace, name)
+        try:
+            return LAYER_ADAPTER.validate_python({"op": op, **data, "span": span, "trace": trace, "name": name})
+        except ValidationError as exc:
+            for err in exc.errors():
+                fld = str(err["loc"][1]) if len(err["loc"]) > 1 else op
+                where = next((a.span for a in args if a.key == fld), span)
+                self.error("E004", f"`{op}` {_field_label(cls, fld)}: {_clean_msg(err)}", where, trace,
+                           help=f"usage: `{cls.usage}`")
+            return Invalid(op, span, trace, name)
+
+    def arg(self, tree: Tree, path: str, env: dict[str, Value], trace: Trace) -> _Arg:
+        span = tree_span(tree, path)
+        if tree.data == "kwarg":
+            key_tok, value_tree = tree.children
+            return _Arg("kwarg", self.value(value_tree, path, env, trace), span, key=str(key_tok))
+        if tree.data == "word":
+            word = str(tree.children[0])
+            return _Arg("word", word, span, bound=env.get(word))
+        return _Arg("value", self.value(tree, path, env, trace), span)
+
+    def bind(self, cls: type[LayerSpec], op: str, args: list[_Arg], span: Span, trace: Trace) -> tuple[dict[str, Any], bool]:
+        """Map positional values, `k5` / `p same` / `init=whiten` keys and flags to the op's fields."""
+        data: dict[str, Any] = {}
+        ok = True
+        fields = [f for f in cls.model_fields if f not in ("op", "span", "trace", "name")]
+        vocabulary = list(cls.keys) + list(cls.flags) + [f"{k}=" for k in fields]
+
+        def put(fld: str, value: Any, arg: _Arg) -> None:
+            nonlocal ok
+            if fld in data:
+                self.error("E003", f"`{op}` gets {_field_label(cls, fld)} twice", arg.span, trace, help="keep one of them")
+                ok = False
+            data[fld] = value
+            arg.key = fld
+
+        positional = list(cls.positional)
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            if arg.kind == "kwarg":
+                fld = cls.keys.get(arg.key, arg.key)
+                if fld in fields:
+                    put(fld, arg.value, arg)
+                else:
+                    self._unknown(op, arg.key, arg.span, trace, vocabulary)
+                    ok = False
+            elif arg.kind == "word":
+                word = str(arg.value)
+                glued = _GLUED.match(word)
+                if word in cls.flags:
+                    fld, value = cls.flags[word]
+                    put(fld, value, arg)
+                elif word in cls.keys and nxt is not None and self._is_value(cls, nxt):
+                    put(cls.keys[word], nxt.bound if nxt.bound is not None else nxt.value, arg)
+                    nxt.key = cls.keys[word]
+                    i += 1
+                elif arg.bound is not None and positional:
+                    put(positional.pop(0), arg.bound, arg)
+                elif word in cls.keys:
+                    self.error("E005", f"`{op}` argument `{word}` needs a value", arg.span, trace,
+                               help=f"write it glued, e.g. `{word}1`, or as `{word} VALUE`; usage: `{cls.usage}`")
+                    ok = False
+                elif glued and glued["key"] in cls.keys:
+                    put(cls.keys[glued["key"]], _glued_value(glued["value"]), arg)
+                elif word in _WORD_VALUES and positional:
+                    put(positional.pop(0), word, arg)
+                else:
+                    self._unknown(op, word, arg.span, trace, vocabulary)
+                    ok = False
+            else:
+                if positional:
+                    put(positional.pop(0), arg.value, arg)
+                else:
+                    takes = f"takes {len(cls.positional)} positional argument(s)" if cls.positional else "takes no positional arguments"
+                    self.error("E003", f"unexpected value `{_show(arg.value)}`: `{op}` {takes}", arg.span, trace,
+                               help=f"usage: `{cls.usage}`")
+                    ok = False
+            i += 1
+        for fld in fields:
+            if cls.model_fields[fld].is_required() and fld not in data:
+                self.error("E005", f"`{op}` needs {_field_label(cls, fld)}", span, trace, help=f"usage: `{cls.usage}`")
+                ok = False
+        return data, ok
+
+    @staticmethod
+    def _is_value(cls: type[LayerSpec], arg: _Arg) -> bool:
+        if arg.kind == "value" or arg.bound is not None:
+            return True
+        if arg.kind != "word":
+            return False
+        word = str(arg.value)
+        glued = _GLUED.match(word)
+        return word not in cls.keys and word not in cls.flags and not (glued and glued["key"] in cls.keys)
+
+    def _unknown(self, op: str, word: str, span: Span, trace: Trace, vocabulary: list[str]) -> None:
+        stem = _GLUED.match(word)
+        hint = _suggest(stem["key"] if stem else word, vocabulary)
+        if hint and stem and not hint.endswith("="):
+            hint += stem["value"]
+        cls = OPS[op]
+        self.error("E003", f"unknown argument `{word}` for `{op}`", span, trace,
+                   help=(f"did you mean `{hint}`? " if hint else "") + f"usage: `{cls.usage}`")
+
+    # ---- blocks
+
+    def call(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> list[Node]:
+        name_tok, args_tree, _, times_tree = stmt.children
+        name = str(name_tok)
+        span = tree_span(stmt, path)
+        times = self.count(times_tree, path, env, trace) if times_tree is not None else 1
+        block = self.blocks.get(name)
+        if block is None:
+            hint = _suggest(name, list(self.blocks))
+            self.error("E007", f"no block named `{name}`", token_span(name_tok, path), trace,
+                       help=f"did you mean `{hint}`?" if hint else "define it with `block NAME(params) { ... }` or bring it in with `use \"file.arch\"`")
+            return [Invalid(name, span, trace, namer(name))]
+        if any(name == t[0] for t in trace) or self.call_depth > 64:
+            self.error("E007", f"block `{name}` calls itself", token_span(name_tok, path), trace, help="blocks cannot be recursive")
+            return [Invalid(name, span, trace, namer(name))]
+        positional: list[Value] = []
+        keyword: dict[str, tuple[Value, Span]] = {}
+        for a in args_tree.children if args_tree is not None else []:
+            if a.data == "call_kwarg":
+                k, e = a.children
+                keyword[str(k)] = (self.expr(e, path, env, trace), token_span(k, path))
+            else:
+                positional.append(self.expr(a.children[0], path, env, trace))
+        params = [p for p, _ in block.params]
+        if len(positional) > len(params):
+            self.error("E007", f"block `{name}` takes {len(params)} argument(s), got {len(positional)}", span, trace,
+                       notes=[f"defined at {block.span.path}:{block.span.line}:{block.span.column} as `{name}({', '.join(params)})`"])
+            return [Invalid(name, span, trace, namer(name))]
+        bound: dict[str, Value] = dict(zip(params, positional))
+        for k, (v, kspan) in keyword.items():
+            if k not in params:
+                hint = _suggest(k, params)
+                self.error("E007", f"block `{name}` has no parameter `{k}`", kspan, trace,
+                           help=f"did you mean `{hint}`?" if hint else f"its parameters: {', '.join(params) or 'none'}")
+                return [Invalid(name, span, trace, namer(name))]
+            if k in bound:
+                self.error("E007", f"block `{name}` gets `{k}` twice", kspan, trace)
+                return [Invalid(name, span, trace, namer(name))]
+            bound[k] = v
+        for pname, default in block.params:
+            if pname not in bound:
+                if default is None:
+                    self.error("E007", f"block `{name}` needs a value for `{pname}`", span, trace,
+                               notes=[f"defined at {block.span.path}:{block.span.line}:{block.span.column} as `{name}({', '.join(params)})`"])
+                    return [Invalid(name, span, trace, namer(name))]
+                bound[pname] = self.expr(default, block.path, bound, trace)
+        nodes: list[Node] = []
+        self.call_depth += 1
+        for _ in range(times):
+            inner = trace + ((name, span),)
+            body = self.body(block.body, block.path, bound, inner)
+            nodes.append(BlockCall(name, dict(bound), body, span, block.span, trace, namer(name)))
+        self.call_depth -= 1
+        return nodes
+
+
+def _field_label(cls: type[LayerSpec], fld: str) -> str:
+    keys = {v: k for k, v in cls.keys.items()}
+    return f"{fld.replace('_', ' ')} (`{keys[fld]}`)" if fld in keys else fld.replace("_", " ")
+
+
+def _clean_msg(err: dict) -> str:
+    """A pydantic error as one plain sentence (never the raw dump)."""
+    ctx = err.get("ctx") or {}
+    kind = err["type"]
+    got = err.get("input")
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx.get('ge')}, got {_show(got)}"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"must be a whole number, got `{_show(got)}`"
+    if kind in ("float_type", "float_parsing"):
+        return f"must be a number, got `{_show(got)}`"
+    if kind == "literal_error":
+        return f"must be {ctx.get('expected')}, got `{_show(got)}`"
+    if kind in ("tuple_type", "too_long", "too_short"):
+        return f"must be N or NxM, got `{_show(got)}`"
+    if kind == "bool_type":
+        return f"is a flag, got `{_show(got)}`"
+    return err["msg"][0].lower() + err["msg"][1:]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "x".join(map(str, value))
+    return str(value)
+
+
+def _stmt_head(stmt: Tree) -> str:
+    first = stmt.children[0] if stmt.children else stmt.data
+    return str(first) if isinstance(first, Token) else stmt.data
+
+
+def _head_span(stmt: Tree, path: str, keyword: str) -> Span:
+    """The span of a structure's keyword (where a caret for the whole construct should point)."""
+    s = tree_span(stmt, path)
+    return Span(path, s.start, s.start + len(keyword), s.line, s.column, s.line, s.column + len(keyword))
+
+
+def _any_span(tree: Any, path: str) -> Span:
+    return token_span(tree, path) if isinstance(tree, Token) else tree_span(tree, path)
+
+
+# --------------------------------------------------------------------------- entry points
+
+def parse(text: str, path: str = "<string>") -> Model:
+    """Parse and bind a .arch text. Never raises for a mistake in the text: see Model.diagnostics."""
+    sources: dict[str, str] = {}
+    diagnostics: list[Diagnostic] = []
+    builder = _Builder(sources, diagnostics)
+    tree = builder.load_file(path, text)
+    if tree is None:
+        return Model(path, Seq(), sources, diagnostics)
+    builder.loading.append(str(Path(path).resolve()) if path not in ("<string>", "<stdin>") else path)
+    stmts = builder.collect_defs(tree, path, top_level=True)
+    body = Seq(builder.statements(stmts, path, {}, (), _Namer()))
+    return Model(path, body, sources, dedupe(diagnostics), blocks=sorted(builder.blocks))
+
+
+def dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """Drop exact repeats (a block called `* 3` with a mistake inside reports it once)."""
+    seen: set[tuple] = set()
+    out = []
+    for d in diagnostics:
+        key = (d.code, d.message, d.span, d.trace)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def load(path: str | Path) -> Model:
+    """Read and parse a .arch file. Raises UsageError when the file cannot be read."""
+    from archspec.errors import UsageError
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{p}: no such file", "check the path") from None
+    except IsADirectoryError:
+        raise UsageError(f"{p}: is a directory, not a .arch file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{p}: not UTF-8 text; is it a .arch file?") from None
+    except OSError as exc:
+        raise UsageError(f"{p}: cannot read ({exc.strerror})") from None
+    return parse(text, str(path))

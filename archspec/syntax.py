@@ -1,0 +1,103 @@
+"""Load the grammar shipped in the package, parse text, and turn parse errors into diagnostics."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from archspec.diagnostics import Diagnostic, Span
+
+
+@lru_cache(maxsize=1)
+def parser() -> Lark:
+    # cache=True stores the LALR tables in the temp directory: start-up stays low.
+    return Lark.open_from_package(
+        "archspec.grammar",
+        "archspec.lark",
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=True,
+        cache=True,
+    )
+
+
+class ParseFailed(Exception):
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        super().__init__(diagnostic.message)
+        self.diagnostic = diagnostic
+
+
+# How the parser's terminal names read to a person.
+_TERMINALS = {
+    "NAME": "a name", "NUMBER": "a number", "DIMS": "dimensions like 3x32x32", "STRING": 'a "string"',
+    "LBRACE": "`{`", "RBRACE": "`}`", "LPAR": "`(`", "RPAR": "`)`", "COMMA": "`,`", "EQUAL": "`=`",
+    "_NL": "a newline", "VBAR": "`|`", "$END": "the end of the file", "STAR": "`*`", "MINUS": "`-`",
+    "ADD_OP": "`+` or `-`", "MUL_OP": "`*` or `/`", "SHORTCUT": "`shortcut`", "BRANCH_MODE": "`concat` or `add`",
+    "RESIDUAL": "`residual`", "REPEAT": "`repeat`", "BLOCK": "`block`", "USE": "`use`",
+}
+
+
+def _describe_expected(expected: set[str]) -> str:
+    names = sorted({_TERMINALS.get(t, t.lower()) for t in expected})
+    return ", ".join(names[:-1]) + (" or " if len(names) > 1 else "") + names[-1] if names else "something else"
+
+
+def _point_span(path: str, text: str, pos: int) -> Span:
+    pos = max(0, min(pos, len(text)))
+    line = text.count("\n", 0, pos) + 1
+    col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return Span(path, pos, pos + 1, line, col, line, col + 1)
+
+
+def _diagnostic(err: UnexpectedInput, path: str, text: str) -> Diagnostic:
+    if isinstance(err, UnexpectedCharacters):
+        ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
+        return Diagnostic(
+            "E001",
+            f"unexpected character `{ch}`",
+            _point_span(path, text, err.pos_in_stream),
+            help="names use letters, digits and `_`; separate layers with `|` or a newline; comments start with `#`",
+        )
+    token: Token | None = getattr(err, "token", None)
+    expected: set[str] = set(getattr(err, "expected", set()) or getattr(err, "accepts", set()) or set())
+    at_end = isinstance(err, UnexpectedEOF) or (token is not None and token.type == "$END")
+    if at_end:
+        pos = len(text.rstrip())
+        span = _point_span(path, text, max(0, pos - 1))
+        if "RBRACE" in expected:
+            return Diagnostic("E001", "unexpected end of file: a `{` is not closed", span, help="add the missing `}`")
+        return Diagnostic("E001", f"unexpected end of file; expected {_describe_expected(expected)}", span)
+    assert token is not None
+    span = Span(path, token.start_pos or 0, token.end_pos or 0, token.line or 1, token.column or 1,
+                token.end_line or token.line or 1, token.end_column or (token.column or 1) + 1)
+    if token.type == "RBRACE":
+        return Diagnostic("E001", "unmatched `}`", span, help="remove it, or open the block it closes with `{`")
+    what = _TERMINALS.get(token.type, token.type.lower())
+    what = what if what.startswith("`") else f"{what} `{token}`"
+    return Diagnostic(
+        "E001",
+        f"unexpected {what}; expected {_describe_expected(expected)}",
+        span,
+        help="separate layers with `|` or a newline" if token.type in ("LBRACE", "LPAR") else None,
+    )
+
+
+def parse_tree(text: str, path: str = "<string>") -> Tree:
+    """Parse text into a lark tree; raise ParseFailed with an E001 diagnostic on bad syntax."""
+    try:
+        return parser().parse(text)
+    except UnexpectedInput as err:
+        raise ParseFailed(_diagnostic(err, path, text)) from None
+
+
+def token_span(token: Token, path: str) -> Span:
+    return Span(path, token.start_pos or 0, token.end_pos or 0, token.line or 1, token.column or 1,
+                token.end_line or 1, token.end_column or 1)
+
+
+def tree_span(tree: Tree, path: str) -> Span:
+    m = tree.meta
+    if getattr(m, "empty", True):
+        return Span(path, 0, 0, 1, 1, 1, 1)
+    return Span(path, m.start_pos, m.end_pos, m.line, m.column, m.end_line, m.end_column)

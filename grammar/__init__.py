@@ -1,0 +1,1 @@
+"""The archspec grammar (archspec.lark), shipped inside the package as archspec.grammar."""
