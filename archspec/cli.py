@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from archspec.errors import ArchspecError, UsageError
+from archspec.errors import ArchError, ArchspecError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -204,6 +204,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             parser.print_help(out)
             return 2
         return args.func(args, out) if _takes_out(args.func) else args.func(args)
+    except ArchError as exc:
+        from archspec.diagnostics import render_text
+
+        for d in exc.diagnostics:
+            sys.stderr.write(render_text(d, exc.sources) + "\n")
+        print(f"error: {exc.path} does not check ({len(exc.diagnostics)} error(s))", file=sys.stderr)
+        return exc.exit_code
     except ArchspecError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if exc.help:

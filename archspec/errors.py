@@ -30,12 +30,13 @@ class UsageError(ArchspecError):
 class ArchError(ArchspecError):
     """A .arch source that does not check: carries every diagnostic."""
 
-    def __init__(self, diagnostics: Sequence["Diagnostic"], path: str = "<string>") -> None:
+    def __init__(self, diagnostics: Sequence["Diagnostic"], path: str = "<string>", sources: dict[str, str] | None = None) -> None:
         errors = [d for d in diagnostics if d.severity == "error"]
         first = errors[0].message if errors else "invalid architecture"
         super().__init__(f"{path}: {len(errors)} error(s); first: {first}", "run `archspec check` on the file to see every diagnostic")
         self.diagnostics = list(diagnostics)
         self.path = path
+        self.sources = sources or {}
 
 
 class MissingExtraError(ArchspecError):

@@ -80,6 +80,8 @@ class LayerSpec(BaseModel):
     is_activation: ClassVar[bool] = False
     summary: ClassVar[str] = ""
     usage: ClassVar[str] = ""
+    # How generated PyTorch source writes a parameter-free op inline in forward(), e.g. "F.relu({x})".
+    functional: ClassVar[str | None] = None
 
     @property
     def op_name(self) -> str:
@@ -264,7 +266,7 @@ class Conv(LayerSpec):
 
     def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
         if not _need_rank("conv", x, 3, emit):
-            return (self.out_channels, None, None)
+            return None  # unknown: no cascade of errors from a layer already reported
         c = x[0] if x is not None else None
         if c is not None and (c % self.groups or self.out_channels % self.groups):
             emit(
@@ -461,6 +463,7 @@ class _Activation(LayerSpec):
 class ReLU(_Activation):
     op: Literal["relu"] = "relu"
     torch_cls: ClassVar = "ReLU"
+    functional: ClassVar = "F.relu({x})"
     summary: ClassVar = "max(0, x) (nn.ReLU)."
     usage: ClassVar = "relu"
 
@@ -468,6 +471,7 @@ class ReLU(_Activation):
 class ReLU6(_Activation):
     op: Literal["relu6"] = "relu6"
     torch_cls: ClassVar = "ReLU6"
+    functional: ClassVar = "F.relu6({x})"
     summary: ClassVar = "min(max(0, x), 6) (nn.ReLU6), as in MobileNet."
     usage: ClassVar = "relu6"
 
@@ -475,6 +479,7 @@ class ReLU6(_Activation):
 class GELU(_Activation):
     op: Literal["gelu"] = "gelu"
     torch_cls: ClassVar = "GELU"
+    functional: ClassVar = "F.gelu({x})"
     summary: ClassVar = "Gaussian error linear unit (nn.GELU)."
     usage: ClassVar = "gelu"
 
@@ -482,6 +487,7 @@ class GELU(_Activation):
 class SiLU(_Activation):
     op: Literal["silu"] = "silu"
     torch_cls: ClassVar = "SiLU"
+    functional: ClassVar = "F.silu({x})"
     summary: ClassVar = "x * sigmoid(x) (nn.SiLU, a.k.a. swish)."
     usage: ClassVar = "silu"
 
@@ -489,6 +495,7 @@ class SiLU(_Activation):
 class Sigmoid(_Activation):
     op: Literal["sigmoid"] = "sigmoid"
     torch_cls: ClassVar = "Sigmoid"
+    functional: ClassVar = "torch.sigmoid({x})"
     summary: ClassVar = "1 / (1 + exp(-x)) (nn.Sigmoid)."
     usage: ClassVar = "sigmoid"
 
@@ -496,6 +503,7 @@ class Sigmoid(_Activation):
 class Tanh(_Activation):
     op: Literal["tanh"] = "tanh"
     torch_cls: ClassVar = "Tanh"
+    functional: ClassVar = "torch.tanh({x})"
     summary: ClassVar = "Hyperbolic tangent (nn.Tanh)."
     usage: ClassVar = "tanh"
 
@@ -503,6 +511,7 @@ class Tanh(_Activation):
 class Hardswish(_Activation):
     op: Literal["hardswish"] = "hardswish"
     torch_cls: ClassVar = "Hardswish"
+    functional: ClassVar = "F.hardswish({x})"
     summary: ClassVar = "x * relu6(x + 3) / 6 (nn.Hardswish), as in MobileNetV3."
     usage: ClassVar = "hardswish"
 
@@ -517,6 +526,10 @@ class LeakyReLU(_Activation):
     def torch_call(self, x: Shape | None) -> TorchCall:
         return TorchCall(cls="LeakyReLU", args=(self.slope,) if self.slope != 0.01 else ())
 
+    @property
+    def functional(self) -> str:  # type: ignore[override]
+        return "F.leaky_relu({x}" + (f", {self.slope!r})" if self.slope != 0.01 else ")")
+
     def describe(self) -> str:
         return "" if self.slope == 0.01 else str(self.slope)
 
@@ -526,6 +539,7 @@ class Softmax(LayerSpec):
     name_prefix: ClassVar = "softmax"
     summary: ClassVar = "Softmax over the channel/feature dimension (nn.Softmax(dim=1)). Leave it out when training with cross-entropy."
     usage: ClassVar = "softmax"
+    functional: ClassVar = "F.softmax({x}, dim=1)"
 
     def torch_call(self, x: Shape | None) -> TorchCall:
         return TorchCall(cls="Softmax", kwargs={"dim": 1})
@@ -571,6 +585,7 @@ class Flatten(LayerSpec):
     name_prefix: ClassVar = "flatten"
     summary: ClassVar = "[B, C, H, W] -> [B, C*H*W] (nn.Flatten)."
     usage: ClassVar = "flatten"
+    functional: ClassVar = "torch.flatten({x}, 1)"
 
     def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
         if x is None or None in x:
