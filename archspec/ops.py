@@ -103,6 +103,14 @@ class LayerSpec(BaseModel):
         """Key arguments in the language's own spelling (for tables and graphs)."""
         return ""
 
+    def rf(self, x: Shape | None) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        """Receptive-field step per axis (H, W): (effective kernel, stride), or None when
+        it depends on an x that is unknown.
+
+        Pointwise ops are ((1, 1), (1, 1)). A summary chains them: rf += (k - 1) * jump; jump *= stride.
+        """
+        return (1, 1), (1, 1)
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -289,6 +297,10 @@ class Conv(LayerSpec):
         h, w = _spatial("conv", x, self.kernel, self.stride, self.resolved_padding(), self.dilation, emit, "E101")
         return (self.out_channels, h, w)
 
+    def rf(self, x: Shape | None) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        eff = (self.dilation[0] * (self.kernel[0] - 1) + 1, self.dilation[1] * (self.kernel[1] - 1) + 1)
+        return eff, self.stride
+
     def params(self, x: Shape | None) -> int:
         c = x[0] if x else None
         if c is None:
@@ -357,6 +369,9 @@ class _Pool(LayerSpec):
     @property
     def eff_stride(self) -> tuple[int, int]:
         return self.stride or self.kernel
+
+    def rf(self, x: Shape | None) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        return self.kernel, self.eff_stride
 
     def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
         op = self.op_name
@@ -433,6 +448,14 @@ class AdaptiveAvgPool(LayerSpec):
     def torch_call(self, x: Shape | None) -> TorchCall:
         return TorchCall(cls="AdaptiveAvgPool2d", args=(self.size[0] if self.size[0] == self.size[1] else self.size,))
 
+    def rf(self, x: Shape | None) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        # Window i spans [floor(i*n/o), ceil((i+1)*n/o)): the widest one, and the step n // o
+        # (exact when o divides n, which is the usual case).
+        if x is None or len(x) != 3 or x[1] is None or x[2] is None:
+            return None
+        k = tuple(max(-(-(i + 1) * n // o) - i * n // o for i in range(o)) for n, o in zip(x[1:], self.size))
+        return k, tuple(max(1, n // o) for n, o in zip(x[1:], self.size))  # type: ignore[return-value]
+
     def describe(self) -> str:
         return f"{self.size[0]}x{self.size[1]}"
 
@@ -450,6 +473,14 @@ class GlobalAvgPool(LayerSpec):
 
     def torch_call(self, x: Shape | None) -> TorchCall:
         return TorchCall(cls="AdaptiveAvgPool2d", args=(1,))
+
+    def rf(self, x: Shape | None) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        # One window over the whole H x W: every output sees every input position.
+        if x is None or len(x) != 3:
+            return ((1, 1), (1, 1)) if x is not None else None
+        if x[1] is None or x[2] is None:
+            return None
+        return (x[1], x[2]), (x[1], x[2])
 
 
 class _Activation(LayerSpec):
@@ -594,6 +625,14 @@ class Flatten(LayerSpec):
 
     def torch_call(self, x: Shape | None) -> TorchCall:
         return TorchCall(cls="Flatten")
+
+    def rf(self, x: Shape | None) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        # One window over the whole H x W: every output sees every input position.
+        if x is None or len(x) != 3:
+            return ((1, 1), (1, 1)) if x is not None else None
+        if x[1] is None or x[2] is None:
+            return None
+        return (x[1], x[2]), (x[1], x[2])
 
 
 class Linear(LayerSpec):
