@@ -32,6 +32,9 @@ def check(source: "Model | str | Path", classes: int | None = 10) -> CheckReport
 
 def build(source: "Model | str | Path", classes: int | None = None) -> "nn.Module":
     """Compile to a torch.nn.Module (needs the torch extra). Raises ArchError if it does not check."""
+    from archspec.errors import require_torch
+
+    require_torch()
     from archspec.compile import build as _build
 
     return _build(source, classes=classes)

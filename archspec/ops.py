@@ -156,7 +156,8 @@ def window_out(
     else:
         out = math.floor(span / s + 1)
         formula = f"{axis}_out = floor(({size} + 2*{p} - {d}*({k}-1) - 1)/{s} + 1) = {out}"
-        dropped = span % s if span >= 0 else 0
+        # Uncovered trailing positions, less the bottom/right padding among them: real rows lost.
+        dropped = max(0, span % s - p) if span >= 0 else 0
     return out, formula, dropped
 
 

@@ -469,11 +469,15 @@ class _Builder:
         return word not in cls.keys and word not in cls.flags and not (glued and glued["key"] in cls.keys)
 
     def _unknown(self, op: str, word: str, span: Span, trace: Trace, vocabulary: list[str]) -> None:
-        stem = _GLUED.match(word)
-        hint = _suggest(stem["key"] if stem else word, vocabulary)
-        if hint and stem and not hint.endswith("="):
-            hint += stem["value"]
         cls = OPS[op]
+        stem = _GLUED.match(word)
+        short = {fld: key for key, fld in cls.keys.items()}
+        if stem and stem["key"] in short:  # `stride2` -> `s2`: the long name glued to a value
+            hint: str | None = short[stem["key"]] + stem["value"]
+        else:
+            hint = _suggest(stem["key"] if stem else word, vocabulary)
+            if hint and stem and not hint.endswith("="):
+                hint += stem["value"]
         self.error("E003", f"unknown argument `{word}` for `{op}`", span, trace,
                    help=(f"did you mean `{hint}`? " if hint else "") + f"usage: `{cls.usage}`")
 

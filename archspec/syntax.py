@@ -66,7 +66,9 @@ def _diagnostic(err: UnexpectedInput, path: str, text: str) -> Diagnostic:
         pos = len(text.rstrip())
         span = _point_span(path, text, max(0, pos - 1))
         if "RBRACE" in expected:
-            return Diagnostic("E001", "unexpected end of file: a `{` is not closed", span, help="add the missing `}`")
+            brace = _unclosed_brace(text)
+            return Diagnostic("E001", "this `{` is never closed", _point_span(path, text, brace) if brace is not None else span,
+                              help="add `}` after the last layer of the block")
         return Diagnostic("E001", f"unexpected end of file; expected {_describe_expected(expected)}", span)
     assert token is not None
     span = Span(path, token.start_pos or 0, token.end_pos or 0, token.line or 1, token.column or 1,
@@ -81,6 +83,28 @@ def _diagnostic(err: UnexpectedInput, path: str, text: str) -> Diagnostic:
         span,
         help="separate layers with `|` or a newline" if token.type in ("LBRACE", "LPAR") else None,
     )
+
+
+def _unclosed_brace(text: str) -> int | None:
+    """Offset of the last `{` without its `}` (comments and strings skipped)."""
+    stack: list[int] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "#":
+            i = text.find("\n", i)
+            if i < 0:
+                break
+        elif ch == '"':
+            i = text.find('"', i + 1)
+            if i < 0:
+                break
+        elif ch == "{":
+            stack.append(i)
+        elif ch == "}" and stack:
+            stack.pop()
+        i += 1
+    return stack[-1] if stack else None
 
 
 def parse_tree(text: str, path: str = "<string>") -> Tree:

@@ -1,0 +1,87 @@
+"""The static path never needs torch, the wheel carries the grammar, and start-up stays fast."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+
+import pytest
+
+from conftest import EXAMPLES, REPO
+
+# A meta-path finder that makes `import torch` / `import torchvision` fail, as on a machine without them.
+BLOCK_TORCH = """
+import sys
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'torchvision'):
+            raise ImportError(f'No module named {name!r}', name=name)
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+def run_without_torch(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", BLOCK_TORCH + code], capture_output=True, text=True, cwd=REPO)
+
+
+def test_check_works_when_torch_cannot_be_imported():
+    cp = run_without_torch(
+        "from archspec.cli import main\n"
+        f"code = main(['check', '-q', {str(EXAMPLES / 'lenet.arch')!r}, {str(EXAMPLES / 'allconv.arch')!r}])\n"
+        "assert 'torch' not in sys.modules\n"
+        "sys.exit(code)\n"
+    )
+    assert cp.returncode == 0, cp.stderr
+    assert "2 files checked: 2 ok" in cp.stdout
+
+
+def test_import_archspec_does_not_import_torch():
+    cp = subprocess.run(
+        [sys.executable, "-c", "import sys, archspec; archspec.check(open('examples/lenet.arch').read()); "
+         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))"],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert cp.returncode == 0 and cp.stdout.strip() == "[]", cp.stdout + cp.stderr
+
+
+def test_torch_command_without_torch_names_the_extra():
+    cp = run_without_torch(
+        "import archspec\n"
+        "try:\n    archspec.build('input 3x8x8\\nflatten\\nlinear 10')\n"
+        "except archspec.ArchspecError as e:\n    print(e.message); print(e.help)\n"
+    )
+    assert cp.returncode == 0, cp.stderr
+    assert "pip install 'archspec[torch]'" in cp.stdout
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_grammar_and_checks_a_file(tmp_path):
+    """Non-editable install into a fresh venv (no torch): the grammar comes from inside the wheel."""
+    wheels = tmp_path / "wheels"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(REPO)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    wheel = next(wheels.glob("archspec-*.whl"))
+    import zipfile
+
+    assert "archspec/grammar/archspec.lark" in zipfile.ZipFile(wheel).namelist()
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    install = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
+                             capture_output=True, text=True)
+    if install.returncode != 0 and "Could not find a version" in install.stderr + install.stdout:
+        pytest.skip("package index unreachable for the wheel's dependencies")
+    assert install.returncode == 0, install.stderr
+    bad = tmp_path / "bad.arch"
+    bad.write_text("input 3x4x4\nconv 6 k5\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    exe = env_dir / "bin" / "archspec"
+    ok = subprocess.run([str(exe), "check", str(EXAMPLES / "lenet.arch")], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "62,006 params" in ok.stdout
+    fail = subprocess.run([str(exe), "check", str(bad)], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert fail.returncode == 1 and "error[E101]" in fail.stdout
+    where = subprocess.run([str(py), "-c", "import archspec, torch"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert "No module named 'torch'" in where.stderr  # the lint install really has no torch
