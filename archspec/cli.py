@@ -154,6 +154,30 @@ def cmd_compile(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_build(args: argparse.Namespace, out: TextIO) -> int:
+    """Build with torch, run one forward pass, and show the module: proof that it really runs."""
+    from archspec.errors import require_torch
+
+    require_torch()
+    import torch
+
+    from archspec.compile import build
+    from archspec.ops import fmt_shape
+    from archspec.specs import parse
+
+    display, text = read_source(args.file)
+    net = build(parse(text, display))
+    with torch.no_grad():
+        y = net.eval()(torch.zeros(2, *net.input_shape))
+    console = _console(out)
+    console.print(str(net), markup=False)
+    params = sum(p.numel() for p in net.parameters())
+    same = tuple(y.shape[1:]) == net.output_shape
+    console.print(f"{params:,} parameters; forward {fmt_shape(net.input_shape)} -> {fmt_shape(tuple(y.shape[1:]))}"
+                  + (" (as the checker said)" if same else f" but the checker said {fmt_shape(net.output_shape)}"))
+    return 0 if same else 1
+
+
 def make_parser() -> argparse.ArgumentParser:
     from archspec import __version__
 
@@ -183,6 +207,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="NET.PY", help="output file (default: standard output)")
     p.add_argument("--class-name", default="Net", help="name of the generated nn.Module class (default Net)")
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("build", help="build the nn.Module with torch, run a forward pass and print it (needs archspec[torch])")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=cmd_build)
 
     for name in ("archspec.cli_views", "archspec.cli_train"):
         try:

@@ -133,3 +133,10 @@ def test_spec_with_errors_is_refused_with_its_diagnostics():
     cp = subprocess.run([sys.executable, "-m", "archspec.cli", "compile", "-"], input="input 3x4x4\nconv 6 k5\n",
                         capture_output=True, text=True)
     assert cp.returncode == 1 and "Traceback" not in cp.stderr and "E101" in cp.stderr
+
+
+def test_build_command_runs_a_forward_pass():
+    cp = subprocess.run([sys.executable, "-m", "archspec.cli", "build", str(EXAMPLES / "lenet.arch")], capture_output=True, text=True)
+    assert cp.returncode == 0, cp.stderr
+    assert "(fc1): Linear(in_features=400, out_features=120, bias=True)" in cp.stdout
+    assert "62,006 parameters; forward [B, 3, 32, 32] -> [B, 10] (as the checker said)" in cp.stdout
