@@ -17,10 +17,13 @@ from archspec.shapes import check as _check
 from archspec.specs import Model, load, parse
 
 __version__ = "0.1.0"
-__all__ = ["parse", "load", "check", "build", "CheckReport", "Model", "ArchError", "ArchspecError", "UsageError"]
+__all__ = ["parse", "load", "check", "build", "summary", "graph", "explain", "fmt", "CheckReport", "Model", "ArchError",
+           "ArchspecError", "UsageError"]
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from archspec.summary import Summary
 
 
 def check(source: "Model | str | Path", classes: int | None = 10) -> CheckReport:
@@ -38,6 +41,43 @@ def build(source: "Model | str | Path", classes: int | None = None) -> "nn.Modul
     from archspec.compile import build as _build
 
     return _build(source, classes=classes)
+
+
+# The views below import their modules on first use: `import archspec` stays fast and torch-free.
+
+def summary(source: "CheckReport | Model | str | Path", batch_size: int = 1, optimizer: str = "sgd",
+            classes: int | None = 10) -> "Summary":
+    """Per-layer shapes, params, MACs, receptive field and memory (str() of it is the table; .to_dict() the JSON)."""
+    from archspec.summary import summarize
+
+    return summarize(source, batch_size=batch_size, optimizer=optimizer, classes=classes)
+
+
+def graph(source: "CheckReport | Model | str | Path", output: "str | Path | None" = None, format: str | None = None,
+          classes: int | None = 10) -> "str | bytes":
+    """DOT text, or SVG/PNG/PDF bytes (needs graphviz's `dot`); writes `output` when given (format from its extension)."""
+    from archspec.graph import graph as _graph
+
+    return _graph(source, output=output, format=format, classes=classes)
+
+
+def explain(source: "CheckReport | Model | str | Path", layer: "int | str | None" = None, classes: int | None = 10) -> str:
+    """Each layer's shape arithmetic as text; `layer` is a source line number or a module name like `conv2`."""
+    from archspec.explain import explain as _explain
+
+    return _explain(source, layer=layer, classes=classes)
+
+
+def fmt(source: "str | Path") -> str:
+    """The canonical layout of .arch text (or of the file at a Path); raises ArchspecError if it does not parse."""
+    from archspec.fmt import format_text
+
+    if isinstance(source, Path):
+        try:
+            return format_text(source.read_text(encoding="utf-8"), str(source))
+        except OSError as exc:
+            raise UsageError(f"{source}: cannot read ({exc.strerror})", "check the path") from None
+    return format_text(source)
 
 
 def __getattr__(name: str) -> Any:  # pragma: no cover - only a friendlier AttributeError

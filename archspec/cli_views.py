@@ -1,0 +1,178 @@
+"""The view commands: `summary`, `graph`, `explain` and `fmt` (none of them imports torch).
+
+`archspec.cli.make_parser` calls `add_parsers`; each command is `f(args, out) -> exit code`.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from archspec.errors import UsageError
+
+
+def _report(path: str, classes: int | None):
+    """Read, parse and check one file argument (`-` is standard input)."""
+    from archspec.cli import read_source
+    from archspec.shapes import check
+    from archspec.specs import parse
+
+    display, text = read_source(path)
+    return check(parse(text, display), classes=classes)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _color(out: TextIO) -> bool:
+    return hasattr(out, "isatty") and out.isatty()
+
+
+# --------------------------------------------------------------------------- summary
+
+def cmd_summary(args: argparse.Namespace, out: TextIO) -> int:
+    from archspec.summary import summarize
+
+    summary = summarize(_report(args.file, args.classes), batch_size=args.batch_size, optimizer=args.optimizer)
+    if args.format == "json":
+        out.write(json.dumps(summary.to_dict(), indent=2) + "\n")
+    else:
+        out.write(summary.render(color=_color(out)))
+    return 0
+
+
+# --------------------------------------------------------------------------- graph
+
+def cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
+    from archspec.graph import output_format, render, to_dot
+
+    fmt = args.format or (output_format(args.output) if args.output not in (None, "-") else "dot")
+    dot = to_dot(_report(args.file, args.classes))
+    data: str | bytes = dot if fmt == "dot" else render(dot, fmt)
+    if args.output in (None, "-"):
+        if isinstance(data, bytes):
+            if _color(out) or not hasattr(out, "buffer"):
+                raise UsageError(f"cannot write {fmt.upper()} to this output", f"pass a file name: -o model.{fmt}")
+            out.flush()
+            out.buffer.write(data)
+        else:
+            out.write(data)
+        return 0
+    target = Path(args.output)
+    try:
+        target.write_bytes(data) if isinstance(data, bytes) else target.write_text(data, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{target}: cannot write ({exc.strerror})", "check that the folder exists and is writable") from None
+    print(f"wrote {target}", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------- explain
+
+def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
+    from archspec.explain import explain, parse_layer
+
+    layer = parse_layer(args.layer) if args.layer is not None else None
+    out.write(explain(_report(args.file, args.classes), layer=layer))
+    return 0
+
+
+# --------------------------------------------------------------------------- fmt
+
+def _format_one(path: str, args: argparse.Namespace, out: TextIO) -> str:
+    """`changed`, `unchanged` or `error` for one file; writes it, or its diff, as asked."""
+    from archspec.cli import read_source
+    from archspec.diagnostics import render_text
+    from archspec.fmt import FormatError, format_text
+
+    display, text = read_source(path)
+    try:
+        formatted = format_text(text, display)
+    except FormatError as exc:
+        sys.stderr.write(render_text(exc.diagnostic, exc.sources, color=_color(sys.stderr)) + "\n")
+        return "error"
+    if path == "-" and not (args.check or args.diff):
+        out.write(formatted)
+        return "unchanged" if formatted == text else "changed"
+    if formatted == text:
+        return "unchanged"
+    if args.diff:
+        out.writelines(difflib.unified_diff(text.splitlines(keepends=True), formatted.splitlines(keepends=True),
+                                            f"{display} (original)", f"{display} (formatted)"))
+    if args.check or args.diff:
+        print(f"would reformat {display}", file=sys.stderr)
+    else:
+        try:
+            Path(path).write_text(formatted, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot write ({exc.strerror})") from None
+        print(f"reformatted {display}", file=sys.stderr)
+    return "changed"
+
+
+def cmd_fmt(args: argparse.Namespace, out: TextIO) -> int:
+    if args.files.count("-") > 1:
+        raise UsageError("standard input (`-`) can be given only once")
+    counts = {"changed": 0, "unchanged": 0, "error": 0}
+    unreadable = False
+    for path in args.files:
+        try:
+            counts[_format_one(path, args, out)] += 1
+        except UsageError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            unreadable = True
+    if args.files != ["-"]:
+        verb = "would be reformatted" if args.check or args.diff else "reformatted"
+        parts = [f"{counts['changed']} file{'s' if counts['changed'] != 1 else ''} {verb}", f"{counts['unchanged']} unchanged"]
+        if counts["error"]:
+            parts.append(f"{counts['error']} could not be parsed")
+        print(", ".join(parts), file=sys.stderr)
+    if unreadable:
+        return 2
+    if counts["error"] or ((args.check or args.diff) and counts["changed"]):
+        return 1
+    return 0
+
+
+# --------------------------------------------------------------------------- parsers
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("summary", help="a per-layer table: shapes, params, MACs, receptive field, memory (no torch)")
+    p.add_argument("file", metavar="FILE", help="a .arch file, or - for standard input")
+    p.add_argument("--batch-size", type=_positive, default=1, metavar="N", help="batch size for the training-memory estimate (default 1)")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "none"], default="sgd",
+                   help="optimizer state in the memory estimate: sgd (momentum, default), adam, none")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--classes", type=int, default=10, help="number of classes the output should have (default 10)")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("graph", help="a graphviz diagram of the network: DOT text, or SVG/PNG/PDF with graphviz's `dot`")
+    p.add_argument("file", metavar="FILE", help="a .arch file, or - for standard input")
+    p.add_argument("-o", "--output", metavar="OUT", help="model.dot, model.svg, model.png or model.pdf (default: DOT to standard output)")
+    p.add_argument("--format", choices=["dot", "svg", "png", "pdf"], help="override the format the output name implies")
+    p.add_argument("--classes", type=int, default=10, help="number of classes the output should have (default 10)")
+    p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser("explain", help="each layer's shape arithmetic written out, for learning")
+    p.add_argument("file", metavar="FILE", help="a .arch file, or - for standard input")
+    p.add_argument("--layer", metavar="LINE|NAME",
+                   help="only the layers written on source line LINE, or the module NAME (e.g. conv2, basic1.res1)")
+    p.add_argument("--classes", type=int, default=10, help="number of classes the output should have (default 10)")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("fmt", help="rewrite .arch files in the canonical layout (comments kept, meaning unchanged)")
+    p.add_argument("files", nargs="+", metavar="FILE", help=".arch files, or - to format standard input to standard output")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would be reformatted")
+    p.add_argument("--diff", action="store_true", help="change nothing; print a unified diff of what would change (exit 1 if any)")
+    p.set_defaults(func=cmd_fmt)
+

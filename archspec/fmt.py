@@ -1,0 +1,352 @@
+"""`archspec fmt`: one canonical layout for .arch files, comments kept, meaning never changed.
+
+The canonical form:
+  * statements written on one line (a `|` chain) stay on one line, joined by ` | `; a line
+    break between statements stays a line break; at most one blank line in a row, none at the
+    start or end of a body or file;
+  * single spaces between a layer's arguments; keys glued to their number (`k 5` -> `k5`,
+    `s {s}` -> `s{s}`); `name=value` without spaces; expressions compact inside `{...}`
+    (`{c*4}`) and spaced inside call parentheses (`cbr(c * 2, k=1)`);
+  * a body written on one line stays inline, `{ conv c k3 | bn }`; a body written over several
+    lines gets one statement line per line, indented by 2 spaces, with `}` on its own line;
+  * comments stay where they were: on their own line (indented like the code around them), or
+    at the end of the line of the code they followed (so `# noqa` keeps applying to it), in
+    the same column when the code still ends two spaces before it (aligned comments stay so).
+
+It works on the syntax tree of a separate lark parser whose lexer also collects the comments
+(the language's grammar ignores them), and it refuses text that does not parse.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Union
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedInput
+
+from archspec.diagnostics import Diagnostic
+from archspec.errors import ArchspecError
+from archspec.ops import OPS
+
+_COMMENTS: list[Token] = []  # filled by the lexer callback during one parse
+_CONTINUATION = re.compile(r"\\\r?\n")
+_BLANK_LINE = re.compile(r"\n[ \t\f\r]*\n")
+# What a key may be glued to and still lex as that key and value: `k5`, `k3x3`, `p-1` (NAME then
+# NUMBER). A float stays apart: `k1e5` would be one word that is no key.
+_GLUE_VALUE = re.compile(r"-?\d+|\d+(x\d+)+")
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2}
+
+
+class FormatError(ArchspecError):
+    """The text does not parse, so it cannot be formatted; carries the E001 diagnostic."""
+
+    def __init__(self, diagnostic: Diagnostic, sources: dict[str, str]) -> None:
+        span = diagnostic.span
+        where = f"{span.path}:{span.line}:{span.column}: " if span else ""
+        super().__init__(f"{where}{diagnostic.message}", "fix the syntax error first; `archspec check` shows it in context")
+        self.diagnostic = diagnostic
+        self.sources = sources
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    # The language's grammar and parser settings, plus a callback that keeps the comments.
+    return Lark.open_from_package(
+        "archspec.grammar", "archspec.lark", parser="lalr", propagate_positions=True,
+        maybe_placeholders=True, lexer_callbacks={"COMMENT": _COMMENTS.append},
+    )
+
+
+def _parse(text: str, path: str) -> tuple[Tree, list[Token]]:
+    _COMMENTS.clear()
+    try:
+        tree = _parser().parse(text)
+    except UnexpectedInput:
+        from archspec.syntax import ParseFailed, parse_tree
+
+        try:
+            parse_tree(text, path)
+        except ParseFailed as failed:
+            raise FormatError(failed.diagnostic, {path: text}) from None
+        raise  # pragma: no cover - both parsers use the same grammar
+    comments = list(_COMMENTS)
+    _COMMENTS.clear()
+    return tree, comments
+
+
+@dataclass
+class _Comment:
+    token: Token
+
+    @property
+    def start(self) -> int:
+        return self.token.start_pos or 0
+
+    @property
+    def end(self) -> int:
+        return self.token.end_pos or 0
+
+    @property
+    def text(self) -> str:
+        return str(self.token).rstrip()
+
+
+Item = Union[Tree, _Comment]
+
+
+def _start(item: Item) -> int:
+    return item.start if isinstance(item, _Comment) else item.meta.start_pos
+
+
+def _end(item: Item) -> int:
+    return item.end if isinstance(item, _Comment) else item.meta.end_pos
+
+
+def _real_newlines(gap: str) -> str:
+    """The gap without `\\`-newline continuations, which the grammar ignores."""
+    return _CONTINUATION.sub(" ", gap)
+
+
+class _Printer:
+    def __init__(self, text: str, comments: list[Token]) -> None:
+        self.text = text
+        self.lines: list[str] = []
+        self.cur: str | None = None  # None: at the start of a line, not yet indented
+        self.indent = 0
+        self.pending: list[_Comment] = []  # trailing comments for the end of the current line
+        self.own: list[_Comment] = []
+        self.trailing: dict[int, list[_Comment]] = {}
+        self.anchors: list[int] = []
+        self.placed = 0  # own-line comments given to a body so far
+        self.comments = comments
+
+    # ---- comments
+
+    def classify(self, tree: Tree) -> None:
+        """Own-line comments become items of the body they sit in; a trailing comment waits for
+        the end of the output line that holds the code just before it (its anchor)."""
+        self.collect_anchors(tree)
+        anchors = sorted(self.anchors)
+        for tok in self.comments:
+            c = _Comment(tok)
+            line_start = self.text.rfind("\n", 0, c.start) + 1
+            if not self.text[line_start:c.start].strip():
+                self.own.append(c)
+                continue
+            before = [a for a in anchors if a <= c.start]
+            if before:
+                self.trailing.setdefault(before[-1], []).append(c)
+            else:  # after a leading `|` only: nothing to attach it to
+                self.own.append(c)
+
+    def collect_anchors(self, tree: Tree) -> None:
+        for sub in tree.iter_subtrees():
+            if sub.data == "body_braces":
+                self.anchors.append(sub.meta.start_pos + 1)  # just after `{`
+            elif sub.data in ("layer", "residual", "branch", "repeat", "call", "block_def", "use"):
+                self.anchors.append(sub.meta.end_pos)
+
+    def anchor(self, pos: int) -> None:
+        self.pending += self.trailing.pop(pos, [])
+
+    # ---- output
+
+    def write(self, s: str) -> None:
+        if self.cur is None:
+            self.cur = "  " * self.indent
+        self.cur += s
+
+    def newline(self) -> None:
+        line = (self.cur or "").rstrip() or "  " * self.indent
+        for c in self.pending:
+            # Keep a comment's column (aligned comments stay aligned) if the code still ends 2 before it.
+            column = (c.token.column or 1) - 1
+            line = line.ljust(column) if len(line) + 2 <= column else line + "  "
+            line += c.text
+        self.pending = []
+        self.lines.append(line)
+        self.cur = None
+
+    def blank(self) -> None:
+        if self.lines and self.lines[-1] != "":
+            self.lines.append("")
+
+    # ---- sequences
+
+    def items(self, stmts: list[Tree], lo: int, hi: int) -> list[Item]:
+        """Statements plus the own-line comments between them (not those inside a statement)."""
+        mine = [c for c in self.own if lo <= c.start < hi
+                and not any(s.meta.start_pos <= c.start < s.meta.end_pos for s in stmts)]
+        self.placed += len(mine)
+        return sorted([*stmts, *mine], key=_start)
+
+    def sequence(self, items: list[Item]) -> None:
+        for i, item in enumerate(items):
+            if i:
+                prev = items[i - 1]
+                gap = _real_newlines(self.text[_end(prev):_start(item)])
+                if "\n" not in gap and not isinstance(item, _Comment) and not isinstance(prev, _Comment):
+                    self.write(" | ")
+                else:
+                    self.newline()
+                    if _BLANK_LINE.search(gap):
+                        self.blank()
+            if isinstance(item, _Comment):
+                self.write(item.text)
+            else:
+                self.statement(item)
+
+    def body(self, tree: Tree) -> None:
+        stmts = [c for c in tree.children if isinstance(c, Tree)]
+        lo, hi = tree.meta.start_pos + 1, tree.meta.end_pos - 1
+        items = self.items(stmts, lo, hi)
+        multiline = "\n" in _real_newlines(self.text[lo:hi])
+        if not items:
+            self.write("{}")
+            self.anchor(lo)
+            return
+        if not multiline:
+            self.write("{ ")
+            self.sequence(items)
+            self.write(" }")
+            return
+        self.write("{")
+        self.anchor(lo)
+        self.indent += 1
+        self.newline()
+        self.sequence(items)
+        self.newline()
+        self.indent -= 1
+        self.write("}")
+
+    # ---- statements
+
+    def statement(self, t: Tree) -> None:
+        getattr(self, f"st_{t.data}")(t)
+        self.anchor(t.meta.end_pos)
+
+    def st_layer(self, t: Tree) -> None:
+        op, *args = t.children
+        keys = OPS[str(op)].keys if str(op) in OPS else {}
+        parts = [str(op)]
+        i = 0
+        while i < len(args):
+            arg, nxt = args[i], args[i + 1] if i + 1 < len(args) else None
+            if arg.data == "word" and str(arg.children[0]) in keys and nxt is not None and _gluable(nxt):
+                parts.append(str(arg.children[0]) + value_text(nxt))
+                i += 2
+                continue
+            parts.append(value_text(arg))
+            i += 1
+        self.write(" ".join(parts))
+
+    def st_residual(self, t: Tree) -> None:
+        mode, body, _, shortcut = t.children
+        self.write("residual " + (f"{mode} " if mode is not None else ""))
+        self.body(body)
+        if shortcut is not None:
+            self.write(" shortcut ")
+            self.body(shortcut)
+
+    def st_branch(self, t: Tree) -> None:
+        mode, *bodies = t.children
+        self.write(str(mode))
+        for b in bodies:
+            self.write(" ")
+            self.body(b)
+
+    def st_repeat(self, t: Tree) -> None:
+        count, body = t.children
+        self.write(f"repeat {value_text(count)} ")
+        self.body(body)
+
+    def st_call(self, t: Tree) -> None:
+        name, args, _, times = t.children
+        parts = []
+        for a in args.children if args is not None else []:
+            if a.data == "call_kwarg":
+                parts.append(f"{a.children[0]}={expr_text(a.children[1], compact=False)}")
+            else:
+                parts.append(expr_text(a.children[0], compact=False))
+        self.write(f"{name}({', '.join(parts)})" + (f" * {value_text(times)}" if times is not None else ""))
+
+    def st_block_def(self, t: Tree) -> None:
+        name, params, body = t.children
+        parts = []
+        for p in params.children if params is not None else []:
+            pname, default = p.children
+            parts.append(str(pname) + (f"={expr_text(default, compact=False)}" if default is not None else ""))
+        self.write(f"block {name}({', '.join(parts)}) ")
+        self.body(body)
+
+    def st_use(self, t: Tree) -> None:
+        self.write(f"use {t.children[0]}")
+
+    def run(self, tree: Tree) -> str:
+        self.classify(tree)
+        stmts = [c for c in tree.children if isinstance(c, Tree)]
+        items = self.items(stmts, 0, len(self.text))
+        if not items:
+            return ""
+        self.sequence(items)
+        self.newline()
+        # Every comment must come out: each anchor is a printed position, each own-line comment in one body.
+        leftover = [c for cs in self.trailing.values() for c in cs]
+        assert not leftover and self.placed == len(self.own), f"comments not placed: {leftover}"
+        return "\n".join(self.lines) + "\n"
+
+
+def _gluable(value: Tree) -> bool:
+    """A key's value that can be glued to it and still read as that key: `k5`, `k3x3`, `s{s}`."""
+    if value.data == "braced":
+        return True
+    return value.data in ("number", "dims") and bool(_GLUE_VALUE.fullmatch(str(value.children[0])))
+
+
+def value_text(t: Tree | Token) -> str:
+    if isinstance(t, Token):
+        return str(t)
+    if t.data == "kwarg":
+        return f"{t.children[0]}={value_text(t.children[1])}"
+    if t.data == "braced":
+        return "{" + expr_text(t.children[0], compact=True) + "}"
+    return str(t.children[0])
+
+
+def expr_text(t: Tree | Token, compact: bool) -> str:
+    """An expression with the parentheses its precedence needs (the tree does not keep them).
+
+    A right operand of the same precedence keeps its parentheses too: `a - (b - c)`, and
+    `a * (b // c)`, whose integer result differs from `a * b // c`.
+    """
+    if isinstance(t, Token):
+        return str(t)
+    if t.data in ("number", "word"):
+        return str(t.children[0])
+    if t.data == "neg":
+        inner = t.children[0]
+        text = expr_text(inner, compact)
+        return "-" + (f"({text})" if isinstance(inner, Tree) and inner.data == "binop" else text)
+    if t.data == "binop":
+        left, op, right = t.children
+        prec = _PRECEDENCE[str(op)]
+        lt, rt = expr_text(left, compact), expr_text(right, compact)
+        if _prec(left) < prec:
+            lt = f"({lt})"
+        if _prec(right) <= prec:
+            rt = f"({rt})"
+        sep = "" if compact else " "
+        return f"{lt}{sep}{op}{sep}{rt}"
+    raise AssertionError(f"unhandled expression {t.data}")
+
+
+def _prec(t: Tree | Token) -> int:
+    return _PRECEDENCE[str(t.children[1])] if isinstance(t, Tree) and t.data == "binop" else 9
+
+
+def format_text(text: str, path: str = "<string>") -> str:
+    """The canonical form of .arch text; FormatError (an ArchspecError) when it does not parse."""
+    tree, comments = _parse(text, path)
+    return _Printer(text, comments).run(tree)

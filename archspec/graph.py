@@ -1,0 +1,195 @@
+"""`archspec graph`: a graphviz diagram of a checked model, without torch.
+
+The python `graphviz` package builds the DOT text (no binary needed); only rendering to SVG,
+PNG or PDF runs graphviz's `dot`. One node per layer (name, op and key arguments, output
+shape, params); block calls, residuals and branches are clusters; a residual draws its skip
+path (dashed) into an `add` node, a branch fans out from its input into a `concat` / `add` node.
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from archspec.errors import ArchspecError, UsageError
+from archspec.ops import Input, LayerSpec, fmt_shape
+from archspec.shapes import CheckReport, Row
+from archspec.specs import BlockCall, Branch, Model, Node, Residual, Seq
+from archspec.summary import checked
+
+if TYPE_CHECKING:
+    import graphviz
+
+# Output formats by file extension: DOT text needs no binary, the others run `dot`.
+TEXT_FORMATS = {".dot": "dot", ".gv": "dot"}
+RENDER_FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf"}
+INSTALL_HELP = ("install graphviz's `dot`: `apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` (macOS), "
+                "`conda install graphviz`; or write DOT text with `-o model.dot` and render it elsewhere")
+
+_FILL = {"input": "#e2f0d9", "learnable": "#dbe9f6", "activation": "#fdeada", "other": "#f2f2f2"}
+
+
+def escape(text: str) -> str:
+    """Text safe inside a quoted DOT string: backslashes doubled, so `\\l`, `\\N`, `\\"` stay literal.
+
+    The graphviz package then escapes the double quotes, and the label is marked as not HTML
+    (see `_label`), so `<...>`, braces and quotes in a path or name cannot break the DOT.
+    """
+    return text.replace("\\", "\\\\").replace("\r", " ").replace("\n", " ")
+
+
+def _label(*lines: str) -> str:
+    import graphviz
+
+    # `\n` between lines is DOT's line break; inside each line every backslash is literal.
+    return graphviz.nohtml("\\n".join(escape(line) for line in lines if line))
+
+
+class _Builder:
+    """Adds nodes into nested clusters and collects edges, which go at the top level at the end.
+
+    Edges wait because the graphviz package writes a cluster into its parent only when the
+    cluster is closed: an edge written earlier would declare its nodes outside the cluster.
+    """
+
+    def __init__(self, report: CheckReport) -> None:
+        import graphviz
+
+        self.report = report
+        self.by_layer: dict[int, Row] = {id(r.layer): r for r in report.rows}
+        self.ids = itertools.count()
+        self.edges: list[tuple[str, str, dict[str, str]]] = []
+        title = f"{report.path}: {fmt_shape(report.input_shape)} -> {fmt_shape(report.output_shape)}, {report.params:,} params"
+        self.dot = graphviz.Digraph(
+            "archspec",
+            graph_attr={"rankdir": "TB", "label": _label(title), "labelloc": "t", "fontname": "Helvetica",
+                        "fontsize": "12", "nodesep": "0.3", "ranksep": "0.3"},
+            node_attr={"shape": "box", "style": "rounded,filled", "fontname": "Helvetica", "fontsize": "10"},
+            edge_attr={"arrowsize": "0.6", "fontname": "Helvetica", "fontsize": "9"},
+        )
+
+    def new_id(self) -> str:
+        return f"n{next(self.ids)}"
+
+    def edge(self, tail: str | None, head: str, **attrs: str) -> None:
+        if tail is not None:
+            self.edges.append((tail, head, attrs))
+
+    def seq(self, g: "graphviz.Digraph", seq: Seq, tail: str | None, parent: str, dashed: bool = False) -> str | None:
+        for node in seq.items:
+            tail = self.node(g, node, tail, parent, dashed)
+        return tail
+
+    def node(self, g: "graphviz.Digraph", node: Node, tail: str | None, parent: str, dashed: bool) -> str | None:
+        if isinstance(node, LayerSpec):
+            return self.layer(g, node, tail, dashed)
+        path = f"{parent}.{node.name}" if parent else node.name
+        if isinstance(node, BlockCall):
+            args = ", ".join(f"{k}={'x'.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in node.args.items())
+            with g.subgraph(name=f"cluster_{self.new_id()}") as c:
+                c.attr(label=_label(f"{path}: {node.block}({args})"), style="rounded,filled", fillcolor="#fafafa",
+                       color="#999999", fontname="Helvetica", fontsize="10")
+                return self.seq(c, node.body, tail, path, dashed)
+        if isinstance(node, Residual):
+            return self.residual(g, node, tail, path)
+        if isinstance(node, Branch):
+            return self.branch(g, node, tail, path)
+        raise AssertionError(f"a checked model has no {type(node).__name__} nodes")
+
+    def layer(self, g: "graphviz.Digraph", node: LayerSpec, tail: str | None, dashed: bool) -> str:
+        row = self.by_layer[id(node)]
+        kind = ("input" if isinstance(node, Input) else "learnable" if row.params else
+                "activation" if node.is_activation else "other")
+        nid = self.new_id()
+        g.node(nid, _label(f"{row.path.rsplit('.', 1)[-1]}: {row.op} {node.describe()}".rstrip(),
+                           fmt_shape(row.out_shape), f"{row.params:,} params" if row.params else ""),
+               fillcolor=_FILL[kind], **({"style": "rounded,filled,dashed"} if dashed else {}))
+        self.edge(tail, nid, **({"style": "dashed"} if dashed else {}))
+        return nid
+
+    def join_node(self, g: "graphviz.Digraph", node: Node, op: str) -> str:
+        nid = self.new_id()
+        g.node(nid, _label(op, fmt_shape(self.report.shapes_of(node)[1])), shape="ellipse", style="filled",
+               fillcolor="#fff2cc")
+        return nid
+
+    def residual(self, g: "graphviz.Digraph", node: Residual, tail: str | None, path: str) -> str:
+        kind = "residual project" if node.project else "residual"
+        with g.subgraph(name=f"cluster_{self.new_id()}") as c:
+            c.attr(label=_label(f"{path}: {kind}"), style="dashed", color="#666666", fontname="Helvetica", fontsize="10")
+            body_end = self.seq(c, node.body, tail, path)
+            shortcut = node.shortcut if node.shortcut is not None else self.report.projections.get(id(node))
+            skip_end = self.seq(c, shortcut, tail, path, dashed=True) if shortcut is not None else tail
+            add = self.join_node(c, node, "add")
+        self.edge(body_end, add)
+        # The skip edge: straight from the residual's input when the shortcut is the identity.
+        self.edge(skip_end, add, style="dashed", **({"label": "identity"} if shortcut is None else {}))
+        return add
+
+    def branch(self, g: "graphviz.Digraph", node: Branch, tail: str | None, path: str) -> str:
+        with g.subgraph(name=f"cluster_{self.new_id()}") as c:
+            c.attr(label=_label(f"{path}: {node.mode}"), style="dashed", color="#666666", fontname="Helvetica", fontsize="10")
+            ends = [self.seq(c, b, tail, path) for b in node.branches]
+            join = self.join_node(c, node, node.mode)
+        for end in ends:
+            self.edge(end, join)
+        return join
+
+    def build(self) -> str:
+        self.seq(self.dot, self.report.model.body, None, "")
+        for tail, head, attrs in self.edges:
+            self.dot.edge(tail, head, **attrs)
+        return self.dot.source
+
+
+def to_dot(source: "CheckReport | Model | str | Path", classes: int | None = 10) -> str:
+    """DOT text for a model that checks (ArchError if it does not). Needs no graphviz binary."""
+    return _Builder(checked(source, classes)).build()
+
+
+def output_format(path: str | Path) -> str:
+    """`dot`, `svg`, `png` or `pdf` from a file name; UsageError for anything else."""
+    suffix = Path(path).suffix.lower()
+    fmt = TEXT_FORMATS.get(suffix) or RENDER_FORMATS.get(suffix)
+    if fmt is None:
+        known = ", ".join(sorted(TEXT_FORMATS) + sorted(RENDER_FORMATS))
+        raise UsageError(f"cannot tell the graph format from `{path}`", f"end the output file name with one of: {known}")
+    return fmt
+
+
+def render(dot: str, fmt: str) -> bytes:
+    """Run graphviz's `dot` on DOT text; a clear ArchspecError when it is not installed."""
+    import graphviz
+
+    if fmt not in RENDER_FORMATS.values():
+        raise UsageError(f"cannot render to `{fmt}`", f"use one of: {', '.join(RENDER_FORMATS.values())}")
+    try:
+        return graphviz.Source(dot).pipe(format=fmt)
+    except graphviz.ExecutableNotFound:
+        raise ArchspecError(f"rendering {fmt.upper()} needs graphviz's `dot` program, which is not installed",
+                            INSTALL_HELP) from None
+    except graphviz.CalledProcessError as exc:
+        err = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise ArchspecError(f"graphviz's `dot` failed: {err[-1] if err else exc}",
+                            "write DOT text with `-o model.dot` to see what was sent") from None
+
+
+def graph(source: "CheckReport | Model | str | Path", output: str | Path | None = None, format: str | None = None,
+          classes: int | None = 10) -> str | bytes:
+    """DOT text (format `dot`, the default) or rendered bytes (`svg`, `png`, `pdf`).
+
+    With `output`, the format comes from its extension unless given, and the file is written.
+    """
+    fmt = format or (output_format(output) if output is not None else "dot")
+    dot = to_dot(source, classes)
+    result: str | bytes = dot if fmt == "dot" else render(dot, fmt)
+    if output is not None:
+        target = Path(output)
+        try:
+            if isinstance(result, str):
+                target.write_text(result, encoding="utf-8")
+            else:
+                target.write_bytes(result)
+        except OSError as exc:
+            raise UsageError(f"{target}: cannot write ({exc.strerror})", "check that the folder exists and is writable") from None
+    return result

@@ -1,0 +1,358 @@
+"""`archspec summary`: a torchinfo-style table of a checked model, without torch.
+
+Every shape, parameter count and MAC count comes from the checker's report; this module only
+walks the spec tree alongside it to add structure rows (blocks, residuals, branches and their
+joins), receptive fields and memory estimates.
+
+Receptive field (RF) and jump follow the classic recurrence per axis, from the input:
+rf_out = rf_in + (k_eff - 1) * jump_in and jump_out = jump_in * stride, where each op gives its
+(k_eff, stride) through `LayerSpec.rf`. A residual or branch takes the max over its paths.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from archspec.errors import ArchError, UsageError
+from archspec.ops import LayerSpec, Shape, fmt_shape
+from archspec.shapes import CheckReport, Row
+from archspec.specs import BlockCall, Branch, Model, Node, Residual, Seq
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+BYTES_PER_VALUE = 4  # fp32 weights and activations
+# Optimizer state kept per parameter, in copies of the weights: SGD with momentum keeps one
+# buffer, Adam/AdamW two (first and second moments), plain SGD none.
+OPTIMIZER_STATE = {"sgd": 1, "adam": 2, "none": 0}
+
+Pair = tuple[int, int]
+RF = tuple[Pair, Pair]  # (receptive field, jump) per axis (H, W)
+Kind = Literal["layer", "group", "join"]
+
+
+def checked(source: "CheckReport | Model | str | Path", classes: int | None = 10) -> CheckReport:
+    """A check report with no errors, from a report, a Model, .arch text or a path; else ArchError.
+
+    The views (summary, graph, explain) only describe models that check: shapes after an error
+    are guesses, and a table of guesses would teach the wrong thing.
+    """
+    if not isinstance(source, CheckReport):
+        from archspec import check
+
+        source = check(source, classes=classes)
+    if not source.ok:
+        raise ArchError(source.diagnostics, source.path)
+    return source
+
+
+@dataclass
+class SummaryRow:
+    """One table row: a layer, the header of a block/residual/branch, or the join that ends one."""
+
+    name: str  # dotted module path, e.g. "basic1.res1.body.conv1"
+    label: str  # the name relative to its parent, e.g. "body.conv1"
+    op: str  # op name, or "block", "residual", "concat", "add"
+    args: str  # key arguments as written: describe(), block arguments, the join's operands
+    kind: Kind
+    depth: int
+    line: int | None
+    output_shape: Shape | None
+    params: int = 0
+    macs: int = 0
+    rf: Pair | None = None
+    jump: Pair | None = None
+    activation_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "op": self.op,
+            "kind": self.kind,
+            "args": self.args,
+            "depth": self.depth,
+            "line": self.line,
+            "output_shape": None if self.output_shape is None or None in self.output_shape else list(self.output_shape),
+            "params": self.params,
+            "macs": self.macs,
+            "receptive_field": _pair_json(self.rf),
+            "jump": _pair_json(self.jump),
+            "activation_bytes": self.activation_bytes,
+        }
+
+
+def _pair_json(p: Pair | None) -> int | list[int] | None:
+    """A square RF/jump as one number (the common case), a rectangular one as [H, W]."""
+    if p is None:
+        return None
+    return p[0] if p[0] == p[1] else [p[0], p[1]]
+
+
+def pair_text(p: Pair | None) -> str:
+    if p is None:
+        return "--"
+    return str(p[0]) if p[0] == p[1] else f"{p[0]}x{p[1]}"
+
+
+def shape_bytes(shape: Shape | None) -> int:
+    if shape is None or None in shape:
+        return 0
+    return math.prod(shape) * BYTES_PER_VALUE  # type: ignore[arg-type]
+
+
+def human_bytes(n: float) -> str:
+    """Decimal units, as torchinfo: 1 MB = 10^6 bytes."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def _step(state: RF | None, k: Pair, s: Pair) -> RF:
+    assert state is not None
+    rf, jump = state
+    return (
+        (rf[0] + (k[0] - 1) * jump[0], rf[1] + (k[1] - 1) * jump[1]),
+        (jump[0] * s[0], jump[1] * s[1]),
+    )
+
+
+def _max_rf(states: list[RF | None]) -> RF | None:
+    """Paths that meet at a join: the output sees the union of their views (the widest one)."""
+    if not states or any(s is None for s in states):
+        return None
+    known = [s for s in states if s is not None]
+    return (
+        (max(s[0][0] for s in known), max(s[0][1] for s in known)),
+        (max(s[1][0] for s in known), max(s[1][1] for s in known)),
+    )
+
+
+class _Walker:
+    """Walks the spec tree in the checker's order, pairing each layer with its report row."""
+
+    def __init__(self, report: CheckReport) -> None:
+        self.report = report
+        self.by_layer: dict[int, Row] = {id(r.layer): r for r in report.rows}
+        self.rows: list[SummaryRow] = []
+
+    def seq(self, seq: Seq, state: RF | None, parent: str, depth: int) -> RF | None:
+        for node in seq.items:
+            state = self.node(node, state, parent, depth)
+        return state
+
+    def node(self, node: Node, state: RF | None, parent: str, depth: int) -> RF | None:
+        if isinstance(node, LayerSpec):
+            return self.layer(node, state, parent, depth)
+        path = _path(parent, node.name)
+        line = self.line_of(node)
+        if isinstance(node, BlockCall):
+            args = ", ".join(f"{k}={_value_text(v)}" for k, v in node.args.items())
+            self.rows.append(SummaryRow(path, node.name, "block", f"{node.block}({args})", "group", depth, line, None))
+            return self.seq(node.body, state, path, depth + 1)
+        if isinstance(node, Residual):
+            return self.residual(node, state, path, depth, line)
+        if isinstance(node, Branch):
+            return self.branch(node, state, path, depth, line)
+        raise AssertionError(f"a checked model has no {type(node).__name__} nodes")
+
+    def layer(self, node: LayerSpec, state: RF | None, parent: str, depth: int) -> RF | None:
+        row = self.by_layer[id(node)]
+        step = node.rf(row.in_shape)
+        state = None if state is None or step is None else _step(state, *step)
+        self.rows.append(SummaryRow(
+            row.path, row.path[len(parent) + 1:] if parent else row.path, row.op, node.describe(), "layer", depth,
+            self.line_of(node), row.out_shape, row.params, row.macs,
+            state[0] if state else None, state[1] if state else None, shape_bytes(row.out_shape),
+        ))
+        return state
+
+    def residual(self, node: Residual, state: RF | None, path: str, depth: int, line: int | None) -> RF | None:
+        mode = "project" if node.project else ("shortcut" if node.shortcut is not None else "")
+        self.rows.append(SummaryRow(path, node.name, "residual", mode, "group", depth, line, None))
+        body = self.seq(node.body, state, path, depth + 1)
+        shortcut = node.shortcut if node.shortcut is not None else self.report.projections.get(id(node))
+        skip = self.seq(shortcut, state, path, depth + 1) if shortcut is not None else state
+        joined = _max_rf([body, skip])
+        operands = "body + shortcut" if shortcut is not None else "body + input"
+        self.join(node, path, "residual", operands, depth, line, joined)
+        return joined
+
+    def branch(self, node: Branch, state: RF | None, path: str, depth: int, line: int | None) -> RF | None:
+        self.rows.append(SummaryRow(path, node.name, node.mode, f"{len(node.branches)} branches", "group", depth, line, None))
+        ends = []
+        for i, b in enumerate(node.branches):
+            ends.append(self.seq(b, state, path, depth + 1) if b.items else state)
+        joined = _max_rf(ends)
+        if node.mode == "concat":
+            channels = [self.report.shapes_of(b.items[-1])[1] if b.items else self.report.shapes_of(node)[0] for b in node.branches]
+            operands = " + ".join(str(c[0]) if c else "?" for c in channels) + " channels"
+        else:
+            operands = " + ".join(f"branch{i + 1}" for i in range(len(node.branches)))
+        self.join(node, path, node.mode, operands, depth, line, joined)
+        return joined
+
+    def join(self, node: Node, path: str, op: str, operands: str, depth: int, line: int | None, state: RF | None) -> None:
+        out = self.report.shapes_of(node)[1]
+        self.rows.append(SummaryRow(
+            path, node.name, op, operands, "join", depth, line, out, 0, 0,
+            state[0] if state else None, state[1] if state else None, shape_bytes(out),
+        ))
+
+    def line_of(self, node: Any) -> int | None:
+        """Source line in the checked file (a layer from a `use`d file shows its call site)."""
+        span = node.span
+        if span is not None and span.path == self.report.path:
+            return span.line
+        for _, site in node.trace:
+            if site.path == self.report.path:
+                return site.line
+        return None
+
+
+def _path(parent: str, name: str) -> str:
+    return f"{parent}.{name}" if parent else name
+
+
+def _value_text(v: Any) -> str:
+    return "x".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+
+@dataclass
+class Summary:
+    """The summary of one checked model: rows, totals and the training-memory estimate."""
+
+    report: CheckReport
+    rows: list[SummaryRow]
+    batch_size: int = 1
+    optimizer: str = "sgd"
+    assumptions: list[str] = field(default_factory=list)
+
+    @property
+    def total_params(self) -> int:
+        return sum(r.params for r in self.report.rows)
+
+    @property
+    def total_macs(self) -> int:
+        return sum(r.macs for r in self.report.rows)
+
+    @property
+    def param_bytes(self) -> int:
+        return self.total_params * BYTES_PER_VALUE
+
+    @property
+    def model_size_mb(self) -> float:
+        return self.param_bytes / 1e6
+
+    @property
+    def activation_bytes_per_sample(self) -> int:
+        return sum(r.activation_bytes for r in self.rows)
+
+    @property
+    def estimated_training_bytes(self) -> int:
+        """weights + gradients + optimizer state + activations kept for backward, for one batch."""
+        copies = 2 + OPTIMIZER_STATE[self.optimizer]
+        return copies * self.param_bytes + self.batch_size * self.activation_bytes_per_sample
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.report.path,
+            "input_shape": _list(self.report.input_shape),
+            "output_shape": _list(self.report.output_shape),
+            "layers": [r.to_dict() for r in self.rows if r.kind != "group"],
+            "total_params": self.total_params,
+            "total_macs": self.total_macs,
+            "total_flops": 2 * self.total_macs,
+            "model_size_mb": round(self.model_size_mb, 6),
+            "activation_bytes_per_sample": self.activation_bytes_per_sample,
+            "batch_size": self.batch_size,
+            "optimizer": self.optimizer,
+            "estimated_training_bytes": self.estimated_training_bytes,
+            "assumptions": list(self.assumptions),
+        }
+
+    def table(self) -> "Table":
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False, header_style="bold", title_justify="left",
+                      title=f"{self.report.path}: {fmt_shape(self.report.input_shape)} -> {fmt_shape(self.report.output_shape)}")
+        for name, justify in (("line", "right"), ("layer", "left"), ("op", "left"), ("output shape", "left"),
+                              ("params", "right"), ("MACs", "right"), ("RF", "right"), ("jump", "right"),
+                              ("act/sample", "right")):
+            table.add_column(name, justify=justify, style="dim" if name == "line" else None)  # type: ignore[arg-type]
+        for r in self.rows:
+            group = r.kind == "group"
+            table.add_row(
+                "" if r.line is None else str(r.line),
+                "  " * r.depth + r.label,
+                f"{r.op} {r.args}".rstrip() if r.kind != "join" else f"= {r.args}",
+                "" if group else fmt_shape(r.output_shape),
+                "" if group else (f"{r.params:,}" if r.params else "--"),
+                "" if group else (f"{r.macs:,}" if r.macs else "--"),
+                "" if group else pair_text(r.rf),
+                "" if group else pair_text(r.jump),
+                "" if group else human_bytes(r.activation_bytes),
+                style="bold" if group else None,
+            )
+        return table
+
+    def footer(self) -> list[str]:
+        b = self.batch_size
+        return [
+            f"Total params: {self.total_params:,}",
+            f"Total MACs: {self.total_macs:,} per sample ({self.total_macs * 2:,} FLOPs)",
+            f"Model size (fp32 params): {self.model_size_mb:.2f} MB",
+            f"Activations per sample: {human_bytes(self.activation_bytes_per_sample)}",
+            f"Estimated training memory at batch size {b} ({self.optimizer}): {human_bytes(self.estimated_training_bytes)}",
+        ] + ["The estimate assumes:"] + [f"  - {a}" for a in self.assumptions]
+
+    def render(self, color: bool = False, width: int | None = None) -> str:
+        """The table and footer as text (ANSI colours only when asked)."""
+        from io import StringIO
+
+        from rich.console import Console
+
+        buf = StringIO()
+        console = Console(file=buf, force_terminal=color, no_color=not color, width=width or 10_000, highlight=False)
+        console.print(self.table())
+        console.print()
+        for line in self.footer():
+            console.print(line, markup=False)
+        return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n"
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+def _list(shape: Shape | None) -> list[int] | None:
+    return None if shape is None or None in shape else list(shape)  # type: ignore[arg-type]
+
+
+def _assumptions(optimizer: str) -> list[str]:
+    state = {"sgd": "SGD with momentum (1 buffer per weight)", "adam": "Adam/AdamW (2 buffers per weight)",
+             "none": "plain SGD (no optimizer state)"}[optimizer]
+    return [
+        "fp32 (4 bytes) for weights, gradients, optimizer state and activations",
+        f"weights + gradients + {state}",
+        "every layer's output (and each residual/branch join, and the input) is kept for the backward pass",
+        "nothing else: BatchNorm running statistics, backward temporaries, cuDNN workspaces, "
+        "the CUDA context and allocator overhead are not counted (the real peak is higher)",
+    ]
+
+
+def summarize(source: "CheckReport | Model | str | Path", batch_size: int = 1, optimizer: str = "sgd",
+              classes: int | None = 10) -> Summary:
+    """Summarise a model that checks (ArchError if it does not). No torch needed."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"batch size must be a whole number of at least 1, got {batch_size!r}", "e.g. --batch-size 128")
+    if optimizer not in OPTIMIZER_STATE:
+        raise UsageError(f"unknown optimizer {optimizer!r}", f"choose one of: {', '.join(OPTIMIZER_STATE)}")
+    report = checked(source, classes)
+    walker = _Walker(report)
+    shape = report.input_shape
+    start: RF | None = ((1, 1), (1, 1)) if shape is not None and len(shape) == 3 else None  # RF needs an image
+    walker.seq(report.model.body, start, "", 0)
+    return Summary(report, walker.rows, batch_size, optimizer, _assumptions(optimizer))
