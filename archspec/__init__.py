@@ -8,7 +8,9 @@ a compiler to PyTorch and a CIFAR-10 runner.
 """
 from __future__ import annotations
 
+import sys as _sys
 from pathlib import Path
+from types import ModuleType as _ModuleType
 from typing import TYPE_CHECKING, Any
 
 from archspec.errors import ArchError, ArchspecError, UsageError
@@ -44,6 +46,18 @@ def build(source: "Model | str | Path", classes: int | None = None) -> "nn.Modul
 
 
 # The views below import their modules on first use: `import archspec` stays fast and torch-free.
+# Each shares its name with its module (archspec/summary.py, ...); importing a submodule makes the
+# import system set it as an attribute of this package, which would replace the function with
+# the module. _Package keeps the functions (the modules stay in sys.modules for `from ... import`).
+_VIEWS = frozenset({"summary", "graph", "explain", "fmt"})
+
+
+class _Package(_ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _VIEWS and isinstance(value, _ModuleType):
+            return
+        super().__setattr__(name, value)
+
 
 def summary(source: "CheckReport | Model | str | Path", batch_size: int = 1, optimizer: str = "sgd",
             classes: int | None = 10) -> "Summary":
@@ -78,6 +92,9 @@ def fmt(source: "str | Path") -> str:
         except OSError as exc:
             raise UsageError(f"{source}: cannot read ({exc.strerror})", "check the path") from None
     return format_text(source)
+
+
+_sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:  # pragma: no cover - only a friendlier AttributeError
