@@ -1,0 +1,174 @@
+"""The torch subcommands: `archspec train`, `archspec eval`, `archspec predict`.
+
+Argument parsing only; torch is imported inside the command functions (after require_torch), so
+`archspec check` never loads it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from archspec.errors import ArchspecError, UsageError, require_torch
+from archspec.recipes import RECIPES, TrainConfig, make_config
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def add_parsers(subparsers: Any) -> None:
+    p = subparsers.add_parser("train", help="train a .arch network on CIFAR-10 or an ImageFolder directory",
+                              description="Train a .arch network. Explicit flags override the recipe's settings; "
+                                          "report.json records every effective setting.")
+    p.add_argument("arch", help="the .arch file")
+    _data_args(p)
+    p.add_argument("--recipe", default="default", choices=sorted(RECIPES), help="named settings (default: %(default)s)")
+    p.add_argument("--epochs", type=float, help="epochs (fractions allowed)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate (SGD on the mean loss)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--tta", type=int, choices=(0, 1, 2), help="test-time augmentation: 0 none, 1 mirror, 2 mirror + translate")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="auto: bf16 autocast where the hardware has it")
+    p.add_argument("--compile", action="store_const", const=True, help="torch.compile the network")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                   help="override any recipe setting, e.g. --set lookahead=false --set flip=random (repeatable)")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--out", type=Path, help="output directory (default: runs/<arch name>)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar: one line per epoch and a summary")
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser("eval", help="re-evaluate a checkpoint and print per-class accuracy")
+    p.add_argument("checkpoint", type=Path)
+    _data_args(p, default=None)
+    p.add_argument("--tta", type=int, choices=(0, 1, 2), help="default: the level the checkpoint was trained with")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.set_defaults(func=cmd_eval)
+
+    p = subparsers.add_parser("predict", help="top classes for image files, from a checkpoint")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--top", type=int, default=3, help="how many classes to show (default: %(default)s)")
+    p.set_defaults(func=cmd_predict)
+
+
+def _data_args(p: argparse.ArgumentParser, default: str | None = "cifar10") -> None:
+    p.add_argument("--data", default=default, metavar="cifar10|DIR",
+                   help="`cifar10` (downloaded) or an ImageFolder directory with train/ and test/"
+                        + ("" if default else " (default: the data the checkpoint was trained on)"))
+    p.add_argument("--data-dir", type=Path, help="cache directory for downloads and decoded data (default: ~/.cache/archspec)")
+
+
+def parse_settings(pairs: list[str]) -> dict[str, Any]:
+    """`--set key=value` pairs, each value converted to the type of that TrainConfig field."""
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in types:
+            raise UsageError(f"--set {pair!r}: expected KEY=VALUE with KEY one of the recipe settings",
+                             f"settings are: {', '.join(sorted(types))}")
+        kind = str(types[key])
+        try:
+            if kind == "bool":
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                out[key] = value.lower() in ("true", "1", "yes", "on")
+            elif kind == "int":
+                out[key] = int(value)
+            elif "float" in kind:
+                out[key] = None if value.lower() == "none" else float(value)
+            else:
+                out[key] = value
+        except ValueError:
+            raise UsageError(f"--set {pair!r}: {value!r} is not a valid {kind}") from None
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    require_torch()
+    from archspec.cli import read_source
+    from archspec.data import load_data
+    from archspec.train import build_model, check_against_data, fit
+
+    arch_path, source = read_source(args.arch)
+    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+             "tta": args.tta, "precision": args.precision, "compile": args.compile}
+    given = {k: v for k, v in flags.items() if v is not None}
+    config = make_config(args.recipe, **{**parse_settings(args.settings), **given})
+    out = args.out or Path("runs") / Path(arch_path).stem
+    if args.resume and not (out / "checkpoint.pt").is_file():
+        raise ArchspecError(f"--resume: no checkpoint in {out}", "pass the --out directory of the interrupted run")
+    data = load_data(args.data, args.data_dir, _log)
+    check_against_data(source, arch_path, data)
+    model = build_model(source, arch_path, config.seed)
+    fit(model, data, config, out, arch_source=source, arch_path=arch_path, device=args.device,
+        resume=args.resume, log=_log, quiet=args.quiet)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    require_torch()
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from archspec.data import load_data
+    from archspec.train import evaluate, load_checkpoint, model_from_checkpoint, pick_device, pick_dtype
+
+    state = load_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(state)
+    data = load_data(args.data or state.get("data_source") or "cifar10", args.data_dir, _log)
+    if data.classes != state["classes"] or list(data.shape) != list(state["input_shape"]):
+        raise ArchspecError(
+            f"the data ({data.source}: {len(data.classes)} classes, {'x'.join(map(str, data.shape))}) is not what "
+            f"{args.checkpoint} was trained on ({len(state['classes'])} classes, {'x'.join(map(str, state['input_shape']))})",
+            "pass the same --data as for training")
+    device = pick_device(args.device)
+    tta = state["config"].get("tta", 0) if args.tta is None else args.tta
+    model.to(device).to(memory_format=torch.channels_last)
+    result = evaluate(model, data.test_x, data.test_y, torch.tensor(state["mean"]), torch.tensor(state["std"]),
+                      num_classes=len(data.classes), device=device,
+                      dtype=pick_dtype(device, state["config"].get("precision", "auto")), tta=tta)
+    table = Table(title=f"{args.checkpoint}: test accuracy {result.accuracy:.2%} (tta {tta}, {len(data.test_x):,} images)",
+                  title_justify="left")
+    table.add_column("class")
+    table.add_column("accuracy", justify="right")
+    table.add_column("images", justify="right")
+    table.add_column("most confused with")
+    for i, name in enumerate(data.classes):
+        row = result.confusion[i]
+        wrong = max((c for c in range(len(row)) if c != i), key=row.__getitem__, default=None)
+        confused = f"{data.classes[wrong]} ({row[wrong]})" if wrong is not None and row[wrong] else "-"
+        table.add_row(name, f"{result.per_class[i]:.1%}", f"{sum(row):,}", confused)
+    Console().print(table)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    require_torch()
+    import torch
+
+    from archspec.augment import normalize
+    from archspec.data import load_image
+    from archspec.train import load_checkpoint, model_from_checkpoint
+
+    state = load_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(state)
+    shape = tuple(state["input_shape"])
+    images = torch.stack([load_image(p, shape) for p in args.images])
+    with torch.no_grad():
+        logits = model(normalize(images, torch.tensor(state["mean"]), torch.tensor(state["std"]))).float()
+    probs = (logits * state["config"].get("logit_scale", 1.0)).softmax(1)
+    k = min(args.top, probs.shape[1])
+    for path, p in zip(args.images, probs):
+        top = p.topk(k)
+        ranked = ", ".join(f"{state['classes'][i]} {v:.1%}" for v, i in zip(top.values.tolist(), top.indices.tolist()))
+        print(f"{path}: {ranked}")
+    return 0
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)

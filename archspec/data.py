@@ -1,0 +1,182 @@
+"""Image data for the runner: decode once, hold as one uint8 tensor, cache the decoded set on disk.
+
+Two sources: `cifar10` (torchvision's download into the cache directory) and a directory in
+ImageFolder layout (`train/<class>/*.png|jpg`, `test/<class>/...`). Either way the result is a
+`Dataset` of uint8 tensors [N, C, H, W] plus int64 labels; augmentation works on batches of it
+(archspec.augment), never per image.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from archspec.errors import ArchspecError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+CACHE_VERSION = 1  # bump when the cached tensor format changes
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("ARCHSPEC_CACHE", Path.home() / ".cache" / "archspec"))
+
+
+@dataclass
+class Dataset:
+    train_x: torch.Tensor  # uint8 [N, C, H, W]
+    train_y: torch.Tensor  # int64 [N]
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list[str]
+    source: str
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+    def stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the training images in [0, 1], for normalisation."""
+        x = self.train_x[:: max(1, len(self.train_x) // 10_000)].float().div_(255)  # strided: files are sorted by class
+        return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).tolist()
+
+
+def load_data(source: str, cache_dir: Path | None = None, log: Callable[[str], None] = print) -> Dataset:
+    """`cifar10` or an ImageFolder directory with train/ and test/ -> Dataset (cached on disk)."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    if source == "cifar10":
+        return _load_cifar10(cache_dir, log)
+    return _load_folder(Path(source), cache_dir, log)
+
+
+def _load_cifar10(cache_dir: Path, log: Callable[[str], None]) -> Dataset:
+    import torchvision
+
+    root = cache_dir / "cifar10"
+    try:
+        splits = [torchvision.datasets.CIFAR10(str(root), train=t, download=True) for t in (True, False)]
+    except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError
+        raise ArchspecError(
+            f"could not download CIFAR-10 into {root}: {exc}",
+            "without a network, pass an ImageFolder copy: `--data DIR` with DIR/train/<class>/*.png and DIR/test/<class>/...",
+        ) from None
+    (train, test) = splits
+    log(f"data: CIFAR-10 from {root}")
+    as_nchw = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+    return Dataset(as_nchw(train.data), torch.tensor(train.targets), as_nchw(test.data), torch.tensor(test.targets),
+                   list(train.classes), "cifar10")
+
+
+def _scan_split(split_dir: Path) -> tuple[list[str], list[Path], list[int]]:
+    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        found = sorted(p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files += found
+        labels += [label] * len(found)
+    return classes, files, labels
+
+
+def _scan_folder(root: Path) -> tuple[list[str], dict[str, tuple[list[Path], list[int]]]]:
+    layout_help = "use ImageFolder layout: DIR/train/<class>/<image> and DIR/test/<class>/<image>, the same classes in both"
+    if not root.is_dir():
+        raise ArchspecError(f"data directory {root} does not exist", f"pass `--data cifar10` or an existing directory; {layout_help}")
+    missing = [s for s in ("train", "test") if not (root / s).is_dir()]
+    if missing:
+        raise ArchspecError(f"data directory {root} has no {' or '.join(s + '/' for s in missing)} folder", layout_help)
+    scanned = {s: _scan_split(root / s) for s in ("train", "test")}
+    train_classes, test_classes = scanned["train"][0], scanned["test"][0]
+    for split, (classes, files, _) in scanned.items():
+        if not classes:
+            raise ArchspecError(f"{root / split} has no class folders", layout_help)
+        if not files:
+            raise ArchspecError(f"{root / split} has class folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})", layout_help)
+    if train_classes != test_classes:
+        only_train = sorted(set(train_classes) - set(test_classes))
+        only_test = sorted(set(test_classes) - set(train_classes))
+        raise ArchspecError(
+            f"train/ has {len(train_classes)} classes and test/ has {len(test_classes)}; they differ "
+            f"(only in train: {only_train or '-'}; only in test: {only_test or '-'})",
+            "give train/ and test/ the same class folders",
+        )
+    return train_classes, {s: (files, labels) for s, (_, files, labels) in scanned.items()}
+
+
+def _cache_key(root: Path, splits: dict[str, tuple[list[Path], list[int]]]) -> str:
+    """A hash of every source file's relative name and size: a changed file set means a new cache entry."""
+    h = hashlib.sha256(f"v{CACHE_VERSION}".encode())
+    for files, _ in splits.values():
+        for f in files:
+            h.update(f"{f.relative_to(root)}\0{f.stat().st_size}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _decode(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB")
+            return np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ArchspecError(f"cannot decode image {path}: {exc}", "delete or replace that file, then run again") from None
+
+
+def _stack(arrays: list[np.ndarray], shape: tuple[int, int, int]) -> torch.Tensor:
+    """Stack HxW(xC) arrays into uint8 [N, C, H, W]; images of another size or mode are converted to `shape`."""
+    c, h, w = shape
+    out = np.empty((len(arrays), h, w, c), dtype=np.uint8)
+    for i, a in enumerate(arrays):
+        if a.shape[:2] != (h, w) or (a.ndim == 3) != (c == 3):
+            im = Image.fromarray(a).convert("RGB" if c == 3 else "L").resize((w, h), Image.BILINEAR)
+            a = np.asarray(im)
+        out[i] = a.reshape(h, w, c)
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _load_folder(root: Path, cache_dir: Path, log: Callable[[str], None]) -> Dataset:
+    classes, splits = _scan_folder(root)
+    cache_file = cache_dir / "decoded" / f"{root.resolve().name}-{_cache_key(root, splits)}.pt"
+    if cache_file.exists():
+        try:
+            cached = torch.load(cache_file, weights_only=True)
+            log(f"data: {root} (decoded cache {cache_file})")
+            return Dataset(**cached, classes=classes, source=str(root))
+        except Exception:  # a truncated or stale cache entry is rebuilt, never trusted
+            log(f"data: cache {cache_file} unreadable; decoding again")
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL releases the GIL while decoding
+        decoded = {s: list(pool.map(_decode, files, chunksize=256)) for s, (files, _) in splits.items()}
+    # The most common size and mode decides the data shape; the rest are converted to it.
+    shapes = Counter((a.shape[2] if a.ndim == 3 else 1, a.shape[0], a.shape[1]) for a in decoded["train"])
+    shape = shapes.most_common(1)[0][0]
+    if len(shapes) > 1:
+        log(f"data: images differ in size or mode; converting all to {shape[0]}x{shape[1]}x{shape[2]}")
+    tensors = {}
+    for s, (_, labels) in splits.items():
+        tensors[f"{s}_x"] = _stack(decoded[s], shape)
+        tensors[f"{s}_y"] = torch.tensor(labels, dtype=torch.int64)
+
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
+    torch.save(tensors, tmp)
+    os.replace(tmp, cache_file)  # atomic: a crash never leaves a half-written cache entry
+    log(f"data: decoded {len(splits['train'][0]):,} train and {len(splits['test'][0]):,} test images from {root}; cached in {cache_file}")
+    return Dataset(**tensors, classes=classes, source=str(root))
+
+
+def load_image(path: Path, shape: tuple[int, int, int]) -> torch.Tensor:
+    """One image file as uint8 [C, H, W], converted and resized to `shape` (for predict)."""
+    c, h, w = shape
+    if c not in (1, 3):
+        raise ArchspecError(f"the model takes {c}-channel images; only 1 (grey) or 3 (RGB) can be made from an image file",
+                            "predict works with models whose input has 1 or 3 channels")
+    if not Path(path).is_file():
+        raise ArchspecError(f"image {path} does not exist", "pass paths of existing image files")
+    a = _decode(Path(path))
+    return _stack([a], shape)[0]

@@ -1,0 +1,98 @@
+"""Named training recipes: every setting the runner uses, in one dataclass.
+
+Hyperparameters are in a decoupled form (after airbench / myrtle.ai), so each can be tuned alone:
+`lr` is the peak SGD step size on the mean loss, and `weight_decay` is the fraction of each weight
+removed per step at peak lr for a batch of 1024 images (scaled linearly with the batch size),
+independent of `lr`. Explicit command-line flags override the recipe; report.json records the result.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from archspec.errors import UsageError
+
+_NESTEROV_085 = 1 + 1 / (1 - 0.85)  # how much nesterov momentum 0.85 amplifies a constant gradient
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    recipe: str = "default"
+    epochs: float = 20  # fractional epochs are allowed: the last one stops early
+    batch_size: int = 256
+    lr: float = 0.08  # peak SGD lr on the mean loss
+    momentum: float = 0.9  # nesterov
+    weight_decay: float = 2e-4  # decay per step per 1024 images at peak lr (decoupled from lr)
+    label_smoothing: float = 0.1
+    warmup_frac: float = 0.05  # fraction of steps warming up linearly from lr_start to 1
+    lr_start: float = 0.1  # warmup starts at lr * lr_start ...
+    lr_end: float = 0.0  # ... and the linear decay ends at lr * lr_end
+    bias_lr_scale: float = 1.0  # lr multiplier (not wd) for BatchNorm biases
+    freeze_bn_weights: bool = False  # keep BatchNorm scales at 1 (airbench)
+    bn_momentum: float | None = None  # torch convention; None keeps the model's
+    identity_init: bool = False  # dirac init of the first filters of each same-size 3x3 conv (airbench)
+    whiten_bias_epochs: float = 3  # train the bias of `init whiten` convs this long, then freeze it
+    lookahead: bool = False  # EMA of weights every `lookahead_every` steps, copied back into the net
+    lookahead_every: int = 5
+    lookahead_decay: float = 0.95  # per-step decay; ramps up as (step / total)^3
+    flip: str = "random"  # random | alternate | none
+    translate: int = 2  # random translation in pixels, reflect padding
+    tta: int = 0  # test-time augmentation level 0 | 1 | 2
+    logit_scale: float = 1.0  # multiply the outputs before the loss and softmax (airbench: 1/9)
+    seed: int = 0
+    precision: str = "auto"  # auto | bf16 | fp32; auto = bf16 where the hardware has it
+    channels_last: bool = True
+    compile: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+RECIPES: dict[str, TrainConfig] = {
+    # Any network: SGD-nesterov, short warmup then linear decay to 0, label smoothing, random flip and
+    # 2-pixel translation. Tuned on lenet.arch (see docs/training.md).
+    "default": TrainConfig(),
+    # airbench94's recipe, expressed as runner settings (KellerJordan/cifar10-airbench, legacy/airbench94.py).
+    "fast": TrainConfig(
+        recipe="fast",
+        epochs=9.9,
+        batch_size=1024,
+        lr=11.5 / _NESTEROV_085,  # airbench's 11.5 per 1024 images, made independent of momentum
+        momentum=0.85,
+        weight_decay=0.0153 / _NESTEROV_085,
+        label_smoothing=0.2,
+        warmup_frac=0.23,
+        lr_start=0.2,
+        lr_end=0.07,
+        bias_lr_scale=64.0,
+        freeze_bn_weights=True,
+        bn_momentum=0.4,  # airbench's 0.6 in its own convention
+        identity_init=True,
+        whiten_bias_epochs=3,
+        lookahead=True,
+        flip="alternate",
+        translate=2,
+        tta=2,
+        logit_scale=1 / 9,
+    ),
+}
+
+_CHOICES = {"flip": ("random", "alternate", "none"), "tta": (0, 1, 2), "precision": ("auto", "bf16", "fp32")}
+
+
+def make_config(recipe: str = "default", **overrides: Any) -> TrainConfig:
+    """The named recipe with explicit settings replacing its values."""
+    if recipe not in RECIPES:
+        raise UsageError(f"unknown recipe {recipe!r}", f"choose one of: {', '.join(RECIPES)}")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise UsageError(f"unknown training setting(s): {', '.join(sorted(unknown))}", f"settings are: {', '.join(sorted(known))}")
+    config = replace(RECIPES[recipe], **overrides)
+    for name, allowed in _CHOICES.items():
+        if getattr(config, name) not in allowed:
+            raise UsageError(f"{name} must be one of {allowed}, not {getattr(config, name)!r}")
+    if config.epochs <= 0 or config.batch_size <= 0 or config.lr <= 0:
+        raise UsageError("epochs, batch size and lr must be positive",
+                         f"got epochs={config.epochs}, batch_size={config.batch_size}, lr={config.lr}")
+    return config

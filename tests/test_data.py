@@ -1,0 +1,163 @@
+"""Data loading: ImageFolder decode, the on-disk cache, the CIFAR-10 download path, and clear errors."""
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from PIL import Image  # noqa: E402
+
+from archspec import data as data_mod  # noqa: E402
+from archspec.data import load_data, load_image  # noqa: E402
+from archspec.errors import ArchspecError  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+CIFAR = REPO.parent / "shared" / "data" / "cifar10"
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def write_folder(root: Path, classes=("cat", "dog"), per_class=(4, 2), size=(8, 8), seed=0) -> dict[str, np.ndarray]:
+    """A tiny ImageFolder of lossless PNGs; returns the pixels written, by relative path."""
+    rng = np.random.default_rng(seed)
+    pixels = {}
+    for split, n in zip(("train", "test"), per_class):
+        for c in classes:
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                a = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+                Image.fromarray(a).save(root / split / c / f"{i:04d}.png")
+                pixels[f"{split}/{c}/{i:04d}.png"] = a
+    return pixels
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def test_folder_decodes_to_one_uint8_tensor(tmp_path):
+    pixels = write_folder(tmp_path / "d")
+    ds = load_data(str(tmp_path / "d"), tmp_path / "cache", quiet)
+    assert ds.classes == ["cat", "dog"]
+    assert ds.train_x.dtype == torch.uint8 and ds.train_x.shape == (8, 3, 8, 8)
+    assert ds.test_x.shape == (4, 3, 8, 8) and ds.shape == (3, 8, 8)
+    assert ds.train_y.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    # PNG is lossless: the tensor holds exactly the pixels written (CHW), in sorted file order.
+    assert torch.equal(ds.train_x[5], torch.from_numpy(pixels["train/dog/0001.png"]).permute(2, 0, 1))
+
+
+def test_second_load_hits_the_disk_cache(tmp_path, monkeypatch):
+    write_folder(tmp_path / "d")
+    first = load_data(str(tmp_path / "d"), tmp_path / "cache", quiet)
+    assert len(list((tmp_path / "cache" / "decoded").glob("*.pt"))) == 1
+    monkeypatch.setattr(data_mod, "_decode", lambda p: pytest.fail("decoded again despite the cache"))
+    lines: list[str] = []
+    second = load_data(str(tmp_path / "d"), tmp_path / "cache", lines.append)
+    assert "cache" in lines[0]
+    assert torch.equal(first.train_x, second.train_x) and torch.equal(first.test_y, second.test_y)
+
+
+def test_cache_key_follows_the_files(tmp_path):
+    write_folder(tmp_path / "d")
+    load_data(str(tmp_path / "d"), tmp_path / "cache", quiet)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "d" / "train" / "cat" / "9999.png")
+    ds = load_data(str(tmp_path / "d"), tmp_path / "cache", quiet)
+    assert len(ds.train_x) == 9
+    assert len(list((tmp_path / "cache" / "decoded").glob("*.pt"))) == 2
+
+
+def test_mixed_sizes_and_modes_are_converted_to_the_common_shape(tmp_path):
+    write_folder(tmp_path / "d", size=(8, 8))
+    Image.fromarray(np.full((16, 12), 200, np.uint8), mode="L").save(tmp_path / "d" / "train" / "cat" / "big.png")
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8), mode="RGBA").save(tmp_path / "d" / "train" / "dog" / "rgba.png")
+    ds = load_data(str(tmp_path / "d"), tmp_path / "cache", quiet)
+    assert ds.train_x.shape == (10, 3, 8, 8)
+    big = ds.train_x[4]  # sorted: 0000..0003.png then big.png
+    assert big.min() == 200 and big.max() == 200
+
+
+def test_grey_images_give_one_channel(tmp_path):
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            Image.fromarray(np.zeros((28, 28), np.uint8), mode="L").save(tmp_path / split / c / "0.png")
+    assert load_data(str(tmp_path), tmp_path / "cache", quiet).shape == (1, 28, 28)
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(ArchspecError, match="does not exist") as exc:
+        load_data(str(tmp_path / "nope"), tmp_path / "cache", quiet)
+    assert "ImageFolder" in exc.value.help
+
+
+def test_wrong_layout(tmp_path):
+    (tmp_path / "d" / "cat").mkdir(parents=True)  # classes at the top, no train/ test/
+    with pytest.raises(ArchspecError, match="no train/ or test/") as exc:
+        load_data(str(tmp_path / "d"), tmp_path / "cache", quiet)
+    assert "train/<class>" in exc.value.help
+
+
+def test_train_and_test_classes_differ(tmp_path):
+    write_folder(tmp_path / "d")
+    (tmp_path / "d" / "test" / "dog").rename(tmp_path / "d" / "test" / "bird")
+    with pytest.raises(ArchspecError, match=r"only in train: \['dog'\]; only in test: \['bird'\]"):
+        load_data(str(tmp_path / "d"), tmp_path / "cache", quiet)
+
+
+def test_class_folders_without_images(tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / split / "cat").mkdir(parents=True)
+    with pytest.raises(ArchspecError, match="no images"):
+        load_data(str(tmp_path), tmp_path / "cache", quiet)
+
+
+def test_corrupt_image_is_named(tmp_path):
+    write_folder(tmp_path / "d")
+    bad = tmp_path / "d" / "train" / "dog" / "0001.png"
+    bad.write_bytes(b"not a png at all")
+    with pytest.raises(ArchspecError, match="cannot decode image .*0001.png") as exc:
+        load_data(str(tmp_path / "d"), tmp_path / "cache", quiet)
+    assert "replace that file" in exc.value.help
+
+
+def test_failed_download_points_to_data_dir(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)  # the network boundary only
+    with pytest.raises(ArchspecError, match="could not download CIFAR-10") as exc:
+        load_data("cifar10", tmp_path, quiet)
+    assert "--data DIR" in exc.value.help
+
+
+def test_load_image_converts_for_the_model(tmp_path):
+    Image.fromarray(np.full((20, 10), 7, np.uint8), mode="L").save(tmp_path / "g.png")
+    x = load_image(tmp_path / "g.png", (3, 32, 32))
+    assert x.shape == (3, 32, 32) and x.dtype == torch.uint8 and int(x.float().mean()) == 7
+    with pytest.raises(ArchspecError, match="4-channel"):
+        load_image(tmp_path / "g.png", (4, 32, 32))
+    with pytest.raises(ArchspecError, match="does not exist"):
+        load_image(tmp_path / "missing.png", (3, 32, 32))
+
+
+def real_subset(root: Path, train_per_class: int, test_per_class: int) -> Path:
+    """An ImageFolder of symlinks to the first N real JPEGs per class (decoded like any folder)."""
+    if not CIFAR.is_dir():
+        pytest.skip(f"real images not found at {CIFAR} (the shared CIFAR-10 JPEG copy)")
+    for split, n in (("train", train_per_class), ("test", test_per_class)):
+        for c in sorted(p.name for p in (CIFAR / split).iterdir()):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for f in sorted((CIFAR / split / c).iterdir())[:n]:
+                (root / split / c / f.name).symlink_to(f)
+    return root
+
+
+def test_real_jpegs_subset(tmp_path):
+    ds = load_data(str(real_subset(tmp_path / "c", 20, 10)), tmp_path / "cache", quiet)
+    assert ds.classes == CIFAR10_CLASSES  # torchvision's CIFAR10 order
+    assert ds.train_x.shape == (200, 3, 32, 32) and ds.test_x.shape == (100, 3, 32, 32)
+    mean, std = ds.stats()
+    assert all(0.3 < m < 0.65 for m in mean) and all(0.15 < s < 0.35 for s in std)

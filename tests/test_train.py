@@ -1,0 +1,156 @@
+"""The runner end to end on small real subsets: learning, outputs, exact resume, the CLI and its errors."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from archspec import cli  # noqa: E402
+from archspec.data import Dataset, load_data  # noqa: E402
+from archspec.errors import ArchspecError  # noqa: E402
+from archspec.recipes import make_config  # noqa: E402
+from archspec.train import build_model, check_against_data, fit, load_checkpoint  # noqa: E402
+
+from tests.test_data import real_subset, write_folder  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+LENET = (REPO / "examples" / "lenet.arch").read_text()
+FASTCIFAR = (REPO / "examples" / "fastcifar.arch").read_text()
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def subset_dir(tmp_path_factory) -> Path:
+    """200 train and 100 test real CIFAR-10 JPEGs per class (2,000 / 1,000)."""
+    return real_subset(tmp_path_factory.mktemp("cifar_subset"), 200, 100)
+
+
+@pytest.fixture(scope="module")
+def subset(subset_dir, tmp_path_factory) -> Dataset:
+    return load_data(str(subset_dir), tmp_path_factory.mktemp("cache"), quiet)
+
+
+def tiny(ds: Dataset, n_train: int, n_test: int) -> Dataset:
+    """A class-balanced slice (files are sorted by class, so take every k-th image)."""
+    k_train, k_test = len(ds.train_x) // n_train, len(ds.test_x) // n_test
+    return replace(ds, train_x=ds.train_x[::k_train], train_y=ds.train_y[::k_train],
+                   test_x=ds.test_x[::k_test], test_y=ds.test_y[::k_test])
+
+
+def test_default_recipe_learns_lenet(subset, tmp_path):
+    cfg = make_config("default", epochs=6, batch_size=64, lr=0.05)
+    report = fit(build_model(LENET, "lenet.arch", cfg.seed), subset, cfg, tmp_path, arch_source=LENET,
+                 arch_path="lenet.arch", log=quiet, quiet=True)
+    assert report["test_accuracy"] >= 0.25, report["test_accuracy"]  # chance is 10%
+
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == list(range(1, 7))
+    assert {"epoch", "elapsed_s", "train_loss", "train_acc", "test_acc"} <= set(metrics[0])
+    saved = json.loads((tmp_path / "report.json").read_text())
+    for key in ("test_accuracy", "per_class_accuracy", "confusion_matrix", "wall_time_s", "images_per_s", "epochs",
+                "params", "device", "dtype", "settings"):
+        assert key in saved
+    assert saved["params"] == 62_006 and saved["settings"]["recipe"] == "default"
+    assert sum(map(sum, saved["confusion_matrix"])) == 1000 and len(saved["per_class_accuracy"]) == 10
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["arch_source"] == LENET and state["epoch"] == 6 and state["config"]["batch_size"] == 64
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_fast_recipe_short_real_run_beats_chance(subset, tmp_path):
+    cfg = make_config("fast", epochs=3, batch_size=250, tta=1)
+    model = build_model(FASTCIFAR, "fastcifar.arch", cfg.seed)
+    report = fit(model, subset, cfg, tmp_path, arch_source=FASTCIFAR, arch_path="fastcifar.arch", log=quiet, quiet=True)
+    assert report["test_accuracy"] >= 0.3, report["test_accuracy"]
+    assert not model.conv1.weight.requires_grad  # whitening filters frozen
+    assert not model.conv1.bias.requires_grad  # ... and its bias after whiten_bias_epochs (3)
+    assert report["settings"]["lookahead"] and report["settings"]["flip"] == "alternate"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_gives_exactly_the_uninterrupted_weights(subset, tmp_path, precision):
+    data = tiny(subset, 400, 100)
+    # lookahead, alternating flip and translation on: every piece of state must survive the restart
+    cfg = make_config("default", epochs=3, batch_size=64, lookahead=True, flip="alternate", precision=precision)
+    full = build_model(LENET, "l", cfg.seed)
+    fit(full, data, cfg, tmp_path / "full", arch_source=LENET, log=quiet, quiet=True)
+
+    part = build_model(LENET, "l", cfg.seed)
+    fit(part, data, cfg, tmp_path / "part", arch_source=LENET, log=quiet, quiet=True, stop_after_epoch=1)
+    resumed = build_model(LENET, "l", 123)  # a different init: everything must come from the checkpoint
+    fit(resumed, data, cfg, tmp_path / "part", arch_source=LENET, log=quiet, quiet=True, resume=True)
+
+    a, b = full.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    lines = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_resume_refuses_other_settings(subset, tmp_path):
+    data = tiny(subset, 200, 100)
+    cfg = make_config("default", epochs=2, batch_size=100)
+    fit(build_model(LENET, "l", 0), data, cfg, tmp_path, arch_source=LENET, log=quiet, quiet=True, stop_after_epoch=1)
+    with pytest.raises(ArchspecError, match="other settings: lr"):
+        fit(build_model(LENET, "l", 0), data, replace(cfg, lr=1.0), tmp_path, arch_source=LENET, log=quiet, resume=True)
+
+
+def test_input_shape_mismatch_names_both(tmp_path):
+    write_folder(tmp_path / "d", size=(32, 32))
+    data = load_data(str(tmp_path / "d"), tmp_path / "cache", quiet)
+    mnist = "input 1x28x28\nflatten\nlinear 2\n"
+    with pytest.raises(ArchspecError, match="takes 1x28x28 inputs but the data .* is 3x32x32") as exc:
+        check_against_data(mnist, "mnist.arch", data)
+    assert "input 3x32x32" in exc.value.help
+
+
+def test_class_count_mismatch(tmp_path):
+    write_folder(tmp_path / "d", size=(32, 32))  # 2 classes; lenet has 10 outputs
+    data = load_data(str(tmp_path / "d"), tmp_path / "cache", quiet)
+    with pytest.raises(ArchspecError, match="outputs 10 values but the data has 2 classes") as exc:
+        check_against_data(LENET, "lenet.arch", data)
+    assert "linear 2" in exc.value.help
+
+
+def test_cli_train_eval_predict(subset_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", str(REPO / "examples" / "lenet.arch"), "--data", str(subset_dir), "--data-dir", str(tmp_path / "cache"),
+            "--epochs", "1", "--batch-size", "100", "--out", str(out), "--quiet", "--set", "translate=0"]
+    assert cli.main(args) == 0
+    text = capsys.readouterr().out
+    assert "epoch   1/1" in text and "done: test accuracy" in text
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["translate"] == 0 and report["settings"]["batch_size"] == 100
+
+    assert cli.main(["eval", str(out / "checkpoint.pt"), "--data-dir", str(tmp_path / "cache")]) == 0
+    table = capsys.readouterr().out
+    assert f"{report['test_accuracy']:.2%}" in table and "airplane" in table and "truck" in table
+
+    images = sorted((subset_dir / "test" / "cat").iterdir())[:2]
+    assert cli.main(["predict", str(out / "checkpoint.pt"), *map(str, images)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(str(images[0])) and lines[0].count("%") == 3
+
+
+def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
+    (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
+    assert cli.main(["eval", str(tmp_path / "checkpoint.pt")]) == 1
+    err = capsys.readouterr().err
+    assert "corrupt" in err and "help:" in err and "Traceback" not in err
+
+    assert cli.main(["train", str(REPO / "examples" / "lenet.arch"), "--data", str(tmp_path / "none"), "--out", str(tmp_path)]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+    assert cli.main(["train", str(REPO / "examples" / "lenet.arch"), "--resume", "--out", str(tmp_path / "empty")]) == 1
+    assert "no checkpoint" in capsys.readouterr().err
+
+    torch.save({"model": {}}, tmp_path / "other.pt")
+    assert cli.main(["predict", str(tmp_path / "other.pt"), "x.png"]) == 1
+    assert "not an archspec checkpoint" in capsys.readouterr().err
