@@ -51,12 +51,12 @@ def window_line(axis: str, size: int, k: int, s: int, p: int, d: int, out: Any, 
     rounded = (math.ceil if ceil_mode else math.floor)(num / s) + 1
     text = f"{axis}: {fn}({expr}) + 1 = {fn}({_n(num / s)}) + 1 = {rounded}"
     if rounded != out:  # ceil mode: PyTorch drops a last window that would start in the padding
-        text += f" - 1 = {out} (the last window would start past the input, so PyTorch drops it)"
+        text += f" - 1 = {out} (the last window would start in the right padding, so PyTorch drops it)"
     elif not ceil_mode and num >= 0 and num % s > p:
         # Leftover positions past the last window, less the padding among them: input really lost.
         lost = num % s - p
         noun = ("row" if axis == "H" else "column") + ("s" if lost > 1 else "")
-        text += f" (the floor drops the last {lost} {noun}: no window covers them)"
+        text += f" (the floor drops the last {lost} {noun}: no window covers {'them' if lost > 1 else 'it'})"
     return text
 
 

@@ -10,8 +10,10 @@ The canonical form:
   * a body written on one line stays inline, `{ conv c k3 | bn }`; a body written over several
     lines gets one statement line per line, indented by 2 spaces, with `}` on its own line;
   * comments stay where they were: on their own line (indented like the code around them), or
-    at the end of the line of the code they followed (so `# noqa` keeps applying to it), in
-    the same column when the code still ends two spaces before it (aligned comments stay so).
+    at the end of the line of the code they followed (so `# noqa` keeps applying to it), two
+    spaces after the code; a comment set apart by two or more spaces on a line that keeps its
+    start keeps its column too, if the code still ends two spaces before it (aligned comments
+    stay aligned).
 
 It works on the syntax tree of a separate lark parser whose lexer also collects the comments
 (the language's grammar ignores them), and it refuses text that does not parse.
@@ -114,6 +116,7 @@ class _Printer:
         self.text = text
         self.lines: list[str] = []
         self.cur: str | None = None  # None: at the start of a line, not yet indented
+        self.line_src: int | None = None  # source position of what the current line starts with
         self.indent = 0
         self.pending: list[_Comment] = []  # trailing comments for the end of the current line
         self.own: list[_Comment] = []
@@ -161,13 +164,26 @@ class _Printer:
     def newline(self) -> None:
         line = (self.cur or "").rstrip() or "  " * self.indent
         for c in self.pending:
-            # Keep a comment's column (aligned comments stay aligned) if the code still ends 2 before it.
-            column = (c.token.column or 1) - 1
-            line = line.ljust(column) if len(line) + 2 <= column else line + "  "
+            line = line.ljust(self.column(c)) if len(line) + 2 <= self.column(c) else line + "  "
             line += c.text
         self.pending = []
         self.lines.append(line)
         self.cur = None
+        self.line_src = None
+
+    def column(self, c: _Comment) -> int:
+        """Where a trailing comment goes: its own column (aligned comments stay aligned) when it
+        was set apart by 2+ spaces on a line that starts the same way here; else 2 after the code."""
+        before = self.text[self.text.rfind("\n", 0, c.start) + 1:c.start]
+        line_code = c.start - len(before) + (len(before) - len(before.lstrip()))
+        if len(before) - len(before.rstrip(" \t")) >= 2 and self.line_src == line_code:
+            return (c.token.column or 1) - 1
+        return 0
+
+    def mark(self, pos: int) -> None:
+        """Note the source position of what starts the current output line."""
+        if self.cur is None and self.line_src is None:
+            self.line_src = pos
 
     def blank(self) -> None:
         if self.lines and self.lines[-1] != "":
@@ -194,6 +210,7 @@ class _Printer:
                     if _BLANK_LINE.search(gap):
                         self.blank()
             if isinstance(item, _Comment):
+                self.mark(item.start)
                 self.write(item.text)
             else:
                 self.statement(item)
@@ -219,11 +236,13 @@ class _Printer:
         self.sequence(items)
         self.newline()
         self.indent -= 1
+        self.mark(hi)
         self.write("}")
 
     # ---- statements
 
     def statement(self, t: Tree) -> None:
+        self.mark(t.meta.start_pos)
         getattr(self, f"st_{t.data}")(t)
         self.anchor(t.meta.end_pos)
 
