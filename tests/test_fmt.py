@@ -3,9 +3,10 @@ the checker gives the same rows, params and diagnostics before and after, on eve
 on random programs (hypothesis) written with messy spacing, separators and comments."""
 from __future__ import annotations
 
+import io
 import re
-import subprocess
 import sys
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -242,7 +243,7 @@ def program(draw) -> str:
     return head + defs + main + draw(st.sampled_from(["", "\n", "\n\n", "  # end", "\n# end\n"]))
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(program())
 def test_random_programs_keep_their_meaning(text):
     model = archspec.parse(text)
@@ -252,12 +253,23 @@ def test_random_programs_keep_their_meaning(text):
 
 # --------------------------------------------------------------------------- CLI
 
-def run_cli(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "archspec.cli", "fmt", *args], input=stdin, capture_output=True,
-                          text=True, cwd=cwd)
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run `archspec ARGS...` in this process (fast): exit code, stdout and stderr."""
+    from archspec.cli import main
+
+    def run(*args: str, stdin: str | None = None) -> SimpleNamespace:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return run
 
 
-def test_cli_check_diff_write_and_stdin(tmp_path):
+def test_cli_check_diff_write_and_stdin(tmp_path, cli):
+    run_cli = lambda *a, **k: cli("fmt", *a, **k)
     messy, clean = tmp_path / "messy.arch", tmp_path / "clean.arch"
     messy.write_text("input 3x8x8\nconv  4 k 3|relu\n")
     clean.write_text("input 3x8x8\nconv 4 k3 | relu\n")
@@ -281,7 +293,8 @@ def test_cli_check_diff_write_and_stdin(tmp_path):
     assert run_cli("--check", "-", stdin="relu | bn\n").returncode == 0
 
 
-def test_cli_errors(tmp_path):
+def test_cli_errors(tmp_path, cli):
+    run_cli = lambda *a, **k: cli("fmt", *a, **k)
     broken = tmp_path / "broken.arch"
     broken.write_text("conv 6 k5 |\nresidual { relu\n")
     out = run_cli(str(broken))

@@ -2,11 +2,12 @@
 hostile strings, the error without graphviz's `dot`, and a real SVG render when `dot` exists."""
 from __future__ import annotations
 
+import io
 import html
 import re
 import shutil
-import subprocess
 import sys
+from types import SimpleNamespace
 from dataclasses import dataclass, field
 
 import pytest
@@ -268,10 +269,25 @@ def test_dot_output_needs_no_binary(tmp_path, monkeypatch):
     assert not (tmp_path / "lenet.svg").exists()
 
 
-def test_cli_without_dot_says_how_to_install(tmp_path):
-    env = {"PATH": str(tmp_path), "HOME": str(tmp_path)}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "archspec.cli", "graph", str(LENET), *a],
-                                    capture_output=True, text=True, env=env, cwd=tmp_path)
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run `archspec ARGS...` in this process (fast): exit code, stdout and stderr."""
+    from archspec.cli import main
+
+    def run(*args: str, stdin: str | None = None) -> SimpleNamespace:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return run
+
+
+def test_cli_without_dot_says_how_to_install(tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `dot` anywhere
+    monkeypatch.chdir(tmp_path)
+    run = lambda *a: cli("graph", str(LENET), *a)
     ok = run("-o", "x.dot")
     assert ok.returncode == 0 and (tmp_path / "x.dot").read_text().startswith("digraph")
     assert run().stdout.startswith("digraph")  # DOT to standard output

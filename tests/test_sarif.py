@@ -1,9 +1,12 @@
 """`archspec check --format sarif` (SARIF 2.1.0) and the pre-commit hook definition."""
 from __future__ import annotations
 
+import io
 import json
-import subprocess
 import sys
+from types import SimpleNamespace
+
+import pytest
 
 import archspec
 from archspec.diagnostics import CODES
@@ -13,8 +16,19 @@ from conftest import EXAMPLES, REPO
 BROKEN = "input 3x4x4\nblock b(c) { conv c k5 }\nb(6)\nrelu | relu\nflatten\nlinear 10\n"
 
 
-def run_cli(*args: str, stdin: str | None = None, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "archspec.cli", *args], input=stdin, capture_output=True, text=True, cwd=cwd)
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run `archspec ARGS...` in this process (fast): exit code, stdout and stderr."""
+    from archspec.cli import main
+
+    def run(*args: str, stdin: str | None = None) -> SimpleNamespace:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return run
 
 
 def test_log_shape_and_rules():
@@ -55,17 +69,18 @@ def test_uris():
     assert artifact_uri("/no/such/dir/x.arch") == "file:///no/such/dir/x.arch"
 
 
-def test_cli_sarif(tmp_path):
+def test_cli_sarif(tmp_path, cli, monkeypatch):
     (tmp_path / "bad.arch").write_text(BROKEN)
-    out = run_cli("check", "--format", "sarif", "bad.arch", str(EXAMPLES / "lenet.arch"), cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    out = cli("check", "--format", "sarif", "bad.arch", str(EXAMPLES / "lenet.arch"))
     assert out.returncode == 1
     log = json.loads(out.stdout)
     run = log["runs"][0]
     assert [a["location"]["uri"] for a in run["artifacts"]][0] == "bad.arch"
     assert {r["ruleId"] for r in run["results"]} == {"E101", "W203"}
-    clean = run_cli("check", "--format", "sarif", str(EXAMPLES / "lenet.arch"))
+    clean = cli("check", "--format", "sarif", str(EXAMPLES / "lenet.arch"))
     assert clean.returncode == 0 and json.loads(clean.stdout)["runs"][0]["results"] == []
-    ignored = run_cli("check", "--format", "sarif", "--ignore", "W2", "-", stdin=BROKEN)
+    ignored = cli("check", "--format", "sarif", "--ignore", "W2", "-", stdin=BROKEN)
     assert [r["ruleId"] for r in json.loads(ignored.stdout)["runs"][0]["results"]] == ["E101"]
 
 
@@ -83,11 +98,11 @@ def read_hooks(text: str) -> dict[str, dict]:
     return {h["id"]: h for h in hooks}
 
 
-def test_pre_commit_hooks():
+def test_pre_commit_hooks(cli):
     hooks = read_hooks((REPO / ".pre-commit-hooks.yaml").read_text())
     check = hooks["archspec-check"]
     assert check["entry"] == "archspec check" and check["language"] == "python" and check["files"] == r"\.arch$"
     assert hooks["archspec-fmt"]["entry"] == "archspec fmt"
     # What pre-commit runs: the entry, its args, then the staged file names.
-    out = run_cli(*check["entry"].split()[1:], *check.get("args", []), str(EXAMPLES / "lenet.arch"))
+    out = cli(*check["entry"].split()[1:], *check.get("args", []), str(EXAMPLES / "lenet.arch"))
     assert out.returncode == 0 and "1 file checked" in out.stdout and "conv1" not in out.stdout

@@ -2,10 +2,12 @@
 and against autograd, the memory arithmetic, the JSON schema and the CLI."""
 from __future__ import annotations
 
+import io
 import json
 import math
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -222,20 +224,31 @@ def test_mistakes_are_user_errors():
         summarize(LENET, optimizer="lion")
 
 
-def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "archspec.cli", *args], input=stdin, capture_output=True, text=True)
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run `archspec ARGS...` in this process (fast): exit code, stdout and stderr."""
+    from archspec.cli import main
+
+    def run(*args: str, stdin: str | None = None) -> SimpleNamespace:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return run
 
 
-def test_cli_summary():
-    out = run_cli("summary", str(LENET), "--batch-size", "128", "--format", "json")
+def test_cli_summary(cli):
+    out = cli("summary", str(LENET), "--batch-size", "128", "--format", "json")
     assert out.returncode == 0, out.stderr
     d = json.loads(out.stdout)
     assert d["total_params"] == 62_006 and d["total_macs"] == 651_720 and d["batch_size"] == 128
-    text = run_cli("summary", "-", stdin=LENET.read_text())
+    text = cli("summary", "-", stdin=LENET.read_text())
     assert text.returncode == 0 and "fc3" in text.stdout and "Total MACs: 651,720" in text.stdout
-    bad = run_cli("summary", str(LENET), "--batch-size", "0")
+    bad = cli("summary", str(LENET), "--batch-size", "0")
     assert bad.returncode == 2 and "at least 1" in bad.stderr and "Traceback" not in bad.stderr
-    broken = run_cli("summary", "-", stdin="input 3x4x4\nconv 6 k5\n")
+    broken = cli("summary", "-", stdin="input 3x4x4\nconv 6 k5\n")
     assert broken.returncode == 1 and "E101" in broken.stderr + broken.stdout and "Traceback" not in broken.stderr
 
 
