@@ -83,6 +83,15 @@ def physical_cores() -> int:
     return os.cpu_count() or 1
 
 
+def cpu_threads() -> int:
+    """OMP_NUM_THREADS when the user set it (e.g. several jobs sharing a machine), else the physical cores.
+
+    Two processes each running one thread per core slow each other's OpenMP barriers several-fold.
+    """
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else physical_cores()
+
+
 # ----------------------------------------------------------------------------- initialisation
 
 
@@ -296,7 +305,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
     dev = pick_device(device)
     dtype = pick_dtype(dev, config.precision)
     if dev.type == "cpu":
-        torch.set_num_threads(physical_cores())
+        torch.set_num_threads(cpu_threads())
     torch.manual_seed(config.seed)
 
     # Data: one uint8 tensor on the device; batches are slices of a (seed, epoch) permutation.
@@ -342,7 +351,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
             b.requires_grad_(epoch < config.whiten_bias_epochs)
         g = epoch_generator(config.seed, epoch)
         perm = torch.randperm(n, generator=g).to(dev)
-        shifts = random_shifts(n, config.translate, g)
+        shifts = random_shifts(n, config.translate, g).to(dev)
         flips = flip_mask(n, config.seed, epoch, config.flip).to(dev)
         epoch_steps = min(steps_per_epoch, total_steps - step)
         loss_sum = torch.zeros((), device=dev)
@@ -354,7 +363,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
             idx = perm[i * batch : (i + 1) * batch]
             x = train_x[idx]
             x = torch.where(flips[idx].view(-1, 1, 1, 1), x.flip(-1), x)
-            x = translate(normalize(x, mean, std), config.translate, shifts[idx.cpu()])
+            x = translate(normalize(x, mean, std), config.translate, shifts[idx])
             y = train_y[idx]
             factor = lr_factor(step, total_steps, config)
             for group in optimizer.param_groups:

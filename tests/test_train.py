@@ -26,6 +26,14 @@ def quiet(_: str) -> None:
     pass
 
 
+@pytest.fixture(autouse=True)
+def _one_thread_per_xdist_worker(monkeypatch):
+    """Under `pytest -n N` each worker gets one thread, so workers do not fight over the cores."""
+    if "PYTEST_XDIST_WORKER" in __import__("os").environ:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="module")
 def subset_dir(tmp_path_factory) -> Path:
     """200 train and 100 test real CIFAR-10 JPEGs per class (2,000 / 1,000)."""
