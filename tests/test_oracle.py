@@ -1,0 +1,1021 @@
+"""The checker against an independent oracle: PyTorch itself.
+
+Hypothesis generates random architectures as a small test-local description (the classes below,
+not archspec's specs). Each is rendered to .arch text for archspec and, separately, translated
+here straight into torch.nn layers that run one after the other on a batch of 2. Then:
+
+* the checker reports an error exactly when torch raises, and the first error it reports (in
+  execution order) is at the layer (or residual/branch join) where torch raised;
+* when torch runs, every checker row has the output shape and the parameter count of the
+  matching torch layer (same order: body before shortcut, branches in order, blocks expanded);
+* `archspec.build` of the same text has, for each row, a module of the same type with the same
+  output shape and params; with the oracle's weights copied in it computes the same function.
+
+Deliberately not compared, because torch runs where archspec reports E103 on purpose:
+* `linear` on a 4-D tensor: nn.Linear applies to the last dimension (W) only (a forgotten
+  `flatten`), so the generators never put a `linear` before `flatten`;
+* `gap` after `flatten`: nn.AdaptiveAvgPool2d(1) takes a 2-D [B, F] tensor for an unbatched
+  [H, W] image and returns [1, 1], averaging over the batch; the generators never put `gap` after
+  `flatten` (conv, max/avg pools and adaptiveavgpool HxW after `flatten` do raise, and are tested).
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import hypothesis  # noqa: E402
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from torch import nn  # noqa: E402
+
+import archspec  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is ~20x faster than a pool contending for 2 busy cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+# --------------------------------------------------------------------------- the description
+
+@dataclass(eq=False)
+class X:
+    """An expression over block parameters, e.g. X("c*2"): `{c*2}` in the text."""
+
+    text: str
+
+    def ev(self, env: dict[str, int]) -> int:
+        return eval(self.text, {"__builtins__": {}}, dict(env))  # noqa: S307 - our own generated text
+
+
+@dataclass(eq=False)
+class Layer:
+    op: str
+    a: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Res:
+    body: list
+    shortcut: list | None = None
+    project: bool = False
+
+
+@dataclass(eq=False)
+class Branch:
+    mode: str  # concat | add
+    branches: list[list]
+
+
+@dataclass(eq=False)
+class Repeat:
+    n: int
+    body: list
+
+
+@dataclass(eq=False)
+class Call:
+    block: "Block"
+    pos: tuple = ()
+    kw: dict = field(default_factory=dict)
+    times: int = 1
+
+
+@dataclass(eq=False)
+class Block:
+    name: str
+    params: list[tuple[str, int | None]]
+    body: list
+
+
+@dataclass(eq=False)
+class Arch:
+    input: tuple[int, ...]
+    body: list
+    blocks: list[Block] = field(default_factory=list)
+    fault: str = ""  # what an invalid generator injected (for the statistics)
+
+
+ACTIVATIONS = ["relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "leakyrelu", "softmax"]
+POOLS = ["maxpool", "avgpool"]
+
+
+# --------------------------------------------------------------------------- rendering to .arch
+
+def _num(v: Any) -> str:
+    return "{" + v.text + "}" if isinstance(v, X) else str(v)
+
+
+def _pair(key: str, v: Any) -> str:
+    if isinstance(v, X):
+        return f"{key}{{{v.text}}}"
+    return f"{key}{v[0]}" if v[0] == v[1] else f"{key}{v[0]}x{v[1]}"
+
+
+def leaf_text(layer: Layer) -> str:
+    op, a = layer.op, layer.a
+    if op == "conv":
+        parts = ["conv", _num(a["c"]), _pair("k", a["k"])]
+        if a.get("s", (1, 1)) != (1, 1):
+            parts.append(_pair("s", a["s"]))
+        p = a.get("p", (0, 0))
+        if isinstance(p, str):
+            parts.append(f"p {p}")
+        elif p != (0, 0) or a.get("show_p0"):
+            parts.append(_pair("p", p))
+        if a.get("d", (1, 1)) != (1, 1):
+            parts.append(_pair("d", a["d"]))
+        g = a.get("g", 1)
+        if isinstance(g, X) or g != 1:
+            parts.append("g" + (f"{{{g.text}}}" if isinstance(g, X) else str(g)))
+        if not a.get("bias", True):
+            parts.append("nobias")
+        return " ".join(parts)
+    if op in POOLS:
+        parts = [op, f"{a['k'][0]}" if a["k"][0] == a["k"][1] else f"{a['k'][0]}x{a['k'][1]}"]
+        if a.get("s") is not None:
+            parts.append(_pair("s", a["s"]))
+        if a.get("p", (0, 0)) != (0, 0):
+            parts.append(_pair("p", a["p"]))
+        if a.get("ceil"):
+            parts.append("ceil")
+        return " ".join(parts)
+    if op == "adaptiveavgpool":
+        return f"adaptiveavgpool {a['size'][0]}x{a['size'][1]}"
+    if op == "leakyrelu":
+        return "leakyrelu" if a.get("slope", 0.01) == 0.01 else f"leakyrelu {a['slope']}"
+    if op == "dropout":
+        return f"dropout {a['p']}"
+    if op == "linear":
+        return f"linear {a['n']}" + ("" if a.get("bias", True) else " nobias")
+    return op  # gap, bn, flatten, activations
+
+
+class Renderer:
+    """The .arch text, and the line of every leaf and structure (for where errors are reported).
+
+    With sep="nl" every layer and every structure keyword gets its own line; "pipe" joins runs of
+    layers with `|` (more like hand-written files; lines are then not unique)."""
+
+    def __init__(self, sep: str = "nl") -> None:
+        self.sep = sep
+        self.lines: list[str] = []
+        self.line_of: dict[int, int] = {}
+
+    def emit(self, text: str, node: Any = None, indent: int = 0) -> None:
+        self.lines.append("  " * indent + text)
+        if node is not None:
+            self.line_of[id(node)] = len(self.lines)
+
+    def seq(self, items: list, indent: int) -> None:
+        i = 0
+        while i < len(items):
+            node = items[i]
+            if isinstance(node, Layer) and self.sep == "pipe":
+                run = [node]
+                while i + 1 < len(items) and isinstance(items[i + 1], Layer):
+                    i += 1
+                    run.append(items[i])
+                self.emit(" | ".join(leaf_text(n) for n in run), None, indent)
+                for n in run:
+                    self.line_of[id(n)] = len(self.lines)
+            else:
+                self.node(node, indent)
+            i += 1
+
+    def node(self, node: Any, indent: int) -> None:
+        if isinstance(node, Layer):
+            self.emit(leaf_text(node), node, indent)
+        elif isinstance(node, Res):
+            self.emit("residual project {" if node.project else "residual {", node, indent)
+            self.seq(node.body, indent + 1)
+            if node.shortcut is not None:
+                self.emit("} shortcut {", None, indent)
+                self.seq(node.shortcut, indent + 1)
+            self.emit("}", None, indent)
+        elif isinstance(node, Branch):
+            self.emit(f"{node.mode} {{", node, indent)
+            for i, b in enumerate(node.branches):
+                if i:
+                    self.emit("} {", None, indent)
+                self.seq(b, indent + 1)
+            self.emit("}", None, indent)
+        elif isinstance(node, Repeat):
+            self.emit(f"repeat {node.n} {{", node, indent)
+            self.seq(node.body, indent + 1)
+            self.emit("}", None, indent)
+        elif isinstance(node, Call):
+            args = [str(v) for v in node.pos] + [f"{k}={v}" for k, v in node.kw.items()]
+            self.emit(f"{node.block.name}({', '.join(args)})" + (f" * {node.times}" if node.times != 1 else ""), node, indent)
+        else:  # pragma: no cover
+            raise AssertionError(node)
+
+    def render(self, arch: Arch) -> str:
+        for b in arch.blocks:
+            params = ", ".join(p if d is None else f"{p}={d}" for p, d in b.params)
+            self.emit(f"block {b.name}({params}) {{")
+            self.seq(b.body, 1)
+            self.emit("}")
+        self.emit("input " + "x".join(map(str, arch.input)))
+        self.seq(arch.body, 0)
+        return "\n".join(self.lines) + "\n"
+
+
+# --------------------------------------------------------------------------- the torch oracle
+
+def ev(v: Any, env: dict[str, int]) -> Any:
+    return v.ev(env) if isinstance(v, X) else v
+
+
+def ev_pair(v: Any, env: dict[str, int]) -> Any:
+    if isinstance(v, X):
+        n = v.ev(env)
+        return (n, n)
+    return v
+
+
+def torch_layer(layer: Layer, x: "torch.Tensor", env: dict[str, int]) -> nn.Module:
+    """The nn module for one layer, sized from the tensor that reaches it (as one writes torch by hand)."""
+    op, a = layer.op, layer.a
+    if op == "conv":
+        return nn.Conv2d(x.shape[1], ev(a["c"], env), kernel_size=a["k"], stride=ev_pair(a.get("s", (1, 1)), env),
+                         padding=a.get("p", (0, 0)), dilation=a.get("d", (1, 1)), groups=ev(a.get("g", 1), env),
+                         bias=a.get("bias", True))
+    if op in POOLS:
+        cls = nn.MaxPool2d if op == "maxpool" else nn.AvgPool2d
+        return cls(a["k"], stride=a.get("s") or a["k"], padding=a.get("p", (0, 0)), ceil_mode=a.get("ceil", False))
+    if op == "adaptiveavgpool":
+        return nn.AdaptiveAvgPool2d(a["size"])
+    if op == "gap":
+        return nn.AdaptiveAvgPool2d(1)
+    if op == "bn":
+        return nn.BatchNorm2d(x.shape[1]) if x.dim() == 4 else nn.BatchNorm1d(x.shape[1])
+    if op == "dropout":
+        return nn.Dropout(a["p"])
+    if op == "flatten":
+        return nn.Flatten()
+    if op == "linear":
+        return nn.Linear(x.shape[-1], a["n"], bias=a.get("bias", True))
+    if op == "leakyrelu":
+        return nn.LeakyReLU(a.get("slope", 0.01))
+    if op == "softmax":
+        return nn.Softmax(dim=1)
+    return {"relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "silu": nn.SiLU, "sigmoid": nn.Sigmoid,
+            "tanh": nn.Tanh, "hardswish": nn.Hardswish}[op]()
+
+
+def n_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+class TorchOracle:
+    """Runs a description with torch.nn, layer by layer, recording what each layer gives.
+
+    `residual project`: when the body changes the shape, a 1x1 conv (no bias) + BatchNorm2d, with
+    the stride of the body (the product of its strides, as torchvision's ResNet gives its
+    downsample the block's stride). Joins use torch.stack / torch.cat, which refuse shapes that
+    differ (a bare `+` would broadcast [B, C, 1, 1] against [B, C, H, W])."""
+
+    def __init__(self, line_of: dict[int, int]) -> None:
+        self.line_of = line_of
+        self.records: list[tuple[str, tuple[int, ...], int]] = []
+        self.modules: list[nn.Module] = []
+        self.visits: list[int | None] = []  # line of each leaf / join, in execution order
+        self.where: int | None = None  # line being executed (where torch raised, after a raise)
+        self.projections = 0
+        self.where_node: Any = None
+
+    def visit(self, node: Any) -> None:
+        self.where_node = node
+        self.where = self.line_of.get(id(node))
+        self.visits.append(self.where)
+
+    def leaf(self, op: str, module_factory: Callable[[], nn.Module], x: "torch.Tensor") -> "torch.Tensor":
+        m = module_factory()
+        m.eval()
+        y = m(x)
+        self.modules.append(m)
+        self.records.append((op, tuple(y.shape[1:]), n_params(m)))
+        return y
+
+    def seq(self, items: list, x: "torch.Tensor", env: dict[str, int]) -> "torch.Tensor":
+        for node in items:
+            x = self.node(node, x, env)
+        return x
+
+    def node(self, node: Any, x: "torch.Tensor", env: dict[str, int]) -> "torch.Tensor":
+        if isinstance(node, Layer):
+            self.visit(node)
+            return self.leaf(node.op, lambda: torch_layer(node, x, env), x)
+        if isinstance(node, Res):
+            y = self.seq(node.body, x, env)
+            if node.shortcut is not None:
+                s = self.seq(node.shortcut, x, env)
+            elif node.project and y.shape != x.shape:
+                stride = path_stride(node.body, env)
+                self.projections += 1
+                s = self.leaf("conv", lambda: nn.Conv2d(x.shape[1], y.shape[1], 1, stride=stride, bias=False), x)
+                s = self.leaf("bn", lambda: nn.BatchNorm2d(s.shape[1]), s)
+            else:
+                s = x
+            self.visit(node)
+            return torch.stack([y, s]).sum(0)
+        if isinstance(node, Branch):
+            outs = [self.seq(b, x, env) for b in node.branches]
+            self.visit(node)
+            return torch.cat(outs, dim=1) if node.mode == "concat" else torch.stack(outs).sum(0)
+        if isinstance(node, Repeat):
+            for _ in range(node.n):
+                x = self.seq(node.body, x, env)
+            return x
+        if isinstance(node, Call):
+            inner = call_env(node, env)
+            for _ in range(node.times):
+                x = self.seq(node.block.body, x, inner)
+            return x
+        raise AssertionError(node)  # pragma: no cover
+
+
+def call_env(call: Call, env: dict[str, int]) -> dict[str, int]:
+    names = [p for p, _ in call.block.params]
+    bound = dict(zip(names, call.pos)) | dict(call.kw)
+    for p, default in call.block.params:
+        bound.setdefault(p, default)
+    return bound
+
+
+def path_stride(items: list, env: dict[str, int]) -> int:
+    """The stride along a sequence (square strides only: the generators keep projected bodies square)."""
+    s = 1
+    for node in items:
+        if isinstance(node, Layer):
+            if node.op == "conv":
+                s *= ev_pair(node.a.get("s", (1, 1)), env)[0]
+            elif node.op in POOLS:
+                s *= (node.a.get("s") or node.a["k"])[0]
+        elif isinstance(node, Res):
+            s *= path_stride(node.body, env)
+        elif isinstance(node, Branch):
+            s *= path_stride(node.branches[0], env)
+        elif isinstance(node, Repeat):
+            s *= path_stride(node.body, env) ** node.n
+        elif isinstance(node, Call):
+            s *= path_stride(node.block.body, call_env(node, env)) ** node.times
+    return s
+
+
+# --------------------------------------------------------------------------- the comparison
+
+@dataclass
+class Outcome:
+    torch_ok: bool
+    checker_ok: bool
+    layers: int
+    codes: list[str]
+    problems: list[str]
+    text: str
+    projections: int = 0
+    known: str = ""  # a disagreement that is a reported checker bug (see test_projection_uses_the_body_stride)
+
+
+def compare(arch: Arch, sep: str = "nl", build: bool = True) -> Outcome:
+    r = Renderer(sep)
+    text = r.render(arch)
+    report = archspec.check(text, classes=None)
+    oracle = TorchOracle(r.line_of)
+    x = torch.randn(2, *arch.input)
+    problems: list[str] = []
+    try:
+        with torch.no_grad():
+            y = oracle.seq(arch.body, x, {})
+        torch_ok, torch_error = True, ""
+    except (RuntimeError, ValueError, IndexError) as exc:  # what torch raises (AvgPool2d on 2-D: IndexError)
+        torch_ok, torch_error = False, str(exc).splitlines()[0]
+    errors = report.errors
+    known = ""
+    if torch_ok and errors:
+        problems.append(f"checker reports {[(d.code, d.span.line, d.message) for d in errors]} but torch runs")
+    elif not torch_ok and not errors:
+        problems.append(f"torch raises at line {oracle.where} ({torch_error}) but the checker reports no error")
+        if isinstance(oracle.where_node, Res) and oracle.where_node.project and report.projections:
+            known = "projection stride"
+    elif not torch_ok:
+        # The checker's first error in execution order is where torch raised (lines are unique with sep="nl").
+        order = {line: i for i, line in reversed(list(enumerate(oracle.visits)))}
+        first = min((d for d in errors if d.span and d.span.line in order), key=lambda d: order[d.span.line], default=None)
+        if sep == "nl" and not arch.blocks and (first is None or first.span.line != oracle.where):
+            problems.append(f"torch raises at line {oracle.where} ({torch_error}); the checker's first error is "
+                            f"{(first.code, first.span.line, first.message) if first else None}")
+    else:
+        rows = [row for row in report.rows if row.op != "input"]
+        ours = [(row.op, row.out_shape, row.params) for row in rows]
+        if ours != oracle.records:
+            diff = [f"#{i} checker {a} torch {b}" for i, (a, b) in enumerate(zip(ours, oracle.records)) if a != b]
+            problems.append(f"rows differ ({len(ours)} vs {len(oracle.records)} layers): {diff[:3]}")
+        elif report.output_shape != tuple(y.shape[1:]):
+            problems.append(f"output {report.output_shape} vs torch {tuple(y.shape[1:])}")
+        elif build:
+            problems += compare_build(text, rows, oracle, x, y)
+    return Outcome(torch_ok, report.ok, len(oracle.records), [d.code for d in report.diagnostics], problems, text,
+                   oracle.projections, known)
+
+
+def compare_build(text: str, rows: list, oracle: TorchOracle, x: "torch.Tensor", y: "torch.Tensor") -> list[str]:
+    """archspec.build: each row's module has the oracle's type, shape and params; same function."""
+    try:
+        net = archspec.build(text)
+    except Exception as exc:  # noqa: BLE001 - any failure to build a checked spec is a disagreement
+        return [f"archspec.build raises {type(exc).__name__}: {exc}"]
+    net.eval()
+    modules = dict(net.named_modules())
+    problems: list[str] = []
+    seen: dict[str, tuple[int, ...]] = {}
+    hooks = []
+    for row, mine in zip(rows, oracle.modules):
+        m = modules.get(row.path)
+        if m is None:
+            return [f"build has no module {row.path}"]
+        if type(m) is not type(mine):
+            return [f"{row.path}: build made {type(m).__name__}, torch oracle {type(mine).__name__}"]
+        if n_params(m) != row.params:
+            problems.append(f"{row.path}: build has {n_params(m)} params, checker {row.params}")
+        m.load_state_dict(mine.state_dict())
+        if isinstance(m, nn.Dropout) and m.p != mine.p:
+            problems.append(f"{row.path}: dropout p {m.p} vs {mine.p}")
+        hooks.append(m.register_forward_hook(lambda mod, i, o, path=row.path: seen.setdefault(path, tuple(o.shape[1:])) and None))
+    try:
+        with torch.no_grad():
+            out = net(x)
+    except Exception as exc:  # noqa: BLE001
+        return [f"the built net raises {type(exc).__name__}: {exc}"]
+    for h in hooks:
+        h.remove()
+    for row in rows:
+        if seen.get(row.path) != row.out_shape:
+            problems.append(f"{row.path}: build gives {seen.get(row.path)}, checker {row.out_shape}")
+    if out.shape != y.shape or not torch.allclose(out, y, rtol=1e-4, atol=1e-5):
+        problems.append("build computes a different function from the torch oracle")
+    return problems
+
+
+# --------------------------------------------------------------------------- generators: helpers
+
+def window(n: int, k: int, s: int, p: int, d: int = 1, ceil: bool = False) -> int:
+    """Output size of a window op (only to steer the generators towards valid choices)."""
+    span = n + 2 * p - d * (k - 1) - 1
+    if ceil:
+        out = -(-span // s) + 1
+        if (out - 1) * s >= n + p:
+            out -= 1
+        return out
+    return span // s + 1 if span >= 0 else 0
+
+
+def divisors(n: int) -> list[int]:
+    return [i for i in range(1, n + 1) if n % i == 0]
+
+
+def draw_pair(draw, lo: int, hi: int, rect_chance: int = 4) -> tuple[int, int]:
+    a = draw(st.integers(lo, hi))
+    if draw(st.integers(0, rect_chance - 1)) == 0:
+        return (a, draw(st.integers(lo, hi)))
+    return (a, a)
+
+
+def draw_activation(draw) -> Layer:
+    op = draw(st.sampled_from(ACTIVATIONS))
+    if op == "leakyrelu":
+        return Layer(op, {"slope": draw(st.sampled_from([0.01, 0.0, 0.1, 0.2, 0.3, 1.5]))})
+    return Layer(op)
+
+
+def draw_shape_free(draw) -> Layer:
+    """A layer that keeps any shape: activation, bn, dropout."""
+    kind = draw(st.sampled_from(["act", "act", "bn", "dropout"]))
+    if kind == "act":
+        return draw_activation(draw)
+    if kind == "dropout":
+        return Layer("dropout", {"p": draw(st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.9]))})
+    return Layer("bn")
+
+
+# --------------------------------------------------------------------------- valid flat chains
+
+def valid_conv(draw, shape: tuple[int, int, int]) -> tuple[Layer, tuple]:
+    c, h, w = shape
+    if draw(st.integers(0, 5)) == 0:  # depthwise (or channel-multiplier) conv
+        out, g = c * draw(st.integers(1, 2)), c
+    else:
+        out = draw(st.integers(1, 12))
+        g = draw(st.sampled_from(divisors(math.gcd(c, out))))
+    k = draw_pair(draw, 1, 5)
+    d = draw_pair(draw, 1, 3, rect_chance=3) if draw(st.integers(0, 3)) == 0 else (1, 1)
+    mode = draw(st.sampled_from(["int", "int", "int", "same", "valid"]))
+    s = draw_pair(draw, 1, 3) if mode != "same" else (1, 1)
+    p: Any = draw_pair(draw, 0, 3) if mode == "int" else mode
+    eff = (d[0] * (k[0] - 1) + 1, d[1] * (k[1] - 1) + 1)
+    if mode != "same":
+        pp = (0, 0) if mode == "valid" else p
+        if eff[0] > h + 2 * pp[0] or eff[1] > w + 2 * pp[1]:  # would not fit: pad enough
+            p = (max(pp[0], -(-(eff[0] - h) // 2)), max(pp[1], -(-(eff[1] - w) // 2)))
+    a = {"c": out, "k": k, "s": s, "p": p, "d": d, "g": g, "bias": draw(st.booleans()),
+         "show_p0": draw(st.integers(0, 5)) == 0}
+    if p == "same":
+        return Layer("conv", a), (out, h, w)
+    pp = (0, 0) if p == "valid" else p
+    return Layer("conv", a), (out, window(h, k[0], s[0], pp[0], d[0]), window(w, k[1], s[1], pp[1], d[1]))
+
+
+def valid_pool(draw, shape: tuple[int, int, int]) -> tuple[Layer, tuple]:
+    c, h, w = shape
+    k = draw_pair(draw, 1, 4)
+    s = draw_pair(draw, 1, 3) if draw(st.booleans()) else None
+    p = (draw(st.integers(0, k[0] // 2)), draw(st.integers(0, k[1] // 2)))
+    ceil = draw(st.integers(0, 2)) == 0
+    ss = s or k
+    if window(h, k[0], ss[0], p[0], 1, ceil) < 1 or window(w, k[1], ss[1], p[1], 1, ceil) < 1:
+        k = (min(k[0], h), min(k[1], w))
+        p = (min(p[0], k[0] // 2), min(p[1], k[1] // 2))
+        s = None if s is None else s
+        ss = s or k
+    out = (c, window(h, k[0], ss[0], p[0], 1, ceil), window(w, k[1], ss[1], p[1], 1, ceil))
+    return Layer(draw(st.sampled_from(POOLS)), {"k": k, "s": s, "p": p, "ceil": ceil}), out
+
+
+def valid_layer(draw, shape: tuple) -> tuple[Layer, tuple]:
+    if len(shape) == 3:
+        kind = draw(st.sampled_from(["conv"] * 4 + ["pool"] * 2 + ["adaptive", "gap", "free", "free", "free", "flatten"]))
+        if kind == "conv":
+            return valid_conv(draw, shape)
+        if kind == "pool":
+            return valid_pool(draw, shape)
+        if kind == "adaptive":
+            size = draw_pair(draw, 1, 4)
+            return Layer("adaptiveavgpool", {"size": size}), (shape[0], *size)
+        if kind == "gap":
+            return Layer("gap"), (shape[0], 1, 1)
+        if kind == "flatten":
+            return Layer("flatten"), (math.prod(shape),)
+        return draw_shape_free(draw), shape
+    kind = draw(st.sampled_from(["linear", "linear", "free", "flatten"]))
+    if kind == "linear":
+        n = draw(st.integers(1, 16))
+        return Layer("linear", {"n": n, "bias": draw(st.booleans())}), (n,)
+    if kind == "flatten":
+        return Layer("flatten"), shape
+    return draw_shape_free(draw), shape
+
+
+@st.composite
+def flat_archs(draw) -> Arch:
+    if draw(st.integers(0, 9)) == 0:
+        shape: tuple = (draw(st.integers(1, 24)),)
+    else:
+        shape = (draw(st.integers(1, 6)), draw(st.integers(1, 20)), draw(st.integers(1, 20)))
+    arch = Arch(shape, [])
+    for _ in range(draw(st.integers(1, 9))):
+        layer, shape = valid_layer(draw, shape)
+        arch.body.append(layer)
+    return arch
+
+
+# --------------------------------------------------------------------------- valid structured nets
+
+def aligned_conv(draw, cin: int, cout: int, s: int, groups: bool = True) -> Layer:
+    """A conv whose output is (H-1)//s + 1 for any H: odd kernel, padding d*(k-1)/2 (or `p same`)."""
+    if s == 1 and draw(st.integers(0, 4)) == 0:
+        k = draw_pair(draw, 1, 4)
+        p: Any = "same"
+        d = (draw(st.integers(1, 2)),) * 2
+    else:
+        k = (draw(st.sampled_from([1, 3, 5])), draw(st.sampled_from([1, 3, 5])))
+        if draw(st.booleans()):
+            k = (k[0], k[0])
+        d = (draw(st.sampled_from([1, 1, 2])),) * 2
+        p = (d[0] * (k[0] - 1) // 2, d[1] * (k[1] - 1) // 2)
+    g = draw(st.sampled_from(divisors(math.gcd(cin, cout)))) if groups else 1
+    return Layer("conv", {"c": cout, "k": k, "s": (s, s), "p": p, "d": d, "g": g, "bias": draw(st.booleans())})
+
+
+def aligned_pool(draw, s: int) -> Layer:
+    k = draw(st.sampled_from([1, 3, 3, 5]))
+    return Layer(draw(st.sampled_from(POOLS)), {"k": (k, k), "s": (s, s), "p": (k // 2, k // 2)})
+
+
+def aligned_chain(draw, cin: int, s: int, cout: int, groups: bool = True) -> list:
+    """Plain layers mapping [cin, H, W] to [cout, (H-1)//s+1, ...]."""
+    kinds = draw(st.lists(st.sampled_from(["conv", "conv", "pool", "free"]), max_size=4))
+    if cin != cout and "conv" not in kinds:
+        kinds.append("conv")
+    if s > 1 and not ({"conv", "pool"} & set(kinds)):
+        kinds.append(draw(st.sampled_from(["conv", "pool"])))
+    strided = draw(st.sampled_from([i for i, k in enumerate(kinds) if k in ("conv", "pool")])) if s > 1 else -1
+    last_conv = max((i for i, k in enumerate(kinds) if k == "conv"), default=-1)
+    out, c = [], cin
+    for i, kind in enumerate(kinds):
+        stride = s if i == strided else 1
+        if kind == "conv":
+            co = cout if i == last_conv else draw(st.integers(1, 12))
+            out.append(aligned_conv(draw, c, co, stride, groups))
+            c = co
+        elif kind == "pool":
+            out.append(aligned_pool(draw, stride))
+        else:
+            out.append(draw_shape_free(draw))
+    return out
+
+
+def structured_part(draw, cin: int, s: int, cout: int, depth: int) -> list:
+    """Nodes mapping [cin, H, W] to [cout, (H-1)//s+1, ...], maybe a residual or branches."""
+    kinds = ["chain"] + (["res", "project", "shortcut", "concat", "add"] if depth > 0 else [])
+    kind = draw(st.sampled_from(kinds))
+    if kind == "res":  # identity residual: the body keeps the shape; then fix stride and channels
+        return [Res(structured_seq(draw, cin, 1, cin, depth - 1))] + (aligned_chain(draw, cin, s, cout) if (s, cout) != (1, cin) else [])
+    if kind == "project":
+        return [Res(structured_seq(draw, cin, s, cout, depth - 1), project=True)]
+    if kind == "shortcut":
+        short = [] if (s, cout) == (1, cin) and draw(st.booleans()) else structured_seq(draw, cin, s, cout, depth - 1)
+        return [Res(structured_seq(draw, cin, s, cout, depth - 1), shortcut=short)]
+    if kind == "add":
+        n = draw(st.integers(2, 3))
+        branches = [[] if (s, cout) == (1, cin) and draw(st.integers(0, 2)) == 0 else structured_seq(draw, cin, s, cout, depth - 1)
+                    for _ in range(n)]
+        return [Branch("add", branches)]
+    if kind == "concat":
+        branches, total = [], 0
+        for _ in range(draw(st.integers(2, 3))):
+            if s == 1 and draw(st.integers(0, 3)) == 0:
+                branches.append([])
+                total += cin
+            else:
+                co = draw(st.integers(1, 8))
+                branches.append(structured_seq(draw, cin, s, co, depth - 1))
+                total += co
+        return [Branch("concat", branches)] + (aligned_chain(draw, total, 1, cout) if total != cout else [])
+    return aligned_chain(draw, cin, s, cout)
+
+
+def structured_seq(draw, cin: int, s: int, cout: int, depth: int) -> list:
+    parts = draw(st.integers(1, 2))
+    at = draw(st.integers(0, parts - 1))
+    items, c = [], cin
+    for i in range(parts):
+        co = cout if i == parts - 1 else draw(st.integers(1, 10))
+        items += structured_part(draw, c, s if i == at else 1, co, depth)
+        c = co
+    return items
+
+
+def block_template(draw, name: str) -> tuple[Block, str]:
+    """A block `name(c, s=1)` valid for any input channels; returns it and its output-channel expression."""
+    first = draw(st.sampled_from(["c", "c*2", "c+1"]))
+    k = draw(st.sampled_from([1, 3, 5]))
+    body: list = [Layer("conv", {"c": X(first), "k": (k, k), "s": X("s"), "p": (k // 2, k // 2), "bias": draw(st.booleans())})]
+    cur = first
+    for piece in draw(st.lists(st.sampled_from(["free", "free", "dw", "res", "project", "concat", "conv"]), max_size=4)):
+        if piece == "free":
+            body.append(draw_shape_free(draw))
+        elif piece == "dw":  # depthwise: groups = channels, from the expression
+            body.append(Layer("conv", {"c": X(cur), "k": (3, 3), "p": (1, 1), "g": X(cur), "bias": False}))
+        elif piece == "res":
+            body.append(Res([Layer("conv", {"c": X(cur), "k": (3, 3), "p": (1, 1), "bias": False}), Layer("bn")]))
+        elif piece == "project":
+            new = draw(st.sampled_from(["c", "c*2", "c+3"]))
+            body.append(Res([Layer("conv", {"c": X(new), "k": (3, 3), "s": X("s"), "p": (1, 1), "bias": False}),
+                             Layer("bn"), draw_activation(draw), Layer("conv", {"c": X(new), "k": (3, 3), "p": (1, 1)})],
+                            project=True))
+            cur = new
+        elif piece == "concat":
+            body.append(Branch("concat", [[Layer("conv", {"c": X("c"), "k": (1, 1)})], []]))
+            cur = f"({cur})+c"
+        else:
+            new = draw(st.sampled_from(["c", "c*2", "c//2+1"]))
+            body.append(Layer("conv", {"c": X(new), "k": (3, 3), "p": (1, 1)}))
+            cur = new
+    return Block(name, [("c", None), ("s", 1)], body), cur
+
+
+@st.composite
+def structured_archs(draw) -> Arch:
+    c = draw(st.integers(1, 6))
+    arch = Arch((c, draw(st.integers(1, 16)), draw(st.integers(1, 16))), [])
+    templates = [block_template(draw, f"b{i + 1}") for i in range(draw(st.integers(0, 2)))]
+    arch.blocks = [b for b, _ in templates]
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["part", "part", "part", "repeat"] + ["call"] * (2 if templates else 0)))
+        if kind == "call":
+            block, out = draw(st.sampled_from(templates))
+            cc, s = draw(st.integers(1, 8)), draw(st.sampled_from([1, 1, 2]))
+            form = draw(st.integers(0, 3))
+            pos, kw = [((cc,), {}), ((cc, s), {}), ((cc,), {"s": s}), ((), {"c": cc, "s": s})][form]
+            call = Call(block, pos, kw, times=draw(st.integers(1, 2)))
+            if draw(st.integers(0, 3)) == 0:
+                arch.body.append(Repeat(draw(st.integers(1, 2)), [call]))
+            else:
+                arch.body.append(call)
+            c = X(out).ev({"c": cc, "s": s})
+        elif kind == "repeat":
+            c2 = draw(st.integers(1, 10))
+            body = [aligned_conv(draw, c, c2, 1, groups=False)] + structured_seq(draw, c2, draw(st.sampled_from([1, 2])), c2, 1)
+            arch.body.append(Repeat(draw(st.integers(1, 3)), body))
+            c = c2
+        else:
+            co = draw(st.integers(1, 10))
+            arch.body += structured_seq(draw, c, draw(st.sampled_from([1, 1, 2, 3])), co, 2)
+            c = co
+    if draw(st.booleans()):
+        arch.body += ([Layer("gap")] if draw(st.booleans()) else []) + [Layer("flatten"), Layer("linear", {"n": draw(st.integers(1, 10))})]
+    return arch
+
+
+# --------------------------------------------------------------------------- invalid architectures
+
+FAULTS = ["kernel_too_large", "pool_too_small", "pool_padding", "same_with_stride", "groups", "after_flatten",
+          "residual_mismatch", "branch_mismatch"]
+
+
+def fault_layers(draw, kind: str, shape: tuple[int, int, int]) -> list:
+    c, h, w = shape
+    if kind == "kernel_too_large":
+        d = draw(st.sampled_from([1, 1, 2]))
+        mode = draw(st.sampled_from(["int", "valid"]))
+        p = draw(st.integers(0, 2)) if mode == "int" else 0
+        k = (h + 2 * p - 1) // d + 2 + draw(st.integers(0, 2))
+        kk = (k, draw(st.integers(1, 3))) if draw(st.booleans()) else (k, k)
+        ww = draw(st.integers(1, 3))
+        return [Layer("conv", {"c": draw(st.integers(1, 8)), "k": kk, "p": (p, p) if mode == "int" else "valid",
+                               "d": (d, 1), "s": (draw(st.integers(1, 2)), ww)})]
+    if kind == "pool_too_small":
+        p = draw(st.integers(0, 2))
+        k = h + 2 * p + 1 + draw(st.integers(0, 2))
+        return [Layer(draw(st.sampled_from(POOLS)), {"k": (k, min(k, w)), "p": (p, 0), "ceil": draw(st.booleans()),
+                                                       "s": draw(st.sampled_from([None, (1, 1), (2, 2)]))})]
+    if kind == "pool_padding":
+        k = draw_pair(draw, 1, 4)
+        p = (k[0] // 2 + draw(st.integers(1, 2)), draw(st.integers(0, k[1] // 2 + 1)))
+        return [Layer(draw(st.sampled_from(POOLS)), {"k": k, "p": p})]
+    if kind == "same_with_stride":
+        s = draw(st.sampled_from([(2, 2), (1, 2), (3, 1)]))
+        return [Layer("conv", {"c": draw(st.integers(1, 8)), "k": draw_pair(draw, 1, 5), "s": s, "p": "same"})]
+    if kind == "groups":
+        out = draw(st.integers(1, 12))
+        bad = [g for g in range(2, 9) if c % g or out % g]
+        return [Layer("conv", {"c": out, "k": (1, 1), "g": draw(st.sampled_from(bad))})]
+    if kind == "after_flatten":
+        between = [draw_shape_free(draw) for _ in range(draw(st.integers(0, 2)))]
+        op = draw(st.sampled_from(["conv", "conv", "maxpool", "avgpool", "adaptiveavgpool"]))  # not gap: see the top
+        a = {"c": 4, "k": draw_pair(draw, 1, 3)} if op == "conv" else {"size": draw_pair(draw, 1, 3)} if op == "adaptiveavgpool" \
+            else {"k": draw_pair(draw, 1, 3)}
+        return [Layer("flatten")] + between + [Layer(op, a)]
+    if kind == "residual_mismatch":
+        co = draw(st.integers(1, 8))
+        s = draw(st.sampled_from([1, 2]))
+        body = [Layer("conv", {"c": co, "k": (3, 3), "s": (s, s), "p": (1, 1)}), draw_shape_free(draw)]
+        if draw(st.booleans()):
+            return [Res(body)]
+        return [Res(body, shortcut=[Layer("conv", {"c": draw(st.integers(1, 8)), "k": (1, 1)})])]
+    # branch_mismatch
+    mode = draw(st.sampled_from(["concat", "add"]))
+    a = [Layer("conv", {"c": draw(st.integers(1, 8)), "k": (3, 3), "p": (1, 1)})]
+    b = [Layer("conv", {"c": draw(st.integers(1, 8)), "k": (3, 3), "s": (draw(st.sampled_from([1, 2])),) * 2, "p": (1, 1)})]
+    return [Branch(mode, [a, b] if draw(st.booleans()) else [b, [], a])]
+
+
+@st.composite
+def invalid_archs(draw) -> Arch:
+    shape: tuple = (draw(st.integers(1, 6)), draw(st.integers(1, 12)), draw(st.integers(1, 12)))
+    arch = Arch(shape, [], fault=draw(st.sampled_from(FAULTS)))
+    for _ in range(draw(st.integers(0, 4))):
+        layer, new = valid_layer(draw, shape)
+        if len(new) != 3:  # keep the prefix on images
+            continue
+        arch.body.append(layer)
+        shape = new
+    fault = fault_layers(draw, arch.fault, shape)
+    if draw(st.integers(0, 3)) == 0 and arch.fault != "after_flatten":  # the fault inside a structure
+        fault = [draw(st.sampled_from([Res(fault, project=True), Res(fault, shortcut=[]), Branch("concat", [fault, []])]))]
+    arch.body += fault
+    for _ in range(draw(st.integers(0, 2))):  # more layers after it: torch never gets there
+        arch.body.append(draw(st.sampled_from([Layer("conv", {"c": 3, "k": (1, 1)}), Layer("relu"), Layer("bn"), Layer("flatten")])))
+    return arch
+
+
+# --------------------------------------------------------------------------- the tests
+
+def constructs(arch: Arch) -> set[str]:
+    """Which language constructs an architecture uses (for the coverage counts)."""
+    found: set[str] = set()
+
+    def walk(items: list) -> None:
+        for n in items:
+            if isinstance(n, Layer):
+                found.add(n.op)
+                if n.op == "conv" and any(isinstance(v, X) for v in n.a.values()):
+                    found.add("conv with {expr}")
+            elif isinstance(n, Res):
+                found.add("residual project" if n.project else "residual shortcut" if n.shortcut is not None else "residual")
+                walk(n.body)
+                walk(n.shortcut or [])
+            elif isinstance(n, Branch):
+                found.add(n.mode + (" with identity" if [] in n.branches else ""))
+                for b in n.branches:
+                    walk(b)
+            elif isinstance(n, Repeat):
+                found.add("repeat")
+                walk(n.body)
+            elif isinstance(n, Call):
+                found.add("block call" + (" * n" if n.times > 1 else "") + (" kw" if n.kw else ""))
+                walk(n.block.body)
+
+    walk(arch.body)
+    return found
+
+
+def run_property(strategy, n: int, stats: Counter, sep_choices=("nl", "pipe"), derandomize: bool = True,
+                 build: bool = True, strict: bool = True, failures: list | None = None, seed: int | None = None) -> None:
+    """Run `compare` on `n` generated architectures, counting; fail (strict) on any disagreement."""
+
+    @settings(max_examples=n, deadline=None, derandomize=derandomize, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(arch=strategy, sep=st.sampled_from(sep_choices))
+    def prop(arch: Arch, sep: str) -> None:
+        out = compare(arch, sep=sep, build=build)
+        stats["architectures"] += 1
+        stats["layers"] += out.layers
+        stats["torch runs" if out.torch_ok else "torch raises"] += 1
+        if arch.fault:
+            stats[f"fault {arch.fault}"] += 1
+        for code in set(out.codes):
+            stats[code] += 1
+        for construct in constructs(arch):
+            stats[construct] += 1
+        if out.torch_ok and out.projections:
+            stats["projection added"] += 1
+        if out.problems:
+            stats["disagreements"] += 1
+            if out.known:
+                stats[f"known: {out.known}"] += 1
+            if failures is not None:
+                failures.append((out.text, out.problems))
+        if strict:
+            assert not out.problems, f"{out.problems}\n--- architecture ---\n{out.text}"
+
+    if seed is not None:
+        prop = hypothesis.seed(seed)(prop)
+    prop()
+
+
+def test_random_flat_chains_agree_with_torch():
+    stats: Counter = Counter()
+    run_property(flat_archs(), 600, stats)
+    print(dict(stats))
+    assert stats["architectures"] >= 580 and stats["disagreements"] == 0
+    assert stats["torch runs"] >= 550  # the generator makes valid ones; a few may not be
+    assert stats["layers"] >= 2000
+
+
+def test_random_structured_nets_agree_with_torch():
+    stats: Counter = Counter()
+    run_property(structured_archs(), 300, stats)
+    print(dict(stats))
+    assert stats["architectures"] >= 290 and stats["disagreements"] == 0
+    assert stats["torch runs"] == stats["architectures"]  # every structured one is valid by construction
+    for construct in ("residual", "residual project", "projection added", "residual shortcut", "concat", "add",
+                      "concat with identity", "add with identity", "repeat", "block call", "block call * n",
+                      "block call kw", "conv with {expr}", "maxpool", "avgpool", "bn", "dropout", "linear"):
+        assert stats[construct] >= (8 if construct == "add with identity" else 12), construct
+
+
+def test_random_invalid_nets_fail_where_torch_fails():
+    stats: Counter = Counter()
+    run_property(invalid_archs(), 800, stats, sep_choices=("nl",), build=False)
+    print(dict(stats))
+    assert stats["architectures"] >= 780 and stats["disagreements"] == 0
+    assert stats["torch raises"] >= 650
+    for fault in FAULTS:
+        assert stats[f"fault {fault}"] >= 50, fault
+    for code in ("E101", "E102", "E103", "E104", "E105", "E106", "E107", "E108"):
+        assert stats[code] >= 40, code
+
+
+# --------------------------------------------------------------------------- W201 against coverage
+
+_DROPS = re.compile(r"drops the last (?:(\d+) rows?)?(?: and )?(?:(\d+) columns?)?")
+
+
+def trailing_uncovered(layer: Layer, h: int, w: int) -> tuple[int, int]:
+    """Rows and columns at the end of the input that no window reads: torch's input gradient is
+    zero there (all-ones conv weights; pools measured with an AvgPool2d of the same geometry)."""
+    a = layer.a
+    if layer.op == "conv":
+        m = nn.Conv2d(1, 1, a["k"], stride=a.get("s", (1, 1)), padding=a.get("p", (0, 0)), dilation=a.get("d", (1, 1)), bias=False)
+        nn.init.ones_(m.weight)
+    else:
+        m = nn.AvgPool2d(a["k"], stride=a.get("s") or a["k"], padding=a.get("p", (0, 0)), ceil_mode=a.get("ceil", False))
+    x = torch.ones(1, 1, h, w, requires_grad=True)
+    m(x).sum().backward()
+    covered_rows = (x.grad[0, 0] != 0).any(dim=1).tolist()
+    covered_cols = (x.grad[0, 0] != 0).any(dim=0).tolist()
+    return (covered_rows[::-1].index(True) if True in covered_rows else h,
+            covered_cols[::-1].index(True) if True in covered_cols else w)
+
+
+@st.composite
+def single_windows(draw) -> Arch:
+    shape = (1, draw(st.integers(1, 20)), draw(st.integers(1, 20)))
+    layer, _ = valid_conv(draw, shape) if draw(st.booleans()) else valid_pool(draw, shape)
+    if layer.op == "conv":
+        layer.a["g"], layer.a["c"] = 1, 1
+    a = layer.a
+    stride = a.get("s") or a["k"]
+    dil = a.get("d", (1, 1))
+    # Windows with holes (dilation) or gaps between them (kernel < stride) skip rows everywhere,
+    # not just at the end: not W201's subject.
+    assume(dil == (1, 1) and all(a["k"][i] >= stride[i] for i in (0, 1)))
+    return Arch(shape, [layer])
+
+
+def test_w201_names_exactly_the_rows_no_window_reads():
+    """W201 ("drops the last N rows and M columns") fires exactly when torch's input gradient is
+    zero on the last rows/columns of the input, and names how many (windows that overlap in the
+    padding included; `ceil` pools keep their partial windows)."""
+    stats: Counter = Counter()
+
+    @settings(max_examples=300, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(arch=single_windows())
+    def prop(arch: Arch) -> None:
+        layer = arch.body[0]
+        report = archspec.check(Renderer().render(arch), classes=None)
+        assert report.ok
+        w201 = [d for d in report.diagnostics if d.code == "W201"]
+        claimed = (0, 0)
+        if w201:
+            m = _DROPS.search(w201[0].message)
+            claimed = (int(m[1] or 0), int(m[2] or 0))
+        got = trailing_uncovered(layer, *arch.input[1:])
+        stats["architectures"] += 1
+        stats["W201"] += bool(w201)
+        assert claimed == got, f"checker says {claimed} rows/columns dropped, torch reads all but the last {got}: {leaf_text(layer)} on {arch.input}"
+
+    prop()
+    print(dict(stats))
+    assert stats["architectures"] >= 280 and stats["W201"] >= 30
+
+
+# --------------------------------------------------------------------------- fixed cases
+
+def conv(c, k, **a) -> Layer:
+    return Layer("conv", {"c": c, "k": (k, k) if isinstance(k, int) else k, **a})
+
+
+FIXED = {
+    "asymmetric `p same` padding": Arch((3, 8, 8), [conv(4, 3, p="same", d=(2, 2)), conv(4, 2, p="same"),
+                                                    conv(4, (4, 1), p="same", d=(1, 3))]),
+    "ceil windows": Arch((2, 5, 7), [Layer("maxpool", {"k": (2, 2), "s": (2, 2), "ceil": True}),
+                                     Layer("avgpool", {"k": (3, 3), "s": (2, 2), "p": (1, 1), "ceil": True}),
+                                     Layer("maxpool", {"k": (2, 2), "ceil": True})]),
+    "ceil on 1x1 keeps 1x1": Arch((1, 1, 1), [Layer("maxpool", {"k": (2, 2), "ceil": True}), conv(2, 3, p=(1, 1))]),
+    "grouped and depthwise": Arch((6, 9, 9), [conv(6, 3, g=6, s=(2, 2), bias=False), conv(12, 1, g=3), Layer("bn"),
+                                              Layer("leakyrelu", {"slope": 0.3})]),
+    "projection and identity branch": Arch((4, 6, 6), [
+        Res([conv(8, 3, s=(2, 2), p=(1, 1)), Layer("bn"), Layer("relu")], project=True),
+        Branch("concat", [[], [conv(2, 1)], [Layer("avgpool", {"k": (3, 3), "s": (1, 1), "p": (1, 1)})]])]),
+    "features": Arch((12,), [Layer("linear", {"n": 5}), Layer("bn"), Layer("softmax"), Layer("flatten"),
+                             Layer("linear", {"n": 3, "bias": False})]),
+    "empty residual body: x + x": Arch((3, 4, 4), [Res([]), Res([], shortcut=[conv(3, 1)])]),
+}
+
+
+@pytest.mark.parametrize("name", list(FIXED))
+def test_fixed_corners_agree(name):
+    out = compare(FIXED[name])
+    assert out.torch_ok and out.checker_ok and not out.problems, (out.problems, out.text)
+
+
+def test_gap_after_flatten_is_a_deliberate_error():
+    """Why the generators leave it out: torch runs AdaptiveAvgPool2d(1) on [B, F] (as an unbatched
+    HxW image, averaging the batch away), the checker reports E103 on purpose."""
+    assert tuple(nn.AdaptiveAvgPool2d(1)(torch.randn(2, 5)).shape) == (1, 1)
+    assert [d.code for d in archspec.check("input 3x4x4\nflatten\ngap\n", classes=None).errors] == ["E103"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "checker bug: `residual project` fits the projection's stride to the output size (a stride-2 1x1 conv "
+    "for a 5x5 -> 3x3 body that has no stride), where torchvision-style projection uses the body's stride "
+    "and cannot add; the checker should report E107"))
+def test_projection_uses_the_body_stride():
+    """`residual project { conv 8 k3 }` on 3x5x5: the body shrinks 5x5 -> 3x3 without striding."""
+    out = compare(Arch((3, 5, 5), [Res([conv(8, 3)], project=True)]))
+    assert not out.torch_ok
+    assert "E107" in out.codes and not out.problems, out.problems
