@@ -117,9 +117,9 @@ class _Builder:
         kind = "residual project" if node.project else "residual"
         with g.subgraph(name=f"cluster_{self.new_id()}") as c:
             c.attr(label=_label(f"{path}: {kind}"), style="dashed", color="#666666", fontname="Helvetica", fontsize="10")
-            body_end = self.seq(c, node.body, tail, path)
+            body_end = self.seq(c, node.body, tail, f"{path}.body")
             shortcut = node.shortcut if node.shortcut is not None else self.report.projections.get(id(node))
-            skip_end = self.seq(c, shortcut, tail, path, dashed=True) if shortcut is not None else tail
+            skip_end = self.seq(c, shortcut, tail, f"{path}.shortcut", dashed=True) if shortcut is not None else tail
             add = self.join_node(c, node, "add")
         self.edge(body_end, add)
         # The skip edge: straight from the residual's input when the shortcut is the identity.
@@ -129,7 +129,7 @@ class _Builder:
     def branch(self, g: "graphviz.Digraph", node: Branch, tail: str | None, path: str) -> str:
         with g.subgraph(name=f"cluster_{self.new_id()}") as c:
             c.attr(label=_label(f"{path}: {node.mode}"), style="dashed", color="#666666", fontname="Helvetica", fontsize="10")
-            ends = [self.seq(c, b, tail, path) for b in node.branches]
+            ends = [self.seq(c, b, tail, f"{path}.branch{i + 1}") for i, b in enumerate(node.branches)]
             join = self.join_node(c, node, node.mode)
         for end in ends:
             self.edge(end, join)

@@ -139,66 +139,70 @@ class _Walker:
         self.by_layer: dict[int, Row] = {id(r.layer): r for r in report.rows}
         self.rows: list[SummaryRow] = []
 
-    def seq(self, seq: Seq, state: RF | None, parent: str, depth: int) -> RF | None:
+    # `prefix` is the module path the nodes of a sequence live under (`res1.body`, `concat1.branch2`);
+    # `base` is the path of the header row above them, which their labels are relative to.
+
+    def seq(self, seq: Seq, state: RF | None, prefix: str, base: str, depth: int) -> RF | None:
         for node in seq.items:
-            state = self.node(node, state, parent, depth)
+            state = self.node(node, state, prefix, base, depth)
         return state
 
-    def node(self, node: Node, state: RF | None, parent: str, depth: int) -> RF | None:
+    def node(self, node: Node, state: RF | None, prefix: str, base: str, depth: int) -> RF | None:
         if isinstance(node, LayerSpec):
-            return self.layer(node, state, parent, depth)
-        path = _path(parent, node.name)
-        line = self.line_of(node)
+            return self.layer(node, state, base, depth)
+        path = _path(prefix, node.name)
+        head = (path, _relative(path, base), self.line_of(node), depth)
         if isinstance(node, BlockCall):
             args = ", ".join(f"{k}={_value_text(v)}" for k, v in node.args.items())
-            self.rows.append(SummaryRow(path, node.name, "block", f"{node.block}({args})", "group", depth, line, None))
-            return self.seq(node.body, state, path, depth + 1)
+            self.rows.append(SummaryRow(path, head[1], "block", f"{node.block}({args})", "group", depth, head[2], None))
+            return self.seq(node.body, state, path, path, depth + 1)
         if isinstance(node, Residual):
-            return self.residual(node, state, path, depth, line)
+            return self.residual(node, state, head)
         if isinstance(node, Branch):
-            return self.branch(node, state, path, depth, line)
+            return self.branch(node, state, head)
         raise AssertionError(f"a checked model has no {type(node).__name__} nodes")
 
-    def layer(self, node: LayerSpec, state: RF | None, parent: str, depth: int) -> RF | None:
+    def layer(self, node: LayerSpec, state: RF | None, base: str, depth: int) -> RF | None:
         row = self.by_layer[id(node)]
         step = node.rf(row.in_shape)
         state = None if state is None or step is None else _step(state, *step)
         self.rows.append(SummaryRow(
-            row.path, row.path[len(parent) + 1:] if parent else row.path, row.op, node.describe(), "layer", depth,
+            row.path, _relative(row.path, base), row.op, node.describe(), "layer", depth,
             self.line_of(node), row.out_shape, row.params, row.macs,
             state[0] if state else None, state[1] if state else None, shape_bytes(row.out_shape),
         ))
         return state
 
-    def residual(self, node: Residual, state: RF | None, path: str, depth: int, line: int | None) -> RF | None:
+    def residual(self, node: Residual, state: RF | None, head: tuple[str, str, int | None, int]) -> RF | None:
+        path, label, line, depth = head
         mode = "project" if node.project else ("shortcut" if node.shortcut is not None else "")
-        self.rows.append(SummaryRow(path, node.name, "residual", mode, "group", depth, line, None))
-        body = self.seq(node.body, state, path, depth + 1)
+        self.rows.append(SummaryRow(path, label, "residual", mode, "group", depth, line, None))
+        body = self.seq(node.body, state, f"{path}.body", path, depth + 1)
         shortcut = node.shortcut if node.shortcut is not None else self.report.projections.get(id(node))
-        skip = self.seq(shortcut, state, path, depth + 1) if shortcut is not None else state
+        skip = self.seq(shortcut, state, f"{path}.shortcut", path, depth + 1) if shortcut is not None else state
         joined = _max_rf([body, skip])
         operands = "body + shortcut" if shortcut is not None else "body + input"
-        self.join(node, path, "residual", operands, depth, line, joined)
+        self.join(node, head, "residual", operands, joined)
         return joined
 
-    def branch(self, node: Branch, state: RF | None, path: str, depth: int, line: int | None) -> RF | None:
-        self.rows.append(SummaryRow(path, node.name, node.mode, f"{len(node.branches)} branches", "group", depth, line, None))
-        ends = []
-        for i, b in enumerate(node.branches):
-            ends.append(self.seq(b, state, path, depth + 1) if b.items else state)
+    def branch(self, node: Branch, state: RF | None, head: tuple[str, str, int | None, int]) -> RF | None:
+        path, label, line, depth = head
+        self.rows.append(SummaryRow(path, label, node.mode, f"{len(node.branches)} branches", "group", depth, line, None))
+        ends = [self.seq(b, state, f"{path}.branch{i + 1}", path, depth + 1) for i, b in enumerate(node.branches)]
         joined = _max_rf(ends)
         if node.mode == "concat":
             channels = [self.report.shapes_of(b.items[-1])[1] if b.items else self.report.shapes_of(node)[0] for b in node.branches]
             operands = " + ".join(str(c[0]) if c else "?" for c in channels) + " channels"
         else:
             operands = " + ".join(f"branch{i + 1}" for i in range(len(node.branches)))
-        self.join(node, path, node.mode, operands, depth, line, joined)
+        self.join(node, head, node.mode, operands, joined)
         return joined
 
-    def join(self, node: Node, path: str, op: str, operands: str, depth: int, line: int | None, state: RF | None) -> None:
+    def join(self, node: Node, head: tuple[str, str, int | None, int], op: str, operands: str, state: RF | None) -> None:
+        path, label, line, depth = head
         out = self.report.shapes_of(node)[1]
         self.rows.append(SummaryRow(
-            path, node.name, op, operands, "join", depth, line, out, 0, 0,
+            path, label, op, operands, "join", depth, line, out, 0, 0,
             state[0] if state else None, state[1] if state else None, shape_bytes(out),
         ))
 
@@ -213,8 +217,12 @@ class _Walker:
         return None
 
 
-def _path(parent: str, name: str) -> str:
-    return f"{parent}.{name}" if parent else name
+def _path(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _relative(path: str, base: str) -> str:
+    return path[len(base) + 1:] if base else path
 
 
 def _value_text(v: Any) -> str:
@@ -354,5 +362,5 @@ def summarize(source: "CheckReport | Model | str | Path", batch_size: int = 1, o
     walker = _Walker(report)
     shape = report.input_shape
     start: RF | None = ((1, 1), (1, 1)) if shape is not None and len(shape) == 3 else None  # RF needs an image
-    walker.seq(report.model.body, start, "", 0)
+    walker.seq(report.model.body, start, "", "", 0)
     return Summary(report, walker.rows, batch_size, optimizer, _assumptions(optimizer))

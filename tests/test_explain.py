@@ -76,6 +76,13 @@ def test_layer_by_line_and_by_name():
         explained(lenet, "conv9")
 
 
+def test_nested_structures_by_module_path():
+    text = "input 3x8x8\nresidual { concat { relu } { add { bn } { relu } } | conv 3 k1 }\nflatten | linear 10\n"
+    out = explain(text, layer="res1.body.concat1.branch2")
+    assert re.findall(r"^\s*(\S+) \(line", out, re.M) == [
+        "res1.body.concat1.branch2.add1", "res1.body.concat1.branch2.add1.branch1.bn1", "res1.body.concat1.branch2.add1.branch2.relu1"]
+
+
 def test_parse_layer():
     assert parse_layer("12") == 12 and parse_layer("basic1.res1") == "basic1.res1"
     with pytest.raises(UsageError):

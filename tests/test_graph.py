@@ -219,6 +219,15 @@ def test_residuals_branches_and_blocks():
     assert all(dot.into(n) for n in dot.nodes if n != next(iter(dot.nodes)))
 
 
+def test_nested_clusters_are_named_by_module_path():
+    text = "input 3x8x8\nresidual { concat { relu } { add { bn } { relu } } | conv 3 k1 }\nflatten | linear 10\n"
+    dot = parse_dot(to_dot(text))
+    labels = {c.attrs["label"]: name for name, c in dot.clusters.items()}
+    assert set(labels) == {"res1: residual", "res1.body.concat1: concat", "res1.body.concat1.branch2.add1: add"}
+    assert dot.parent[labels["res1.body.concat1.branch2.add1: add"]] == labels["res1.body.concat1: concat"]
+    assert dot.parent[labels["res1.body.concat1: concat"]] == labels["res1: residual"]
+
+
 HOSTILE = ['quote " and \\" escaped', "back\\slash \\N \\l \\G \\", "{braces} [brackets] ;", "<b>html</b>",
            "<looks like html>", "tab\tand\nnewline", "-> edge -- ops", "ünïcödé 🙂", 'a\\"b']
 

@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -36,6 +37,10 @@ avgpool 3 s2 ceil
 adaptiveavgpool 2x2
 flatten | linear 10
 """
+
+
+# Structures inside structures: their rows must carry their real module paths.
+NESTED = "input 3x8x8\nresidual { concat { relu } { add { bn } { relu } } | conv 3 k1 }\nflatten | linear 10\n"
 
 
 def python(*code: str) -> subprocess.CompletedProcess:
@@ -72,6 +77,25 @@ def test_receptive_fields_through_structures_by_hand():
     assert rows["pool1"].rf == (33, 33) and rows["pool1"].jump == (4, 4)
     # adaptive 8x8 -> 2x2: windows of 4, stride 4: 33 + 3*4 = 45, jump 4*4 = 16.
     assert rows["pool2"].rf == (45, 45) and rows["pool2"].jump == (16, 16)
+
+
+def test_nested_structures_have_their_module_paths():
+    rows = summarize(NESTED).rows
+    assert [(r.name, r.label, r.kind) for r in rows if r.kind != "layer"] == [
+        ("res1", "res1", "group"),
+        ("res1.body.concat1", "body.concat1", "group"),
+        ("res1.body.concat1.branch2.add1", "branch2.add1", "group"),
+        ("res1.body.concat1.branch2.add1", "branch2.add1", "join"),
+        ("res1.body.concat1", "body.concat1", "join"),
+        ("res1", "res1", "join"),
+    ]
+    headers: list[str] = []
+    for r in rows:  # every row sits under the header rows above it, and its label is relative to the nearest
+        del headers[r.depth:]
+        if headers:
+            assert r.name == f"{headers[-1]}.{r.label}", r
+        if r.kind == "group":
+            headers.append(r.name)
 
 
 def test_feature_input_has_no_receptive_field():
@@ -114,10 +138,10 @@ def test_lenet_params_and_macs_match_a_hand_built_torch_net(torch):
     assert learnable == [sum(p.numel() for p in m.parameters()) for m in net if any(True for _ in m.parameters())]
 
 
-@pytest.mark.parametrize("name", ["mixed", "uses_blocks.arch"])
+@pytest.mark.parametrize("name", ["mixed", "nested", "uses_blocks.arch"])
 def test_params_per_layer_and_macs_match_the_compiled_net(torch, name):
-    source = MIXED if name == "mixed" else EXAMPLES / name
-    if name != "mixed" and not source.exists():
+    source = {"mixed": MIXED, "nested": NESTED}.get(name, EXAMPLES / name)
+    if isinstance(source, Path) and not source.exists():
         pytest.skip(f"{name} is not among the examples")
     s = summarize(source)
     net = archspec.build(source)
@@ -125,6 +149,8 @@ def test_params_per_layer_and_macs_match_the_compiled_net(torch, name):
     for r in s.rows:
         if r.kind == "layer" and r.op != "input":
             assert sum(p.numel() for p in modules[r.name].parameters()) == r.params, r.name
+        elif r.kind != "layer":
+            assert r.name in modules, r.name  # blocks, residuals and branches are modules too
     assert sum(p.numel() for p in net.parameters()) == s.total_params
     assert _flops(torch, net, s.report.input_shape) == 2 * s.total_macs
 
