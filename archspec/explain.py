@@ -16,7 +16,7 @@ from typing import Any
 
 from archspec.errors import UsageError
 from archspec.ops import (AdaptiveAvgPool, BatchNorm, Conv, Dropout, Flatten, GlobalAvgPool, Input, LayerSpec, Linear,
-                          Shape, _Pool, fmt_shape)
+                          Shape, _Pool, fmt_shape, window_out)
 from archspec.shapes import CheckReport, Row
 from archspec.specs import BlockCall, Branch, Model, Node, Residual, Seq
 from archspec.summary import checked
@@ -52,9 +52,9 @@ def window_line(axis: str, size: int, k: int, s: int, p: int, d: int, out: Any, 
     text = f"{axis}: {fn}({expr}) + 1 = {fn}({_n(num / s)}) + 1 = {rounded}"
     if rounded != out:  # ceil mode: PyTorch drops a last window that would start in the padding
         text += f" - 1 = {out} (the last window would start in the right padding, so PyTorch drops it)"
-    elif not ceil_mode and num >= 0 and num % s > p:
-        # Leftover positions past the last window, less the padding among them: input really lost.
-        lost = num % s - p
+    elif not ceil_mode and window_out(axis, size, k, s, p, d)[2]:
+        # Input rows the floor loses, by the checker's own rule (what W201 reports).
+        lost = window_out(axis, size, k, s, p, d)[2]
         noun = ("row" if axis == "H" else "column") + ("s" if lost > 1 else "")
         text += f" (the floor drops the last {lost} {noun}: no window covers {'them' if lost > 1 else 'it'})"
     return text
