@@ -157,7 +157,9 @@ def window_out(
         out = math.floor(span / s + 1)
         formula = f"{axis}_out = floor(({size} + 2*{p} - {d}*({k}-1) - 1)/{s} + 1) = {out}"
         # Uncovered trailing positions, less the bottom/right padding among them: real rows lost.
-        dropped = max(0, span % s - p) if span >= 0 else 0
+        # A window narrower than its stride skips rows by design (a strided 1x1 conv): no warning.
+        eff = d * (k - 1) + 1
+        dropped = max(0, span % s - p) if span >= 0 and eff >= s else 0
     return out, formula, dropped
 
 

@@ -159,7 +159,11 @@ class _Checker:
                 s = x
             else:
                 self.report.projections[id(node)] = projection
+                # Checked silently: the user did not write these layers and cannot act on their warnings.
+                diagnostics = self.report.diagnostics
+                self.report.diagnostics = []
                 s = self.seq(projection, x, path + ".shortcut.", depth + 1)
+                self.report.diagnostics = diagnostics
         else:
             s = x
         if _known(y) and _known(s) and y != s:
@@ -175,17 +179,37 @@ class _Checker:
         return y
 
     def projection(self, node: Residual, x: tuple[int, ...], y: tuple[int, ...]) -> Seq | None:
-        """A 1x1 conv (stride fitted to the body's downsampling) + bn that maps x to y, as torchvision's ResNet does."""
-        if len(x) != 3 or len(y) != 3:
+        """torchvision ResNet's downsample: a 1x1 conv with the body's total stride (no bias) + bn.
+
+        None when that cannot produce the body's output shape (then the add is reported, E107).
+        """
+        stride = self.stride_of(node.body)
+        if len(x) != 3 or len(y) != 3 or stride is None:
             return None
-        for s in range(1, max(x[1], x[2]) + 1):
-            if (x[1] - 1) // s + 1 == y[1] and (x[2] - 1) // s + 1 == y[2]:
-                common = {"span": node.span, "trace": node.trace}
-                return Seq([
-                    Conv(out_channels=y[0], kernel=(1, 1), stride=(s, s), bias=False, name="conv1", **common),
-                    BatchNorm(name="bn1", **common),
-                ])
-        return None
+        if any((n - 1) // s + 1 != m for n, s, m in zip(x[1:], stride, y[1:])):
+            return None
+        common = {"span": node.span, "trace": node.trace}
+        return Seq([
+            Conv(out_channels=y[0], kernel=(1, 1), stride=stride, bias=False, name="conv1", **common),
+            BatchNorm(name="bn1", **common),
+        ])
+
+    def stride_of(self, seq: Seq) -> tuple[int, int] | None:
+        """Product of the strides along a checked sequence (the first branch of a branch)."""
+        sh = sw = 1
+        for node in seq.items:
+            if isinstance(node, LayerSpec):
+                step = node.rf(self.report.node_shapes[id(node)][0])
+                if step is None:
+                    return None
+                sh, sw = sh * step[1][0], sw * step[1][1]
+                continue
+            inner = node.body if isinstance(node, (BlockCall, Residual)) else node.branches[0] if isinstance(node, Branch) else None
+            sub = self.stride_of(inner) if inner is not None else None
+            if sub is None:
+                return None
+            sh, sw = sh * sub[0], sw * sub[1]
+        return sh, sw
 
     def branch(self, node: Branch, x: Shape | None, path: str, depth: int) -> Shape | None:
         outs = [self.seq(b, x, f"{path}.branch{i + 1}.", depth + 1) for i, b in enumerate(node.branches)]
@@ -253,7 +277,7 @@ def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
     report.diagnostics.extend(model.diagnostics)
     checker = _Checker(report)
     if model.sources.get(model.path) is not None and not any(d.code == "E001" for d in model.diagnostics):
-        if model.input is None:
+        if model.input is None and (model.body.items or not model.blocks):  # a file of blocks only is a library
             first = model.body.items[0] if model.body.items else None
             span = getattr(first, "span", None) or Span(model.path, 0, 0, 1, 1, 1, 1)
             report.diagnostics.append(

@@ -157,6 +157,7 @@ class _Builder:
         self.diags = diagnostics
         self.blocks: dict[str, _BlockDef] = {}
         self.loading: list[str] = []
+        self.loaded: set[str] = set()
         self.call_depth = 0
 
     def error(self, code: str, message: str, span: Span, trace: Trace, help: str | None = None, notes: list[str] | None = None) -> None:
@@ -217,19 +218,20 @@ class _Builder:
             self.error("E008", f'`use "{rel}"` makes a cycle of files', span, (),
                        notes=[" -> ".join(self.loading + [key])], help="remove one of the `use` lines")
             return
-        if key in self.sources:
+        if key in self.loaded:
             return  # already loaded: its blocks are defined
+        self.loaded.add(key)
         try:
             text = target.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             self.error("E008", f'cannot read `{rel}`: {exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"}',
                        span, (), help=f"the path is relative to the file that uses it: {base}")
             return
-        tree = self.load_file(key, text)
+        tree = self.load_file(_display_path(target), text)
         if tree is None:
             return
         self.loading.append(key)
-        self.collect_defs(tree, key, top_level=False)
+        self.collect_defs(tree, _display_path(target), top_level=False)
         self.loading.pop()
 
     # ---- statements
@@ -536,6 +538,14 @@ class _Builder:
             nodes.append(BlockCall(name, dict(bound), body, span, block.span, trace, namer(name)))
         self.call_depth -= 1
         return nodes
+
+
+def _display_path(target: Path) -> str:
+    """A used file's path as diagnostics show it: relative to the working directory when inside it."""
+    try:
+        return str(target.relative_to(Path.cwd()))
+    except ValueError:
+        return str(target)
 
 
 def _field_label(cls: type[LayerSpec], fld: str) -> str:

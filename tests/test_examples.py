@@ -18,14 +18,6 @@ GOOD = sorted(EXAMPLES.glob("*.arch"))
 BROKEN = sorted((EXAMPLES / "broken").glob("*.arch"))
 EXPECT = re.compile(r"^#\s*expect:\s*(?P<codes>[A-Z]\d{3}(?:[\s,]+[A-Z]\d{3})*)\s*$")
 
-# A file with only `block` definitions is a library for `use`; it cannot have an `input` (E008 in
-# the user) but `archspec check` on it reports E006 "no input layer".
-LIBRARIES = {"blocks.arch"}
-LIBRARY_XFAIL = pytest.mark.xfail(strict=True, reason=(
-    "checker: a block-library file (only `block` definitions, as `use` requires) fails `archspec check` "
-    "with E006 'no input layer'; a file with no layers should check its blocks and pass"))
-
-
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "archspec.cli", *args], capture_output=True, text=True)
 
@@ -51,7 +43,7 @@ def test_there_are_examples():
     assert {"lenet.arch", "resnet18.arch", "vgg11_bn.arch", "mobilenet_v2.arch", "fastcifar.arch"} <= names
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=LIBRARY_XFAIL) if p.name in LIBRARIES else p for p in GOOD],
+@pytest.mark.parametrize("path", GOOD,
                          ids=lambda p: p.name)
 def test_example_checks_clean(path: Path):
     out = run_cli("check", str(path))

@@ -1010,10 +1010,6 @@ def test_gap_after_flatten_is_a_deliberate_error():
     assert [d.code for d in archspec.check("input 3x4x4\nflatten\ngap\n", classes=None).errors] == ["E103"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "checker bug: `residual project` fits the projection's stride to the output size (a stride-2 1x1 conv "
-    "for a 5x5 -> 3x3 body that has no stride), where torchvision-style projection uses the body's stride "
-    "and cannot add; the checker should report E107"))
 def test_projection_uses_the_body_stride():
     """`residual project { conv 8 k3 }` on 3x5x5: the body shrinks 5x5 -> 3x3 without striding."""
     out = compare(Arch((3, 5, 5), [Res([conv(8, 3)], project=True)]))

@@ -179,26 +179,9 @@ def test_use_is_the_same_as_pasting_the_blocks_in():
 
 ZOO = ["resnet18.arch", "resnet18_cifar.arch", "vgg11_bn.arch", "mobilenet_v2.arch", "fastcifar.arch",
        "vgg_bn.arch", "uses_blocks.arch"]
-PROJECTION_W201 = pytest.mark.xfail(strict=True, reason=(
-    "checker bug: W201 fires on the automatic 1x1 stride-2 projection of `residual project` "
-    "(a 1x1 kernel with stride 2 never covers every other row anyway; the user did not write it)"))
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=PROJECTION_W201) if n in ("resnet18.arch", "resnet18_cifar.arch", "uses_blocks.arch") else n
-    for n in ZOO])
+@pytest.mark.parametrize("name", ZOO)
 def test_zoo_example_has_no_diagnostics(name):
     """Zero diagnostics, after the file's own `# noqa` comments (fastcifar keeps airbench94's
     floor-dropping max pools on purpose and says so)."""
     report = archspec.check(archspec.load(EXAMPLES / name))
     assert filter_diagnostics(report.diagnostics, report.model.sources, [], []) == []
-
-
-@pytest.mark.parametrize("name", ["resnet18.arch", "resnet18_cifar.arch", "uses_blocks.arch"])
-def test_projection_w201_is_the_only_diagnostic(name):
-    """Until the projection W201 is fixed: nothing but that warning, on a 1x1 `shortcut` conv."""
-    report = archspec.check(archspec.load(EXAMPLES / name))
-    shortcut_rows = {(r.layer.span, r.in_shape) for r in report.rows if ".shortcut." in r.path}
-    for d in report.diagnostics:
-        assert d.code == "W201"
-        assert any(span == d.span for span, _ in shortcut_rows), d.message
