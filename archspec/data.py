@@ -146,7 +146,7 @@ def _load_folder(root: Path, cache_dir: Path, log: Callable[[str], None]) -> Dat
         try:
             cached = torch.load(cache_file, weights_only=True)
             log(f"data: {root} (decoded cache {cache_file})")
-            return Dataset(**cached, classes=classes, source=str(root))
+            return Dataset(**cached, classes=classes, source=str(root.resolve()))
         except Exception:  # a truncated or stale cache entry is rebuilt, never trusted
             log(f"data: cache {cache_file} unreadable; decoding again")
 
@@ -167,7 +167,7 @@ def _load_folder(root: Path, cache_dir: Path, log: Callable[[str], None]) -> Dat
     torch.save(tensors, tmp)
     os.replace(tmp, cache_file)  # atomic: a crash never leaves a half-written cache entry
     log(f"data: decoded {len(splits['train'][0]):,} train and {len(splits['test'][0]):,} test images from {root}; cached in {cache_file}")
-    return Dataset(**tensors, classes=classes, source=str(root))
+    return Dataset(**tensors, classes=classes, source=str(root.resolve()))
 
 
 def load_image(path: Path, shape: tuple[int, int, int]) -> torch.Tensor:
