@@ -151,7 +151,7 @@ def _load_folder(root: Path, cache_dir: Path, log: Callable[[str], None]) -> Dat
             log(f"data: cache {cache_file} unreadable; decoding again")
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL releases the GIL while decoding
-        decoded = {s: list(pool.map(_decode, files, chunksize=256)) for s, (files, _) in splits.items()}
+        decoded = {s: list(pool.map(_decode, files)) for s, (files, _) in splits.items()}
     # The most common size and mode decides the data shape; the rest are converted to it.
     shapes = Counter((a.shape[2] if a.ndim == 3 else 1, a.shape[0], a.shape[1]) for a in decoded["train"])
     shape = shapes.most_common(1)[0][0]

@@ -274,11 +274,13 @@ class Reporter:
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
         if self.quiet:
             return
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        # On stderr, like tqdm: stdout keeps only the epoch lines and the summary.
         self._progress = Progress(TextColumn(f"epoch {epoch + 1}/{epochs}"), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("{task.fields[stats]}"), TextColumn("eta"), TimeRemainingColumn(),
-                                  transient=True)
+                                  console=Console(stderr=True), transient=True)
         self._progress.start()
         self._task = self._progress.add_task("train", total=steps, stats="")
 

@@ -8,8 +8,8 @@
    off in turn; the full recipe on the same schedule is the reference row.
 
 Writes benchmarks/results/time_to_accuracy.md. Durations on a quiet 2-core CPU (avx512_bf16): part 1
-about 20-25 minutes, part 2 about 5, part 3 about 4 minutes per ablation row (10 rows). Nothing else should
-run meanwhile: two processes sharing two cores slow each other's OpenMP barriers several-fold.
+about 20 minutes, part 2 about 7, part 3 about 4.5 minutes per ablation row at 2 epochs (10 rows). Nothing
+else should run meanwhile: two processes sharing two cores slow each other's OpenMP barriers several-fold.
     python benchmarks/time_to_accuracy.py --data ../shared/data/cifar10             # everything
     python benchmarks/time_to_accuracy.py --parts 1                                 # only time to accuracy
     python benchmarks/time_to_accuracy.py --parts 2 3 --ablation-epochs 1           # quicker extras
@@ -141,13 +141,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench_time_to_accuracy"))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--parts", type=int, nargs="+", default=[1, 2, 3], choices=(1, 2, 3))
-    parser.add_argument("--throughput-steps", type=int, help="measured steps per row (default: 20 on CPU, 300 on GPU)")
+    parser.add_argument("--throughput-steps", type=int, help="measured steps per row (default: 10 on CPU, 300 on GPU)")
     parser.add_argument("--ablation-epochs", type=float, default=2.0)
     args = parser.parse_args()
 
     data = load_data(str(args.data)) if {1, 3} & set(args.parts) else None
     device_name = pick_device(args.device)
-    steps = args.throughput_steps or (300 if device_name.type == "cuda" else 20)
+    steps = args.throughput_steps or (300 if device_name.type == "cuda" else 10)
     sections = [f"## Time to accuracy, throughput and ablation (CIFAR-10 JPEG copy, {time.strftime('%Y-%m-%d %H:%M')})", "",
                 f"Machine: {machine()}; device {device_name.type}.", ""]
     if 1 in args.parts:

@@ -14,9 +14,7 @@ from PIL import Image  # noqa: E402
 from archspec import data as data_mod  # noqa: E402
 from archspec.data import load_data, load_image  # noqa: E402
 from archspec.errors import ArchspecError  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
-CIFAR = REPO.parent / "shared" / "data" / "cifar10"
+from conftest import CIFAR  # noqa: E402
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -15,8 +15,7 @@ from archspec.cli_train import parse_settings  # noqa: E402
 from archspec.errors import UsageError  # noqa: E402
 from archspec.recipes import RECIPES, make_config  # noqa: E402
 from archspec.train import Lookahead, init_identity, init_whitening, lookahead_decay, lr_factor, make_optimizer  # noqa: E402
-
-CIFAR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10"
+from conftest import CIFAR  # noqa: E402
 
 
 def test_label_smoothing_matches_hand_computation():
@@ -68,7 +67,7 @@ def test_whitening_init_makes_real_patch_covariance_identity():
     from PIL import Image
 
     files = sorted((CIFAR / "train").glob("*/000[0-4].jpg"))  # 5 images from each class
-    images = torch.stack([torch.from_numpy(__import__("numpy").array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files])
+    images = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files])
     x = normalize(images, torch.tensor([0.49, 0.48, 0.45]), torch.tensor([0.25, 0.24, 0.26]))
     conv = nn.Conv2d(3, 24, 2)
     init_whitening(conv, x, eps=0.0)

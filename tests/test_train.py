@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,11 +16,11 @@ from archspec.errors import ArchspecError  # noqa: E402
 from archspec.recipes import make_config  # noqa: E402
 from archspec.train import build_model, check_against_data, fit, load_checkpoint  # noqa: E402
 
-from tests.test_data import real_subset, write_folder  # noqa: E402
+from conftest import EXAMPLES  # noqa: E402
+from test_data import real_subset, write_folder  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-LENET = (REPO / "examples" / "lenet.arch").read_text()
-FASTCIFAR = (REPO / "examples" / "fastcifar.arch").read_text()
+LENET = (EXAMPLES / "lenet.arch").read_text()
+FASTCIFAR = (EXAMPLES / "fastcifar.arch").read_text()
 
 
 def quiet(_: str) -> None:
@@ -29,7 +30,7 @@ def quiet(_: str) -> None:
 @pytest.fixture(autouse=True)
 def _one_thread_per_xdist_worker(monkeypatch):
     """Under `pytest -n N` each worker gets one thread, so workers do not fight over the cores."""
-    if "PYTEST_XDIST_WORKER" in __import__("os").environ:
+    if "PYTEST_XDIST_WORKER" in os.environ:
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
         torch.set_num_threads(1)
 
@@ -129,7 +130,7 @@ def test_class_count_mismatch(tmp_path):
 
 def test_cli_train_eval_predict(subset_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", str(REPO / "examples" / "lenet.arch"), "--data", str(subset_dir), "--data-dir", str(tmp_path / "cache"),
+    args = ["train", str(EXAMPLES / "lenet.arch"), "--data", str(subset_dir), "--data-dir", str(tmp_path / "cache"),
             "--epochs", "1", "--batch-size", "100", "--out", str(out), "--quiet", "--set", "translate=0"]
     assert cli.main(args) == 0
     text = capsys.readouterr().out
@@ -153,10 +154,10 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "corrupt" in err and "help:" in err and "Traceback" not in err
 
-    assert cli.main(["train", str(REPO / "examples" / "lenet.arch"), "--data", str(tmp_path / "none"), "--out", str(tmp_path)]) == 1
+    assert cli.main(["train", str(EXAMPLES / "lenet.arch"), "--data", str(tmp_path / "none"), "--out", str(tmp_path)]) == 1
     assert "does not exist" in capsys.readouterr().err
 
-    assert cli.main(["train", str(REPO / "examples" / "lenet.arch"), "--resume", "--out", str(tmp_path / "empty")]) == 1
+    assert cli.main(["train", str(EXAMPLES / "lenet.arch"), "--resume", "--out", str(tmp_path / "empty")]) == 1
     assert "no checkpoint" in capsys.readouterr().err
 
     torch.save({"model": {}}, tmp_path / "other.pt")
