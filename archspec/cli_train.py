@@ -132,8 +132,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(model, data.test_x, data.test_y, torch.tensor(state["mean"]), torch.tensor(state["std"]),
                       num_classes=len(data.classes), device=device,
                       dtype=pick_dtype(device, state["config"].get("precision", "auto")), tta=tta)
-    table = Table(title=f"{args.checkpoint}: test accuracy {result.accuracy:.2%} (tta {tta}, {len(data.test_x):,} images)",
-                  title_justify="left")
+    console = Console()
+    console.print(f"{args.checkpoint}: test accuracy [bold]{result.accuracy:.2%}[/bold] on {len(data.test_x):,} images (tta {tta})")
+    table = Table()
     table.add_column("class")
     table.add_column("accuracy", justify="right")
     table.add_column("images", justify="right")
@@ -143,7 +144,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         wrong = max((c for c in range(len(row)) if c != i), key=row.__getitem__, default=None)
         confused = f"{data.classes[wrong]} ({row[wrong]})" if wrong is not None and row[wrong] else "-"
         table.add_row(name, f"{result.per_class[i]:.1%}", f"{sum(row):,}", confused)
-    Console().print(table)
+    console.print(table)
     return 0
 
 

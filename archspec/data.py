@@ -118,13 +118,13 @@ def _cache_key(root: Path, splits: dict[str, tuple[list[Path], list[int]]]) -> s
     return h.hexdigest()[:16]
 
 
-def _decode(path: Path) -> np.ndarray:
+def _decode(path: Path, help: str = "delete or replace that file, then run again") -> np.ndarray:
     try:
         with Image.open(path) as im:
             im = im.convert("L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB")
             return np.asarray(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ArchspecError(f"cannot decode image {path}: {exc}", "delete or replace that file, then run again") from None
+        raise ArchspecError(f"cannot decode image {path}: {exc}", help) from None
 
 
 def _stack(arrays: list[np.ndarray], shape: tuple[int, int, int]) -> torch.Tensor:
@@ -178,5 +178,5 @@ def load_image(path: Path, shape: tuple[int, int, int]) -> torch.Tensor:
                             "predict works with models whose input has 1 or 3 channels")
     if not Path(path).is_file():
         raise ArchspecError(f"image {path} does not exist", "pass paths of existing image files")
-    a = _decode(Path(path))
+    a = _decode(Path(path), help="pass image files (PNG, JPEG, BMP, ...) that PIL can read")
     return _stack([a], shape)[0]
