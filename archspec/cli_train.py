@@ -6,7 +6,6 @@ Argument parsing only; torch is imported inside the command functions (after req
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any

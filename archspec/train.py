@@ -1,8 +1,8 @@
 """The training loop: read top to bottom (hardware, initialisation, optimiser, evaluation, loop, outputs).
 
 `fit()` trains any nn.Module on a Dataset with a TrainConfig and writes metrics.jsonl,
-checkpoint.pt, report.json and curves.png into the output directory. `train_arch()` is the
-`archspec train` path: check the spec against the data, build it, fit it.
+checkpoint.pt, report.json and curves.png into the output directory. The `archspec train` path
+(archspec.cli_train) is: `check_against_data()`, `build_model()`, `fit()`.
 """
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ import math
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from archspec.augment import epoch_generator, flip_mask, normalize, random_shifts, translate, tta_logits
@@ -209,7 +208,6 @@ class Eval:
     accuracy: float
     per_class: list[float]
     confusion: list[list[int]]
-    predictions: torch.Tensor = field(repr=False)
 
 
 @torch.no_grad()
@@ -228,7 +226,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean:
     labels = labels.cpu()
     confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)
     per_class = (confusion.diag() / confusion.sum(1).clamp(min=1)).tolist()
-    return Eval((pred == labels).float().mean().item(), per_class, confusion.tolist(), pred)
+    return Eval((pred == labels).float().mean().item(), per_class, confusion.tolist())
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -248,7 +246,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ArchspecError(f"checkpoint {path} does not exist", "pass the checkpoint.pt that `archspec train --out DIR` wrote")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only: no pickled code
     except Exception as exc:  # torch raises several types for truncated or foreign files
         raise ArchspecError(f"checkpoint {path} is unreadable or corrupt ({type(exc).__name__}: {exc})",
                             "re-run `archspec train` to write a new one") from None
