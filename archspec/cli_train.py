@@ -61,7 +61,7 @@ def _data_args(p: argparse.ArgumentParser, default: str | None = "cifar10") -> N
 
 def parse_settings(pairs: list[str]) -> dict[str, Any]:
     """`--set key=value` pairs, each value converted to the type of that TrainConfig field."""
-    types = {f.name: f.type for f in fields(TrainConfig)}
+    types = {f.name: f.type for f in fields(TrainConfig) if f.name != "recipe"}
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -90,7 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     require_torch()
     from archspec.cli import read_source
     from archspec.data import load_data
-    from archspec.train import build_model, check_against_data, fit
+    from archspec.train import build_model, check_against_data, check_spec, fit
 
     arch_path, source = read_source(args.arch)
     flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
@@ -100,8 +100,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / Path(arch_path).stem
     if args.resume and not (out / "checkpoint.pt").is_file():
         raise ArchspecError(f"--resume: no checkpoint in {out}", "pass the --out directory of the interrupted run")
+    report = check_spec(source, arch_path)  # a broken spec fails before any data is decoded
     data = load_data(args.data, args.data_dir, _log)
-    check_against_data(source, arch_path, data)
+    check_against_data(report, arch_path, data)
     model = build_model(source, arch_path, config.seed)
     fit(model, data, config, out, arch_source=source, arch_path=arch_path, device=args.device,
         resume=args.resume, log=_log, quiet=args.quiet)

@@ -2,7 +2,7 @@
 
 `fit()` trains any nn.Module on a Dataset with a TrainConfig and writes metrics.jsonl,
 checkpoint.pt, report.json and curves.png into the output directory. The `archspec train` path
-(archspec.cli_train) is: `check_against_data()`, `build_model()`, `fit()`.
+(archspec.cli_train) is: `check_spec()`, load the data, `check_against_data()`, `build_model()`, `fit()`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
@@ -22,6 +22,9 @@ from archspec.augment import epoch_generator, flip_mask, normalize, random_shift
 from archspec.data import Dataset
 from archspec.errors import ArchspecError
 from archspec.recipes import TrainConfig
+
+if TYPE_CHECKING:
+    import archspec
 
 Log = Callable[[str], None]
 
@@ -493,13 +496,18 @@ def _plot_curves(path: Path, metrics: list[dict]) -> None:
 # ----------------------------------------------------------------------------- the `archspec train` path
 
 
-def check_against_data(arch_source: str, arch_path: str, data: Dataset) -> None:
-    """The spec's input shape and class count must match the data (checked before any training)."""
+def check_spec(arch_source: str, arch_path: str) -> "archspec.CheckReport":
+    """Check the spec on its own (before any data is loaded); raises ArchError with every diagnostic."""
     import archspec
 
-    report = archspec.check(archspec.parse(arch_source, arch_path), classes=len(data.classes))
+    report = archspec.check(archspec.parse(arch_source, arch_path), classes=None)
     if not report.ok:
         raise archspec.ArchError(report.errors, arch_path, report.model.sources)
+    return report
+
+
+def check_against_data(report: "archspec.CheckReport", arch_path: str, data: Dataset) -> None:
+    """The spec's input shape and class count must match the data (checked before any training)."""
     fmt = lambda s: "x".join(map(str, s))  # noqa: E731
     if report.input_shape is not None and tuple(report.input_shape) != data.shape:
         raise ArchspecError(

@@ -14,7 +14,7 @@ from archspec import cli  # noqa: E402
 from archspec.data import Dataset, load_data  # noqa: E402
 from archspec.errors import ArchspecError  # noqa: E402
 from archspec.recipes import make_config  # noqa: E402
-from archspec.train import build_model, check_against_data, fit, load_checkpoint  # noqa: E402
+from archspec.train import build_model, check_against_data, check_spec, fit, load_checkpoint  # noqa: E402
 
 from conftest import EXAMPLES  # noqa: E402
 from test_data import real_subset, write_folder  # noqa: E402
@@ -116,7 +116,7 @@ def test_input_shape_mismatch_names_both(tmp_path):
     data = load_data(str(tmp_path / "d"), tmp_path / "cache", quiet)
     mnist = "input 1x28x28\nflatten\nlinear 2\n"
     with pytest.raises(ArchspecError, match="takes 1x28x28 inputs but the data .* is 3x32x32") as exc:
-        check_against_data(mnist, "mnist.arch", data)
+        check_against_data(check_spec(mnist, "mnist.arch"), "mnist.arch", data)
     assert "input 3x32x32" in exc.value.help
 
 
@@ -124,7 +124,7 @@ def test_class_count_mismatch(tmp_path):
     write_folder(tmp_path / "d", size=(32, 32))  # 2 classes; lenet has 10 outputs
     data = load_data(str(tmp_path / "d"), tmp_path / "cache", quiet)
     with pytest.raises(ArchspecError, match="outputs 10 values but the data has 2 classes") as exc:
-        check_against_data(LENET, "lenet.arch", data)
+        check_against_data(check_spec(LENET, "lenet.arch"), "lenet.arch", data)
     assert "linear 2" in exc.value.help
 
 
@@ -159,6 +159,10 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
 
     assert cli.main(["train", str(EXAMPLES / "lenet.arch"), "--resume", "--out", str(tmp_path / "empty")]) == 1
     assert "no checkpoint" in capsys.readouterr().err
+
+    broken = EXAMPLES / "broken" / "bad_numbers.arch"  # the spec is checked before any data is touched
+    assert cli.main(["train", str(broken), "--data", str(tmp_path / "none"), "--out", str(tmp_path)]) == 1
+    assert "does not check" in capsys.readouterr().err
 
     torch.save({"model": {}}, tmp_path / "other.pt")
     assert cli.main(["predict", str(tmp_path / "other.pt"), "x.png"]) == 1
