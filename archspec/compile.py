@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from archspec.errors import ArchError
+from archspec.errors import ArchError, ArchspecError
 from archspec.ops import Input, LayerSpec
 from archspec.shapes import CheckReport, check
 from archspec.specs import BlockCall, Branch, Model, Node, Seq, load, parse
@@ -83,6 +83,9 @@ def build(source: "Model | str | Path", classes: int | None = None) -> Net:
 def build_checked(report: CheckReport) -> Net:
     if not report.ok:
         raise ArchError(report.errors, report.path, report.model.sources)
+    if report.input_shape is None:
+        raise ArchspecError(f"{report.path} defines blocks but no network: a block library cannot be built",
+                            help='`use "FILE"` it from a file that starts with `input CxHxW`')
     layers = _seq(report.model.body, report)
     return Net(layers, report.model.text, tuple(report.input_shape or ()), tuple(report.output_shape or ()))  # type: ignore[arg-type]
 
