@@ -2,12 +2,9 @@
 the written-out arithmetic agreeing with the checker on random windows."""
 from __future__ import annotations
 
-import io
 import math
 import os
 import re
-import sys
-from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -94,19 +91,6 @@ def test_refuses_a_model_that_does_not_check():
         explain("input 3x4x4\nconv 6 k5\n")
 
 
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """Run `archspec ARGS...` in this process (fast): exit code, stdout and stderr."""
-    from archspec.cli import main
-
-    def run(*args: str, stdin: str | None = None) -> SimpleNamespace:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
-        capsys.readouterr()
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
-
-    return run
 
 
 def test_cli(cli):

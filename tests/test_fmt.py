@@ -3,10 +3,7 @@ the checker gives the same rows, params and diagnostics before and after, on eve
 on random programs (hypothesis) written with messy spacing, separators and comments."""
 from __future__ import annotations
 
-import io
 import re
-import sys
-from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -253,19 +250,6 @@ def test_random_programs_keep_their_meaning(text):
 
 # --------------------------------------------------------------------------- CLI
 
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """Run `archspec ARGS...` in this process (fast): exit code, stdout and stderr."""
-    from archspec.cli import main
-
-    def run(*args: str, stdin: str | None = None) -> SimpleNamespace:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
-        capsys.readouterr()
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
-
-    return run
 
 
 def test_cli_check_diff_write_and_stdin(tmp_path, cli):

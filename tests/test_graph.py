@@ -2,12 +2,9 @@
 hostile strings, the error without graphviz's `dot`, and a real SVG render when `dot` exists."""
 from __future__ import annotations
 
-import io
 import html
 import re
 import shutil
-import sys
-from types import SimpleNamespace
 from dataclasses import dataclass, field
 
 import pytest
@@ -278,19 +275,6 @@ def test_dot_output_needs_no_binary(tmp_path, monkeypatch):
     assert not (tmp_path / "lenet.svg").exists()
 
 
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """Run `archspec ARGS...` in this process (fast): exit code, stdout and stderr."""
-    from archspec.cli import main
-
-    def run(*args: str, stdin: str | None = None) -> SimpleNamespace:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
-        capsys.readouterr()
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
-
-    return run
 
 
 def test_cli_without_dot_says_how_to_install(tmp_path, cli, monkeypatch):

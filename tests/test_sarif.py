@@ -1,12 +1,8 @@
 """`archspec check --format sarif` (SARIF 2.1.0) and the pre-commit hook definition."""
 from __future__ import annotations
 
-import io
 import json
-import sys
-from types import SimpleNamespace
 
-import pytest
 
 import archspec
 from archspec.diagnostics import CODES
@@ -16,19 +12,6 @@ from conftest import EXAMPLES, REPO
 BROKEN = "input 3x4x4\nblock b(c) { conv c k5 }\nb(6)\nrelu | relu\nflatten\nlinear 10\n"
 
 
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """Run `archspec ARGS...` in this process (fast): exit code, stdout and stderr."""
-    from archspec.cli import main
-
-    def run(*args: str, stdin: str | None = None) -> SimpleNamespace:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
-        capsys.readouterr()
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
-
-    return run
 
 
 def test_log_shape_and_rules():

@@ -2,13 +2,11 @@
 and against autograd, the memory arithmetic, the JSON schema and the CLI."""
 from __future__ import annotations
 
-import io
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -250,19 +248,6 @@ def test_mistakes_are_user_errors():
         summarize(LENET, optimizer="lion")
 
 
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """Run `archspec ARGS...` in this process (fast): exit code, stdout and stderr."""
-    from archspec.cli import main
-
-    def run(*args: str, stdin: str | None = None) -> SimpleNamespace:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
-        capsys.readouterr()
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
-
-    return run
 
 
 def test_cli_summary(cli):
