@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from archspec.data import Dataset, load_data  # noqa: E402
 from archspec.recipes import make_config  # noqa: E402
-from archspec.train import build_model, fit, physical_cores  # noqa: E402
+from archspec.train import build_model, cpu_has_native_bf16, fit, physical_cores  # noqa: E402
 from seed_pipeline import DEFAULT_DATA, run_seed_pipeline  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -40,7 +40,10 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {physical_cores()} cores{gpu}; torch {torch.__version__}"
+    # The model name alone ("AMD EPYC") hides what decides the speed here: the vector ISA and native bf16.
+    isa = torch.backends.cpu.get_cpu_capability()
+    bf16 = "native bf16" if cpu_has_native_bf16() else "no native bf16"
+    return f"{cpu} ({isa}, {bf16}), {physical_cores()} cores{gpu}; torch {torch.__version__}"
 
 
 def run_arch(arch: Path, data: Dataset, out: Path, recipe: str = "default", device: str = "auto", **settings: Any) -> dict:
