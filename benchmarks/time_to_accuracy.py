@@ -29,7 +29,7 @@ from seed_pipeline import DEFAULT_DATA, run_seed_pipeline  # noqa: E402
 from train_cifar10 import REPO, RESULTS, fmt_ratio, fmt_s, machine, run_arch, time_to  # noqa: E402
 
 from archspec.data import Dataset, load_data  # noqa: E402
-from archspec.train import build_model, pick_device, physical_cores  # noqa: E402
+from archspec.train import build_model, pick_device, pick_dtype, physical_cores  # noqa: E402
 
 FASTCIFAR = REPO / "examples" / "fastcifar.arch"
 LENET = REPO / "examples" / "lenet.arch"
@@ -120,10 +120,11 @@ def sync(dev: torch.device) -> None:
 
 def part_ablation(data: Dataset, out: Path, device: str, epochs: float) -> list[str]:
     lines = [f"| fast recipe, {epochs:g} epochs | test accuracy (tta 2) | without TTA | wall time |", "|---|---:|---:|---:|"]
-    reference_dtype = None
+    # Ask the runner which precision the reference gets rather than remembering what a previous row did.
+    reference_is_fp32 = pick_dtype(pick_device(device), "auto") == torch.float32
     for i, (label, settings) in enumerate(ABLATIONS):
         settings = dict(settings)
-        if settings.get("precision") == "fp32" and reference_dtype == "fp32":
+        if settings.get("precision") == "fp32" and reference_is_fp32:
             # Without native bf16 the reference already ran in fp32: this row would repeat it.
             lines.append(f"| {label} | same as the reference: this CPU has no native bf16 | | |")
             print(lines[-1], flush=True)
@@ -134,7 +135,6 @@ def part_ablation(data: Dataset, out: Path, device: str, epochs: float) -> list[
             arch.parent.mkdir(parents=True, exist_ok=True)
             arch.write_text(re.sub(r"\s+init whiten", "", FASTCIFAR.read_text()))
         r = run_arch(arch, data, out / f"ablation_{i}", recipe="fast", device=device, epochs=epochs, **settings)
-        reference_dtype = reference_dtype or r["dtype"]
         lines.append(f"| {label} | {r['test_accuracy']:.2%} | {r['test_accuracy_no_tta']:.2%} | {r['wall_time_s']:.1f} s |")
         print(lines[-1], flush=True)
     return lines + ["", f"Each row switches one ingredient off, on a short {epochs:g}-epoch schedule (the full recipe is 9.9): "
