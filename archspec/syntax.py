@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
@@ -9,17 +10,18 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from archspec.diagnostics import Diagnostic, Span
 
 
+# A source checkout (installed or not) keeps the grammar at the top level; a wheel ships it as
+# the package data `archspec.grammar`. The checkout's copy wins so an edit is seen at once.
+_CHECKOUT_GRAMMAR = Path(__file__).resolve().parent.parent / "grammar" / "archspec.lark"
+
+
 @lru_cache(maxsize=1)
 def parser() -> Lark:
     # cache=True stores the LALR tables in the temp directory: start-up stays low.
-    return Lark.open_from_package(
-        "archspec.grammar",
-        "archspec.lark",
-        parser="lalr",
-        propagate_positions=True,
-        maybe_placeholders=True,
-        cache=True,
-    )
+    options = dict(parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
+    if _CHECKOUT_GRAMMAR.is_file():
+        return Lark.open(str(_CHECKOUT_GRAMMAR), **options)
+    return Lark.open_from_package("archspec.grammar", "archspec.lark", **options)
 
 
 class ParseFailed(Exception):
