@@ -8,15 +8,13 @@ a compiler to PyTorch and a CIFAR-10 runner.
 """
 from __future__ import annotations
 
-import sys as _sys
 from pathlib import Path
-from types import ModuleType as _ModuleType
 from typing import TYPE_CHECKING, Any
 
-from archspec.errors import ArchError, ArchspecError, UsageError
-from archspec.shapes import CheckReport
-from archspec.shapes import check as _check
-from archspec.specs import Model, load, parse
+from archspec.language.check import CheckReport
+from archspec.language.check import check as _check
+from archspec.language.errors import ArchError, ArchspecError, UsageError
+from archspec.language.expand import Model, load, parse
 
 __version__ = "0.1.0"
 __all__ = ["parse", "load", "check", "build", "summary", "graph", "explain", "fmt", "CheckReport", "Model", "ArchError",
@@ -25,7 +23,7 @@ __all__ = ["parse", "load", "check", "build", "summary", "graph", "explain", "fm
 if TYPE_CHECKING:
     from torch import nn
 
-    from archspec.summary import Summary
+    from archspec.views.summary import Summary
 
 
 def check(source: "Model | str | Path", classes: int | None = 10) -> CheckReport:
@@ -37,32 +35,21 @@ def check(source: "Model | str | Path", classes: int | None = 10) -> CheckReport
 
 def build(source: "Model | str | Path", classes: int | None = None) -> "nn.Module":
     """Compile to a torch.nn.Module (needs the torch extra). Raises ArchError if it does not check."""
-    from archspec.errors import require_torch
+    from archspec.language.errors import require_torch
 
     require_torch()
-    from archspec.compile import build as _build
+    from archspec.pytorch.build import build as _build
 
     return _build(source, classes=classes)
 
 
-# The views below import their modules on first use: `import archspec` stays fast and torch-free.
-# Each shares its name with its module (archspec/summary.py, ...); importing a submodule makes the
-# import system set it as an attribute of this package, which would replace the function with
-# the module. _Package keeps the functions (the modules stay in sys.modules for `from ... import`).
-_VIEWS = frozenset({"summary", "graph", "explain", "fmt"})
-
-
-class _Package(_ModuleType):
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _VIEWS and isinstance(value, _ModuleType):
-            return
-        super().__setattr__(name, value)
+# The views import their modules on first use: `import archspec` stays fast and torch-free.
 
 
 def summary(source: "CheckReport | Model | str | Path", batch_size: int = 1, optimizer: str = "sgd",
             classes: int | None = 10) -> "Summary":
     """Per-layer shapes, params, MACs, receptive field and memory (str() of it is the table; .to_dict() the JSON)."""
-    from archspec.summary import summarize
+    from archspec.views.summary import summarize
 
     return summarize(source, batch_size=batch_size, optimizer=optimizer, classes=classes)
 
@@ -70,21 +57,21 @@ def summary(source: "CheckReport | Model | str | Path", batch_size: int = 1, opt
 def graph(source: "CheckReport | Model | str | Path", output: "str | Path | None" = None, format: str | None = None,
           classes: int | None = 10) -> "str | bytes":
     """DOT text, or SVG/PNG/PDF bytes (needs graphviz's `dot`); writes `output` when given (format from its extension)."""
-    from archspec.graph import graph as _graph
+    from archspec.views.graph import graph as _graph
 
     return _graph(source, output=output, format=format, classes=classes)
 
 
 def explain(source: "CheckReport | Model | str | Path", layer: "int | str | None" = None, classes: int | None = 10) -> str:
     """Each layer's shape arithmetic as text; `layer` is a source line number or a module name like `conv2`."""
-    from archspec.explain import explain as _explain
+    from archspec.views.explain import explain as _explain
 
     return _explain(source, layer=layer, classes=classes)
 
 
 def fmt(source: "str | Path") -> str:
     """The canonical layout of .arch text (or of the file at a Path); raises ArchspecError if it does not parse."""
-    from archspec.fmt import format_text
+    from archspec.views.fmt import format_text
 
     if isinstance(source, Path):
         try:
@@ -92,9 +79,6 @@ def fmt(source: "str | Path") -> str:
         except OSError as exc:
             raise UsageError(f"{source}: cannot read ({exc.strerror})", "check the path") from None
     return format_text(source)
-
-
-_sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:  # pragma: no cover - only a friendlier AttributeError

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from seed_pipeline import DEFAULT_DATA, run_seed_pipeline  # noqa: E402
 from train_cifar10 import REPO, RESULTS, fmt_ratio, fmt_s, machine, run_arch, time_to  # noqa: E402
 
-from archspec.data import Dataset, load_data  # noqa: E402
-from archspec.train import build_model, pick_device, pick_dtype, physical_cores  # noqa: E402
+from archspec.training.data import Dataset, load_data  # noqa: E402
+from archspec.training.loop import build_model, pick_device, pick_dtype, physical_cores  # noqa: E402
 
 FASTCIFAR = REPO / "examples" / "fastcifar.arch"
 LENET = REPO / "examples" / "lenet.arch"

@@ -24,9 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from archspec.data import Dataset, load_data  # noqa: E402
-from archspec.recipes import make_config  # noqa: E402
-from archspec.train import build_model, cpu_has_native_bf16, fit, physical_cores  # noqa: E402
+from archspec.training.data import Dataset, load_data  # noqa: E402
+from archspec.training.recipes import make_config  # noqa: E402
+from archspec.training.loop import build_model, cpu_has_native_bf16, fit, physical_cores  # noqa: E402
 from seed_pipeline import DEFAULT_DATA, run_seed_pipeline  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"

@@ -12,7 +12,7 @@ from torch import nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import archspec  # noqa: E402
-from archspec.errors import ArchError  # noqa: E402
+from archspec.language.errors import ArchError  # noqa: E402
 from conftest import EXAMPLES  # noqa: E402
 
 
@@ -119,7 +119,7 @@ def test_structured_network_matches_checker_and_generated_source(tmp_path):
 
 
 def test_lenet_generated_source_reads_like_a_person_wrote_it(tmp_path):
-    from archspec.codegen import generate
+    from archspec.pytorch.codegen import generate
 
     text = generate(archspec.load(EXAMPLES / "lenet.arch"))
     assert "class Net(nn.Module):" in text and "def forward(self, x: torch.Tensor)" in text

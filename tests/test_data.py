@@ -12,8 +12,8 @@ torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 
 from archspec import data as data_mod  # noqa: E402
-from archspec.data import load_data, load_image  # noqa: E402
-from archspec.errors import ArchspecError  # noqa: E402
+from archspec.training.data import load_data, load_image  # noqa: E402
+from archspec.language.errors import ArchspecError  # noqa: E402
 from conftest import CIFAR  # noqa: E402
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

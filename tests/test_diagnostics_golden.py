@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from archspec.diagnostics import CODES
+from archspec.language.diagnostics import CODES
 from conftest import EXAMPLES, REPO
 
 GOLDEN = REPO / "tests" / "golden" / "diagnostics"

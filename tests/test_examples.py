@@ -19,7 +19,7 @@ BROKEN = sorted((EXAMPLES / "broken").glob("*.arch"))
 EXPECT = re.compile(r"^#\s*expect:\s*(?P<codes>[A-Z]\d{3}(?:[\s,]+[A-Z]\d{3})*)\s*$")
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "archspec.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "archspec", *args], capture_output=True, text=True)
 
 
 def cli_in_process(*args: str) -> tuple[int, str]:

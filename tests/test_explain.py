@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import archspec
-from archspec.errors import ArchError, UsageError
-from archspec.explain import explain, parse_layer, window_line
+from archspec.language.errors import ArchError, UsageError
+from archspec.views.explain import explain, parse_layer, window_line
 from conftest import REPO
 
 GOLDEN = REPO / "tests" / "golden" / "explain"

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import archspec
-from archspec.errors import ArchspecError
-from archspec.fmt import FormatError, format_text
+from archspec.language.errors import ArchspecError
+from archspec.views.fmt import FormatError, format_text
 from conftest import EXAMPLES
 
 ALL_EXAMPLES = sorted(EXAMPLES.glob("*.arch")) + sorted((EXAMPLES / "broken").glob("*.arch"))
@@ -20,7 +20,7 @@ ALL_EXAMPLES = sorted(EXAMPLES.glob("*.arch")) + sorted((EXAMPLES / "broken").gl
 
 def comments(text: str) -> list[str]:
     """Comment texts in order, from the lexer (a `#` inside a string is no comment)."""
-    from archspec.fmt import _parse
+    from archspec.views.fmt import _parse
 
     return [str(t).rstrip() for t in _parse(text, "<string>")[1]]
 

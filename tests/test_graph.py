@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import pytest
 
 import archspec
-from archspec.errors import ArchspecError, UsageError
-from archspec.graph import output_format, to_dot
+from archspec.language.errors import ArchspecError, UsageError
+from archspec.views.graph import output_format, to_dot
 from conftest import EXAMPLES, REPO
 
 LENET = EXAMPLES / "lenet.arch"
@@ -233,7 +233,7 @@ HOSTILE = ['quote " and \\" escaped', "back\\slash \\N \\l \\G \\", "{braces} [b
 def test_hostile_strings_survive_the_dot(text):
     import graphviz
 
-    from archspec.graph import _label
+    from archspec.views.graph import _label
 
     g = graphviz.Digraph("t")
     g.node("n0", _label(text, "second line"))

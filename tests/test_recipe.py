@@ -10,11 +10,11 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from archspec.augment import flip_mask, normalize, random_shifts, translate, tta_logits  # noqa: E402
-from archspec.cli_train import parse_settings  # noqa: E402
-from archspec.errors import UsageError  # noqa: E402
-from archspec.recipes import RECIPES, make_config  # noqa: E402
-from archspec.train import Lookahead, init_identity, init_whitening, lookahead_decay, lr_factor, make_optimizer  # noqa: E402
+from archspec.training.augment import flip_mask, normalize, random_shifts, translate, tta_logits  # noqa: E402
+from archspec.cli.train import parse_settings  # noqa: E402
+from archspec.language.errors import UsageError  # noqa: E402
+from archspec.training.recipes import RECIPES, make_config  # noqa: E402
+from archspec.training.loop import Lookahead, init_identity, init_whitening, lookahead_decay, lr_factor, make_optimizer  # noqa: E402
 from conftest import CIFAR  # noqa: E402
 
 

@@ -5,8 +5,8 @@ import json
 
 
 import archspec
-from archspec.diagnostics import CODES
-from archspec.sarif import artifact_uri, to_sarif
+from archspec.language.diagnostics import CODES
+from archspec.views.sarif import artifact_uri, to_sarif
 from conftest import EXAMPLES, REPO
 
 BROKEN = "input 3x4x4\nblock b(c) { conv c k5 }\nb(6)\nrelu | relu\nflatten\nlinear 10\n"

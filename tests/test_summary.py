@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import archspec
-from archspec.errors import ArchError, UsageError
-from archspec.summary import summarize
+from archspec.language.errors import ArchError, UsageError
+from archspec.views.summary import summarize
 from conftest import EXAMPLES
 
 LENET = EXAMPLES / "lenet.arch"
@@ -282,11 +282,11 @@ def test_views_never_import_torch(tmp_path):
     assert out.stdout.strip() == "[]"
 
 
-def test_api_names_stay_functions_after_their_modules_are_imported():
-    import archspec.explain
-    import archspec.fmt
-    import archspec.graph
-    import archspec.summary  # noqa: F401
+def test_api_names_stay_functions_after_the_view_modules_are_imported():
+    import archspec.views.explain
+    import archspec.views.fmt
+    import archspec.views.graph
+    import archspec.views.summary  # noqa: F401
 
     assert all(callable(f) and f.__module__ == "archspec" for f in (archspec.summary, archspec.graph, archspec.explain, archspec.fmt))
     assert archspec.summary(LENET).total_params == 62_006

@@ -12,10 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from archspec import cli  # noqa: E402
-from archspec.data import Dataset, load_data  # noqa: E402
-from archspec.errors import ArchspecError  # noqa: E402
-from archspec.recipes import make_config  # noqa: E402
-from archspec.train import build_model, check_against_data, check_spec, fit, load_checkpoint  # noqa: E402
+from archspec.training.data import Dataset, load_data  # noqa: E402
+from archspec.language.errors import ArchspecError  # noqa: E402
+from archspec.training.recipes import make_config  # noqa: E402
+from archspec.training.loop import build_model, check_against_data, check_spec, fit, load_checkpoint  # noqa: E402
 
 from conftest import EXAMPLES  # noqa: E402
 from test_data import real_subset, write_folder  # noqa: E402

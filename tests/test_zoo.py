@@ -12,8 +12,8 @@ tvm = pytest.importorskip("torchvision.models")
 from torch import nn  # noqa: E402
 
 import archspec  # noqa: E402
-from archspec.diagnostics import filter_diagnostics  # noqa: E402
-from archspec.specs import BlockCall  # noqa: E402
+from archspec.language.diagnostics import filter_diagnostics  # noqa: E402
+from archspec.language.expand import BlockCall  # noqa: E402
 from conftest import EXAMPLES  # noqa: E402
 
 PARAM_LAYERS = {nn.Conv2d: "conv", nn.BatchNorm2d: "bn", nn.BatchNorm1d: "bn", nn.Linear: "linear"}

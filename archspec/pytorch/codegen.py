@@ -5,10 +5,10 @@ generated class loads a built model's state_dict as is.
 """
 from __future__ import annotations
 
-from archspec.errors import ArchError
-from archspec.ops import Input, LayerSpec, fmt_shape
-from archspec.shapes import CheckReport, check
-from archspec.specs import BlockCall, Branch, Model, Node, Residual, Seq
+from archspec.language.errors import ArchError
+from archspec.language.ops import Input, LayerSpec, fmt_shape
+from archspec.language.check import CheckReport, check
+from archspec.language.expand import BlockCall, Branch, Model, Node, Residual, Seq
 
 _HELPERS = {
     "Residual": '''class Residual(nn.Module):

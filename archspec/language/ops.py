@@ -14,7 +14,7 @@ from typing import Annotated, Any, Callable, ClassVar, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, field_validator
 
-from archspec.diagnostics import Span
+from archspec.language.diagnostics import Span
 
 Dim = Union[int, None]
 Shape = tuple[Dim, ...]

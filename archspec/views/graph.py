@@ -11,11 +11,11 @@ import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from archspec.errors import ArchspecError, UsageError
-from archspec.ops import Input, LayerSpec, fmt_shape
-from archspec.shapes import CheckReport, Row
-from archspec.specs import BlockCall, Branch, Model, Node, Residual, Seq
-from archspec.summary import checked
+from archspec.language.errors import ArchspecError, UsageError
+from archspec.language.ops import Input, LayerSpec, fmt_shape
+from archspec.language.check import CheckReport, Row
+from archspec.language.expand import BlockCall, Branch, Model, Node, Residual, Seq
+from archspec.views.summary import checked
 
 if TYPE_CHECKING:
     import graphviz

@@ -10,8 +10,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from archspec.errors import ArchspecError, UsageError, require_torch
-from archspec.recipes import RECIPES, TrainConfig, make_config
+from archspec.language.errors import ArchspecError, UsageError, require_torch
+from archspec.training.recipes import RECIPES, TrainConfig, make_config
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -89,8 +89,8 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> int:
     require_torch()
     from archspec.cli import read_source
-    from archspec.data import load_data
-    from archspec.train import build_model, check_against_data, check_spec, fit
+    from archspec.training.data import load_data
+    from archspec.training.loop import build_model, check_against_data, check_spec, fit
 
     arch_path, source = read_source(args.arch)
     flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
@@ -115,8 +115,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from archspec.data import load_data
-    from archspec.train import evaluate, load_checkpoint, model_from_checkpoint, pick_device, pick_dtype
+    from archspec.training.data import load_data
+    from archspec.training.loop import evaluate, load_checkpoint, model_from_checkpoint, pick_device, pick_dtype
 
     state = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(state)
@@ -152,9 +152,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     require_torch()
     import torch
 
-    from archspec.augment import normalize
-    from archspec.data import load_image
-    from archspec.train import load_checkpoint, model_from_checkpoint
+    from archspec.training.augment import normalize
+    from archspec.training.data import load_image
+    from archspec.training.loop import load_checkpoint, model_from_checkpoint
 
     state = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(state)

@@ -2,7 +2,7 @@
 
 `fit()` trains any nn.Module on a Dataset with a TrainConfig and writes metrics.jsonl,
 checkpoint.pt, report.json and curves.png into the output directory. The `archspec train` path
-(archspec.cli_train) is: `check_spec()`, load the data, `check_against_data()`, `build_model()`, `fit()`.
+(archspec.cli.train) is: `check_spec()`, load the data, `check_against_data()`, `build_model()`, `fit()`.
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from torch import nn
 
-from archspec.augment import epoch_generator, flip_mask, normalize, random_shifts, translate, tta_logits
-from archspec.data import Dataset
-from archspec.errors import ArchspecError
-from archspec.recipes import TrainConfig
+from archspec.training.augment import epoch_generator, flip_mask, normalize, random_shifts, translate, tta_logits
+from archspec.training.data import Dataset
+from archspec.language.errors import ArchspecError
+from archspec.training.recipes import TrainConfig
 
 if TYPE_CHECKING:
     import archspec
@@ -522,7 +522,7 @@ def check_against_data(report: "archspec.CheckReport", arch_path: str, data: Dat
 def build_model(arch_source: str, arch_path: str, seed: int) -> nn.Module:
     """Build the spec with its initial weights a function of the seed."""
     import archspec
-    from archspec.compile import build
+    from archspec.pytorch.build import build
 
     torch.manual_seed(seed)
     return build(archspec.parse(arch_source, arch_path))

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from archspec.errors import ArchError, ArchspecError, UsageError
+from archspec.language.errors import ArchError, ArchspecError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,7 +51,7 @@ def shape_table(report, title: str | None = None):
     """The compact table `check` prints on success: layer, output shape, params."""
     from rich.table import Table
 
-    from archspec.ops import fmt_shape
+    from archspec.language.ops import fmt_shape
 
     table = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
     table.add_column("line", justify="right", style="dim")
@@ -72,9 +72,9 @@ def shape_table(report, title: str | None = None):
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
-    from archspec.diagnostics import filter_diagnostics, render_text
-    from archspec.shapes import check
-    from archspec.specs import parse
+    from archspec.language.diagnostics import filter_diagnostics, render_text
+    from archspec.language.check import check
+    from archspec.language.expand import parse
 
     console = _console(out)
     color = console.is_terminal and not console.no_color
@@ -97,7 +97,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
             for d in report.diagnostics:
                 out.write(render_text(d, report.model.sources, color=color) + "\n")
             if report.ok and not args.quiet:
-                from archspec.ops import fmt_shape
+                from archspec.language.ops import fmt_shape
 
                 console.print(shape_table(report, title=f"{display}: {fmt_shape(report.input_shape)} -> "
                                                          f"{fmt_shape(report.output_shape)}, {report.params:,} params"))
@@ -105,7 +105,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     if args.format == "json":
         out.write(json.dumps({"files": [r.to_dict() for r in reports]}, indent=2) + "\n")
     elif args.format == "sarif":
-        from archspec.sarif import to_sarif
+        from archspec.views.sarif import to_sarif
 
         out.write(json.dumps(to_sarif(reports), indent=2) + "\n")
     else:
@@ -120,7 +120,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_rule(args: argparse.Namespace, out: TextIO) -> int:
-    from archspec.diagnostics import CODES
+    from archspec.language.diagnostics import CODES
 
     codes = _codes(args.codes) or list(CODES)
     for code in codes:
@@ -132,7 +132,7 @@ def cmd_rule(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_ops(args: argparse.Namespace, out: TextIO) -> int:
-    from archspec.ops import OPS
+    from archspec.language.ops import OPS
 
     for name, cls in OPS.items():
         out.write(f"{name:<16} {cls.usage:<44} {cls.summary}\n")
@@ -140,10 +140,10 @@ def cmd_ops(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_compile(args: argparse.Namespace, out: TextIO) -> int:
-    from archspec.codegen import generate
+    from archspec.pytorch.codegen import generate
 
     display, text = read_source(args.file)
-    from archspec.specs import parse
+    from archspec.language.expand import parse
 
     source = generate(parse(text, display), class_name=args.class_name)
     if args.output in (None, "-"):
@@ -156,14 +156,14 @@ def cmd_compile(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_build(args: argparse.Namespace, out: TextIO) -> int:
     """Build with torch, run one forward pass, and show the module: proof that it really runs."""
-    from archspec.errors import require_torch
+    from archspec.language.errors import require_torch
 
     require_torch()
     import torch
 
-    from archspec.compile import build
-    from archspec.ops import fmt_shape
-    from archspec.specs import parse
+    from archspec.pytorch.build import build
+    from archspec.language.ops import fmt_shape
+    from archspec.language.expand import parse
 
     display, text = read_source(args.file)
     net = build(parse(text, display))
@@ -212,7 +212,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.set_defaults(func=cmd_build)
 
-    for name in ("archspec.cli_views", "archspec.cli_train"):
+    for name in ("archspec.cli.views", "archspec.cli.train"):
         try:
             module = __import__(name, fromlist=["add_parsers"])
         except ImportError as exc:
@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return 2
         return args.func(args, out) if _takes_out(args.func) else args.func(args)
     except ArchError as exc:
-        from archspec.diagnostics import render_text
+        from archspec.language.diagnostics import render_text
 
         for d in exc.diagnostics:
             sys.stderr.write(render_text(d, exc.sources) + "\n")

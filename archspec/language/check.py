@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from archspec.diagnostics import Diagnostic, Span
-from archspec.ops import BatchNorm, Conv, Input, LayerSpec, Shape, fmt_shape
-from archspec.specs import BlockCall, Branch, Invalid, Model, Node, Residual, Seq, dedupe, parse
+from archspec.language.diagnostics import Diagnostic, Span
+from archspec.language.ops import BatchNorm, Conv, Input, LayerSpec, Shape, fmt_shape
+from archspec.language.expand import BlockCall, Branch, Invalid, Model, Node, Residual, Seq, dedupe, parse
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from archspec.diagnostics import Diagnostic, Span
+from archspec.language.diagnostics import Diagnostic, Span
 
 
 # A source checkout (installed or not) keeps the grammar at the top level; a wheel ships it as

@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from archspec.errors import UsageError
+from archspec.language.errors import UsageError
 
 
 def _report(path: str, classes: int | None):
     """Read, parse and check one file argument (`-` is standard input)."""
     from archspec.cli import read_source
-    from archspec.shapes import check
-    from archspec.specs import parse
+    from archspec.language.check import check
+    from archspec.language.expand import parse
 
     display, text = read_source(path)
     return check(parse(text, display), classes=classes)
@@ -41,7 +41,7 @@ def _color(out: TextIO) -> bool:
 # --------------------------------------------------------------------------- summary
 
 def cmd_summary(args: argparse.Namespace, out: TextIO) -> int:
-    from archspec.summary import summarize
+    from archspec.views.summary import summarize
 
     summary = summarize(_report(args.file, args.classes), batch_size=args.batch_size, optimizer=args.optimizer)
     if args.format == "json":
@@ -54,7 +54,7 @@ def cmd_summary(args: argparse.Namespace, out: TextIO) -> int:
 # --------------------------------------------------------------------------- graph
 
 def cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
-    from archspec.graph import output_format, render, to_dot
+    from archspec.views.graph import output_format, render, to_dot
 
     fmt = args.format or (output_format(args.output) if args.output not in (None, "-") else "dot")
     dot = to_dot(_report(args.file, args.classes))
@@ -80,7 +80,7 @@ def cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
 # --------------------------------------------------------------------------- explain
 
 def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
-    from archspec.explain import explain, parse_layer
+    from archspec.views.explain import explain, parse_layer
 
     layer = parse_layer(args.layer) if args.layer is not None else None
     out.write(explain(_report(args.file, args.classes), layer=layer))
@@ -92,8 +92,8 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
 def _format_one(path: str, args: argparse.Namespace, out: TextIO) -> str:
     """`changed`, `unchanged` or `error` for one file; writes it, or its diff, as asked."""
     from archspec.cli import read_source
-    from archspec.diagnostics import render_text
-    from archspec.fmt import FormatError, format_text
+    from archspec.language.diagnostics import render_text
+    from archspec.views.fmt import FormatError, format_text
 
     display, text = read_source(path)
     try:

@@ -28,9 +28,9 @@ from typing import Union
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedInput
 
-from archspec.diagnostics import Diagnostic
-from archspec.errors import ArchspecError
-from archspec.ops import OPS
+from archspec.language.diagnostics import Diagnostic
+from archspec.language.errors import ArchspecError
+from archspec.language.ops import OPS
 
 _COMMENTS: list[Token] = []  # filled by the lexer callback during one parse
 _CONTINUATION = re.compile(r"\\\r?\n")
@@ -66,7 +66,7 @@ def _parse(text: str, path: str) -> tuple[Tree, list[Token]]:
     try:
         tree = _parser().parse(text)
     except UnexpectedInput:
-        from archspec.syntax import ParseFailed, parse_tree
+        from archspec.language.syntax import ParseFailed, parse_tree
 
         try:
             parse_tree(text, path)

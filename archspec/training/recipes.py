@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from archspec.errors import UsageError
+from archspec.language.errors import UsageError
 
 _NESTEROV_085 = 1 + 1 / (1 - 0.85)  # how much nesterov momentum 0.85 amplifies a constant gradient
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
-    from archspec.diagnostics import Diagnostic
+    from archspec.language.diagnostics import Diagnostic
 
 
 class ArchspecError(Exception):

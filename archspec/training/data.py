@@ -3,7 +3,7 @@
 Two sources: `cifar10` (torchvision's download into the cache directory) and a directory in
 ImageFolder layout (`train/<class>/*.png|jpg`, `test/<class>/...`). Either way the result is a
 `Dataset` of uint8 tensors [N, C, H, W] plus int64 labels; augmentation works on batches of it
-(archspec.augment), never per image.
+(archspec.training.augment), never per image.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from archspec.errors import ArchspecError
+from archspec.language.errors import ArchspecError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 CACHE_VERSION = 1  # bump when the cached tensor format changes

@@ -15,9 +15,9 @@ from typing import Any, Union
 from lark import Token, Tree
 from pydantic import ValidationError
 
-from archspec.diagnostics import Diagnostic, Span
-from archspec.ops import OPS, LAYER_ADAPTER, Input, LayerSpec
-from archspec.syntax import ParseFailed, parse_tree, token_span, tree_span
+from archspec.language.diagnostics import Diagnostic, Span
+from archspec.language.ops import OPS, LAYER_ADAPTER, Input, LayerSpec
+from archspec.language.syntax import ParseFailed, parse_tree, token_span, tree_span
 
 Value = Union[int, float, str, tuple]
 Trace = tuple[tuple[str, Span], ...]
@@ -626,7 +626,7 @@ def dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
 
 def load(path: str | Path) -> Model:
     """Read and parse a .arch file. Raises UsageError when the file cannot be read."""
-    from archspec.errors import UsageError
+    from archspec.language.errors import UsageError
 
     p = Path(path)
     try:

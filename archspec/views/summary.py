@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from archspec.errors import ArchError, UsageError
-from archspec.ops import LayerSpec, Shape, fmt_shape
-from archspec.shapes import CheckReport, Row
-from archspec.specs import BlockCall, Branch, Model, Node, Residual, Seq
+from archspec.language.errors import ArchError, UsageError
+from archspec.language.ops import LayerSpec, Shape, fmt_shape
+from archspec.language.check import CheckReport, Row
+from archspec.language.expand import BlockCall, Branch, Model, Node, Residual, Seq
 
 if TYPE_CHECKING:
     from rich.table import Table

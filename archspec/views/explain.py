@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archspec.errors import UsageError
-from archspec.ops import (AdaptiveAvgPool, BatchNorm, Conv, Dropout, Flatten, GlobalAvgPool, Input, LayerSpec, Linear,
+from archspec.language.errors import UsageError
+from archspec.language.ops import (AdaptiveAvgPool, BatchNorm, Conv, Dropout, Flatten, GlobalAvgPool, Input, LayerSpec, Linear,
                           Shape, _Pool, fmt_shape, window_out)
-from archspec.shapes import CheckReport, Row
-from archspec.specs import BlockCall, Branch, Model, Node, Residual, Seq
-from archspec.summary import checked
+from archspec.language.check import CheckReport, Row
+from archspec.language.expand import BlockCall, Branch, Model, Node, Residual, Seq
+from archspec.views.summary import checked
 
 FORMULA = "out = floor((in + 2*padding - dilation*(kernel-1) - 1)/stride) + 1"
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from archspec.errors import ArchError, ArchspecError
-from archspec.ops import Input, LayerSpec
-from archspec.shapes import CheckReport, check
-from archspec.specs import BlockCall, Branch, Model, Node, Seq, load, parse
-from archspec.specs import Residual as ResidualSpec
+from archspec.language.errors import ArchError, ArchspecError
+from archspec.language.ops import Input, LayerSpec
+from archspec.language.check import CheckReport, check
+from archspec.language.expand import BlockCall, Branch, Model, Node, Seq, load, parse
+from archspec.language.expand import Residual as ResidualSpec
 
 
 class Residual(nn.Module):

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 from urllib.parse import quote
 
-from archspec.diagnostics import CODES, Diagnostic, Span
+from archspec.language.diagnostics import CODES, Diagnostic, Span
 
 if TYPE_CHECKING:
-    from archspec.shapes import CheckReport
+    from archspec.language.check import CheckReport
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _LEVEL = {"error": "error", "warning": "warning"}

@@ -1,0 +1,1 @@
+"""The torch backend: runtime module classes, build (checked tree -> nn.Module), codegen (-> Python source, torch-free)."""
