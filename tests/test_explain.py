@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 import archspec
 from archspec.language.errors import ArchError, UsageError
-from archspec.views.explain import explain, parse_layer, window_line
+from archspec.language.ops import window_line
+from archspec.views.explain import explain, parse_layer
 from conftest import REPO
 
 GOLDEN = REPO / "tests" / "golden" / "explain"

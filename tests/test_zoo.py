@@ -13,7 +13,7 @@ from torch import nn  # noqa: E402
 
 import archspec  # noqa: E402
 from archspec.language.diagnostics import filter_diagnostics  # noqa: E402
-from archspec.language.expand import BlockCall  # noqa: E402
+from archspec.language.tree import Call  # noqa: E402
 from conftest import EXAMPLES  # noqa: E402
 
 PARAM_LAYERS = {nn.Conv2d: "conv", nn.BatchNorm2d: "bn", nn.BatchNorm1d: "bn", nn.Linear: "linear"}
@@ -50,8 +50,7 @@ def checker_trace(report) -> list[tuple[str, tuple[int, ...], int]]:
 
 def block_outputs(report, prefix: str) -> dict[str, tuple[int, ...]]:
     """Output shape of each top-level block call whose name starts with `prefix` (stage1, stage2, ...)."""
-    return {n.name: report.shapes_of(n)[1] for n in report.model.body.items
-            if isinstance(n, BlockCall) and n.name.startswith(prefix)}
+    return {n.name: n.out_shape for n in report.body if isinstance(n, Call) and n.name.startswith(prefix)}
 
 
 def check_file(name: str):

@@ -237,7 +237,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 
         for d in exc.diagnostics:
             sys.stderr.write(render_text(d, exc.sources) + "\n")
-        print(f"error: {exc.path} does not check ({len(exc.diagnostics)} error(s))", file=sys.stderr)
+        print(f"error: {exc.summary_line}", file=sys.stderr)
         return exc.exit_code
     except ArchspecError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

@@ -1,70 +1,45 @@
-"""The shape checker: walks the specs through the op table, one row per layer, every diagnostic.
+"""The shape checker: walks the spec tree once and returns the checked tree with every diagnostic.
 
 It never imports torch. It keeps going after an error with best-effort shapes (unknown
 dimensions become None), so one run reports every mistake in a file. It is the single source
-of truth for shapes: the compiler, summary, graph and runner ask it.
+of truth: the compiler, codegen, summary, graph, explain, the runner and the editor read the
+checked tree it returns (`CheckReport.body`). `checked()` is the front door for any input, and
+`CheckReport.raise_for_errors()` the one rule for "does not check".
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterator
 
 from archspec.language.diagnostics import Diagnostic, Span
-from archspec.language.ops import BatchNorm, Conv, Input, LayerSpec, Shape, fmt_shape
-from archspec.language.expand import BlockCall, Branch, Invalid, Model, Node, Residual, Seq, dedupe, parse
-
-
-@dataclass
-class Row:
-    """One layer as checked: where it sits, what came in and out, its cost."""
-
-    path: str  # dotted module path, e.g. "basic1.res1.body.conv1"
-    layer: LayerSpec | Invalid
-    in_shape: Shape | None
-    out_shape: Shape | None
-    params: int
-    macs: int
-    depth: int
-
-    @property
-    def op(self) -> str:
-        return self.layer.op if isinstance(self.layer, Invalid) else self.layer.op_name
-
-    def to_dict(self) -> dict[str, Any]:
-        span = self.layer.span
-        return {
-            "name": self.path,
-            "op": self.op,
-            "line": span.line if span else None,
-            "column": span.column if span else None,
-            "output_shape": _json_shape(self.out_shape),
-            "params": self.params,
-        }
-
-
-def _json_shape(shape: Shape | None) -> list[int] | None:
-    return None if shape is None or None in shape else list(shape)  # type: ignore[arg-type]
-
-
-def _known(shape: Shape | None) -> bool:
-    return shape is not None and None not in shape
+from archspec.language.errors import ArchError
+from archspec.language.expand import dedupe, load, parse
+from archspec.language.nodes import BlockCall, Invalid, Model, Node, Seq
+from archspec.language.nodes import Branch as BranchSpec
+from archspec.language.nodes import Residual as ResidualSpec
+from archspec.language.ops import BatchNorm, Conv, Input, LayerSpec, RFStep, Shape, fmt_shape
+from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Residual, json_shape, layers, seq_output, walk
 
 
 @dataclass
 class CheckReport:
+    """What the checker returns: the checked tree (`body`), every diagnostic, and the totals."""
+
     model: Model
     classes: int | None
-    rows: list[Row] = field(default_factory=list)
+    body: list[CheckedNode] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
-    # Per structure node (by id): (input shape, output shape); and the projection a
-    # `residual project` needs, sized here so the compiler never recomputes it.
-    node_shapes: dict[int, tuple[Shape | None, Shape | None]] = field(default_factory=dict)
-    projections: dict[int, Seq] = field(default_factory=dict)
     output_shape: Shape | None = None
 
     @property
     def path(self) -> str:
         return self.model.path
+
+    @property
+    def sources(self) -> dict[str, str]:
+        return self.model.sources
 
     @property
     def ok(self) -> bool:
@@ -83,29 +58,51 @@ class CheckReport:
         inp = self.model.input
         return inp.dims if inp else None
 
+    @cached_property
+    def rows(self) -> list[Layer]:
+        """Every layer in execution order (one row of `archspec check` each)."""
+        return layers(self.body)
+
     @property
     def params(self) -> int:
         return sum(r.params for r in self.rows)
 
-    def shapes_of(self, node: Node) -> tuple[Shape | None, Shape | None]:
-        """(input, output) shape of any node: what the compiler sizes modules from."""
-        return self.node_shapes[id(node)]
+    @property
+    def macs(self) -> int:
+        return sum(r.macs for r in self.rows)
+
+    def nodes(self) -> Iterator[CheckedNode]:
+        """Every node of the checked tree, parents first, in execution order."""
+        return walk(self.body)
+
+    def raise_for_errors(self) -> "CheckReport":
+        """The one rule for "does not check": any error (warnings never count). Returns self."""
+        if not self.ok:
+            raise ArchError(self.diagnostics, self.path, self.sources)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,
             "ok": self.ok,
-            "input_shape": _json_shape(self.input_shape),
-            "output_shape": _json_shape(self.output_shape),
+            "input_shape": json_shape(self.input_shape),
+            "output_shape": json_shape(self.output_shape),
             "params": self.params,
             "layers": [r.to_dict() for r in self.rows],
             "diagnostics": [d.to_dict() for d in self.diagnostics],
         }
 
 
+def _known(shape: Shape | None) -> bool:
+    return shape is not None and None not in shape
+
+
 class _Checker:
+    """Walks the spec tree once, building the checked tree and reporting every diagnostic."""
+
     def __init__(self, report: CheckReport) -> None:
         self.report = report
+        self.layers_seen = 0  # `input` must come before every other layer, valid or not
 
     def emitter(self, node: Any):
         def emit(code: str, message: str, notes: list[str] | None = None, help: str | None = None, span: Span | None = None) -> None:
@@ -115,78 +112,85 @@ class _Checker:
 
         return emit
 
-    def seq(self, seq: Seq, x: Shape | None, prefix: str, depth: int) -> Shape | None:
+    def seq(self, seq: Seq, x: Shape | None, prefix: str, depth: int) -> list[CheckedNode]:
+        out: list[CheckedNode] = []
         previous: Node | None = None
         for node in seq.items:
             if isinstance(node, LayerSpec) and node.is_activation and isinstance(previous, LayerSpec) and previous.is_activation:
                 self.emitter(node)(
                     "W203",
                     f"`{node.op_name}` right after `{previous.op_name}`: two activations in a row",
-                    help=f"remove one of them",
+                    help="remove one of them",
                 )
-            x = self.node(node, x, prefix, depth)
+            checked = self.node(node, x, prefix, depth)
+            out.append(checked)
+            x = checked.out_shape
             previous = node
-        return x
+        return out
 
-    def node(self, node: Node, x: Shape | None, prefix: str, depth: int) -> Shape | None:
+    def node(self, node: Node, x: Shape | None, prefix: str, depth: int) -> CheckedNode:
         path = prefix + node.name
+        where = dict(name=node.name, path=path, depth=depth, span=node.span, trace=node.trace, in_shape=x)
         if isinstance(node, Invalid):
-            self.report.rows.append(Row(path, node, x, None, 0, 0, depth))
-            y = None
-        elif isinstance(node, LayerSpec):
-            if isinstance(node, Input) and self.report.rows:
+            self.layers_seen += 1
+            return Layer(**where, out_shape=None, layer=node)
+        if isinstance(node, LayerSpec):
+            if isinstance(node, Input) and self.layers_seen:
                 self.emitter(node)("E006", "`input` must be the first layer, and only one", help="remove this line, or move it to the top of the file")
+            self.layers_seen += 1
             y = node.infer(x, self.emitter(node))
-            self.report.rows.append(Row(path, node, x, y, node.params(x), node.macs(x, y), depth))
-        elif isinstance(node, BlockCall):
-            y = self.seq(node.body, x, path + ".", depth + 1)
-        elif isinstance(node, Residual):
-            y = self.residual(node, x, path, depth)
-        elif isinstance(node, Branch):
-            y = self.branch(node, x, path, depth)
-        else:  # pragma: no cover - Node is closed
-            raise AssertionError(type(node))
-        self.report.node_shapes[id(node)] = (x, y)
-        return y
+            return Layer(**where, out_shape=y, layer=node, own_params=node.params(x), own_macs=node.macs(x, y),
+                         rf_step=node.rf(x))
+        if isinstance(node, BlockCall):
+            body = self.seq(node.body, x, path + ".", depth + 1)
+            return Call(**where, out_shape=seq_output(body, x), block=node.block, args=dict(node.args),
+                        def_span=node.def_span, body=body)
+        if isinstance(node, ResidualSpec):
+            return self.residual(node, x, where)
+        if isinstance(node, BranchSpec):
+            return self.branch(node, x, where)
+        raise AssertionError(type(node))  # pragma: no cover - Node is closed
 
-    def residual(self, node: Residual, x: Shape | None, path: str, depth: int) -> Shape | None:
-        y = self.seq(node.body, x, path + ".body.", depth + 1)
+    def residual(self, node: ResidualSpec, x: Shape | None, where: dict[str, Any]) -> Residual:
+        path, depth = where["path"], where["depth"]
+        body = self.seq(node.body, x, path + ".body.", depth + 1)
+        y = seq_output(body, x)
+        shortcut: list[CheckedNode] | None = None
+        projected = False
         if node.shortcut is not None:
-            s = self.seq(node.shortcut, x, path + ".shortcut.", depth + 1)
+            shortcut = self.seq(node.shortcut, x, path + ".shortcut.", depth + 1)
         elif node.project and _known(x) and _known(y) and x != y:
-            projection = self.projection(node, x, y)  # type: ignore[arg-type]
-            if projection is None:
-                s = x
-            else:
-                self.report.projections[id(node)] = projection
+            projection = self.projection(node, body, x, y)  # type: ignore[arg-type]
+            if projection is not None:
                 # Checked silently: the user did not write these layers and cannot act on their warnings.
-                diagnostics = self.report.diagnostics
-                self.report.diagnostics = []
-                s = self.seq(projection, x, path + ".shortcut.", depth + 1)
+                diagnostics, self.report.diagnostics = self.report.diagnostics, []
+                shortcut = self.seq(projection, x, path + ".shortcut.", depth + 1)
                 self.report.diagnostics = diagnostics
-        else:
-            s = x
+                projected = True
+        s = seq_output(shortcut, x) if shortcut is not None else x
         if _known(y) and _known(s) and y != s:
-            what = "shortcut" if node.shortcut is not None or id(node) in self.report.projections else "input"
-            emit = self.emitter(node)
-            emit(
+            what = "shortcut" if shortcut is not None else "input"
+            self.emitter(node)(
                 "E107",
                 f"residual cannot add its body's output {fmt_shape(y)} to its {what} {fmt_shape(s)}",
                 notes=[f"residual input is {fmt_shape(x)}"],
                 help="keep the body's shape (stride 1, same channels), or write `residual project { ... }` for a 1x1 conv + bn "
                 "shortcut, or give an explicit `shortcut { ... }`" if what == "input" else "make the shortcut produce the body's shape",
             )
-        return y
+        join = Join(name=where["name"], path=path, depth=depth, span=node.span, trace=node.trace, in_shape=x,
+                    out_shape=y, mode="add", operands=[y, s])
+        return Residual(**where, out_shape=y, project=node.project, projected=projected, body=body, shortcut=shortcut,
+                        join=join)
 
-    def projection(self, node: Residual, x: tuple[int, ...], y: tuple[int, ...]) -> Seq | None:
+    def projection(self, node: ResidualSpec, body: list[CheckedNode], x: tuple[int, ...], y: tuple[int, ...]) -> Seq | None:
         """torchvision ResNet's downsample: a 1x1 conv with the body's total stride (no bias) + bn.
 
         None when that cannot produce the body's output shape (then the add is reported, E107).
         """
-        stride = self.stride_of(node.body)
+        stride = stride_of(body)
         if len(x) != 3 or len(y) != 3 or stride is None:
             return None
-        if any((n - 1) // s + 1 != m for n, s, m in zip(x[1:], stride, y[1:])):
+        if any(not isinstance(s, int) or (n - 1) // s + 1 != m for n, s, m in zip(x[1:], stride, y[1:])):
             return None
         common = {"span": node.span, "trace": node.trace}
         return Seq([
@@ -194,39 +198,29 @@ class _Checker:
             BatchNorm(name="bn1", **common),
         ])
 
-    def stride_of(self, seq: Seq) -> tuple[int, int] | None:
-        """Product of the strides along a checked sequence (the first branch of a branch)."""
-        sh = sw = 1
-        for node in seq.items:
-            if isinstance(node, LayerSpec):
-                step = node.rf(self.report.node_shapes[id(node)][0])
-                if step is None:
-                    return None
-                sh, sw = sh * step[1][0], sw * step[1][1]
-                continue
-            inner = node.body if isinstance(node, (BlockCall, Residual)) else node.branches[0] if isinstance(node, Branch) else None
-            sub = self.stride_of(inner) if inner is not None else None
-            if sub is None:
-                return None
-            sh, sw = sh * sub[0], sw * sub[1]
-        return sh, sw
+    def branch(self, node: BranchSpec, x: Shape | None, where: dict[str, Any]) -> Branch:
+        path, depth = where["path"], where["depth"]
+        branches = [self.seq(b, x, f"{path}.branch{i + 1}.", depth + 1) for i, b in enumerate(node.branches)]
+        outs = [seq_output(b, x) for b in branches]
+        y = self.join_shape(node, x, outs)
+        join = Join(name=where["name"], path=path, depth=depth, span=node.span, trace=node.trace, in_shape=x,
+                    out_shape=y, mode=node.mode, operands=outs)
+        return Branch(**where, out_shape=y, mode=node.mode, branches=branches, join=join)
 
-    def branch(self, node: Branch, x: Shape | None, path: str, depth: int) -> Shape | None:
-        outs = [self.seq(b, x, f"{path}.branch{i + 1}.", depth + 1) for i, b in enumerate(node.branches)]
+    def join_shape(self, node: BranchSpec, x: Shape | None, outs: list[Shape | None]) -> Shape | None:
         known = [(i, o) for i, o in enumerate(outs) if _known(o)]
         if len(known) < len(outs):
             return None
-        emit = self.emitter(node)
         first_i, first = known[0]
         for i, o in known[1:]:
             if node.mode == "add":
                 bad = o != first
             else:
-                bad = len(o) != len(first) or o[1:] != first[1:]  # type: ignore[index]
+                bad = len(o) != len(first) or o[1:] != first[1:]  # type: ignore[index,arg-type]
             if bad:
                 listing = [f"branch {j + 1} gives {fmt_shape(s)}" for j, s in known]
                 need = "the same shape" if node.mode == "add" else "the same rank and spatial size (only channels may differ)"
-                emit(
+                self.emitter(node)(
                     "E108",
                     f"branch {i + 1} gives {fmt_shape(o)} but branch {first_i + 1} gives {fmt_shape(first)}: `{node.mode}` needs {need}",
                     notes=[f"input is {fmt_shape(x)}"] + listing,
@@ -237,7 +231,7 @@ class _Checker:
             return first
         return (sum(o[0] for _, o in known),) + tuple(first[1:])  # type: ignore[index,misc]
 
-    def finish(self, body: Seq, classes: int | None) -> None:
+    def finish(self, classes: int | None) -> None:
         rows = self.report.rows
         conv_rows = [i for i, r in enumerate(rows) if r.op == "conv"]
         if conv_rows:
@@ -284,8 +278,44 @@ def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
                 Diagnostic("E006", "the network has no `input` layer first", span,
                            help="start the file with the input shape, e.g. `input 3x32x32` (channels x height x width)")
             )
-        report.output_shape = checker.seq(model.body, None, "", 0)
-        checker.finish(model.body, classes)
+        report.body = checker.seq(model.body, None, "", 0)
+        report.output_shape = seq_output(report.body, None)
+        checker.finish(classes)
     report.diagnostics = dedupe(report.diagnostics)
     report.diagnostics.sort(key=lambda d: (d.span.path != model.path, d.span.path, d.span.start) if d.span else (True, "", 0))
     return report
+
+
+def stride_of(nodes: list[CheckedNode]) -> RFStep | None:
+    """Product of the strides along a checked sequence (a branch counts its first path); None if unknown."""
+    sh: Any = 1
+    sw: Any = 1
+    for node in nodes:
+        if isinstance(node, Layer):
+            if node.rf_step is None:
+                return None
+            step = node.rf_step[1]
+        else:
+            inner = node.branches[0] if isinstance(node, Branch) else node.body  # type: ignore[attr-defined]
+            step = stride_of(inner)  # type: ignore[assignment]
+            if step is None:
+                return None
+        sh, sw = sh * step[0], sw * step[1]
+    return sh, sw  # type: ignore[return-value]
+
+
+
+def as_model(source: "Model | str | Path") -> Model:
+    """A Model from a Model, a path (a Path, or a one-line str ending in `.arch`), or .arch text."""
+    if isinstance(source, Model):
+        return source
+    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and source.endswith(".arch")):
+        return load(source)
+    return parse(source)
+
+
+def checked(source: "CheckReport | Model | str | Path", classes: int | None = 10) -> CheckReport:
+    """The front door: a check report from a report, a Model, .arch text or a path (never raises for errors)."""
+    if isinstance(source, CheckReport):
+        return source
+    return check(as_model(source), classes=classes)

@@ -28,15 +28,32 @@ class UsageError(ArchspecError):
 
 
 class ArchError(ArchspecError):
-    """A .arch source that does not check: carries every diagnostic."""
+    """A .arch source that does not check: carries every diagnostic (errors and warnings).
+
+    Raised only by `CheckReport.raise_for_errors()`, the one rule for "does not check".
+    `str()` renders the diagnostics with their source lines and carets, as `archspec check` does.
+    """
 
     def __init__(self, diagnostics: Sequence["Diagnostic"], path: str = "<string>", sources: dict[str, str] | None = None) -> None:
-        errors = [d for d in diagnostics if d.severity == "error"]
-        first = errors[0].message if errors else "invalid architecture"
-        super().__init__(f"{path}: {len(errors)} error(s); first: {first}", "run `archspec check` on the file to see every diagnostic")
+        self.errors = [d for d in diagnostics if d.severity == "error"]
+        first = self.errors[0].message if self.errors else "invalid architecture"
+        super().__init__(f"{path}: {len(self.errors)} error(s); first: {first}", "run `archspec check` on the file to see every diagnostic")
         self.diagnostics = list(diagnostics)
         self.path = path
         self.sources = sources or {}
+
+    @property
+    def summary_line(self) -> str:
+        return f"{self.path} does not check ({len(self.errors)} error(s))"
+
+    def render(self, color: bool = False) -> str:
+        """Every diagnostic with its snippet, then the one-line verdict."""
+        from archspec.language.diagnostics import render_text
+
+        return "\n".join(render_text(d, self.sources, color) for d in self.diagnostics) + f"\n{self.summary_line}"
+
+    def __str__(self) -> str:
+        return self.render()
 
 
 class MissingExtraError(ArchspecError):

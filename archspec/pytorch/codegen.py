@@ -1,114 +1,121 @@
-"""Checked specs -> readable PyTorch source: a `class Net(nn.Module)` as a person would write it.
+"""Checked tree -> readable PyTorch source: a `class Net(nn.Module)` as a person would write it.
 
-Generating needs no torch. The module names and nesting equal `archspec.build()`'s, so the
-generated class loads a built model's state_dict as is.
+Generating needs no torch: the join modules (Residual, Concat, Add) are copied as source text
+from `runtime.py`, read as a file. The module names and nesting equal `archspec.build()`'s, so
+the generated class loads a built model's state_dict as is.
 """
 from __future__ import annotations
 
-from archspec.language.errors import ArchError
-from archspec.language.ops import Input, LayerSpec, fmt_shape
-from archspec.language.check import CheckReport, check
-from archspec.language.expand import BlockCall, Branch, Model, Node, Residual, Seq
+import ast
+from functools import lru_cache
+from pathlib import Path
 
-_HELPERS = {
-    "Residual": '''class Residual(nn.Module):
-    """body(x) + shortcut(x); the shortcut is the identity when not given."""
+from archspec.language.check import CheckReport, checked
+from archspec.language.errors import ArchspecError
+from archspec.language.nodes import Model
+from archspec.language.ops import Input, fmt_shape, value_text
+from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
 
-    def __init__(self, body: nn.Module, shortcut: nn.Module | None = None) -> None:
-        super().__init__()
-        self.body = body
-        self.shortcut = shortcut if shortcut is not None else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x) + self.shortcut(x)
-''',
-    "Concat": '''class Concat(nn.Module):
-    """Parallel branches on one input, concatenated on the channel dimension."""
-
-    def __init__(self, *branches: nn.Module) -> None:
-        super().__init__()
-        for i, branch in enumerate(branches):
-            self.add_module(f"branch{i + 1}", branch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([branch(x) for branch in self.children()], dim=1)
-''',
-    "Add": '''class Add(nn.Module):
-    """Parallel branches on one input, summed elementwise."""
-
-    def __init__(self, *branches: nn.Module) -> None:
-        super().__init__()
-        for i, branch in enumerate(branches):
-            self.add_module(f"branch{i + 1}", branch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return sum(branch(x) for branch in self.children())
-''',
-}
+_RUNTIME = Path(__file__).with_name("runtime.py")
 
 
-class _Writer:
-    def __init__(self, report: CheckReport) -> None:
-        self.report = report
+@lru_cache(maxsize=None)
+def runtime_source(class_name: str) -> str:
+    """The source text of one class of runtime.py (so the generated file needs no archspec)."""
+    text = _RUNTIME.read_text(encoding="utf-8")
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            return ast.get_source_segment(text, node) + "\n"  # type: ignore[operator]
+    raise KeyError(class_name)
+
+
+def _is_input(node: CheckedNode) -> bool:
+    return isinstance(node, Layer) and isinstance(node.layer, Input)
+
+
+def _call_comment(node: CheckedNode) -> str | None:
+    """`# basic(c=64, s=2)` above a block call: which block, with which arguments."""
+    if isinstance(node, Call):
+        return f"# {node.block}({', '.join(f'{k}={value_text(v)}' for k, v in node.args.items())})"
+    return None
+
+
+class _SourceWriter(Visitor[str]):
+    """A Python expression constructing each node's module; nested structures span lines."""
+
+    def __init__(self) -> None:
         self.helpers: set[str] = set()
 
-    def module_expr(self, node: Node, indent: int) -> str:
-        """A Python expression constructing the module for a node (nested structures span lines)."""
-        x, y = self.report.shapes_of(node)
-        if isinstance(node, LayerSpec):
-            return node.torch_call(x).source()
-        pad = " " * indent
-        if isinstance(node, BlockCall):
-            args = ", ".join(f"{k}={v!r}" for k, v in node.args.items())
-            return f"{self.sequential(node.body, indent)}  # {node.block}({args})"
-        if isinstance(node, Residual):
-            self.helpers.add("Residual")
-            shortcut = node.shortcut or self.report.projections.get(id(node))
-            inner = f"\n{pad}    {self.sequential(node.body, indent + 4)},"
-            if shortcut:
-                inner += f"\n{pad}    {self.sequential(shortcut, indent + 4)},"
-            return f"Residual({inner}\n{pad})"
-        if isinstance(node, Branch):
-            cls = "Concat" if node.mode == "concat" else "Add"
-            self.helpers.add(cls)
-            inner = "".join(f"\n{pad}    {self.sequential(b, indent + 4)}," for b in node.branches)
-            return f"{cls}({inner}\n{pad})"
-        raise AssertionError(type(node).__name__)
+    def visit_layer(self, node: Layer, indent: int) -> str:
+        return node.layer.torch_call(node.in_shape).source()  # type: ignore[union-attr]
 
-    def sequential(self, seq: Seq, indent: int) -> str:
-        items = [n for n in seq.items if not isinstance(n, Input)]
+    def visit_call(self, node: Call, indent: int) -> str:
+        return self.sequential(node.body, indent)
+
+    def visit_residual(self, node: Residual, indent: int) -> str:
+        self.helpers.add("Residual")
+        parts = [node.body] + ([node.shortcut] if node.shortcut is not None else [])
+        return self.join_call("Residual", parts, indent)
+
+    def visit_branch(self, node: Branch, indent: int) -> str:
+        name = "Concat" if node.mode == "concat" else "Add"
+        self.helpers.add(name)
+        return self.join_call(name, node.branches, indent)
+
+    def join_call(self, name: str, parts: list[list[CheckedNode]], indent: int) -> str:
+        pad = " " * indent
+        inner = "".join(f"\n{pad}    {self.sequential(p, indent + 4)}," for p in parts)
+        return f"{name}({inner}\n{pad})"
+
+    def sequential(self, nodes: list[CheckedNode], indent: int) -> str:
+        items = [n for n in nodes if not _is_input(n)]
         if not items:
             return "nn.Sequential()"
-        pad = " " * indent
-        lines = [f'{pad}    ("{n.name}", {self.module_expr(n, indent + 4)}),' for n in items]
-        return "nn.Sequential(OrderedDict([\n" + "\n".join(lines) + f"\n{pad}]))"
-
-    def init_and_forward(self) -> tuple[list[str], list[str]]:
-        init, forward = [], []
-        for node in self.report.model.body.items:
-            if isinstance(node, Input):
-                continue
-            _, y = self.report.shapes_of(node)
-            if isinstance(node, LayerSpec) and node.functional and not node.torch_call(self.report.shapes_of(node)[0]).args:
-                forward.append(f"x = {node.functional.format(x='x')}  # {fmt_shape(y)}")
-                continue
-            init.append(f"self.{node.name} = {self.module_expr(node, 8)}")
-            if getattr(node, "init", "default") != "default":
-                init.append(f'self.{node.name}.archspec_init = "{node.init}"  # data-dependent init, applied by `archspec train`')
-            forward.append(f"x = self.{node.name}(x)  # {fmt_shape(y)}")
-        return init, forward
+        pad = " " * (indent + 4)
+        lines: list[str] = []
+        for n in items:
+            comment = _call_comment(n)
+            if comment:
+                lines.append(f"{pad}{comment}")
+            lines.append(f'{pad}("{n.name}", {self.visit(n, indent + 4)}),')
+        return "nn.Sequential(OrderedDict([\n" + "\n".join(lines) + f"\n{' ' * indent}]))"
 
 
-def generate(model: Model | CheckReport, class_name: str = "Net") -> str:
+def _inline(node: CheckedNode) -> str | None:
+    """`F.relu(x)` for a parameter-free layer at the top level, written inline in forward()."""
+    if not isinstance(node, Layer) or not node.valid:
+        return None
+    layer = node.layer
+    if layer.functional and not layer.torch_call(node.in_shape).args:  # type: ignore[union-attr]
+        return layer.functional.format(x="x")  # type: ignore[union-attr]
+    return None
+
+
+def _init_and_forward(report: CheckReport, writer: _SourceWriter) -> tuple[list[str], list[str]]:
+    init, forward = [], []
+    for node in report.body:
+        if _is_input(node):
+            continue
+        inline = _inline(node)
+        if inline:
+            forward.append(f"x = {inline}  # {fmt_shape(node.out_shape)}")
+            continue
+        comment = _call_comment(node)
+        if comment:
+            init.append(comment)
+        init.append(f"self.{node.name} = {writer.visit(node, 8)}")
+        forward.append(f"x = self.{node.name}(x)  # {fmt_shape(node.out_shape)}")
+    return init, forward
+
+
+def generate(source: "CheckReport | Model | str", class_name: str = "Net") -> str:
     """PyTorch source for a checked model. Raises ArchError if it has errors."""
-    report = model if isinstance(model, CheckReport) else check(model, classes=None)
-    if not report.ok:
-        raise ArchError(report.errors, report.path, report.model.sources)
-    writer = _Writer(report)
-    init, forward = writer.init_and_forward()
-    uses_f = any("F." in line for line in forward)
-    nested = any("OrderedDict" in line for line in init)
-
+    report = checked(source, classes=None).raise_for_errors()
+    if not class_name.isidentifier():
+        raise ArchspecError(f"`{class_name}` is not a Python class name", "use letters, digits and `_`, e.g. --class-name Net")
+    writer = _SourceWriter()
+    init, forward = _init_and_forward(report, writer)
+    hints = {r.path: r.layer.init_mode() for r in report.rows if r.valid and r.layer.init_mode()}  # type: ignore[union-attr]
     out = [
         f'"""PyTorch source generated by archspec from {report.path}.',
         "",
@@ -117,21 +124,20 @@ def generate(model: Model | CheckReport, class_name: str = "Net") -> str:
         "from __future__ import annotations",
         "",
     ]
-
-    if nested:
-        out.append("from collections import OrderedDict")
-        out.append("")
+    if any("OrderedDict" in line for line in init):
+        out += ["from collections import OrderedDict", ""]
     out.append("import torch")
-    if uses_f:
+    if any("F." in line for line in forward):
         out.append("import torch.nn.functional as F")
-    out.append("from torch import nn")
-    out.append("")
+    out += ["from torch import nn", ""]
     for name in ("Residual", "Concat", "Add"):
         if name in writer.helpers:
-            out += ["", _HELPERS[name]]
+            out += ["", runtime_source(name)]
+    out += ["", f"class {class_name}(nn.Module):"]
+    if hints:
+        out += ["    # Data-dependent initialisers by module path, applied by `archspec train`.",
+                f"    init_hints = {hints!r}", ""]
     out += [
-        "",
-        f"class {class_name}(nn.Module):",
         "    def __init__(self) -> None:",
         "        super().__init__()",
         *[f"        {line}" for line in init],

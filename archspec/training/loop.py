@@ -127,14 +127,16 @@ def init_whitening(conv: nn.Conv2d, images: torch.Tensor, eps: float = 5e-4) -> 
 
 
 def whitening_convs(model: nn.Module) -> list[nn.Conv2d]:
-    return [m for m in model.modules() if isinstance(m, nn.Conv2d) and getattr(m, "archspec_init", None) == "whiten"]
+    modules = dict(model.named_modules())
+    return [modules[path] for path, mode in getattr(model, "init_hints", {}).items() if mode == "whiten"]
 
 
 @torch.no_grad()
 def init_identity(model: nn.Module) -> None:
     """Dirac init of the first min(in, out) filters of each stride-1 'same' conv: the net starts near identity."""
+    whitened = {id(m) for m in whitening_convs(model)}
     for m in model.modules():
-        if (isinstance(m, nn.Conv2d) and getattr(m, "archspec_init", None) != "whiten" and m.groups == 1
+        if (isinstance(m, nn.Conv2d) and id(m) not in whitened and m.groups == 1
                 and m.stride == (1, 1) and all(k % 2 == 1 for k in m.kernel_size)
                 and m.padding in ("same", tuple(k // 2 for k in m.kernel_size))):
             n = min(m.in_channels, m.out_channels)

@@ -11,11 +11,11 @@ import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from archspec.language.check import CheckReport, checked
 from archspec.language.errors import ArchspecError, UsageError
-from archspec.language.ops import Input, LayerSpec, fmt_shape
-from archspec.language.check import CheckReport, Row
-from archspec.language.expand import BlockCall, Branch, Model, Node, Residual, Seq
-from archspec.views.summary import checked
+from archspec.language.nodes import Model
+from archspec.language.ops import Input, fmt_shape, value_text
+from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
 
 if TYPE_CHECKING:
     import graphviz
@@ -45,7 +45,7 @@ def _label(*lines: str) -> str:
     return graphviz.nohtml("\\n".join(escape(line) for line in lines if line))
 
 
-class _Builder:
+class _Builder(Visitor["str | None"]):
     """Adds nodes into nested clusters and collects edges, which go at the top level at the end.
 
     Edges wait because the graphviz package writes a cluster into its parent only when the
@@ -56,7 +56,6 @@ class _Builder:
         import graphviz
 
         self.report = report
-        self.by_layer: dict[int, Row] = {id(r.layer): r for r in report.rows}
         self.ids = itertools.count()
         self.edges: list[tuple[str, str, dict[str, str]]] = []
         title = f"{report.path}: {fmt_shape(report.input_shape)} -> {fmt_shape(report.output_shape)}, {report.params:,} params"
@@ -75,68 +74,57 @@ class _Builder:
         if tail is not None:
             self.edges.append((tail, head, attrs))
 
-    def seq(self, g: "graphviz.Digraph", seq: Seq, tail: str | None, parent: str, dashed: bool = False) -> str | None:
-        for node in seq.items:
-            tail = self.node(g, node, tail, parent, dashed)
+    def seq(self, g: "graphviz.Digraph", nodes: list[CheckedNode], tail: str | None, dashed: bool = False) -> str | None:
+        for node in nodes:
+            tail = self.visit(node, g, tail, dashed)
         return tail
 
-    def node(self, g: "graphviz.Digraph", node: Node, tail: str | None, parent: str, dashed: bool) -> str | None:
-        if isinstance(node, LayerSpec):
-            return self.layer(g, node, tail, dashed)
-        path = f"{parent}.{node.name}" if parent else node.name
-        if isinstance(node, BlockCall):
-            args = ", ".join(f"{k}={'x'.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in node.args.items())
-            with g.subgraph(name=f"cluster_{self.new_id()}") as c:
-                c.attr(label=_label(f"{path}: {node.block}({args})"), style="rounded,filled", fillcolor="#fafafa",
-                       color="#999999", fontname="Helvetica", fontsize="10")
-                return self.seq(c, node.body, tail, path, dashed)
-        if isinstance(node, Residual):
-            return self.residual(g, node, tail, path)
-        if isinstance(node, Branch):
-            return self.branch(g, node, tail, path)
-        raise AssertionError(f"a checked model has no {type(node).__name__} nodes")
+    def visit_call(self, node: Call, g: "graphviz.Digraph", tail: str | None, dashed: bool) -> str | None:
+        args = ", ".join(f"{k}={value_text(v)}" for k, v in node.args.items())
+        with g.subgraph(name=f"cluster_{self.new_id()}") as c:
+            c.attr(label=_label(f"{node.path}: {node.block}({args})"), style="rounded,filled", fillcolor="#fafafa",
+                   color="#999999", fontname="Helvetica", fontsize="10")
+            return self.seq(c, node.body, tail, dashed)
 
-    def layer(self, g: "graphviz.Digraph", node: LayerSpec, tail: str | None, dashed: bool) -> str:
-        row = self.by_layer[id(node)]
-        kind = ("input" if isinstance(node, Input) else "learnable" if row.params else
-                "activation" if node.is_activation else "other")
+    def visit_layer(self, node: Layer, g: "graphviz.Digraph", tail: str | None, dashed: bool) -> str:
+        layer = node.layer
+        kind = ("input" if isinstance(layer, Input) else "learnable" if node.params else
+                "activation" if layer.is_activation else "other")  # type: ignore[union-attr]
         nid = self.new_id()
-        g.node(nid, _label(f"{row.path.rsplit('.', 1)[-1]}: {row.op} {node.describe()}".rstrip(),
-                           fmt_shape(row.out_shape), f"{row.params:,} params" if row.params else ""),
+        g.node(nid, _label(f"{node.name}: {node.op} {layer.describe()}".rstrip(),  # type: ignore[union-attr]
+                           fmt_shape(node.out_shape), f"{node.params:,} params" if node.params else ""),
                fillcolor=_FILL[kind], **({"style": "rounded,filled,dashed"} if dashed else {}))
         self.edge(tail, nid, **({"style": "dashed"} if dashed else {}))
         return nid
 
-    def join_node(self, g: "graphviz.Digraph", node: Node, op: str) -> str:
+    def join_node(self, g: "graphviz.Digraph", node: CheckedNode, op: str) -> str:
         nid = self.new_id()
-        g.node(nid, _label(op, fmt_shape(self.report.shapes_of(node)[1])), shape="ellipse", style="filled",
-               fillcolor="#fff2cc")
+        g.node(nid, _label(op, fmt_shape(node.out_shape)), shape="ellipse", style="filled", fillcolor="#fff2cc")
         return nid
 
-    def residual(self, g: "graphviz.Digraph", node: Residual, tail: str | None, path: str) -> str:
+    def visit_residual(self, node: Residual, g: "graphviz.Digraph", tail: str | None, dashed: bool) -> str:
         kind = "residual project" if node.project else "residual"
         with g.subgraph(name=f"cluster_{self.new_id()}") as c:
-            c.attr(label=_label(f"{path}: {kind}"), style="dashed", color="#666666", fontname="Helvetica", fontsize="10")
-            body_end = self.seq(c, node.body, tail, f"{path}.body")
-            shortcut = node.shortcut if node.shortcut is not None else self.report.projections.get(id(node))
-            skip_end = self.seq(c, shortcut, tail, f"{path}.shortcut", dashed=True) if shortcut is not None else tail
+            c.attr(label=_label(f"{node.path}: {kind}"), style="dashed", color="#666666", fontname="Helvetica", fontsize="10")
+            body_end = self.seq(c, node.body, tail)
+            skip_end = self.seq(c, node.shortcut, tail, dashed=True) if node.shortcut is not None else tail
             add = self.join_node(c, node, "add")
         self.edge(body_end, add)
         # The skip edge: straight from the residual's input when the shortcut is the identity.
-        self.edge(skip_end, add, style="dashed", **({"label": "identity"} if shortcut is None else {}))
+        self.edge(skip_end, add, style="dashed", **({"label": "identity"} if node.shortcut is None else {}))
         return add
 
-    def branch(self, g: "graphviz.Digraph", node: Branch, tail: str | None, path: str) -> str:
+    def visit_branch(self, node: Branch, g: "graphviz.Digraph", tail: str | None, dashed: bool) -> str:
         with g.subgraph(name=f"cluster_{self.new_id()}") as c:
-            c.attr(label=_label(f"{path}: {node.mode}"), style="dashed", color="#666666", fontname="Helvetica", fontsize="10")
-            ends = [self.seq(c, b, tail, f"{path}.branch{i + 1}") for i, b in enumerate(node.branches)]
+            c.attr(label=_label(f"{node.path}: {node.mode}"), style="dashed", color="#666666", fontname="Helvetica", fontsize="10")
+            ends = [self.seq(c, b, tail) for b in node.branches]
             join = self.join_node(c, node, node.mode)
         for end in ends:
             self.edge(end, join)
         return join
 
     def build(self) -> str:
-        self.seq(self.dot, self.report.model.body, None, "")
+        self.seq(self.dot, self.report.body, None)
         for tail, head, attrs in self.edges:
             self.dot.edge(tail, head, **attrs)
         return self.dot.source
@@ -144,7 +132,7 @@ class _Builder:
 
 def to_dot(source: "CheckReport | Model | str | Path", classes: int | None = 10) -> str:
     """DOT text for a model that checks (ArchError if it does not). Needs no graphviz binary."""
-    return _Builder(checked(source, classes)).build()
+    return _Builder(checked(source, classes).raise_for_errors()).build()
 
 
 def output_format(path: str | Path) -> str:

@@ -1,7 +1,7 @@
 """`archspec summary`: a torchinfo-style table of a checked model, without torch.
 
-Every shape, parameter count and MAC count comes from the checker's report; this module only
-walks the spec tree alongside it to add structure rows (blocks, residuals, branches and their
+Every shape, parameter count and MAC count comes from the checked tree; this module only
+visits it to add structure rows (blocks, residuals, branches and their
 joins), receptive fields and memory estimates.
 
 Receptive field (RF) and jump follow the classic recurrence per axis, from the input:
@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from archspec.language.errors import ArchError, UsageError
-from archspec.language.ops import LayerSpec, Shape, fmt_shape
-from archspec.language.check import CheckReport, Row
-from archspec.language.expand import BlockCall, Branch, Model, Node, Residual, Seq
+from archspec.language.check import CheckReport, checked
+from archspec.language.errors import UsageError
+from archspec.language.nodes import Model
+from archspec.language.ops import Shape, fmt_shape, value_text
+from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -31,21 +32,6 @@ OPTIMIZER_STATE = {"sgd": 1, "adam": 2, "none": 0}
 Pair = tuple[int, int]
 RF = tuple[Pair, Pair]  # (receptive field, jump) per axis (H, W)
 Kind = Literal["layer", "group", "join"]
-
-
-def checked(source: "CheckReport | Model | str | Path", classes: int | None = 10) -> CheckReport:
-    """A check report with no errors, from a report, a Model, .arch text or a path; else ArchError.
-
-    The views (summary, graph, explain) only describe models that check: shapes after an error
-    are guesses, and a table of guesses would teach the wrong thing.
-    """
-    if not isinstance(source, CheckReport):
-        from archspec import check
-
-        source = check(source, classes=classes)
-    if not source.ok:
-        raise ArchError(source.diagnostics, source.path)
-    return source
 
 
 @dataclass
@@ -131,82 +117,65 @@ def _max_rf(states: list[RF | None]) -> RF | None:
     )
 
 
-class _Walker:
-    """Walks the spec tree in the checker's order, pairing each layer with its report row."""
+class _Walker(Visitor[Any]):
+    """Visits the checked tree in execution order, adding structure rows and the receptive field.
+
+    Each visit takes the RF state flowing in and returns the state flowing out; `base` is the path
+    of the header row above a node, which its label is relative to.
+    """
 
     def __init__(self, report: CheckReport) -> None:
         self.report = report
-        self.by_layer: dict[int, Row] = {id(r.layer): r for r in report.rows}
         self.rows: list[SummaryRow] = []
 
-    # `prefix` is the module path the nodes of a sequence live under (`res1.body`, `concat1.branch2`);
-    # `base` is the path of the header row above them, which their labels are relative to.
-
-    def seq(self, seq: Seq, state: RF | None, prefix: str, base: str, depth: int) -> RF | None:
-        for node in seq.items:
-            state = self.node(node, state, prefix, base, depth)
+    def seq(self, nodes: list[CheckedNode], state: RF | None, base: str) -> RF | None:
+        for node in nodes:
+            state = self.visit(node, state, base)
         return state
 
-    def node(self, node: Node, state: RF | None, prefix: str, base: str, depth: int) -> RF | None:
-        if isinstance(node, LayerSpec):
-            return self.layer(node, state, base, depth)
-        path = _path(prefix, node.name)
-        head = (path, _relative(path, base), self.line_of(node), depth)
-        if isinstance(node, BlockCall):
-            args = ", ".join(f"{k}={_value_text(v)}" for k, v in node.args.items())
-            self.rows.append(SummaryRow(path, head[1], "block", f"{node.block}({args})", "group", depth, head[2], None))
-            return self.seq(node.body, state, path, path, depth + 1)
-        if isinstance(node, Residual):
-            return self.residual(node, state, head)
-        if isinstance(node, Branch):
-            return self.branch(node, state, head)
-        raise AssertionError(f"a checked model has no {type(node).__name__} nodes")
-
-    def layer(self, node: LayerSpec, state: RF | None, base: str, depth: int) -> RF | None:
-        row = self.by_layer[id(node)]
-        step = node.rf(row.in_shape)
-        state = None if state is None or step is None else _step(state, *step)
+    def visit_layer(self, node: Layer, state: RF | None, base: str) -> RF | None:
+        state = None if state is None or node.rf_step is None else _step(state, *node.rf_step)
         self.rows.append(SummaryRow(
-            row.path, _relative(row.path, base), row.op, node.describe(), "layer", depth,
-            self.line_of(node), row.out_shape, row.params, row.macs,
-            state[0] if state else None, state[1] if state else None, shape_bytes(row.out_shape),
+            node.path, _relative(node.path, base), node.op, node.layer.describe(), "layer", node.depth,  # type: ignore[union-attr]
+            self.line_of(node), node.out_shape, node.params, node.macs,
+            state[0] if state else None, state[1] if state else None, shape_bytes(node.out_shape),
         ))
         return state
 
-    def residual(self, node: Residual, state: RF | None, head: tuple[str, str, int | None, int]) -> RF | None:
-        path, label, line, depth = head
-        mode = "project" if node.project else ("shortcut" if node.shortcut is not None else "")
-        self.rows.append(SummaryRow(path, label, "residual", mode, "group", depth, line, None))
-        body = self.seq(node.body, state, f"{path}.body", path, depth + 1)
-        shortcut = node.shortcut if node.shortcut is not None else self.report.projections.get(id(node))
-        skip = self.seq(shortcut, state, f"{path}.shortcut", path, depth + 1) if shortcut is not None else state
-        joined = _max_rf([body, skip])
-        operands = "body + shortcut" if shortcut is not None else "body + input"
-        self.join(node, head, "residual", operands, joined)
-        return joined
+    def header(self, node: CheckedNode, base: str, op: str, args: str) -> None:
+        self.rows.append(SummaryRow(node.path, _relative(node.path, base), op, args, "group", node.depth,
+                                    self.line_of(node), None))
 
-    def branch(self, node: Branch, state: RF | None, head: tuple[str, str, int | None, int]) -> RF | None:
-        path, label, line, depth = head
-        self.rows.append(SummaryRow(path, label, node.mode, f"{len(node.branches)} branches", "group", depth, line, None))
-        ends = [self.seq(b, state, f"{path}.branch{i + 1}", path, depth + 1) for i, b in enumerate(node.branches)]
-        joined = _max_rf(ends)
+    def visit_call(self, node: Call, state: RF | None, base: str) -> RF | None:
+        args = ", ".join(f"{k}={value_text(v)}" for k, v in node.args.items())
+        self.header(node, base, "block", f"{node.block}({args})")
+        return self.seq(node.body, state, node.path)
+
+    def visit_residual(self, node: Residual, state: RF | None, base: str) -> RF | None:
+        mode = "project" if node.project else ("shortcut" if node.shortcut is not None else "")
+        self.header(node, base, "residual", mode)
+        body = self.seq(node.body, state, node.path)
+        skip = self.seq(node.shortcut, state, node.path) if node.shortcut is not None else state
+        operands = "body + shortcut" if node.shortcut is not None else "body + input"
+        return self.join(node, base, "residual", operands, _max_rf([body, skip]))
+
+    def visit_branch(self, node: Branch, state: RF | None, base: str) -> RF | None:
+        self.header(node, base, node.mode, f"{len(node.branches)} branches")
+        ends = [self.seq(b, state, node.path) for b in node.branches]
         if node.mode == "concat":
-            channels = [self.report.shapes_of(b.items[-1])[1] if b.items else self.report.shapes_of(node)[0] for b in node.branches]
-            operands = " + ".join(str(c[0]) if c else "?" for c in channels) + " channels"
+            operands = " + ".join(str(c[0]) if c else "?" for c in node.join.operands) + " channels"  # type: ignore[union-attr]
         else:
             operands = " + ".join(f"branch{i + 1}" for i in range(len(node.branches)))
-        self.join(node, head, node.mode, operands, joined)
-        return joined
+        return self.join(node, base, node.mode, operands, _max_rf(ends))
 
-    def join(self, node: Node, head: tuple[str, str, int | None, int], op: str, operands: str, state: RF | None) -> None:
-        path, label, line, depth = head
-        out = self.report.shapes_of(node)[1]
+    def join(self, node: CheckedNode, base: str, op: str, operands: str, state: RF | None) -> RF | None:
         self.rows.append(SummaryRow(
-            path, label, op, operands, "join", depth, line, out, 0, 0,
-            state[0] if state else None, state[1] if state else None, shape_bytes(out),
+            node.path, _relative(node.path, base), op, operands, "join", node.depth, self.line_of(node),
+            node.out_shape, 0, 0, state[0] if state else None, state[1] if state else None, shape_bytes(node.out_shape),
         ))
+        return state
 
-    def line_of(self, node: Any) -> int | None:
+    def line_of(self, node: CheckedNode) -> int | None:
         """Source line in the checked file (a layer from a `use`d file shows its call site)."""
         span = node.span
         if span is not None and span.path == self.report.path:
@@ -217,16 +186,8 @@ class _Walker:
         return None
 
 
-def _path(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
 def _relative(path: str, base: str) -> str:
     return path[len(base) + 1:] if base else path
-
-
-def _value_text(v: Any) -> str:
-    return "x".join(map(str, v)) if isinstance(v, tuple) else str(v)
 
 
 @dataclass
@@ -358,9 +319,9 @@ def summarize(source: "CheckReport | Model | str | Path", batch_size: int = 1, o
         raise UsageError(f"batch size must be a whole number of at least 1, got {batch_size!r}", "e.g. --batch-size 128")
     if optimizer not in OPTIMIZER_STATE:
         raise UsageError(f"unknown optimizer {optimizer!r}", f"choose one of: {', '.join(OPTIMIZER_STATE)}")
-    report = checked(source, classes)
+    report = checked(source, classes).raise_for_errors()
     walker = _Walker(report)
     shape = report.input_shape
     start: RF | None = ((1, 1), (1, 1)) if shape is not None and len(shape) == 3 else None  # RF needs an image
-    walker.seq(report.model.body, start, "", "", 0)
+    walker.seq(report.body, start, "")
     return Summary(report, walker.rows, batch_size, optimizer, _assumptions(optimizer))

@@ -1,0 +1,93 @@
+"""The spec tree: what parsing, block expansion and binding give the checker.
+
+Layers are op specs (pydantic models from the op registry); structures are the dataclasses
+below. Nothing here knows shapes: the checker turns this tree into the checked tree.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from archspec.language.diagnostics import Diagnostic, Span
+from archspec.language.ops import Input, LayerSpec
+
+Value = Union[int, float, str, tuple]
+Trace = tuple[tuple[str, Span], ...]
+
+
+@dataclass
+class Seq:
+    """Layers applied one after the other."""
+
+    items: list["Node"] = field(default_factory=list)
+
+
+@dataclass
+class Residual:
+    """body(x) + shortcut(x); shortcut is identity, an explicit sequence, or (project) a 1x1 conv + bn the checker sizes."""
+
+    body: Seq
+    shortcut: Seq | None
+    project: bool
+    span: Span
+    trace: Trace = ()
+    name: str = ""
+
+
+@dataclass
+class Branch:
+    """Parallel sequences on the same input, joined by channel concat or elementwise add."""
+
+    mode: str  # "concat" | "add"
+    branches: list[Seq]
+    span: Span
+    trace: Trace = ()
+    name: str = ""
+
+
+@dataclass
+class BlockCall:
+    """One instantiation of a named block: its body, expanded with the call's arguments."""
+
+    block: str
+    args: dict[str, Value]
+    body: Seq
+    span: Span
+    def_span: Span
+    trace: Trace = ()
+    name: str = ""
+
+
+@dataclass
+class Invalid:
+    """A layer that could not be bound (its diagnostic is already reported): shape unknown after it."""
+
+    op: str
+    span: Span
+    trace: Trace = ()
+    name: str = ""
+
+
+Node = Union[LayerSpec, Residual, Branch, BlockCall, Invalid]
+
+
+@dataclass
+class Model:
+    """A parsed .arch file: its expanded body, every source it read, and parse/bind diagnostics."""
+
+    path: str
+    body: Seq
+    sources: dict[str, str]
+    diagnostics: list[Diagnostic]
+    blocks: list[str] = field(default_factory=list)
+
+    @property
+    def input(self) -> Input | None:
+        first = self.body.items[0] if self.body.items else None
+        return first if isinstance(first, Input) else None
+
+    @property
+    def text(self) -> str:
+        return self.sources.get(self.path, "")
+
+

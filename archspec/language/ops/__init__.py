@@ -1,0 +1,37 @@
+"""The op registry: every op class, one file per family beside this one.
+
+Defining a `LayerSpec` subclass with an `op` literal registers it; this package imports each
+family module (known families first, in the order `archspec ops` lists them, then any other
+module found here), so adding an op is adding a class to its family file.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Annotated, Union
+
+from pydantic import Field, TypeAdapter
+
+from archspec.language.ops.base import (REGISTRY, Emit, LayerSpec, Pair, RFStep, Shape, TorchCall, fmt_shape,
+                                        number_text, pair_text, value_text, window_line, window_out)
+
+_FAMILIES = ("input", "conv", "pool", "activation", "norm", "dropout", "dense")
+
+
+def _import_families() -> None:
+    found = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "base")
+    for name in [*_FAMILIES, *(m for m in found if m not in _FAMILIES)]:
+        importlib.import_module(f"{__name__}.{name}")
+
+
+_import_families()
+
+from archspec.language.ops.conv import Conv  # noqa: E402
+from archspec.language.ops.input import Input  # noqa: E402
+from archspec.language.ops.norm import BatchNorm  # noqa: E402
+
+OPS: dict[str, type[LayerSpec]] = dict(REGISTRY)
+LAYER_ADAPTER: TypeAdapter = TypeAdapter(Annotated[Union[tuple(OPS.values())], Field(discriminator="op")])  # type: ignore[arg-type]
+
+__all__ = ["OPS", "LAYER_ADAPTER", "LayerSpec", "Input", "Conv", "BatchNorm", "TorchCall", "Shape", "Pair", "RFStep",
+           "Emit", "fmt_shape", "pair_text", "value_text", "number_text", "window_line", "window_out"]

@@ -1,0 +1,297 @@
+"""What every op is: `LayerSpec`, the base class, and the arithmetic ops share.
+
+An op is a pydantic model (its arguments and defaults) with class-level syntax (positional
+arguments, `k5`-style keys, flags), its one-line doc and usage, and methods for its shape rule,
+parameter count, MACs, receptive-field step, explain lines and the torch module it compiles to.
+Defining a subclass with an `op` literal registers it (see `REGISTRY`); the files beside this one
+hold the ops by family. Nothing else in archspec dispatches on op names.
+
+Shapes exclude the batch dimension: (C, H, W) for images, (F,) after `flatten`. A dimension
+is None when an earlier error left it unknown; rules then do what they can (best effort).
+"""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Annotated, Any, Callable, ClassVar, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+from archspec.language.diagnostics import Span
+
+Dim = Union[int, None]
+Shape = tuple[Dim, ...]
+# emit(code, message, notes=[...], help="...") reports a problem at the current layer.
+Emit = Callable[..., None]
+# Receptive-field step per axis (H, W): (effective kernel, stride). A stride may be a fraction
+# (upsampling halves the jump), so strides are Fractions where they are not whole.
+Step = Union[int, Fraction]
+RFStep = tuple[tuple[int, int], tuple[Step, Step]]
+# Every op class, by op name, in definition order: filled in as op classes are defined.
+REGISTRY: dict[str, type["LayerSpec"]] = {}
+
+
+def _to_pair(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        return (value[0], value[0])
+    return value
+
+
+Pair = Annotated[tuple[int, int], BeforeValidator(_to_pair)]
+
+
+def fmt_shape(shape: Shape | None) -> str:
+    """`[B, 16, 5, 5]`, with `?` for unknown dimensions."""
+    if shape is None:
+        return "[B, ?]"
+    return "[" + ", ".join(["B"] + ["?" if d is None else str(d) for d in shape]) + "]"
+
+
+def pair_text(p: tuple[Any, Any]) -> str:
+    """`3` for a square pair, `3x5` otherwise: how the language writes kernels, strides, sizes."""
+    return str(p[0]) if p[0] == p[1] else f"{p[0]}x{p[1]}"
+
+
+def value_text(value: Any) -> str:
+    """A bound value as the language writes it: `3x32x32` for a tuple, else str()."""
+    return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def number_text(x: float) -> str:
+    """A quotient as a person writes it: 6.5, 13.33, 28."""
+    return f"{round(x, 2):g}"
+
+
+class TorchCall(BaseModel):
+    """An `nn.<cls>(*args, **kwargs)` call: the compiler instantiates it, codegen prints it."""
+
+    cls: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}
+
+    def source(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"nn.{self.cls}({', '.join(parts)})"
+
+    def build(self) -> Any:
+        from torch import nn
+
+        return getattr(nn, self.cls)(*self.args, **self.kwargs)
+
+
+class LayerSpec(BaseModel):
+    """Base of every op: where it was written and which block calls led to it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    span: Span | None = None
+    trace: tuple[tuple[str, Span], ...] = ()
+    name: str = ""  # module name, unique in its container (conv1, fc2, ...)
+
+    # Syntax: positional field names in order, `k5`-style keys, bare-word flags.
+    positional: ClassVar[tuple[str, ...]] = ()
+    keys: ClassVar[dict[str, str]] = {}
+    flags: ClassVar[dict[str, tuple[str, Any]]] = {}
+    name_prefix: ClassVar[str] = ""  # module names are prefix + counter; empty: the op name
+    is_activation: ClassVar[bool] = False
+    summary: ClassVar[str] = ""
+    usage: ClassVar[str] = ""
+    # How generated PyTorch source writes a parameter-free op inline in forward(), e.g. "F.relu({x})".
+    functional: ClassVar[str | None] = None
+    # Set when the op's weights need a data-dependent initialiser the runner applies (`init whiten`).
+    init_hint: ClassVar[str | None] = None
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        op_field = cls.model_fields.get("op")
+        if op_field is not None and isinstance(op_field.default, str):
+            REGISTRY[op_field.default] = cls
+
+    @classmethod
+    def doc(cls) -> str:
+        """The op's one-line doc (for `archspec ops`, hover and the README table)."""
+        return cls.summary
+
+    @property
+    def op_name(self) -> str:
+        return self.op  # type: ignore[attr-defined]
+
+    def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
+        return x
+
+    def params(self, x: Shape | None) -> int:
+        return 0
+
+    def macs(self, x: Shape | None, y: Shape | None) -> int:
+        return 0
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        raise NotImplementedError(f"{self.op_name} has no torch module")
+
+    def describe(self) -> str:
+        """Key arguments in the language's own spelling (for tables and graphs)."""
+        return ""
+
+    def rf(self, x: Shape | None) -> RFStep | None:
+        """Receptive-field step per axis (H, W): (effective kernel, stride), or None when
+        it depends on an x that is unknown.
+
+        Pointwise ops are ((1, 1), (1, 1)). A summary chains them: rf += (k - 1) * jump; jump *= stride.
+        """
+        return (1, 1), (1, 1)
+
+    def init_mode(self) -> str | None:
+        """The data-dependent initialiser this layer asks for (`whiten`), or None."""
+        return None
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        """The arithmetic from x to y, for `archspec explain` (and hover in the editor)."""
+        same = "the shape does not change. " if x == y else ""
+        lines = [f"{fmt_shape(x)} -> {fmt_shape(y)}: {same}{self.summary}"]
+        if params:
+            lines.append(f"params: {params:,}")
+        return lines
+
+
+# --------------------------------------------------------------------------- helpers
+
+def need_rank(op: str, x: Shape | None, rank: int, emit: Emit) -> bool:
+    """True when x has the rank the op needs; otherwise reports E103 (unknown passes)."""
+    if x is None or len(x) == rank:
+        return True
+    if rank == 3:
+        emit(
+            "E103",
+            f"`{op}` needs a 4-D tensor [B, C, H, W], got {fmt_shape(x)}",
+            help="move this layer before `flatten` (convs and pools work on images)",
+        )
+    else:
+        emit(
+            "E103",
+            f"`{op}` needs a 2-D tensor [B, F], got {fmt_shape(x)}",
+            help="add `flatten` (or `gap | flatten`) before it",
+        )
+    return False
+
+
+def window_out(
+    axis: str,
+    size: Dim,
+    k: int,
+    s: int,
+    p: int,
+    d: int = 1,
+    ceil_mode: bool = False,
+) -> tuple[Dim, str, int]:
+    """PyTorch's output size for a sliding window, the formula with its numbers, rows dropped."""
+    if size is None:
+        return None, "", 0
+    span = size + 2 * p - d * (k - 1) - 1
+    if ceil_mode:
+        out = -(-span // s) + 1
+        # PyTorch: the last window must start inside the input or left padding.
+        if (out - 1) * s >= size + p:
+            out -= 1
+        formula = f"{axis}_out = ceil(({size} + 2*{p} - {d}*({k}-1) - 1)/{s}) + 1 = {out}"
+        dropped = 0
+    else:
+        out = math.floor(span / s + 1)
+        formula = f"{axis}_out = floor(({size} + 2*{p} - {d}*({k}-1) - 1)/{s} + 1) = {out}"
+        # Uncovered trailing positions, less the bottom/right padding among them: real rows lost.
+        # A window narrower than its stride skips rows by design (a strided 1x1 conv): no warning.
+        eff = d * (k - 1) + 1
+        dropped = max(0, span % s - p) if span >= 0 and eff >= s else 0
+    return out, formula, dropped
+
+
+def spatial(
+    op: str,
+    x: Shape,
+    k: tuple[int, int],
+    s: tuple[int, int],
+    p: tuple[int, int],
+    d: tuple[int, int],
+    emit: Emit,
+    too_small_code: str,
+    ceil_mode: bool = False,
+) -> tuple[Dim, Dim]:
+    """Output H and W; reports a window too large for the input, and rows the floor drops."""
+    h, fh, dh = window_out("H", x[1], k[0], s[0], p[0], d[0], ceil_mode)
+    w, fw, dw = window_out("W", x[2], k[1], s[1], p[1], d[1], ceil_mode)
+    bad = [(axis, f) for axis, v, f in (("H", h, fh), ("W", w, fw)) if v is not None and v < 1]
+    if bad:
+        eff = (d[0] * (k[0] - 1) + 1, d[1] * (k[1] - 1) + 1)
+        padded = tuple(None if v is None else v + 2 * pp for v, pp in zip(x[1:], p))
+        what = "kernel" if too_small_code == "E101" else "window"
+        emit(
+            too_small_code,
+            f"{what} {pair_text(eff)} is larger than the padded input "
+            f"{'x'.join('?' if v is None else str(v) for v in padded)}; output size would be below 1",
+            notes=[f"input is {fmt_shape(x)}"] + [f for _, f in bad],
+            help=f"pad the input (e.g. `p{max(0, (eff[0] - (x[1] or 0) + 1) // 2)}`), use a smaller {what}, "
+            f"or downsample less before this layer",
+        )
+        return (None if h is None or h < 1 else h), (None if w is None or w < 1 else w)
+    if (dh or dw) and not ceil_mode:
+        lost = []
+        if dh:
+            lost.append(f"{dh} row{'s' if dh > 1 else ''}")
+        if dw:
+            lost.append(f"{dw} column{'s' if dw > 1 else ''}")
+        emit(
+            "W201",
+            f"`{op}` on {x[1]}x{x[2]} drops the last {' and '.join(lost)}: no window covers them",
+            notes=[f"input is {fmt_shape(x)}", fh, fw],
+            help="pad the input so the windows tile it exactly"
+            + (", or add `ceil` to keep a partial window" if too_small_code == "E102" else ""),
+        )
+    return h, w
+
+
+
+
+def window_line(axis: str, size: int, k: int, s: int, p: int, d: int, out: Any, ceil_mode: bool = False) -> str:
+    """`H: (32 + 2*0 - 1*(3-1) - 1)/1 + 1 = 30`, with floor()/ceil() written out when the division is not exact."""
+    num = size + 2 * p - d * (k - 1) - 1
+    expr = f"({size} + 2*{p} - {d}*({k}-1) - 1)/{s}"
+    if num >= 0 and num % s == 0:
+        return f"{axis}: {expr} + 1 = {out}"
+    fn = "ceil" if ceil_mode else "floor"
+    rounded = (math.ceil if ceil_mode else math.floor)(num / s) + 1
+    text = f"{axis}: {fn}({expr}) + 1 = {fn}({number_text(num / s)}) + 1 = {rounded}"
+    if rounded != out:  # ceil mode: PyTorch drops a last window that would start in the padding
+        text += f" - 1 = {out} (the last window would start in the right padding, so PyTorch drops it)"
+    elif not ceil_mode and window_out(axis, size, k, s, p, d)[2]:
+        # Input rows the floor loses, by the checker's own rule (what W201 reports).
+        lost = window_out(axis, size, k, s, p, d)[2]
+        noun = ("row" if axis == "H" else "column") + ("s" if lost > 1 else "")
+        text += f" (the floor drops the last {lost} {noun}: no window covers {'them' if lost > 1 else 'it'})"
+    return text
+
+
+def whole_image_step(x: Shape | None) -> RFStep | None:
+    """One window over the whole H x W (global pooling, flatten): every output sees every input."""
+    if x is None or len(x) != 3:
+        return ((1, 1), (1, 1)) if x is not None else None
+    if x[1] is None or x[2] is None:
+        return None
+    return (x[1], x[2]), (x[1], x[2])
+
+
+def positive_pair(v: tuple[int, int] | None) -> tuple[int, int] | None:
+    """Validator body: kernels, strides, dilations and sizes are at least 1."""
+    if v is not None and min(v) < 1:
+        raise ValueError(f"must be at least 1, got {pair_text(v)}")
+    return v
+
+
+def nonnegative_pair(v: Any) -> Any:
+    """Validator body: padding is never negative."""
+    if isinstance(v, tuple) and min(v) < 0:
+        raise ValueError(f"padding cannot be negative, got {pair_text(v)}")
+    return v

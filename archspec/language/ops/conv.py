@@ -1,0 +1,136 @@
+"""Convolutions."""
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Literal, Union
+
+from pydantic import Field, field_validator
+
+from archspec.language.ops.base import (Emit, LayerSpec, Pair, RFStep, Shape, TorchCall, fmt_shape, need_rank,
+                                        nonnegative_pair, pair_text, positive_pair, spatial, window_line)
+
+
+class Conv(LayerSpec):
+    op: Literal["conv"] = "conv"
+    out_channels: int = Field(ge=1)
+    kernel: Pair
+    stride: Pair = (1, 1)
+    padding: Union[Pair, Literal["same", "valid"]] = (0, 0)
+    dilation: Pair = (1, 1)
+    groups: int = Field(default=1, ge=1)
+    bias: bool = True
+    init: Literal["default", "whiten"] = "default"
+
+    positional: ClassVar = ("out_channels",)
+    keys: ClassVar = {"k": "kernel", "s": "stride", "p": "padding", "d": "dilation", "g": "groups", "init": "init"}
+    flags: ClassVar = {"nobias": ("bias", False), "bias": ("bias", True)}
+    name_prefix: ClassVar = "conv"
+    summary: ClassVar = "2-D convolution (nn.Conv2d): OUT channels, kernel kK, stride sS, padding pP|same|valid, dilation dD, groups gG."
+    usage: ClassVar = "conv 64 k3 s1 p1 [d1] [g1] [nobias] [init whiten]"
+
+    _positive = field_validator("kernel", "stride", "dilation")(positive_pair)
+    _padding = field_validator("padding")(nonnegative_pair)
+
+    def resolved_padding(self) -> tuple[int, int]:
+        """Symmetric padding equivalent for shapes; `same` keeps the size (stride 1)."""
+        if self.padding == "valid":
+            return (0, 0)
+        if self.padding == "same":
+            # Total padding d*(k-1); torch puts the extra one on the right/bottom.
+            tot = (self.dilation[0] * (self.kernel[0] - 1), self.dilation[1] * (self.kernel[1] - 1))
+            return (tot[0] // 2, tot[1] // 2)
+        return self.padding
+
+    def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
+        if not need_rank("conv", x, 3, emit):
+            return None  # unknown: no cascade of errors from a layer already reported
+        c = x[0] if x is not None else None
+        if c is not None and (c % self.groups or self.out_channels % self.groups):
+            emit(
+                "E104",
+                f"groups g{self.groups} must divide both input channels ({c}) and output channels ({self.out_channels})",
+                notes=[f"input is {fmt_shape(x)}"],
+                help=f"use groups that divide {c} and {self.out_channels}, e.g. g{math.gcd(c, self.out_channels)}",
+            )
+        if self.padding == "same" and max(self.stride) > 1:
+            emit(
+                "E106",
+                f"`p same` needs stride 1, got s{pair_text(self.stride)} (PyTorch refuses it)",
+                help=f"use explicit padding, e.g. `p{self.dilation[0] * (self.kernel[0] - 1) // 2}`",
+            )
+            return (self.out_channels, None, None)
+        if x is None:
+            return (self.out_channels, None, None)
+        if self.padding == "same":
+            return (self.out_channels, x[1], x[2])
+        h, w = spatial("conv", x, self.kernel, self.stride, self.resolved_padding(), self.dilation, emit, "E101")
+        return (self.out_channels, h, w)
+
+    def rf(self, x: Shape | None) -> RFStep | None:
+        eff = (self.dilation[0] * (self.kernel[0] - 1) + 1, self.dilation[1] * (self.kernel[1] - 1) + 1)
+        return eff, self.stride
+
+    def params(self, x: Shape | None) -> int:
+        c = x[0] if x else None
+        if c is None:
+            return 0
+        return self.out_channels * (c // self.groups) * self.kernel[0] * self.kernel[1] + (self.out_channels if self.bias else 0)
+
+    def macs(self, x: Shape | None, y: Shape | None) -> int:
+        if not x or not y or None in x or None in y:
+            return 0
+        return y[0] * y[1] * y[2] * (x[0] // self.groups) * self.kernel[0] * self.kernel[1]
+
+    def init_mode(self) -> str | None:
+        return None if self.init == "default" else self.init
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        kw: dict[str, Any] = {"kernel_size": self.kernel[0] if self.kernel[0] == self.kernel[1] else self.kernel}
+        for key, value, default in (("stride", self.stride, (1, 1)), ("padding", self.padding, (0, 0)), ("dilation", self.dilation, (1, 1))):
+            if value != default:
+                kw[key] = value if isinstance(value, str) or value[0] != value[1] else value[0]
+        if self.groups != 1:
+            kw["groups"] = self.groups
+        if not self.bias:
+            kw["bias"] = False
+        return TorchCall(cls="Conv2d", args=(x[0], self.out_channels), kwargs=kw)  # type: ignore[index]
+
+    def describe(self) -> str:
+        parts = [str(self.out_channels), f"k{pair_text(self.kernel)}"]
+        if self.stride != (1, 1):
+            parts.append(f"s{pair_text(self.stride)}")
+        if self.padding != (0, 0):
+            parts.append(f"p {self.padding}" if isinstance(self.padding, str) else f"p{pair_text(self.padding)}")
+        if self.dilation != (1, 1):
+            parts.append(f"d{pair_text(self.dilation)}")
+        if self.groups != 1:
+            parts.append(f"g{self.groups}")
+        if not self.bias:
+            parts.append("nobias")
+        if self.init != "default":
+            parts.append(f"init {self.init}")
+        return " ".join(parts)
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        if x is None or y is None:
+            return super().explain(x, y, params, macs)
+        g = self.groups
+        per = x[0] // g  # type: ignore[operator]
+        kh, kw = self.kernel
+        lines = [f"{fmt_shape(x)} -> {fmt_shape(y)}",
+                 f"C: {x[0]} -> {y[0]}: {y[0]} filters, each {per}x{kh}x{kw}"
+                 + (f" (g{g}: each filter sees {x[0]}/{g} = {per} input channel{'s' if per > 1 else ''})" if g > 1 else "")]
+        if self.padding == "same":
+            for i, axis in enumerate("HW"):
+                tot = self.dilation[i] * (self.kernel[i] - 1)
+                lines.append(f"{axis}: p same keeps the size: {y[i + 1]} (total padding {self.dilation[i]}*({self.kernel[i]}-1)"
+                             f" = {tot}: {tot // 2} before, {tot - tot // 2} after)")
+        else:
+            p = self.resolved_padding()
+            for i, axis in enumerate("HW"):
+                lines.append(window_line(axis, x[i + 1], self.kernel[i], self.stride[i], p[i], self.dilation[i], y[i + 1]))  # type: ignore[arg-type]
+        bias = f" + {y[0]}" if self.bias else ""
+        lines.append(f"params: {y[0]}*{per}*{kh}*{kw}{bias} = {params:,}"
+                     + (" (weights + one bias per filter)" if self.bias else " (weights, no bias)"))
+        lines.append(f"MACs: {y[0]}*{y[1]}*{y[2]} outputs * {per}*{kh}*{kw} each = {macs:,}")
+        return lines

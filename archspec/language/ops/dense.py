@@ -1,0 +1,80 @@
+"""From images to features, and fully connected layers."""
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from archspec.language.ops.base import Emit, LayerSpec, RFStep, Shape, TorchCall, fmt_shape, whole_image_step
+
+
+class Flatten(LayerSpec):
+    op: Literal["flatten"] = "flatten"
+    name_prefix: ClassVar = "flatten"
+    summary: ClassVar = "[B, C, H, W] -> [B, C*H*W] (nn.Flatten)."
+    usage: ClassVar = "flatten"
+    functional: ClassVar = "torch.flatten({x}, 1)"
+
+    def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
+        if x is None or None in x:
+            return (None,)
+        return (math.prod(x),)  # type: ignore[arg-type]
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        return TorchCall(cls="Flatten")
+
+    def rf(self, x: Shape | None) -> RFStep | None:
+        return whole_image_step(x)
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        if x is not None and len(x) == 3:
+            return [f"{fmt_shape(x)} -> {fmt_shape(y)}: {x[0]} * {x[1]} * {x[2]} = {y[0] if y else '?'}"]
+        return [f"{fmt_shape(x)} -> {fmt_shape(y)}: already flat"]
+
+
+class Linear(LayerSpec):
+    op: Literal["linear"] = "linear"
+    out_features: int = Field(ge=1)
+    bias: bool = True
+    positional: ClassVar = ("out_features",)
+    flags: ClassVar = {"nobias": ("bias", False), "bias": ("bias", True)}
+    name_prefix: ClassVar = "fc"
+    summary: ClassVar = "Fully connected layer (nn.Linear) on [B, F]: N output features."
+    usage: ClassVar = "linear 10 [nobias]"
+
+    def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
+        if x is not None and len(x) != 1:
+            emit(
+                "E103",
+                f"`linear` needs a 2-D tensor [B, F], got {fmt_shape(x)}",
+                notes=["on a 4-D tensor nn.Linear would act on the last dimension (W) only, which is almost never meant"],
+                help="add `flatten` (or `gap | flatten`) before it",
+            )
+            return (self.out_features,)
+        return (self.out_features,)
+
+    def params(self, x: Shape | None) -> int:
+        if not x or len(x) != 1 or x[0] is None:
+            return 0
+        return x[0] * self.out_features + (self.out_features if self.bias else 0)
+
+    def macs(self, x: Shape | None, y: Shape | None) -> int:
+        return self.params(x) - (self.out_features if self.bias else 0) if x and len(x) == 1 and x[0] else 0
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        return TorchCall(cls="Linear", args=(x[0], self.out_features), kwargs={} if self.bias else {"bias": False})  # type: ignore[index]
+
+    def describe(self) -> str:
+        return str(self.out_features) + ("" if self.bias else " nobias")
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        if x is None or y is None or len(x) != 1:
+            return super().explain(x, y, params, macs)
+        f_in, f_out = x[0], y[0]
+        bias = f" + {f_out}" if self.bias else ""
+        return [
+            f"{fmt_shape(x)} -> {fmt_shape(y)}: every output is a weighted sum of all {f_in} inputs",
+            f"params: {f_in}*{f_out}{bias} = {params:,}" + (" (weights + biases)" if self.bias else " (weights, no bias)"),
+            f"MACs: {f_in}*{f_out} = {macs:,}",
+        ]

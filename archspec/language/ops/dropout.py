@@ -1,0 +1,34 @@
+"""Regularisation that only acts while training."""
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import field_validator
+
+from archspec.language.ops.base import LayerSpec, Shape, TorchCall, fmt_shape, number_text
+
+
+class Dropout(LayerSpec):
+    op: Literal["dropout"] = "dropout"
+    p: float = 0.5
+    positional: ClassVar = ("p",)
+    name_prefix: ClassVar = "dropout"
+    summary: ClassVar = "Zero each element with probability P during training (nn.Dropout), P in [0, 1)."
+    usage: ClassVar = "dropout 0.5"
+
+    @field_validator("p")
+    @classmethod
+    def _prob(cls, v: float) -> float:
+        if not 0 <= v < 1:
+            raise ValueError(f"dropout probability must be in [0, 1), got {v}")
+        return v
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        return TorchCall(cls="Dropout", args=(self.p,))
+
+    def describe(self) -> str:
+        return str(self.p)
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        return [f"{fmt_shape(x)} -> {fmt_shape(y)}: while training, zeroes each element with probability "
+                f"{self.p:g} and scales the rest by 1/{number_text(1 - self.p)}; does nothing at evaluation"]

@@ -1,0 +1,37 @@
+"""The input tensor: the first layer of every network."""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import field_validator
+
+from archspec.language.ops.base import Emit, LayerSpec, Shape, fmt_shape
+
+
+class Input(LayerSpec):
+    op: Literal["input"] = "input"
+    dims: tuple[int, ...]
+    positional: ClassVar = ("dims",)
+    summary: ClassVar = "The input tensor without the batch: CxHxW for images, or F for features."
+    usage: ClassVar = "input 3x32x32"
+
+    @field_validator("dims", mode="before")
+    @classmethod
+    def _dims(cls, v: Any) -> Any:
+        v = (v,) if isinstance(v, int) else v
+        if isinstance(v, tuple) and len(v) not in (1, 3):
+            raise ValueError(f"input must be CxHxW (3 numbers) or F (1 number), got {'x'.join(map(str, v))}")
+        if isinstance(v, tuple) and any(isinstance(d, int) and d < 1 for d in v):
+            raise ValueError("input dimensions must be at least 1")
+        return v
+
+    def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
+        return self.dims
+
+    def describe(self) -> str:
+        return "x".join(map(str, self.dims))
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        if y is not None and len(y) == 3:
+            return [f"{fmt_shape(y)}: a batch of B images, {y[0]} channel{'s' if y[0] != 1 else ''} of {y[1]}x{y[2]} pixels"]
+        return [f"{fmt_shape(y)}: a batch of B vectors of {y[0] if y else '?'} features"]

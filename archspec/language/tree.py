@@ -1,0 +1,188 @@
+"""The checked tree: what the checker returns, and what every consumer reads.
+
+Each node carries where it sits (module name, dotted path, depth), where it was written (span,
+block-call trace), what came in and out (shapes), and its cost (params, MACs). Layers also carry
+their receptive-field step. Structures hold their children as real nodes: a block call its body,
+a residual its body and shortcut (including the projection `residual project` sizes), a branch
+its branches; residuals and branches end in a `Join` node (the add or concat).
+
+Consumers subclass `Visitor` (jinja2's NodeVisitor): `visit_layer`, `visit_call`,
+`visit_residual`, `visit_branch`, `visit_join`, and one generic walk for the rest.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Iterator, TypeVar
+
+from archspec.language.diagnostics import Span
+from archspec.language.ops.base import LayerSpec
+
+if TYPE_CHECKING:
+    from archspec.language.nodes import Invalid, Value
+    from archspec.language.ops.base import RFStep, Shape
+
+Trace = tuple[tuple[str, Span], ...]
+T = TypeVar("T")
+
+
+@dataclass(eq=False)
+class CheckedNode:
+    """Common to every node of the checked tree."""
+
+    kind: ClassVar[str] = ""
+    name: str  # module name in its container (conv1, res2, branch1's layers, ...)
+    path: str  # dotted module path from the root, e.g. "basic1.res1.body.conv1"
+    depth: int
+    span: Span | None
+    trace: Trace
+    in_shape: "Shape | None"
+    out_shape: "Shape | None"
+
+    def children(self) -> list["CheckedNode"]:
+        return []
+
+    @property
+    def params(self) -> int:
+        return sum(c.params for c in self.children())
+
+    @property
+    def macs(self) -> int:
+        return sum(c.macs for c in self.children())
+
+    @property
+    def line(self) -> int | None:
+        return self.span.line if self.span else None
+
+
+@dataclass(eq=False)
+class Layer(CheckedNode):
+    """One op, or an `Invalid` placeholder for a layer that could not be bound."""
+
+    kind: ClassVar[str] = "layer"
+    layer: "LayerSpec | Invalid" = None  # type: ignore[assignment]
+    own_params: int = 0
+    own_macs: int = 0
+    rf_step: "RFStep | None" = None  # (effective kernel, stride) per axis; None when unknown
+
+    @property
+    def params(self) -> int:
+        return self.own_params
+
+    @property
+    def macs(self) -> int:
+        return self.own_macs
+
+    @property
+    def op(self) -> str:
+        return self.layer.op if hasattr(self.layer, "op") else ""
+
+    @property
+    def valid(self) -> bool:
+        """False for a layer that could not be bound (its diagnostic is already reported)."""
+        return isinstance(self.layer, LayerSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        span = self.span
+        return {
+            "name": self.path,
+            "op": self.op,
+            "line": span.line if span else None,
+            "column": span.column if span else None,
+            "output_shape": json_shape(self.out_shape),
+            "params": self.params,
+        }
+
+
+@dataclass(eq=False)
+class Join(CheckedNode):
+    """The end of a residual (`add`) or a branch (`add` / `concat`): several inputs, one output."""
+
+    kind: ClassVar[str] = "join"
+    mode: str = "add"  # "add" | "concat"
+    operands: list["Shape | None"] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class Call(CheckedNode):
+    """One instantiation of a named block."""
+
+    kind: ClassVar[str] = "call"
+    block: str = ""
+    args: dict[str, "Value"] = field(default_factory=dict)
+    def_span: Span | None = None
+    body: list[CheckedNode] = field(default_factory=list)
+
+    def children(self) -> list[CheckedNode]:
+        return self.body
+
+
+@dataclass(eq=False)
+class Residual(CheckedNode):
+    """body(x) + shortcut(x). `shortcut` is None for the identity; `projected` when the checker sized it."""
+
+    kind: ClassVar[str] = "residual"
+    project: bool = False
+    projected: bool = False
+    body: list[CheckedNode] = field(default_factory=list)
+    shortcut: list[CheckedNode] | None = None
+    join: Join | None = None
+
+    def children(self) -> list[CheckedNode]:
+        return self.body + (self.shortcut or []) + ([self.join] if self.join else [])
+
+
+@dataclass(eq=False)
+class Branch(CheckedNode):
+    """Parallel sequences on one input, joined by `concat` (channels) or `add`."""
+
+    kind: ClassVar[str] = "branch"
+    mode: str = "concat"
+    branches: list[list[CheckedNode]] = field(default_factory=list)
+    join: Join | None = None
+
+    def children(self) -> list[CheckedNode]:
+        return [n for b in self.branches for n in b] + ([self.join] if self.join else [])
+
+
+def json_shape(shape: "Shape | None") -> list[int] | None:
+    return None if shape is None or None in shape else list(shape)  # type: ignore[arg-type]
+
+
+def walk(nodes: list[CheckedNode]) -> Iterator[CheckedNode]:
+    """Every node in execution order, parents before their children (iterative: no depth limit)."""
+    stack: list[Iterator[CheckedNode]] = [iter(nodes)]
+    while stack:
+        node = next(stack[-1], None)
+        if node is None:
+            stack.pop()
+            continue
+        yield node
+        kids = node.children()
+        if kids:
+            stack.append(iter(kids))
+
+
+def layers(nodes: list[CheckedNode]) -> list[Layer]:
+    """The layers in execution order: one per row of `archspec check`."""
+    return [n for n in walk(nodes) if isinstance(n, Layer)]
+
+
+def seq_output(nodes: list[CheckedNode], x: "Shape | None") -> "Shape | None":
+    """What a sequence gives: its last node's output, or its input when it is empty (the identity)."""
+    return nodes[-1].out_shape if nodes else x
+
+
+class Visitor(Generic[T]):
+    """Dispatch on a node's kind to `visit_<kind>`; `generic_visit` visits the children."""
+
+    def visit(self, node: CheckedNode, *args: Any, **kwargs: Any) -> T:
+        method = getattr(self, f"visit_{node.kind}", self.generic_visit)
+        return method(node, *args, **kwargs)
+
+    def visit_seq(self, nodes: list[CheckedNode], *args: Any, **kwargs: Any) -> list[T]:
+        return [self.visit(n, *args, **kwargs) for n in nodes]
+
+    def generic_visit(self, node: CheckedNode, *args: Any, **kwargs: Any) -> T:
+        for child in node.children():
+            self.visit(child, *args, **kwargs)
+        return None  # type: ignore[return-value]

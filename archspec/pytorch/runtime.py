@@ -1,0 +1,46 @@
+"""The torch modules that joins compile to. Written once: `build` instantiates them, and `codegen`
+copies their source text into generated files (reading this file, without importing torch)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Residual(nn.Module):
+    """body(x) + shortcut(x); the shortcut is the identity when not given."""
+
+    def __init__(self, body: nn.Module, shortcut: nn.Module | None = None) -> None:
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut if shortcut is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.shortcut(x)
+
+
+class Concat(nn.Module):
+    """Parallel branches on one input, concatenated on the channel dimension."""
+
+    def __init__(self, *branches: nn.Module) -> None:
+        super().__init__()
+        for i, branch in enumerate(branches):
+            self.add_module(f"branch{i + 1}", branch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([branch(x) for branch in self.children()], dim=1)
+
+
+class Add(nn.Module):
+    """Parallel branches on one input, summed elementwise."""
+
+    def __init__(self, *branches: nn.Module) -> None:
+        super().__init__()
+        for i, branch in enumerate(branches):
+            self.add_module(f"branch{i + 1}", branch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branches = iter(self.children())
+        out = next(branches)(x)
+        for branch in branches:
+            out = out + branch(x)
+        return out
