@@ -5,7 +5,7 @@ generated class loads a built model's state_dict as is.
 """
 from __future__ import annotations
 
-from archspec.errors import ArchError
+from archspec.errors import ArchError, ArchspecError
 from archspec.ops import Input, LayerSpec, fmt_shape
 from archspec.shapes import CheckReport, check
 from archspec.specs import BlockCall, Branch, Model, Node, Residual, Seq
@@ -59,8 +59,7 @@ class _Writer:
             return node.torch_call(x).source()
         pad = " " * indent
         if isinstance(node, BlockCall):
-            args = ", ".join(f"{k}={v!r}" for k, v in node.args.items())
-            return f"{self.sequential(node.body, indent)}  # {node.block}({args})"
+            return self.sequential(node.body, indent)
         if isinstance(node, Residual):
             self.helpers.add("Residual")
             shortcut = node.shortcut or self.report.projections.get(id(node))
@@ -80,8 +79,15 @@ class _Writer:
         if not items:
             return "nn.Sequential()"
         pad = " " * indent
-        lines = [f'{pad}    ("{n.name}", {self.module_expr(n, indent + 4)}),' for n in items]
+        lines = [f"{pad}    {line}" for n in items for line in self.entry_lines(n, f'("{n.name}", ', "),", indent + 4)]
         return "nn.Sequential(OrderedDict([\n" + "\n".join(lines) + f"\n{pad}]))"
+
+    def entry_lines(self, node: Node, before: str, after: str, indent: int) -> list[str]:
+        """`before + expression + after`, preceded by a `# block(args)` line for a block call.
+
+        The comment gets a line of its own: after the expression it would swallow `after`."""
+        entry = f"{before}{self.module_expr(node, indent)}{after}"
+        return [block_call_comment(node), entry] if isinstance(node, BlockCall) else [entry]
 
     def init_and_forward(self) -> tuple[list[str], list[str]]:
         init, forward = [], []
@@ -92,11 +98,33 @@ class _Writer:
             if isinstance(node, LayerSpec) and node.functional and not node.torch_call(self.report.shapes_of(node)[0]).args:
                 forward.append(f"x = {node.functional.format(x='x')}  # {fmt_shape(y)}")
                 continue
-            init.append(f"self.{node.name} = {self.module_expr(node, 8)}")
+            init += self.entry_lines(node, f"self.{node.name} = ", "", 8)
             if getattr(node, "init", "default") != "default":
                 init.append(f'self.{node.name}.archspec_init = "{node.init}"  # data-dependent init, applied by `archspec train`')
             forward.append(f"x = self.{node.name}(x)  # {fmt_shape(y)}")
         return init, forward
+
+
+def block_call_comment(call: BlockCall) -> str:
+    """`# basic(c=64, s=1)`: which block, with which arguments, a nested Sequential came from."""
+    args = ", ".join(f"{k}={v!r}" for k, v in call.args.items())
+    return f"# {call.block}({args})"
+
+
+def ensure_valid_python(source: str, origin: str) -> None:
+    """Raise ArchspecError (an internal error: a bug in codegen) unless `source` compiles as Python."""
+    try:
+        compile(source, f"<generated from {origin}>", "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        problem = f"line {exc.lineno}: {exc.msg}"
+    except ValueError as exc:  # e.g. a null byte
+        problem = str(exc)
+    else:
+        return
+    raise ArchspecError(
+        f"internal error: the PyTorch source generated from {origin} is not valid Python ({problem})",
+        "this is a bug in archspec's compiler; please report it with the .arch file",
+    )
 
 
 def generate(model: Model | CheckReport, class_name: str = "Net") -> str:
