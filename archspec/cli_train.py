@@ -87,10 +87,8 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    require_torch()
     from archspec.cli import read_source
-    from archspec.data import load_data
-    from archspec.train import build_model, check_against_data, check_spec, fit
+    from archspec.preflight import check_against_source, check_spec
 
     arch_path, source = read_source(args.arch)
     flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
@@ -100,7 +98,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / Path(arch_path).stem
     if args.resume and not (out / "checkpoint.pt").is_file():
         raise ArchspecError(f"--resume: no checkpoint in {out}", "pass the --out directory of the interrupted run")
-    report = check_spec(source, arch_path)  # a broken spec fails before any data is decoded
+    # Before torch is imported or an image decoded: a broken spec, or one for other data, fails in a moment.
+    report = check_spec(source, arch_path)
+    check_against_source(report, arch_path, args.data)
+    require_torch()
+    from archspec.data import load_data
+    from archspec.train import build_model, check_against_data, fit
+
     data = load_data(args.data, args.data_dir, _log)
     check_against_data(report, arch_path, data)
     model = build_model(source, arch_path, config.seed)

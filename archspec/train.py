@@ -21,6 +21,7 @@ from torch import nn
 from archspec.augment import epoch_generator, flip_mask, normalize, random_shifts, translate, tta_logits
 from archspec.data import Dataset
 from archspec.errors import ArchspecError
+from archspec.preflight import check_input, check_spec  # noqa: F401 (check_spec: part of the train path)
 from archspec.recipes import TrainConfig
 
 if TYPE_CHECKING:
@@ -496,27 +497,9 @@ def _plot_curves(path: Path, metrics: list[dict]) -> None:
 # ----------------------------------------------------------------------------- the `archspec train` path
 
 
-def check_spec(arch_source: str, arch_path: str) -> "archspec.CheckReport":
-    """Check the spec on its own (before any data is loaded); raises ArchError with every diagnostic."""
-    import archspec
-
-    report = archspec.check(archspec.parse(arch_source, arch_path), classes=None)
-    if not report.ok:
-        raise archspec.ArchError(report.errors, arch_path, report.model.sources)
-    return report
-
-
 def check_against_data(report: "archspec.CheckReport", arch_path: str, data: Dataset) -> None:
-    """The spec's input shape and class count must match the data (checked before any training)."""
-    fmt = lambda s: "x".join(map(str, s))  # noqa: E731
-    if report.input_shape is not None and tuple(report.input_shape) != data.shape:
-        raise ArchspecError(
-            f"{arch_path} takes {fmt(report.input_shape)} inputs but the data ({data.source}) is {fmt(data.shape)}",
-            f"change the spec's first line to `input {fmt(data.shape)}`, or train on data of that shape")
-    if report.output_shape is not None and tuple(report.output_shape) != (len(data.classes),):
-        raise ArchspecError(
-            f"{arch_path} outputs {fmt(report.output_shape)} values but the data has {len(data.classes)} classes",
-            f"make the last layer `linear {len(data.classes)}`")
+    """The spec's input shape and class count must match the decoded data (checked before any training)."""
+    check_input(report.input_shape, report.output_shape, arch_path, data.shape, data.classes, data.source)
 
 
 def build_model(arch_source: str, arch_path: str, seed: int) -> nn.Module:

@@ -173,3 +173,37 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     torch.save({"model": {}}, tmp_path / "other.pt")
     assert cli.main(["predict", str(tmp_path / "other.pt"), "x.png"]) == 1
     assert "not an archspec checkpoint" in capsys.readouterr().err
+
+
+def test_train_refuses_a_mismatch_before_decoding(subset_dir, tmp_path, monkeypatch, capsys):
+    """The spec is checked against the listing and one header per class: no image decoded, no data loaded."""
+    import time
+
+    from archspec import data as data_mod
+
+    monkeypatch.setattr(data_mod, "_decode", lambda *a, **k: pytest.fail("decoded an image before refusing"))
+    monkeypatch.setattr(data_mod, "load_data", lambda *a, **k: pytest.fail("loaded the data before refusing"))
+    (tmp_path / "mnist.arch").write_text("input 1x28x28\nflatten\nlinear 10\n")
+    (tmp_path / "seven.arch").write_text("input 3x32x32\nflatten\nlinear 7\n")
+    t0 = time.perf_counter()
+    assert cli.main(["train", str(tmp_path / "mnist.arch"), "--data", str(subset_dir), "--out", str(tmp_path / "o")]) == 1
+    assert cli.main(["train", str(tmp_path / "seven.arch"), "--data", str(subset_dir), "--out", str(tmp_path / "o")]) == 1
+    assert time.perf_counter() - t0 < 2.0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"error: {tmp_path / 'mnist.arch'} takes 1x28x28 inputs but the data ({subset_dir.resolve()}) is 3x32x32",
+        "help: change the spec's first line to `input 3x32x32`, or train on data of that shape",
+        f"error: {tmp_path / 'seven.arch'} outputs 7 values but the data has 10 classes",
+        "help: make the last layer `linear 10`",
+    ]
+    assert cli.main(["train", str(tmp_path / "seven.arch"), "--data", "cifar10", "--out", str(tmp_path / "o")]) == 1
+    assert "but the data has 10 classes" in capsys.readouterr().err  # known without downloading
+
+
+def test_preflight_reads_headers_only(tmp_path):
+    from archspec.preflight import probe_data
+
+    write_folder(tmp_path / "d", size=(12, 20))
+    info = probe_data(str(tmp_path / "d"))
+    assert info is not None and info.shape == (3, 12, 20) and info.classes == ("cat", "dog")
+    assert probe_data(str(tmp_path / "missing")) is None  # the full load gives the layout error
