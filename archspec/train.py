@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,29 +267,51 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 @dataclass
 class Reporter:
-    """Where progress goes: a rich bar plus per-epoch lines, or per-epoch lines only (quiet)."""
+    """Where progress goes during an epoch; the per-epoch lines always go to `log`.
+
+    On a terminal: a transient rich bar on stderr, like tqdm. Not a terminal (piped, a log file): a
+    plain line through `log` every `every_s` seconds, with no carriage returns and no blank lines.
+    Quiet: nothing during an epoch.
+    """
 
     log: Log = print
     quiet: bool = False
+    live: bool = False  # the rich bar (stderr is a terminal)
+    every_s: float = 10.0
     _progress: Any = None
     _task: Any = None
+    _epoch: str = ""
+    _steps: int = 0
+    _last: float = 0.0
+
+    @property
+    def plain(self) -> bool:
+        return not self.quiet and not self.live
 
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        if self.quiet:
-            return
+        self._epoch, self._steps, self._last = f"epoch {epoch + 1}/{epochs}", steps, time.monotonic()
+        if self.live and not self.quiet:
+            self._start_bar(steps)
+
+    def _start_bar(self, steps: int) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         # On stderr, like tqdm: stdout keeps only the epoch lines and the summary.
-        self._progress = Progress(TextColumn(f"epoch {epoch + 1}/{epochs}"), BarColumn(), MofNCompleteColumn(),
+        self._progress = Progress(TextColumn(self._epoch), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("{task.fields[stats]}"), TextColumn("eta"), TimeRemainingColumn(),
                                   console=Console(stderr=True), transient=True)
         self._progress.start()
         self._task = self._progress.add_task("train", total=steps, stats="")
 
-    def step(self, stats: str | None = None) -> None:
+    def step(self, done: int, stats: Callable[[], str]) -> None:
+        """After `done` steps of the epoch; `stats()` (which reads the device) is called only when shown."""
         if self._progress is not None:
-            self._progress.update(self._task, advance=1, **({"stats": stats} if stats is not None else {}))
+            show = done % 10 == 0 or done == self._steps
+            self._progress.update(self._task, advance=1, **({"stats": stats()} if show else {}))
+        elif self.plain and time.monotonic() - self._last >= self.every_s:
+            self._last = time.monotonic()
+            self.log(f"{self._epoch}  step {done}/{self._steps}  {stats()}")
 
     def end_epoch(self, line: str) -> None:
         if self._progress is not None:
@@ -299,10 +322,12 @@ class Reporter:
 
 def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, arch_source: str = "",
         arch_path: str = "", device: str = "auto", resume: bool = False, log: Log = print, quiet: bool = False,
-        stop_after_epoch: int | None = None) -> dict[str, Any]:
+        progress_every: float = 10.0, stop_after_epoch: int | None = None) -> dict[str, Any]:
     """Train `model` (freshly built, seeded by the caller) and write every output; returns report.json's dict.
 
-    `stop_after_epoch` ends the run early after that many epochs, as an interruption would (for tests).
+    Unless `quiet`, progress shows as a bar when stderr is a terminal, else as a line every
+    `progress_every` seconds. `stop_after_epoch` ends the run early after that many epochs, as an
+    interruption would (for tests).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -348,7 +373,9 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
     log(f"train: {arch_path or type(model).__name__}, {params:,} params, {n:,} images, recipe {config.recipe}, "
         f"{config.epochs:g} epochs x {steps_per_epoch} steps of {batch}; {settings}")
 
-    reporter = Reporter(log, quiet)
+    reporter = Reporter(log, quiet, live=sys.stderr.isatty(), every_s=progress_every)
+    if reporter.plain:
+        log(f"progress: a line every {progress_every:g} s during an epoch (output is not a terminal; --quiet: epoch lines only)")
     eval_time = 0.0
     for epoch in range(start_epoch, epochs):
         for b in whiten_biases:
@@ -384,12 +411,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
             # Accumulate on the device; the host reads these only when logging (no sync inside the step).
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
-            if not quiet and (i % 10 == 9 or i == epoch_steps - 1):
-                seen = (i + 1) * batch
-                rate = seen / (time.perf_counter() - t0)
-                reporter.step(f"loss {loss_sum.item() / seen:.3f}  acc {correct.item() / seen:.1%}  {rate:,.0f} img/s")
-            else:
-                reporter.step()
+            reporter.step(i + 1, lambda: _running_stats(loss_sum, correct, (i + 1) * batch, time.perf_counter() - t0))
         if lookahead is not None and step == total_steps:
             lookahead.update(model, 1.0)  # finish on the averaged weights
         if dev.type == "cuda":
@@ -459,6 +481,11 @@ def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, loo
     return state["epoch"], state["step"], state["train_time"], state["metrics"]
 
 
+def _running_stats(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seconds: float) -> str:
+    """The epoch so far: mean loss, accuracy and throughput (reads the device: call only to show it)."""
+    return f"loss {loss_sum.item() / seen:.3f}  acc {correct.item() / seen:.1%}  {seen / seconds:,.0f} img/s"
+
+
 def _write_metrics(path: Path, metrics: list[dict]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(m) + "\n" for m in metrics))
@@ -478,9 +505,20 @@ def _plot_curves(path: Path, metrics: list[dict]) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
     except ImportError:  # the plot extra is optional
         return
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(metrics)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def curves_figure(metrics: list[dict]) -> Any:
+    """Train loss, and train/test accuracy, against the epoch (whole epochs on the x axis)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [m["epoch"] for m in metrics]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax_loss.plot(epochs, [m["train_loss"] for m in metrics], marker="o")
@@ -489,9 +527,10 @@ def _plot_curves(path: Path, metrics: list[dict]) -> None:
     ax_acc.plot(epochs, [m["test_acc"] for m in metrics], marker="o", label="test")
     ax_acc.set(xlabel="epoch", ylabel="accuracy")
     ax_acc.legend()
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 # ----------------------------------------------------------------------------- the `archspec train` path

@@ -207,3 +207,42 @@ def test_preflight_reads_headers_only(tmp_path):
     info = probe_data(str(tmp_path / "d"))
     assert info is not None and info.shape == (3, 12, 20) and info.classes == ("cat", "dog")
     assert probe_data(str(tmp_path / "missing")) is None  # the full load gives the layout error
+
+
+def test_piped_progress_is_plain_lines(subset, tmp_path, capsys):
+    """Not a terminal: a plain progress line (here every 0 s: every step), nothing on stderr, no \\r, no blank line."""
+    lines: list[str] = []
+    cfg = make_config("default", epochs=1, batch_size=50, translate=0)
+    fit(build_model(LENET, "l", 0), tiny(subset, 200, 100), cfg, tmp_path, arch_source=LENET, log=lines.append,
+        progress_every=0.0)
+    assert lines[1] == "progress: a line every 0 s during an epoch (output is not a terminal; --quiet: epoch lines only)"
+    steps = [line for line in lines if line.startswith("epoch 1/1  step ")]
+    assert [s.split()[3] for s in steps] == ["1/4", "2/4", "3/4", "4/4"]
+    assert all(" loss " in s and " acc " in s and s.endswith(" img/s") for s in steps)
+    out, err = capsys.readouterr()
+    assert err == "" and all(line.strip() and "\r" not in line for line in lines)
+
+
+@pytest.mark.slow
+def test_piped_cli_output_has_no_blank_lines_or_carriage_returns(subset_dir, tmp_path):
+    import subprocess
+    import sys
+
+    cp = subprocess.run([sys.executable, "-m", "archspec.cli", "train", str(EXAMPLES / "lenet.arch"), "--data", str(subset_dir),
+                         "--data-dir", str(tmp_path / "cache"), "--epochs", "1", "--batch-size", "500", "--out", str(tmp_path / "o")],
+                        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stderr == "" and "\r" not in cp.stdout
+    assert all(line.strip() for line in cp.stdout.splitlines()) and "done: test accuracy" in cp.stdout
+
+
+def test_curves_have_whole_epoch_ticks():
+    pytest.importorskip("matplotlib")
+    from archspec.train import curves_figure
+
+    metrics = [{"epoch": e, "train_loss": 2.0 / e, "train_acc": 0.2 * e, "test_acc": 0.2 * e} for e in (1, 2)]
+    fig = curves_figure(metrics)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
