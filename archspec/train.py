@@ -243,6 +243,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)  # atomic: a crash mid-save leaves the previous checkpoint intact
 
 
+# Settings that checkpoints written before they existed lack; those ran with these values.
+_OLD_DEFAULTS = {"normalize": "data"}
 CHECKPOINT_KEYS = ("model", "arch_source", "config", "classes", "input_shape", "mean", "std")
 
 
@@ -259,7 +261,39 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if missing:
         raise ArchspecError(f"{path} is not an archspec checkpoint (missing: {', '.join(missing)})",
                             "pass the checkpoint.pt that `archspec train --out DIR` wrote")
+    state.setdefault("normalize", state["config"].get("normalize", _OLD_DEFAULTS["normalize"]))
     return state
+
+
+class ConvertImage:
+    """A PIL image in the mode and size the network takes (what the runner's decode does)."""
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        self.shape = tuple(shape)
+
+    def __call__(self, image: Any) -> Any:
+        from PIL import Image
+
+        c, h, w = self.shape
+        image = image.convert("L" if c == 1 else "RGB")
+        return image if image.size == (w, h) else image.resize((w, h), Image.BILINEAR)
+
+    def __repr__(self) -> str:
+        return f"ConvertImage(shape={self.shape})"
+
+
+def inference_bundle(path: Path) -> tuple[nn.Module, Any, list[str]]:
+    """A checkpoint as (model in eval mode, the transform its training used, class names): archspec.load_checkpoint."""
+    from torchvision import transforms
+
+    state = load_checkpoint(path)
+    shape = tuple(state["input_shape"])
+    if shape[0] not in (1, 3):
+        raise ArchspecError(f"{path}: the model takes {shape[0]}-channel inputs; a transform of image files needs 1 or 3",
+                            "normalise the tensors yourself with the checkpoint's mean and std (archspec.train.load_checkpoint)")
+    transform = transforms.Compose([ConvertImage(shape), transforms.ToTensor(),
+                                    transforms.Normalize(state["mean"], state["std"])])
+    return model_from_checkpoint(state), transform, list(state["classes"])
 
 
 # ----------------------------------------------------------------------------- training
@@ -339,7 +373,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
 
     # Data: one uint8 tensor on the device; batches are slices of a (seed, epoch) permutation.
     train_x, train_y = data.train_x.to(dev), data.train_y.to(dev)
-    mean_list, std_list = data.stats()
+    mean_list, std_list = config.normalization(*data.stats())
     mean, std = torch.tensor(mean_list, device=dev), torch.tensor(std_list, device=dev)
     n = len(train_x)
     batch = min(config.batch_size, n)
@@ -372,6 +406,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
                f"{'channels_last' if config.channels_last else 'NCHW'}, {torch.get_num_threads()} threads"
     log(f"train: {arch_path or type(model).__name__}, {params:,} params, {n:,} images, recipe {config.recipe}, "
         f"{config.epochs:g} epochs x {steps_per_epoch} steps of {batch}; {settings}")
+    log(f"normalize: {config.normalize} (mean {_floats(mean_list)}, std {_floats(std_list)})")
 
     reporter = Reporter(log, quiet, live=sys.stderr.isatty(), every_s=progress_every)
     if reporter.plain:
@@ -434,7 +469,8 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch + 1,
             "lookahead": lookahead.ema if lookahead else None, "train_time": train_time, "metrics": metrics,
             "arch_source": arch_source, "arch_path": arch_path, "config": config.to_dict(), "classes": data.classes,
-            "input_shape": list(data.shape), "mean": mean_list, "std": std_list, "data_source": data.source,
+            "input_shape": list(data.shape), "mean": mean_list, "std": std_list, "normalize": config.normalize,
+            "data_source": data.source,
             "rng": torch.get_rng_state(),
         })
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < epochs:
@@ -454,6 +490,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
         "params": params, "device": _device_name(dev), "dtype": "bf16" if dtype == torch.bfloat16 else "fp32",
         "threads": torch.get_num_threads(), "torch": torch.__version__, "train_images": n,
         "test_images": len(data.test_x), "data": data.source, "settings": config.to_dict(),
+        "normalize": {"mode": config.normalize, "mean": mean_list, "std": std_list},
         "time_to_accuracy_s": {f"{t:.0%}": next((m["elapsed_s"] for m in metrics if m["test_acc"] >= t), None)
                                for t in (0.5, 0.6, 0.7, 0.8, 0.85, 0.9)},
     }
@@ -467,6 +504,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
 def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, lookahead: Lookahead | None,
              config: TrainConfig, arch_source: str) -> tuple[int, int, float, list[dict]]:
     state = load_checkpoint(path)
+    state["config"] = {**_OLD_DEFAULTS, **state["config"]}  # settings added since the checkpoint was written
     if state["arch_source"] != arch_source:
         raise ArchspecError(f"{path} was trained from a different .arch source", "resume with the same .arch file, or drop --resume")
     if state["config"] != config.to_dict():
@@ -479,6 +517,10 @@ def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, loo
         lookahead.ema = {k: v.to(next(iter(lookahead.ema.values())).device) for k, v in state["lookahead"].items()}
     torch.set_rng_state(state["rng"])
     return state["epoch"], state["step"], state["train_time"], state["metrics"]
+
+
+def _floats(values: list[float]) -> str:
+    return " ".join(f"{v:.3f}" for v in values)
 
 
 def _running_stats(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seconds: float) -> str:

@@ -246,3 +246,67 @@ def test_curves_have_whole_epoch_ticks():
     for ax in fig.axes:
         ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def _predictions_through_the_course_path(model, transform, files: list[Path]) -> list[int]:
+    from PIL import Image
+
+    with torch.no_grad():
+        batch = torch.stack([transform(Image.open(f)) for f in files])
+        return model(batch).argmax(1).tolist()
+
+
+def test_load_checkpoint_predicts_like_eval(subset_dir, subset, tmp_path, capsys):
+    """archspec.load_checkpoint + PIL images from disk gives eval's confusion matrix exactly, and `--normalize 0.5` is kept."""
+    import archspec
+    from archspec.train import evaluate, model_from_checkpoint
+
+    out = tmp_path / "run"
+    assert cli.main(["train", str(EXAMPLES / "lenet.arch"), "--data", str(subset_dir), "--data-dir", str(tmp_path / "cache"),
+                     "--epochs", "1", "--batch-size", "100", "--precision", "fp32", "--normalize", "0.5", "--out", str(out),
+                     "--quiet"]) == 0
+    assert "normalize: 0.5 (mean 0.500 0.500 0.500, std 0.500 0.500 0.500)" in capsys.readouterr().out
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["mean"] == state["std"] == [0.5] * 3 and state["normalize"] == state["config"]["normalize"] == "0.5"
+    report = json.loads((out / "report.json").read_text())
+    assert report["normalize"] == {"mode": "0.5", "mean": [0.5] * 3, "std": [0.5] * 3}
+
+    model, transform, classes = archspec.load_checkpoint(out / "checkpoint.pt")
+    assert not model.training and classes == subset.classes
+    files = [f for c in classes for f in sorted((subset_dir / "test" / c).iterdir())]  # the loader's order
+    preds = torch.tensor(_predictions_through_the_course_path(model, transform, files))
+    confusion = torch.bincount(subset.test_y * 10 + preds, minlength=100).view(10, 10).tolist()
+    ref = evaluate(model_from_checkpoint(state), subset.test_x, subset.test_y, torch.tensor(state["mean"]),
+                   torch.tensor(state["std"]), num_classes=10, device=torch.device("cpu"), dtype=torch.float32)
+    assert confusion == ref.confusion and abs((preds == subset.test_y).float().mean().item() - report["test_accuracy"]) < 1e-6
+
+    assert cli.main(["eval", str(out / "checkpoint.pt"), "--data-dir", str(tmp_path / "cache")]) == 0
+    assert f"{report['test_accuracy']:.2%}" in capsys.readouterr().out
+
+
+def test_checkpoint_without_normalize_field_still_loads_and_resumes(subset, tmp_path):
+    """Checkpoints from before --normalize existed ran with the data's mean and std."""
+    import archspec
+
+    data = tiny(subset, 200, 100)
+    cfg = make_config("default", epochs=2, batch_size=100)
+    assert cfg.normalize == "data"
+    fit(build_model(LENET, "l", 0), data, cfg, tmp_path, arch_source=LENET, log=quiet, quiet=True, stop_after_epoch=1)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del state["normalize"], state["config"]["normalize"]
+    torch.save(state, tmp_path / "checkpoint.pt")
+
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["normalize"] == "data"
+    _, transform, _ = archspec.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert transform.transforms[-1].mean == state["mean"] == data.stats()[0]
+    report = fit(build_model(LENET, "l", 0), data, cfg, tmp_path, arch_source=LENET, log=quiet, quiet=True, resume=True)
+    assert report["normalize"]["mode"] == "data" and report["steps"] == 4
+
+
+def test_normalize_choices(subset):
+    from archspec.errors import UsageError
+
+    assert make_config(normalize="none").normalization([0.4, 0.5, 0.6], [0.2] * 3) == ([0.0] * 3, [1.0] * 3)
+    assert make_config(normalize="data").normalization([0.4, 0.5, 0.6], [0.2] * 3) == ([0.4, 0.5, 0.6], [0.2] * 3)
+    with pytest.raises(UsageError, match="normalize must be one of"):
+        make_config(normalize="0.25")
