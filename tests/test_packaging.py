@@ -82,14 +82,15 @@ def test_wheel_ships_the_grammar_and_checks_a_file(tmp_path):
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
+    # Without PYTHONPATH: a source tree on it (with the build's egg-info) would look installed to the venv's pip.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     install = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, env=env)
     if install.returncode != 0 and "Could not find a version" in install.stderr + install.stdout:
         pytest.skip("package index unreachable for the wheel's dependencies")
     assert install.returncode == 0, install.stderr
     bad = tmp_path / "bad.arch"
     bad.write_text("input 3x4x4\nconv 6 k5\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     exe = env_dir / "bin" / "archspec"
     ok = subprocess.run([str(exe), "check", str(EXAMPLES / "lenet.arch")], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert ok.returncode == 0, ok.stderr

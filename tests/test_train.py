@@ -215,7 +215,7 @@ def test_piped_progress_is_plain_lines(subset, tmp_path, capsys):
     cfg = make_config("default", epochs=1, batch_size=50, translate=0)
     fit(build_model(LENET, "l", 0), tiny(subset, 200, 100), cfg, tmp_path, arch_source=LENET, log=lines.append,
         progress_every=0.0)
-    assert lines[1] == "progress: a line every 0 s during an epoch (output is not a terminal; --quiet: epoch lines only)"
+    assert lines[2] == "progress: a line every 0 s during an epoch (output is not a terminal; --quiet: epoch lines only)"
     steps = [line for line in lines if line.startswith("epoch 1/1  step ")]
     assert [s.split()[3] for s in steps] == ["1/4", "2/4", "3/4", "4/4"]
     assert all(" loss " in s and " acc " in s and s.endswith(" img/s") for s in steps)
