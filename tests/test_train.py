@@ -251,9 +251,12 @@ def test_curves_have_whole_epoch_ticks():
 def _predictions_through_the_course_path(model, transform, files: list[Path]) -> list[int]:
     from PIL import Image
 
+    def load(f: Path) -> torch.Tensor:
+        with Image.open(f) as im:
+            return transform(im)
+
     with torch.no_grad():
-        batch = torch.stack([transform(Image.open(f)) for f in files])
-        return model(batch).argmax(1).tolist()
+        return model(torch.stack([load(f) for f in files])).argmax(1).tolist()
 
 
 def test_load_checkpoint_predicts_like_eval(subset_dir, subset, tmp_path, capsys):
