@@ -240,7 +240,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-name", default="Net", help="name of the generated nn.Module class (default Net)")
     p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("build", help="build the nn.Module with torch, run a forward pass and print it (needs archspec[torch])")
+    p = sub.add_parser("build", help="build the nn.Module with torch, run a forward pass and print it (needs archspec-cnn[torch])")
     p.add_argument("file", metavar="FILE")
     p.set_defaults(func=cmd_build)
 
