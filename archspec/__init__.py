@@ -17,7 +17,7 @@ from archspec.language.errors import ArchError, ArchspecError, UsageError
 from archspec.language.expand import Model, load, parse
 
 __version__ = "0.1.0"
-__all__ = ["parse", "load", "check", "build", "summary", "graph", "explain", "fmt", "CheckReport", "Model", "ArchError",
+__all__ = ["parse", "load", "check", "build", "load_checkpoint", "summary", "graph", "explain", "fmt", "CheckReport", "Model", "ArchError",
            "ArchspecError", "UsageError"]
 
 if TYPE_CHECKING:
@@ -41,6 +41,22 @@ def build(source: "Model | str | Path", classes: int | None = None) -> "nn.Modul
     from archspec.pytorch.build import build as _build
 
     return _build(source, classes=classes)
+
+
+def load_checkpoint(path: "str | Path") -> "tuple[nn.Module, Any, list[str]]":
+    """A `checkpoint.pt` from `archspec train` as (model, transform, classes); needs the torch extra.
+
+    The model is in eval mode with the trained weights; `transform` (torchvision) turns a PIL image
+    into the normalised tensor the network was trained on: the checkpoint's recorded mean and std
+    (`archspec train --normalize`), not necessarily the tutorial's 0.5. `classes` are the class names
+    in label order. `model(transform(img).unsqueeze(0)).argmax(1)` is the predicted label.
+    """
+    from archspec.language.errors import require_torch
+
+    require_torch()
+    from archspec.training.loop import inference_bundle
+
+    return inference_bundle(Path(path))
 
 
 # The views import their modules on first use: `import archspec` stays fast and torch-free.

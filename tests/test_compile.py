@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import types
+from pathlib import Path
 
 import pytest
 
@@ -11,9 +13,13 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+
 import archspec  # noqa: E402
+from archspec.pytorch import codegen  # noqa: E402
 from archspec.language.errors import ArchError  # noqa: E402
 from conftest import EXAMPLES  # noqa: E402
+from test_oracle import Renderer, structured_archs  # noqa: E402
 
 
 class SeedNet(nn.Module):
@@ -141,3 +147,153 @@ def test_build_command_runs_a_forward_pass():
     assert cp.returncode == 0, cp.stderr
     assert "(fc1): Linear(in_features=400, out_features=120, bias=True)" in cp.stdout
     assert "62,006 parameters; forward [B, 3, 32, 32] -> [B, 10] (as the checker said)" in cp.stdout
+
+
+# --------------------------------------------------------------------------- generated source == build()
+
+@pytest.fixture
+def one_thread():
+    """Small tensors: one intra-op thread is much faster than a pool contending for 2 busy cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def import_generated(source: str) -> types.ModuleType:
+    """Execute generated source as a fresh module, as `import net` would."""
+    module = types.ModuleType("archspec_generated_net")
+    exec(compile(source, "<generated net.py>", "exec"), module.__dict__)
+    return module
+
+
+def randomize_batchnorm_statistics(net: nn.Module) -> None:
+    """Fresh BN running stats make eval-mode BN the identity; make them matter."""
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            module.running_mean.normal_(0, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+
+
+def assert_generated_equals_build(source: str, text_or_path: str | Path) -> None:
+    """Same state_dict keys and shapes as build(); with build()'s weights, the same outputs."""
+    torch.manual_seed(0)
+    built = archspec.build(text_or_path).eval()
+    generated = import_generated(source).Net().eval()
+    expected = {k: tuple(v.shape) for k, v in built.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in generated.state_dict().items()} == expected
+    randomize_batchnorm_statistics(built)
+    generated.load_state_dict(built.state_dict())  # strict
+    x = torch.randn(1, *built.input_shape)  # eval mode: one image is enough, and vgg11_bn at 224x224 is not cheap
+    with torch.no_grad():
+        assert torch.equal(generated(x), built(x))
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.arch")), ids=lambda p: p.name)
+def test_every_example_compiles_to_a_module_equal_to_build(path, cli, tmp_path, one_thread):
+    out = tmp_path / "net.py"
+    result = cli("compile", str(path), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"wrote {out}\n"
+    source = out.read_text()
+    if archspec.check(archspec.load(path), classes=None).input_shape is None:  # a block library: no network
+        assert import_generated(source).Net().state_dict() == {}
+        return
+    assert_generated_equals_build(source, path)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
+@settings(max_examples=30, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@given(arch=structured_archs())
+def test_random_structured_nets_compile_to_modules_equal_to_build(arch):
+    """test_oracle's generator: blocks called inside residuals, branches, repeats and other blocks."""
+    text = Renderer().render(arch)
+    source = codegen.generate(archspec.check(text, classes=None))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert_generated_equals_build(source, text)
+    finally:
+        torch.set_num_threads(before)
+
+
+NESTED_BLOCK_CALLS = """input 3x8x8
+block cbr(c) {
+  conv c k3 p1 nobias | bn | relu
+}
+block unit(c) {
+  residual { cbr(c) }
+  concat { cbr(c) } { }
+}
+unit(3)
+residual { cbr(6) }
+add { cbr(6) } { residual { cbr(6) } }
+"""
+
+
+def test_block_calls_nested_in_residuals_branches_and_blocks_compile(cli, tmp_path, one_thread):
+    """Issue 10: `residual { cbr(3) }` in a block wrote a file that did not parse (exit 0)."""
+    src = tmp_path / "nested.arch"
+    src.write_text(NESTED_BLOCK_CALLS)
+    out = tmp_path / "nested.py"
+    result = cli("compile", str(src), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    source = out.read_text()
+    assert "# cbr(c=3)\n" in source and "# unit(c=3)\n" in source  # comments on lines of their own
+    assert_generated_equals_build(source, NESTED_BLOCK_CALLS)
+
+
+BROKEN_PYTHON = "class Net(nn.Module):\n    def __init__(self) -> None:\n        self.x = (1,]\n"
+
+
+@pytest.mark.parametrize("existing", [None, "# the previous net.py\n"])
+def test_output_that_does_not_parse_is_never_written(cli, tmp_path, monkeypatch, existing):
+    monkeypatch.setattr(codegen, "generate", lambda model, class_name="Net": BROKEN_PYTHON)
+    out = tmp_path / "net.py"
+    if existing is not None:
+        out.write_text(existing)
+    result = cli("compile", str(EXAMPLES / "lenet.arch"), "-o", str(out))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: internal error: the PyTorch source generated from ")
+    assert "line 3" in result.stderr and "Traceback" not in result.stderr and result.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if existing is None else ["net.py"])  # no temp files
+    assert not out.exists() if existing is None else out.read_text() == existing
+
+
+def test_output_that_does_not_parse_is_not_printed_either(cli, monkeypatch):
+    monkeypatch.setattr(codegen, "generate", lambda model, class_name="Net": BROKEN_PYTHON)
+    result = cli("compile", str(EXAMPLES / "lenet.arch"))
+    assert result.returncode == 1 and result.stdout == "" and "error: internal error" in result.stderr
+
+
+def test_a_failed_rename_leaves_the_old_file_and_no_temp_file(cli, tmp_path, monkeypatch):
+    import archspec.cli
+
+    def refuse(src: str, dst: str) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    out = tmp_path / "net.py"
+    out.write_text("# the previous net.py\n")
+    monkeypatch.setattr(archspec.cli.os, "replace", refuse)
+    result = cli("compile", str(EXAMPLES / "lenet.arch"), "-o", str(out))
+    assert result.returncode == 1 and result.stderr == f"error: {out}: cannot write (Permission denied)\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["net.py"] and out.read_text() == "# the previous net.py\n"
+
+
+def test_a_new_output_file_gets_the_usual_permissions(cli, tmp_path):
+    import os
+
+    out = tmp_path / "net.py"
+    assert cli("compile", str(EXAMPLES / "lenet.arch"), "-o", str(out)).returncode == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_class_name_must_be_a_python_identifier(cli, tmp_path):
+    out = tmp_path / "net.py"
+    result = cli("compile", str(EXAMPLES / "lenet.arch"), "-o", str(out), "--class-name", "my net")
+    assert result.returncode == 2 and "error: --class-name 'my net' is not a Python class name" in result.stderr
+    assert not out.exists()
+    assert cli("compile", str(EXAMPLES / "lenet.arch"), "-o", str(out), "--class-name", "LeNet").returncode == 0
+    assert hasattr(import_generated(out.read_text()), "LeNet")

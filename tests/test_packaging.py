@@ -52,7 +52,20 @@ def test_torch_command_without_torch_names_the_extra():
         "except archspec.ArchspecError as e:\n    print(e.message); print(e.help)\n"
     )
     assert cp.returncode == 0, cp.stderr
-    assert "pip install 'archspec[torch]'" in cp.stdout
+    assert cp.stdout.splitlines()[1] == (
+        "install the extra: pip install 'archspec-cnn[torch]' (archspec-cnn is this project's name on the index; "
+        "`pip install archspec` installs an unrelated package)")
+
+
+def test_distribution_name_differs_from_the_import_name():
+    """`archspec` on the index is another project (conda's); ours installs as archspec-cnn, imports and runs as archspec."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "archspec-cnn"
+    assert project["scripts"] == {"archspec": "archspec.cli:main"}
+    readme = (REPO / "README.md").read_text()
+    assert "pip install 'archspec[" not in readme and "pip install archspec " not in readme
+    assert "pip install 'archspec-cnn[torch]'" in readme
 
 
 @pytest.mark.slow
@@ -62,14 +75,15 @@ def test_wheel_ships_the_grammar_and_checks_a_file(tmp_path):
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(REPO)],
                            capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
-    wheel = next(wheels.glob("archspec-*.whl"))
+    wheel = next(wheels.glob("archspec_cnn-*.whl"))  # the distribution name; `archspec` on the index is another project
     import zipfile
 
     assert "archspec/grammar/archspec.lark" in zipfile.ZipFile(wheel).namelist()
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # a checkout on the path would look installed
+    # Without PYTHONPATH: a source tree on it (with the build's egg-info) would look installed to the venv's pip.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     install = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
                              capture_output=True, text=True, env=env)
     if install.returncode != 0 and "Could not find a version" in install.stderr + install.stdout:

@@ -173,3 +173,143 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     torch.save({"model": {}}, tmp_path / "other.pt")
     assert cli.main(["predict", str(tmp_path / "other.pt"), "x.png"]) == 1
     assert "not an archspec checkpoint" in capsys.readouterr().err
+
+
+def test_train_refuses_a_mismatch_before_decoding(subset_dir, tmp_path, monkeypatch, capsys):
+    """The spec is checked against the listing and one header per class: no image decoded, no data loaded."""
+    import time
+
+    from archspec import data as data_mod
+
+    monkeypatch.setattr(data_mod, "_decode", lambda *a, **k: pytest.fail("decoded an image before refusing"))
+    monkeypatch.setattr(data_mod, "load_data", lambda *a, **k: pytest.fail("loaded the data before refusing"))
+    (tmp_path / "mnist.arch").write_text("input 1x28x28\nflatten\nlinear 10\n")
+    (tmp_path / "seven.arch").write_text("input 3x32x32\nflatten\nlinear 7\n")
+    t0 = time.perf_counter()
+    assert cli.main(["train", str(tmp_path / "mnist.arch"), "--data", str(subset_dir), "--out", str(tmp_path / "o")]) == 1
+    assert cli.main(["train", str(tmp_path / "seven.arch"), "--data", str(subset_dir), "--out", str(tmp_path / "o")]) == 1
+    assert time.perf_counter() - t0 < 2.0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"error: {tmp_path / 'mnist.arch'} takes 1x28x28 inputs but the data ({subset_dir.resolve()}) is 3x32x32",
+        "help: change the spec's first line to `input 3x32x32`, or train on data of that shape",
+        f"error: {tmp_path / 'seven.arch'} outputs 7 values but the data has 10 classes",
+        "help: make the last layer `linear 10`",
+    ]
+    assert cli.main(["train", str(tmp_path / "seven.arch"), "--data", "cifar10", "--out", str(tmp_path / "o")]) == 1
+    assert "but the data has 10 classes" in capsys.readouterr().err  # known without downloading
+
+
+def test_preflight_reads_headers_only(tmp_path):
+    from archspec.training.preflight import probe_data
+
+    write_folder(tmp_path / "d", size=(12, 20))
+    info = probe_data(str(tmp_path / "d"))
+    assert info is not None and info.shape == (3, 12, 20) and info.classes == ("cat", "dog")
+    assert probe_data(str(tmp_path / "missing")) is None  # the full load gives the layout error
+
+
+def test_piped_progress_is_plain_lines(subset, tmp_path, capsys):
+    """Not a terminal: a plain progress line (here every 0 s: every step), nothing on stderr, no \\r, no blank line."""
+    lines: list[str] = []
+    cfg = make_config("default", epochs=1, batch_size=50, translate=0)
+    fit(build_model(LENET, "l", 0), tiny(subset, 200, 100), cfg, tmp_path, arch_source=LENET, log=lines.append,
+        progress_every=0.0)
+    assert lines[2] == "progress: a line every 0 s during an epoch (output is not a terminal; --quiet: epoch lines only)"
+    steps = [line for line in lines if line.startswith("epoch 1/1  step ")]
+    assert [s.split()[3] for s in steps] == ["1/4", "2/4", "3/4", "4/4"]
+    assert all(" loss " in s and " acc " in s and s.endswith(" img/s") for s in steps)
+    out, err = capsys.readouterr()
+    assert err == "" and all(line.strip() and "\r" not in line for line in lines)
+
+
+@pytest.mark.slow
+def test_piped_cli_output_has_no_blank_lines_or_carriage_returns(subset_dir, tmp_path):
+    import subprocess
+    import sys
+
+    cp = subprocess.run([sys.executable, "-m", "archspec.cli", "train", str(EXAMPLES / "lenet.arch"), "--data", str(subset_dir),
+                         "--data-dir", str(tmp_path / "cache"), "--epochs", "1", "--batch-size", "500", "--out", str(tmp_path / "o")],
+                        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stderr == "" and "\r" not in cp.stdout
+    assert all(line.strip() for line in cp.stdout.splitlines()) and "done: test accuracy" in cp.stdout
+
+
+def test_curves_have_whole_epoch_ticks():
+    pytest.importorskip("matplotlib")
+    from archspec.training.loop import curves_figure
+
+    metrics = [{"epoch": e, "train_loss": 2.0 / e, "train_acc": 0.2 * e, "test_acc": 0.2 * e} for e in (1, 2)]
+    fig = curves_figure(metrics)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def _predictions_through_the_course_path(model, transform, files: list[Path]) -> list[int]:
+    from PIL import Image
+
+    def load(f: Path) -> torch.Tensor:
+        with Image.open(f) as im:
+            return transform(im)
+
+    with torch.no_grad():
+        return model(torch.stack([load(f) for f in files])).argmax(1).tolist()
+
+
+def test_load_checkpoint_predicts_like_eval(subset_dir, subset, tmp_path, capsys):
+    """archspec.load_checkpoint + PIL images from disk gives eval's confusion matrix exactly, and `--normalize 0.5` is kept."""
+    import archspec
+    from archspec.training.loop import evaluate, model_from_checkpoint
+
+    out = tmp_path / "run"
+    assert cli.main(["train", str(EXAMPLES / "lenet.arch"), "--data", str(subset_dir), "--data-dir", str(tmp_path / "cache"),
+                     "--epochs", "1", "--batch-size", "100", "--precision", "fp32", "--normalize", "0.5", "--out", str(out),
+                     "--quiet"]) == 0
+    assert "normalize: 0.5 (mean 0.500 0.500 0.500, std 0.500 0.500 0.500)" in capsys.readouterr().out
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["mean"] == state["std"] == [0.5] * 3 and state["normalize"] == state["config"]["normalize"] == "0.5"
+    report = json.loads((out / "report.json").read_text())
+    assert report["normalize"] == {"mode": "0.5", "mean": [0.5] * 3, "std": [0.5] * 3}
+
+    model, transform, classes = archspec.load_checkpoint(out / "checkpoint.pt")
+    assert not model.training and classes == subset.classes
+    files = [f for c in classes for f in sorted((subset_dir / "test" / c).iterdir())]  # the loader's order
+    preds = torch.tensor(_predictions_through_the_course_path(model, transform, files))
+    confusion = torch.bincount(subset.test_y * 10 + preds, minlength=100).view(10, 10).tolist()
+    ref = evaluate(model_from_checkpoint(state), subset.test_x, subset.test_y, torch.tensor(state["mean"]),
+                   torch.tensor(state["std"]), num_classes=10, device=torch.device("cpu"), dtype=torch.float32)
+    assert confusion == ref.confusion and abs((preds == subset.test_y).float().mean().item() - report["test_accuracy"]) < 1e-6
+
+    assert cli.main(["eval", str(out / "checkpoint.pt"), "--data-dir", str(tmp_path / "cache")]) == 0
+    assert f"{report['test_accuracy']:.2%}" in capsys.readouterr().out
+
+
+def test_checkpoint_without_normalize_field_still_loads_and_resumes(subset, tmp_path):
+    """Checkpoints from before --normalize existed ran with the data's mean and std."""
+    import archspec
+
+    data = tiny(subset, 200, 100)
+    cfg = make_config("default", epochs=2, batch_size=100)
+    assert cfg.normalize == "data"
+    fit(build_model(LENET, "l", 0), data, cfg, tmp_path, arch_source=LENET, log=quiet, quiet=True, stop_after_epoch=1)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del state["normalize"], state["config"]["normalize"]
+    torch.save(state, tmp_path / "checkpoint.pt")
+
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["normalize"] == "data"
+    _, transform, _ = archspec.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert transform.transforms[-1].mean == state["mean"] == data.stats()[0]
+    report = fit(build_model(LENET, "l", 0), data, cfg, tmp_path, arch_source=LENET, log=quiet, quiet=True, resume=True)
+    assert report["normalize"]["mode"] == "data" and report["steps"] == 4
+
+
+def test_normalize_choices(subset):
+    from archspec.language.errors import UsageError
+
+    assert make_config(normalize="none").normalization([0.4, 0.5, 0.6], [0.2] * 3) == ([0.0] * 3, [1.0] * 3)
+    assert make_config(normalize="data").normalization([0.4, 0.5, 0.6], [0.2] * 3) == ([0.4, 0.5, 0.6], [0.2] * 3)
+    with pytest.raises(UsageError, match="normalize must be one of"):
+        make_config(normalize="0.25")

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import keyword
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence, TextIO
 
@@ -140,18 +143,47 @@ def cmd_ops(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_compile(args: argparse.Namespace, out: TextIO) -> int:
-    from archspec.pytorch.codegen import generate
-
-    display, text = read_source(args.file)
+    """Generate, make sure the result is valid Python, then print it or write it atomically."""
     from archspec.language.expand import parse
+    from archspec.pytorch import codegen
 
-    source = generate(parse(text, display), class_name=args.class_name)
+    if not args.class_name.isidentifier() or keyword.iskeyword(args.class_name):
+        raise UsageError(f"--class-name {args.class_name!r} is not a Python class name", "e.g. --class-name ResNet18")
+    display, text = read_source(args.file)
+    source = codegen.generate(parse(text, display), class_name=args.class_name)
+    codegen.ensure_valid_python(source, display)
     if args.output in (None, "-"):
         out.write(source)
     else:
-        Path(args.output).write_text(source, encoding="utf-8")
+        write_atomically(Path(args.output), source)
         print(f"wrote {args.output}", file=sys.stderr)
     return 0
+
+
+def write_atomically(target: Path, text: str) -> None:
+    """Write via a temporary file in the same folder renamed over `target`: never a partial file."""
+    try:
+        mode = target.stat().st_mode & 0o777 if target.exists() else _default_file_mode()
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ArchspecError(f"{target}: cannot write ({exc.strerror})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ArchspecError(f"{target}: cannot write ({exc.strerror})") from None
+        raise
+
+
+def _default_file_mode() -> int:
+    """The mode a plain open(..., "w") would give a new file (0o666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def cmd_build(args: argparse.Namespace, out: TextIO) -> int:
@@ -208,7 +240,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-name", default="Net", help="name of the generated nn.Module class (default Net)")
     p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("build", help="build the nn.Module with torch, run a forward pass and print it (needs archspec[torch])")
+    p = sub.add_parser("build", help="build the nn.Module with torch, run a forward pass and print it (needs archspec-cnn[torch])")
     p.add_argument("file", metavar="FILE")
     p.set_defaults(func=cmd_build)
 

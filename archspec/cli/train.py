@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from archspec.language.errors import ArchspecError, UsageError, require_torch
-from archspec.training.recipes import RECIPES, TrainConfig, make_config
+from archspec.training.recipes import NORMALIZE, RECIPES, TrainConfig, make_config
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -30,6 +30,10 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--tta", type=int, choices=(0, 1, 2), help="test-time augmentation: 0 none, 1 mirror, 2 mirror + translate")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="auto: bf16 autocast where the hardware has it")
     p.add_argument("--compile", action="store_const", const=True, help="torch.compile the network")
+    p.add_argument("--normalize", choices=NORMALIZE,
+                   help="input normalisation: `data` (default) the training images' per-channel mean and std; "
+                        "`0.5` mean=std=0.5 (the PyTorch tutorial's Normalize((0.5,)*3, (0.5,)*3)); `none` pixels in [0, 1]. "
+                        "Recorded in the checkpoint; eval, predict and archspec.load_checkpoint use it")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                    help="override any recipe setting, e.g. --set lookahead=false --set flip=random (repeatable)")
     p.add_argument("--device", default="auto", choices=DEVICES)
@@ -87,20 +91,24 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    require_torch()
     from archspec.cli import read_source
-    from archspec.training.data import load_data
-    from archspec.training.loop import build_model, check_against_data, check_spec, fit
+    from archspec.training.preflight import check_against_source, check_spec
 
     arch_path, source = read_source(args.arch)
     flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-             "tta": args.tta, "precision": args.precision, "compile": args.compile}
+             "tta": args.tta, "precision": args.precision, "compile": args.compile, "normalize": args.normalize}
     given = {k: v for k, v in flags.items() if v is not None}
     config = make_config(args.recipe, **{**parse_settings(args.settings), **given})
     out = args.out or Path("runs") / Path(arch_path).stem
     if args.resume and not (out / "checkpoint.pt").is_file():
         raise ArchspecError(f"--resume: no checkpoint in {out}", "pass the --out directory of the interrupted run")
-    report = check_spec(source, arch_path)  # a broken spec fails before any data is decoded
+    # Before torch is imported or an image decoded: a broken spec, or one for other data, fails in a moment.
+    report = check_spec(source, arch_path)
+    check_against_source(report, arch_path, args.data)
+    require_torch()
+    from archspec.training.data import load_data
+    from archspec.training.loop import build_model, check_against_data, fit
+
     data = load_data(args.data, args.data_dir, _log)
     check_against_data(report, arch_path, data)
     model = build_model(source, arch_path, config.seed)
@@ -133,7 +141,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                       num_classes=len(data.classes), device=device,
                       dtype=pick_dtype(device, state["config"].get("precision", "auto")), tta=tta)
     console = Console()
-    console.print(f"{args.checkpoint}: test accuracy [bold]{result.accuracy:.2%}[/bold] on {len(data.test_x):,} images (tta {tta})")
+    console.print(f"{args.checkpoint}: test accuracy [bold]{result.accuracy:.2%}[/bold] on {len(data.test_x):,} images (tta {tta}, normalize {state['normalize']})")
     table = Table()
     table.add_column("class")
     table.add_column("accuracy", justify="right")

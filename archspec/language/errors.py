@@ -62,7 +62,8 @@ class MissingExtraError(ArchspecError):
     def __init__(self, what: str = "torch") -> None:
         super().__init__(
             f"this command needs PyTorch, but `{what}` is not installed",
-            "install the extra: pip install 'archspec[torch]'",
+            "install the extra: pip install 'archspec-cnn[torch]' (archspec-cnn is this project's name on the index; "
+            "`pip install archspec` installs an unrelated package)",
         )
 
 

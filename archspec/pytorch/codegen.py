@@ -13,7 +13,7 @@ from pathlib import Path
 from archspec.language.check import CheckReport, checked
 from archspec.language.errors import ArchspecError
 from archspec.language.nodes import Model
-from archspec.language.ops import Input, fmt_shape, value_text
+from archspec.language.ops import Input, fmt_shape
 from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
 
 _RUNTIME = Path(__file__).with_name("runtime.py")
@@ -36,7 +36,7 @@ def _is_input(node: CheckedNode) -> bool:
 def _call_comment(node: CheckedNode) -> str | None:
     """`# basic(c=64, s=2)` above a block call: which block, with which arguments."""
     if isinstance(node, Call):
-        return f"# {node.block}({', '.join(f'{k}={value_text(v)}' for k, v in node.args.items())})"
+        return f"# {node.block}({', '.join(f'{k}={v!r}' for k, v in node.args.items())})"
     return None
 
 
@@ -106,6 +106,22 @@ def _init_and_forward(report: CheckReport, writer: _SourceWriter) -> tuple[list[
         init.append(f"self.{node.name} = {writer.visit(node, 8)}")
         forward.append(f"x = self.{node.name}(x)  # {fmt_shape(node.out_shape)}")
     return init, forward
+
+
+def ensure_valid_python(source: str, origin: str) -> None:
+    """Raise ArchspecError (an internal error: a bug in codegen) unless `source` compiles as Python."""
+    try:
+        compile(source, f"<generated from {origin}>", "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        problem = f"line {exc.lineno}: {exc.msg}"
+    except ValueError as exc:  # e.g. a null byte
+        problem = str(exc)
+    else:
+        return
+    raise ArchspecError(
+        f"internal error: the PyTorch source generated from {origin} is not valid Python ({problem})",
+        "this is a bug in archspec's compiler; please report it with the .arch file",
+    )
 
 
 def generate(source: "CheckReport | Model | str", class_name: str = "Net") -> str:

@@ -20,8 +20,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from archspec.language.errors import ArchspecError
+from archspec.training.preflight import GREY_MODES, IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 CACHE_VERSION = 1  # bump when the cached tensor format changes
 
 
@@ -121,7 +121,7 @@ def _cache_key(root: Path, splits: dict[str, tuple[list[Path], list[int]]]) -> s
 def _decode(path: Path, help: str = "delete or replace that file, then run again") -> np.ndarray:
     try:
         with Image.open(path) as im:
-            im = im.convert("L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB")
+            im = im.convert("L" if im.mode in GREY_MODES else "RGB")
             return np.asarray(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ArchspecError(f"cannot decode image {path}: {exc}", help) from None

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch import nn
 from archspec.training.augment import epoch_generator, flip_mask, normalize, random_shifts, translate, tta_logits
 from archspec.training.data import Dataset
 from archspec.language.errors import ArchspecError
+from archspec.training.preflight import check_input, check_spec  # noqa: F401 (check_spec: part of the train path)
 from archspec.training.recipes import TrainConfig
 
 if TYPE_CHECKING:
@@ -243,6 +245,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)  # atomic: a crash mid-save leaves the previous checkpoint intact
 
 
+# Settings that checkpoints written before they existed lack; those ran with these values.
+_OLD_DEFAULTS = {"normalize": "data"}
 CHECKPOINT_KEYS = ("model", "arch_source", "config", "classes", "input_shape", "mean", "std")
 
 
@@ -259,7 +263,39 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if missing:
         raise ArchspecError(f"{path} is not an archspec checkpoint (missing: {', '.join(missing)})",
                             "pass the checkpoint.pt that `archspec train --out DIR` wrote")
+    state.setdefault("normalize", state["config"].get("normalize", _OLD_DEFAULTS["normalize"]))
     return state
+
+
+class ConvertImage:
+    """A PIL image in the mode and size the network takes (what the runner's decode does)."""
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        self.shape = tuple(shape)
+
+    def __call__(self, image: Any) -> Any:
+        from PIL import Image
+
+        c, h, w = self.shape
+        image = image.convert("L" if c == 1 else "RGB")
+        return image if image.size == (w, h) else image.resize((w, h), Image.BILINEAR)
+
+    def __repr__(self) -> str:
+        return f"ConvertImage(shape={self.shape})"
+
+
+def inference_bundle(path: Path) -> tuple[nn.Module, Any, list[str]]:
+    """A checkpoint as (model in eval mode, the transform its training used, class names): archspec.load_checkpoint."""
+    from torchvision import transforms
+
+    state = load_checkpoint(path)
+    shape = tuple(state["input_shape"])
+    if shape[0] not in (1, 3):
+        raise ArchspecError(f"{path}: the model takes {shape[0]}-channel inputs; a transform of image files needs 1 or 3",
+                            "normalise the tensors yourself with the checkpoint's mean and std (archspec.training.loop.load_checkpoint)")
+    transform = transforms.Compose([ConvertImage(shape), transforms.ToTensor(),
+                                    transforms.Normalize(state["mean"], state["std"])])
+    return model_from_checkpoint(state), transform, list(state["classes"])
 
 
 # ----------------------------------------------------------------------------- training
@@ -267,29 +303,51 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 @dataclass
 class Reporter:
-    """Where progress goes: a rich bar plus per-epoch lines, or per-epoch lines only (quiet)."""
+    """Where progress goes during an epoch; the per-epoch lines always go to `log`.
+
+    On a terminal: a transient rich bar on stderr, like tqdm. Not a terminal (piped, a log file): a
+    plain line through `log` every `every_s` seconds, with no carriage returns and no blank lines.
+    Quiet: nothing during an epoch.
+    """
 
     log: Log = print
     quiet: bool = False
+    live: bool = False  # the rich bar (stderr is a terminal)
+    every_s: float = 10.0
     _progress: Any = None
     _task: Any = None
+    _epoch: str = ""
+    _steps: int = 0
+    _last: float = 0.0
+
+    @property
+    def plain(self) -> bool:
+        return not self.quiet and not self.live
 
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        if self.quiet:
-            return
+        self._epoch, self._steps, self._last = f"epoch {epoch + 1}/{epochs}", steps, time.monotonic()
+        if self.live and not self.quiet:
+            self._start_bar(steps)
+
+    def _start_bar(self, steps: int) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         # On stderr, like tqdm: stdout keeps only the epoch lines and the summary.
-        self._progress = Progress(TextColumn(f"epoch {epoch + 1}/{epochs}"), BarColumn(), MofNCompleteColumn(),
+        self._progress = Progress(TextColumn(self._epoch), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("{task.fields[stats]}"), TextColumn("eta"), TimeRemainingColumn(),
                                   console=Console(stderr=True), transient=True)
         self._progress.start()
         self._task = self._progress.add_task("train", total=steps, stats="")
 
-    def step(self, stats: str | None = None) -> None:
+    def step(self, done: int, stats: Callable[[], str]) -> None:
+        """After `done` steps of the epoch; `stats()` (which reads the device) is called only when shown."""
         if self._progress is not None:
-            self._progress.update(self._task, advance=1, **({"stats": stats} if stats is not None else {}))
+            show = done % 10 == 0 or done == self._steps
+            self._progress.update(self._task, advance=1, **({"stats": stats()} if show else {}))
+        elif self.plain and time.monotonic() - self._last >= self.every_s:
+            self._last = time.monotonic()
+            self.log(f"{self._epoch}  step {done}/{self._steps}  {stats()}")
 
     def end_epoch(self, line: str) -> None:
         if self._progress is not None:
@@ -300,10 +358,12 @@ class Reporter:
 
 def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, arch_source: str = "",
         arch_path: str = "", device: str = "auto", resume: bool = False, log: Log = print, quiet: bool = False,
-        stop_after_epoch: int | None = None) -> dict[str, Any]:
+        progress_every: float = 10.0, stop_after_epoch: int | None = None) -> dict[str, Any]:
     """Train `model` (freshly built, seeded by the caller) and write every output; returns report.json's dict.
 
-    `stop_after_epoch` ends the run early after that many epochs, as an interruption would (for tests).
+    Unless `quiet`, progress shows as a bar when stderr is a terminal, else as a line every
+    `progress_every` seconds. `stop_after_epoch` ends the run early after that many epochs, as an
+    interruption would (for tests).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -315,7 +375,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
 
     # Data: one uint8 tensor on the device; batches are slices of a (seed, epoch) permutation.
     train_x, train_y = data.train_x.to(dev), data.train_y.to(dev)
-    mean_list, std_list = data.stats()
+    mean_list, std_list = config.normalization(*data.stats())
     mean, std = torch.tensor(mean_list, device=dev), torch.tensor(std_list, device=dev)
     n = len(train_x)
     batch = min(config.batch_size, n)
@@ -348,8 +408,11 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
                f"{'channels_last' if config.channels_last else 'NCHW'}, {torch.get_num_threads()} threads"
     log(f"train: {arch_path or type(model).__name__}, {params:,} params, {n:,} images, recipe {config.recipe}, "
         f"{config.epochs:g} epochs x {steps_per_epoch} steps of {batch}; {settings}")
+    log(f"normalize: {config.normalize} (mean {_floats(mean_list)}, std {_floats(std_list)})")
 
-    reporter = Reporter(log, quiet)
+    reporter = Reporter(log, quiet, live=sys.stderr.isatty(), every_s=progress_every)
+    if reporter.plain:
+        log(f"progress: a line every {progress_every:g} s during an epoch (output is not a terminal; --quiet: epoch lines only)")
     eval_time = 0.0
     for epoch in range(start_epoch, epochs):
         for b in whiten_biases:
@@ -385,12 +448,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
             # Accumulate on the device; the host reads these only when logging (no sync inside the step).
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
-            if not quiet and (i % 10 == 9 or i == epoch_steps - 1):
-                seen = (i + 1) * batch
-                rate = seen / (time.perf_counter() - t0)
-                reporter.step(f"loss {loss_sum.item() / seen:.3f}  acc {correct.item() / seen:.1%}  {rate:,.0f} img/s")
-            else:
-                reporter.step()
+            reporter.step(i + 1, lambda: _running_stats(loss_sum, correct, (i + 1) * batch, time.perf_counter() - t0))
         if lookahead is not None and step == total_steps:
             lookahead.update(model, 1.0)  # finish on the averaged weights
         if dev.type == "cuda":
@@ -413,7 +471,8 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch + 1,
             "lookahead": lookahead.ema if lookahead else None, "train_time": train_time, "metrics": metrics,
             "arch_source": arch_source, "arch_path": arch_path, "config": config.to_dict(), "classes": data.classes,
-            "input_shape": list(data.shape), "mean": mean_list, "std": std_list, "data_source": data.source,
+            "input_shape": list(data.shape), "mean": mean_list, "std": std_list, "normalize": config.normalize,
+            "data_source": data.source,
             "rng": torch.get_rng_state(),
         })
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < epochs:
@@ -433,6 +492,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
         "params": params, "device": _device_name(dev), "dtype": "bf16" if dtype == torch.bfloat16 else "fp32",
         "threads": torch.get_num_threads(), "torch": torch.__version__, "train_images": n,
         "test_images": len(data.test_x), "data": data.source, "settings": config.to_dict(),
+        "normalize": {"mode": config.normalize, "mean": mean_list, "std": std_list},
         "time_to_accuracy_s": {f"{t:.0%}": next((m["elapsed_s"] for m in metrics if m["test_acc"] >= t), None)
                                for t in (0.5, 0.6, 0.7, 0.8, 0.85, 0.9)},
     }
@@ -446,6 +506,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
 def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, lookahead: Lookahead | None,
              config: TrainConfig, arch_source: str) -> tuple[int, int, float, list[dict]]:
     state = load_checkpoint(path)
+    state["config"] = {**_OLD_DEFAULTS, **state["config"]}  # settings added since the checkpoint was written
     if state["arch_source"] != arch_source:
         raise ArchspecError(f"{path} was trained from a different .arch source", "resume with the same .arch file, or drop --resume")
     if state["config"] != config.to_dict():
@@ -458,6 +519,15 @@ def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, loo
         lookahead.ema = {k: v.to(next(iter(lookahead.ema.values())).device) for k, v in state["lookahead"].items()}
     torch.set_rng_state(state["rng"])
     return state["epoch"], state["step"], state["train_time"], state["metrics"]
+
+
+def _floats(values: list[float]) -> str:
+    return " ".join(f"{v:.3f}" for v in values)
+
+
+def _running_stats(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seconds: float) -> str:
+    """The epoch so far: mean loss, accuracy and throughput (reads the device: call only to show it)."""
+    return f"loss {loss_sum.item() / seen:.3f}  acc {correct.item() / seen:.1%}  {seen / seconds:,.0f} img/s"
 
 
 def _write_metrics(path: Path, metrics: list[dict]) -> None:
@@ -479,9 +549,20 @@ def _plot_curves(path: Path, metrics: list[dict]) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
     except ImportError:  # the plot extra is optional
         return
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(metrics)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def curves_figure(metrics: list[dict]) -> Any:
+    """Train loss, and train/test accuracy, against the epoch (whole epochs on the x axis)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [m["epoch"] for m in metrics]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax_loss.plot(epochs, [m["train_loss"] for m in metrics], marker="o")
@@ -490,35 +571,18 @@ def _plot_curves(path: Path, metrics: list[dict]) -> None:
     ax_acc.plot(epochs, [m["test_acc"] for m in metrics], marker="o", label="test")
     ax_acc.set(xlabel="epoch", ylabel="accuracy")
     ax_acc.legend()
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 # ----------------------------------------------------------------------------- the `archspec train` path
 
 
-def check_spec(arch_source: str, arch_path: str) -> "archspec.CheckReport":
-    """Check the spec on its own (before any data is loaded); raises ArchError with every diagnostic."""
-    import archspec
-
-    report = archspec.check(archspec.parse(arch_source, arch_path), classes=None)
-    if not report.ok:
-        raise archspec.ArchError(report.errors, arch_path, report.model.sources)
-    return report
-
-
 def check_against_data(report: "archspec.CheckReport", arch_path: str, data: Dataset) -> None:
-    """The spec's input shape and class count must match the data (checked before any training)."""
-    fmt = lambda s: "x".join(map(str, s))  # noqa: E731
-    if report.input_shape is not None and tuple(report.input_shape) != data.shape:
-        raise ArchspecError(
-            f"{arch_path} takes {fmt(report.input_shape)} inputs but the data ({data.source}) is {fmt(data.shape)}",
-            f"change the spec's first line to `input {fmt(data.shape)}`, or train on data of that shape")
-    if report.output_shape is not None and tuple(report.output_shape) != (len(data.classes),):
-        raise ArchspecError(
-            f"{arch_path} outputs {fmt(report.output_shape)} values but the data has {len(data.classes)} classes",
-            f"make the last layer `linear {len(data.classes)}`")
+    """The spec's input shape and class count must match the decoded data (checked before any training)."""
+    check_input(report.input_shape, report.output_shape, arch_path, data.shape, data.classes, data.source)
 
 
 def build_model(arch_source: str, arch_path: str, seed: int) -> nn.Module:

@@ -12,6 +12,7 @@ from typing import Any
 
 from archspec.language.errors import UsageError
 
+NORMALIZE = ("data", "0.5", "none")
 _NESTEROV_085 = 1 + 1 / (1 - 0.85)  # how much nesterov momentum 0.85 amplifies a constant gradient
 
 
@@ -43,6 +44,14 @@ class TrainConfig:
     precision: str = "auto"  # auto | bf16 | fp32; auto = bf16 where the hardware has it
     channels_last: bool = True
     compile: bool = False
+    normalize: str = "data"  # data: the training images' mean/std | 0.5: Normalize((0.5,)*3, (0.5,)*3) | none
+
+    def normalization(self, data_mean: list[float], data_std: list[float]) -> tuple[list[float], list[float]]:
+        """The per-channel (mean, std) this setting subtracts and divides by, on images in [0, 1]."""
+        if self.normalize == "data":
+            return list(data_mean), list(data_std)
+        value = (0.5, 0.5) if self.normalize == "0.5" else (0.0, 1.0)
+        return [value[0]] * len(data_mean), [value[1]] * len(data_mean)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,7 +86,8 @@ RECIPES: dict[str, TrainConfig] = {
     ),
 }
 
-_CHOICES = {"flip": ("random", "alternate", "none"), "tta": (0, 1, 2), "precision": ("auto", "bf16", "fp32")}
+_CHOICES = {"flip": ("random", "alternate", "none"), "tta": (0, 1, 2), "precision": ("auto", "bf16", "fp32"),
+            "normalize": NORMALIZE}
 
 
 def make_config(recipe: str = "default", **overrides: Any) -> TrainConfig:

@@ -1,0 +1,90 @@
+"""The checks `archspec train` makes before it imports torch or decodes an image: the spec on its own,
+then the spec against what the data holds (its class names and image shape), so a spec written for
+other data is refused in a moment. The class names come from the directory
+listing of train/; the shape from image headers (PIL reads the size and mode without decoding
+pixels). The full load checks again on the decoded tensor.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from archspec.language.errors import ArchspecError
+
+if TYPE_CHECKING:
+    import archspec
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+GREY_MODES = ("1", "L", "I", "I;16", "F")
+CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    source: str
+    shape: tuple[int, int, int]  # C, H, W
+    classes: tuple[str, ...]
+
+
+def probe_data(source: str) -> DataInfo | None:
+    """`cifar10` or an ImageFolder directory -> its shape and classes; None when it cannot tell cheaply.
+
+    None (a missing folder, no readable image) leaves the clear error to the full load.
+    """
+    if source == "cifar10":
+        return DataInfo("cifar10", (3, 32, 32), CIFAR10)
+    train = Path(source) / "train"
+    if not train.is_dir():
+        return None
+    classes = sorted(d.name for d in train.iterdir() if d.is_dir() and not d.name.startswith("."))
+    shapes = [s for s in (_first_image_shape(train / c) for c in classes) if s is not None]
+    if not shapes:
+        return None
+    # The most common shape among each class's first image, as the full load takes the most common.
+    return DataInfo(str(Path(source).resolve()), Counter(shapes).most_common(1)[0][0], tuple(classes))
+
+
+def _first_image_shape(folder: Path) -> tuple[int, int, int] | None:
+    from PIL import Image, UnidentifiedImageError
+
+    with_suffix = (p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES)
+    for path in with_suffix:
+        try:
+            with Image.open(path) as im:  # reads the header only
+                return (1 if im.mode in GREY_MODES else 3, im.height, im.width)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            return None  # the full load names the broken file
+    return None
+
+
+def check_input(input_shape: Sequence[int] | None, output_shape: Sequence[int] | None, arch_path: str,
+                shape: Sequence[int], classes: Sequence[str], source: str) -> None:
+    """The spec's input shape and class count must match the data's; raises ArchspecError if not."""
+    fmt = lambda s: "x".join(map(str, s))  # noqa: E731
+    if input_shape is not None and tuple(input_shape) != tuple(shape):
+        raise ArchspecError(
+            f"{arch_path} takes {fmt(input_shape)} inputs but the data ({source}) is {fmt(shape)}",
+            f"change the spec's first line to `input {fmt(shape)}`, or train on data of that shape")
+    if output_shape is not None and tuple(output_shape) != (len(classes),):
+        raise ArchspecError(
+            f"{arch_path} outputs {fmt(output_shape)} values but the data has {len(classes)} classes",
+            f"make the last layer `linear {len(classes)}`")
+
+
+def check_spec(arch_source: str, arch_path: str) -> "archspec.CheckReport":
+    """Check the spec on its own (before any data is loaded); raises ArchError with every diagnostic."""
+    import archspec
+
+    report = archspec.check(archspec.parse(arch_source, arch_path), classes=None)
+    if not report.ok:
+        raise archspec.ArchError(report.errors, arch_path, report.model.sources)
+    return report
+
+
+def check_against_source(report: "archspec.CheckReport", arch_path: str, source: str) -> None:
+    """Refuse a spec whose input shape or class count the data cannot match, from the listing and headers only."""
+    info = probe_data(source)
+    if info is not None:
+        check_input(report.input_shape, report.output_shape, arch_path, info.shape, info.classes, info.source)
