@@ -190,10 +190,18 @@ def _snippet(span: Span, sources: dict[str, str], style: str):
     src = lines[span.line - 1]
     gutter = " " * len(str(span.line))
     end_col = span.end_column if span.end_line == span.line else len(src) + 1
-    width = max(1, end_col - span.column)
     snippet.append(f"{gutter} |\n", style="bold blue")
     snippet.append(f"{span.line} | ", style="bold blue")
     snippet.append(src + "\n")
     snippet.append(f"{gutter} | ", style="bold blue")
-    snippet.append(" " * (span.column - 1) + "^" * width + "\n", style=style)
+    snippet.append(caret_line(src, span.column, end_col) + "\n", style=style)
     return snippet
+
+
+def caret_line(src: str, column: int, end_column: int) -> str:
+    """Carets under columns [column, end_column) of src: a tab before them stays a tab, so the
+    carets line up with the source line however wide the terminal shows a tab."""
+    lead = "".join(ch if ch == "\t" else " " for ch in src[: column - 1])
+    covered = src[column - 1 : end_column - 1]
+    marks = "".join("\t" if ch == "\t" else "^" for ch in covered.rstrip("\t"))
+    return lead + (marks or "^")

@@ -163,6 +163,18 @@ def window_out(
     return out, formula, dropped
 
 
+def _padding_to_fit(x: Shape, eff: tuple[int, int], p: tuple[int, int], bad_axes: list[str]) -> str:
+    """The padding, as written after `p`, that lets a window of size eff fit on the axes that are too small.
+
+    An axis that already fits keeps its padding; `p1x0` when only H needs more, `p2` when both need the same.
+    """
+    need = []
+    for i, axis in enumerate("HW"):
+        size = x[i + 1] or 0
+        need.append(max(p[i], -(-(eff[i] - size) // 2)) if axis in bad_axes else p[i])
+    return _pair_text((need[0], need[1]))
+
+
 def _spatial(
     op: str,
     x: Shape,
@@ -187,7 +199,7 @@ def _spatial(
             f"{what} {_pair_text(eff)} is larger than the padded input "
             f"{'x'.join('?' if v is None else str(v) for v in padded)}; output size would be below 1",
             notes=[f"input is {fmt_shape(x)}"] + [f for _, f in bad],
-            help=f"pad the input (e.g. `p{max(0, (eff[0] - (x[1] or 0) + 1) // 2)}`), use a smaller {what}, "
+            help=f"pad the input (e.g. `p{_padding_to_fit(x, eff, p, [axis for axis, _ in bad])}`), use a smaller {what}, "
             f"or downsample less before this layer",
         )
         return (None if h is None or h < 1 else h), (None if w is None or w < 1 else w)

@@ -378,10 +378,9 @@ class _Builder:
         try:
             return LAYER_ADAPTER.validate_python({"op": op, **data, "span": span, "trace": trace, "name": name})
         except ValidationError as exc:
-            for err in exc.errors():
-                fld = str(err["loc"][1]) if len(err["loc"]) > 1 else op
+            for fld, errors in _errors_by_field(exc, op).items():
                 where = next((a.span for a in args if a.key == fld), span)
-                self.error("E004", f"`{op}` {_field_label(cls, fld)}: {_clean_msg(err)}", where, trace,
+                self.error("E004", f"`{op}` {_field_label(cls, fld)}: {_joined_msg(errors)}", where, trace,
                            help=f"usage: `{cls.usage}`")
             return Invalid(op, span, trace, name)
 
@@ -474,8 +473,11 @@ class _Builder:
         cls = OPS[op]
         stem = _GLUED.match(word)
         short = {fld: key for key, fld in cls.keys.items()}
-        if stem and stem["key"] in short:  # `stride2` -> `s2`: the long name glued to a value
-            hint: str | None = short[stem["key"]] + stem["value"]
+        spaced = _key_glued_to_word(cls, word)
+        if spaced:  # `psame` -> `p same`: a word value is written after a space
+            hint: str | None = spaced
+        elif stem and stem["key"] in short:  # `stride2` -> `s2`: the long name glued to a value
+            hint = short[stem["key"]] + stem["value"]
         else:
             hint = _suggest(stem["key"] if stem else word, vocabulary)
             if hint and stem and not hint.endswith("="):
@@ -548,9 +550,39 @@ def _display_path(target: Path) -> str:
         return str(target)
 
 
+def _key_glued_to_word(cls: type[LayerSpec], word: str) -> str | None:
+    """`psame` -> `p same`, `initwhiten` -> `init whiten`; None when the word is not a key glued to a word value."""
+    for key in cls.keys:
+        rest = word[len(key):]
+        if word.startswith(key) and rest in _WORD_VALUES:
+            return f"{key} {rest}"
+    return None
+
+
 def _field_label(cls: type[LayerSpec], fld: str) -> str:
     keys = {v: k for k, v in cls.keys.items()}
     return f"{fld.replace('_', ' ')} (`{keys[fld]}`)" if fld in keys else fld.replace("_", " ")
+
+
+def _errors_by_field(exc: ValidationError, op: str) -> dict[str, list[dict]]:
+    """Pydantic's errors grouped by field: a union field (padding: N, NxM, same or valid) fails once per member."""
+    grouped: dict[str, list[dict]] = {}
+    for err in exc.errors():
+        fld = str(err["loc"][1]) if len(err["loc"]) > 1 else op
+        grouped.setdefault(fld, []).append(err)
+    return grouped
+
+
+def _joined_msg(errors: list[dict]) -> str:
+    """One sentence for one field: `must be N or NxM, or 'same' or 'valid', got `2.5`` for a union."""
+    messages = [_clean_msg(err) for err in errors]
+    if len(messages) == 1:
+        return messages[0]
+    got = _show(errors[0].get("input"))
+    wants = [m.removeprefix("must be ").rsplit(", got ", 1)[0] for m in messages if m.startswith("must be ")]
+    if len(wants) != len(messages):
+        return messages[0]
+    return f"must be {', or '.join(dict.fromkeys(wants))}, got `{got}`"
 
 
 def _clean_msg(err: dict) -> str:
