@@ -73,3 +73,63 @@ def test_missing_file_has_help_with_the_closest_name(cli, tmp_path):
     assert f"help: check the path: did you mean {tmp_path / 'lenet.arch'}?" in out.stderr
     far = cli("check", str(tmp_path / "nothing_like_it.arch"))
     assert "help: check the path" in far.stderr and "did you mean" not in far.stderr
+
+
+# ---- PyTorch habits (issue 10.5)
+
+def only(text: str):
+    [d] = archspec.check(text).diagnostics
+    return d
+
+
+def test_torch_positional_order_gets_the_language_form():
+    for layer in ("conv 6 5", "conv 3 6 5"):
+        d = only(f"input 3x32x32\n{layer}\nflatten\nlinear 10\n")
+        assert d.code == "E003" and d.help == "write `conv 6 k5`", layer
+        assert "in-channels come from the previous layer" in d.message
+    assert only("input 400\nlinear 400 120\n").help == "write `linear 120`"
+    assert only("input 3x32x32\nmaxpool 2 2\nflatten\nlinear 10\n").help == "write `maxpool 2 s2`"
+
+
+def test_language_form_maps_torch_keywords():
+    from archspec.specs import language_form
+
+    assert language_form("conv", ["3", "6", "5", "2", "1"]) == "conv 6 k5 s2 p1"
+    assert language_form("conv", ["3", "6", "kernel_size=3", "padding='same'", "bias=False"]) == "conv 6 k3 p same nobias"
+
+
+def test_an_op_called_like_a_block_gets_the_op_form():
+    d = only("input 3x32x32\nconv(6, k5)\nflatten\nlinear 10\n")
+    assert (d.code, d.message, d.help) == ("E007", "`conv` is an op, not a block", "write `conv 6 k5`")
+    d = only("input 3x32x32\nflatten\nLinear(3072, 120)\n")
+    assert d.message == "`Linear` is not a block: the op is `linear`"
+    assert d.help.startswith("write `linear 120`")
+
+
+def test_torch_and_keras_names_suggest_the_op():
+    names = {"ReLU": "relu", "fc": "linear", "dense": "linear", "batchnorm": "bn", "BatchNorm2d": "bn",
+             "view": "flatten", "reshape": "flatten", "nn.Conv2d": "conv", "MaxPool2d": "maxpool"}
+    for word, op in names.items():
+        d = only(f"input 3x32x32\n{word}\n")
+        assert (d.code, d.help) == ("E002", f"did you mean `{op}`?"), word
+
+
+def test_a_forgotten_pipe_is_one_diagnostic():
+    d = only("input 3x32x32\nconv 6 k5 relu maxpool 2\nflatten\nlinear 10\n")
+    assert (d.code, d.message) == ("E003", "missing `|` before `relu`?")
+    assert d.help == "separate layers with `|` or a newline: `conv 6 k5 | relu | maxpool 2`"
+    assert (d.span.line, d.span.column) == (2, 11)
+
+
+def test_rendered_caret_lines_up_under_a_tab_indented_layer():
+    # (not an examples/broken file: `archspec fmt` keeps examples free of tabs)
+    from archspec.diagnostics import render_text
+
+    report = archspec.check(archspec.parse("input 3x4x4\n\tconv 6 k5\n\t\tflatten | linear 10\n", "tabs.arch"))
+    text = render_text(report.diagnostics[0], report.model.sources)
+    assert text.splitlines()[:4] == [
+        "tabs.arch:2:2: error[E101]: kernel 5 is larger than the padded input 4x4; output size would be below 1",
+        "  |",
+        "2 | \tconv 6 k5",
+        "  | \t^^^^^^^^^",
+    ]
