@@ -59,6 +59,7 @@ CODES: dict[str, CodeInfo] = {
         CodeInfo("W202", "spatial-collapsed", "warning", "The spatial size is 1x1 before a later convolution, which then only mixes channels.", "input 3x8x8 | maxpool 8 | conv 8 k3 p1", "Downsample less before the last conv, or use a 1x1 conv / linear deliberately."),
         CodeInfo("W203", "consecutive-activations", "warning", "Two activations in a row; the second is usually a mistake.", "relu | relu", "Remove one of them."),
         CodeInfo("W204", "classes-mismatch", "warning", "The network's output features differ from the number of classes (`--classes`, default 10).", "linear 100 with --classes 10", "Make the last layer `linear N` with N classes."),
+        CodeInfo("W205", "softmax-before-loss", "warning", "The network ends with `softmax`; cross-entropy applies log-softmax itself, so training squashes the scores twice and stalls near chance.", "linear 10 | softmax", "Remove it; apply softmax at inference."),
     ]
 }
 

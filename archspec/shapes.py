@@ -254,6 +254,13 @@ class _Checker:
                     break
         y = self.report.output_shape
         last = rows[-1] if rows else None
+        if last is not None and last.op == "softmax":
+            self.emitter(last.layer)(
+                "W205",
+                "the network ends with `softmax`, but cross-entropy applies log-softmax itself",
+                notes=["softmax before the loss squashes the scores twice: gradients vanish and training stays near chance"],
+                help="remove it: train on the raw scores (logits) and apply softmax at inference",
+            )
         if classes is None or last is None or y is None or not self.report.ok:
             return
         if len(y) == 1 and y[0] is not None and y[0] != classes:
