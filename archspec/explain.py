@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archspec.diagnostics import Diagnostic
 from archspec.errors import UsageError
 from archspec.ops import (AdaptiveAvgPool, BatchNorm, Conv, Dropout, Flatten, GlobalAvgPool, Input, LayerSpec, Linear,
                           Shape, _Pool, fmt_shape, window_out)
 from archspec.shapes import CheckReport, Row
-from archspec.specs import BlockCall, Branch, Model, Node, Residual, Seq
+from archspec.specs import BlockCall, Branch, Invalid, Model, Node, Residual, Seq
 from archspec.summary import checked
 
 FORMULA = "out = floor((in + 2*padding - dilation*(kernel-1) - 1)/stride) + 1"
@@ -68,9 +69,25 @@ class _Explainer:
     def __init__(self, report: CheckReport) -> None:
         self.report = report
         self.by_layer: dict[int, Row] = {id(r.layer): r for r in report.rows}
+        self.errors = report.errors
+        self.failed: list[Diagnostic] = []  # the errors of the node the explanation stopped at
 
     def seq(self, seq: Seq, parent: str) -> list[Entry]:
-        return [self.node(n, parent) for n in seq.items]
+        entries = []
+        for n in seq.items:
+            if self.failed:
+                break
+            entries.append(self.node(n, parent))
+            self.failed = self.errors_of(n)
+        return entries
+
+    def errors_of(self, node: Node) -> list[Diagnostic]:
+        """The errors reported at this node itself (not inside a block it calls)."""
+        span = node.span
+        if span is None:
+            return []
+        return [d for d in self.errors if d.span is not None and d.trace == node.trace and d.span.path == span.path
+                and span.start <= d.span.start and d.span.end <= span.end]
 
     def where(self, node: Any) -> str:
         span = node.span
@@ -83,6 +100,9 @@ class _Explainer:
     def node(self, node: Node, parent: str) -> Entry:
         if isinstance(node, LayerSpec):
             return self.layer(node)
+        if isinstance(node, Invalid):
+            return Entry(node, node.name, f"{node.name}{self.where(node)}: {node.op}",
+                         ["cannot be explained: the layer is not written correctly (see the error below)"])
         path = f"{parent}.{node.name}" if parent else node.name
         x, y = self.report.shapes_of(node)
         if isinstance(node, BlockCall):
@@ -111,6 +131,8 @@ class _Explainer:
         shortcut = node.shortcut if node.shortcut is not None else projection
         if shortcut is not None:
             e.children += self.seq(shortcut, f"{path}.shortcut")
+        if self.failed:
+            return e
         body_out = self.report.shapes_of(node.body.items[-1])[1] if node.body.items else x
         skip_out = self.report.shapes_of(shortcut.items[-1])[1] if shortcut is not None and shortcut.items else x
         e.after.append(f"add: {fmt_shape(body_out)} + {fmt_shape(skip_out)} -> {fmt_shape(y)} "
@@ -123,6 +145,8 @@ class _Explainer:
                   [f"each branch gets the same input {fmt_shape(x)}"])
         for i, b in enumerate(node.branches):
             e.children += self.seq(b, f"{path}.branch{i + 1}")
+        if self.failed:
+            return e
         outs = [self.report.shapes_of(b.items[-1])[1] if b.items else x for b in node.branches]
         if node.mode == "concat":
             channels = " + ".join(str(o[0]) for o in outs if o)
@@ -142,7 +166,9 @@ class _Explainer:
         heading = f"{row.path}{self.where(node)}: {row.op} {node.describe()}".rstrip()
         x, y = row.in_shape, row.out_shape
         e = Entry(node, row.path, heading)
-        if isinstance(node, Input):
+        if self.errors_of(node) or (not isinstance(node, Input) and not (_known(x) and _known(y))):
+            e.lines = self.failing_lines(node, x, y)
+        elif isinstance(node, Input):
             e.lines = self.input_lines(y)
         elif isinstance(node, Conv):
             e.lines = [f"{fmt_shape(x)} -> {fmt_shape(y)}"] + self.conv_lines(node, row)
@@ -172,6 +198,26 @@ class _Explainer:
             if row.params:
                 e.lines.append(f"params: {row.params:,}")
         return e
+
+    @staticmethod
+    def failing_lines(node: LayerSpec, x: Shape | None, y: Shape | None) -> list[str]:
+        """A layer with an error, or after one: its shapes, and for a window that does not fit, the
+        arithmetic that gives a size below 1."""
+        lines = [f"{fmt_shape(x)} -> {fmt_shape(y)}"]
+        if not _known(x) or len(x) != 3 or not isinstance(node, (Conv, _Pool)) or node.padding == "same":  # type: ignore[arg-type]
+            return lines
+        if isinstance(node, Conv):
+            k, s, p, d, ceil_mode = node.kernel, node.stride, node.resolved_padding(), node.dilation, False
+        else:
+            k, s, p, d, ceil_mode = node.kernel, node.eff_stride, node.padding, (1, 1), node.ceil_mode
+        for i, axis in enumerate("HW"):
+            out = window_out(axis, x[i + 1], k[i], s[i], p[i], d[i], ceil_mode)[0]
+            line = window_line(axis, x[i + 1], k[i], s[i], p[i], d[i], out, ceil_mode)  # type: ignore[arg-type]
+            if out is not None and out < 1:
+                eff = d[i] * (k[i] - 1) + 1
+                line += f": below 1, the {eff}-wide window does not fit in {x[i + 1]} + 2*{p[i]} = {x[i + 1] + 2 * p[i]}"  # type: ignore[operator]
+            lines.append(line)
+        return lines
 
     @staticmethod
     def input_lines(y: Shape | None) -> list[str]:
@@ -291,6 +337,25 @@ def explain(source: "CheckReport | Model | str | Path", layer: int | str | None 
     out: list[str] = []
     _render(entries, 0, out)
     return "\n".join(header + out).rstrip("\n") + "\n"
+
+
+def explain_failure(report: CheckReport) -> tuple[str, list[Diagnostic]]:
+    """For a report with errors: every layer explained up to and including the first that fails
+    (with the arithmetic that fails), and the errors to show after it (all of them when no layer
+    carries one, e.g. a syntax error)."""
+    explainer = _Explainer(report)
+    entries = explainer.seq(report.model.body, "")
+    failed = explainer.failed or report.errors
+    where = f" at line {failed[0].span.line}" if failed and failed[0].span else ""
+    header = [f"{report.path}: {fmt_shape(report.input_shape)} -> stops with an error{where}",
+              f"Sizes follow PyTorch: {FORMULA}", ""]
+    out: list[str] = []
+    _render(entries, 0, out)
+    return "\n".join(header + out).rstrip("\n") + "\n", failed
+
+
+def _known(shape: Shape | None) -> bool:
+    return shape is not None and None not in shape
 
 
 def _layer_help(report: CheckReport) -> str:

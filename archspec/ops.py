@@ -82,6 +82,10 @@ class LayerSpec(BaseModel):
     usage: ClassVar[str] = ""
     # How generated PyTorch source writes a parameter-free op inline in forward(), e.g. "F.relu({x})".
     functional: ClassVar[str | None] = None
+    # PyTorch's positional arguments in its order, as this language writes them: "in" is taken from
+    # the previous layer (dropped), "" is the op's own positional, a key is written glued (`k5`).
+    torch_order: ClassVar[tuple[str, ...]] = ()
+    torch_note: ClassVar[str] = ""  # why PyTorch's argument list is written differently here
 
     @property
     def op_name(self) -> str:
@@ -163,6 +167,18 @@ def window_out(
     return out, formula, dropped
 
 
+def _padding_to_fit(x: Shape, eff: tuple[int, int], p: tuple[int, int], bad_axes: list[str]) -> str:
+    """The padding, as written after `p`, that lets a window of size eff fit on the axes that are too small.
+
+    An axis that already fits keeps its padding; `p1x0` when only H needs more, `p2` when both need the same.
+    """
+    need = []
+    for i, axis in enumerate("HW"):
+        size = x[i + 1] or 0
+        need.append(max(p[i], -(-(eff[i] - size) // 2)) if axis in bad_axes else p[i])
+    return _pair_text((need[0], need[1]))
+
+
 def _spatial(
     op: str,
     x: Shape,
@@ -187,7 +203,7 @@ def _spatial(
             f"{what} {_pair_text(eff)} is larger than the padded input "
             f"{'x'.join('?' if v is None else str(v) for v in padded)}; output size would be below 1",
             notes=[f"input is {fmt_shape(x)}"] + [f for _, f in bad],
-            help=f"pad the input (e.g. `p{max(0, (eff[0] - (x[1] or 0) + 1) // 2)}`), use a smaller {what}, "
+            help=f"pad the input (e.g. `p{_padding_to_fit(x, eff, p, [axis for axis, _ in bad])}`), use a smaller {what}, "
             f"or downsample less before this layer",
         )
         return (None if h is None or h < 1 else h), (None if w is None or w < 1 else w)
@@ -248,6 +264,8 @@ class Conv(LayerSpec):
     keys: ClassVar = {"k": "kernel", "s": "stride", "p": "padding", "d": "dilation", "g": "groups", "init": "init"}
     flags: ClassVar = {"nobias": ("bias", False), "bias": ("bias", True)}
     name_prefix: ClassVar = "conv"
+    torch_order: ClassVar = ("in", "", "k", "s", "p", "d", "g")
+    torch_note: ClassVar = "in-channels come from the previous layer; kernel, stride and padding are written `k5`, `s2`, `p1`"
     summary: ClassVar = "2-D convolution (nn.Conv2d): OUT channels, kernel kK, stride sS, padding pP|same|valid, dilation dD, groups gG."
     usage: ClassVar = "conv 64 k3 s1 p1 [d1] [g1] [nobias] [init whiten]"
 
@@ -354,6 +372,8 @@ class _Pool(LayerSpec):
     flags: ClassVar = {"ceil": ("ceil_mode", True)}
     name_prefix: ClassVar = "pool"
     torch_cls: ClassVar[str] = ""
+    torch_order: ClassVar = ("", "s", "p")
+    torch_note: ClassVar = "stride and padding are written `s2`, `p1`"
 
     @field_validator("kernel", "stride")
     @classmethod
@@ -645,6 +665,8 @@ class Linear(LayerSpec):
     positional: ClassVar = ("out_features",)
     flags: ClassVar = {"nobias": ("bias", False), "bias": ("bias", True)}
     name_prefix: ClassVar = "fc"
+    torch_order: ClassVar = ("in", "")
+    torch_note: ClassVar = "in-features come from the previous layer"
     summary: ClassVar = "Fully connected layer (nn.Linear) on [B, F]: N output features."
     usage: ClassVar = "linear 10 [nobias]"
 
@@ -689,3 +711,26 @@ OPS: dict[str, type[LayerSpec]] = {
         Tanh, Hardswish, LeakyReLU, Softmax, BatchNorm, Dropout, Flatten, Linear,
     )
 }
+
+# What course students type from PyTorch and Keras, lower-cased without `_`, to this language's op.
+OP_ALIASES: dict[str, str] = {
+    "conv2d": "conv", "convolution2d": "conv",
+    "fc": "linear", "dense": "linear",
+    "batchnorm": "bn", "batchnorm1d": "bn", "batchnorm2d": "bn", "batchnormalization": "bn",
+    "view": "flatten", "reshape": "flatten",
+    "maxpool2d": "maxpool", "maxpooling2d": "maxpool", "avgpool2d": "avgpool", "averagepooling2d": "avgpool",
+    "adaptiveavgpool2d": "adaptiveavgpool", "globalaveragepooling2d": "gap", "globalavgpool": "gap",
+    "swish": "silu", "logsoftmax": "softmax",
+}
+_TORCH_PREFIXES = ("torch.nn.functional.", "torch.nn.", "nn.functional.", "nn.", "f.", "layers.", "keras.layers.")
+
+
+def resolve_op_name(word: str) -> str | None:
+    """The op a PyTorch or Keras spelling means (`ReLU`, `nn.Conv2d`, `Dense`, `view`), or None."""
+    key = word.lower()
+    for prefix in _TORCH_PREFIXES:
+        key = key.removeprefix(prefix)
+    key = key.replace("_", "")
+    if key in OPS:
+        return key
+    return OP_ALIASES.get(key)

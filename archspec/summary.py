@@ -44,7 +44,7 @@ def checked(source: "CheckReport | Model | str | Path", classes: int | None = 10
 
         source = check(source, classes=classes)
     if not source.ok:
-        raise ArchError(source.diagnostics, source.path)
+        raise ArchError(source.diagnostics, source.path, source.model.sources)
     return source
 
 
