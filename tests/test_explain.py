@@ -123,3 +123,33 @@ def test_written_arithmetic_reaches_the_checkers_size(size, k, s, p, d, pool, ce
         value -= 1
     assert value == out, line
     assert line.strip() == window_line("H", size, k, s, p, 1 if pool else d, out, pool and ceil)
+
+
+FAILING = sorted((GOLDEN / "failing").glob("*.arch"))
+
+
+@pytest.mark.parametrize("case", FAILING, ids=[p.stem for p in FAILING])
+def test_explain_stops_at_the_failing_layer(case, cli, monkeypatch):
+    monkeypatch.chdir(case.parent)
+    out = cli("explain", case.name)
+    text = f"exit {out.returncode}\n{out.stdout}{out.stderr}"
+    golden = case.with_suffix(".txt")
+    if os.environ.get("ARCHSPEC_REGEN") == "1":
+        golden.write_text(text)
+    assert golden.exists(), f"no golden text for {case.name}: run with ARCHSPEC_REGEN=1"
+    assert text == golden.read_text()
+
+
+def test_explain_of_the_course_question_shows_the_failing_arithmetic(cli):
+    out = cli("explain", "-", stdin="input 3x4x4\nconv 6 k5\n")
+    assert out.returncode == 1
+    assert ("  H: floor((4 + 2*0 - 1*(5-1) - 1)/1) + 1 = floor(-1) + 1 = 0: below 1, "
+            "the 5-wide window does not fit in 4 + 2*0 = 4") in out.stdout.splitlines()
+    assert "<stdin>:2:1: error[E101]" in out.stdout and "  | ^^^^^^^^^" in out.stdout
+
+
+def test_summary_refusal_renders_each_diagnostic_with_its_source(cli):
+    out = cli("summary", "-", stdin="input 3x4x4\nconv 6 k5\nflatten\nlinear 10\n")
+    assert out.returncode == 1
+    assert "<stdin>:2:1: error[E101]" in out.stderr
+    assert "2 | conv 6 k5" in out.stderr and "  | ^^^^^^^^^" in out.stderr

@@ -41,13 +41,43 @@ def read_source(path: str) -> tuple[str, str]:
     try:
         return path, p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
+        raise UsageError(f"{path}: no such file", _missing_file_help(p)) from None
     except IsADirectoryError:
         raise UsageError(f"{path}: is a directory", "pass .arch files, e.g. `archspec check examples/*.arch`") from None
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text; is it a .arch file?") from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _missing_file_help(path: Path) -> str:
+    """`check the path`, with the closest .arch file of that folder when one is close."""
+    import difflib
+
+    folder = path.parent
+    if not folder.is_dir():
+        return f"check the path: there is no folder {folder}"
+    names = sorted(f.name for f in folder.glob("*.arch"))
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+    if close:
+        return f"check the path: did you mean {folder / close[0]}?"
+    return f"check the path; {folder} has {len(names)} .arch file{'s' if len(names) != 1 else ''}"
+
+
+def arch_files(paths: list[str]) -> list[str]:
+    """The file arguments with each folder replaced by the .arch files under it (recursively, sorted)."""
+    files: list[str] = []
+    for path in paths:
+        folder = Path(path)
+        if path == "-" or not folder.is_dir():
+            files.append(path)
+            continue
+        found = sorted(str(f) for f in folder.rglob("*.arch") if f.is_file())
+        if not found:
+            raise UsageError(f"{path}: a folder with no .arch files in it",
+                             "pass .arch files, or a folder that has some, e.g. `archspec check examples`")
+        files.extend(found)
+    return files
 
 
 def shape_table(report, title: str | None = None):
@@ -84,11 +114,13 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     select, ignore = _codes(args.select), _codes(args.ignore)
     reports, status = [], 0
     n_err = n_warn = 0
-    for path in args.files:
+    for path in arch_files(args.files):
         try:
             display, text = read_source(path)
         except UsageError as exc:
             print(f"error: {exc.message}", file=sys.stderr)
+            if exc.help:
+                print(f"help: {exc.help}", file=sys.stderr)
             status = 2
             continue
         report = check(parse(text, display), classes=args.classes)
@@ -218,7 +250,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("check", help="check .arch files: every shape and every mistake, without torch")
-    p.add_argument("files", nargs="+", metavar="FILE", help=".arch files, or - for standard input")
+    p.add_argument("files", nargs="+", metavar="FILE", help=".arch files, folders (every .arch file under them), or - for standard input")
     p.add_argument("--classes", type=int, default=10, help="number of classes the output should have (default 10)")
     p.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
     p.add_argument("--format", choices=["text", "json", "sarif"], default="text")

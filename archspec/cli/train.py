@@ -40,6 +40,8 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--out", type=Path, help="output directory (default: runs/<arch name>)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar: one line per epoch and a summary")
+    p.add_argument("--allow-softmax", action="store_true",
+                   help="train even though the network ends with softmax (W205: cross-entropy applies log-softmax itself)")
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser("eval", help="re-evaluate a checkpoint and print per-class accuracy")
@@ -104,6 +106,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ArchspecError(f"--resume: no checkpoint in {out}", "pass the --out directory of the interrupted run")
     # Before torch is imported or an image decoded: a broken spec, or one for other data, fails in a moment.
     report = check_spec(source, arch_path)
+    if not args.allow_softmax:
+        refuse_final_softmax(report)
     check_against_source(report, arch_path, args.data)
     require_torch()
     from archspec.training.data import load_data
@@ -115,6 +119,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     fit(model, data, config, out, arch_source=source, arch_path=arch_path, device=args.device,
         resume=args.resume, log=_log, quiet=args.quiet)
     return 0
+
+
+def refuse_final_softmax(report: Any) -> None:
+    """Raise on the check report's W205: a final softmax before cross-entropy trains at chance."""
+    for d in report.diagnostics:
+        if d.code == "W205":
+            where = f"{d.span.path}:{d.span.line}:{d.span.column}: " if d.span else ""
+            raise ArchspecError(f"{where}{d.message} [W205]", f"{d.help}; or pass --allow-softmax to train it anyway")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -83,8 +83,26 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     from archspec.views.explain import explain, parse_layer
 
     layer = parse_layer(args.layer) if args.layer is not None else None
-    out.write(explain(_report(args.file, args.classes), layer=layer))
+    report = _report(args.file, args.classes)
+    if not report.ok:
+        return _explain_until_error(report, out)
+    out.write(explain(report, layer=layer))
     return 0
+
+
+def _explain_until_error(report, out: TextIO) -> int:
+    """Each layer up to the one that fails, then its diagnostics; exit 1."""
+    from archspec.language.diagnostics import render_text
+    from archspec.views.explain import explain_failure
+
+    text, failed = explain_failure(report)
+    out.write(text + "\n")
+    for d in failed:
+        out.write(render_text(d, report.model.sources, color=_color(out)) + "\n")
+    more = len(report.errors) - len(failed)
+    if more > 0:
+        out.write(f"{more} more error{'s' if more != 1 else ''}: run `archspec check {report.path}` to see every one\n")
+    return 1
 
 
 # --------------------------------------------------------------------------- fmt

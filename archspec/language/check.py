@@ -248,6 +248,13 @@ class _Checker:
                     break
         y = self.report.output_shape
         last = rows[-1] if rows else None
+        if last is not None and last.op == "softmax":
+            self.emitter(last.layer)(
+                "W205",
+                "the network ends with `softmax`, but cross-entropy applies log-softmax itself",
+                notes=["softmax before the loss squashes the scores twice: gradients vanish and training stays near chance"],
+                help="remove it: train on the raw scores (logits) and apply softmax at inference",
+            )
         if classes is None or last is None or y is None or not self.report.ok:
             return
         if len(y) == 1 and y[0] is not None and y[0] != classes:
@@ -264,6 +271,29 @@ class _Checker:
             )
 
 
+def _invalid_input(model: Model) -> bool:
+    """The first layer is an `input` whose arguments were already reported as wrong."""
+    first = model.body.items[0] if model.body.items else None
+    return isinstance(first, Invalid) and first.op == "input"
+
+
+def _looks_channels_last(dims: Shape | None) -> bool:
+    """`input 32x32x3`: the first dimension looks like a size and the last like channels."""
+    return dims is not None and len(dims) == 3 and dims[2] in (1, 3, 4) and (dims[0] or 0) > 4
+
+
+def _hint_channels_first(report: CheckReport) -> None:
+    """A window too large for a channels-last input: the order of the dims is the mistake, not the padding."""
+    dims = report.input_shape
+    if not _looks_channels_last(dims):
+        return
+    c, h, w = dims  # type: ignore[misc]
+    for d in report.diagnostics:
+        if d.code in ("E101", "E102"):
+            d.notes.append(f"`input {c}x{h}x{w}` means {c} channels of {h}x{w} pixels: inputs are C x H x W")
+            d.help = f"write the channels first: `input {w}x{c}x{h}`"
+
+
 def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
     """Check a parsed model (or .arch text): every diagnostic, and each layer's shapes and params."""
     model = parse(source) if isinstance(source, str) else source
@@ -271,7 +301,8 @@ def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
     report.diagnostics.extend(model.diagnostics)
     checker = _Checker(report)
     if model.sources.get(model.path) is not None and not any(d.code == "E001" for d in model.diagnostics):
-        if model.input is None and (model.body.items or not model.blocks):  # a file of blocks only is a library
+        if model.input is None and (model.body.items or not model.blocks) and not _invalid_input(model):
+            # (a file of blocks only is a library; an `input` line that does not bind has its own E004)
             first = model.body.items[0] if model.body.items else None
             span = getattr(first, "span", None) or Span(model.path, 0, 0, 1, 1, 1, 1)
             report.diagnostics.append(
@@ -281,6 +312,7 @@ def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
         report.body = checker.seq(model.body, None, "", 0)
         report.output_shape = seq_output(report.body, None)
         checker.finish(classes)
+        _hint_channels_first(report)
     report.diagnostics = dedupe(report.diagnostics)
     report.diagnostics.sort(key=lambda d: (d.span.path != model.path, d.span.path, d.span.start) if d.span else (True, "", 0))
     return report

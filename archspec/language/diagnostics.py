@@ -59,6 +59,7 @@ CODES: dict[str, CodeInfo] = {
         CodeInfo("W202", "spatial-collapsed", "warning", "The spatial size is 1x1 before a later convolution, which then only mixes channels.", "input 3x8x8 | maxpool 8 | conv 8 k3 p1", "Downsample less before the last conv, or use a 1x1 conv / linear deliberately."),
         CodeInfo("W203", "consecutive-activations", "warning", "Two activations in a row; the second is usually a mistake.", "relu | relu", "Remove one of them."),
         CodeInfo("W204", "classes-mismatch", "warning", "The network's output features differ from the number of classes (`--classes`, default 10).", "linear 100 with --classes 10", "Make the last layer `linear N` with N classes."),
+        CodeInfo("W205", "softmax-before-loss", "warning", "The network ends with `softmax`; cross-entropy applies log-softmax itself, so training squashes the scores twice and stalls near chance.", "linear 10 | softmax", "Remove it; apply softmax at inference."),
     ]
 }
 
@@ -190,10 +191,18 @@ def _snippet(span: Span, sources: dict[str, str], style: str):
     src = lines[span.line - 1]
     gutter = " " * len(str(span.line))
     end_col = span.end_column if span.end_line == span.line else len(src) + 1
-    width = max(1, end_col - span.column)
     snippet.append(f"{gutter} |\n", style="bold blue")
     snippet.append(f"{span.line} | ", style="bold blue")
     snippet.append(src + "\n")
     snippet.append(f"{gutter} | ", style="bold blue")
-    snippet.append(" " * (span.column - 1) + "^" * width + "\n", style=style)
+    snippet.append(caret_line(src, span.column, end_col) + "\n", style=style)
     return snippet
+
+
+def caret_line(src: str, column: int, end_column: int) -> str:
+    """Carets under columns [column, end_column) of src: a tab before them stays a tab, so the
+    carets line up with the source line however wide the terminal shows a tab."""
+    lead = "".join(ch if ch == "\t" else " " for ch in src[: column - 1])
+    covered = src[column - 1 : end_column - 1]
+    marks = "".join("\t" if ch == "\t" else "^" for ch in covered.rstrip("\t"))
+    return lead + (marks or "^")

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from archspec.language.diagnostics import Diagnostic, Span
 from archspec.language.nodes import BlockCall, Branch, Invalid, Model, Node, Residual, Seq, Trace, Value
-from archspec.language.ops import LAYER_ADAPTER, OPS, LayerSpec
+from archspec.language.ops import LAYER_ADAPTER, OPS, LayerSpec, resolve_op_name
 from archspec.language.syntax import ParseFailed, parse_tree, token_span, tree_span
 
 # --------------------------------------------------------------------------- binding helpers
@@ -285,24 +285,54 @@ class _Builder:
             if op in self.blocks:
                 help = f"call a block with parentheses: `{op}(...)`"
             else:
-                hint = _suggest(op, list(OPS) + list(self.blocks))
+                hint = resolve_op_name(op) or _suggest(op, list(OPS) + list(self.blocks))
                 help = f"did you mean `{hint}`?" if hint else "run `archspec ops` to list the ops"
             self.error("E002", f"unknown op `{op}`", token_span(op_tok, path), trace, help=help)
             return Invalid(op, span, trace, namer(op))
         args = [self.arg(t, path, env, trace) for t in arg_trees]
-        data, ok = self.bind(cls, op, args, span, trace)
         name = namer(cls.name_prefix or op)
+        if self.missing_separator(cls, op, args, span, trace) or self.torch_order(cls, op, args, span, trace):
+            return Invalid(op, span, trace, name)
+        data, ok = self.bind(cls, op, args, span, trace)
         if not ok:
             return Invalid(op, span, trace, name)
         try:
             return LAYER_ADAPTER.validate_python({"op": op, **data, "span": span, "trace": trace, "name": name})
         except ValidationError as exc:
-            for err in exc.errors():
-                fld = str(err["loc"][1]) if len(err["loc"]) > 1 else op
+            for fld, errors in _errors_by_field(exc, op).items():
                 where = next((a.span for a in args if a.key == fld), span)
-                self.error("E004", f"`{op}` {_field_label(cls, fld)}: {_clean_msg(err)}", where, trace,
+                self.error("E004", f"`{op}` {_field_label(cls, fld)}: {_joined_msg(errors)}", where, trace,
                            help=f"usage: `{cls.usage}`")
             return Invalid(op, span, trace, name)
+
+    def source_text(self, span: Span) -> str:
+        return self.sources.get(span.path, "")[span.start:span.end]
+
+    def missing_separator(self, cls: type[LayerSpec], op: str, args: list[_Arg], span: Span, trace: Trace) -> bool:
+        """`conv 6 k5 relu maxpool 2`: one diagnostic at the first op name among the arguments."""
+        starts = [a.span.start for a in args if _names_an_op(cls, a)]
+        if not starts:
+            return False
+        word = next(str(a.value) for a in args if _names_an_op(cls, a))
+        where = next(a.span for a in args if _names_an_op(cls, a))
+        text = self.source_text(span)
+        for start in reversed(starts):
+            cut = start - span.start
+            text = text[:cut].rstrip() + " | " + text[cut:]
+        self.error("E003", f"missing `|` before `{word}`?", where, trace,
+                   help=f"separate layers with `|` or a newline: `{text}`")
+        return True
+
+    def torch_order(self, cls: type[LayerSpec], op: str, args: list[_Arg], span: Span, trace: Trace) -> bool:
+        """`conv 6 5`, `conv 3 6 5`, `linear 400 120`: PyTorch's positional arguments, one diagnostic with the form here."""
+        numbers = [a for i, a in enumerate(args) if a.kind == "value" and not (i and _is_key(cls, args[i - 1]))]
+        if not cls.torch_order or len(numbers) <= len(cls.positional):
+            return False
+        form = language_form(op, [self.source_text(a.span) for a in args])
+        count = "one number" if len(cls.positional) == 1 else f"{len(cls.positional)} numbers"
+        self.error("E003", f"`{op}` takes {count} here, got {len(numbers)}: {cls.torch_note}", span, trace,
+                   help=f"write `{form}`")
+        return True
 
     def arg(self, tree: Tree, path: str, env: dict[str, Value], trace: Trace) -> _Arg:
         span = tree_span(tree, path)
@@ -393,8 +423,11 @@ class _Builder:
         cls = OPS[op]
         stem = _GLUED.match(word)
         short = {fld: key for key, fld in cls.keys.items()}
-        if stem and stem["key"] in short:  # `stride2` -> `s2`: the long name glued to a value
-            hint: str | None = short[stem["key"]] + stem["value"]
+        spaced = _key_glued_to_word(cls, word)
+        if spaced:  # `psame` -> `p same`: a word value is written after a space
+            hint: str | None = spaced
+        elif stem and stem["key"] in short:  # `stride2` -> `s2`: the long name glued to a value
+            hint = short[stem["key"]] + stem["value"]
         else:
             hint = _suggest(stem["key"] if stem else word, vocabulary)
             if hint and stem and not hint.endswith("="):
@@ -410,6 +443,13 @@ class _Builder:
         span = tree_span(stmt, path)
         times = self.count(times_tree, path, env, trace) if times_tree is not None else 1
         block = self.blocks.get(name)
+        op = resolve_op_name(name)
+        if block is None and op is not None:
+            words = [self.source_text(tree_span(a, path)) for a in (args_tree.children if args_tree is not None else [])]
+            what = f"`{name}` is an op, not a block" if name == op else f"`{name}` is not a block: the op is `{op}`"
+            self.error("E007", what, token_span(name_tok, path), trace,
+                       help=f"write `{language_form(op, words)}`" + (f": {OPS[op].torch_note}" if name != op and OPS[op].torch_note else ""))
+            return [Invalid(name, span, trace, namer(name))]
         if block is None:
             hint = _suggest(name, list(self.blocks))
             self.error("E007", f"no block named `{name}`", token_span(name_tok, path), trace,
@@ -467,9 +507,86 @@ def _display_path(target: Path) -> str:
         return str(target)
 
 
+# PyTorch's keyword arguments as this language writes them ("" : the op's positional; "in": dropped).
+_TORCH_KEYWORDS = {"in_channels": "in", "in_features": "in", "out_channels": "", "out_features": "",
+                   "kernel_size": "k", "stride": "s", "padding": "p", "dilation": "d", "groups": "g"}
+
+
+def _is_key(cls: type[LayerSpec], arg: _Arg) -> bool:
+    """A bare key such as the `k` of `k 5`: the value after it is not positional."""
+    return arg.kind == "word" and str(arg.value) in cls.keys
+
+
+def _names_an_op(cls: type[LayerSpec], arg: _Arg) -> bool:
+    """An argument that is the name of another op (a layer written without its `|` before it)."""
+    word = str(arg.value)
+    return (arg.kind == "word" and arg.bound is None and word in OPS and word not in cls.keys
+            and word not in cls.flags and word not in _WORD_VALUES)
+
+
+def language_form(op: str, words: list[str]) -> str:
+    """A PyTorch-style argument list in this language: `conv` + [3, 6, 5] -> `conv 6 k5`,
+    `linear` + [400, 120] -> `linear 120`, `conv` + [6, kernel_size=5] -> `conv 6 k5`."""
+    cls = OPS[op]
+    numbers = [w for w in words if re.fullmatch(r"\d+", w)]
+    given = {key for key in cls.keys for w in words if re.match(rf"{key}\d", w)}
+    given |= {_TORCH_KEYWORDS[w.partition("=")[0].strip()] for w in words if w.partition("=")[0].strip() in _TORCH_KEYWORDS}
+    full = list(cls.torch_order) or [""]
+    lead = len([key for key in full if key in ("in", "")])
+    first_key = full[lead] if lead < len(full) else None
+    needed = lead + (0 if first_key is None or first_key in given else 1)
+    order = [key for key in full if key not in given or key in ("in", "")]
+    if len(numbers) < needed:
+        order = [key for key in order if key != "in"]  # `conv 6 5`: out-channels and kernel, no in-channels
+    parts: dict[str, str] = {key: value for key, value in zip(order, numbers)}
+    rest = []
+    for word in words:
+        key, sep, value = word.partition("=")
+        if sep and key.strip() in _TORCH_KEYWORDS:
+            parts[_TORCH_KEYWORDS[key.strip()]] = value.strip().strip("'\"")
+        elif sep and key.strip() == "bias" and value.strip() == "False":
+            rest.append("nobias")
+        elif not re.fullmatch(r"\d+", word):
+            rest.append(word)
+    parts.pop("in", None)
+    positional = [parts.pop("")] if "" in parts else []
+    keyed = [f"{key}{value}" if re.fullmatch(r"[\dx]+", value) else f"{key} {value}" for key, value in parts.items()]
+    return " ".join([op] + positional + keyed + rest)
+
+
+def _key_glued_to_word(cls: type[LayerSpec], word: str) -> str | None:
+    """`psame` -> `p same`, `initwhiten` -> `init whiten`; None when the word is not a key glued to a word value."""
+    for key in cls.keys:
+        rest = word[len(key):]
+        if word.startswith(key) and rest in _WORD_VALUES:
+            return f"{key} {rest}"
+    return None
+
+
 def _field_label(cls: type[LayerSpec], fld: str) -> str:
     keys = {v: k for k, v in cls.keys.items()}
     return f"{fld.replace('_', ' ')} (`{keys[fld]}`)" if fld in keys else fld.replace("_", " ")
+
+
+def _errors_by_field(exc: ValidationError, op: str) -> dict[str, list[dict]]:
+    """Pydantic's errors grouped by field: a union field (padding: N, NxM, same or valid) fails once per member."""
+    grouped: dict[str, list[dict]] = {}
+    for err in exc.errors():
+        fld = str(err["loc"][1]) if len(err["loc"]) > 1 else op
+        grouped.setdefault(fld, []).append(err)
+    return grouped
+
+
+def _joined_msg(errors: list[dict]) -> str:
+    """One sentence for one field: `must be N or NxM, or 'same' or 'valid', got `2.5`` for a union."""
+    messages = [_clean_msg(err) for err in errors]
+    if len(messages) == 1:
+        return messages[0]
+    got = _show(errors[0].get("input"))
+    wants = [m.removeprefix("must be ").rsplit(", got ", 1)[0] for m in messages if m.startswith("must be ")]
+    if len(wants) != len(messages):
+        return messages[0]
+    return f"must be {', or '.join(dict.fromkeys(wants))}, got `{got}`"
 
 
 def _clean_msg(err: dict) -> str:

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from archspec.language.check import CheckReport, checked
+from archspec.language.diagnostics import Diagnostic
 from archspec.language.errors import UsageError
 from archspec.language.nodes import Model
-from archspec.language.ops import fmt_shape, value_text
+from archspec.language.ops import Input, Shape, fmt_shape, value_text
 from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
 
 FORMULA = "out = floor((in + 2*padding - dilation*(kernel-1) - 1)/stride) + 1"
@@ -39,9 +40,25 @@ class _Explainer(Visitor[Entry]):
 
     def __init__(self, report: CheckReport) -> None:
         self.report = report
+        self.errors = report.errors
+        self.failed: list[Diagnostic] = []  # the errors of the node the explanation stopped at
 
     def seq(self, nodes: list[CheckedNode]) -> list[Entry]:
-        return [self.visit(n) for n in nodes]
+        entries = []
+        for n in nodes:
+            if self.failed:
+                break
+            entries.append(self.visit(n))
+            self.failed = self.errors_of(n)
+        return entries
+
+    def errors_of(self, node: CheckedNode) -> list[Diagnostic]:
+        """The errors reported at this node itself (not inside a block it calls)."""
+        span = node.span
+        if span is None:
+            return []
+        return [d for d in self.errors if d.span is not None and d.trace == node.trace and d.span.path == span.path
+                and span.start <= d.span.start and d.span.end <= span.end]
 
     def where(self, node: CheckedNode) -> str:
         span = node.span
@@ -53,9 +70,14 @@ class _Explainer(Visitor[Entry]):
 
     def visit_layer(self, node: Layer) -> Entry:
         layer = node.layer
+        if not node.valid:
+            return Entry(node, node.path, f"{node.path}{self.where(node)}: {node.op}",
+                         ["cannot be explained: the layer is not written correctly (see the error below)"])
         heading = f"{node.path}{self.where(node)}: {node.op} {layer.describe()}".rstrip()  # type: ignore[union-attr]
-        return Entry(node, node.path, heading,
-                     layer.explain(node.in_shape, node.out_shape, node.params, node.macs))  # type: ignore[union-attr]
+        x, y = node.in_shape, node.out_shape
+        if self.errors_of(node) or (not isinstance(layer, Input) and not (_known(x) and _known(y))):
+            return Entry(node, node.path, heading, layer.explain_failure(x, y))  # type: ignore[union-attr]
+        return Entry(node, node.path, heading, layer.explain(x, y, node.params, node.macs))  # type: ignore[union-attr]
 
     def visit_call(self, node: Call) -> Entry:
         args = ", ".join(f"{k}={value_text(v)}" for k, v in node.args.items())
@@ -74,6 +96,8 @@ class _Explainer(Visitor[Entry]):
         else:
             e.lines.append("out = body(x) + x: the body must keep the shape, so its output can be added to x")
         e.children = self.seq(node.body) + self.seq(node.shortcut or [])
+        if self.failed:
+            return e
         body_out, skip_out = node.join.operands  # type: ignore[union-attr]
         e.after.append(f"add: {fmt_shape(body_out)} + {fmt_shape(skip_out)} -> {fmt_shape(node.out_shape)} "
                        "(element-wise sum: the two shapes must be equal)")
@@ -84,6 +108,8 @@ class _Explainer(Visitor[Entry]):
                   [f"each branch gets the same input {fmt_shape(node.in_shape)}"])
         for b in node.branches:
             e.children += self.seq(b)
+        if self.failed:
+            return e
         outs, y = node.join.operands, node.out_shape  # type: ignore[union-attr]
         if node.mode == "concat":
             channels = " + ".join(str(o[0]) for o in outs if o)
@@ -141,6 +167,25 @@ def explain(source: "CheckReport | Model | str | Path", layer: int | str | None 
     out: list[str] = []
     _render(entries, 0, out)
     return "\n".join(header + out).rstrip("\n") + "\n"
+
+
+def explain_failure(report: CheckReport) -> tuple[str, list[Diagnostic]]:
+    """For a report with errors: every layer explained up to and including the first that fails
+    (with the arithmetic that fails), and the errors to show after it (all of them when no layer
+    carries one, e.g. a syntax error)."""
+    explainer = _Explainer(report)
+    entries = explainer.seq(report.body)
+    failed = explainer.failed or report.errors
+    where = f" at line {failed[0].span.line}" if failed and failed[0].span else ""
+    header = [f"{report.path}: {fmt_shape(report.input_shape)} -> stops with an error{where}",
+              f"Sizes follow PyTorch: {FORMULA}", ""]
+    out: list[str] = []
+    _render(entries, 0, out)
+    return "\n".join(header + out).rstrip("\n") + "\n", failed
+
+
+def _known(shape: Shape | None) -> bool:
+    return shape is not None and None not in shape
 
 
 def _layer_help(report: CheckReport) -> str:

@@ -33,5 +33,29 @@ from archspec.language.ops.norm import BatchNorm  # noqa: E402
 OPS: dict[str, type[LayerSpec]] = dict(REGISTRY)
 LAYER_ADAPTER: TypeAdapter = TypeAdapter(Annotated[Union[tuple(OPS.values())], Field(discriminator="op")])  # type: ignore[arg-type]
 
-__all__ = ["OPS", "LAYER_ADAPTER", "LayerSpec", "Input", "Conv", "BatchNorm", "TorchCall", "Shape", "Pair", "RFStep",
+# What course students type from PyTorch and Keras, lower-cased without `_`, to this language's op.
+OP_ALIASES: dict[str, str] = {
+    "conv2d": "conv", "convolution2d": "conv",
+    "fc": "linear", "dense": "linear",
+    "batchnorm": "bn", "batchnorm1d": "bn", "batchnorm2d": "bn", "batchnormalization": "bn",
+    "view": "flatten", "reshape": "flatten",
+    "maxpool2d": "maxpool", "maxpooling2d": "maxpool", "avgpool2d": "avgpool", "averagepooling2d": "avgpool",
+    "adaptiveavgpool2d": "adaptiveavgpool", "globalaveragepooling2d": "gap", "globalavgpool": "gap",
+    "swish": "silu", "logsoftmax": "softmax",
+}
+_TORCH_PREFIXES = ("torch.nn.functional.", "torch.nn.", "nn.functional.", "nn.", "f.", "layers.", "keras.layers.")
+
+
+def resolve_op_name(word: str) -> str | None:
+    """The op a PyTorch or Keras spelling means (`ReLU`, `nn.Conv2d`, `Dense`, `view`), or None."""
+    key = word.lower()
+    for prefix in _TORCH_PREFIXES:
+        key = key.removeprefix(prefix)
+    key = key.replace("_", "")
+    if key in OPS:
+        return key
+    return OP_ALIASES.get(key)
+
+
+__all__ = ["OP_ALIASES", "resolve_op_name", "OPS", "LAYER_ADAPTER", "LayerSpec", "Input", "Conv", "BatchNorm", "TorchCall", "Shape", "Pair", "RFStep",
            "Emit", "fmt_shape", "pair_text", "value_text", "number_text", "window_line", "window_out"]

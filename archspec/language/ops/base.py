@@ -102,6 +102,10 @@ class LayerSpec(BaseModel):
     usage: ClassVar[str] = ""
     # How generated PyTorch source writes a parameter-free op inline in forward(), e.g. "F.relu({x})".
     functional: ClassVar[str | None] = None
+    # PyTorch's positional arguments in its order, as this language writes them: "in" is taken from
+    # the previous layer (dropped), "" is the op's own positional, a key is written glued (`k5`).
+    torch_order: ClassVar[tuple[str, ...]] = ()
+    torch_note: ClassVar[str] = ""  # why PyTorch's argument list is written differently here
     # Set when the op's weights need a data-dependent initialiser the runner applies (`init whiten`).
     init_hint: ClassVar[str | None] = None
 
@@ -148,6 +152,10 @@ class LayerSpec(BaseModel):
     def init_mode(self) -> str | None:
         """The data-dependent initialiser this layer asks for (`whiten`), or None."""
         return None
+
+    def explain_failure(self, x: Shape | None, y: Shape | None) -> list[str]:
+        """A layer with an error, or after one: its shapes (ops with a window add the failing arithmetic)."""
+        return [f"{fmt_shape(x)} -> {fmt_shape(y)}"]
 
     def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
         """The arithmetic from x to y, for `archspec explain` (and hover in the editor)."""
@@ -209,6 +217,18 @@ def window_out(
     return out, formula, dropped
 
 
+def _padding_to_fit(x: Shape, eff: tuple[int, int], p: tuple[int, int], bad_axes: list[str]) -> str:
+    """The padding, as written after `p`, that lets a window of size eff fit on the axes that are too small.
+
+    An axis that already fits keeps its padding; `p1x0` when only H needs more, `p2` when both need the same.
+    """
+    need = []
+    for i, axis in enumerate("HW"):
+        size = x[i + 1] or 0
+        need.append(max(p[i], -(-(eff[i] - size) // 2)) if axis in bad_axes else p[i])
+    return pair_text((need[0], need[1]))
+
+
 def spatial(
     op: str,
     x: Shape,
@@ -233,7 +253,7 @@ def spatial(
             f"{what} {pair_text(eff)} is larger than the padded input "
             f"{'x'.join('?' if v is None else str(v) for v in padded)}; output size would be below 1",
             notes=[f"input is {fmt_shape(x)}"] + [f for _, f in bad],
-            help=f"pad the input (e.g. `p{max(0, (eff[0] - (x[1] or 0) + 1) // 2)}`), use a smaller {what}, "
+            help=f"pad the input (e.g. `p{_padding_to_fit(x, eff, p, [axis for axis, _ in bad])}`), use a smaller {what}, "
             f"or downsample less before this layer",
         )
         return (None if h is None or h < 1 else h), (None if w is None or w < 1 else w)
@@ -295,3 +315,19 @@ def nonnegative_pair(v: Any) -> Any:
     if isinstance(v, tuple) and min(v) < 0:
         raise ValueError(f"padding cannot be negative, got {pair_text(v)}")
     return v
+
+
+def window_failure_lines(x: Shape | None, y: Shape | None, k: tuple[int, int], s: tuple[int, int], p: tuple[int, int],
+                         d: tuple[int, int], ceil_mode: bool = False) -> list[str]:
+    """A window op with an error: its shapes, and the arithmetic that gives a size below 1."""
+    lines = [f"{fmt_shape(x)} -> {fmt_shape(y)}"]
+    if x is None or None in x or len(x) != 3:
+        return lines
+    for i, axis in enumerate("HW"):
+        out = window_out(axis, x[i + 1], k[i], s[i], p[i], d[i], ceil_mode)[0]
+        line = window_line(axis, x[i + 1], k[i], s[i], p[i], d[i], out, ceil_mode)  # type: ignore[arg-type]
+        if out is not None and out < 1:
+            eff = d[i] * (k[i] - 1) + 1
+            line += f": below 1, the {eff}-wide window does not fit in {x[i + 1]} + 2*{p[i]} = {x[i + 1] + 2 * p[i]}"  # type: ignore[operator]
+        lines.append(line)
+    return lines

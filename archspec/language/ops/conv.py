@@ -7,7 +7,8 @@ from typing import Any, ClassVar, Literal, Union
 from pydantic import Field, field_validator
 
 from archspec.language.ops.base import (Emit, LayerSpec, Pair, RFStep, Shape, TorchCall, fmt_shape, need_rank,
-                                        nonnegative_pair, pair_text, positive_pair, spatial, window_line)
+                                        nonnegative_pair, pair_text, positive_pair, spatial, window_failure_lines,
+                                        window_line)
 
 
 class Conv(LayerSpec):
@@ -25,6 +26,8 @@ class Conv(LayerSpec):
     keys: ClassVar = {"k": "kernel", "s": "stride", "p": "padding", "d": "dilation", "g": "groups", "init": "init"}
     flags: ClassVar = {"nobias": ("bias", False), "bias": ("bias", True)}
     name_prefix: ClassVar = "conv"
+    torch_order: ClassVar = ("in", "", "k", "s", "p", "d", "g")
+    torch_note: ClassVar = "in-channels come from the previous layer; kernel, stride and padding are written `k5`, `s2`, `p1`"
     summary: ClassVar = "2-D convolution (nn.Conv2d): OUT channels, kernel kK, stride sS, padding pP|same|valid, dilation dD, groups gG."
     usage: ClassVar = "conv 64 k3 s1 p1 [d1] [g1] [nobias] [init whiten]"
 
@@ -110,6 +113,11 @@ class Conv(LayerSpec):
         if self.init != "default":
             parts.append(f"init {self.init}")
         return " ".join(parts)
+
+    def explain_failure(self, x: Shape | None, y: Shape | None) -> list[str]:
+        if self.padding == "same":
+            return super().explain_failure(x, y)
+        return window_failure_lines(x, y, self.kernel, self.stride, self.resolved_padding(), self.dilation)
 
     def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
         if x is None or y is None:

@@ -40,6 +40,8 @@ class Linear(LayerSpec):
     positional: ClassVar = ("out_features",)
     flags: ClassVar = {"nobias": ("bias", False), "bias": ("bias", True)}
     name_prefix: ClassVar = "fc"
+    torch_order: ClassVar = ("in", "")
+    torch_note: ClassVar = "in-features come from the previous layer"
     summary: ClassVar = "Fully connected layer (nn.Linear) on [B, F]: N output features."
     usage: ClassVar = "linear 10 [nobias]"
 

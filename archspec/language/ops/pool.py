@@ -7,7 +7,7 @@ from pydantic import field_validator
 
 from archspec.language.ops.base import (Emit, LayerSpec, Pair, RFStep, Shape, TorchCall, fmt_shape, need_rank,
                                         nonnegative_pair, pair_text, positive_pair, spatial, whole_image_step,
-                                        window_line)
+                                        window_failure_lines, window_line)
 
 
 class _Pool(LayerSpec):
@@ -21,6 +21,8 @@ class _Pool(LayerSpec):
     flags: ClassVar = {"ceil": ("ceil_mode", True)}
     name_prefix: ClassVar = "pool"
     torch_cls: ClassVar[str] = ""
+    torch_order: ClassVar = ("", "s", "p")
+    torch_note: ClassVar = "stride and padding are written `s2`, `p1`"
     reduces_with: ClassVar[str] = ""  # "the maximum" / "the mean", for explain
 
     _positive = field_validator("kernel", "stride")(positive_pair)
@@ -69,6 +71,9 @@ class _Pool(LayerSpec):
         if self.ceil_mode:
             parts.append("ceil")
         return " ".join(parts)
+
+    def explain_failure(self, x: Shape | None, y: Shape | None) -> list[str]:
+        return window_failure_lines(x, y, self.kernel, self.eff_stride, self.padding, (1, 1), self.ceil_mode)
 
     def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
         if x is None or y is None:
