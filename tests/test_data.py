@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 
-from archspec import data as data_mod  # noqa: E402
+from archspec.training import data as data_mod  # noqa: E402
 from archspec.training.data import load_data, load_image  # noqa: E402
 from archspec.language.errors import ArchspecError  # noqa: E402
 from conftest import CIFAR  # noqa: E402

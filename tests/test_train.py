@@ -179,7 +179,7 @@ def test_train_refuses_a_mismatch_before_decoding(subset_dir, tmp_path, monkeypa
     """The spec is checked against the listing and one header per class: no image decoded, no data loaded."""
     import time
 
-    from archspec import data as data_mod
+    from archspec.training import data as data_mod
 
     monkeypatch.setattr(data_mod, "_decode", lambda *a, **k: pytest.fail("decoded an image before refusing"))
     monkeypatch.setattr(data_mod, "load_data", lambda *a, **k: pytest.fail("loaded the data before refusing"))

@@ -10,6 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from archspec.language import codes
 from archspec.language.errors import ArchspecError, UsageError, require_torch
 from archspec.training.recipes import NORMALIZE, RECIPES, TrainConfig, make_config
 
@@ -124,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def refuse_final_softmax(report: Any) -> None:
     """Raise on the check report's W205: a final softmax before cross-entropy trains at chance."""
     for d in report.diagnostics:
-        if d.code == "W205":
+        if d.code == codes.SOFTMAX_BEFORE_LOSS:
             where = f"{d.span.path}:{d.span.line}:{d.span.column}: " if d.span else ""
             raise ArchspecError(f"{where}{d.message} [W205]", f"{d.help}; or pass --allow-softmax to train it anyway")
 

@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator
 
+from archspec.language import codes
 from archspec.language.diagnostics import Diagnostic, Span
 from archspec.language.errors import ArchError
 from archspec.language.expand import dedupe, load, parse
@@ -118,7 +119,7 @@ class _Checker:
         for node in seq.items:
             if isinstance(node, LayerSpec) and node.is_activation and isinstance(previous, LayerSpec) and previous.is_activation:
                 self.emitter(node)(
-                    "W203",
+                    codes.CONSECUTIVE_ACTIVATIONS,
                     f"`{node.op_name}` right after `{previous.op_name}`: two activations in a row",
                     help="remove one of them",
                 )
@@ -136,7 +137,7 @@ class _Checker:
             return Layer(**where, out_shape=None, layer=node)
         if isinstance(node, LayerSpec):
             if isinstance(node, Input) and self.layers_seen:
-                self.emitter(node)("E006", "`input` must be the first layer, and only one", help="remove this line, or move it to the top of the file")
+                self.emitter(node)(codes.INPUT_LAYER, "`input` must be the first layer, and only one", help="remove this line, or move it to the top of the file")
             self.layers_seen += 1
             y = node.infer(x, self.emitter(node))
             return Layer(**where, out_shape=y, layer=node, own_params=node.params(x), own_macs=node.macs(x, y),
@@ -171,7 +172,7 @@ class _Checker:
         if _known(y) and _known(s) and y != s:
             what = "shortcut" if shortcut is not None else "input"
             self.emitter(node)(
-                "E107",
+                codes.RESIDUAL_MISMATCH,
                 f"residual cannot add its body's output {fmt_shape(y)} to its {what} {fmt_shape(s)}",
                 notes=[f"residual input is {fmt_shape(x)}"],
                 help="keep the body's shape (stride 1, same channels), or write `residual project { ... }` for a 1x1 conv + bn "
@@ -221,7 +222,7 @@ class _Checker:
                 listing = [f"branch {j + 1} gives {fmt_shape(s)}" for j, s in known]
                 need = "the same shape" if node.mode == "add" else "the same rank and spatial size (only channels may differ)"
                 self.emitter(node)(
-                    "E108",
+                    codes.BRANCH_MISMATCH,
                     f"branch {i + 1} gives {fmt_shape(o)} but branch {first_i + 1} gives {fmt_shape(first)}: `{node.mode}` needs {need}",
                     notes=[f"input is {fmt_shape(x)}"] + listing,
                     help="change the strides, padding or channels of the branch that differs",
@@ -240,7 +241,7 @@ class _Checker:
                 if r.out_shape is not None and len(r.out_shape) == 3 and r.out_shape[1:] == (1, 1) and r.op != "input":
                     later = rows[last_conv].layer.span
                     self.emitter(r.layer)(
-                        "W202",
+                        codes.SPATIAL_COLLAPSED,
                         f"spatial size is 1x1 after `{r.op}`, but a conv comes later (line {later.line if later else '?'})",
                         notes=[f"output is {fmt_shape(r.out_shape)}"],
                         help="downsample less before the last conv; a conv on 1x1 only mixes channels",
@@ -250,7 +251,7 @@ class _Checker:
         last = rows[-1] if rows else None
         if last is not None and last.op == "softmax":
             self.emitter(last.layer)(
-                "W205",
+                codes.SOFTMAX_BEFORE_LOSS,
                 "the network ends with `softmax`, but cross-entropy applies log-softmax itself",
                 notes=["softmax before the loss squashes the scores twice: gradients vanish and training stays near chance"],
                 help="remove it: train on the raw scores (logits) and apply softmax at inference",
@@ -259,13 +260,13 @@ class _Checker:
             return
         if len(y) == 1 and y[0] is not None and y[0] != classes:
             self.emitter(last.layer)(
-                "W204",
+                codes.CLASSES_MISMATCH,
                 f"the network ends with {y[0]} features but there are {classes} classes",
                 help=f"make the last layer `linear {classes}` (or pass `--classes {y[0]}`)",
             )
         elif len(y) == 3:
             self.emitter(last.layer)(
-                "W204",
+                codes.CLASSES_MISMATCH,
                 f"the network ends with a 4-D tensor {fmt_shape(y)}, not {classes} class scores",
                 help=f"end with `gap | flatten | linear {classes}` (or `flatten | linear {classes}`)",
             )
@@ -289,7 +290,7 @@ def _hint_channels_first(report: CheckReport) -> None:
         return
     c, h, w = dims  # type: ignore[misc]
     for d in report.diagnostics:
-        if d.code in ("E101", "E102"):
+        if d.code in (codes.KERNEL_TOO_LARGE, codes.OUTPUT_TOO_SMALL):
             d.notes.append(f"`input {c}x{h}x{w}` means {c} channels of {h}x{w} pixels: inputs are C x H x W")
             d.help = f"write the channels first: `input {w}x{c}x{h}`"
 
@@ -300,13 +301,13 @@ def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
     report = CheckReport(model=model, classes=classes)
     report.diagnostics.extend(model.diagnostics)
     checker = _Checker(report)
-    if model.sources.get(model.path) is not None and not any(d.code == "E001" for d in model.diagnostics):
+    if model.sources.get(model.path) is not None and not any(d.code == codes.SYNTAX_ERROR for d in model.diagnostics):
         if model.input is None and (model.body.items or not model.blocks) and not _invalid_input(model):
             # (a file of blocks only is a library; an `input` line that does not bind has its own E004)
             first = model.body.items[0] if model.body.items else None
             span = getattr(first, "span", None) or Span(model.path, 0, 0, 1, 1, 1, 1)
             report.diagnostics.append(
-                Diagnostic("E006", "the network has no `input` layer first", span,
+                Diagnostic(codes.INPUT_LAYER, "the network has no `input` layer first", span,
                            help="start the file with the input shape, e.g. `input 3x32x32` (channels x height x width)")
             )
         report.body = checker.seq(model.body, None, "", 0)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Literal
+from typing import Iterable
 
-Severity = Literal["error", "warning"]
+from archspec.language.codes import CODES, CodeInfo, Severity  # noqa: F401 (CodeInfo re-exported)
 
 
 @dataclass(frozen=True)
@@ -25,45 +25,6 @@ class Span:
     end_column: int
 
 
-@dataclass(frozen=True)
-class CodeInfo:
-    code: str
-    name: str
-    severity: Severity
-    summary: str
-    example: str
-    fix: str
-
-
-# One table of codes, grouped by prefix: E0 syntax and arguments, E1 shapes, W2 warnings.
-CODES: dict[str, CodeInfo] = {
-    c.code: c
-    for c in [
-        CodeInfo("E001", "syntax-error", "error", "The text does not parse.", "conv 6 k5 |", "Complete or remove the layer."),
-        CodeInfo("E002", "unknown-op", "error", "A layer names an op that does not exist.", "cnv 6 k5", "Use one of the ops listed by `archspec ops`."),
-        CodeInfo("E003", "unknown-argument", "error", "A layer has an argument its op does not take.", "conv 6 k5 x2", "Remove it or use the suggested spelling."),
-        CodeInfo("E004", "invalid-value", "error", "An argument has a value the op cannot use (zero channels, negative padding, dropout outside [0, 1), ...).", "conv 0 k3", "Use a value in the range the message gives."),
-        CodeInfo("E005", "missing-argument", "error", "A required argument is missing.", "conv 6", "Add it, e.g. `conv 6 k3`."),
-        CodeInfo("E006", "input", "error", "The file has no `input` layer, or it is not the first layer, or there are several.", "conv 6 k5", "Start the file with `input CxHxW`, e.g. `input 3x32x32`."),
-        CodeInfo("E007", "undefined-name", "error", "A block or block parameter is not defined, or a block is called with the wrong arguments.", "basic(64) with no `block basic`", "Define the block, `use` the file that defines it, or fix the call."),
-        CodeInfo("E008", "import-error", "error", "A `use` file cannot be read or parsed, or files use each other in a cycle.", 'use "missing.arch"', "Fix the path (relative to the file that uses it)."),
-        CodeInfo("E101", "kernel-too-large", "error", "A convolution kernel (with dilation) is larger than its padded input, as PyTorch refuses.", "input 3x4x4 | conv 6 k5", "Pad the input, use a smaller kernel, or downsample less before it."),
-        CodeInfo("E102", "output-too-small", "error", "A pooling window leaves an output size below 1, as PyTorch refuses.", "input 3x1x1 | maxpool 2", "Pool less, or remove the layer."),
-        CodeInfo("E103", "wrong-rank", "error", "A layer gets a tensor of the wrong rank: a conv or pool after `flatten`, a `linear` on a 4-D tensor.", "flatten | conv 6 k3", "Add `flatten` before `linear`; move convs before `flatten`."),
-        CodeInfo("E104", "groups-mismatch", "error", "A grouped convolution's groups do not divide its input or output channels.", "input 3x32x32 | conv 8 k3 g2", "Choose groups that divide both channel counts."),
-        CodeInfo("E105", "pool-padding", "error", "Pooling padding is more than half the kernel, as PyTorch refuses.", "maxpool 2 p2", "Use padding at most kernel // 2."),
-        CodeInfo("E106", "same-with-stride", "error", "`p same` with a stride above 1, which PyTorch refuses.", "conv 8 k3 s2 p same", "Use explicit padding, e.g. `p1` for k3."),
-        CodeInfo("E107", "residual-mismatch", "error", "A residual's body output cannot be added to its input.", "residual { conv 8 k3 }", "Keep the shape, or add `project` / a `shortcut { ... }`."),
-        CodeInfo("E108", "branch-mismatch", "error", "Parallel branches produce shapes that cannot be joined.", "concat { maxpool 2 } { conv 8 k3 p1 }", "Make the branches agree on batch and spatial size (concat) or on the whole shape (add)."),
-        CodeInfo("W201", "floor-drops-pixels", "warning", "The floor in the size formula drops input rows or columns that no window covers.", "input 3x15x15 | maxpool 2", "Pad, change the stride, or use `ceil` on a pool."),
-        CodeInfo("W202", "spatial-collapsed", "warning", "The spatial size is 1x1 before a later convolution, which then only mixes channels.", "input 3x8x8 | maxpool 8 | conv 8 k3 p1", "Downsample less before the last conv, or use a 1x1 conv / linear deliberately."),
-        CodeInfo("W203", "consecutive-activations", "warning", "Two activations in a row; the second is usually a mistake.", "relu | relu", "Remove one of them."),
-        CodeInfo("W204", "classes-mismatch", "warning", "The network's output features differ from the number of classes (`--classes`, default 10).", "linear 100 with --classes 10", "Make the last layer `linear N` with N classes."),
-        CodeInfo("W205", "softmax-before-loss", "warning", "The network ends with `softmax`; cross-entropy applies log-softmax itself, so training squashes the scores twice and stalls near chance.", "linear 10 | softmax", "Remove it; apply softmax at inference."),
-    ]
-}
-
-
 @dataclass
 class Diagnostic:
     code: str
@@ -73,6 +34,10 @@ class Diagnostic:
     notes: list[str] = field(default_factory=list)
     # Call sites of the blocks this diagnostic is inside, outermost first (a template backtrace).
     trace: tuple[tuple[str, Span], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.code not in CODES:  # a code that is not in the table fails where it is made, not when rendered
+            raise ValueError(f"unknown diagnostic code {self.code!r}; define it in archspec/language/codes.py")
 
     @property
     def severity(self) -> Severity:

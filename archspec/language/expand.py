@@ -15,6 +15,7 @@ from typing import Any, Union
 from lark import Token, Tree
 from pydantic import ValidationError
 
+from archspec.language import codes
 from archspec.language.diagnostics import Diagnostic, Span
 from archspec.language.nodes import BlockCall, Branch, Invalid, Model, Node, Residual, Seq, Trace, Value
 from archspec.language.ops import LAYER_ADAPTER, OPS, LayerSpec, resolve_op_name
@@ -105,7 +106,7 @@ class _Builder:
             elif top_level:
                 statements.append(stmt)
             else:
-                self.error("E008", f"a file brought in with `use` may only define blocks; found `{_stmt_head(stmt)}`",
+                self.error(codes.IMPORT_ERROR, f"a file brought in with `use` may only define blocks; found `{_stmt_head(stmt)}`",
                            tree_span(stmt, path), (), help="move the layers into the file that uses this one")
         return statements
 
@@ -113,11 +114,11 @@ class _Builder:
         name_tok, params_tree, body = stmt.children
         span = token_span(name_tok, path)
         if str(name_tok) in OPS:
-            self.error("E007", f"block `{name_tok}` has the name of an op", span, (), help="rename the block")
+            self.error(codes.UNDEFINED_NAME, f"block `{name_tok}` has the name of an op", span, (), help="rename the block")
             return
         if str(name_tok) in self.blocks:
             prev = self.blocks[str(name_tok)].span
-            self.error("E007", f"block `{name_tok}` is defined twice", span, (),
+            self.error(codes.UNDEFINED_NAME, f"block `{name_tok}` is defined twice", span, (),
                        notes=[f"first defined at {prev.path}:{prev.line}:{prev.column}"], help="rename one of them")
             return
         params = []
@@ -134,7 +135,7 @@ class _Builder:
         target = (base / rel).resolve()
         key = str(target)
         if key in self.loading:
-            self.error("E008", f'`use "{rel}"` makes a cycle of files', span, (),
+            self.error(codes.IMPORT_ERROR, f'`use "{rel}"` makes a cycle of files', span, (),
                        notes=[" -> ".join(self.loading + [key])], help="remove one of the `use` lines")
             return
         if key in self.loaded:
@@ -143,7 +144,7 @@ class _Builder:
         try:
             text = target.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            self.error("E008", f'cannot read `{rel}`: {exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"}',
+            self.error(codes.IMPORT_ERROR, f'cannot read `{rel}`: {exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"}',
                        span, (), help=f"the path is relative to the file that uses it: {base}")
             return
         tree = self.load_file(_display_path(target), text)
@@ -165,7 +166,7 @@ class _Builder:
         stmts = [c for c in body.children if isinstance(c, Tree)]
         for s in stmts:
             if s.data in ("block_def", "use"):
-                self.error("E007" if s.data == "block_def" else "E008", f"`{s.data.split('_')[0]}` is only allowed at the top level of a file",
+                self.error(codes.UNDEFINED_NAME if s.data == "block_def" else codes.IMPORT_ERROR, f"`{s.data.split('_')[0]}` is only allowed at the top level of a file",
                            tree_span(s, path), trace)
         stmts = [s for s in stmts if s.data not in ("block_def", "use")]
         return Seq(self.statements(stmts, path, env, trace, _Namer()))
@@ -178,7 +179,7 @@ class _Builder:
         if kind == "residual":
             mode, body, _, shortcut = stmt.children
             if mode is not None and str(mode) != "project":
-                self.error("E003", f"unknown residual option `{mode}`", token_span(mode, path), trace,
+                self.error(codes.UNKNOWN_ARGUMENT, f"unknown residual option `{mode}`", token_span(mode, path), trace,
                            help="write `residual project { ... }` for an automatic 1x1 projection, or `residual { ... }`")
             node = Residual(
                 body=self.body(body, path, env, trace),
@@ -201,7 +202,7 @@ class _Builder:
         if kind == "call":
             return self.call(stmt, path, env, trace, namer)
         if kind in ("block_def", "use"):
-            self.error("E007", f"`{kind.split('_')[0]}` is only allowed at the top level of a file", span, trace)
+            self.error(codes.UNDEFINED_NAME, f"`{kind.split('_')[0]}` is only allowed at the top level of a file", span, trace)
             return []
         raise AssertionError(f"unhandled statement {kind}")  # the grammar has no other statement
 
@@ -209,7 +210,7 @@ class _Builder:
         value = self.value(tree, path, env, trace)
         span = _any_span(tree, path)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            self.error("E004", f"a repeat count must be a whole number of at least 1, got `{value}`", span, trace)
+            self.error(codes.INVALID_VALUE, f"a repeat count must be a whole number of at least 1, got `{value}`", span, trace)
             return 0
         return value
 
@@ -238,7 +239,7 @@ class _Builder:
         if str(tok) in env:
             return env[str(tok)]
         hint = _suggest(str(tok), list(env))
-        self.error("E007", f"`{tok}` is not a block parameter here", token_span(tok, path), trace,
+        self.error(codes.UNDEFINED_NAME, f"`{tok}` is not a block parameter here", token_span(tok, path), trace,
                    help=f"did you mean `{hint}`?" if hint else "only a block's parameters can be used in `{...}` and call arguments")
         return 1
 
@@ -257,10 +258,10 @@ class _Builder:
             left, op, right = tree.children
             a, b = self.expr(left, path, env, trace), self.expr(right, path, env, trace)
             if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
-                self.error("E004", f"`{op}` needs numbers", tree_span(tree, path), trace)
+                self.error(codes.INVALID_VALUE, f"`{op}` needs numbers", tree_span(tree, path), trace)
                 return 1
             if op in ("/", "//") and b == 0:
-                self.error("E004", "division by zero", tree_span(tree, path), trace)
+                self.error(codes.INVALID_VALUE, "division by zero", tree_span(tree, path), trace)
                 return 1
             if op == "+":
                 return a + b
@@ -287,7 +288,7 @@ class _Builder:
             else:
                 hint = resolve_op_name(op) or _suggest(op, list(OPS) + list(self.blocks))
                 help = f"did you mean `{hint}`?" if hint else "run `archspec ops` to list the ops"
-            self.error("E002", f"unknown op `{op}`", token_span(op_tok, path), trace, help=help)
+            self.error(codes.UNKNOWN_OP, f"unknown op `{op}`", token_span(op_tok, path), trace, help=help)
             return Invalid(op, span, trace, namer(op))
         args = [self.arg(t, path, env, trace) for t in arg_trees]
         name = namer(cls.name_prefix or op)
@@ -301,7 +302,7 @@ class _Builder:
         except ValidationError as exc:
             for fld, errors in _errors_by_field(exc, op).items():
                 where = next((a.span for a in args if a.key == fld), span)
-                self.error("E004", f"`{op}` {_field_label(cls, fld)}: {_joined_msg(errors)}", where, trace,
+                self.error(codes.INVALID_VALUE, f"`{op}` {_field_label(cls, fld)}: {_joined_msg(errors)}", where, trace,
                            help=f"usage: `{cls.usage}`")
             return Invalid(op, span, trace, name)
 
@@ -319,7 +320,7 @@ class _Builder:
         for start in reversed(starts):
             cut = start - span.start
             text = text[:cut].rstrip() + " | " + text[cut:]
-        self.error("E003", f"missing `|` before `{word}`?", where, trace,
+        self.error(codes.UNKNOWN_ARGUMENT, f"missing `|` before `{word}`?", where, trace,
                    help=f"separate layers with `|` or a newline: `{text}`")
         return True
 
@@ -330,7 +331,7 @@ class _Builder:
             return False
         form = language_form(op, [self.source_text(a.span) for a in args])
         count = "one number" if len(cls.positional) == 1 else f"{len(cls.positional)} numbers"
-        self.error("E003", f"`{op}` takes {count} here, got {len(numbers)}: {cls.torch_note}", span, trace,
+        self.error(codes.UNKNOWN_ARGUMENT, f"`{op}` takes {count} here, got {len(numbers)}: {cls.torch_note}", span, trace,
                    help=f"write `{form}`")
         return True
 
@@ -354,7 +355,7 @@ class _Builder:
         def put(fld: str, value: Any, arg: _Arg) -> None:
             nonlocal ok
             if fld in data:
-                self.error("E003", f"`{op}` gets {_field_label(cls, fld)} twice", arg.span, trace, help="keep one of them")
+                self.error(codes.UNKNOWN_ARGUMENT, f"`{op}` gets {_field_label(cls, fld)} twice", arg.span, trace, help="keep one of them")
                 ok = False
             data[fld] = value
             arg.key = fld
@@ -384,7 +385,7 @@ class _Builder:
                 elif arg.bound is not None and positional:
                     put(positional.pop(0), arg.bound, arg)
                 elif word in cls.keys:
-                    self.error("E005", f"`{op}` argument `{word}` needs a value", arg.span, trace,
+                    self.error(codes.MISSING_ARGUMENT, f"`{op}` argument `{word}` needs a value", arg.span, trace,
                                help=f"write it glued, e.g. `{word}1`, or as `{word} VALUE`; usage: `{cls.usage}`")
                     ok = False
                 elif glued and glued["key"] in cls.keys:
@@ -399,13 +400,13 @@ class _Builder:
                     put(positional.pop(0), arg.value, arg)
                 else:
                     takes = f"takes {len(cls.positional)} positional argument(s)" if cls.positional else "takes no positional arguments"
-                    self.error("E003", f"unexpected value `{_show(arg.value)}`: `{op}` {takes}", arg.span, trace,
+                    self.error(codes.UNKNOWN_ARGUMENT, f"unexpected value `{_show(arg.value)}`: `{op}` {takes}", arg.span, trace,
                                help=f"usage: `{cls.usage}`")
                     ok = False
             i += 1
         for fld in fields:
             if cls.model_fields[fld].is_required() and fld not in data:
-                self.error("E005", f"`{op}` needs {_field_label(cls, fld)}", span, trace, help=f"usage: `{cls.usage}`")
+                self.error(codes.MISSING_ARGUMENT, f"`{op}` needs {_field_label(cls, fld)}", span, trace, help=f"usage: `{cls.usage}`")
                 ok = False
         return data, ok
 
@@ -432,7 +433,7 @@ class _Builder:
             hint = _suggest(stem["key"] if stem else word, vocabulary)
             if hint and stem and not hint.endswith("="):
                 hint += stem["value"]
-        self.error("E003", f"unknown argument `{word}` for `{op}`", span, trace,
+        self.error(codes.UNKNOWN_ARGUMENT, f"unknown argument `{word}` for `{op}`", span, trace,
                    help=(f"did you mean `{hint}`? " if hint else "") + f"usage: `{cls.usage}`")
 
     # ---- blocks
@@ -447,16 +448,16 @@ class _Builder:
         if block is None and op is not None:
             words = [self.source_text(tree_span(a, path)) for a in (args_tree.children if args_tree is not None else [])]
             what = f"`{name}` is an op, not a block" if name == op else f"`{name}` is not a block: the op is `{op}`"
-            self.error("E007", what, token_span(name_tok, path), trace,
+            self.error(codes.UNDEFINED_NAME, what, token_span(name_tok, path), trace,
                        help=f"write `{language_form(op, words)}`" + (f": {OPS[op].torch_note}" if name != op and OPS[op].torch_note else ""))
             return [Invalid(name, span, trace, namer(name))]
         if block is None:
             hint = _suggest(name, list(self.blocks))
-            self.error("E007", f"no block named `{name}`", token_span(name_tok, path), trace,
+            self.error(codes.UNDEFINED_NAME, f"no block named `{name}`", token_span(name_tok, path), trace,
                        help=f"did you mean `{hint}`?" if hint else "define it with `block NAME(params) { ... }` or bring it in with `use \"file.arch\"`")
             return [Invalid(name, span, trace, namer(name))]
         if any(name == t[0] for t in trace) or self.call_depth > 64:
-            self.error("E007", f"block `{name}` calls itself", token_span(name_tok, path), trace, help="blocks cannot be recursive")
+            self.error(codes.UNDEFINED_NAME, f"block `{name}` calls itself", token_span(name_tok, path), trace, help="blocks cannot be recursive")
             return [Invalid(name, span, trace, namer(name))]
         positional: list[Value] = []
         keyword: dict[str, tuple[Value, Span]] = {}
@@ -468,24 +469,24 @@ class _Builder:
                 positional.append(self.expr(a.children[0], path, env, trace))
         params = [p for p, _ in block.params]
         if len(positional) > len(params):
-            self.error("E007", f"block `{name}` takes {len(params)} argument(s), got {len(positional)}", span, trace,
+            self.error(codes.UNDEFINED_NAME, f"block `{name}` takes {len(params)} argument(s), got {len(positional)}", span, trace,
                        notes=[f"defined at {block.span.path}:{block.span.line}:{block.span.column} as `{name}({', '.join(params)})`"])
             return [Invalid(name, span, trace, namer(name))]
         bound: dict[str, Value] = dict(zip(params, positional))
         for k, (v, kspan) in keyword.items():
             if k not in params:
                 hint = _suggest(k, params)
-                self.error("E007", f"block `{name}` has no parameter `{k}`", kspan, trace,
+                self.error(codes.UNDEFINED_NAME, f"block `{name}` has no parameter `{k}`", kspan, trace,
                            help=f"did you mean `{hint}`?" if hint else f"its parameters: {', '.join(params) or 'none'}")
                 return [Invalid(name, span, trace, namer(name))]
             if k in bound:
-                self.error("E007", f"block `{name}` gets `{k}` twice", kspan, trace)
+                self.error(codes.UNDEFINED_NAME, f"block `{name}` gets `{k}` twice", kspan, trace)
                 return [Invalid(name, span, trace, namer(name))]
             bound[k] = v
         for pname, default in block.params:
             if pname not in bound:
                 if default is None:
-                    self.error("E007", f"block `{name}` needs a value for `{pname}`", span, trace,
+                    self.error(codes.UNDEFINED_NAME, f"block `{name}` needs a value for `{pname}`", span, trace,
                                notes=[f"defined at {block.span.path}:{block.span.line}:{block.span.column} as `{name}({', '.join(params)})`"])
                     return [Invalid(name, span, trace, namer(name))]
                 bound[pname] = self.expr(default, block.path, bound, trace)

@@ -7,6 +7,7 @@ from pathlib import Path
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
+from archspec.language import codes
 from archspec.language.diagnostics import Diagnostic, Span
 
 
@@ -56,7 +57,7 @@ def _diagnostic(err: UnexpectedInput, path: str, text: str) -> Diagnostic:
     if isinstance(err, UnexpectedCharacters):
         ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
         return Diagnostic(
-            "E001",
+            codes.SYNTAX_ERROR,
             f"unexpected character `{ch}`",
             _point_span(path, text, err.pos_in_stream),
             help="names use letters, digits and `_`; separate layers with `|` or a newline; comments start with `#`",
@@ -69,18 +70,18 @@ def _diagnostic(err: UnexpectedInput, path: str, text: str) -> Diagnostic:
         span = _point_span(path, text, max(0, pos - 1))
         if "RBRACE" in expected:
             brace = _unclosed_brace(text)
-            return Diagnostic("E001", "this `{` is never closed", _point_span(path, text, brace) if brace is not None else span,
+            return Diagnostic(codes.SYNTAX_ERROR, "this `{` is never closed", _point_span(path, text, brace) if brace is not None else span,
                               help="add `}` after the last layer of the block")
-        return Diagnostic("E001", f"unexpected end of file; expected {_describe_expected(expected)}", span)
+        return Diagnostic(codes.SYNTAX_ERROR, f"unexpected end of file; expected {_describe_expected(expected)}", span)
     assert token is not None
     span = Span(path, token.start_pos or 0, token.end_pos or 0, token.line or 1, token.column or 1,
                 token.end_line or token.line or 1, token.end_column or (token.column or 1) + 1)
     if token.type == "RBRACE":
-        return Diagnostic("E001", "unmatched `}`", span, help="remove it, or open the block it closes with `{`")
+        return Diagnostic(codes.SYNTAX_ERROR, "unmatched `}`", span, help="remove it, or open the block it closes with `{`")
     what = _TERMINALS.get(token.type, token.type.lower())
     what = what if what.startswith("`") else f"{what} `{token}`"
     return Diagnostic(
-        "E001",
+        codes.SYNTAX_ERROR,
         f"unexpected {what}; expected {_describe_expected(expected)}",
         span,
         help="separate layers with `|` or a newline" if token.type in ("LBRACE", "LPAR") else None,

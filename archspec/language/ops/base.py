@@ -17,6 +17,7 @@ from typing import Annotated, Any, Callable, ClassVar, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
+from archspec.language import codes
 from archspec.language.diagnostics import Span
 
 Dim = Union[int, None]
@@ -174,13 +175,13 @@ def need_rank(op: str, x: Shape | None, rank: int, emit: Emit) -> bool:
         return True
     if rank == 3:
         emit(
-            "E103",
+            codes.WRONG_RANK,
             f"`{op}` needs a 4-D tensor [B, C, H, W], got {fmt_shape(x)}",
             help="move this layer before `flatten` (convs and pools work on images)",
         )
     else:
         emit(
-            "E103",
+            codes.WRONG_RANK,
             f"`{op}` needs a 2-D tensor [B, F], got {fmt_shape(x)}",
             help="add `flatten` (or `gap | flatten`) before it",
         )
@@ -247,7 +248,7 @@ def spatial(
     if bad:
         eff = (d[0] * (k[0] - 1) + 1, d[1] * (k[1] - 1) + 1)
         padded = tuple(None if v is None else v + 2 * pp for v, pp in zip(x[1:], p))
-        what = "kernel" if too_small_code == "E101" else "window"
+        what = "kernel" if too_small_code == codes.KERNEL_TOO_LARGE else "window"
         emit(
             too_small_code,
             f"{what} {pair_text(eff)} is larger than the padded input "
@@ -264,11 +265,11 @@ def spatial(
         if dw:
             lost.append(f"{dw} column{'s' if dw > 1 else ''}")
         emit(
-            "W201",
+            codes.FLOOR_DROPS_PIXELS,
             f"`{op}` on {x[1]}x{x[2]} drops the last {' and '.join(lost)}: no window covers them",
             notes=[f"input is {fmt_shape(x)}", fh, fw],
             help="pad the input so the windows tile it exactly"
-            + (", or add `ceil` to keep a partial window" if too_small_code == "E102" else ""),
+            + (", or add `ceil` to keep a partial window" if too_small_code == codes.OUTPUT_TOO_SMALL else ""),
         )
     return h, w
 

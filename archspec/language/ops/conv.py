@@ -6,6 +6,7 @@ from typing import Any, ClassVar, Literal, Union
 
 from pydantic import Field, field_validator
 
+from archspec.language import codes
 from archspec.language.ops.base import (Emit, LayerSpec, Pair, RFStep, Shape, TorchCall, fmt_shape, need_rank,
                                         nonnegative_pair, pair_text, positive_pair, spatial, window_failure_lines,
                                         window_line)
@@ -50,14 +51,14 @@ class Conv(LayerSpec):
         c = x[0] if x is not None else None
         if c is not None and (c % self.groups or self.out_channels % self.groups):
             emit(
-                "E104",
+                codes.GROUPS_MISMATCH,
                 f"groups g{self.groups} must divide both input channels ({c}) and output channels ({self.out_channels})",
                 notes=[f"input is {fmt_shape(x)}"],
                 help=f"use groups that divide {c} and {self.out_channels}, e.g. g{math.gcd(c, self.out_channels)}",
             )
         if self.padding == "same" and max(self.stride) > 1:
             emit(
-                "E106",
+                codes.SAME_WITH_STRIDE,
                 f"`p same` needs stride 1, got s{pair_text(self.stride)} (PyTorch refuses it)",
                 help=f"use explicit padding, e.g. `p{self.dilation[0] * (self.kernel[0] - 1) // 2}`",
             )
@@ -66,7 +67,7 @@ class Conv(LayerSpec):
             return (self.out_channels, None, None)
         if self.padding == "same":
             return (self.out_channels, x[1], x[2])
-        h, w = spatial("conv", x, self.kernel, self.stride, self.resolved_padding(), self.dilation, emit, "E101")
+        h, w = spatial("conv", x, self.kernel, self.stride, self.resolved_padding(), self.dilation, emit, codes.KERNEL_TOO_LARGE)
         return (self.out_channels, h, w)
 
     def rf(self, x: Shape | None) -> RFStep | None:

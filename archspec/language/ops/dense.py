@@ -6,6 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from archspec.language import codes
 from archspec.language.ops.base import Emit, LayerSpec, RFStep, Shape, TorchCall, fmt_shape, whole_image_step
 
 
@@ -48,7 +49,7 @@ class Linear(LayerSpec):
     def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
         if x is not None and len(x) != 1:
             emit(
-                "E103",
+                codes.WRONG_RANK,
                 f"`linear` needs a 2-D tensor [B, F], got {fmt_shape(x)}",
                 notes=["on a 4-D tensor nn.Linear would act on the last dimension (W) only, which is almost never meant"],
                 help="add `flatten` (or `gap | flatten`) before it",

@@ -5,6 +5,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import field_validator
 
+from archspec.language import codes
 from archspec.language.ops.base import (Emit, LayerSpec, Pair, RFStep, Shape, TorchCall, fmt_shape, need_rank,
                                         nonnegative_pair, pair_text, positive_pair, spatial, whole_image_step,
                                         window_failure_lines, window_line)
@@ -41,14 +42,14 @@ class _Pool(LayerSpec):
             return None
         if self.padding[0] > self.kernel[0] // 2 or self.padding[1] > self.kernel[1] // 2:
             emit(
-                "E105",
+                codes.POOL_PADDING,
                 f"`{op}` padding p{pair_text(self.padding)} is more than half the kernel k{pair_text(self.kernel)} (PyTorch refuses it)",
                 help=f"use at most p{self.kernel[0] // 2}",
             )
             return (x[0], None, None) if x else None
         if x is None:
             return None
-        h, w = spatial(op, x, self.kernel, self.eff_stride, self.padding, (1, 1), emit, "E102", self.ceil_mode)
+        h, w = spatial(op, x, self.kernel, self.eff_stride, self.padding, (1, 1), emit, codes.OUTPUT_TOO_SMALL, self.ceil_mode)
         return (x[0], h, w)
 
     def torch_call(self, x: Shape | None) -> TorchCall:

@@ -1,0 +1,63 @@
+"""The table of diagnostic codes, each a constant the checker emits: `codes.KERNEL_TOO_LARGE`.
+
+A code is a `str` ("E101") that also carries its table entry (`.info`): renderers, JSON and SARIF
+see the plain string, and a misspelt constant fails at import. Grouped by prefix: E0 syntax and
+arguments, E1 shapes, W2 warnings.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class CodeInfo:
+    code: str
+    name: str
+    severity: Severity
+    summary: str
+    example: str
+    fix: str
+
+
+class Code(str):
+    """A diagnostic code string with its table entry attached."""
+
+    info: CodeInfo
+
+
+CODES: dict[str, CodeInfo] = {}
+
+
+def _define(code: str, name: str, severity: Severity, summary: str, example: str, fix: str) -> Code:
+    if code in CODES:
+        raise ValueError(f"diagnostic code {code} is defined twice")
+    CODES[code] = CodeInfo(code, name, severity, summary, example, fix)
+    constant = Code(code)
+    constant.info = CODES[code]
+    return constant
+
+
+SYNTAX_ERROR = _define("E001", "syntax-error", "error", "The text does not parse.", "conv 6 k5 |", "Complete or remove the layer.")
+UNKNOWN_OP = _define("E002", "unknown-op", "error", "A layer names an op that does not exist.", "cnv 6 k5", "Use one of the ops listed by `archspec ops`.")
+UNKNOWN_ARGUMENT = _define("E003", "unknown-argument", "error", "A layer has an argument its op does not take.", "conv 6 k5 x2", "Remove it or use the suggested spelling.")
+INVALID_VALUE = _define("E004", "invalid-value", "error", "An argument has a value the op cannot use (zero channels, negative padding, dropout outside [0, 1), ...).", "conv 0 k3", "Use a value in the range the message gives.")
+MISSING_ARGUMENT = _define("E005", "missing-argument", "error", "A required argument is missing.", "conv 6", "Add it, e.g. `conv 6 k3`.")
+INPUT_LAYER = _define("E006", "input", "error", "The file has no `input` layer, or it is not the first layer, or there are several.", "conv 6 k5", "Start the file with `input CxHxW`, e.g. `input 3x32x32`.")
+UNDEFINED_NAME = _define("E007", "undefined-name", "error", "A block or block parameter is not defined, or a block is called with the wrong arguments.", "basic(64) with no `block basic`", "Define the block, `use` the file that defines it, or fix the call.")
+IMPORT_ERROR = _define("E008", "import-error", "error", "A `use` file cannot be read or parsed, or files use each other in a cycle.", 'use "missing.arch"', "Fix the path (relative to the file that uses it).")
+KERNEL_TOO_LARGE = _define("E101", "kernel-too-large", "error", "A convolution kernel (with dilation) is larger than its padded input, as PyTorch refuses.", "input 3x4x4 | conv 6 k5", "Pad the input, use a smaller kernel, or downsample less before it.")
+OUTPUT_TOO_SMALL = _define("E102", "output-too-small", "error", "A pooling window leaves an output size below 1, as PyTorch refuses.", "input 3x1x1 | maxpool 2", "Pool less, or remove the layer.")
+WRONG_RANK = _define("E103", "wrong-rank", "error", "A layer gets a tensor of the wrong rank: a conv or pool after `flatten`, a `linear` on a 4-D tensor.", "flatten | conv 6 k3", "Add `flatten` before `linear`; move convs before `flatten`.")
+GROUPS_MISMATCH = _define("E104", "groups-mismatch", "error", "A grouped convolution's groups do not divide its input or output channels.", "input 3x32x32 | conv 8 k3 g2", "Choose groups that divide both channel counts.")
+POOL_PADDING = _define("E105", "pool-padding", "error", "Pooling padding is more than half the kernel, as PyTorch refuses.", "maxpool 2 p2", "Use padding at most kernel // 2.")
+SAME_WITH_STRIDE = _define("E106", "same-with-stride", "error", "`p same` with a stride above 1, which PyTorch refuses.", "conv 8 k3 s2 p same", "Use explicit padding, e.g. `p1` for k3.")
+RESIDUAL_MISMATCH = _define("E107", "residual-mismatch", "error", "A residual's body output cannot be added to its input.", "residual { conv 8 k3 }", "Keep the shape, or add `project` / a `shortcut { ... }`.")
+BRANCH_MISMATCH = _define("E108", "branch-mismatch", "error", "Parallel branches produce shapes that cannot be joined.", "concat { maxpool 2 } { conv 8 k3 p1 }", "Make the branches agree on batch and spatial size (concat) or on the whole shape (add).")
+FLOOR_DROPS_PIXELS = _define("W201", "floor-drops-pixels", "warning", "The floor in the size formula drops input rows or columns that no window covers.", "input 3x15x15 | maxpool 2", "Pad, change the stride, or use `ceil` on a pool.")
+SPATIAL_COLLAPSED = _define("W202", "spatial-collapsed", "warning", "The spatial size is 1x1 before a later convolution, which then only mixes channels.", "input 3x8x8 | maxpool 8 | conv 8 k3 p1", "Downsample less before the last conv, or use a 1x1 conv / linear deliberately.")
+CONSECUTIVE_ACTIVATIONS = _define("W203", "consecutive-activations", "warning", "Two activations in a row; the second is usually a mistake.", "relu | relu", "Remove one of them.")
+CLASSES_MISMATCH = _define("W204", "classes-mismatch", "warning", "The network's output features differ from the number of classes (`--classes`, default 10).", "linear 100 with --classes 10", "Make the last layer `linear N` with N classes.")
+SOFTMAX_BEFORE_LOSS = _define("W205", "softmax-before-loss", "warning", "The network ends with `softmax`; cross-entropy applies log-softmax itself, so training squashes the scores twice and stalls near chance.", "linear 10 | softmax", "Remove it; apply softmax at inference.")
