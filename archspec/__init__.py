@@ -16,7 +16,7 @@ from archspec.language.check import check as _check
 from archspec.language.errors import ArchError, ArchspecError, UsageError
 from archspec.language.expand import Model, load, parse
 
-__version__ = "0.1.0"
+from archspec._version import VERSION as __version__  # noqa: E402
 __all__ = ["parse", "load", "check", "build", "load_checkpoint", "summary", "graph", "explain", "fmt", "CheckReport", "Model", "ArchError",
            "ArchspecError", "UsageError"]
 
@@ -35,7 +35,7 @@ def check(source: "Model | str | Path", classes: int | None = 10) -> CheckReport
 
 def build(source: "Model | str | Path", classes: int | None = None) -> "nn.Module":
     """Compile to a torch.nn.Module (needs the torch extra). Raises ArchError if it does not check."""
-    from archspec.language.errors import require_torch
+    from archspec.pytorch.extra import require_torch
 
     require_torch()
     from archspec.pytorch.build import build as _build
@@ -51,7 +51,7 @@ def load_checkpoint(path: "str | Path") -> "tuple[nn.Module, Any, list[str]]":
     (`archspec train --normalize`), not necessarily the tutorial's 0.5. `classes` are the class names
     in label order. `model(transform(img).unsqueeze(0)).argmax(1)` is the predicted label.
     """
-    from archspec.language.errors import require_torch
+    from archspec.pytorch.extra import require_torch
 
     require_torch()
     from archspec.training.loop import inference_bundle

@@ -220,7 +220,7 @@ def _default_file_mode() -> int:
 
 def cmd_build(args: argparse.Namespace, out: TextIO) -> int:
     """Build with torch, run one forward pass, and show the module: proof that it really runs."""
-    from archspec.language.errors import require_torch
+    from archspec.pytorch.extra import require_torch
 
     require_torch()
     import torch
@@ -243,7 +243,7 @@ def cmd_build(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from archspec import __version__
+    from archspec._version import VERSION as __version__
 
     parser = _Parser(prog="archspec", description="A small language for CNN architectures: check, explain, compile and train.")
     parser.add_argument("--version", action="version", version=f"archspec {__version__}")

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from archspec.language import codes
-from archspec.language.errors import ArchspecError, UsageError, require_torch
+from archspec.language.errors import ArchspecError, UsageError
+from archspec.pytorch.extra import require_torch
 from archspec.training.recipes import NORMALIZE, RECIPES, TrainConfig, make_config
 
 DEVICES = ("auto", "cpu", "cuda", "mps")

@@ -54,23 +54,3 @@ class ArchError(ArchspecError):
 
     def __str__(self) -> str:
         return self.render()
-
-
-class MissingExtraError(ArchspecError):
-    """A torch command run without the torch extra installed."""
-
-    def __init__(self, what: str = "torch") -> None:
-        super().__init__(
-            f"this command needs PyTorch, but `{what}` is not installed",
-            "install the extra: pip install 'archspec-cnn[torch]' (archspec-cnn is this project's name on the index; "
-            "`pip install archspec` installs an unrelated package)",
-        )
-
-
-def require_torch() -> None:
-    """Raise MissingExtraError unless torch and torchvision import."""
-    try:
-        import torch  # noqa: F401
-        import torchvision  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
-        raise MissingExtraError(getattr(exc, "name", None) or "torch") from None

@@ -16,10 +16,16 @@ from archspec.language.diagnostics import Diagnostic, Span
 _CHECKOUT_GRAMMAR = Path(__file__).resolve().parent.parent / "grammar" / "archspec.lark"
 
 
+# Comments are ignored by the grammar but kept for `fmt`: the lexer hands each one to this list
+# during a parse (`parse_with_comments` clears and reads it; parsing is not re-entrant).
+_COMMENTS: list[Token] = []
+
+
 @lru_cache(maxsize=1)
 def parser() -> Lark:
     # cache=True stores the LALR tables in the temp directory: start-up stays low.
-    options = dict(parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
+    options = dict(parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True,
+                   lexer_callbacks={"COMMENT": _COMMENTS.append})
     if _CHECKOUT_GRAMMAR.is_file():
         return Lark.open(str(_CHECKOUT_GRAMMAR), **options)
     return Lark.open_from_package("archspec.grammar", "archspec.lark", **options)
@@ -112,10 +118,20 @@ def _unclosed_brace(text: str) -> int | None:
 
 def parse_tree(text: str, path: str = "<string>") -> Tree:
     """Parse text into a lark tree; raise ParseFailed with an E001 diagnostic on bad syntax."""
+    return parse_with_comments(text, path)[0]
+
+
+def parse_with_comments(text: str, path: str = "<string>") -> tuple[Tree, list[Token]]:
+    """The tree and the comment tokens in source order (what `fmt` needs to keep them)."""
+    _COMMENTS.clear()
     try:
-        return parser().parse(text)
+        tree = parser().parse(text)
     except UnexpectedInput as err:
         raise ParseFailed(_diagnostic(err, path, text)) from None
+    finally:
+        comments = list(_COMMENTS)
+        _COMMENTS.clear()
+    return tree, comments
 
 
 def token_span(token: Token, path: str) -> Span:

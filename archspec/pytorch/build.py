@@ -37,7 +37,8 @@ class _ModuleBuilder(Visitor[nn.Module]):
         return OrderedDict((n.name, self.visit(n)) for n in nodes if not _is_input(n))
 
     def visit_layer(self, node: Layer) -> nn.Module:
-        return node.layer.torch_call(node.in_shape).build()  # type: ignore[union-attr]
+        call = node.layer.torch_call(node.in_shape)  # type: ignore[union-attr]
+        return getattr(nn, call.cls)(*call.args, **call.kwargs)
 
     def visit_call(self, node: Call) -> nn.Module:
         return nn.Sequential(self.sequential(node.body))

@@ -26,7 +26,7 @@ from archspec.training.preflight import check_input, check_spec  # noqa: F401 (c
 from archspec.training.recipes import TrainConfig
 
 if TYPE_CHECKING:
-    import archspec
+    from archspec.language.check import CheckReport
 
 Log = Callable[[str], None]
 
@@ -580,18 +580,18 @@ def curves_figure(metrics: list[dict]) -> Any:
 # ----------------------------------------------------------------------------- the `archspec train` path
 
 
-def check_against_data(report: "archspec.CheckReport", arch_path: str, data: Dataset) -> None:
+def check_against_data(report: "CheckReport", arch_path: str, data: Dataset) -> None:
     """The spec's input shape and class count must match the decoded data (checked before any training)."""
     check_input(report.input_shape, report.output_shape, arch_path, data.shape, data.classes, data.source)
 
 
 def build_model(arch_source: str, arch_path: str, seed: int) -> nn.Module:
     """Build the spec with its initial weights a function of the seed."""
-    import archspec
+    from archspec.language.expand import parse
     from archspec.pytorch.build import build
 
     torch.manual_seed(seed)
-    return build(archspec.parse(arch_source, arch_path))
+    return build(parse(arch_source, arch_path))
 
 
 def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:

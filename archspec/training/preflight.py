@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
+from archspec.language.check import CheckReport, check
 from archspec.language.errors import ArchspecError
-
-if TYPE_CHECKING:
-    import archspec
+from archspec.language.expand import parse
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 GREY_MODES = ("1", "L", "I", "I;16", "F")
@@ -73,17 +72,12 @@ def check_input(input_shape: Sequence[int] | None, output_shape: Sequence[int] |
             f"make the last layer `linear {len(classes)}`")
 
 
-def check_spec(arch_source: str, arch_path: str) -> "archspec.CheckReport":
+def check_spec(arch_source: str, arch_path: str) -> CheckReport:
     """Check the spec on its own (before any data is loaded); raises ArchError with every diagnostic."""
-    import archspec
-
-    report = archspec.check(archspec.parse(arch_source, arch_path), classes=None)
-    if not report.ok:
-        raise archspec.ArchError(report.errors, arch_path, report.model.sources)
-    return report
+    return check(parse(arch_source, arch_path), classes=None).raise_for_errors()
 
 
-def check_against_source(report: "archspec.CheckReport", arch_path: str, source: str) -> None:
+def check_against_source(report: CheckReport, arch_path: str, source: str) -> None:
     """Refuse a spec whose input shape or class count the data cannot match, from the listing and headers only."""
     info = probe_data(source)
     if info is not None:

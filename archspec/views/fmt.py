@@ -15,24 +15,22 @@ The canonical form:
     start keeps its column too, if the code still ends two spaces before it (aligned comments
     stay aligned).
 
-It works on the syntax tree of a separate lark parser whose lexer also collects the comments
+It works on the syntax tree of the language's own parser, whose lexer also collects the comments
 (the language's grammar ignores them), and it refuses text that does not parse.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Union
 
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedInput
+from lark import Token, Tree
 
 from archspec.language.diagnostics import Diagnostic
 from archspec.language.errors import ArchspecError
 from archspec.language.ops import OPS
+from archspec.language.syntax import ParseFailed, parse_with_comments
 
-_COMMENTS: list[Token] = []  # filled by the lexer callback during one parse
 _CONTINUATION = re.compile(r"\\\r?\n")
 _BLANK_LINE = re.compile(r"\n[ \t\f\r]*\n")
 # What a key may be glued to and still lex as that key and value: `k5`, `k3x3`, `p-1` (NAME then
@@ -52,30 +50,12 @@ class FormatError(ArchspecError):
         self.sources = sources
 
 
-@lru_cache(maxsize=1)
-def _parser() -> Lark:
-    # The language's grammar and parser settings, plus a callback that keeps the comments.
-    return Lark.open_from_package(
-        "archspec.grammar", "archspec.lark", parser="lalr", propagate_positions=True,
-        maybe_placeholders=True, lexer_callbacks={"COMMENT": _COMMENTS.append},
-    )
-
-
 def _parse(text: str, path: str) -> tuple[Tree, list[Token]]:
-    _COMMENTS.clear()
+    """The language's own parser, comments included; a syntax error becomes a FormatError."""
     try:
-        tree = _parser().parse(text)
-    except UnexpectedInput:
-        from archspec.language.syntax import ParseFailed, parse_tree
-
-        try:
-            parse_tree(text, path)
-        except ParseFailed as failed:
-            raise FormatError(failed.diagnostic, {path: text}) from None
-        raise  # pragma: no cover - both parsers use the same grammar
-    comments = list(_COMMENTS)
-    _COMMENTS.clear()
-    return tree, comments
+        return parse_with_comments(text, path)
+    except ParseFailed as failed:
+        raise FormatError(failed.diagnostic, {path: text}) from None
 
 
 @dataclass

@@ -86,7 +86,7 @@ def _result(d: Diagnostic, index: dict[str, int]) -> dict[str, Any]:
 
 def to_sarif(reports: Iterable["CheckReport"]) -> dict[str, Any]:
     """A SARIF 2.1.0 log (as a dict, ready for json.dumps) of every report's diagnostics."""
-    from archspec import __version__
+    from archspec._version import VERSION as __version__
 
     reports = list(reports)
     rules = _rules()

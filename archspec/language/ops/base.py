@@ -68,7 +68,7 @@ def number_text(x: float) -> str:
 
 
 class TorchCall(BaseModel):
-    """An `nn.<cls>(*args, **kwargs)` call: the compiler instantiates it, codegen prints it."""
+    """An `nn.<cls>(*args, **kwargs)` call as data: pytorch/build.py instantiates it, codegen prints it."""
 
     cls: str
     args: tuple[Any, ...] = ()
@@ -77,11 +77,6 @@ class TorchCall(BaseModel):
     def source(self) -> str:
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
         return f"nn.{self.cls}({', '.join(parts)})"
-
-    def build(self) -> Any:
-        from torch import nn
-
-        return getattr(nn, self.cls)(*self.args, **self.kwargs)
 
 
 class LayerSpec(BaseModel):
