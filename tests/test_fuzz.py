@@ -36,8 +36,9 @@ OPS = ["input", "conv", "maxpool", "avgpool", "adaptiveavgpool", "gap", "relu", 
        "tanh", "hardswish", "leakyrelu", "softmax", "bn", "dropout", "flatten", "linear"]
 ARGS = ["k1", "k3", "k5", "s1", "s2", "p0", "p1", "same", "valid", "nobias", "ceil", "d2", "g2", "c", "s", "k"]
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
+FUZZ_BUILD = settings(FUZZ, max_examples=25)
 
 
 def _sp(s):
@@ -85,14 +86,6 @@ def _mutants(draw):
     return "".join(toks)
 
 
-def _parses(text: str) -> bool:
-    try:
-        archspec.parse(text)
-        return True
-    except archspec.ArchspecError:
-        return False
-
-
 def _check_never_raises(text: str) -> None:
     report = archspec.check(text)
     assert isinstance(report, archspec.CheckReport)
@@ -100,9 +93,10 @@ def _check_never_raises(text: str) -> None:
 
 
 def _fmt_idempotent(text: str) -> None:
-    if not _parses(text):
-        return
-    once = archspec.fmt(text)
+    try:
+        once = archspec.fmt(text)
+    except archspec.ArchspecError:
+        return  # does not parse: nothing to format
     assert archspec.fmt(once) == once
 
 
@@ -142,7 +136,7 @@ def test_grammar_fmt_idempotent(text):
     _fmt_idempotent(text)
 
 
-@FUZZ
+@FUZZ_BUILD
 @given(_programs())
 def test_grammar_build_iff_check(text):
     _build_iff_check(text)
@@ -161,7 +155,42 @@ def test_mutant_fmt_idempotent(text):
     _fmt_idempotent(text)
 
 
-@FUZZ
+@FUZZ_BUILD
 @given(_mutants())
 def test_mutant_build_iff_check(text):
     _build_iff_check(text)
+
+
+# --- known failure classes found by benchmarks/fuzz.py (see benchmarks/results/fuzz.md) ------------
+# Each is strict: when the bug is fixed the test XPASSes and fails, so remove its xfail then.
+def _check_reports(text: str) -> None:
+    report = archspec.check(text)
+    assert report.errors, "expected an error diagnostic"
+
+
+@pytest.mark.xfail(strict=True, raises=OverflowError,
+                   reason="check raises OverflowError (cannot convert float infinity to integer) on an infinite "
+                          "braced expression instead of reporting it")
+def test_known_infinite_expression():
+    _check_reports("input 3x32x32\nconv {1e400/1} k3\n")
+
+
+@pytest.mark.xfail(strict=True, raises=RecursionError,
+                   reason="check raises RecursionError on 10,000 nested `residual {` instead of a diagnostic")
+def test_known_deep_residual_check():
+    _check_reports("input 3x32x32\n" + "residual {" * 10000 + " relu " + "}" * 10000 + "\n")
+
+
+@pytest.mark.xfail(strict=True, raises=RecursionError,
+                   reason="fmt raises RecursionError (not ArchspecError) on 10,000 nested `residual {`")
+def test_known_deep_residual_fmt():
+    try:
+        archspec.fmt("input 3x32x32\n" + "residual {" * 10000 + " relu " + "}" * 10000 + "\n")
+    except archspec.ArchspecError:
+        pass
+
+
+@pytest.mark.xfail(strict=True, raises=RecursionError,
+                   reason="check raises RecursionError on `conv {-----...-1}` (10,000 unary minus)")
+def test_known_long_negation():
+    archspec.check("block b(c) { conv {" + "-" * 10000 + "1} k3 }\ninput 3x32x32\nb(1)\n")
