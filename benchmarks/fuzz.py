@@ -48,8 +48,9 @@ ARG_WORDS = ["k1", "k3", "k5", "k7", "s1", "s2", "p0", "p1", "p3", "same", "vali
 HOSTILE_NUMBERS = ["0", "-1", "1e400", "9" * 40, "0.5", "nan", "inf", "-0", "1e-400", ".5", "1.", "3e2", "65536"]
 
 GIB = 1 << 30
-# What `python` gives sys.stdin here (surrogateescape under a C/C.UTF-8 locale): the forked runs copy it.
+# What `python` gives sys.stdin/stdout here (surrogateescape under a C/C.UTF-8 locale): the forked runs copy it.
 STDIN_ENC = (getattr(sys.stdin, "encoding", None) or "utf-8", getattr(sys.stdin, "errors", None) or "strict")
+STDOUT_ENC = (getattr(sys.stdout, "encoding", None) or "utf-8", getattr(sys.stdout, "errors", None) or "strict")
 
 
 def machine() -> str:
@@ -327,8 +328,8 @@ def run_forked(fn, args, timeout: float, mem: int | None, stdin_path: str | None
             # multiprocessing gives pool workers /dev/null as sys.stdin: rebuild the three streams on fds 0-2
             # with the encoding and error handler the interpreter gave the real process's stdin
             sys.stdin = open(0, "r", encoding=STDIN_ENC[0], errors=STDIN_ENC[1], closefd=False)
-            sys.stdout = open(1, "w", closefd=False)
-            sys.stderr = open(2, "w", errors="backslashreplace", closefd=False)
+            sys.stdout = open(1, "w", encoding=STDOUT_ENC[0], errors=STDOUT_ENC[1], closefd=False)
+            sys.stderr = open(2, "w", encoding=STDOUT_ENC[0], errors="backslashreplace", closefd=False)
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
             set_limits(mem, timeout)
             try:
