@@ -689,7 +689,8 @@ def main() -> int:
     L: list[str] = []
     L.append("# Fuzz campaign (issue 14, point 5)")
     L.append("")
-    L.append(f"Machine: {machine()}; Python {sys.version.split()[0]}")
+    L.append(f"Machine: {machine()}; Python {sys.version.split()[0]}; load average at the end {os.getloadavg()[0]:.1f} "
+             f"(other jobs on a shared machine lower the throughput)")
     L.append(f"Run: {time.strftime('%Y-%m-%d %H:%M:%S')}; `python benchmarks/fuzz.py {' '.join(sys.argv[1:])}`; "
              f"seed {a.seed}; {a.workers} workers; commands {', '.join(commands)}; limits {a.timeout:g} s per run "
              f"(API {2 * a.timeout:g} s), RLIMIT_AS worker size + {a.mem_gb:g} GB (API + {a.api_mem_gb:g} GB); "
