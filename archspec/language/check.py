@@ -103,7 +103,8 @@ class CheckReport:
             f"<td style='text-align:left'>{escape(fmt_shape(r.out_shape))}</td><td>{f'{r.params:,}' if r.params else '--'}</td></tr>"
             for r in self.rows[:_HTML_ROWS])
         more = f"<p>... {len(self.rows) - _HTML_ROWS:,} more layers</p>" if len(self.rows) > _HTML_ROWS else ""
-        table = ("<table><tr><th>line</th><th>module</th><th>layer</th><th>output shape</th><th>params</th></tr>"
+        table = ("<table><tr><th>line</th><th style='text-align:left'>module</th><th style='text-align:left'>layer</th>"
+                 "<th style='text-align:left'>output shape</th><th>params</th></tr>"
                  f"{rows}</table>{more}") if self.ok else ""
         return f"<div><p>{head}</p>{table}{render_html(self.diagnostics, self.sources)}</div>"
 
