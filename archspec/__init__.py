@@ -99,3 +99,10 @@ def fmt(source: "str | Path") -> str:
 
 def __getattr__(name: str) -> Any:  # pragma: no cover - only a friendlier AttributeError
     raise AttributeError(f"module 'archspec' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext archspec`: the `%%arch NAME` cell magic (see archspec.notebook)."""
+    from archspec.notebook import load_ipython_extension as load
+
+    load(ipython)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from archspec.language import codes
-from archspec.language.diagnostics import Diagnostic, Span
+from archspec.language.diagnostics import Diagnostic, Span, render_html
 from archspec.language.errors import ArchError
 from archspec.language.expand import dedupe, load, parse
 from archspec.language.nodes import BlockCall, Invalid, Model, Node, Seq
@@ -24,7 +24,10 @@ from archspec.language.ops import BatchNorm, Conv, Input, LayerSpec, RFStep, Sha
 from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Residual, json_shape, layers, seq_output, walk
 
 
-@dataclass
+_HTML_ROWS = 300  # a notebook shows this many layers, then a count
+
+
+@dataclass(repr=False)
 class CheckReport:
     """What the checker returns: the checked tree (`body`), every diagnostic, and the totals."""
 
@@ -81,6 +84,29 @@ class CheckReport:
         if not self.ok:
             raise ArchError(self.diagnostics, self.path, self.sources)
         return self
+
+    def __repr__(self) -> str:
+        verdict = "ok" if self.ok else f"{len(self.errors)} error(s)"
+        return (f"<CheckReport {self.path}: {verdict}, {len(self.warnings)} warning(s), "
+                f"{fmt_shape(self.input_shape)} -> {fmt_shape(self.output_shape)}, {self.params:,} params>")
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the verdict, the layers (when it checks) and the diagnostics with their carets."""
+        from html import escape
+
+        head = f"<b>{escape(self.path)}</b>: {escape(fmt_shape(self.input_shape))} &rarr; {escape(fmt_shape(self.output_shape))}, "
+        head += f"{self.params:,} params, " + ("checks" if self.ok else f"<b>{len(self.errors)} error(s)</b>")
+        head += f", {len(self.warnings)} warning(s)" if self.warnings else ""
+        rows = "".join(
+            f"<tr><td>{r.line or ''}</td><td style='text-align:left'>{'&nbsp;' * 2 * r.depth}{escape(r.path)}</td>"
+            f"<td style='text-align:left'>{escape(r.op)} {escape(r.layer.describe() if r.valid else '')}</td>"  # type: ignore[union-attr]
+            f"<td style='text-align:left'>{escape(fmt_shape(r.out_shape))}</td><td>{f'{r.params:,}' if r.params else '--'}</td></tr>"
+            for r in self.rows[:_HTML_ROWS])
+        more = f"<p>... {len(self.rows) - _HTML_ROWS:,} more layers</p>" if len(self.rows) > _HTML_ROWS else ""
+        table = ("<table><tr><th>line</th><th style='text-align:left'>module</th><th style='text-align:left'>layer</th>"
+                 "<th style='text-align:left'>output shape</th><th>params</th></tr>"
+                 f"{rows}</table>{more}") if self.ok else ""
+        return f"<div><p>{head}</p>{table}{render_html(self.diagnostics, self.sources)}</div>"
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -43,6 +43,10 @@ class Diagnostic:
     def severity(self) -> Severity:
         return CODES[self.code].severity
 
+    def __repr__(self) -> str:
+        where = f" at {self.span.path}:{self.span.line}:{self.span.column}" if self.span else ""
+        return f"<{self.severity}[{self.code}]{where}: {self.message}>"
+
     def to_dict(self) -> dict:
         s = self.span
         return {
@@ -139,8 +143,25 @@ def render_text(d: Diagnostic, sources: dict[str, str], color: bool = False) -> 
     from rich.console import Console
 
     buf = StringIO()
-    Console(file=buf, force_terminal=True, width=10_000, highlight=False).print(out, end="")
+    # force_jupyter=False: inside Jupyter rich would display the text instead of writing it to buf.
+    Console(file=buf, force_terminal=True, force_jupyter=False, width=10_000, highlight=False).print(out, end="")
     return buf.getvalue()
+
+
+_HTML_COLORS = {"error": "#c62828", "warning": "#b26a00"}
+
+
+def render_html(diagnostics: Iterable[Diagnostic], sources: dict[str, str]) -> str:
+    """The text rendering (caret and all) in a monospace block, each header coloured by severity:
+    how a notebook shows diagnostics (one renderer for the content, HTML only for the frame)."""
+    from html import escape
+
+    blocks = []
+    for d in diagnostics:
+        header, _, rest = render_text(d, sources).partition("\n")
+        blocks.append(f'<span style="color:{_HTML_COLORS[d.severity]};font-weight:bold">{escape(header)}</span>\n'
+                      f"{escape(rest)}")
+    return '<pre style="line-height:1.3">' + "\n".join(blocks) + "</pre>" if blocks else ""
 
 
 def _snippet(span: Span, sources: dict[str, str], style: str):

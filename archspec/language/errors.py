@@ -20,6 +20,10 @@ class ArchspecError(Exception):
         self.message = message
         self.help = help
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of a traceback: the message and its help, as the CLI prints them."""
+        return [f"error: {self.message}"] + ([f"help: {self.help}"] if self.help else [])
+
 
 class UsageError(ArchspecError):
     """Bad command-line arguments or an unreadable file (exit status 2)."""
@@ -54,3 +58,6 @@ class ArchError(ArchspecError):
 
     def __str__(self) -> str:
         return self.render()
+
+    def _render_traceback_(self) -> list[str]:
+        return self.render().splitlines()

@@ -19,6 +19,7 @@ from archspec.language.errors import UsageError
 from archspec.language.nodes import Model
 from archspec.language.ops import Input, Shape, fmt_shape, value_text
 from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
+from archspec.views.display import Text
 
 FORMULA = "out = floor((in + 2*padding - dilation*(kernel-1) - 1)/stride) + 1"
 
@@ -151,7 +152,7 @@ def _select(entries: list[Entry], layer: int | str, report: CheckReport) -> list
     return chosen
 
 
-def explain(source: "CheckReport | Model | str | Path", layer: int | str | None = None, classes: int | None = 10) -> str:
+def explain(source: "CheckReport | Model | str | Path", layer: int | str | None = None, classes: int | None = 10) -> Text:
     """The explanation as text. `layer`: a source line number (every layer written on that line,
     or a block call's whole body), or a module name / dotted path like `conv2` or `basic1.res1`."""
     report = checked(source, classes).raise_for_errors()
@@ -166,7 +167,7 @@ def explain(source: "CheckReport | Model | str | Path", layer: int | str | None 
                              _layer_help(report))
     out: list[str] = []
     _render(entries, 0, out)
-    return "\n".join(header + out).rstrip("\n") + "\n"
+    return Text("\n".join(header + out).rstrip("\n") + "\n")
 
 
 def explain_failure(report: CheckReport) -> tuple[str, list[Diagnostic]]:

@@ -16,6 +16,7 @@ from archspec.language.errors import ArchspecError, UsageError
 from archspec.language.nodes import Model
 from archspec.language.ops import Input, fmt_shape, value_text
 from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
+from archspec.views.display import DotGraph, RenderedGraph
 
 if TYPE_CHECKING:
     import graphviz
@@ -170,7 +171,7 @@ def graph(source: "CheckReport | Model | str | Path", output: str | Path | None 
     """
     fmt = format or (output_format(output) if output is not None else "dot")
     dot = to_dot(source, classes)
-    result: str | bytes = dot if fmt == "dot" else render(dot, fmt)
+    result: str | bytes = DotGraph(dot) if fmt == "dot" else RenderedGraph(render(dot, fmt), fmt)
     if output is not None:
         target = Path(output)
         try:

@@ -28,6 +28,7 @@ BYTES_PER_VALUE = 4  # fp32 weights and activations
 # Optimizer state kept per parameter, in copies of the weights: SGD with momentum keeps one
 # buffer, Adam/AdamW two (first and second moments), plain SGD none.
 OPTIMIZER_STATE = {"sgd": 1, "adam": 2, "none": 0}
+_ALIGN = ("right", "left", "left", "left", "right", "right", "right", "right", "right")  # the table's columns
 
 Pair = tuple[int, int]
 RF = tuple[Pair, Pair]  # (receptive field, jump) per axis (H, W)
@@ -253,20 +254,24 @@ class Summary:
                               ("act/sample", "right")):
             table.add_column(name, justify=justify, style="dim" if name == "line" else None)  # type: ignore[arg-type]
         for r in self.rows:
-            group = r.kind == "group"
-            table.add_row(
-                "" if r.line is None else str(r.line),
-                "  " * r.depth + r.label,
-                f"{r.op} {r.args}".rstrip() if r.kind != "join" else f"= {r.args}",
-                "" if group else fmt_shape(r.output_shape),
-                "" if group else (f"{r.params:,}" if r.params else "--"),
-                "" if group else (f"{r.macs:,}" if r.macs else "--"),
-                "" if group else pair_text(r.rf),
-                "" if group else pair_text(r.jump),
-                "" if group else human_bytes(r.activation_bytes),
-                style="bold" if group else None,
-            )
+            table.add_row(*self.cells(r), style="bold" if r.kind == "group" else None)
         return table
+
+    @staticmethod
+    def cells(r: SummaryRow) -> list[str]:
+        """One row's cells as the table shows them (text and HTML alike)."""
+        group = r.kind == "group"
+        return [
+            "" if r.line is None else str(r.line),
+            "  " * r.depth + r.label,
+            f"{r.op} {r.args}".rstrip() if r.kind != "join" else f"= {r.args}",
+            "" if group else fmt_shape(r.output_shape),
+            "" if group else (f"{r.params:,}" if r.params else "--"),
+            "" if group else (f"{r.macs:,}" if r.macs else "--"),
+            "" if group else pair_text(r.rf),
+            "" if group else pair_text(r.jump),
+            "" if group else human_bytes(r.activation_bytes),
+        ]
 
     def footer(self) -> list[str]:
         b = self.batch_size
@@ -285,7 +290,9 @@ class Summary:
         from rich.console import Console
 
         buf = StringIO()
-        console = Console(file=buf, force_terminal=color, no_color=not color, width=width or 10_000, highlight=False)
+        # force_jupyter=False: inside Jupyter rich would display the table instead of writing it to buf.
+        console = Console(file=buf, force_terminal=color, force_jupyter=False, no_color=not color, width=width or 10_000,
+                          highlight=False)
         console.print(self.table())
         console.print()
         for line in self.footer():
@@ -294,6 +301,24 @@ class Summary:
 
     def __str__(self) -> str:
         return self.render()
+
+    def __repr__(self) -> str:
+        return (f"<Summary {self.report.path}: {self.total_params:,} params, {self.total_macs:,} MACs, "
+                f"{len(self.rows)} rows>")
+
+    def _repr_html_(self) -> str:
+        """The same table as text, in a notebook: one row per layer, structure rows in bold, then the footer."""
+        from html import escape
+
+        head = "".join(f"<th>{h}</th>" for h in ("line", "layer", "op", "output shape", "params", "MACs", "RF", "jump",
+                                                   "act/sample"))
+        bold = ' style="font-weight:bold"'
+        body = "".join(
+            f"<tr{bold if r.kind == 'group' else ''}>"
+            + "".join(f'<td style="text-align:{a}">{escape(c)}</td>' for c, a in zip(self.cells(r), _ALIGN)) + "</tr>"
+            for r in self.rows)
+        footer = "<br>".join(escape(line) for line in self.footer())
+        return f"<div><p><b>{escape(self.report.path)}</b></p><table><tr>{head}</tr>{body}</table><p>{footer}</p></div>"
 
 
 def _list(shape: Shape | None) -> list[int] | None:

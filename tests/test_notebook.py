@@ -1,0 +1,99 @@
+"""A student's notebook, executed for real (nbclient + ipykernel): what each cell shows."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+from conftest import EXAMPLES, REPO  # noqa: E402
+
+LENET = (EXAMPLES / "lenet.arch").read_text()
+CELLS = [
+    "import archspec\nreport = archspec.check('lenet.arch')\nreport",
+    "bad = archspec.check('input 3x4x4\\nconv 6 k5\\nflatten\\nlinear 10')\nbad",
+    "bad.diagnostics[0]",
+    "s = archspec.summary(report)\nprint(str(s))",
+    "s",
+    "archspec.explain(report, layer='conv1')",
+    "archspec.graph(report)",
+    "archspec.build('input 3x4x4\\nconv 6 k5')",
+    "%load_ext archspec",
+    "%%arch lenet\n" + LENET,
+    "archspec.summary(lenet).total_params",
+    "archspec.graph(report, output='net.png')",
+]
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory) -> list[list[dict]]:
+    work = tmp_path_factory.mktemp("notebook")
+    (work / "lenet.arch").write_text(LENET)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
+    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+                                     resources={"metadata": {"path": str(work)}})
+    import os
+
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(REPO) + (os.pathsep + old if old else "")  # the kernel imports this checkout
+    try:
+        client.execute()
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = old
+    return [cell.outputs for cell in nb.cells]
+
+
+def _data(cell_outputs: list[dict]) -> dict:
+    for out in cell_outputs:
+        if out["output_type"] == "execute_result" or out["output_type"] == "display_data":
+            return out["data"]
+    raise AssertionError(f"no displayed result in {cell_outputs}")
+
+
+def test_a_report_shows_as_a_table_with_a_clean_repr(outputs):
+    data = _data(outputs[0])
+    assert data["text/plain"].startswith("<CheckReport lenet")  # not a multi-kilobyte pydantic dump
+    assert "62,006 params" in data["text/plain"]
+    assert "<table>" in data["text/html"] and "fc1" in data["text/html"] and "[B, 16, 5, 5]" in data["text/html"]
+
+
+def test_diagnostics_show_with_their_source_line_and_caret(outputs):
+    html = _data(outputs[1])["text/html"]
+    assert "error[E101]" in html and "conv 6 k5" in html and "^^^^^^^^^" in html and "help" in html
+    assert _data(outputs[2])["text/plain"].startswith("<error[E101] at ")
+
+
+def test_str_of_a_summary_is_the_table_inside_jupyter(outputs):
+    printed = "".join(o.get("text", "") for o in outputs[3] if o["output_type"] == "stream")
+    assert "Total params: 62,006" in printed and "conv1" in printed  # rich used to display it and return '\n'
+    assert "<table>" in _data(outputs[4])["text/html"]
+
+
+def test_explain_shows_as_text_not_an_escaped_string(outputs):
+    html = _data(outputs[5])["text/html"]
+    assert html.startswith("<pre") and "conv1 (line 3): conv 6 k5" in html and "\\n" not in html
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz's `dot` is not installed (.ci/run installs it)")
+def test_the_graph_displays_inline_as_svg_and_png(outputs):
+    assert "<svg" in _data(outputs[6])["image/svg+xml"]
+    assert "image/png" in _data(outputs[11])
+
+
+def test_an_arch_error_renders_as_its_diagnostics_not_a_traceback(outputs):
+    (error,) = [o for o in outputs[7] if o["output_type"] == "error"]
+    text = "\n".join(error["traceback"])
+    assert "error[E101]" in text and "^^^^^^^^^" in text and "does not check (1 error(s))" in text
+    assert "Traceback" not in text and "File " not in text and "archspec/" not in text
+
+
+def test_the_arch_cell_magic_checks_and_binds_the_model(outputs):
+    assert not [o for o in outputs[8] if o["output_type"] == "error"]
+    assert "62,006 params" in _data(outputs[9])["text/html"]
+    assert _data(outputs[10])["text/plain"] == "62006"
