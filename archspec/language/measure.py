@@ -29,6 +29,21 @@ def shape_bytes(shape: "Shape | None") -> int:
     return math.prod(shape) * BYTES_PER_VALUE  # type: ignore[arg-type]
 
 
+def human_bytes(n: float) -> str:
+    """Decimal units, as torchinfo: 1 MB = 10^6 bytes."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def has_stride(shape: "Shape | None") -> bool:
+    """An output with a meaningful stride: a feature map bigger than 1x1 (after `gap`, `flatten` or
+    `linear` every output sees the whole input, and the jump stops being a spacing of outputs)."""
+    return shape is not None and len(shape) == 3 and None not in shape and shape[1] * shape[2] > 1  # type: ignore[operator]
+
+
 def rf_step(state: RF | None, k: Pair, s: Pair) -> RF:
     assert state is not None
     rf, jump = state
@@ -89,3 +104,9 @@ def receptive_fields(body: list[CheckedNode], input_shape: "Shape | None") -> di
     walker = _ReceptiveFields()
     walker.seq(body, start)
     return walker.after
+
+
+def output_rf(body: list[CheckedNode], input_shape: "Shape | None") -> RF | None:
+    """(RF, jump) of the network's output: what the last row of `archspec summary` shows."""
+    start: RF | None = ((1, 1), (1, 1)) if input_shape is not None and len(input_shape) == 3 else None
+    return _ReceptiveFields().seq(body, start)

@@ -13,6 +13,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from archspec.language.measure import has_stride
 from archspec.language.ops import fmt_shape
 from archspec.views.summary import Pair, Summary, SummaryRow, human_bytes, pair_text
 
@@ -138,7 +139,7 @@ class ArchDiff:
             Total(f"training memory (batch {n.batch_size}, {n.optimizer})", o.estimated_training_bytes,
                   n.estimated_training_bytes, "bytes"),
             Total("receptive field", _final(o, "rf"), _final(n, "rf"), "pixels"),
-            Total("output stride", _final(o, "jump"), _final(n, "jump"), "pixels"),
+            Total("output stride", _output_stride(o), _output_stride(n), "pixels"),
         ]
 
     @property
@@ -247,6 +248,12 @@ def _final(summary: Summary, what: str) -> Pair | None:
     """The receptive field (or jump, the output stride) of the network's output."""
     rows = [r for r in summary.rows if r.kind != "group"]
     return getattr(rows[-1], what) if rows else None
+
+
+def _output_stride(summary: Summary) -> Pair | None:
+    """The largest jump of a feature map (what `--max-stride` limits): 32 for a 5-stage ResNet."""
+    jumps = [r.jump for r in summary.rows if r.kind != "group" and r.jump is not None and has_stride(r.output_shape)]
+    return (max(j[0] for j in jumps), max(j[1] for j in jumps)) if jumps else None
 
 
 def pair_rows(old: list[SummaryRow], new: list[SummaryRow]) -> list[RowChange]:

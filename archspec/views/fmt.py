@@ -54,11 +54,15 @@ class FormatError(ArchspecError):
 
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
-    # The language's grammar and parser settings, plus a callback that keeps the comments.
-    return Lark.open_from_package(
-        "archspec.grammar", "archspec.lark", parser="lalr", propagate_positions=True,
-        maybe_placeholders=True, lexer_callbacks={"COMMENT": _COMMENTS.append},
-    )
+    # The language's grammar and parser settings (the checkout's grammar first, as syntax.py),
+    # plus a callback that keeps the comments.
+    from archspec.language.syntax import _CHECKOUT_GRAMMAR
+
+    options = dict(parser="lalr", propagate_positions=True, maybe_placeholders=True,
+                   lexer_callbacks={"COMMENT": _COMMENTS.append})
+    if _CHECKOUT_GRAMMAR.is_file():
+        return Lark.open(str(_CHECKOUT_GRAMMAR), **options)
+    return Lark.open_from_package("archspec.grammar", "archspec.lark", **options)
 
 
 def _parse(text: str, path: str) -> tuple[Tree, list[Token]]:
@@ -148,7 +152,7 @@ class _Printer:
         for sub in tree.iter_subtrees():
             if sub.data == "body_braces":
                 self.anchors.append(sub.meta.start_pos + 1)  # just after `{`
-            elif sub.data in ("layer", "residual", "branch", "repeat", "call", "block_def", "use"):
+            elif sub.data in ("layer", "residual", "branch", "repeat", "call", "block_def", "use", "budget"):
                 self.anchors.append(sub.meta.end_pos)
 
     def anchor(self, pos: int) -> None:
@@ -302,6 +306,9 @@ class _Printer:
 
     def st_use(self, t: Tree) -> None:
         self.write(f"use {t.children[0]}")
+
+    def st_budget(self, t: Tree) -> None:
+        self.write("budget " + ", ".join(" ".join(str(tok) for tok in item.children) for item in t.children))
 
     def run(self, tree: Tree) -> str:
         self.classify(tree)

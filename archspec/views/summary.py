@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from archspec.language.check import CheckReport, checked
 from archspec.language.errors import UsageError
-from archspec.language.measure import BYTES_PER_VALUE, Pair, receptive_fields, shape_bytes
+from archspec.language.measure import BYTES_PER_VALUE, Pair, human_bytes, receptive_fields, shape_bytes
 from archspec.language.nodes import Model
 from archspec.language.ops import Shape, fmt_shape, value_text
 from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
@@ -76,15 +76,6 @@ def pair_text(p: Pair | None) -> str:
     if p is None:
         return "--"
     return str(p[0]) if p[0] == p[1] else f"{p[0]}x{p[1]}"
-
-
-def human_bytes(n: float) -> str:
-    """Decimal units, as torchinfo: 1 MB = 10^6 bytes."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
 
 
 class _Walker(Visitor[Any]):
