@@ -117,7 +117,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     limits = _budget_flags(args)
     reports, status = [], 0
     n_err = n_warn = 0
-    for path in arch_files(args.files):
+    sizes = _input_sizes(args)
+    for path, dims in [(path, dims) for path in arch_files(args.files) for dims in sizes]:
         try:
             display, text = read_source(path)
         except UsageError as exc:
@@ -126,7 +127,9 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
                 print(f"help: {exc.help}", file=sys.stderr)
             status = 2
             continue
-        report = check(parse(text, display), classes=args.classes)
+        report = check(_at_size(parse(text, display), dims), classes=args.classes)
+        for d in report.diagnostics if dims is not None else []:
+            d.notes.insert(0, f"at input size {'x'.join(map(str, dims))} (--input-sizes)")
         report.diagnostics += evaluate(report, limits + report.model.budgets, args.batch_size)
         report.diagnostics = filter_diagnostics(report.diagnostics, report.model.sources, select, ignore)
         reports.append(report)
@@ -184,6 +187,20 @@ def _batch_size(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
     return value
+
+
+def _input_sizes(args: argparse.Namespace) -> list:
+    """`--input-sizes 3x32x32,3x64x64` as shapes; [None] (the file's own input) without it."""
+    from archspec.views.sizes import parse_sizes
+
+    return parse_sizes(args.input_sizes) if args.input_sizes else [None]
+
+
+def _at_size(model, dims):
+    """The model with its `input` replaced by `dims` (a file without an `input` keeps its E006)."""
+    from archspec.views.sizes import with_input
+
+    return model if dims is None or model.input is None else with_input(model, dims)
 
 
 def cmd_rule(args: argparse.Namespace, out: TextIO) -> int:
@@ -289,6 +306,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--select", action="append", metavar="CODES", help="only these codes or prefixes, e.g. E1,W201")
     p.add_argument("--ignore", action="append", metavar="CODES", help="drop these codes or prefixes")
     p.add_argument("-q", "--quiet", action="store_true", help="no shape table, only diagnostics and the summary line")
+    p.add_argument("--input-sizes", metavar="CxHxW,...", help="check at each of these input shapes instead of the file's, e.g. 3x32x32,3x64x64")
     budget = p.add_argument_group("budgets (each broken limit is an error, E301-E305; also `budget ...` in the file)")
     budget.add_argument("--max-params", metavar="N", help="most parameters, e.g. 1.5M (k, M, G: thousands, millions, billions)")
     budget.add_argument("--max-macs", metavar="N", help="most multiply-accumulates per sample, e.g. 600M")

@@ -219,6 +219,24 @@ def _git_show(rev: str, path: str) -> str:
     return done.stdout
 
 
+# --------------------------------------------------------------------------- sizes
+
+def cmd_sizes(args: argparse.Namespace, out: TextIO) -> int:
+    from archspec.cli import read_source
+    from archspec.language.expand import parse
+    from archspec.views.sizes import input_sizes
+
+    display, text = read_source(args.file)
+    model = parse(text, display)
+    if any(d.severity == "error" for d in model.diagnostics):
+        from archspec.language.check import check
+
+        check(model, classes=None).raise_for_errors()  # a file that does not parse or bind: its diagnostics
+    sizes = input_sizes(model, args.max)
+    out.write(json.dumps(sizes.to_dict(), indent=2) + "\n" if args.format == "json" else sizes.render())
+    return 0
+
+
 # --------------------------------------------------------------------------- parsers
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -261,4 +279,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exit-code", action="store_true", help="exit 1 when anything changed (as `git diff --exit-code`)")
     p.add_argument("--classes", type=int, default=10, help="number of classes the output should have (default 10)")
     p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("sizes", help="which input heights and widths the network accepts, and where no floor drops pixels")
+    p.add_argument("file", metavar="FILE", help="a .arch file, or - for standard input (its channels are kept)")
+    p.add_argument("--max", type=_positive, default=128, metavar="N", help="check every H and W in 1..N (default 128)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_sizes)
 
