@@ -109,12 +109,16 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     from archspec.language.check import check
     from archspec.language.expand import parse
 
+    from archspec.language.budget import evaluate
+
     console = _console(out)
     color = console.is_terminal and not console.no_color
     select, ignore = _codes(args.select), _codes(args.ignore)
+    limits = _budget_flags(args)
     reports, status = [], 0
     n_err = n_warn = 0
-    for path in arch_files(args.files):
+    sizes = _input_sizes(args)
+    for path, dims in [(path, dims) for path in arch_files(args.files) for dims in sizes]:
         try:
             display, text = read_source(path)
         except UsageError as exc:
@@ -123,7 +127,10 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
                 print(f"help: {exc.help}", file=sys.stderr)
             status = 2
             continue
-        report = check(parse(text, display), classes=args.classes)
+        report = check(_at_size(parse(text, display), dims), classes=args.classes)
+        for d in report.diagnostics if dims is not None else []:
+            d.notes.insert(0, f"at input size {'x'.join(map(str, dims))} (--input-sizes)")
+        report.diagnostics += evaluate(report, limits + report.model.budgets, args.batch_size)
         report.diagnostics = filter_diagnostics(report.diagnostics, report.model.sources, select, ignore)
         reports.append(report)
         n_err += len(report.errors)
@@ -152,6 +159,48 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     if n_err or (args.strict and n_warn):
         return 1
     return 0
+
+
+_BUDGET_FLAGS = (("max_params", "params", "max"), ("max_macs", "macs", "max"), ("max_activations", "activations", "max"),
+                 ("min_rf", "rf", "min"), ("max_rf", "rf", "max"), ("max_stride", "stride", "max"))
+
+
+def _budget_flags(args: argparse.Namespace) -> list:
+    """The limits given as `--max-params 1.5M` etc. (a wrong one is a usage error)."""
+    from archspec.language.budget import BudgetError, make_limit
+
+    limits = []
+    for attr, metric, bound in _BUDGET_FLAGS:
+        text = getattr(args, attr)
+        if text is None:
+            continue
+        flag = "--" + attr.replace("_", "-")
+        try:
+            limits.append(make_limit(metric, bound, text, f"{flag} {text}"))  # type: ignore[arg-type]
+        except BudgetError as exc:
+            raise UsageError(f"{flag}: {exc}", exc.help) from None
+    return limits
+
+
+def _batch_size(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _input_sizes(args: argparse.Namespace) -> list:
+    """`--input-sizes 3x32x32,3x64x64` as shapes; [None] (the file's own input) without it."""
+    from archspec.views.sizes import parse_sizes
+
+    return parse_sizes(args.input_sizes) if args.input_sizes else [None]
+
+
+def _at_size(model, dims):
+    """The model with its `input` replaced by `dims` (a file without an `input` keeps its E006)."""
+    from archspec.views.sizes import with_input
+
+    return model if dims is None or model.input is None else with_input(model, dims)
 
 
 def cmd_rule(args: argparse.Namespace, out: TextIO) -> int:
@@ -257,6 +306,15 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--select", action="append", metavar="CODES", help="only these codes or prefixes, e.g. E1,W201")
     p.add_argument("--ignore", action="append", metavar="CODES", help="drop these codes or prefixes")
     p.add_argument("-q", "--quiet", action="store_true", help="no shape table, only diagnostics and the summary line")
+    p.add_argument("--input-sizes", metavar="CxHxW,...", help="check at each of these input shapes instead of the file's, e.g. 3x32x32,3x64x64")
+    budget = p.add_argument_group("budgets (each broken limit is an error, E301-E305; also `budget ...` in the file)")
+    budget.add_argument("--max-params", metavar="N", help="most parameters, e.g. 1.5M (k, M, G: thousands, millions, billions)")
+    budget.add_argument("--max-macs", metavar="N", help="most multiply-accumulates per sample, e.g. 600M")
+    budget.add_argument("--max-activations", metavar="BYTES", help="most activation memory at --batch-size, e.g. 20MB")
+    budget.add_argument("--batch-size", type=_batch_size, default=1, metavar="N", help="batch size for --max-activations (default 1)")
+    budget.add_argument("--min-rf", metavar="N", help="least receptive field of the output, in input pixels")
+    budget.add_argument("--max-rf", metavar="N", help="most receptive field of any layer, in input pixels")
+    budget.add_argument("--max-stride", metavar="N", help="most output stride (jump) of any layer, e.g. 32")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("rule", help="explain diagnostic codes (all of them when none given)")

@@ -1,4 +1,4 @@
-"""The view commands: `summary`, `graph`, `explain` and `fmt` (none of them imports torch).
+"""The view commands: `summary`, `graph`, `explain`, `fmt` and `diff` (none of them imports torch).
 
 `archspec.cli.make_parser` calls `add_parsers`; each command is `f(args, out) -> exit code`.
 """
@@ -162,6 +162,81 @@ def cmd_fmt(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- diff
+
+def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
+    from archspec.language.check import check
+    from archspec.language.expand import parse
+    from archspec.views.diff import diff
+    from archspec.views.summary import summarize
+
+    if args.git is not None:
+        if len(args.files) != 1:
+            raise UsageError("--git REV takes one file: the working copy to compare with its version at REV",
+                             "e.g. `archspec diff --git HEAD~1 examples/lenet.arch`")
+        path = args.files[0]
+        old_label, old_text = f"{path}@{args.git}", _git_show(args.git, path)
+        new_label, new_text = _read(path)
+        # the old text is parsed under the file's own path so that its `use` lines resolve
+        old_model, new_model = parse(old_text, path), parse(new_text, new_label)
+    else:
+        if len(args.files) != 2:
+            raise UsageError(f"diff takes two files (OLD NEW), got {len(args.files)}",
+                             "e.g. `archspec diff old.arch new.arch`, or `archspec diff --git HEAD file.arch`")
+        (old_label, old_text), (new_label, new_text) = _read(args.files[0]), _read(args.files[1])
+        old_model, new_model = parse(old_text, old_label), parse(new_text, new_label)
+    summaries = [summarize(check(m, classes=args.classes), batch_size=args.batch_size, optimizer=args.optimizer)
+                 for m in (old_model, new_model)]
+    result = diff(*summaries, old_label=old_label, new_label=new_label)
+    if args.format == "json":
+        out.write(json.dumps(result.to_dict(), indent=2) + "\n")
+    elif args.format == "markdown":
+        out.write(result.markdown())
+    else:
+        out.write(result.render(color=_color(out)))
+    return 1 if args.exit_code and not result.empty else 0
+
+
+def _read(path: str) -> tuple[str, str]:
+    from archspec.cli import read_source
+
+    return read_source(path)
+
+
+def _git_show(rev: str, path: str) -> str:
+    """The file's text at a git revision (`git show REV:./path`, relative to the current folder)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "show", f"{rev}:./{path}"], capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        raise UsageError("--git needs the `git` program, which is not installed",
+                         "install git, or write the old version to a file and run `archspec diff OLD NEW`") from None
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["git show failed"])[-1]
+        raise UsageError(f"cannot read {path} at {rev}: {reason}",
+                         "give a revision where the file exists (e.g. HEAD, HEAD~1, main), from inside the repository")
+    return done.stdout
+
+
+# --------------------------------------------------------------------------- sizes
+
+def cmd_sizes(args: argparse.Namespace, out: TextIO) -> int:
+    from archspec.cli import read_source
+    from archspec.language.expand import parse
+    from archspec.views.sizes import input_sizes
+
+    display, text = read_source(args.file)
+    model = parse(text, display)
+    if any(d.severity == "error" for d in model.diagnostics):
+        from archspec.language.check import check
+
+        check(model, classes=None).raise_for_errors()  # a file that does not parse or bind: its diagnostics
+    sizes = input_sizes(model, args.max)
+    out.write(json.dumps(sizes.to_dict(), indent=2) + "\n" if args.format == "json" else sizes.render())
+    return 0
+
+
 # --------------------------------------------------------------------------- parsers
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -193,4 +268,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would be reformatted")
     p.add_argument("--diff", action="store_true", help="change nothing; print a unified diff of what would change (exit 1 if any)")
     p.set_defaults(func=cmd_fmt)
+
+    p = sub.add_parser("diff", help="what changed between two networks: layers, shapes, params, MACs, memory, RF (no torch)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="OLD NEW, or one FILE with --git REV")
+    p.add_argument("--git", metavar="REV", help="compare FILE at git revision REV (e.g. HEAD) with the working copy")
+    p.add_argument("--format", choices=["text", "json", "markdown"], default="text",
+                   help="text (coloured on a terminal), json, or markdown (for a pull-request comment)")
+    p.add_argument("--batch-size", type=_positive, default=1, metavar="N", help="batch size for the training-memory total (default 1)")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "none"], default="sgd", help="optimizer state in the memory total")
+    p.add_argument("--exit-code", action="store_true", help="exit 1 when anything changed (as `git diff --exit-code`)")
+    p.add_argument("--classes", type=int, default=10, help="number of classes the output should have (default 10)")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("sizes", help="which input heights and widths the network accepts, and where no floor drops pixels")
+    p.add_argument("file", metavar="FILE", help="a .arch file, or - for standard input (its channels are kept)")
+    p.add_argument("--max", type=_positive, default=128, metavar="N", help="check every H and W in 1..N (default 128)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_sizes)
 

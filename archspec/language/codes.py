@@ -2,7 +2,7 @@
 
 A code is a `str` ("E101") that also carries its table entry (`.info`): renderers, JSON and SARIF
 see the plain string, and a misspelt constant fails at import. Grouped by prefix: E0 syntax and
-arguments, E1 shapes, W2 warnings.
+arguments, E1 shapes, E3 budgets, W2 warnings.
 """
 from __future__ import annotations
 
@@ -61,3 +61,8 @@ SPATIAL_COLLAPSED = _define("W202", "spatial-collapsed", "warning", "The spatial
 CONSECUTIVE_ACTIVATIONS = _define("W203", "consecutive-activations", "warning", "Two activations in a row; the second is usually a mistake.", "relu | relu", "Remove one of them.")
 CLASSES_MISMATCH = _define("W204", "classes-mismatch", "warning", "The network's output features differ from the number of classes (`--classes`, default 10).", "linear 100 with --classes 10", "Make the last layer `linear N` with N classes.")
 SOFTMAX_BEFORE_LOSS = _define("W205", "softmax-before-loss", "warning", "The network ends with `softmax`; cross-entropy applies log-softmax itself, so training squashes the scores twice and stalls near chance.", "linear 10 | softmax", "Remove it; apply softmax at inference.")
+PARAMS_BUDGET = _define("E301", "params-budget", "error", "The network has more parameters than its budget (`--max-params`, or `budget params <= N`).", "budget params <= 50k on LeNet (62,006)", "Use fewer or narrower layers, or raise the limit.")
+MACS_BUDGET = _define("E302", "macs-budget", "error", "The network needs more multiply-accumulates per sample than its budget (`--max-macs`, or `budget macs <= N`).", "budget macs <= 500k on LeNet (651,720)", "Downsample earlier, or use narrower or depthwise convs.")
+ACTIVATIONS_BUDGET = _define("E303", "activations-budget", "error", "The activations kept for the backward pass at the budget's batch size exceed their budget (`--max-activations` with `--batch-size`, or `budget activations <= 20MB@128`).", "budget activations <= 5MB@128 on LeNet (9.25 MB)", "Downsample earlier, use fewer channels at full resolution, or a smaller batch.")
+RF_BUDGET = _define("E304", "rf-budget", "error", "The receptive field is outside its budget: above `--max-rf` at the first layer that crosses it, or below `--min-rf` at the output.", "budget rf >= 64 on LeNet (32)", "Add or remove downsampling, larger kernels or dilation.")
+STRIDE_BUDGET = _define("E305", "stride-budget", "error", "The output stride (the product of the strides, the jump) exceeds its budget (`--max-stride`) at the first layer that crosses it.", "budget stride <= 16 on a 5-stage ResNet (32)", "Downsample less (stride 1, or drop a pool), or use dilation instead.")

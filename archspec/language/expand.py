@@ -10,7 +10,7 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from lark import Token, Tree
 from pydantic import ValidationError
@@ -20,6 +20,9 @@ from archspec.language.diagnostics import Diagnostic, Span
 from archspec.language.nodes import BlockCall, Branch, Invalid, Model, Node, Residual, Seq, Trace, Value
 from archspec.language.ops import LAYER_ADAPTER, OPS, LayerSpec, resolve_op_name
 from archspec.language.syntax import ParseFailed, parse_tree, token_span, tree_span
+
+if TYPE_CHECKING:
+    from archspec.language.budget import Limit
 
 # --------------------------------------------------------------------------- binding helpers
 
@@ -201,10 +204,28 @@ class _Builder:
             return items
         if kind == "call":
             return self.call(stmt, path, env, trace, namer)
-        if kind in ("block_def", "use"):
+        if kind in ("block_def", "use", "budget"):
             self.error(codes.UNDEFINED_NAME, f"`{kind.split('_')[0]}` is only allowed at the top level of a file", span, trace)
             return []
         raise AssertionError(f"unhandled statement {kind}")  # the grammar has no other statement
+
+    def budget(self, stmt: Tree, path: str) -> list["Limit"]:
+        """The limits of a `budget` statement; a wrong one is reported (E003/E004) and left out."""
+        from archspec.language.budget import BudgetError, make_limit
+
+        limits = []
+        for item in stmt.children:
+            metric, op, quantity = item.children
+            span = tree_span(item, path)
+            try:
+                limits.append(make_limit(str(metric), "max" if str(op) == "<=" else "min", str(quantity),
+                                         f"{metric} {op} {quantity}", span))
+            except BudgetError as exc:
+                from archspec.language.budget import METRICS
+
+                code = codes.INVALID_VALUE if str(metric) in METRICS else codes.UNKNOWN_ARGUMENT
+                self.error(code, str(exc), span, (), help=exc.help)
+        return limits
 
     def count(self, tree: Any, path: str, env: dict[str, Value], trace: Trace) -> int:
         value = self.value(tree, path, env, trace)
@@ -645,8 +666,9 @@ def parse(text: str, path: str = "<string>") -> Model:
         return Model(path, Seq(), sources, diagnostics)
     builder.loading.append(str(Path(path).resolve()) if path not in ("<string>", "<stdin>") else path)
     stmts = builder.collect_defs(tree, path, top_level=True)
-    body = Seq(builder.statements(stmts, path, {}, (), _Namer()))
-    return Model(path, body, sources, dedupe(diagnostics), blocks=sorted(builder.blocks))
+    budgets = [limit for s in stmts if s.data == "budget" for limit in builder.budget(s, path)]
+    body = Seq(builder.statements([s for s in stmts if s.data != "budget"], path, {}, (), _Namer()))
+    return Model(path, body, sources, dedupe(diagnostics), blocks=sorted(builder.blocks), budgets=budgets)
 
 
 def dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:

@@ -6,10 +6,13 @@ below. Nothing here knows shapes: the checker turns this tree into the checked t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from archspec.language.diagnostics import Diagnostic, Span
 from archspec.language.ops import Input, LayerSpec
+
+if TYPE_CHECKING:
+    from archspec.language.budget import Limit
 
 Value = Union[int, float, str, tuple]
 Trace = tuple[tuple[str, Span], ...]
@@ -80,6 +83,7 @@ class Model:
     sources: dict[str, str]
     diagnostics: list[Diagnostic]
     blocks: list[str] = field(default_factory=list)
+    budgets: list["Limit"] = field(default_factory=list)  # from `budget` statements; `archspec check` enforces them
 
     @property
     def input(self) -> Input | None:

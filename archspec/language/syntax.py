@@ -13,7 +13,7 @@ from archspec.language.diagnostics import Diagnostic, Span
 
 # A source checkout (installed or not) keeps the grammar at the top level; a wheel ships it as
 # the package data `archspec.grammar`. The checkout's copy wins so an edit is seen at once.
-_CHECKOUT_GRAMMAR = Path(__file__).resolve().parent.parent / "grammar" / "archspec.lark"
+_CHECKOUT_GRAMMAR = Path(__file__).resolve().parents[2] / "grammar" / "archspec.lark"
 
 
 # Comments are ignored by the grammar but kept for `fmt`: the lexer hands each one to this list

@@ -128,7 +128,7 @@ class _Printer:
         for sub in tree.iter_subtrees():
             if sub.data == "body_braces":
                 self.anchors.append(sub.meta.start_pos + 1)  # just after `{`
-            elif sub.data in ("layer", "residual", "branch", "repeat", "call", "block_def", "use"):
+            elif sub.data in ("layer", "residual", "branch", "repeat", "call", "block_def", "use", "budget"):
                 self.anchors.append(sub.meta.end_pos)
 
     def anchor(self, pos: int) -> None:
@@ -282,6 +282,9 @@ class _Printer:
 
     def st_use(self, t: Tree) -> None:
         self.write(f"use {t.children[0]}")
+
+    def st_budget(self, t: Tree) -> None:
+        self.write("budget " + ", ".join(" ".join(str(tok) for tok in item.children) for item in t.children))
 
     def run(self, tree: Tree) -> str:
         self.classify(tree)

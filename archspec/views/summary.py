@@ -4,19 +4,18 @@ Every shape, parameter count and MAC count comes from the checked tree; this mod
 visits it to add structure rows (blocks, residuals, branches and their
 joins), receptive fields and memory estimates.
 
-Receptive field (RF) and jump follow the classic recurrence per axis, from the input:
-rf_out = rf_in + (k_eff - 1) * jump_in and jump_out = jump_in * stride, where each op gives its
-(k_eff, stride) through `LayerSpec.rf`. A residual or branch takes the max over its paths.
+Receptive field (RF), jump and activation bytes come from `archspec.language.measure`, which
+budgets (`archspec check --max-rf ...`) read too.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from archspec.language.check import CheckReport, checked
 from archspec.language.errors import UsageError
+from archspec.language.measure import BYTES_PER_VALUE, Pair, human_bytes, receptive_fields, shape_bytes
 from archspec.language.nodes import Model
 from archspec.language.ops import Shape, fmt_shape, value_text
 from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
@@ -24,14 +23,11 @@ from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, V
 if TYPE_CHECKING:
     from rich.table import Table
 
-BYTES_PER_VALUE = 4  # fp32 weights and activations
 # Optimizer state kept per parameter, in copies of the weights: SGD with momentum keeps one
 # buffer, Adam/AdamW two (first and second moments), plain SGD none.
 OPTIMIZER_STATE = {"sgd": 1, "adam": 2, "none": 0}
 _ALIGN = ("right", "left", "left", "left", "right", "right", "right", "right", "right")  # the table's columns
 
-Pair = tuple[int, int]
-RF = tuple[Pair, Pair]  # (receptive field, jump) per axis (H, W)
 Kind = Literal["layer", "group", "join"]
 
 
@@ -83,98 +79,64 @@ def pair_text(p: Pair | None) -> str:
     return str(p[0]) if p[0] == p[1] else f"{p[0]}x{p[1]}"
 
 
-def shape_bytes(shape: Shape | None) -> int:
-    if shape is None or None in shape:
-        return 0
-    return math.prod(shape) * BYTES_PER_VALUE  # type: ignore[arg-type]
-
-
-def human_bytes(n: float) -> str:
-    """Decimal units, as torchinfo: 1 MB = 10^6 bytes."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
-
-
-def _step(state: RF | None, k: Pair, s: Pair) -> RF:
-    assert state is not None
-    rf, jump = state
-    return (
-        (rf[0] + (k[0] - 1) * jump[0], rf[1] + (k[1] - 1) * jump[1]),
-        (jump[0] * s[0], jump[1] * s[1]),
-    )
-
-
-def _max_rf(states: list[RF | None]) -> RF | None:
-    """Paths that meet at a join: the output sees the union of their views (the widest one)."""
-    if not states or any(s is None for s in states):
-        return None
-    known = [s for s in states if s is not None]
-    return (
-        (max(s[0][0] for s in known), max(s[0][1] for s in known)),
-        (max(s[1][0] for s in known), max(s[1][1] for s in known)),
-    )
-
-
 class _Walker(Visitor[Any]):
     """Visits the checked tree in execution order, adding structure rows and the receptive field.
 
-    Each visit takes the RF state flowing in and returns the state flowing out; `base` is the path
-    of the header row above a node, which its label is relative to.
+    `base` is the path of the header row above a node, which its label is relative to; the RF and
+    jump after each layer and join come from `receptive_fields` (language/measure.py).
     """
 
     def __init__(self, report: CheckReport) -> None:
         self.report = report
         self.rows: list[SummaryRow] = []
+        self.rf = receptive_fields(report.body, report.input_shape)
 
-    def seq(self, nodes: list[CheckedNode], state: RF | None, base: str) -> RF | None:
+    def seq(self, nodes: list[CheckedNode], base: str) -> None:
         for node in nodes:
-            state = self.visit(node, state, base)
-        return state
+            self.visit(node, base)
 
-    def visit_layer(self, node: Layer, state: RF | None, base: str) -> RF | None:
-        state = None if state is None or node.rf_step is None else _step(state, *node.rf_step)
+    def visit_layer(self, node: Layer, base: str) -> None:
+        state = self.rf.get(id(node))
         self.rows.append(SummaryRow(
             node.path, _relative(node.path, base), node.op, node.layer.describe(), "layer", node.depth,  # type: ignore[union-attr]
             self.line_of(node), node.out_shape, node.params, node.macs,
             state[0] if state else None, state[1] if state else None, shape_bytes(node.out_shape),
         ))
-        return state
 
     def header(self, node: CheckedNode, base: str, op: str, args: str) -> None:
         self.rows.append(SummaryRow(node.path, _relative(node.path, base), op, args, "group", node.depth,
                                     self.line_of(node), None))
 
-    def visit_call(self, node: Call, state: RF | None, base: str) -> RF | None:
+    def visit_call(self, node: Call, base: str) -> None:
         args = ", ".join(f"{k}={value_text(v)}" for k, v in node.args.items())
         self.header(node, base, "block", f"{node.block}({args})")
-        return self.seq(node.body, state, node.path)
+        self.seq(node.body, node.path)
 
-    def visit_residual(self, node: Residual, state: RF | None, base: str) -> RF | None:
+    def visit_residual(self, node: Residual, base: str) -> None:
         mode = "project" if node.project else ("shortcut" if node.shortcut is not None else "")
         self.header(node, base, "residual", mode)
-        body = self.seq(node.body, state, node.path)
-        skip = self.seq(node.shortcut, state, node.path) if node.shortcut is not None else state
+        self.seq(node.body, node.path)
+        if node.shortcut is not None:
+            self.seq(node.shortcut, node.path)
         operands = "body + shortcut" if node.shortcut is not None else "body + input"
-        return self.join(node, base, "residual", operands, _max_rf([body, skip]))
+        self.join(node, base, "residual", operands)
 
-    def visit_branch(self, node: Branch, state: RF | None, base: str) -> RF | None:
+    def visit_branch(self, node: Branch, base: str) -> None:
         self.header(node, base, node.mode, f"{len(node.branches)} branches")
-        ends = [self.seq(b, state, node.path) for b in node.branches]
+        for b in node.branches:
+            self.seq(b, node.path)
         if node.mode == "concat":
             operands = " + ".join(str(c[0]) if c else "?" for c in node.join.operands) + " channels"  # type: ignore[union-attr]
         else:
             operands = " + ".join(f"branch{i + 1}" for i in range(len(node.branches)))
-        return self.join(node, base, node.mode, operands, _max_rf(ends))
+        self.join(node, base, node.mode, operands)
 
-    def join(self, node: CheckedNode, base: str, op: str, operands: str, state: RF | None) -> RF | None:
+    def join(self, node: CheckedNode, base: str, op: str, operands: str) -> None:
+        state = self.rf.get(id(node))
         self.rows.append(SummaryRow(
             node.path, _relative(node.path, base), op, operands, "join", node.depth, self.line_of(node),
             node.out_shape, 0, 0, state[0] if state else None, state[1] if state else None, shape_bytes(node.out_shape),
         ))
-        return state
 
     def line_of(self, node: CheckedNode) -> int | None:
         """Source line in the checked file (a layer from a `use`d file shows its call site)."""
@@ -346,7 +308,5 @@ def summarize(source: "CheckReport | Model | str | Path", batch_size: int = 1, o
         raise UsageError(f"unknown optimizer {optimizer!r}", f"choose one of: {', '.join(OPTIMIZER_STATE)}")
     report = checked(source, classes).raise_for_errors()
     walker = _Walker(report)
-    shape = report.input_shape
-    start: RF | None = ((1, 1), (1, 1)) if shape is not None and len(shape) == 3 else None  # RF needs an image
-    walker.seq(report.body, start, "")
+    walker.seq(report.body, "")
     return Summary(report, walker.rows, batch_size, optimizer, _assumptions(optimizer))

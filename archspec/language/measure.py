@@ -1,0 +1,112 @@
+"""Receptive field, jump and activation memory of a checked tree: the one implementation that
+`archspec summary` (its RF, jump and act/sample columns) and budgets (`archspec check --max-rf`,
+`--max-stride`, `--max-activations`) both read, so their numbers cannot drift apart.
+
+Receptive field (RF) and jump follow the classic recurrence per axis, from the input:
+rf_out = rf_in + (k_eff - 1) * jump_in and jump_out = jump_in * stride, where each op gives its
+(k_eff, stride) through `LayerSpec.rf` (the checked layer's `rf_step`). A residual or branch takes
+the max over its paths (the identity skip, the shortcut, each branch).
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
+
+if TYPE_CHECKING:
+    from archspec.language.ops.base import Shape
+
+BYTES_PER_VALUE = 4  # fp32 weights and activations
+
+Pair = tuple[int, int]
+RF = tuple[Pair, Pair]  # (receptive field, jump) per axis (H, W)
+
+
+def shape_bytes(shape: "Shape | None") -> int:
+    if shape is None or None in shape:
+        return 0
+    return math.prod(shape) * BYTES_PER_VALUE  # type: ignore[arg-type]
+
+
+def human_bytes(n: float) -> str:
+    """Decimal units, as torchinfo: 1 MB = 10^6 bytes."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def has_stride(shape: "Shape | None") -> bool:
+    """An output with a meaningful stride: a feature map bigger than 1x1 (after `gap`, `flatten` or
+    `linear` every output sees the whole input, and the jump stops being a spacing of outputs)."""
+    return shape is not None and len(shape) == 3 and None not in shape and shape[1] * shape[2] > 1  # type: ignore[operator]
+
+
+def rf_step(state: RF | None, k: Pair, s: Pair) -> RF:
+    assert state is not None
+    rf, jump = state
+    return (
+        (rf[0] + (k[0] - 1) * jump[0], rf[1] + (k[1] - 1) * jump[1]),
+        (jump[0] * s[0], jump[1] * s[1]),
+    )
+
+
+def max_rf(states: list[RF | None]) -> RF | None:
+    """Paths that meet at a join: the output sees the union of their views (the widest one)."""
+    if not states or any(s is None for s in states):
+        return None
+    known = [s for s in states if s is not None]
+    return (
+        (max(s[0][0] for s in known), max(s[0][1] for s in known)),
+        (max(s[1][0] for s in known), max(s[1][1] for s in known)),
+    )
+
+
+class _ReceptiveFields(Visitor[Any]):
+    """Threads the (RF, jump) state through the tree in execution order, recording it after each
+    layer (keyed by the Layer) and after each join (keyed by its Residual or Branch)."""
+
+    def __init__(self) -> None:
+        self.after: dict[int, RF | None] = {}
+
+    def seq(self, nodes: list[CheckedNode], state: RF | None) -> RF | None:
+        for node in nodes:
+            state = self.visit(node, state)
+        return state
+
+    def visit_layer(self, node: Layer, state: RF | None) -> RF | None:
+        state = None if state is None or node.rf_step is None else rf_step(state, *node.rf_step)
+        self.after[id(node)] = state
+        return state
+
+    def visit_call(self, node: Call, state: RF | None) -> RF | None:
+        return self.seq(node.body, state)
+
+    def visit_residual(self, node: Residual, state: RF | None) -> RF | None:
+        body = self.seq(node.body, state)
+        skip = self.seq(node.shortcut, state) if node.shortcut is not None else state
+        self.after[id(node)] = out = max_rf([body, skip])
+        return out
+
+    def visit_branch(self, node: Branch, state: RF | None) -> RF | None:
+        self.after[id(node)] = out = max_rf([self.seq(b, state) for b in node.branches])
+        return out
+
+
+def receptive_fields(body: list[CheckedNode], input_shape: "Shape | None") -> dict[int, RF | None]:
+    """(RF, jump) after every layer and join, keyed by `id(node)` (a join by its Residual/Branch).
+
+    None where unknown, and everywhere for a network on feature vectors (`input 784`): RF needs an image.
+    """
+    start: RF | None = ((1, 1), (1, 1)) if input_shape is not None and len(input_shape) == 3 else None
+    walker = _ReceptiveFields()
+    walker.seq(body, start)
+    return walker.after
+
+
+def output_rf(body: list[CheckedNode], input_shape: "Shape | None") -> RF | None:
+    """(RF, jump) of the network's output: what the last row of `archspec summary` shows."""
+    start: RF | None = ((1, 1), (1, 1)) if input_shape is not None and len(input_shape) == 3 else None
+    return _ReceptiveFields().seq(body, start)
