@@ -99,3 +99,25 @@ def test_wheel_ships_the_grammar_and_checks_a_file(tmp_path):
     assert fail.returncode == 1 and "error[E101]" in fail.stdout
     where = subprocess.run([str(py), "-c", "import archspec, torch"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert "No module named 'torch'" in where.stderr  # the lint install really has no torch
+
+
+def test_a_plain_checkout_loads_its_own_grammar(tmp_path):
+    """Not installed (no editable finder, no wheel): the grammar comes from the checkout's grammar/ folder."""
+    import shutil
+
+    shutil.copytree(REPO / "archspec", tmp_path / "archspec", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "grammar", tmp_path / "grammar")
+    code = (
+        "import sys\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in type(f).__name__.lower()\n"
+        "                    and 'editable' not in getattr(f, '__module__', '').lower()]\n"
+        "import archspec\n"
+        "from archspec.language import syntax\n"
+        "assert archspec.__file__.startswith(sys.argv[1]), archspec.__file__\n"
+        "assert str(syntax._CHECKOUT_GRAMMAR).startswith(sys.argv[1]) and syntax._CHECKOUT_GRAMMAR.is_file()\n"
+        "print(archspec.check('input 3x8x8\\nconv 4 k3').output_shape)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    cp = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.strip() == "(4, 6, 6)"
