@@ -164,4 +164,4 @@ def _check_type(name: str, value: Any) -> None:
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise UsageError(f"{name} must be a {kind}, not {value!r}", f"settings are typed: {name} is a {kind}")
+        raise UsageError(f"{name} must be of type {kind}, not {value!r}", f"settings are typed: {name} is of type {kind}")
