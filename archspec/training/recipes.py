@@ -104,7 +104,8 @@ def make_config(recipe: str = "default", **overrides: Any) -> TrainConfig:
     config = replace(RECIPES[recipe], **overrides)
     for name, allowed in _CHOICES.items():
         if getattr(config, name) not in allowed:
-            raise UsageError(f"{name} must be one of {allowed}, not {getattr(config, name)!r}")
+            raise UsageError(f"{name} must be one of {allowed}, not {getattr(config, name)!r}",
+                             f"choose one of: {', '.join(map(str, allowed))}")
     for name, bounds in RANGES.items():
         _check_range(name, getattr(config, name), bounds)
     return config
