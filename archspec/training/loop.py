@@ -278,6 +278,7 @@ class Run:
     criterion: nn.Module
     init_time: float
     epoch: int = 0  # epochs completed
+    saved_epoch: int = 0  # the epoch checkpoint.pt holds
     step: int = 0
     train_time: float = 0.0
     eval_time: float = 0.0
@@ -464,6 +465,7 @@ def save(run: Run) -> None:
         input_shape=list(run.data.shape), mean=run.mean_list, std=run.std_list, normalize=run.config.normalize,
         data_source=run.data.source, rng=torch.get_rng_state(),
     ).save(run.checkpoint_path)
+    run.saved_epoch = run.epoch
 
 
 def restore(run: Run) -> None:
@@ -486,6 +488,7 @@ def restore(run: Run) -> None:
         run.lookahead.ema = {k: v.to(device) for k, v in ckpt.lookahead.items()}
     torch.set_rng_state(ckpt.rng)
     run.epoch, run.step, run.train_time, run.metrics = ckpt.epoch, ckpt.step, ckpt.train_time, ckpt.metrics
+    run.saved_epoch = ckpt.epoch
 
 
 def final_report(run: Run) -> dict[str, Any]:
@@ -518,12 +521,12 @@ def write_report(out_dir: Path, report: dict[str, Any], metrics: list[dict[str, 
 def interrupted(run: Run, exc: BaseException) -> Interrupted:
     """The one line an interrupted run ends with: what the run directory holds and how to continue."""
     name, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("SIGINT", 130)
-    if run.epoch:
-        saved = f"{run.checkpoint_path} holds epoch {run.epoch}/{run.epochs}; continue with `archspec train " \
+    if run.saved_epoch:
+        saved = f"{run.checkpoint_path} holds epoch {run.saved_epoch}/{run.epochs}; continue with `archspec train " \
                 f"{run.arch_path or 'ARCH'} --resume --out {run.out_dir}` and the same flags"
     else:
         saved = "nothing saved (no epoch finished); run it again"
-    return Interrupted(f"interrupted ({name}) in epoch {min(run.epoch + 1, run.epochs)}: {saved}", code)
+    return Interrupted(f"interrupted ({name}) in epoch {min(run.saved_epoch + 1, run.epochs)}: {saved}", code)
 
 def _floats(values: list[float]) -> str:
     return " ".join(f"{v:.3f}" for v in values)
