@@ -314,3 +314,16 @@ def test_normalize_choices(subset):
     assert make_config(normalize="data").normalization([0.4, 0.5, 0.6], [0.2] * 3) == ([0.4, 0.5, 0.6], [0.2] * 3)
     with pytest.raises(UsageError, match="normalize must be one of"):
         make_config(normalize="0.25")
+
+
+def test_every_command_takes_args_and_out():
+    """main() calls every command as func(args, out): one signature, no inspection at dispatch."""
+    import argparse
+    import inspect
+
+    parser = cli.make_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"check", "train", "eval", "predict", "summary"} <= set(commands)
+    for name, sub in commands.items():
+        func = sub.get_default("func")
+        assert list(inspect.signature(func).parameters) == ["args", "out"], name

@@ -586,7 +586,3 @@ def build_model(arch_source: str, arch_path: str, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return build(archspec.parse(arch_source, arch_path))
 
-
-def model_from_checkpoint(ckpt: Checkpoint) -> nn.Module:
-    """The checkpoint's network with its weights, in eval mode (Checkpoint.build_model; kept for callers of the old name)."""
-    return ckpt.build_model()
