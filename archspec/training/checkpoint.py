@@ -145,7 +145,7 @@ def _tensors(value: Any, what: str) -> dict[str, torch.Tensor]:
 class Checkpoint(BaseModel):
     """Everything a run needs to resume exactly, and everything eval / predict need, validated."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="ignore")
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="ignore", strict=True)  # no "3" -> 3 coercion
 
     model: dict[str, Any]  # the state dict
     arch_source: str  # self-contained .arch text
