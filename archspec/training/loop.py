@@ -26,6 +26,7 @@ from archspec.training.augment import epoch_generator, flip_mask, normalize, ran
 from archspec.training.checkpoint import FILENAME as CHECKPOINT
 from archspec.training.checkpoint import Checkpoint, self_contained_source, write_text_atomic
 from archspec.training.data import Dataset
+# cpu_has_native_bf16, physical_cores: re-exported for benchmarks/ that import them from here
 from archspec.training.hardware import cpu_has_native_bf16, cpu_threads, device_name, physical_cores, pick_device, pick_dtype  # noqa: F401
 from archspec.training.preflight import check_input, check_spec  # noqa: F401 (check_spec: part of the train path)
 from archspec.training.recipes import TrainConfig
