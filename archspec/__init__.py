@@ -54,7 +54,7 @@ def load_checkpoint(path: "str | Path") -> "tuple[nn.Module, Any, list[str]]":
     from archspec.pytorch.extra import require_torch
 
     require_torch()
-    from archspec.training.loop import inference_bundle
+    from archspec.training.checkpoint import inference_bundle
 
     return inference_bundle(Path(path))
 

@@ -159,3 +159,72 @@ def test_real_jpegs_subset(tmp_path):
     assert ds.train_x.shape == (200, 3, 32, 32) and ds.test_x.shape == (100, 3, 32, 32)
     mean, std = ds.stats()
     assert all(0.3 < m < 0.65 for m in mean) and all(0.15 < s < 0.35 for s in std)
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose IHDR claims width x height (no pixel data): what a decompression bomb's header looks like."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_is_named(tmp_path):
+    write_folder(tmp_path / "d")
+    bomb = tmp_path / "d" / "train" / "cat" / "0002.png"
+    _png_header_only(bomb, 20000, 20000)
+    with pytest.raises(ArchspecError, match=r"image .*0002.png is too large to decode safely") as exc:
+        load_data(str(tmp_path / "d"), tmp_path / "cache", quiet)
+    assert "replace that file" in exc.value.help
+    from archspec.training.preflight import probe_data
+
+    for first in ("0000.png", "0001.png"):  # the bomb becomes the first image the preflight reads
+        (tmp_path / "d" / "train" / "cat" / first).unlink()
+    assert probe_data(str(tmp_path / "d")).classes == ("cat", "dog")  # headers only: no exception, the full load names it
+
+
+def test_symlink_loop_is_named(tmp_path):
+    write_folder(tmp_path / "d")
+    loop = tmp_path / "d" / "train" / "dog" / "loop.png"
+    loop.symlink_to(loop)
+    with pytest.raises(ArchspecError, match=r"cannot read image .*loop.png: Too many levels of symbolic links"):
+        load_data(str(tmp_path / "d"), tmp_path / "cache", quiet)
+
+
+def test_unreadable_image_is_named(tmp_path):
+    write_folder(tmp_path / "d")
+    (tmp_path / "d" / "test" / "cat" / "folder.png").mkdir()  # open() fails with an OSError, like a file without read permission
+    with pytest.raises(ArchspecError, match=r"cannot read image .*folder.png: Is a directory"):
+        load_data(str(tmp_path / "d"), tmp_path / "cache", quiet)
+
+
+def test_data_path_that_is_a_file(tmp_path):
+    (tmp_path / "data.zip").write_bytes(b"PK")
+    with pytest.raises(ArchspecError, match=r"data path .*data.zip is a file, not a directory"):
+        load_data(str(tmp_path / "data.zip"), tmp_path / "cache", quiet)
+
+
+def test_cache_directory_is_checked(tmp_path):
+    (tmp_path / "cache").write_text("")
+    with pytest.raises(ArchspecError, match=r"the cache directory .*cache is a file"):
+        data_mod.check_cache_dir(tmp_path / "cache")
+    assert data_mod.check_cache_dir(tmp_path / "new" / "cache").is_dir()
+
+
+def test_failed_cache_write_leaves_no_temp_file_and_still_loads(tmp_path, monkeypatch):
+    write_folder(tmp_path / "d")
+    real_save = torch.save
+
+    def disk_full(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    lines: list[str] = []
+    ds = load_data(str(tmp_path / "d"), tmp_path / "cache", lines.append)
+    assert len(ds.train_x) == 8 and "not cached" in lines[-1] and "No space left on device" in lines[-1]
+    assert list((tmp_path / "cache" / "decoded").iterdir()) == []

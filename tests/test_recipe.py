@@ -15,7 +15,7 @@ from archspec.cli.train import parse_settings  # noqa: E402
 from archspec.language.errors import UsageError  # noqa: E402
 from archspec.training.recipes import RECIPES, make_config  # noqa: E402
 from archspec.training.loop import Lookahead, init_identity, init_whitening, lookahead_decay, lr_factor, make_optimizer  # noqa: E402
-from conftest import CIFAR  # noqa: E402
+from conftest import CIFAR, EXAMPLES  # noqa: E402
 
 
 def test_label_smoothing_matches_hand_computation():
@@ -183,3 +183,46 @@ def test_unknown_recipe_and_bad_values():
         make_config("default", flip="sideways")
     with pytest.raises(UsageError, match="positive"):
         make_config("default", epochs=0)
+
+
+BAD_SETTINGS = [
+    (["--lr", "nan"], "lr must be positive, in (0, 100], not nan"),
+    (["--lr", "inf"], "lr must be positive, in (0, 100], not inf"),
+    (["--lr", "1e308"], "lr must be positive, in (0, 100], not 1e+308"),
+    (["--epochs", "nan"], "epochs must be positive, in (0, 10,000], not nan"),
+    (["--seed", str(2**70)], f"seed must be in [0, {2**63 - 1:,}], not {2**70}"),
+    (["--set", "momentum=nan"], "momentum must be in [0, 1), not nan"),
+    (["--set", "momentum=2"], "momentum must be in [0, 1), not 2.0"),
+    (["--set", "weight_decay=-1"], "weight_decay must be in [0, 1], not -1.0"),
+    (["--set", "warmup_frac=2"], "warmup_frac must be in [0, 1], not 2.0"),
+    (["--set", "logit_scale=0"], "logit_scale must be positive, in (0, 1,000], not 0.0"),
+    (["--set", "bn_momentum=5"], "bn_momentum must be in [0, 1], not 5.0"),
+    (["--set", "lookahead_every=0"], "lookahead_every must be in [1, 1,000,000], not 0"),
+    (["--set", "label_smoothing=2"], "label_smoothing must be in [0, 1), not 2.0"),
+    (["--set", "translate=-3"], "translate must be in [0, 64], not -3"),
+    (["--set", "translate=1000"], "translate must be in [0, 64], not 1000"),
+    (["--set", "tta=9"], "tta must be one of (0, 1, 2), not 9"),
+]
+
+
+@pytest.mark.parametrize("flags, message", BAD_SETTINGS, ids=[" ".join(f) for f, _ in BAD_SETTINGS])
+def test_every_setting_is_range_checked_before_anything_runs(flags, message, tmp_path, capsys):
+    """Each bad value is a usage error (exit 2) naming the allowed range, before the data is touched."""
+    from archspec import cli
+
+    code = cli.main(["train", str(EXAMPLES / "lenet.arch"), "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o"), *flags])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and err[0] == f"error: {message}", err
+    assert err[1].startswith("help: ") and len(err) == 2
+    assert not (tmp_path / "o").exists()
+
+
+def test_lookahead_every_zero_was_a_zero_division():
+    with pytest.raises(UsageError, match="lookahead_every"):
+        make_config("fast", lookahead_every=0)
+    assert make_config("fast", lookahead_every=1).lookahead_every == 1  # the edge of the range is allowed
+
+
+def test_every_recipe_is_in_range():
+    for name in RECIPES:
+        assert make_config(name) == RECIPES[name]

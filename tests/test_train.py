@@ -15,7 +15,8 @@ from archspec import cli  # noqa: E402
 from archspec.training.data import Dataset, load_data  # noqa: E402
 from archspec.language.errors import ArchspecError  # noqa: E402
 from archspec.training.recipes import make_config  # noqa: E402
-from archspec.training.loop import build_model, check_against_data, check_spec, fit, load_checkpoint  # noqa: E402
+from archspec.training.checkpoint import Checkpoint  # noqa: E402
+from archspec.training.loop import build_model, check_against_data, check_spec, fit  # noqa: E402
 
 from conftest import EXAMPLES  # noqa: E402
 from test_data import real_subset, write_folder  # noqa: E402
@@ -69,8 +70,8 @@ def test_default_recipe_learns_lenet(subset, tmp_path):
         assert key in saved
     assert saved["params"] == 62_006 and saved["settings"]["recipe"] == "default"
     assert sum(map(sum, saved["confusion_matrix"])) == 1000 and len(saved["per_class_accuracy"]) == 10
-    state = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert state["arch_source"] == LENET and state["epoch"] == 6 and state["config"]["batch_size"] == 64
+    state = Checkpoint.load(tmp_path / "checkpoint.pt")
+    assert state.arch_source == LENET and state.epoch == 6 and state.config["batch_size"] == 64
     curves = tmp_path / "curves.png"
     if importlib.util.find_spec("matplotlib") is None:  # the plot extra is optional: no file and no crash
         assert not curves.exists()
@@ -262,15 +263,15 @@ def _predictions_through_the_course_path(model, transform, files: list[Path]) ->
 def test_load_checkpoint_predicts_like_eval(subset_dir, subset, tmp_path, capsys):
     """archspec.load_checkpoint + PIL images from disk gives eval's confusion matrix exactly, and `--normalize 0.5` is kept."""
     import archspec
-    from archspec.training.loop import evaluate, model_from_checkpoint
+    from archspec.training.loop import evaluate
 
     out = tmp_path / "run"
     assert cli.main(["train", str(EXAMPLES / "lenet.arch"), "--data", str(subset_dir), "--data-dir", str(tmp_path / "cache"),
                      "--epochs", "1", "--batch-size", "100", "--precision", "fp32", "--normalize", "0.5", "--out", str(out),
                      "--quiet"]) == 0
     assert "normalize: 0.5 (mean 0.500 0.500 0.500, std 0.500 0.500 0.500)" in capsys.readouterr().out
-    state = load_checkpoint(out / "checkpoint.pt")
-    assert state["mean"] == state["std"] == [0.5] * 3 and state["normalize"] == state["config"]["normalize"] == "0.5"
+    state = Checkpoint.load(out / "checkpoint.pt")
+    assert state.mean == state.std == [0.5] * 3 and state.normalize == state.config["normalize"] == "0.5"
     report = json.loads((out / "report.json").read_text())
     assert report["normalize"] == {"mode": "0.5", "mean": [0.5] * 3, "std": [0.5] * 3}
 
@@ -279,8 +280,8 @@ def test_load_checkpoint_predicts_like_eval(subset_dir, subset, tmp_path, capsys
     files = [f for c in classes for f in sorted((subset_dir / "test" / c).iterdir())]  # the loader's order
     preds = torch.tensor(_predictions_through_the_course_path(model, transform, files))
     confusion = torch.bincount(subset.test_y * 10 + preds, minlength=100).view(10, 10).tolist()
-    ref = evaluate(model_from_checkpoint(state), subset.test_x, subset.test_y, torch.tensor(state["mean"]),
-                   torch.tensor(state["std"]), num_classes=10, device=torch.device("cpu"), dtype=torch.float32)
+    ref = evaluate(state.build_model(), subset.test_x, subset.test_y, torch.tensor(state.mean),
+                   torch.tensor(state.std), num_classes=10, device=torch.device("cpu"), dtype=torch.float32)
     assert confusion == ref.confusion and abs((preds == subset.test_y).float().mean().item() - report["test_accuracy"]) < 1e-6
 
     assert cli.main(["eval", str(out / "checkpoint.pt"), "--data-dir", str(tmp_path / "cache")]) == 0
@@ -299,7 +300,7 @@ def test_checkpoint_without_normalize_field_still_loads_and_resumes(subset, tmp_
     del state["normalize"], state["config"]["normalize"]
     torch.save(state, tmp_path / "checkpoint.pt")
 
-    assert load_checkpoint(tmp_path / "checkpoint.pt")["normalize"] == "data"
+    assert Checkpoint.load(tmp_path / "checkpoint.pt").normalize == "data"
     _, transform, _ = archspec.load_checkpoint(tmp_path / "checkpoint.pt")
     assert transform.transforms[-1].mean == state["mean"] == data.stats()[0]
     report = fit(build_model(LENET, "l", 0), data, cfg, tmp_path, arch_source=LENET, log=quiet, quiet=True, resume=True)
@@ -313,3 +314,16 @@ def test_normalize_choices(subset):
     assert make_config(normalize="data").normalization([0.4, 0.5, 0.6], [0.2] * 3) == ([0.4, 0.5, 0.6], [0.2] * 3)
     with pytest.raises(UsageError, match="normalize must be one of"):
         make_config(normalize="0.25")
+
+
+def test_every_command_takes_args_and_out():
+    """main() calls every command as func(args, out): one signature, no inspection at dispatch."""
+    import argparse
+    import inspect
+
+    parser = cli.make_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"check", "train", "eval", "predict", "summary"} <= set(commands)
+    for name, sub in commands.items():
+        func = sub.get_default("func")
+        assert list(inspect.signature(func).parameters) == ["args", "out"], name

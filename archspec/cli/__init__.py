@@ -353,7 +353,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help(out)
             return 2
-        return args.func(args, out) if _takes_out(args.func) else args.func(args)
+        return args.func(args, out)
     except ArchError as exc:
         from archspec.language.diagnostics import render_text
 
@@ -371,12 +371,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-
-
-def _takes_out(func) -> bool:
-    import inspect
-
-    return len(inspect.signature(func).parameters) >= 2
 
 
 if __name__ == "__main__":

@@ -6,9 +6,12 @@ Argument parsing only; torch is imported inside the command functions (after req
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, TextIO
 
 from archspec.language import codes
 from archspec.language.errors import ArchspecError, UsageError
@@ -94,7 +97,7 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     from archspec.cli import read_source
     from archspec.training.preflight import check_against_source, check_spec
 
@@ -103,24 +106,52 @@ def cmd_train(args: argparse.Namespace) -> int:
              "tta": args.tta, "precision": args.precision, "compile": args.compile, "normalize": args.normalize}
     given = {k: v for k, v in flags.items() if v is not None}
     config = make_config(args.recipe, **{**parse_settings(args.settings), **given})
-    out = args.out or Path("runs") / Path(arch_path).stem
-    if args.resume and not (out / "checkpoint.pt").is_file():
-        raise ArchspecError(f"--resume: no checkpoint in {out}", "pass the --out directory of the interrupted run")
+    run_dir = args.out or Path("runs") / Path(arch_path).stem
+    if args.resume and not (run_dir / "checkpoint.pt").is_file():
+        raise ArchspecError(f"--resume: no checkpoint in {run_dir}", "pass the --out directory of the interrupted run")
     # Before torch is imported or an image decoded: a broken spec, or one for other data, fails in a moment.
     report = check_spec(source, arch_path)
     if not args.allow_softmax:
         refuse_final_softmax(report)
     check_against_source(report, arch_path, args.data)
     require_torch()
-    from archspec.training.data import load_data
-    from archspec.training.loop import build_model, check_against_data, fit
+    from archspec.training.data import check_cache_dir, load_data
+    from archspec.training.loop import build_model, check_against_data, fit, prepare_out_dir
 
-    data = load_data(args.data, args.data_dir, _log)
+    prepare_out_dir(run_dir)  # an unusable --out or cache fails now, not after decoding
+    check_cache_dir(args.data_dir)
+    with interruptible("decoding the data: nothing saved; run it again"):
+        data = load_data(args.data, args.data_dir, _log)
     check_against_data(report, arch_path, data)
     model = build_model(source, arch_path, config.seed)
-    fit(model, data, config, out, arch_source=source, arch_path=arch_path, device=args.device,
-        resume=args.resume, log=_log, quiet=args.quiet)
+    with interruptible("nothing saved; run it again"):  # fit says what it saved once an epoch has finished
+        fit(model, data, config, run_dir, arch_source=source, arch_path=arch_path, device=args.device,
+            resume=args.resume, log=_log, quiet=args.quiet)
     return 0
+
+
+@contextmanager
+def interruptible(what: str) -> Iterator[None]:
+    """SIGINT and SIGTERM end the command with one line (exit 130 / 143) instead of a traceback.
+
+    SIGTERM raises `Terminated` (as SIGINT raises KeyboardInterrupt); fit turns either into an
+    `Interrupted` that says what the run directory holds; elsewhere `what` says what was saved.
+    """
+    from archspec.training.loop import Interrupted, Terminated
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if threading.current_thread() is threading.main_thread() else None
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted (SIGINT) while {what}", 130) from None
+    except Terminated:
+        raise Interrupted(f"interrupted (SIGTERM) while {what}", 143) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def refuse_final_softmax(report: Any) -> None:
@@ -131,31 +162,35 @@ def refuse_final_softmax(report: Any) -> None:
             raise ArchspecError(f"{where}{d.message} [W205]", f"{d.help}; or pass --allow-softmax to train it anyway")
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
     require_torch()
     import torch
     from rich.console import Console
     from rich.table import Table
 
+    from archspec.training.checkpoint import Checkpoint
     from archspec.training.data import load_data
-    from archspec.training.loop import evaluate, load_checkpoint, model_from_checkpoint, pick_device, pick_dtype
+    from archspec.training.hardware import pick_device, pick_dtype
+    from archspec.training.loop import evaluate
 
-    state = load_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(state)
-    data = load_data(args.data or state.get("data_source") or "cifar10", args.data_dir, _log)
-    if data.classes != state["classes"] or list(data.shape) != list(state["input_shape"]):
+    ckpt = Checkpoint.load(args.checkpoint)
+    model = ckpt.build_model(str(args.checkpoint))
+    with interruptible("decoding the data: nothing saved (eval writes nothing)"):
+        data = load_data(args.data or ckpt.data_source or "cifar10", args.data_dir, _log)
+    if data.classes != ckpt.classes or list(data.shape) != list(ckpt.input_shape):
         raise ArchspecError(
             f"the data ({data.source}: {len(data.classes)} classes, {'x'.join(map(str, data.shape))}) is not what "
-            f"{args.checkpoint} was trained on ({len(state['classes'])} classes, {'x'.join(map(str, state['input_shape']))})",
+            f"{args.checkpoint} was trained on ({len(ckpt.classes)} classes, {'x'.join(map(str, ckpt.input_shape))})",
             "pass the same --data as for training")
     device = pick_device(args.device)
-    tta = state["config"].get("tta", 0) if args.tta is None else args.tta
+    config = ckpt.train_config()
+    tta = config.tta if args.tta is None else args.tta
     model.to(device).to(memory_format=torch.channels_last)
-    result = evaluate(model, data.test_x, data.test_y, torch.tensor(state["mean"]), torch.tensor(state["std"]),
-                      num_classes=len(data.classes), device=device,
-                      dtype=pick_dtype(device, state["config"].get("precision", "auto")), tta=tta)
-    console = Console()
-    console.print(f"{args.checkpoint}: test accuracy [bold]{result.accuracy:.2%}[/bold] on {len(data.test_x):,} images (tta {tta}, normalize {state['normalize']})")
+    with interruptible("evaluating: nothing saved (eval writes nothing)"):
+        result = evaluate(model, data.test_x, data.test_y, torch.tensor(ckpt.mean), torch.tensor(ckpt.std),
+                          num_classes=len(data.classes), device=device, dtype=pick_dtype(device, config.precision), tta=tta)
+    console = Console(file=out)
+    console.print(f"{args.checkpoint}: test accuracy [bold]{result.accuracy:.2%}[/bold] on {len(data.test_x):,} images (tta {tta}, normalize {ckpt.normalize})")
     table = Table()
     table.add_column("class")
     table.add_column("accuracy", justify="right")
@@ -170,26 +205,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
     require_torch()
     import torch
 
     from archspec.training.augment import normalize
+    from archspec.training.checkpoint import Checkpoint
     from archspec.training.data import load_image
-    from archspec.training.loop import load_checkpoint, model_from_checkpoint
 
-    state = load_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(state)
-    shape = tuple(state["input_shape"])
-    images = torch.stack([load_image(p, shape) for p in args.images])
-    with torch.no_grad():
-        logits = model(normalize(images, torch.tensor(state["mean"]), torch.tensor(state["std"]))).float()
-    probs = (logits * state["config"].get("logit_scale", 1.0)).softmax(1)
+    ckpt = Checkpoint.load(args.checkpoint)
+    model = ckpt.build_model(str(args.checkpoint))
+    shape = tuple(ckpt.input_shape)
+    if len(shape) != 3:
+        raise ArchspecError(f"{args.checkpoint}: the model takes {'x'.join(map(str, shape))} inputs, not images",
+                            "predict works with models whose input is CxHxW")
+    with interruptible("decoding the images: nothing saved (predict writes nothing)"):
+        images = torch.stack([load_image(p, shape) for p in args.images])  # type: ignore[arg-type]
+        with torch.no_grad():
+            logits = model(normalize(images, torch.tensor(ckpt.mean), torch.tensor(ckpt.std))).float()
+    probs = (logits * ckpt.train_config().logit_scale).softmax(1)
     k = min(args.top, probs.shape[1])
     for path, p in zip(args.images, probs):
         top = p.topk(k)
-        ranked = ", ".join(f"{state['classes'][i]} {v:.1%}" for v, i in zip(top.values.tolist(), top.indices.tolist()))
-        print(f"{path}: {ranked}")
+        ranked = ", ".join(f"{ckpt.classes[i]} {v:.1%}" for v, i in zip(top.values.tolist(), top.indices.tolist()))
+        print(f"{path}: {ranked}", file=out)
     return 0
 
 

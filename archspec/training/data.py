@@ -48,6 +48,21 @@ class Dataset:
         return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).tolist()
 
 
+def check_cache_dir(cache_dir: Path | None) -> Path:
+    """The cache directory (created if missing) when it is a writable directory; else an error naming it."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise ArchspecError(f"the cache directory {cache_dir} is a file", "pass a directory with --data-dir (or set ARCHSPEC_CACHE)")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArchspecError(f"cannot create the cache directory {cache_dir}: {exc.strerror}",
+                            "pass a writable directory with --data-dir (or set ARCHSPEC_CACHE)") from None
+    if not os.access(cache_dir, os.W_OK | os.X_OK):
+        raise ArchspecError(f"the cache directory {cache_dir} is not writable", "pass a writable directory with --data-dir (or set ARCHSPEC_CACHE)")
+    return cache_dir
+
+
 def load_data(source: str, cache_dir: Path | None = None, log: Callable[[str], None] = print) -> Dataset:
     """`cifar10` or an ImageFolder directory with train/ and test/ -> Dataset (cached on disk)."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -74,11 +89,18 @@ def _load_cifar10(cache_dir: Path, log: Callable[[str], None]) -> Dataset:
                    list(train.classes), "cifar10")
 
 
+def _listing(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError as exc:
+        raise ArchspecError(f"cannot list {folder}: {exc.strerror}", "fix the folder's permissions or remove it") from None
+
+
 def _scan_split(split_dir: Path) -> tuple[list[str], list[Path], list[int]]:
-    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = sorted(d.name for d in _listing(split_dir) if d.is_dir() and not d.name.startswith("."))
     files, labels = [], []
     for label, name in enumerate(classes):
-        found = sorted(p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        found = [p for p in _listing(split_dir / name) if p.suffix.lower() in IMAGE_SUFFIXES]
         files += found
         labels += [label] * len(found)
     return classes, files, labels
@@ -86,6 +108,8 @@ def _scan_split(split_dir: Path) -> tuple[list[str], list[Path], list[int]]:
 
 def _scan_folder(root: Path) -> tuple[list[str], dict[str, tuple[list[Path], list[int]]]]:
     layout_help = "use ImageFolder layout: DIR/train/<class>/<image> and DIR/test/<class>/<image>, the same classes in both"
+    if root.exists() and not root.is_dir():
+        raise ArchspecError(f"data path {root} is a file, not a directory", f"pass `--data cifar10` or a directory; {layout_help}")
     if not root.is_dir():
         raise ArchspecError(f"data directory {root} does not exist", f"pass `--data cifar10` or an existing directory; {layout_help}")
     missing = [s for s in ("train", "test") if not (root / s).is_dir()]
@@ -114,7 +138,11 @@ def _cache_key(root: Path, splits: dict[str, tuple[list[Path], list[int]]]) -> s
     h = hashlib.sha256(f"v{CACHE_VERSION}".encode())
     for files, _ in splits.values():
         for f in files:
-            h.update(f"{f.relative_to(root)}\0{f.stat().st_size}\n".encode())
+            try:
+                size = f.stat().st_size
+            except OSError as exc:  # a dangling link or a symlink loop
+                raise ArchspecError(f"cannot read image {f}: {exc.strerror}", "delete or replace that file, then run again") from None
+            h.update(f"{f.relative_to(root)}\0{size}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -123,8 +151,13 @@ def _decode(path: Path, help: str = "delete or replace that file, then run again
         with Image.open(path) as im:
             im = im.convert("L" if im.mode in GREY_MODES else "RGB")
             return np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError:
+        raise ArchspecError(f"image {path} is too large to decode safely (more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels; "
+                            "PIL refuses it as a possible decompression bomb)", help) from None
+    except (UnidentifiedImageError, SyntaxError, ValueError) as exc:
         raise ArchspecError(f"cannot decode image {path}: {exc}", help) from None
+    except OSError as exc:  # unreadable, a directory, a symlink loop, truncated
+        raise ArchspecError(f"cannot {'read' if exc.errno else 'decode'} image {path}: {exc.strerror or exc}", help) from None
 
 
 def _stack(arrays: list[np.ndarray], shape: tuple[int, int, int]) -> torch.Tensor:
@@ -162,12 +195,21 @@ def _load_folder(root: Path, cache_dir: Path, log: Callable[[str], None]) -> Dat
         tensors[f"{s}_x"] = _stack(decoded[s], shape)
         tensors[f"{s}_y"] = torch.tensor(labels, dtype=torch.int64)
 
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-    torch.save(tensors, tmp)
-    os.replace(tmp, cache_file)  # atomic: a crash never leaves a half-written cache entry
-    log(f"data: decoded {len(splits['train'][0]):,} train and {len(splits['test'][0]):,} test images from {root}; cached in {cache_file}")
+    log(f"data: decoded {len(splits['train'][0]):,} train and {len(splits['test'][0]):,} test images from {root}; "
+        + _write_cache(cache_file, tensors))
     return Dataset(**tensors, classes=classes, source=str(root.resolve()))
+
+
+def _write_cache(cache_file: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """Save the decoded tensors (temp file + rename: never a half-written entry); a failure only costs the next decode."""
+    from archspec.training.checkpoint import write_atomic
+
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(cache_file, lambda f: torch.save(tensors, f))
+    except (OSError, ArchspecError) as exc:
+        return f"not cached ({getattr(exc, 'message', None) or exc})"
+    return f"cached in {cache_file}"
 
 
 def load_image(path: Path, shape: tuple[int, int, int]) -> torch.Tensor:

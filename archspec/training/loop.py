@@ -1,7 +1,10 @@
-"""The training loop: read top to bottom (hardware, initialisation, optimiser, evaluation, loop, outputs).
+"""The training loop: read top to bottom (initialisation, optimiser, evaluation, progress, the run).
 
 `fit()` trains any nn.Module on a Dataset with a TrainConfig and writes metrics.jsonl,
-checkpoint.pt, report.json and curves.png into the output directory. The `archspec train` path
+checkpoint.pt, report.json and curves.png into the output directory. It is a short loop over named
+steps: `start_run`, then per epoch `run_epoch`, `record_epoch` (test accuracy), `save`; then
+`final_report` and `write_report`. Hardware choices live in hardware.py, the checkpoint format in
+checkpoint.py. The `archspec train` path
 (archspec.cli.train) is: `check_spec()`, load the data, `check_against_data()`, `build_model()`, `fit()`.
 """
 from __future__ import annotations
@@ -9,19 +12,22 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
 
-from archspec.training.augment import epoch_generator, flip_mask, normalize, random_shifts, translate, tta_logits
-from archspec.training.data import Dataset
 from archspec.language.errors import ArchspecError
+from archspec.training.augment import epoch_generator, flip_mask, normalize, random_shifts, translate, tta_logits
+from archspec.training.checkpoint import FILENAME as CHECKPOINT
+from archspec.training.checkpoint import Checkpoint, self_contained_source, write_text_atomic
+from archspec.training.data import Dataset
+# cpu_has_native_bf16, physical_cores: re-exported for benchmarks/ that import them from here
+from archspec.training.hardware import cpu_has_native_bf16, cpu_threads, device_name, physical_cores, pick_device, pick_dtype  # noqa: F401
 from archspec.training.preflight import check_input, check_spec  # noqa: F401 (check_spec: part of the train path)
 from archspec.training.recipes import TrainConfig
 
@@ -29,72 +35,6 @@ if TYPE_CHECKING:
     from archspec.language.check import CheckReport
 
 Log = Callable[[str], None]
-
-# ----------------------------------------------------------------------------- hardware
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if name not in available:
-        raise ArchspecError(f"unknown device {name!r}", "use --device auto, cpu, cuda or mps")
-    if not available[name]:
-        raise ArchspecError(f"device {name!r} is not available on this machine", "use --device auto (or cpu)")
-    return torch.device(name)
-
-
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs with bf16 dot-product instructions (AVX512-BF16 or AMX), where bf16 is ~2x fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def pick_dtype(device: torch.device, precision: str) -> torch.dtype:
-    if precision == "fp32":
-        return torch.float32
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    if device.type == "cpu":
-        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
-    return torch.float32
-
-
-def physical_cores() -> int:
-    """Physical cores (hyper-threads share one core's FMA units, so more threads only add contention)."""
-    try:
-        pairs = set()
-        phys = core = None
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("physical id"):
-                phys = line.split(":")[1].strip()
-            elif line.startswith("core id"):
-                core = line.split(":")[1].strip()
-                pairs.add((phys, core))
-        if pairs:
-            return len(pairs)
-    except OSError:
-        pass
-    return os.cpu_count() or 1
-
-
-def cpu_threads() -> int:
-    """OMP_NUM_THREADS when the user set it (e.g. several jobs sharing a machine), else the physical cores.
-
-    Two processes each running one thread per core slow each other's OpenMP barriers several-fold.
-    """
-    value = os.environ.get("OMP_NUM_THREADS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else physical_cores()
-
 
 # ----------------------------------------------------------------------------- initialisation
 
@@ -236,68 +176,6 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean:
     return Eval((pred == labels).float().mean().item(), per_class, confusion.tolist())
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a crash mid-save leaves the previous checkpoint intact
-
-
-# Settings that checkpoints written before they existed lack; those ran with these values.
-_OLD_DEFAULTS = {"normalize": "data"}
-CHECKPOINT_KEYS = ("model", "arch_source", "config", "classes", "input_shape", "mean", "std")
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ArchspecError(f"checkpoint {path} does not exist", "pass the checkpoint.pt that `archspec train --out DIR` wrote")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only: no pickled code
-    except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise ArchspecError(f"checkpoint {path} is unreadable or corrupt ({type(exc).__name__}: {exc})",
-                            "re-run `archspec train` to write a new one") from None
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise ArchspecError(f"{path} is not an archspec checkpoint (missing: {', '.join(missing)})",
-                            "pass the checkpoint.pt that `archspec train --out DIR` wrote")
-    state.setdefault("normalize", state["config"].get("normalize", _OLD_DEFAULTS["normalize"]))
-    return state
-
-
-class ConvertImage:
-    """A PIL image in the mode and size the network takes (what the runner's decode does)."""
-
-    def __init__(self, shape: tuple[int, int, int]) -> None:
-        self.shape = tuple(shape)
-
-    def __call__(self, image: Any) -> Any:
-        from PIL import Image
-
-        c, h, w = self.shape
-        image = image.convert("L" if c == 1 else "RGB")
-        return image if image.size == (w, h) else image.resize((w, h), Image.BILINEAR)
-
-    def __repr__(self) -> str:
-        return f"ConvertImage(shape={self.shape})"
-
-
-def inference_bundle(path: Path) -> tuple[nn.Module, Any, list[str]]:
-    """A checkpoint as (model in eval mode, the transform its training used, class names): archspec.load_checkpoint."""
-    from torchvision import transforms
-
-    state = load_checkpoint(path)
-    shape = tuple(state["input_shape"])
-    if shape[0] not in (1, 3):
-        raise ArchspecError(f"{path}: the model takes {shape[0]}-channel inputs; a transform of image files needs 1 or 3",
-                            "normalise the tensors yourself with the checkpoint's mean and std (archspec.training.loop.load_checkpoint)")
-    transform = transforms.Compose([ConvertImage(shape), transforms.ToTensor(),
-                                    transforms.Normalize(state["mean"], state["std"])])
-    return model_from_checkpoint(state), transform, list(state["classes"])
-
-
 # ----------------------------------------------------------------------------- training
 
 
@@ -350,10 +228,77 @@ class Reporter:
             self.log(f"{self._epoch}  step {done}/{self._steps}  {stats()}")
 
     def end_epoch(self, line: str) -> None:
+        self.stop()
+        self.log(line)
+
+    def stop(self) -> None:
+        """Remove the bar (at the end of an epoch, or on an interruption)."""
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-        self.log(line)
+
+
+class Interrupted(ArchspecError):
+    """SIGINT or SIGTERM during a run: says what was saved and how to resume; exits 130 or 143."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler the CLI installs (like KeyboardInterrupt for SIGINT)."""
+
+
+@dataclass
+class Run:
+    """One run's state: set up by `start_run`, advanced by `run_epoch`, written by `save`."""
+
+    model: nn.Module
+    data: Dataset
+    config: TrainConfig
+    out_dir: Path
+    arch_source: str  # self-contained .arch text (what the checkpoint stores)
+    arch_path: str
+    dev: torch.device
+    dtype: torch.dtype
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    mean_list: list[float]
+    std_list: list[float]
+    mean: torch.Tensor
+    std: torch.Tensor
+    batch: int
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+    optimizer: torch.optim.Optimizer
+    lookahead: Lookahead | None
+    whiten_biases: list[torch.Tensor]
+    step_fn: Callable[[torch.Tensor], torch.Tensor]
+    criterion: nn.Module
+    init_time: float
+    epoch: int = 0  # epochs completed
+    saved_epoch: int = 0  # the epoch checkpoint.pt holds
+    step: int = 0
+    train_time: float = 0.0
+    eval_time: float = 0.0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT
+
+    @property
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def autocast(self) -> Any:
+        return torch.autocast(self.dev.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+
+    def test(self, tta: int = 0) -> Eval:
+        return evaluate(self.model, self.data.test_x, self.data.test_y, self.mean, self.std, num_classes=len(self.data.classes),
+                        device=self.dev, dtype=self.dtype, tta=tta)
 
 
 def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, arch_source: str = "",
@@ -363,10 +308,38 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
 
     Unless `quiet`, progress shows as a bar when stderr is a terminal, else as a line every
     `progress_every` seconds. `stop_after_epoch` ends the run early after that many epochs, as an
-    interruption would (for tests).
+    interruption would (for tests). SIGINT (or SIGTERM, see `Terminated`) raises `Interrupted`.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run = start_run(model, data, config, Path(out_dir), arch_source, arch_path, device)
+    if resume:
+        restore(run)
+        log(f"resumed from {run.checkpoint_path} after epoch {run.epoch}")
+    log_settings(run, log)
+    reporter = Reporter(log, quiet, live=sys.stderr.isatty(), every_s=progress_every)
+    if reporter.plain:
+        log(f"progress: a line every {progress_every:g} s during an epoch (output is not a terminal; --quiet: epoch lines only)")
+    try:
+        while run.epoch < run.epochs:
+            seen, loss_sum, correct, seconds = run_epoch(run, reporter)
+            row = record_epoch(run, seen, loss_sum, correct, seconds)
+            reporter.end_epoch(epoch_line(row, run.epochs))
+            save(run)
+            if stop_after_epoch is not None and stop_after_epoch <= run.epoch < run.epochs:
+                return {"interrupted_after_epoch": run.epoch}
+        report = final_report(run)
+        write_report(run.out_dir, report, run.metrics)
+    except (KeyboardInterrupt, Terminated) as exc:
+        reporter.stop()
+        raise interrupted(run, exc) from None
+    log(f"done: test accuracy {report['test_accuracy']:.2%}{f' (tta {config.tta})' if config.tta else ''} in "
+        f"{report['wall_time_s']:.1f}s of training ({report['images_per_s']:,.0f} img/s, {report['dtype']}); outputs in {run.out_dir}")
+    return report
+
+
+def start_run(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, arch_source: str, arch_path: str,
+              device: str) -> Run:
+    """Hardware, data on the device, the recipe's initialisation, optimiser and lookahead."""
+    prepare_out_dir(out_dir)
     dev = pick_device(device)
     dtype = pick_dtype(dev, config.precision)
     if dev.type == "cpu":
@@ -381,8 +354,6 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
     batch = min(config.batch_size, n)
     steps_per_epoch = n // batch
     total_steps = math.ceil(steps_per_epoch * config.epochs)
-    epochs = math.ceil(total_steps / steps_per_epoch)
-    num_classes = len(data.classes)
 
     model.to(dev)
     if config.channels_last:
@@ -394,132 +365,169 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
     optimizer = make_optimizer(model, config)
     lookahead = Lookahead(model) if config.lookahead else None
     init_time = time.perf_counter() - t_init
-    step_fn = torch.compile(model) if config.compile else model
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    autocast = dict(device_type=dev.type, dtype=dtype, enabled=dtype != torch.float32)
+    return Run(model, data, config, out_dir, self_contained_source(arch_source, arch_path or "<string>"), arch_path, dev, dtype,
+               train_x, train_y, mean_list, std_list, mean, std, batch, steps_per_epoch, total_steps,
+               math.ceil(total_steps / steps_per_epoch), optimizer, lookahead, whiten_biases,
+               torch.compile(model) if config.compile else model, nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+               init_time, train_time=init_time)
 
-    ckpt_path = out_dir / "checkpoint.pt"
-    start_epoch, step, train_time, metrics = 0, 0, init_time, []
-    if resume:
-        start_epoch, step, train_time, metrics = _restore(ckpt_path, model, optimizer, lookahead, config, arch_source)
-        log(f"resumed from {ckpt_path} after epoch {start_epoch}")
-    params = sum(p.numel() for p in model.parameters())
-    settings = f"{dev.type}, {'bf16 autocast' if dtype == torch.bfloat16 else 'fp32'}, " \
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """The output directory exists and is writable (checked before any training)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ArchspecError(f"--out {out_dir} is a file, not a directory", "pass a directory for the run's outputs")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArchspecError(f"cannot create the output directory {out_dir}: {exc.strerror}", "pass a writable --out directory") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ArchspecError(f"the output directory {out_dir} is not writable", "pass a writable --out directory")
+
+
+def log_settings(run: Run, log: Log) -> None:
+    config = run.config
+    settings = f"{run.dev.type}, {'bf16 autocast' if run.dtype == torch.bfloat16 else 'fp32'}, " \
                f"{'channels_last' if config.channels_last else 'NCHW'}, {torch.get_num_threads()} threads"
-    log(f"train: {arch_path or type(model).__name__}, {params:,} params, {n:,} images, recipe {config.recipe}, "
-        f"{config.epochs:g} epochs x {steps_per_epoch} steps of {batch}; {settings}")
-    log(f"normalize: {config.normalize} (mean {_floats(mean_list)}, std {_floats(std_list)})")
+    log(f"train: {run.arch_path or type(run.model).__name__}, {run.params:,} params, {len(run.train_x):,} images, "
+        f"recipe {config.recipe}, {config.epochs:g} epochs x {run.steps_per_epoch} steps of {run.batch}; {settings}")
+    log(f"normalize: {config.normalize} (mean {_floats(run.mean_list)}, std {_floats(run.std_list)})")
 
-    reporter = Reporter(log, quiet, live=sys.stderr.isatty(), every_s=progress_every)
-    if reporter.plain:
-        log(f"progress: a line every {progress_every:g} s during an epoch (output is not a terminal; --quiet: epoch lines only)")
-    eval_time = 0.0
-    for epoch in range(start_epoch, epochs):
-        for b in whiten_biases:
-            b.requires_grad_(epoch < config.whiten_bias_epochs)
-        g = epoch_generator(config.seed, epoch)
-        perm = torch.randperm(n, generator=g).to(dev)
-        shifts = random_shifts(n, config.translate, g).to(dev)
-        flips = flip_mask(n, config.seed, epoch, config.flip).to(dev)
-        epoch_steps = min(steps_per_epoch, total_steps - step)
-        loss_sum = torch.zeros((), device=dev)
-        correct = torch.zeros((), device=dev, dtype=torch.int64)
-        reporter.start_epoch(epoch, epochs, epoch_steps)
-        model.train()
-        t0 = time.perf_counter()
-        for i in range(epoch_steps):
-            idx = perm[i * batch : (i + 1) * batch]
-            x = train_x[idx]
-            x = torch.where(flips[idx].view(-1, 1, 1, 1), x.flip(-1), x)
-            x = translate(normalize(x, mean, std), config.translate, shifts[idx])
-            y = train_y[idx]
-            factor = lr_factor(step, total_steps, config)
-            for group in optimizer.param_groups:
-                group["lr"] = group["peak_lr"] * factor
-            with torch.autocast(**autocast):
-                logits = step_fn(x)
-                loss = criterion(logits.float() * config.logit_scale, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            if lookahead is not None and step % config.lookahead_every == 0:
-                lookahead.update(model, lookahead_decay(step, total_steps, config))
-            # Accumulate on the device; the host reads these only when logging (no sync inside the step).
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            reporter.step(i + 1, lambda: _running_stats(loss_sum, correct, (i + 1) * batch, time.perf_counter() - t0))
-        if lookahead is not None and step == total_steps:
-            lookahead.update(model, 1.0)  # finish on the averaged weights
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        epoch_time = time.perf_counter() - t0
-        train_time += epoch_time
 
-        t_eval = time.perf_counter()
-        test = evaluate(model, data.test_x, data.test_y, mean, std, num_classes=num_classes, device=dev, dtype=dtype)
-        eval_time += time.perf_counter() - t_eval
-        seen = epoch_steps * batch
-        row = {"epoch": epoch + 1, "step": step, "elapsed_s": round(train_time, 3), "train_loss": loss_sum.item() / seen,
-               "train_acc": correct.item() / seen, "test_acc": test.accuracy, "images_per_s": seen / epoch_time,
-               "lr": optimizer.param_groups[-1]["lr"]}
-        metrics.append(row)
-        reporter.end_epoch(f"epoch {epoch + 1:>3}/{epochs}  train_loss {row['train_loss']:.4f}  train_acc {row['train_acc']:6.2%}"
-                           f"  test_acc {row['test_acc']:6.2%}  {row['images_per_s']:>7,.0f} img/s  elapsed {train_time:7.1f}s")
-        _write_metrics(out_dir / "metrics.jsonl", metrics)
-        save_checkpoint(ckpt_path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch + 1,
-            "lookahead": lookahead.ema if lookahead else None, "train_time": train_time, "metrics": metrics,
-            "arch_source": arch_source, "arch_path": arch_path, "config": config.to_dict(), "classes": data.classes,
-            "input_shape": list(data.shape), "mean": mean_list, "std": std_list, "normalize": config.normalize,
-            "data_source": data.source,
-            "rng": torch.get_rng_state(),
-        })
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < epochs:
-            return {"interrupted_after_epoch": epoch + 1}
+def run_epoch(run: Run, reporter: Reporter) -> tuple[int, torch.Tensor, torch.Tensor, float]:
+    """One epoch of SGD steps; returns (images seen, summed loss, correct count, seconds)."""
+    config, epoch, n, batch = run.config, run.epoch, len(run.train_x), run.batch
+    for b in run.whiten_biases:
+        b.requires_grad_(epoch < config.whiten_bias_epochs)
+    g = epoch_generator(config.seed, epoch)
+    perm = torch.randperm(n, generator=g).to(run.dev)
+    shifts = random_shifts(n, config.translate, g).to(run.dev)
+    flips = flip_mask(n, config.seed, epoch, config.flip).to(run.dev)
+    epoch_steps = min(run.steps_per_epoch, run.total_steps - run.step)
+    loss_sum = torch.zeros((), device=run.dev)
+    correct = torch.zeros((), device=run.dev, dtype=torch.int64)
+    reporter.start_epoch(epoch, run.epochs, epoch_steps)
+    run.model.train()
+    t0 = time.perf_counter()
+    for i in range(epoch_steps):
+        idx = perm[i * batch : (i + 1) * batch]
+        x = run.train_x[idx]
+        x = torch.where(flips[idx].view(-1, 1, 1, 1), x.flip(-1), x)
+        x = translate(normalize(x, run.mean, run.std), config.translate, shifts[idx])
+        y = run.train_y[idx]
+        factor = lr_factor(run.step, run.total_steps, config)
+        for group in run.optimizer.param_groups:
+            group["lr"] = group["peak_lr"] * factor
+        with run.autocast():
+            logits = run.step_fn(x)
+            loss = run.criterion(logits.float() * config.logit_scale, y)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        run.step += 1
+        if run.lookahead is not None and run.step % config.lookahead_every == 0:
+            run.lookahead.update(run.model, lookahead_decay(run.step, run.total_steps, config))
+        # Accumulate on the device; the host reads these only when logging (no sync inside the step).
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        reporter.step(i + 1, lambda: _running_stats(loss_sum, correct, (i + 1) * batch, time.perf_counter() - t0))
+    if run.lookahead is not None and run.step == run.total_steps:
+        run.lookahead.update(run.model, 1.0)  # finish on the averaged weights
+    if run.dev.type == "cuda":
+        torch.cuda.synchronize()
+    return epoch_steps * batch, loss_sum, correct, time.perf_counter() - t0
 
-    # Final evaluation; multi-crop TTA is part of producing the reported accuracy, so it is timed.
+
+def record_epoch(run: Run, seen: int, loss_sum: torch.Tensor, correct: torch.Tensor, seconds: float) -> dict[str, Any]:
+    """Evaluate on the test set and append the epoch's metrics row."""
+    run.train_time += seconds
+    t_eval = time.perf_counter()
+    test = run.test()
+    run.eval_time += time.perf_counter() - t_eval
+    run.epoch += 1
+    row = {"epoch": run.epoch, "step": run.step, "elapsed_s": round(run.train_time, 3), "train_loss": loss_sum.item() / seen,
+           "train_acc": correct.item() / seen, "test_acc": test.accuracy, "images_per_s": seen / seconds,
+           "lr": run.optimizer.param_groups[-1]["lr"]}
+    run.metrics.append(row)
+    return row
+
+
+def epoch_line(row: dict[str, Any], epochs: int) -> str:
+    return (f"epoch {row['epoch']:>3}/{epochs}  train_loss {row['train_loss']:.4f}  train_acc {row['train_acc']:6.2%}"
+            f"  test_acc {row['test_acc']:6.2%}  {row['images_per_s']:>7,.0f} img/s  elapsed {row['elapsed_s']:7.1f}s")
+
+
+def save(run: Run) -> None:
+    """metrics.jsonl and checkpoint.pt, each written whole (temp file + rename): a crash keeps the previous pair."""
+    write_text_atomic(run.out_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in run.metrics))
+    Checkpoint(
+        model=run.model.state_dict(), optimizer=run.optimizer.state_dict(), step=run.step, epoch=run.epoch,
+        lookahead=run.lookahead.ema if run.lookahead else None, train_time=run.train_time, metrics=run.metrics,
+        arch_source=run.arch_source, arch_path=run.arch_path, config=run.config.to_dict(), classes=run.data.classes,
+        input_shape=list(run.data.shape), mean=run.mean_list, std=run.std_list, normalize=run.config.normalize,
+        data_source=run.data.source, rng=torch.get_rng_state(),
+    ).save(run.checkpoint_path)
+    run.saved_epoch = run.epoch
+
+
+def restore(run: Run) -> None:
+    """Continue from the run directory's checkpoint: same architecture and settings, every piece of state."""
+    path = run.checkpoint_path
+    ckpt = Checkpoint.load(path)
+    if ckpt.arch_source != run.arch_source:
+        raise ArchspecError(f"{path} was trained from a different .arch source", "resume with the same .arch file, or drop --resume")
+    current = run.config.to_dict()
+    if ckpt.config != current:
+        diff = {k: (v, current.get(k)) for k, v in ckpt.config.items() if current.get(k) != v}
+        raise ArchspecError(f"{path} was written with other settings: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in diff.items()),
+                            "resume with the same flags as the interrupted run")
+    if ckpt.optimizer is None or ckpt.rng is None or (run.lookahead is not None and ckpt.lookahead is None):
+        raise ArchspecError(f"{path} holds weights only, not the optimiser state a resume needs", "drop --resume to train from scratch")
+    run.model.load_state_dict(ckpt.model)
+    run.optimizer.load_state_dict(ckpt.optimizer)
+    if run.lookahead is not None:
+        device = next(iter(run.lookahead.ema.values())).device
+        run.lookahead.ema = {k: v.to(device) for k, v in ckpt.lookahead.items()}
+    torch.set_rng_state(ckpt.rng)
+    run.epoch, run.step, run.train_time, run.metrics = ckpt.epoch, ckpt.step, ckpt.train_time, ckpt.metrics
+    run.saved_epoch = ckpt.epoch
+
+
+def final_report(run: Run) -> dict[str, Any]:
+    """The final evaluation (multi-crop TTA is part of producing the reported accuracy, so it is timed) and report.json's dict."""
+    config, data, metrics = run.config, run.data, run.metrics
     t_tta = time.perf_counter()
-    final = evaluate(model, data.test_x, data.test_y, mean, std, num_classes=num_classes, device=dev, dtype=dtype, tta=config.tta)
+    final = run.test(tta=config.tta)
     tta_time = time.perf_counter() - t_tta if config.tta else 0.0
-    wall = train_time + tta_time
-    report = {
-        "arch": arch_path, "test_accuracy": final.accuracy, "test_accuracy_no_tta": metrics[-1]["test_acc"],
+    wall = run.train_time + tta_time
+    return {
+        "arch": run.arch_path, "test_accuracy": final.accuracy, "test_accuracy_no_tta": metrics[-1]["test_acc"],
         "per_class_accuracy": dict(zip(data.classes, final.per_class)), "confusion_matrix": final.confusion,
-        "classes": data.classes, "wall_time_s": round(wall, 3), "init_time_s": round(init_time, 3),
-        "tta_time_s": round(tta_time, 3), "eval_time_s": round(eval_time, 3),
-        "images_per_s": step * batch / (train_time - init_time), "epochs": config.epochs, "steps": step,
-        "params": params, "device": _device_name(dev), "dtype": "bf16" if dtype == torch.bfloat16 else "fp32",
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "train_images": n,
+        "classes": data.classes, "wall_time_s": round(wall, 3), "init_time_s": round(run.init_time, 3),
+        "tta_time_s": round(tta_time, 3), "eval_time_s": round(run.eval_time, 3),
+        "images_per_s": run.step * run.batch / (run.train_time - run.init_time), "epochs": config.epochs, "steps": run.step,
+        "params": run.params, "device": device_name(run.dev), "dtype": "bf16" if run.dtype == torch.bfloat16 else "fp32",
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "train_images": len(run.train_x),
         "test_images": len(data.test_x), "data": data.source, "settings": config.to_dict(),
-        "normalize": {"mode": config.normalize, "mean": mean_list, "std": std_list},
+        "normalize": {"mode": config.normalize, "mean": run.mean_list, "std": run.std_list},
         "time_to_accuracy_s": {f"{t:.0%}": next((m["elapsed_s"] for m in metrics if m["test_acc"] >= t), None)
                                for t in (0.5, 0.6, 0.7, 0.8, 0.85, 0.9)},
     }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def write_report(out_dir: Path, report: dict[str, Any], metrics: list[dict[str, Any]]) -> None:
+    write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
     _plot_curves(out_dir / "curves.png", metrics)
-    log(f"done: test accuracy {final.accuracy:.2%}{f' (tta {config.tta})' if config.tta else ''} in {wall:.1f}s of training "
-        f"({report['images_per_s']:,.0f} img/s, {report['dtype']}); outputs in {out_dir}")
-    return report
 
 
-def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, lookahead: Lookahead | None,
-             config: TrainConfig, arch_source: str) -> tuple[int, int, float, list[dict]]:
-    state = load_checkpoint(path)
-    state["config"] = {**_OLD_DEFAULTS, **state["config"]}  # settings added since the checkpoint was written
-    if state["arch_source"] != arch_source:
-        raise ArchspecError(f"{path} was trained from a different .arch source", "resume with the same .arch file, or drop --resume")
-    if state["config"] != config.to_dict():
-        diff = {k: (v, config.to_dict().get(k)) for k, v in state["config"].items() if config.to_dict().get(k) != v}
-        raise ArchspecError(f"{path} was written with other settings: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in diff.items()),
-                            "resume with the same flags as the interrupted run")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if lookahead is not None:
-        lookahead.ema = {k: v.to(next(iter(lookahead.ema.values())).device) for k, v in state["lookahead"].items()}
-    torch.set_rng_state(state["rng"])
-    return state["epoch"], state["step"], state["train_time"], state["metrics"]
-
+def interrupted(run: Run, exc: BaseException) -> Interrupted:
+    """The one line an interrupted run ends with: what the run directory holds and how to continue."""
+    name, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("SIGINT", 130)
+    if run.saved_epoch:
+        saved = f"{run.checkpoint_path} holds epoch {run.saved_epoch}/{run.epochs}; continue with `archspec train " \
+                f"{run.arch_path or 'ARCH'} --resume --out {run.out_dir}` and the same flags"
+    else:
+        saved = "nothing saved (no epoch finished); run it again"
+    return Interrupted(f"interrupted ({name}) in epoch {min(run.saved_epoch + 1, run.epochs)}: {saved}", code)
 
 def _floats(values: list[float]) -> str:
     return " ".join(f"{v:.3f}" for v in values)
@@ -528,20 +536,6 @@ def _floats(values: list[float]) -> str:
 def _running_stats(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seconds: float) -> str:
     """The epoch so far: mean loss, accuracy and throughput (reads the device: call only to show it)."""
     return f"loss {loss_sum.item() / seen:.3f}  acc {correct.item() / seen:.1%}  {seen / seconds:,.0f} img/s"
-
-
-def _write_metrics(path: Path, metrics: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(m) + "\n" for m in metrics))
-    os.replace(tmp, path)
-
-
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    if dev.type == "cpu":
-        return f"cpu: {platform.processor() or platform.machine()}, {physical_cores()} cores"
-    return dev.type
 
 
 def _plot_curves(path: Path, metrics: list[dict]) -> None:
@@ -593,13 +587,3 @@ def build_model(arch_source: str, arch_path: str, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return build(parse(arch_source, arch_path))
 
-
-def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:
-    """Rebuild the network from the .arch text stored in a checkpoint and load its weights."""
-    model = build_model(state["arch_source"], state.get("arch_path") or "<checkpoint>", 0)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise ArchspecError(f"the checkpoint's weights do not fit its own .arch source: {exc}",
-                            "the checkpoint is damaged or was written by another archspec version; re-run `archspec train`") from None
-    return model.eval()

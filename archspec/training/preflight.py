@@ -37,8 +37,11 @@ def probe_data(source: str) -> DataInfo | None:
     train = Path(source) / "train"
     if not train.is_dir():
         return None
-    classes = sorted(d.name for d in train.iterdir() if d.is_dir() and not d.name.startswith("."))
-    shapes = [s for s in (_first_image_shape(train / c) for c in classes) if s is not None]
+    try:
+        classes = sorted(d.name for d in train.iterdir() if d.is_dir() and not d.name.startswith("."))
+        shapes = [s for s in (_first_image_shape(train / c) for c in classes) if s is not None]
+    except OSError:
+        return None  # unreadable folders: the full load names them
     if not shapes:
         return None
     # The most common shape among each class's first image, as the full load takes the most common.
@@ -53,7 +56,7 @@ def _first_image_shape(folder: Path) -> tuple[int, int, int] | None:
         try:
             with Image.open(path) as im:  # reads the header only
                 return (1 if im.mode in GREY_MODES else 3, im.height, im.width)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError):
             return None  # the full load names the broken file
     return None
 

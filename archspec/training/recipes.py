@@ -7,6 +7,7 @@ independent of `lr`. Explicit command-line flags override the recipe; report.jso
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -98,11 +99,70 @@ def make_config(recipe: str = "default", **overrides: Any) -> TrainConfig:
     unknown = set(overrides) - known
     if unknown:
         raise UsageError(f"unknown training setting(s): {', '.join(sorted(unknown))}", f"settings are: {', '.join(sorted(known))}")
+    for name, value in overrides.items():
+        _check_type(name, value)
     config = replace(RECIPES[recipe], **overrides)
     for name, allowed in _CHOICES.items():
         if getattr(config, name) not in allowed:
-            raise UsageError(f"{name} must be one of {allowed}, not {getattr(config, name)!r}")
-    if config.epochs <= 0 or config.batch_size <= 0 or config.lr <= 0:
-        raise UsageError("epochs, batch size and lr must be positive",
-                         f"got epochs={config.epochs}, batch_size={config.batch_size}, lr={config.lr}")
+            raise UsageError(f"{name} must be one of {allowed}, not {getattr(config, name)!r}",
+                             f"choose one of: {', '.join(map(str, allowed))}")
+    for name, bounds in RANGES.items():
+        _check_range(name, getattr(config, name), bounds)
     return config
+
+
+# The allowed range of each numeric setting: (low, high, low included, high included).
+# Wide enough for any real recipe; narrow enough that a typo (1e308, nan, -1) fails before training.
+RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "epochs": (0, 10_000, False, True),
+    "batch_size": (1, 1_000_000, True, True),
+    "lr": (0, 100, False, True),
+    "momentum": (0, 1, True, False),
+    "weight_decay": (0, 1, True, True),
+    "label_smoothing": (0, 1, True, False),
+    "warmup_frac": (0, 1, True, True),
+    "lr_start": (0, 1, True, True),
+    "lr_end": (0, 1, True, True),
+    "bias_lr_scale": (0, 10_000, False, True),
+    "bn_momentum": (0, 1, True, True),
+    "whiten_bias_epochs": (0, 10_000, True, True),
+    "lookahead_every": (1, 1_000_000, True, True),
+    "lookahead_decay": (0, 1, True, True),
+    "translate": (0, 64, True, True),
+    "logit_scale": (0, 1_000, False, True),
+    "seed": (0, 2**63 - 1, True, True),
+}
+
+
+def _range_text(bounds: tuple[float, float, bool, bool]) -> str:
+    low, high, low_in, high_in = bounds
+    return f"{'[' if low_in else '('}{low:,}, {high:,}{']' if high_in else ')'}"
+
+
+def _check_range(name: str, value: Any, bounds: tuple[float, float, bool, bool]) -> None:
+    if value is None and name == "bn_momentum":
+        return  # None keeps the model's own
+    low, high, low_in, high_in = bounds
+    ok = math.isfinite(value) and (low <= value if low_in else low < value) and (value <= high if high_in else value < high)
+    if not ok:
+        positive = "positive, " if low == 0 and not low_in else ""
+        raise UsageError(f"{name} must be {positive}in {_range_text(bounds)}, not {value!r}",
+                         f"set {name} to a finite value in {_range_text(bounds)}")
+
+
+_FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+
+
+def _check_type(name: str, value: Any) -> None:
+    """A setting of the wrong type (a checkpoint's config, a Python caller) fails with its name."""
+    kind = str(_FIELD_TYPES[name])
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif "float" in kind:
+        ok = (value is None and "None" in kind) or (isinstance(value, (int, float)) and not isinstance(value, bool))
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise UsageError(f"{name} must be of type {kind}, not {value!r}", f"settings are typed: {name} is of type {kind}")

@@ -1,0 +1,335 @@
+"""The checkpoint format, in one place: what `archspec train` writes and what eval, predict, resume
+and `archspec.load_checkpoint` read.
+
+A checkpoint is a `torch.save`d dict of tensors and plain data (read back with weights_only=True:
+no pickled code). Every field is validated on load (`Checkpoint`, a pydantic model), so a damaged
+or foreign file is one `error:` + `help:` line, never a traceback. The network is stored as
+self-contained .arch text (the `use`d block libraries inlined), checked, and size-guarded before a
+model is allocated: reading a checkpoint never reads another file.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from torch import nn
+
+from archspec.language.errors import ArchError, ArchspecError
+from archspec.training.recipes import NORMALIZE, TrainConfig, make_config
+
+FILENAME = "checkpoint.pt"
+MAX_PARAMS = 2_000_000_000  # a stored architecture above this is refused before anything is allocated
+REQUIRED = ("model", "arch_source", "config", "classes", "input_shape", "mean", "std")
+# Settings that checkpoints written before they existed lack; those runs used these values.
+OLD_DEFAULTS: dict[str, Any] = {"normalize": "data"}
+_REWRITE = "pass the checkpoint.pt that `archspec train --out DIR` wrote, or re-run `archspec train` to write a new one"
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def write_atomic(path: Path, write: Callable[[Any], None]) -> None:
+    """Call `write(file)` on a temp file beside `path`, fsync it and rename it over `path`.
+
+    A crash, a signal or a full disk leaves the previous file intact and no temp file behind.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ArchspecError(f"cannot write {path}: {exc.strerror or exc}",
+                                f"free space or fix the permissions in {path.parent}; the previous file is kept") from None
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:  # makes the rename itself durable; not every platform can open a directory
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- the stored architecture
+
+
+def self_contained_source(text: str, path: str = "<string>") -> str:
+    """The .arch text with every `use "FILE"` replaced by that file's (self-contained) text, each file once.
+
+    Block definitions do not create modules, so the network and its module names are unchanged.
+    """
+    return _inline_uses(text, path, set())
+
+
+def _inline_uses(text: str, path: str, seen: set[Path]) -> str:
+    from archspec.language.syntax import parse_tree
+
+    uses = [t for t in parse_tree(text, path).iter_subtrees_topdown() if t.data == "use"]
+    base = Path(path).parent if path not in ("<string>", "<stdin>", "-") else Path.cwd()
+    pieces = []
+    for use in sorted(uses, key=lambda t: t.meta.start_pos):
+        target = (base / str(use.children[0])[1:-1]).resolve()
+        if target in seen:
+            pieces.append((use, ""))
+            continue
+        seen.add(target)
+        used = _inline_uses(target.read_text(encoding="utf-8"), str(target), seen)
+        pieces.append((use, f"# from {target.name}\n{used.strip()}\n"))
+    for use, replacement in reversed(pieces):
+        text = text[: use.meta.start_pos] + replacement + text[use.meta.end_pos:]
+    return text
+
+
+def checked_architecture(text: str, label: str, classes: int) -> Any:
+    """The checked tree of a checkpoint's stored text: refused if it `use`s files, does not check, or is absurdly large."""
+    from archspec.language.check import check
+    from archspec.language.expand import parse
+    from archspec.language.syntax import ParseFailed, parse_tree
+
+    try:
+        tree = parse_tree(text, label)
+    except ParseFailed:
+        raise ArchspecError(f"{label}: the stored architecture does not parse", _REWRITE) from None
+    if any(t.data == "use" for t in tree.iter_subtrees()):
+        raise ArchspecError(f"{label}: the stored architecture has a `use` line; a checkpoint must be self-contained",
+                            "checkpoints hold the expanded .arch text and never read other files; " + _REWRITE)
+    report = check(parse(text, label), classes=classes)
+    try:
+        report.raise_for_errors()
+    except ArchError as exc:
+        raise ArchspecError(f"{label}: the stored architecture does not check ({exc.errors[0].message if exc.errors else 'invalid'})",
+                            _REWRITE) from None
+    if report.params > MAX_PARAMS:
+        raise ArchspecError(f"{label}: the stored architecture has {report.params:,} parameters (more than {MAX_PARAMS:,})",
+                            "refused before allocating it; " + _REWRITE)
+    return report
+
+
+# ----------------------------------------------------------------------------- the checkpoint
+
+
+def _finite(x: float, what: str) -> float:
+    if not math.isfinite(x):
+        raise ValueError(f"{what} must be finite, not {x}")
+    return x
+
+
+def _tensors(value: Any, what: str) -> dict[str, torch.Tensor]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()):
+        raise ValueError(f"{what} must map names to tensors")
+    return value
+
+
+class Checkpoint(BaseModel):
+    """Everything a run needs to resume exactly, and everything eval / predict need, validated."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="ignore", strict=True)  # no "3" -> 3 coercion
+
+    model: dict[str, Any]  # the state dict
+    arch_source: str  # self-contained .arch text
+    arch_path: str = ""
+    config: dict[str, Any]
+    classes: list[str]
+    input_shape: list[int]
+    mean: list[float]
+    std: list[float]
+    normalize: str = "data"
+    data_source: str = ""
+    epoch: int = 0
+    step: int = 0
+    train_time: float = 0.0
+    metrics: list[dict[str, Any]] = []
+    optimizer: Optional[dict[str, Any]] = None
+    lookahead: Optional[dict[str, Any]] = None
+    rng: Optional[Any] = None
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: dict) -> dict:
+        if not v:
+            raise ValueError("holds no weights")
+        return _tensors(v, "model")
+
+    @field_validator("lookahead")
+    @classmethod
+    def _lookahead(cls, v: dict | None) -> dict | None:
+        return None if v is None else _tensors(v, "lookahead")
+
+    @field_validator("rng")
+    @classmethod
+    def _rng(cls, v: Any) -> Any:
+        if v is not None and not (isinstance(v, torch.Tensor) and v.dtype == torch.uint8):
+            raise ValueError("must be a uint8 tensor (torch.get_rng_state())")
+        return v
+
+    @field_validator("optimizer")
+    @classmethod
+    def _optimizer(cls, v: dict | None) -> dict | None:
+        if v is not None and not {"state", "param_groups"} <= set(v):
+            raise ValueError("is not an optimizer state dict (needs state and param_groups)")
+        return v
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("must be a non-empty list of distinct class names")
+        return v
+
+    @field_validator("input_shape")
+    @classmethod
+    def _shape(cls, v: list[int]) -> list[int]:
+        if not 1 <= len(v) <= 3 or not all(1 <= d <= 65536 for d in v):
+            raise ValueError(f"must be 1 to 3 sizes in 1..65536, not {v}")
+        return v
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _stats(cls, v: list[float]) -> list[float]:
+        return [_finite(x, "every value") for x in v]
+
+    @field_validator("normalize")
+    @classmethod
+    def _normalize(cls, v: str) -> str:
+        if v not in NORMALIZE:
+            raise ValueError(f"must be one of {NORMALIZE}")
+        return v
+
+    @field_validator("epoch", "step")
+    @classmethod
+    def _count(cls, v: int) -> int:
+        if not 0 <= v < 2**53:
+            raise ValueError("must be a count >= 0")
+        return v
+
+    @field_validator("train_time")
+    @classmethod
+    def _time(cls, v: float) -> float:
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError("must be a finite number of seconds >= 0")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Checkpoint":
+        if len(self.mean) != self.input_shape[0] or len(self.std) != self.input_shape[0]:
+            raise ValueError(f"mean and std need one value per input channel ({self.input_shape[0]})")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std values must be > 0")
+        if len(self.metrics) != self.epoch:
+            raise ValueError(f"metrics has {len(self.metrics)} rows for {self.epoch} epochs")
+        self.config = {**OLD_DEFAULTS, **self.config}
+        self.train_config()  # raises on unknown or out-of-range settings
+        return self
+
+    # ---- reading and writing
+
+    @classmethod
+    def load(cls, path: Path) -> "Checkpoint":
+        path = Path(path)
+        if not path.is_file():
+            raise ArchspecError(f"checkpoint {path} does not exist", "pass the checkpoint.pt that `archspec train --out DIR` wrote")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only: no pickled code
+        except Exception as exc:  # torch raises several types for truncated or foreign files
+            raise ArchspecError(f"checkpoint {path} is unreadable or corrupt ({_load_failure(exc)})", _REWRITE) from None
+        missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise ArchspecError(f"{path} is not an archspec checkpoint (missing: {', '.join(missing)})", _REWRITE)
+        state.setdefault("normalize", state["config"].get("normalize", OLD_DEFAULTS["normalize"])
+                         if isinstance(state["config"], dict) else None)
+        try:
+            return cls.model_validate(state)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "checkpoint"
+            raise ArchspecError(f"checkpoint {path} is malformed: {where}: {err['msg'].removeprefix('Value error, ')}",
+                                _REWRITE) from None
+
+    def save(self, path: Path) -> None:
+        write_atomic(path, lambda f: torch.save({k: getattr(self, k) for k in type(self).model_fields}, f))
+
+    # ---- what readers need
+
+    def train_config(self) -> TrainConfig:
+        settings = {k: v for k, v in self.config.items() if k != "recipe"}
+        try:
+            return make_config(self.config.get("recipe", "default"), **settings)
+        except ArchspecError as exc:
+            raise ValueError(f"config: {exc.message}") from None
+
+    def build_model(self, label: str = "") -> nn.Module:
+        """The stored network with the stored weights, in eval mode (checked and size-guarded first)."""
+        from archspec.pytorch.build import build_checked
+
+        report = checked_architecture(self.arch_source, label or self.arch_path or "<checkpoint>", len(self.classes))
+        model = build_checked(report)
+        try:
+            model.load_state_dict(self.model)
+        except RuntimeError as exc:
+            raise ArchspecError(f"the checkpoint's weights do not fit its own .arch source: {str(exc).splitlines()[0]}",
+                                "the checkpoint is damaged or was written by another archspec version; re-run `archspec train`") from None
+        return model.eval()
+
+
+def _load_failure(exc: Exception) -> str:
+    """Why torch.load failed, in words (without torch's advice to load untrusted pickles)."""
+    text = str(exc)
+    if "weights_only" in text or "Unsupported global" in text:
+        return "it holds objects other than tensors and plain data, which are not loaded because that could run code"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+class ConvertImage:
+    """A PIL image in the mode and size the network takes (what the runner's decode does)."""
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        self.shape = tuple(shape)
+
+    def __call__(self, image: Any) -> Any:
+        from PIL import Image
+
+        c, h, w = self.shape
+        image = image.convert("L" if c == 1 else "RGB")
+        return image if image.size == (w, h) else image.resize((w, h), Image.BILINEAR)
+
+    def __repr__(self) -> str:
+        return f"ConvertImage(shape={self.shape})"
+
+
+def inference_bundle(path: Path) -> tuple[nn.Module, Any, list[str]]:
+    """A checkpoint as (model in eval mode, the transform its training used, class names): archspec.load_checkpoint."""
+    from torchvision import transforms
+
+    ckpt = Checkpoint.load(path)
+    shape = tuple(ckpt.input_shape)
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise ArchspecError(f"{path}: the model takes {'x'.join(map(str, shape))} inputs; a transform of image files needs 1 or 3 channels",
+                            "normalise the tensors yourself with the checkpoint's mean and std (archspec.training.checkpoint.Checkpoint)")
+    transform = transforms.Compose([ConvertImage(shape), transforms.ToTensor(), transforms.Normalize(ckpt.mean, ckpt.std)])
+    return ckpt.build_model(str(path)), transform, list(ckpt.classes)
