@@ -7,11 +7,14 @@ joins), receptive fields and memory estimates.
 Receptive field (RF) and jump follow the classic recurrence per axis, from the input:
 rf_out = rf_in + (k_eff - 1) * jump_in and jump_out = jump_in * stride, where each op gives its
 (k_eff, stride) through `LayerSpec.rf`. A residual or branch takes the max over its paths.
+An upsampling op has a fractional stride (1/F), so RF and jump are exact Fractions where they are
+not whole: `1/2` in the table, 0.5 in JSON.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,7 +32,7 @@ BYTES_PER_VALUE = 4  # fp32 weights and activations
 # buffer, Adam/AdamW two (first and second moments), plain SGD none.
 OPTIMIZER_STATE = {"sgd": 1, "adam": 2, "none": 0}
 
-Pair = tuple[int, int]
+Pair = tuple[Any, Any]  # per axis (H, W): ints, or Fractions after an upsampling
 RF = tuple[Pair, Pair]  # (receptive field, jump) per axis (H, W)
 Kind = Literal["layer", "group", "join"]
 
@@ -69,11 +72,21 @@ class SummaryRow:
         }
 
 
-def _pair_json(p: Pair | None) -> int | list[int] | None:
+def _num_json(v: Any) -> int | float:
+    """A whole number as an int, a fraction (after an upsampling) as a float."""
+    return int(v) if v == int(v) else float(v)
+
+
+def _pair_json(p: Pair | None) -> int | float | list[int | float] | None:
     """A square RF/jump as one number (the common case), a rectangular one as [H, W]."""
     if p is None:
         return None
-    return p[0] if p[0] == p[1] else [p[0], p[1]]
+    return _num_json(p[0]) if p[0] == p[1] else [_num_json(p[0]), _num_json(p[1])]
+
+
+def _whole(v: Any) -> Any:
+    """A Fraction that became whole again (upsample 2, then stride 2) as a plain int."""
+    return int(v) if isinstance(v, Fraction) and v.denominator == 1 else v
 
 
 def pair_text(p: Pair | None) -> str:
@@ -101,8 +114,8 @@ def _step(state: RF | None, k: Pair, s: Pair) -> RF:
     assert state is not None
     rf, jump = state
     return (
-        (rf[0] + (k[0] - 1) * jump[0], rf[1] + (k[1] - 1) * jump[1]),
-        (jump[0] * s[0], jump[1] * s[1]),
+        (_whole(rf[0] + (k[0] - 1) * jump[0]), _whole(rf[1] + (k[1] - 1) * jump[1])),
+        (_whole(jump[0] * s[0]), _whole(jump[1] * s[1])),
     )
 
 
