@@ -14,6 +14,7 @@ here straight into torch.nn layers that run one after the other on a batch of 2.
 Deliberately not compared, because torch runs where archspec reports E103 on purpose:
 * `linear` on a 4-D tensor: nn.Linear applies to the last dimension (W) only (a forgotten
   `flatten`), so the generators never put a `linear` before `flatten`;
+* `dropout2d` after `flatten`: torch only warns (and drops single features), archspec reports E103;
 * `gap` after `flatten`: nn.AdaptiveAvgPool2d(1) takes a 2-D [B, F] tensor for an unbatched
   [H, W] image and returns [1, 1], averaging over the batch; the generators never put `gap` after
   `flatten` (conv, max/avg pools and adaptiveavgpool HxW after `flatten` do raise, and are tested).
@@ -299,6 +300,24 @@ ORACLE: dict[str, OracleOp] = {
         draw=lambda draw, shape: draw_upsample(draw, shape),
         aligned=lambda draw, c: [draw_upsample(draw, (c, 1, 1))[0], Layer(draw(st.sampled_from(POOLS)), {"k": (0, 0)})],
         fault=lambda draw, shape: [Layer("flatten"), draw_upsample(draw, shape)[0]], fault_codes=("E103",)),
+    "convtranspose": OracleOp(
+        lambda a: convtranspose_text(a),
+        lambda a, x, env: nn.ConvTranspose2d(x.shape[1], a["c"], a["k"], stride=a["s"], padding=a["p"], output_padding=a["op"],
+                                             dilation=a["d"], groups=a["g"], bias=a["bias"]),
+        draw=lambda draw, shape: draw_convtranspose(draw, shape), aligned=lambda draw, c: aligned_convtranspose(draw, c),
+        fault=lambda draw, shape: convtranspose_fault(draw, shape), fault_codes=("E103", "E104", "E110", "E111")),
+    "groupnorm": OracleOp(
+        lambda a: f"groupnorm {a['g']}", lambda a, x, env: nn.GroupNorm(a["g"], x.shape[1]),
+        draw=lambda draw, shape: (Layer("groupnorm", {"g": draw(st.sampled_from(divisors(shape[0])))}), shape),
+        aligned=lambda draw, c: [Layer("groupnorm", {"g": draw(st.sampled_from(divisors(c)))})],
+        fault=lambda draw, shape: [Layer("groupnorm", {"g": draw(st.sampled_from([g for g in range(2, 9) if shape[0] % g]))})],
+        fault_codes=("E109",)),
+    "dropout2d": OracleOp(  # never after flatten: torch only warns there (see the top of this file)
+        lambda a: f"dropout2d {a['p']}", lambda a, x, env: nn.Dropout2d(a["p"]),
+        draw=lambda draw, shape: (Layer("dropout2d", {"p": draw(st.sampled_from([0.0, 0.1, 0.5]))}), shape) if len(shape) == 3 else None,
+        aligned=lambda draw, c: [Layer("dropout2d", {"p": draw(st.sampled_from([0.0, 0.2]))})]),
+    "identity": OracleOp(lambda a: "identity", lambda a, x, env: nn.Identity(),
+                         draw=lambda draw, shape: (Layer("identity"), shape), aligned=lambda draw, c: [Layer("identity")]),
     **{op: _plain(op, cls) for op, cls in {"relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "silu": nn.SiLU,
                                             "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "hardswish": nn.Hardswish}.items()},
 }
@@ -406,6 +425,8 @@ def path_stride(items: list, env: dict[str, int]) -> int:
                 s *= (node.a.get("s") or node.a["k"])[0]
             elif node.op == "upsample":
                 s = Fraction(s, node.a["f"])
+            elif node.op == "convtranspose":
+                s = Fraction(s, node.a["s"][0])
         elif isinstance(node, Res):
             s *= path_stride(node.body, env)
         elif isinstance(node, Branch):
@@ -553,6 +574,59 @@ def draw_shape_free(draw) -> Layer:
 
 
 # --------------------------------------------------------------------------- valid flat chains
+
+def convtranspose_text(a: dict) -> str:
+    parts = ["convtranspose", str(a["c"]), _pair("k", a["k"])]
+    for key, default in (("s", (1, 1)), ("p", (0, 0)), ("op", (0, 0)), ("d", (1, 1))):
+        if a[key] != default:
+            parts.append(_pair(key, a[key]))
+    return " ".join(parts + ([f"g{a['g']}"] if a["g"] != 1 else []) + ([] if a["bias"] else ["nobias"]))
+
+
+def transposed_size(n: int, a: dict, i: int) -> int:
+    return (n - 1) * a["s"][i] - 2 * a["p"][i] + a["d"][i] * (a["k"][i] - 1) + a["op"][i] + 1
+
+
+def draw_convtranspose(draw, shape: tuple) -> tuple[Layer, tuple] | None:
+    if len(shape) != 3:
+        return None
+    c, h, w = shape
+    out = draw(st.integers(1, 8))
+    s = draw_pair(draw, 1, 3) if h * w <= 100 else (1, 1)
+    d = draw_pair(draw, 1, 2, rect_chance=3)
+    a = {"c": out, "k": draw_pair(draw, 1, 4), "s": s, "d": d, "p": draw_pair(draw, 0, 2),
+         "op": (draw(st.integers(0, max(s[0], d[0]) - 1)), draw(st.integers(0, max(s[1], d[1]) - 1))),
+         "g": draw(st.sampled_from(divisors(math.gcd(c, out)))), "bias": draw(st.booleans())}
+    if min(transposed_size(h, a, 0), transposed_size(w, a, 1)) < 1:
+        a["p"] = (0, 0)
+    return Layer("convtranspose", a), (out, transposed_size(h, a, 0), transposed_size(w, a, 1))
+
+
+def aligned_convtranspose(draw, c: int) -> list:
+    """Keeps [c, H, W]: k odd, p (k-1)/2 at stride 1; or doubles it (k3 s2 p1 op1) and a pool 2 halves it again."""
+    if draw(st.booleans()):
+        k = draw(st.sampled_from([1, 3, 5]))
+        return [Layer("convtranspose", {"c": c, "k": (k, k), "s": (1, 1), "p": (k // 2, k // 2), "op": (0, 0), "d": (1, 1),
+                                        "g": draw(st.sampled_from(divisors(c))), "bias": draw(st.booleans())})]
+    return [Layer("convtranspose", {"c": c, "k": (3, 3), "s": (2, 2), "p": (1, 1), "op": (1, 1), "d": (1, 1), "g": 1,
+                                    "bias": True, "f": 2}), Layer(draw(st.sampled_from(POOLS)), {"k": (0, 0)})]
+
+
+def convtranspose_fault(draw, shape: tuple) -> list:
+    c, h, w = shape
+    kind = draw(st.sampled_from(["output_padding", "too_small", "groups", "after_flatten"]))
+    a = {"c": draw(st.integers(1, 6)), "k": (1, 1), "s": (1, 1), "p": (0, 0), "op": (0, 0), "d": (1, 1), "g": 1, "bias": True}
+    if kind == "output_padding":
+        a |= {"k": (3, 3), "s": (draw(st.integers(1, 3)),) * 2, "d": (draw(st.integers(1, 2)),) * 2}
+        a["op"] = (max(a["s"][0], a["d"][0]) + draw(st.integers(0, 1)), 0)
+    elif kind == "too_small":  # k1 s1: out = H - 2p
+        a["p"] = (draw(st.integers(-(-h // 2), h)), 0)
+    elif kind == "groups":
+        a["g"] = draw(st.sampled_from([g for g in range(2, 9) if c % g or a["c"] % g]))
+    else:
+        return [Layer("flatten"), Layer("convtranspose", a)]
+    return [Layer("convtranspose", a)]
+
 
 def draw_upsample(draw, shape: tuple) -> tuple[Layer, tuple] | None:
     if len(shape) != 3:
@@ -972,7 +1046,8 @@ def test_random_structured_nets_agree_with_torch():
     assert stats["torch runs"] == stats["architectures"]  # every structured one is valid by construction
     for construct in ("residual", "residual project", "projection added", "residual shortcut", "concat", "add",
                       "concat with identity", "add with identity", "repeat", "block call", "block call * n",
-                      "block call kw", "conv with {expr}", "maxpool", "avgpool", "bn", "dropout", "linear", "upsample"):
+                      "block call kw", "conv with {expr}", "maxpool", "avgpool", "bn", "dropout", "linear", "upsample",
+                      "convtranspose", "groupnorm", "dropout2d", "identity"):
         assert stats[construct] >= (8 if construct == "add with identity" else 12), construct
 
 
@@ -983,9 +1058,9 @@ def test_random_invalid_nets_fail_where_torch_fails():
     assert stats["architectures"] >= 780 and stats["disagreements"] == 0
     assert stats["torch raises"] >= 650
     for fault in FAULTS:
-        assert stats[f"fault {fault}"] >= 400 // len(FAULTS), fault  # half its fair share of 800, at least
+        assert stats[f"fault {fault}"] >= 240 // len(FAULTS), fault  # at least 30% of its fair share of 800
     for code in ("E101", "E102", "E103", "E104", "E105", "E106", "E107", "E108"):
-        assert stats[code] >= 40, code
+        assert stats[code] >= 240 // len(FAULTS), code
     for op, entry in ORACLE.items():
         for code in entry.fault_codes:
             assert stats[code] >= 10, (op, code)
