@@ -14,6 +14,7 @@ here straight into torch.nn layers that run one after the other on a batch of 2.
 Deliberately not compared, because torch runs where archspec reports E103 on purpose:
 * `linear` on a 4-D tensor: nn.Linear applies to the last dimension (W) only (a forgotten
   `flatten`), so the generators never put a `linear` before `flatten`;
+* `dropout2d` after `flatten`: torch only warns (and drops single features), archspec reports E103;
 * `gap` after `flatten`: nn.AdaptiveAvgPool2d(1) takes a 2-D [B, F] tensor for an unbatched
   [H, W] image and returns [1, 1], averaging over the batch; the generators never put `gap` after
   `flatten` (conv, max/avg pools and adaptiveavgpool HxW after `flatten` do raise, and are tested).
@@ -24,6 +25,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Callable
 
 import pytest
@@ -33,6 +35,7 @@ import hypothesis  # noqa: E402
 from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from torch import nn  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import archspec  # noqa: E402
 
@@ -123,26 +126,27 @@ def _pair(key: str, v: Any) -> str:
     return f"{key}{v[0]}" if v[0] == v[1] else f"{key}{v[0]}x{v[1]}"
 
 
-def leaf_text(layer: Layer) -> str:
-    op, a = layer.op, layer.a
-    if op == "conv":
-        parts = ["conv", _num(a["c"]), _pair("k", a["k"])]
-        if a.get("s", (1, 1)) != (1, 1):
-            parts.append(_pair("s", a["s"]))
-        p = a.get("p", (0, 0))
-        if isinstance(p, str):
-            parts.append(f"p {p}")
-        elif p != (0, 0) or a.get("show_p0"):
-            parts.append(_pair("p", p))
-        if a.get("d", (1, 1)) != (1, 1):
-            parts.append(_pair("d", a["d"]))
-        g = a.get("g", 1)
-        if isinstance(g, X) or g != 1:
-            parts.append("g" + (f"{{{g.text}}}" if isinstance(g, X) else str(g)))
-        if not a.get("bias", True):
-            parts.append("nobias")
-        return " ".join(parts)
-    if op in POOLS:
+def conv_text(a: dict) -> str:
+    parts = ["conv", _num(a["c"]), _pair("k", a["k"])]
+    if a.get("s", (1, 1)) != (1, 1):
+        parts.append(_pair("s", a["s"]))
+    p = a.get("p", (0, 0))
+    if isinstance(p, str):
+        parts.append(f"p {p}")
+    elif p != (0, 0) or a.get("show_p0"):
+        parts.append(_pair("p", p))
+    if a.get("d", (1, 1)) != (1, 1):
+        parts.append(_pair("d", a["d"]))
+    g = a.get("g", 1)
+    if isinstance(g, X) or g != 1:
+        parts.append("g" + (f"{{{g.text}}}" if isinstance(g, X) else str(g)))
+    if not a.get("bias", True):
+        parts.append("nobias")
+    return " ".join(parts)
+
+
+def pool_text(op: str) -> Callable[[dict], str]:
+    def text(a: dict) -> str:
         parts = [op, f"{a['k'][0]}" if a["k"][0] == a["k"][1] else f"{a['k'][0]}x{a['k'][1]}"]
         if a.get("s") is not None:
             parts.append(_pair("s", a["s"]))
@@ -151,15 +155,11 @@ def leaf_text(layer: Layer) -> str:
         if a.get("ceil"):
             parts.append("ceil")
         return " ".join(parts)
-    if op == "adaptiveavgpool":
-        return f"adaptiveavgpool {a['size'][0]}x{a['size'][1]}"
-    if op == "leakyrelu":
-        return "leakyrelu" if a.get("slope", 0.01) == 0.01 else f"leakyrelu {a['slope']}"
-    if op == "dropout":
-        return f"dropout {a['p']}"
-    if op == "linear":
-        return f"linear {a['n']}" + ("" if a.get("bias", True) else " nobias")
-    return op  # gap, bn, flatten, activations
+    return text
+
+
+def leaf_text(layer: Layer) -> str:
+    return ORACLE[layer.op].text(layer.a)
 
 
 class Renderer:
@@ -227,7 +227,7 @@ class Renderer:
             self.emit(f"block {b.name}({params}) {{")
             self.seq(b.body, 1)
             self.emit("}")
-        self.emit("input " + "x".join(map(str, arch.input)))
+        self.emit(ORACLE["input"].text({"dims": arch.input}))
         self.seq(arch.body, 0)
         return "\n".join(self.lines) + "\n"
 
@@ -247,32 +247,80 @@ def ev_pair(v: Any, env: dict[str, int]) -> Any:
 
 def torch_layer(layer: Layer, x: "torch.Tensor", env: dict[str, int]) -> nn.Module:
     """The nn module for one layer, sized from the tensor that reaches it (as one writes torch by hand)."""
-    op, a = layer.op, layer.a
-    if op == "conv":
-        return nn.Conv2d(x.shape[1], ev(a["c"], env), kernel_size=a["k"], stride=ev_pair(a.get("s", (1, 1)), env),
-                         padding=a.get("p", (0, 0)), dilation=a.get("d", (1, 1)), groups=ev(a.get("g", 1), env),
-                         bias=a.get("bias", True))
-    if op in POOLS:
-        cls = nn.MaxPool2d if op == "maxpool" else nn.AvgPool2d
-        return cls(a["k"], stride=a.get("s") or a["k"], padding=a.get("p", (0, 0)), ceil_mode=a.get("ceil", False))
-    if op == "adaptiveavgpool":
-        return nn.AdaptiveAvgPool2d(a["size"])
-    if op == "gap":
-        return nn.AdaptiveAvgPool2d(1)
-    if op == "bn":
-        return nn.BatchNorm2d(x.shape[1]) if x.dim() == 4 else nn.BatchNorm1d(x.shape[1])
-    if op == "dropout":
-        return nn.Dropout(a["p"])
-    if op == "flatten":
-        return nn.Flatten()
-    if op == "linear":
-        return nn.Linear(x.shape[-1], a["n"], bias=a.get("bias", True))
-    if op == "leakyrelu":
-        return nn.LeakyReLU(a.get("slope", 0.01))
-    if op == "softmax":
-        return nn.Softmax(dim=1)
-    return {"relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "silu": nn.SiLU, "sigmoid": nn.Sigmoid,
-            "tanh": nn.Tanh, "hardswish": nn.Hardswish}[op]()
+    return ORACLE[layer.op].module(layer.a, x, env)
+
+
+def pool_module(cls: type) -> Callable[[dict, "torch.Tensor", dict], nn.Module]:
+    return lambda a, x, env: cls(a["k"], stride=a.get("s") or a["k"], padding=a.get("p", (0, 0)), ceil_mode=a.get("ceil", False))
+
+
+@dataclass(frozen=True)
+class OracleOp:
+    """The oracle's own knowledge of one op, independent of archspec: how to write it as .arch text
+    (from the test-local arguments `a`) and which torch.nn module it is (sized from the tensor `x`
+    that reaches it, with block parameters `env`). Optional, for the random generators:
+    `draw(draw, shape)` gives a valid layer on `shape` and its output shape (None: not on this rank);
+    `aligned(draw, c)` gives layers that keep [c, H, W] for any H, W (for structured nets);
+    `fault(draw, shape)` gives layers torch refuses on the image `shape`, with the code the checker reports.
+    tests/test_ops_registry.py requires an entry for every op in archspec's registry."""
+
+    text: Callable[[dict], str]
+    module: Callable[[dict, "torch.Tensor", dict], nn.Module] | None
+    draw: Callable[[Any, tuple], "tuple[Layer, tuple] | None"] | None = None
+    aligned: Callable[[Any, int], list] | None = None
+    fault: Callable[[Any, tuple], list] | None = None
+    fault_codes: tuple[str, ...] = ()
+
+
+def _plain(op: str, cls: type) -> OracleOp:
+    return OracleOp(lambda a: op, lambda a, x, env: cls())
+
+
+ORACLE: dict[str, OracleOp] = {
+    "input": OracleOp(lambda a: "input " + "x".join(map(str, a["dims"])), None),  # the tensor itself: no module
+    "conv": OracleOp(conv_text, lambda a, x, env: nn.Conv2d(
+        x.shape[1], ev(a["c"], env), kernel_size=a["k"], stride=ev_pair(a.get("s", (1, 1)), env), padding=a.get("p", (0, 0)),
+        dilation=a.get("d", (1, 1)), groups=ev(a.get("g", 1), env), bias=a.get("bias", True))),
+    "maxpool": OracleOp(pool_text("maxpool"), pool_module(nn.MaxPool2d)),
+    "avgpool": OracleOp(pool_text("avgpool"), pool_module(nn.AvgPool2d)),
+    "adaptiveavgpool": OracleOp(lambda a: f"adaptiveavgpool {a['size'][0]}x{a['size'][1]}",
+                                lambda a, x, env: nn.AdaptiveAvgPool2d(a["size"])),
+    "gap": OracleOp(lambda a: "gap", lambda a, x, env: nn.AdaptiveAvgPool2d(1)),
+    "bn": OracleOp(lambda a: "bn", lambda a, x, env: nn.BatchNorm2d(x.shape[1]) if x.dim() == 4 else nn.BatchNorm1d(x.shape[1])),
+    "dropout": OracleOp(lambda a: f"dropout {a['p']}", lambda a, x, env: nn.Dropout(a["p"])),
+    "flatten": OracleOp(lambda a: "flatten", lambda a, x, env: nn.Flatten()),
+    "linear": OracleOp(lambda a: f"linear {a['n']}" + ("" if a.get("bias", True) else " nobias"),
+                       lambda a, x, env: nn.Linear(x.shape[-1], a["n"], bias=a.get("bias", True))),
+    "leakyrelu": OracleOp(lambda a: "leakyrelu" if a.get("slope", 0.01) == 0.01 else f"leakyrelu {a['slope']}",
+                          lambda a, x, env: nn.LeakyReLU(a.get("slope", 0.01))),
+    "softmax": OracleOp(lambda a: "softmax", lambda a, x, env: nn.Softmax(dim=1)),
+    "upsample": OracleOp(
+        lambda a: f"upsample {a['f']}" + ("" if a["mode"] == "nearest" and not a.get("say_mode") else f" {a['mode']}"),
+        lambda a, x, env: nn.Upsample(scale_factor=a["f"], mode=a["mode"]),
+        draw=lambda draw, shape: draw_upsample(draw, shape),
+        aligned=lambda draw, c: [draw_upsample(draw, (c, 1, 1))[0], Layer(draw(st.sampled_from(POOLS)), {"k": (0, 0)})],
+        fault=lambda draw, shape: [Layer("flatten"), draw_upsample(draw, shape)[0]], fault_codes=("E103",)),
+    "convtranspose": OracleOp(
+        lambda a: convtranspose_text(a),
+        lambda a, x, env: nn.ConvTranspose2d(x.shape[1], a["c"], a["k"], stride=a["s"], padding=a["p"], output_padding=a["op"],
+                                             dilation=a["d"], groups=a["g"], bias=a["bias"]),
+        draw=lambda draw, shape: draw_convtranspose(draw, shape), aligned=lambda draw, c: aligned_convtranspose(draw, c),
+        fault=lambda draw, shape: convtranspose_fault(draw, shape), fault_codes=("E103", "E104", "E110", "E111")),
+    "groupnorm": OracleOp(
+        lambda a: f"groupnorm {a['g']}", lambda a, x, env: nn.GroupNorm(a["g"], x.shape[1]),
+        draw=lambda draw, shape: (Layer("groupnorm", {"g": draw(st.sampled_from(divisors(shape[0])))}), shape),
+        aligned=lambda draw, c: [Layer("groupnorm", {"g": draw(st.sampled_from(divisors(c)))})],
+        fault=lambda draw, shape: [Layer("groupnorm", {"g": draw(st.sampled_from([g for g in range(2, 9) if shape[0] % g]))})],
+        fault_codes=("E109",)),
+    "dropout2d": OracleOp(  # never after flatten: torch only warns there (see the top of this file)
+        lambda a: f"dropout2d {a['p']}", lambda a, x, env: nn.Dropout2d(a["p"]),
+        draw=lambda draw, shape: (Layer("dropout2d", {"p": draw(st.sampled_from([0.0, 0.1, 0.5]))}), shape) if len(shape) == 3 else None,
+        aligned=lambda draw, c: [Layer("dropout2d", {"p": draw(st.sampled_from([0.0, 0.2]))})]),
+    "identity": OracleOp(lambda a: "identity", lambda a, x, env: nn.Identity(),
+                         draw=lambda draw, shape: (Layer("identity"), shape), aligned=lambda draw, c: [Layer("identity")]),
+    **{op: _plain(op, cls) for op, cls in {"relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "silu": nn.SiLU,
+                                            "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "hardswish": nn.Hardswish}.items()},
+}
 
 
 def n_params(m: nn.Module) -> int:
@@ -295,6 +343,10 @@ class TorchOracle:
         self.where: int | None = None  # line being executed (where torch raised, after a raise)
         self.projections = 0
         self.where_node: Any = None
+        self.flops: FlopCounterMode | None = None  # counting while the oracle runs: MACs per layer
+
+    def counted(self) -> int:
+        return self.flops.get_total_flops() if self.flops is not None else 0
 
     def visit(self, node: Any) -> None:
         self.where_node = node
@@ -304,9 +356,16 @@ class TorchOracle:
     def leaf(self, op: str, module_factory: Callable[[], nn.Module], x: "torch.Tensor") -> "torch.Tensor":
         m = module_factory()
         m.eval()
+        before = self.counted()
         y = m(x)
+        if 0 in y.shape:
+            # torch returns an empty tensor here (a transposed conv whose padding eats the output), which
+            # no later layer can use; the checker reports it at this layer, so count it as torch refusing.
+            raise ValueError(f"{op} gives an empty tensor {tuple(y.shape)}")
         self.modules.append(m)
-        self.records.append((op, tuple(y.shape[1:]), n_params(m)))
+        # FlopCounterMode's FLOPs for the batch are 2 x MACs per sample x batch.
+        macs = (self.counted() - before) // (2 * x.shape[0])
+        self.records.append((op, tuple(y.shape[1:]), n_params(m), macs))
         return y
 
     def seq(self, items: list, x: "torch.Tensor", env: dict[str, int]) -> "torch.Tensor":
@@ -357,13 +416,17 @@ def call_env(call: Call, env: dict[str, int]) -> dict[str, int]:
 
 def path_stride(items: list, env: dict[str, int]) -> int:
     """The stride along a sequence (square strides only: the generators keep projected bodies square)."""
-    s = 1
+    s: Any = 1
     for node in items:
         if isinstance(node, Layer):
             if node.op == "conv":
                 s *= ev_pair(node.a.get("s", (1, 1)), env)[0]
             elif node.op in POOLS:
                 s *= (node.a.get("s") or node.a["k"])[0]
+            elif node.op == "upsample":
+                s = Fraction(s, node.a["f"])
+            elif node.op == "convtranspose":
+                s = Fraction(s, node.a["s"][0])
         elif isinstance(node, Res):
             s *= path_stride(node.body, env)
         elif isinstance(node, Branch):
@@ -372,7 +435,7 @@ def path_stride(items: list, env: dict[str, int]) -> int:
             s *= path_stride(node.body, env) ** node.n
         elif isinstance(node, Call):
             s *= path_stride(node.block.body, call_env(node, env)) ** node.times
-    return s
+    return int(s)  # an upsampling is always undone in a projected body (aligned_chain)
 
 
 # --------------------------------------------------------------------------- the comparison
@@ -397,7 +460,7 @@ def compare(arch: Arch, sep: str = "nl", build: bool = True) -> Outcome:
     x = torch.randn(2, *arch.input)
     problems: list[str] = []
     try:
-        with torch.no_grad():
+        with torch.no_grad(), FlopCounterMode(display=False) as oracle.flops:
             y = oracle.seq(arch.body, x, {})
         torch_ok, torch_error = True, ""
     except (RuntimeError, ValueError, IndexError) as exc:  # what torch raises (AvgPool2d on 2-D: IndexError)
@@ -419,7 +482,7 @@ def compare(arch: Arch, sep: str = "nl", build: bool = True) -> Outcome:
                             f"{(first.code, first.span.line, first.message) if first else None}")
     else:
         rows = [row for row in report.rows if row.op != "input"]
-        ours = [(row.op, row.out_shape, row.params) for row in rows]
+        ours = [(row.op, row.out_shape, row.params, row.macs) for row in rows]
         if ours != oracle.records:
             diff = [f"#{i} checker {a} torch {b}" for i, (a, b) in enumerate(zip(ours, oracle.records)) if a != b]
             problems.append(f"rows differ ({len(ours)} vs {len(oracle.records)} layers): {diff[:3]}")
@@ -512,6 +575,68 @@ def draw_shape_free(draw) -> Layer:
 
 # --------------------------------------------------------------------------- valid flat chains
 
+def convtranspose_text(a: dict) -> str:
+    parts = ["convtranspose", str(a["c"]), _pair("k", a["k"])]
+    for key, default in (("s", (1, 1)), ("p", (0, 0)), ("op", (0, 0)), ("d", (1, 1))):
+        if a[key] != default:
+            parts.append(_pair(key, a[key]))
+    return " ".join(parts + ([f"g{a['g']}"] if a["g"] != 1 else []) + ([] if a["bias"] else ["nobias"]))
+
+
+def transposed_size(n: int, a: dict, i: int) -> int:
+    return (n - 1) * a["s"][i] - 2 * a["p"][i] + a["d"][i] * (a["k"][i] - 1) + a["op"][i] + 1
+
+
+def draw_convtranspose(draw, shape: tuple) -> tuple[Layer, tuple] | None:
+    if len(shape) != 3:
+        return None
+    c, h, w = shape
+    out = draw(st.integers(1, 8))
+    s = draw_pair(draw, 1, 3) if h * w <= 100 else (1, 1)
+    d = draw_pair(draw, 1, 2, rect_chance=3)
+    a = {"c": out, "k": draw_pair(draw, 1, 4), "s": s, "d": d, "p": draw_pair(draw, 0, 2),
+         "op": (draw(st.integers(0, max(s[0], d[0]) - 1)), draw(st.integers(0, max(s[1], d[1]) - 1))),
+         "g": draw(st.sampled_from(divisors(math.gcd(c, out)))), "bias": draw(st.booleans())}
+    if min(transposed_size(h, a, 0), transposed_size(w, a, 1)) < 1:
+        a["p"] = (0, 0)
+    return Layer("convtranspose", a), (out, transposed_size(h, a, 0), transposed_size(w, a, 1))
+
+
+def aligned_convtranspose(draw, c: int) -> list:
+    """Keeps [c, H, W]: k odd, p (k-1)/2 at stride 1; or doubles it (k3 s2 p1 op1) and a pool 2 halves it again."""
+    if draw(st.booleans()):
+        k = draw(st.sampled_from([1, 3, 5]))
+        return [Layer("convtranspose", {"c": c, "k": (k, k), "s": (1, 1), "p": (k // 2, k // 2), "op": (0, 0), "d": (1, 1),
+                                        "g": draw(st.sampled_from(divisors(c))), "bias": draw(st.booleans())})]
+    return [Layer("convtranspose", {"c": c, "k": (3, 3), "s": (2, 2), "p": (1, 1), "op": (1, 1), "d": (1, 1), "g": 1,
+                                    "bias": True, "f": 2}), Layer(draw(st.sampled_from(POOLS)), {"k": (0, 0)})]
+
+
+def convtranspose_fault(draw, shape: tuple) -> list:
+    c, h, w = shape
+    kind = draw(st.sampled_from(["output_padding", "too_small", "groups", "after_flatten"]))
+    a = {"c": draw(st.integers(1, 6)), "k": (1, 1), "s": (1, 1), "p": (0, 0), "op": (0, 0), "d": (1, 1), "g": 1, "bias": True}
+    if kind == "output_padding":
+        a |= {"k": (3, 3), "s": (draw(st.integers(1, 3)),) * 2, "d": (draw(st.integers(1, 2)),) * 2}
+        a["op"] = (max(a["s"][0], a["d"][0]) + draw(st.integers(0, 1)), 0)
+    elif kind == "too_small":  # k1 s1: out = H - 2p
+        a["p"] = (draw(st.integers(-(-h // 2), h)), 0)
+    elif kind == "groups":
+        a["g"] = draw(st.sampled_from([g for g in range(2, 9) if c % g or a["c"] % g]))
+    else:
+        return [Layer("flatten"), Layer("convtranspose", a)]
+    return [Layer("convtranspose", a)]
+
+
+def draw_upsample(draw, shape: tuple) -> tuple[Layer, tuple] | None:
+    if len(shape) != 3:
+        return None
+    c, h, w = shape
+    f = draw(st.integers(1, 3)) if h * w <= 64 else 1  # keep the tensors small
+    layer = Layer("upsample", {"f": f, "mode": draw(st.sampled_from(["nearest", "bilinear"])), "say_mode": draw(st.booleans())})
+    return layer, (c, h * f, w * f)
+
+
 def valid_conv(draw, shape: tuple[int, int, int]) -> tuple[Layer, tuple]:
     c, h, w = shape
     if draw(st.integers(0, 5)) == 0:  # depthwise (or channel-multiplier) conv
@@ -553,7 +678,22 @@ def valid_pool(draw, shape: tuple[int, int, int]) -> tuple[Layer, tuple]:
     return Layer(draw(st.sampled_from(POOLS)), {"k": k, "s": s, "p": p, "ceil": ceil}), out
 
 
+def drawn_ops() -> list[str]:
+    """The ops whose oracle entry draws them (the generators below draw the others themselves)."""
+    return [op for op, entry in ORACLE.items() if entry.draw is not None]
+
+
+def registry_layer(draw, shape: tuple) -> tuple[Layer, tuple] | None:
+    """A valid layer of an op from its oracle entry, or None when that op does not take this rank."""
+    ops = drawn_ops()
+    return ORACLE[draw(st.sampled_from(ops))].draw(draw, shape) if ops else None
+
+
 def valid_layer(draw, shape: tuple) -> tuple[Layer, tuple]:
+    if draw(st.integers(0, 6)) == 0:
+        drawn = registry_layer(draw, shape)
+        if drawn is not None:
+            return drawn
     if len(shape) == 3:
         kind = draw(st.sampled_from(["conv"] * 4 + ["pool"] * 2 + ["adaptive", "gap", "free", "free", "free", "flatten"]))
         if kind == "conv":
@@ -615,7 +755,8 @@ def aligned_pool(draw, s: int) -> Layer:
 
 def aligned_chain(draw, cin: int, s: int, cout: int, groups: bool = True) -> list:
     """Plain layers mapping [cin, H, W] to [cout, (H-1)//s+1, ...]."""
-    kinds = draw(st.lists(st.sampled_from(["conv", "conv", "pool", "free"]), max_size=4))
+    aligned_ops = [op for op, entry in ORACLE.items() if entry.aligned is not None]
+    kinds = draw(st.lists(st.sampled_from(["conv", "conv", "pool", "free"] + (["op"] if aligned_ops else [])), max_size=4))
     if cin != cout and "conv" not in kinds:
         kinds.append("conv")
     if s > 1 and not ({"conv", "pool"} & set(kinds)):
@@ -631,6 +772,11 @@ def aligned_chain(draw, cin: int, s: int, cout: int, groups: bool = True) -> lis
             c = co
         elif kind == "pool":
             out.append(aligned_pool(draw, stride))
+        elif kind == "op":  # an op from the registry that keeps [c, H, W]
+            out += ORACLE[draw(st.sampled_from(aligned_ops))].aligned(draw, c)
+            if out[-1].a.get("k") == (0, 0):  # a pool that undoes the upsampling before it: window F, stride F
+                f = out[-2].a["f"]
+                out[-1].a["k"] = (f, f)
         else:
             out.append(draw_shape_free(draw))
     return out
@@ -741,12 +887,16 @@ def structured_archs(draw) -> Arch:
 
 # --------------------------------------------------------------------------- invalid architectures
 
-FAULTS = ["kernel_too_large", "pool_too_small", "pool_padding", "same_with_stride", "groups", "after_flatten",
-          "residual_mismatch", "branch_mismatch"]
+LEGACY_FAULTS = ["kernel_too_large", "pool_too_small", "pool_padding", "same_with_stride", "groups", "after_flatten",
+                 "residual_mismatch", "branch_mismatch"]
+# ...and one per op whose oracle entry knows how torch refuses it.
+FAULTS = LEGACY_FAULTS + [op for op, entry in ORACLE.items() if entry.fault is not None]
 
 
 def fault_layers(draw, kind: str, shape: tuple[int, int, int]) -> list:
     c, h, w = shape
+    if kind in ORACLE:
+        return ORACLE[kind].fault(draw, shape)
     if kind == "kernel_too_large":
         d = draw(st.sampled_from([1, 1, 2]))
         mode = draw(st.sampled_from(["int", "valid"]))
@@ -835,7 +985,8 @@ def constructs(arch: Arch) -> set[str]:
                 found.add("repeat")
                 walk(n.body)
             elif isinstance(n, Call):
-                found.add("block call" + (" * n" if n.times > 1 else "") + (" kw" if n.kw else ""))
+                found.add("block call")  # and each of its forms, counted on its own
+                found.update(["block call * n"] * (n.times > 1) + ["block call kw"] * bool(n.kw))
                 walk(n.block.body)
 
     walk(arch.body)
@@ -883,6 +1034,8 @@ def test_random_flat_chains_agree_with_torch():
     assert stats["architectures"] >= 580 and stats["disagreements"] == 0
     assert stats["torch runs"] >= 550  # the generator makes valid ones; a few may not be
     assert stats["layers"] >= 2000
+    for op in ORACLE:  # every registered op is generated (test_ops_registry: ORACLE covers the registry)
+        assert op == "input" or stats[op] >= 3, op
 
 
 def test_random_structured_nets_agree_with_torch():
@@ -893,7 +1046,8 @@ def test_random_structured_nets_agree_with_torch():
     assert stats["torch runs"] == stats["architectures"]  # every structured one is valid by construction
     for construct in ("residual", "residual project", "projection added", "residual shortcut", "concat", "add",
                       "concat with identity", "add with identity", "repeat", "block call", "block call * n",
-                      "block call kw", "conv with {expr}", "maxpool", "avgpool", "bn", "dropout", "linear"):
+                      "block call kw", "conv with {expr}", "maxpool", "avgpool", "bn", "dropout", "linear", "upsample",
+                      "convtranspose", "groupnorm", "dropout2d", "identity"):
         assert stats[construct] >= (8 if construct == "add with identity" else 12), construct
 
 
@@ -904,9 +1058,12 @@ def test_random_invalid_nets_fail_where_torch_fails():
     assert stats["architectures"] >= 780 and stats["disagreements"] == 0
     assert stats["torch raises"] >= 650
     for fault in FAULTS:
-        assert stats[f"fault {fault}"] >= 50, fault
+        assert stats[f"fault {fault}"] >= 240 // len(FAULTS), fault  # at least 30% of its fair share of 800
     for code in ("E101", "E102", "E103", "E104", "E105", "E106", "E107", "E108"):
-        assert stats[code] >= 40, code
+        assert stats[code] >= 240 // len(FAULTS), code
+    for op, entry in ORACLE.items():
+        for code in entry.fault_codes:
+            assert stats[code] >= 10, (op, code)
 
 
 # --------------------------------------------------------------------------- W201 against coverage
@@ -993,6 +1150,10 @@ FIXED = {
         Branch("concat", [[], [conv(2, 1)], [Layer("avgpool", {"k": (3, 3), "s": (1, 1), "p": (1, 1)})]])]),
     "features": Arch((12,), [Layer("linear", {"n": 5}), Layer("bn"), Layer("softmax"), Layer("flatten"),
                              Layer("linear", {"n": 3, "bias": False})]),
+    "upsample, then pool back in a projected residual": Arch((2, 5, 3), [
+        Layer("upsample", {"f": 3, "mode": "bilinear"}), conv(3, 2),
+        Res([Layer("upsample", {"f": 2, "mode": "nearest"}), Layer("maxpool", {"k": (2, 2)}), conv(4, 3, s=(2, 2), p=(1, 1))],
+            project=True)]),
     "empty residual body: x + x": Arch((3, 4, 4), [Res([]), Res([], shortcut=[conv(3, 1)])]),
 }
 

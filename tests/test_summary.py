@@ -153,6 +153,20 @@ def test_params_per_layer_and_macs_match_the_compiled_net(torch, name):
     assert _flops(torch, net, s.report.input_shape) == 2 * s.total_macs
 
 
+def test_upsampling_gives_a_fractional_jump():
+    """upsample 2 halves the jump (neighbouring outputs are half an input pixel apart); a later
+    stride 2 makes it whole again; text shows 1/2, JSON 0.5."""
+    s = summarize("input 1x8x8\nupsample 2\nconv 1 k3 p1\nmaxpool 2\n")
+    rows = {r.name: r for r in s.rows}
+    assert rows["up1"].jump == (0.5, 0.5) and rows["up1"].rf == (1, 1)
+    assert rows["conv1"].rf == (2, 2)  # 1 + (3 - 1) * 1/2
+    assert rows["pool1"].jump == (1, 1) and rows["pool1"].rf == (5 / 2, 5 / 2)
+    layers = {d["name"]: d for d in s.to_dict()["layers"]}
+    assert layers["up1"]["jump"] == 0.5 and layers["pool1"]["jump"] == 1 and isinstance(layers["pool1"]["jump"], int)
+    row = next(line for line in s.render(width=200).splitlines() if " up1 " in line)
+    assert row.split()[-4:-2] == ["1", "1/2"]  # RF, jump (then the memory, "1.02 kB")
+
+
 RF_NET = """\
 input 1x64x64
 conv 2 k3 p1 | relu

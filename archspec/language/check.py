@@ -360,7 +360,8 @@ def stride_of(nodes: list[CheckedNode]) -> RFStep | None:
             if step is None:
                 return None
         sh, sw = sh * step[0], sw * step[1]
-    return sh, sw  # type: ignore[return-value]
+    # An upsampling's 1/F times a later stride F is a whole stride again: a plain int for the projection.
+    return tuple(int(v) if v == int(v) else v for v in (sh, sw))  # type: ignore[return-value]
 
 
 

@@ -10,6 +10,7 @@ the max over its paths (the identity skip, the shortcut, each branch).
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 BYTES_PER_VALUE = 4  # fp32 weights and activations
 
-Pair = tuple[int, int]
+Pair = tuple[Any, Any]  # per axis (H, W): ints, or Fractions after an upsampling
 RF = tuple[Pair, Pair]  # (receptive field, jump) per axis (H, W)
 
 
@@ -44,12 +45,17 @@ def has_stride(shape: "Shape | None") -> bool:
     return shape is not None and len(shape) == 3 and None not in shape and shape[1] * shape[2] > 1  # type: ignore[operator]
 
 
+def _whole(v: Any) -> Any:
+    """A Fraction that became whole again (upsample 2, then stride 2) as a plain int."""
+    return int(v) if isinstance(v, Fraction) and v.denominator == 1 else v
+
+
 def rf_step(state: RF | None, k: Pair, s: Pair) -> RF:
     assert state is not None
     rf, jump = state
     return (
-        (rf[0] + (k[0] - 1) * jump[0], rf[1] + (k[1] - 1) * jump[1]),
-        (jump[0] * s[0], jump[1] * s[1]),
+        (_whole(rf[0] + (k[0] - 1) * jump[0]), _whole(rf[1] + (k[1] - 1) * jump[1])),
+        (_whole(jump[0] * s[0]), _whole(jump[1] * s[1])),
     )
 
 

@@ -5,11 +5,13 @@ visits it to add structure rows (blocks, residuals, branches and their
 joins), receptive fields and memory estimates.
 
 Receptive field (RF), jump and activation bytes come from `archspec.language.measure`, which
-budgets (`archspec check --max-rf ...`) read too.
+budgets (`archspec check --max-rf ...`) read too. An upsampling op has a fractional stride (1/F),
+so RF and jump are exact Fractions where they are not whole: `1/2` in the table, 0.5 in JSON.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -66,11 +68,16 @@ class SummaryRow:
         }
 
 
-def _pair_json(p: Pair | None) -> int | list[int] | None:
+def _num_json(v: Any) -> int | float:
+    """A whole number as an int, a fraction (after an upsampling) as a float."""
+    return int(v) if v == int(v) else float(v)
+
+
+def _pair_json(p: Pair | None) -> int | float | list[int | float] | None:
     """A square RF/jump as one number (the common case), a rectangular one as [H, W]."""
     if p is None:
         return None
-    return p[0] if p[0] == p[1] else [p[0], p[1]]
+    return _num_json(p[0]) if p[0] == p[1] else [_num_json(p[0]), _num_json(p[1])]
 
 
 def pair_text(p: Pair | None) -> str:

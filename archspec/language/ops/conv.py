@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Any, ClassVar, Literal, Union
 
 from pydantic import Field, field_validator
@@ -142,4 +143,125 @@ class Conv(LayerSpec):
         lines.append(f"params: {y[0]}*{per}*{kh}*{kw}{bias} = {params:,}"
                      + (" (weights + one bias per filter)" if self.bias else " (weights, no bias)"))
         lines.append(f"MACs: {y[0]}*{y[1]}*{y[2]} outputs * {per}*{kh}*{kw} each = {macs:,}")
+        return lines
+
+
+class ConvTranspose(LayerSpec):
+    op: Literal["convtranspose"] = "convtranspose"
+    out_channels: int = Field(ge=1)
+    kernel: Pair
+    stride: Pair = (1, 1)
+    padding: Pair = (0, 0)
+    output_padding: Pair = (0, 0)
+    dilation: Pair = (1, 1)
+    groups: int = Field(default=1, ge=1)
+    bias: bool = True
+
+    positional: ClassVar = ("out_channels",)
+    keys: ClassVar = {"k": "kernel", "s": "stride", "p": "padding", "op": "output_padding", "d": "dilation", "g": "groups"}
+    flags: ClassVar = {"nobias": ("bias", False), "bias": ("bias", True)}
+    name_prefix: ClassVar = "convt"
+    torch_order: ClassVar = ("in", "", "k", "s", "p", "op", "g")
+    torch_note: ClassVar = "in-channels come from the previous layer; output padding is written `op1`"
+    summary: ClassVar = ("Transposed 2-D convolution (nn.ConvTranspose2d): OUT channels, kernel kK, stride sS, padding pP, "
+                         "output padding opN, dilation dD, groups gG.")
+    usage: ClassVar = "convtranspose 64 k4 s2 p1 [op0] [d1] [g1] [nobias]"
+
+    _positive = field_validator("kernel", "stride", "dilation")(positive_pair)
+    _padding = field_validator("padding", "output_padding")(nonnegative_pair)
+
+    def axis_out(self, i: int, n: int) -> int:
+        """PyTorch: H_out = (H-1)*s - 2p + d*(k-1) + op + 1."""
+        return ((n - 1) * self.stride[i] - 2 * self.padding[i] + self.dilation[i] * (self.kernel[i] - 1)
+                + self.output_padding[i] + 1)
+
+    def formula(self, i: int, n: int) -> str:
+        return (f"({n}-1)*{self.stride[i]} - 2*{self.padding[i]} + {self.dilation[i]}*({self.kernel[i]}-1) "
+                f"+ {self.output_padding[i]} + 1 = {self.axis_out(i, n)}")
+
+    def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
+        if not need_rank("convtranspose", x, 3, emit):
+            return None
+        c = x[0] if x is not None else None
+        if c is not None and (c % self.groups or self.out_channels % self.groups):
+            emit(codes.GROUPS_MISMATCH,
+                 f"groups g{self.groups} must divide both input channels ({c}) and output channels ({self.out_channels})",
+                 notes=[f"input is {fmt_shape(x)}"],
+                 help=f"use groups that divide {c} and {self.out_channels}, e.g. g{math.gcd(c, self.out_channels)}")
+        bad = [i for i in (0, 1) if self.output_padding[i] >= max(self.stride[i], self.dilation[i])]
+        if bad:
+            emit(codes.OUTPUT_PADDING,
+                 f"output padding op{pair_text(self.output_padding)} must be smaller than the stride s{pair_text(self.stride)} "
+                 f"or the dilation d{pair_text(self.dilation)} (PyTorch refuses it)",
+                 help=f"use at most op{max(max(self.stride), max(self.dilation)) - 1}: output padding only picks "
+                      "among the sizes a stride can round to")
+            return (self.out_channels, None, None)
+        if x is None:
+            return (self.out_channels, None, None)
+        dims = [None if n is None else self.axis_out(i, n) for i, n in enumerate(x[1:])]
+        small = [i for i, v in enumerate(dims) if v is not None and v < 1]
+        if small:
+            emit(codes.TRANSPOSE_TOO_SMALL,
+                 f"padding p{pair_text(self.padding)} leaves an output size below 1",
+                 notes=[f"input is {fmt_shape(x)}"] + [f"{'HW'[i]}_out = {self.formula(i, x[i + 1])}" for i in small],  # type: ignore[arg-type]
+                 help="pad less, or use a larger kernel or stride")
+            return (self.out_channels, *(None if v is None or v < 1 else v for v in dims))
+        return (self.out_channels, *dims)
+
+    def rf(self, x: Shape | None) -> RFStep | None:
+        # A transposed conv is an upsampling by s (stride 1/s) then a conv of the effective kernel at
+        # the new resolution: in one step of the recurrence, k' = 1 + (k_eff - 1)/s and stride 1/s.
+        eff = [self.dilation[i] * (self.kernel[i] - 1) + 1 for i in (0, 1)]
+        k = tuple(1 + Fraction(eff[i] - 1, self.stride[i]) for i in (0, 1))
+        s = tuple(Fraction(1, self.stride[i]) for i in (0, 1))
+        return tuple(int(v) if v.denominator == 1 else v for v in k), s  # type: ignore[return-value]
+
+    def params(self, x: Shape | None) -> int:
+        c = x[0] if x else None
+        if c is None:
+            return 0
+        return c * (self.out_channels // self.groups) * self.kernel[0] * self.kernel[1] + (self.out_channels if self.bias else 0)
+
+    def macs(self, x: Shape | None, y: Shape | None) -> int:
+        # As FlopCounterMode counts a transposed conv: every input value times its (OUT/g)*kH*kW weights.
+        if not x or not y or None in x or None in y:
+            return 0
+        return x[0] * x[1] * x[2] * (self.out_channels // self.groups) * self.kernel[0] * self.kernel[1]  # type: ignore[operator]
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        kw: dict[str, Any] = {"kernel_size": self.kernel[0] if self.kernel[0] == self.kernel[1] else self.kernel}
+        for key, value, default in (("stride", self.stride, (1, 1)), ("padding", self.padding, (0, 0)),
+                                    ("output_padding", self.output_padding, (0, 0)), ("dilation", self.dilation, (1, 1))):
+            if value != default:
+                kw[key] = value[0] if value[0] == value[1] else value
+        if self.groups != 1:
+            kw["groups"] = self.groups
+        if not self.bias:
+            kw["bias"] = False
+        return TorchCall(cls="ConvTranspose2d", args=(x[0], self.out_channels), kwargs=kw)  # type: ignore[index]
+
+    def describe(self) -> str:
+        parts = [str(self.out_channels), f"k{pair_text(self.kernel)}"]
+        for key, value, default in (("s", self.stride, (1, 1)), ("p", self.padding, (0, 0)), ("op", self.output_padding, (0, 0)),
+                                    ("d", self.dilation, (1, 1))):
+            if value != default:
+                parts.append(f"{key}{pair_text(value)}")
+        if self.groups != 1:
+            parts.append(f"g{self.groups}")
+        if not self.bias:
+            parts.append("nobias")
+        return " ".join(parts)
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        if x is None or y is None or None in x or None in y:
+            return super().explain(x, y, params, macs)
+        per = y[0] // self.groups  # type: ignore[operator]
+        kh, kw = self.kernel
+        lines = [f"{fmt_shape(x)} -> {fmt_shape(y)}",
+                 f"C: {x[0]} -> {y[0]}: each input pixel spreads, through {x[0]} weight sets of {per}x{kh}x{kw}, "
+                 f"over a {kh}x{kw} window of the output, {self.stride[0]}x{self.stride[1]} apart"]
+        lines += [f"{'HW'[i]}: {self.formula(i, x[i + 1])}" for i in (0, 1)]  # type: ignore[arg-type]
+        bias = f" + {y[0]}" if self.bias else ""
+        lines.append(f"params: {x[0]}*{per}*{kh}*{kw}{bias} = {params:,}")
+        lines.append(f"MACs: {x[0]}*{x[1]}*{x[2]} inputs * {per}*{kh}*{kw} each = {macs:,}")
         return lines

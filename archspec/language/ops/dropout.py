@@ -5,7 +5,7 @@ from typing import ClassVar, Literal
 
 from pydantic import field_validator
 
-from archspec.language.ops.base import LayerSpec, Shape, TorchCall, fmt_shape, number_text
+from archspec.language.ops.base import Emit, LayerSpec, Shape, TorchCall, fmt_shape, need_rank, number_text
 
 
 class Dropout(LayerSpec):
@@ -32,3 +32,21 @@ class Dropout(LayerSpec):
     def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
         return [f"{fmt_shape(x)} -> {fmt_shape(y)}: while training, zeroes each element with probability "
                 f"{self.p:g} and scales the rest by 1/{number_text(1 - self.p)}; does nothing at evaluation"]
+
+
+class Dropout2d(Dropout):
+    op: Literal["dropout2d"] = "dropout2d"  # type: ignore[assignment]
+    summary: ClassVar = "Zero whole channels with probability P during training (nn.Dropout2d), on [B, C, H, W]."
+    usage: ClassVar = "dropout2d 0.1"
+
+    def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
+        # torch only warns on [B, F] (and would drop single features), so the checker refuses it as E103.
+        need_rank("dropout2d", x, 3, emit)
+        return x
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        return TorchCall(cls="Dropout2d", args=(self.p,))
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        return [f"{fmt_shape(x)} -> {fmt_shape(y)}: while training, zeroes each whole channel (all of its H x W) with "
+                f"probability {self.p:g} and scales the rest by 1/{number_text(1 - self.p)}; does nothing at evaluation"]

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from archspec.language.ops.base import LayerSpec, Shape, TorchCall, fmt_shape
+from pydantic import Field
+
+from archspec.language import codes
+from archspec.language.ops.base import Emit, LayerSpec, Shape, TorchCall, fmt_shape
 
 
 class BatchNorm(LayerSpec):
@@ -25,3 +28,40 @@ class BatchNorm(LayerSpec):
                 + (" and H, W" if len(x) == 3 else "") + ", then scales and shifts it",
                 f"params: 2*{x[0]} = {params:,} (a scale and a shift per channel; "
                 "the running mean and variance are buffers, not params)"]
+
+
+class GroupNorm(LayerSpec):
+    op: Literal["groupnorm"] = "groupnorm"
+    groups: int = Field(ge=1)
+    positional: ClassVar = ("groups",)
+    name_prefix: ClassVar = "gn"
+    torch_order: ClassVar = ("", "in")
+    torch_note: ClassVar = "the channels come from the previous layer"
+    summary: ClassVar = "Group normalisation (nn.GroupNorm(G, C)): normalises each of G channel groups per sample."
+    usage: ClassVar = "groupnorm 8"
+
+    def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
+        c = x[0] if x else None
+        if c is not None and c % self.groups:
+            emit(codes.GROUPNORM_GROUPS, f"`groupnorm {self.groups}` needs {self.groups} to divide the {c} channels",
+                 notes=[f"input is {fmt_shape(x)}"],
+                 help=f"use a number of groups that divides {c}, e.g. {max(g for g in range(1, self.groups) if c % g == 0)}")
+        return x
+
+    def params(self, x: Shape | None) -> int:
+        return 2 * x[0] if x and x[0] is not None else 0
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        return TorchCall(cls="GroupNorm", args=(self.groups, x[0]))  # type: ignore[index]
+
+    def describe(self) -> str:
+        return str(self.groups)
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        if x is None or x[0] is None:
+            return super().explain(x, y, params, macs)
+        per = x[0] // self.groups
+        return [f"{fmt_shape(x)} -> {fmt_shape(y)}: splits the {x[0]} channels into {self.groups} groups of {per} and "
+                "normalises each group over its channels" + (" and H, W" if len(x) == 3 else "")
+                + " in each sample (no batch statistics), then scales and shifts each channel",
+                f"params: 2*{x[0]} = {params:,} (a scale and a shift per channel)"]
