@@ -33,7 +33,7 @@ from archspec.language.errors import ArchspecError
 from archspec.language.ops import OPS
 
 _COMMENTS: list[Token] = []  # filled by the lexer callback during one parse
-_CONTINUATION = re.compile(r"\\\r?\n")
+_CONTINUATION = re.compile(r'("[^"\n]*"|#[^\n]*)|\\\r?\n')
 _BLANK_LINE = re.compile(r"\n[ \t\f\r]*\n")
 # What a key may be glued to and still lex as that key and value: `k5`, `k3x3`, `p-1` (NAME then
 # NUMBER). A float stays apart: `k1e5` would be one word that is no key.
@@ -55,13 +55,18 @@ class FormatError(ArchspecError):
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
     # The language's grammar and parser settings, plus a callback that keeps the comments.
-    return Lark.open_from_package(
-        "archspec.grammar", "archspec.lark", parser="lalr", propagate_positions=True,
-        maybe_placeholders=True, lexer_callbacks={"COMMENT": _COMMENTS.append},
-    )
+    from archspec.language.syntax import open_grammar
+
+    return open_grammar(parser="lalr", propagate_positions=True, maybe_placeholders=True,
+                        lexer_callbacks={"COMMENT": _COMMENTS.append})
 
 
 def _parse(text: str, path: str) -> tuple[Tree, list[Token]]:
+    from archspec.language.syntax import too_deep, too_many_tokens
+
+    big = too_many_tokens(text, path)
+    if big is not None:
+        raise FormatError(big, {path: text})
     _COMMENTS.clear()
     try:
         tree = _parser().parse(text)
@@ -75,6 +80,9 @@ def _parse(text: str, path: str) -> tuple[Tree, list[Token]]:
         raise  # pragma: no cover - both parsers use the same grammar
     comments = list(_COMMENTS)
     _COMMENTS.clear()
+    deep = too_deep(tree, path)  # the printer recurses: refuse what would pass Python's stack
+    if deep is not None:
+        raise FormatError(deep, {path: text})
     return tree, comments
 
 
@@ -107,8 +115,9 @@ def _end(item: Item) -> int:
 
 
 def _real_newlines(gap: str) -> str:
-    """The gap without `\\`-newline continuations, which the grammar ignores."""
-    return _CONTINUATION.sub(" ", gap)
+    """The gap without `\\`-newline continuations, which the grammar ignores. A comment or a string
+    ending in a backslash is no continuation: the lexer reads the comment or string first."""
+    return _CONTINUATION.sub(lambda m: m.group(1) or " ", gap)
 
 
 class _Printer:
@@ -367,5 +376,8 @@ def _prec(t: Tree | Token) -> int:
 
 def format_text(text: str, path: str = "<string>") -> str:
     """The canonical form of .arch text; FormatError (an ArchspecError) when it does not parse."""
+    from archspec.language.expand import strip_bom
+
+    text = strip_bom(text)  # the canonical form has no byte order mark
     tree, comments = _parse(text, path)
     return _Printer(text, comments).run(tree)

@@ -93,8 +93,16 @@ def human_bytes(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if abs(n) < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
+        n = _divide(n, 1000)
     raise AssertionError("unreachable")
+
+
+def _divide(n: float, d: int) -> float:
+    """n / d, also for an int too large for a float (whole-number division then: exact enough)."""
+    try:
+        return n / d
+    except OverflowError:
+        return n // d  # type: ignore[return-value]
 
 
 def _step(state: RF | None, k: Pair, s: Pair) -> RF:
@@ -214,7 +222,7 @@ class Summary:
 
     @property
     def model_size_mb(self) -> float:
-        return self.param_bytes / 1e6
+        return _divide(self.param_bytes, 10**6)
 
     @property
     def activation_bytes_per_sample(self) -> int:
