@@ -205,7 +205,18 @@ def cmd_compile(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def write_atomically(target: Path, text: str) -> None:
-    """Write via a temporary file in the same folder renamed over `target`: never a partial file."""
+    """Write via a temporary file in the same folder renamed over `target`: never a partial file.
+    A target that exists and is not a regular file (/dev/null, /dev/full, a pipe) is written
+    directly: renaming over it would replace the device with a file."""
+    if target.exists() and not target.is_file() and not target.is_dir():
+        try:
+            with open(target, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            raise ArchspecError(f"{target}: cannot write ({exc.strerror})") from None
+        return
+    if target.is_dir():
+        raise ArchspecError(f"{target}: is a directory", "give a file name, e.g. -o net.py")
     try:
         mode = target.stat().st_mode & 0o777 if target.exists() else _default_file_mode()
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
