@@ -212,6 +212,11 @@ def test_use_of_a_device_is_E008(device, tmp_path):
     assert d.code == codes.IMPORT_ERROR and "not a regular file" in d.message
 
 
+def test_api_fmt_of_a_device_path_is_a_usage_error():
+    with pytest.raises(archspec.UsageError, match="not a regular file"):
+        archspec.fmt(Path("/dev/zero"))
+
+
 def test_fifo_is_refused_without_blocking(tmp_path, capsys):
     fifo = tmp_path / "pipe.arch"
     os.mkfifo(fifo)

@@ -7,6 +7,7 @@ kept as an `Invalid` node, so the checker can go on with best-effort shapes.
 from __future__ import annotations
 
 import difflib
+import errno
 import math
 import os
 import re
@@ -46,11 +47,9 @@ def read_arch_file(path: "str | Path") -> str:
     """The text of a .arch file, refused before reading when it is not a regular file (a FIFO, a
     device such as /dev/zero) or larger than MAX_FILE_BYTES (a sparse file too); a leading BOM dropped."""
     try:
-        info = os.stat(path)
-    except RuntimeError:  # pragma: no cover - Path.resolve on old Pythons
-        raise Unreadable("a loop of symbolic links") from None
+        info = os.stat(path)  # follows links: the type and size of what would be read
     except OSError as exc:
-        if exc.errno == 40:  # ELOOP
+        if exc.errno == errno.ELOOP:
             raise Unreadable("a loop of symbolic links", "point the link at a file") from None
         raise Unreadable(exc.strerror or str(exc)) from None
     if stat.S_ISDIR(info.st_mode):
