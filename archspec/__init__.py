@@ -90,10 +90,12 @@ def fmt(source: "str | Path") -> str:
     from archspec.views.fmt import format_text
 
     if isinstance(source, Path):
-        try:
-            return format_text(source.read_text(encoding="utf-8"), str(source))
-        except OSError as exc:
-            raise UsageError(f"{source}: cannot read ({exc.strerror})", "check the path") from None
+        from archspec.language.expand import Unreadable, read_arch_file
+
+        try:  # the same guards as check: a regular file of at most 1 MiB, UTF-8
+            return format_text(read_arch_file(source), str(source))
+        except Unreadable as exc:
+            raise UsageError(f"{source}: {exc.reason}", exc.help or "check the path") from None
     return format_text(source)
 
 

@@ -380,14 +380,21 @@ class Worker:
 def worker_init(commands, timeout, mem_extra, api_extra):
     import archspec  # noqa: F401
     import archspec.cli  # noqa: F401
-    for m in ("archspec.summary", "archspec.explain", "archspec.fmt", "archspec.graph", "archspec.codegen"):
+    # Both layouts: the flat one (archspec.summary, ...) and the refactored packages.
+    for m in ("archspec.summary", "archspec.explain", "archspec.fmt", "archspec.graph", "archspec.codegen",
+              "archspec.views.summary", "archspec.views.explain", "archspec.views.fmt", "archspec.views.graph",
+              "archspec.pytorch.codegen"):
         try:
             __import__(m)
         except ImportError:
             pass
     if "api" in commands:
         import torch  # noqa: F401
-        import archspec.compile  # noqa: F401
+        for m in ("archspec.compile", "archspec.pytorch.build"):
+            try:
+                __import__(m)
+            except ImportError:
+                pass
     vm = int([l for l in open("/proc/self/status") if l.startswith("VmSize")][0].split()[1]) * 1024
     Worker.state = dict(commands=commands, timeout=timeout, mem=vm + mem_extra, api_mem=vm + api_extra,
                         tmp=tempfile.mkdtemp(prefix="archspec-fuzz-"), vm=vm)

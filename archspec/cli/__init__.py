@@ -35,19 +35,31 @@ def _console(stream: TextIO):
 
 def read_source(path: str) -> tuple[str, str]:
     """(display path, text) for a file argument; `-` reads standard input."""
+    from archspec.language.expand import MAX_FILE_BYTES, Unreadable, read_arch_file
+
     if path == "-":
-        return "<stdin>", sys.stdin.read()
+        return "<stdin>", read_stdin(MAX_FILE_BYTES)
     p = Path(path)
+    if not p.exists() and not p.is_symlink():
+        raise UsageError(f"{path}: no such file", _missing_file_help(p))
+    if p.is_dir():
+        raise UsageError(f"{path}: is a directory", "pass .arch files, e.g. `archspec check examples/*.arch`")
     try:
-        return path, p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file", _missing_file_help(p)) from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory", "pass .arch files, e.g. `archspec check examples/*.arch`") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text; is it a .arch file?") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
+        return path, read_arch_file(p)
+    except Unreadable as exc:
+        raise UsageError(f"{path}: {exc.reason}", exc.help) from None
+
+
+def read_stdin(limit: int) -> str:
+    """Standard input as UTF-8 text, at most `limit` bytes (bytes, so invalid UTF-8 is an error, not a crash)."""
+    from archspec.language.expand import Unreadable, decode_arch_bytes
+
+    stream = getattr(sys.stdin, "buffer", None)
+    data = stream.read(limit + 1) if stream is not None else sys.stdin.read(limit + 1).encode("utf-8", "surrogateescape")
+    try:
+        return decode_arch_bytes(data)
+    except Unreadable as exc:
+        raise UsageError(f"standard input: {exc.reason}", exc.help) from None
 
 
 def _missing_file_help(path: Path) -> str:
@@ -242,7 +254,18 @@ def cmd_compile(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def write_atomically(target: Path, text: str) -> None:
-    """Write via a temporary file in the same folder renamed over `target`: never a partial file."""
+    """Write via a temporary file in the same folder renamed over `target`: never a partial file.
+    A target that exists and is not a regular file (/dev/null, /dev/full, a pipe) is written
+    directly: renaming over it would replace the device with a file."""
+    if target.exists() and not target.is_file() and not target.is_dir():
+        try:
+            with open(target, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            raise ArchspecError(f"{target}: cannot write ({exc.strerror})") from None
+        return
+    if target.is_dir():
+        raise ArchspecError(f"{target}: is a directory", "give a file name, e.g. -o net.py")
     try:
         mode = target.stat().st_mode & 0o777 if target.exists() else _default_file_mode()
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -345,7 +368,19 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tolerant_streams() -> None:
+    """A terminal whose encoding cannot show a character (a Latin-1 locale and a `²`) gets `?`, not a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="replace")
+            except (ValueError, OSError):  # pragma: no cover - a stream already written in some modes
+                pass
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    _tolerant_streams()
     out = out or sys.stdout
     try:
         parser = make_parser()

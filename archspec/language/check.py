@@ -327,7 +327,7 @@ def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
     report = CheckReport(model=model, classes=classes)
     report.diagnostics.extend(model.diagnostics)
     checker = _Checker(report)
-    if model.sources.get(model.path) is not None and not any(d.code == codes.SYNTAX_ERROR for d in model.diagnostics):
+    if model.sources.get(model.path) is not None and not any(d.code in (codes.SYNTAX_ERROR, codes.TOO_LARGE) for d in model.diagnostics):
         if model.input is None and (model.body.items or not model.blocks) and not _invalid_input(model):
             # (a file of blocks only is a library; an `input` line that does not bind has its own E004)
             first = model.body.items[0] if model.body.items else None

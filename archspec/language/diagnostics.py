@@ -82,6 +82,13 @@ def _noqa_codes(line: str) -> set[str] | None:
     return {c.strip().upper() for c in codes.split(",") if c.strip()} if codes else set()
 
 
+def source_lines(text: str) -> list[str]:
+    """The lines as the parser counts them: split on `\n` only (str.splitlines also splits on form
+    feeds and other separators, which would put `# noqa` or a caret on another line); a CR before
+    the newline dropped."""
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
 def filter_diagnostics(
     diagnostics: Iterable[Diagnostic],
     sources: dict[str, str],
@@ -102,7 +109,7 @@ def filter_diagnostics(
             text = sources.get(sp.path)
             if text is None:
                 continue
-            lines = text.splitlines()
+            lines = source_lines(text)
             if 0 < sp.line <= len(lines):
                 codes = _noqa_codes(lines[sp.line - 1])
                 if codes is not None and (not codes or _matches(d.code, codes)):
@@ -171,7 +178,7 @@ def _snippet(span: Span, sources: dict[str, str], style: str):
     snippet = Text()
     if text is None:
         return snippet
-    lines = text.splitlines()
+    lines = source_lines(text)
     if not 0 < span.line <= len(lines):
         return snippet
     src = lines[span.line - 1]

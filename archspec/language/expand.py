@@ -7,7 +7,11 @@ kept as an `Invalid` node, so the checker can go on with best-effort shapes.
 from __future__ import annotations
 
 import difflib
+import errno
+import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -19,7 +23,72 @@ from archspec.language import codes
 from archspec.language.diagnostics import Diagnostic, Span
 from archspec.language.nodes import BlockCall, Branch, Invalid, Model, Node, Residual, Seq, Trace, Value
 from archspec.language.ops import LAYER_ADAPTER, OPS, LayerSpec, resolve_op_name
-from archspec.language.syntax import ParseFailed, parse_tree, token_span, tree_span
+from archspec.language.syntax import MAX_NESTING, ParseFailed, parse_tree, token_span, too_deep, tree_span
+
+# --------------------------------------------------------------------------- resource limits
+# Documented in the README (section "Limits"): past each, one diagnostic instead of the work.
+MAX_FILE_BYTES = 1 << 20  # 1 MiB: a .arch file (main or `use`d); checked on the file's size before reading
+MAX_LAYERS = 10_000  # layers after expanding repeats, block calls and `use` (structures count one each)
+MAX_USE_DEPTH = 32  # files that `use` each other in a chain
+MAX_ARGUMENTS = 256  # arguments of one layer or one block call
+MAX_INT = (1 << 63) - 1  # torch's int64: a larger whole number cannot reach a layer
+
+
+class Unreadable(Exception):
+    """A file that is not read: not there, not a regular file, too large, not UTF-8; `reason` says which."""
+
+    def __init__(self, reason: str, help: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.help = help
+
+
+def read_arch_file(path: "str | Path") -> str:
+    """The text of a .arch file, refused before reading when it is not a regular file (a FIFO, a
+    device such as /dev/zero) or larger than MAX_FILE_BYTES (a sparse file too); a leading BOM dropped."""
+    try:
+        info = os.stat(path)  # follows links: the type and size of what would be read
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise Unreadable("a loop of symbolic links", "point the link at a file") from None
+        raise Unreadable(exc.strerror or str(exc)) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise Unreadable("is a directory, not a .arch file")
+    if not stat.S_ISREG(info.st_mode):
+        raise Unreadable("not a regular file (a pipe, a device or a socket)", "pass a .arch file, or `-` for standard input")
+    if info.st_size > MAX_FILE_BYTES:
+        raise Unreadable(f"{info.st_size:,} bytes, over the limit of {MAX_FILE_BYTES:,} bytes for a .arch file",
+                         "a .arch file is a few kilobytes; split it, or check that this is the right file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)  # the size may have changed since stat
+    except OSError as exc:
+        raise Unreadable(exc.strerror or str(exc)) from None
+    return decode_arch_bytes(data)
+
+
+def decode_arch_bytes(data: bytes) -> str:
+    """UTF-8 text with a leading byte order mark dropped; Unreadable when too large or not UTF-8."""
+    if len(data) > MAX_FILE_BYTES:
+        raise Unreadable(f"over the limit of {MAX_FILE_BYTES:,} bytes for a .arch file")
+    try:
+        return strip_bom(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise Unreadable(f"not UTF-8 text (byte {exc.start}); is it a .arch file?") from None
+
+
+def strip_bom(text: str) -> str:
+    """Editors on Windows start files with U+FEFF: invisible, and no part of the program."""
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+class _Refused(Exception):
+    """A resource limit was passed: the expansion stops with this one diagnostic."""
+
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        super().__init__(diagnostic.message)
+        self.diagnostic = diagnostic
+
 
 if TYPE_CHECKING:
     from archspec.language.budget import Limit
@@ -31,12 +100,27 @@ _WORD_VALUES = {"same", "valid", "whiten", "default"}
 
 
 def _number(text: str) -> int | float:
-    return int(text) if re.fullmatch(r"-?\d+", text) else float(text)
+    # A whole number past int64 becomes an (infinite or huge) float: the range check refuses it,
+    # and int() never sees thousands of digits (Python refuses those with ValueError).
+    if re.fullmatch(r"-?\d+", text) and len(text) <= 20:
+        return int(text)
+    return float(text)
+
+
+def out_of_range(value: Any) -> bool:
+    """A number torch cannot take: not finite (inf, NaN) or a whole number past int64."""
+    if isinstance(value, tuple):
+        return any(out_of_range(v) for v in value)
+    if isinstance(value, float):
+        return not math.isfinite(value) or abs(value) > MAX_INT
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) > MAX_INT
+    return False
 
 
 def _glued_value(text: str) -> Value:
     if "x" in text:
-        return tuple(int(t) for t in text.split("x"))
+        return tuple(_number(t) for t in text.split("x"))
     return _number(text)
 
 
@@ -82,6 +166,30 @@ class _Builder:
         self.loading: list[str] = []
         self.loaded: set[str] = set()
         self.call_depth = 0
+        self.nesting = 0  # bodies open right now (MAX_NESTING)
+        self.expanded = 0  # nodes made so far (MAX_LAYERS)
+
+    def grow(self, count: int, span: Span, trace: Trace, what: str = "") -> None:
+        """Count `count` more nodes; past MAX_LAYERS stop the expansion, naming the number it would reach."""
+        self.expanded += count
+        self.refuse_past(self.expanded, span, trace, what)
+
+    def refuse_past(self, total: int, span: Span, trace: Trace, what: str = "") -> None:
+        if total > MAX_LAYERS:
+            reach = f"{what} would make {total:,} layers, past" if what else "the network expands past"
+            raise _Refused(Diagnostic(
+                codes.TOO_LARGE, f"{reach} the limit of {MAX_LAYERS:,} layers",
+                span, trace=trace, help="use fewer repeats or smaller counts; a network of that size cannot be trained anyway"))
+
+    def number(self, value: Value, span: Span, trace: Trace) -> Value:
+        """A number torch can take, or E004 at its span (and 1 in its place, so binding goes on)."""
+        if not out_of_range(value):
+            return value
+        shown = self.source_text(span)
+        shown = shown if 0 < len(shown) <= 40 else _show(value)
+        self.error(codes.INVALID_VALUE, f"`{shown[:40]}` is out of range: numbers must be finite and at most 2^63-1",
+                   span, trace, help="write a number of a realistic size")
+        return 1
 
     def error(self, code: str, message: str, span: Span, trace: Trace, help: str | None = None, notes: list[str] | None = None) -> None:
         self.diags.append(Diagnostic(code, message, span, help=help, notes=notes or [], trace=trace))
@@ -89,12 +197,18 @@ class _Builder:
     # ---- files and `use`
 
     def load_file(self, path: str, text: str) -> Tree | None:
+        text = strip_bom(text)
         self.sources[path] = text
         try:
-            return parse_tree(text, path)
+            tree = parse_tree(text, path)
         except ParseFailed as failed:
             self.diags.append(failed.diagnostic)
             return None
+        deep = too_deep(tree, path)
+        if deep is not None:
+            self.diags.append(deep)
+            return None
+        return tree
 
     def collect_defs(self, tree: Tree, path: str, top_level: bool) -> list[Tree]:
         """Register `block` definitions and `use` imports; return the remaining statements."""
@@ -135,8 +249,17 @@ class _Builder:
         span = token_span(tok, path)
         rel = str(tok)[1:-1]
         base = Path(path).parent if path not in ("<string>", "<stdin>", "-") else Path.cwd()
-        target = (base / rel).resolve()
+        try:
+            target = (base / rel).resolve()
+        except (RuntimeError, OSError):  # a loop of symbolic links (RuntimeError before Python 3.13)
+            self.error(codes.IMPORT_ERROR, f"cannot read `{rel}`: a loop of symbolic links", span, (),
+                       help="point the link at a file")
+            return
         key = str(target)
+        if len(self.loading) > MAX_USE_DEPTH:
+            self.error(codes.IMPORT_ERROR, f'`use "{rel}"` is {len(self.loading)} files deep, past the limit of {MAX_USE_DEPTH}',
+                       span, (), help="bring the blocks in from fewer levels of files")
+            return
         if key in self.loading:
             self.error(codes.IMPORT_ERROR, f'`use "{rel}"` makes a cycle of files', span, (),
                        notes=[" -> ".join(self.loading + [key])], help="remove one of the `use` lines")
@@ -145,10 +268,10 @@ class _Builder:
             return  # already loaded: its blocks are defined
         self.loaded.add(key)
         try:
-            text = target.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            self.error(codes.IMPORT_ERROR, f'cannot read `{rel}`: {exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"}',
-                       span, (), help=f"the path is relative to the file that uses it: {base}")
+            text = read_arch_file(target)
+        except Unreadable as exc:
+            self.error(codes.IMPORT_ERROR, f"cannot read `{rel}`: {exc.reason}",
+                       span, (), help=exc.help or f"the path is relative to the file that uses it: {base}")
             return
         tree = self.load_file(_display_path(target), text)
         if tree is None:
@@ -166,6 +289,17 @@ class _Builder:
         return out
 
     def body(self, body: Tree, path: str, env: dict[str, Value], trace: Trace) -> Seq:
+        self.nesting += 1
+        try:
+            if self.nesting > MAX_NESTING:
+                raise _Refused(Diagnostic(
+                    codes.TOO_LARGE, f"nesting {self.nesting} levels deep once blocks are expanded, past the limit of {MAX_NESTING}",
+                    tree_span(body, path), trace=trace, help="call blocks inside fewer levels of residuals, branches and blocks"))
+            return self._body(body, path, env, trace)
+        finally:
+            self.nesting -= 1
+
+    def _body(self, body: Tree, path: str, env: dict[str, Value], trace: Trace) -> Seq:
         stmts = [c for c in body.children if isinstance(c, Tree)]
         for s in stmts:
             if s.data in ("block_def", "use"):
@@ -178,7 +312,10 @@ class _Builder:
         span = tree_span(stmt, path)
         kind = stmt.data
         if kind == "layer":
+            self.grow(1, span, trace)
             return [self.layer(stmt, path, env, trace, namer)]
+        if kind in ("residual", "branch"):
+            self.grow(1, span, trace)
         if kind == "residual":
             mode, body, _, shortcut = stmt.children
             if mode is not None and str(mode) != "project":
@@ -199,8 +336,13 @@ class _Builder:
             count_tree, body = stmt.children
             count = self.count(count_tree, path, env, trace)
             items: list[Node] = []
-            for _ in range(count):
-                items.extend(self.statements([c for c in body.children if isinstance(c, Tree)], path, env, trace, namer))
+            stmts = [c for c in body.children if isinstance(c, Tree)]
+            for i in range(count):
+                before = self.expanded
+                items.extend(self.statements(stmts, path, env, trace, namer))
+                if i == 0:  # refuse before making the other copies: one copy's size is known now
+                    self.refuse_past(before + (self.expanded - before) * count, _head_span(stmt, path, "repeat"), trace,
+                                     f"`repeat {count}`")
             return items
         if kind == "call":
             return self.call(stmt, path, env, trace, namer)
@@ -241,12 +383,12 @@ class _Builder:
         if isinstance(tree, Token):
             if tree.type == "NAME":
                 return self.lookup(tree, path, env, trace)
-            return _number(str(tree))
+            return self.number(_number(str(tree)), token_span(tree, path), trace)
         kind = tree.data
         if kind == "number":
-            return _number(str(tree.children[0]))
+            return self.number(_number(str(tree.children[0])), tree_span(tree, path), trace)
         if kind == "dims":
-            return tuple(int(t) for t in str(tree.children[0]).split("x"))
+            return self.number(tuple(_number(t) for t in str(tree.children[0]).split("x")), tree_span(tree, path), trace)
         if kind == "word":
             tok = tree.children[0]
             return env[str(tok)] if str(tok) in env else str(tok)
@@ -269,7 +411,7 @@ class _Builder:
             return self.value(tree, path, env, trace)
         kind = tree.data
         if kind == "number":
-            return _number(str(tree.children[0]))
+            return self.number(_number(str(tree.children[0])), tree_span(tree, path), trace)
         if kind == "word":
             return self.lookup(tree.children[0], path, env, trace)
         if kind == "neg":
@@ -284,16 +426,8 @@ class _Builder:
             if op in ("/", "//") and b == 0:
                 self.error(codes.INVALID_VALUE, "division by zero", tree_span(tree, path), trace)
                 return 1
-            if op == "+":
-                return a + b
-            if op == "-":
-                return a - b
-            if op == "*":
-                return a * b
-            if op == "//":
-                return a // b
-            q = a / b
-            return int(q) if q == int(q) else q
+            # Each result is range-checked, so repeated squaring never builds a huge number.
+            return self.number(_arithmetic(str(op), a, b), tree_span(tree, path), trace)
         raise AssertionError(f"unhandled expression {kind}")
 
     # ---- layers
@@ -311,6 +445,10 @@ class _Builder:
                 help = f"did you mean `{hint}`?" if hint else "run `archspec ops` to list the ops"
             self.error(codes.UNKNOWN_OP, f"unknown op `{op}`", token_span(op_tok, path), trace, help=help)
             return Invalid(op, span, trace, namer(op))
+        if len(arg_trees) > MAX_ARGUMENTS:
+            self.error(codes.UNKNOWN_ARGUMENT, f"`{op}` has {len(arg_trees):,} arguments, past the limit of {MAX_ARGUMENTS}",
+                       span, trace, help=f"usage: `{cls.usage}`")
+            return Invalid(op, span, trace, namer(op))
         args = [self.arg(t, path, env, trace) for t in arg_trees]
         name = namer(cls.name_prefix or op)
         if self.missing_separator(cls, op, args, span, trace) or self.torch_order(cls, op, args, span, trace):
@@ -319,13 +457,20 @@ class _Builder:
         if not ok:
             return Invalid(op, span, trace, name)
         try:
-            return LAYER_ADAPTER.validate_python({"op": op, **data, "span": span, "trace": trace, "name": name})
+            spec = LAYER_ADAPTER.validate_python({"op": op, **data, "span": span, "trace": trace, "name": name})
         except ValidationError as exc:
             for fld, errors in _errors_by_field(exc, op).items():
                 where = next((a.span for a in args if a.key == fld), span)
                 self.error(codes.INVALID_VALUE, f"`{op}` {_field_label(cls, fld)}: {_joined_msg(errors)}", where, trace,
                            help=f"usage: `{cls.usage}`")
             return Invalid(op, span, trace, name)
+        # A word such as `inf` or `nan` becomes a float only in validation: refuse what torch cannot take.
+        bad = [fld for fld in data if out_of_range(getattr(spec, fld, None))]
+        for fld in bad:
+            where = next((a.span for a in args if a.key == fld), span)
+            self.error(codes.INVALID_VALUE, f"`{op}` {_field_label(cls, fld)}: must be finite and at most 2^63-1, "
+                       f"got `{_show(getattr(spec, fld))}`", where, trace, help=f"usage: `{cls.usage}`")
+        return Invalid(op, span, trace, name) if bad else spec
 
     def source_text(self, span: Span) -> str:
         return self.sources.get(span.path, "")[span.start:span.end]
@@ -480,6 +625,10 @@ class _Builder:
         if any(name == t[0] for t in trace) or self.call_depth > 64:
             self.error(codes.UNDEFINED_NAME, f"block `{name}` calls itself", token_span(name_tok, path), trace, help="blocks cannot be recursive")
             return [Invalid(name, span, trace, namer(name))]
+        if args_tree is not None and len(args_tree.children) > MAX_ARGUMENTS:
+            self.error(codes.UNDEFINED_NAME, f"block `{name}` gets {len(args_tree.children):,} arguments, past the limit of {MAX_ARGUMENTS}",
+                       span, trace)
+            return [Invalid(name, span, trace, namer(name))]
         positional: list[Value] = []
         keyword: dict[str, tuple[Value, Span]] = {}
         for a in args_tree.children if args_tree is not None else []:
@@ -513,12 +662,31 @@ class _Builder:
                 bound[pname] = self.expr(default, block.path, bound, trace)
         nodes: list[Node] = []
         self.call_depth += 1
-        for _ in range(times):
-            inner = trace + ((name, span),)
-            body = self.body(block.body, block.path, bound, inner)
-            nodes.append(BlockCall(name, dict(bound), body, span, block.span, trace, namer(name)))
-        self.call_depth -= 1
+        try:
+            for i in range(times):
+                before = self.expanded
+                self.grow(1, span, trace)
+                inner = trace + ((name, span),)
+                body = self.body(block.body, block.path, bound, inner)
+                nodes.append(BlockCall(name, dict(bound), body, span, block.span, trace, namer(name)))
+                if i == 0:  # refuse before making the other copies: one call's size is known now
+                    self.refuse_past(before + (self.expanded - before) * times, span, trace, f"`{name}(...) * {times}`")
+        finally:
+            self.call_depth -= 1
         return nodes
+
+
+def _arithmetic(op: str, a: int | float, b: int | float) -> int | float:
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "//":
+        return a // b
+    q = a / b
+    return int(q) if math.isfinite(q) and q == int(q) else q
 
 
 def _display_path(target: Path) -> str:
@@ -664,11 +832,25 @@ def parse(text: str, path: str = "<string>") -> Model:
     tree = builder.load_file(path, text)
     if tree is None:
         return Model(path, Seq(), sources, diagnostics)
-    builder.loading.append(str(Path(path).resolve()) if path not in ("<string>", "<stdin>") else path)
-    stmts = builder.collect_defs(tree, path, top_level=True)
-    budgets = [limit for s in stmts if s.data == "budget" for limit in builder.budget(s, path)]
-    body = Seq(builder.statements([s for s in stmts if s.data != "budget"], path, {}, (), _Namer()))
+    builder.loading.append(_resolved(path))
+    budgets = []
+    try:
+        stmts = builder.collect_defs(tree, path, top_level=True)
+        budgets = [limit for s in stmts if s.data == "budget" for limit in builder.budget(s, path)]
+        body = Seq(builder.statements([s for s in stmts if s.data != "budget"], path, {}, (), _Namer()))
+    except _Refused as refused:
+        diagnostics.append(refused.diagnostic)
+        body = Seq()
     return Model(path, body, sources, dedupe(diagnostics), blocks=sorted(builder.blocks), budgets=budgets)
+
+
+def _resolved(path: str) -> str:
+    if path in ("<string>", "<stdin>"):
+        return path
+    try:
+        return str(Path(path).resolve())
+    except (RuntimeError, OSError):  # a loop of symbolic links: no file to be `use`d again
+        return path
 
 
 def dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
@@ -688,14 +870,10 @@ def load(path: str | Path) -> Model:
     from archspec.language.errors import UsageError
 
     p = Path(path)
+    if not p.exists() and not p.is_symlink():
+        raise UsageError(f"{p}: no such file", "check the path")
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{p}: no such file", "check the path") from None
-    except IsADirectoryError:
-        raise UsageError(f"{p}: is a directory, not a .arch file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{p}: not UTF-8 text; is it a .arch file?") from None
-    except OSError as exc:
-        raise UsageError(f"{p}: cannot read ({exc.strerror})") from None
+        text = read_arch_file(p)
+    except Unreadable as exc:
+        raise UsageError(f"{p}: {exc.reason}", exc.help) from None
     return parse(text, str(path))

@@ -35,8 +35,16 @@ def human_bytes(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if abs(n) < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
+        n = divide(n, 1000)
     raise AssertionError("unreachable")
+
+
+def divide(n: float, d: int) -> float:
+    """n / d, also for an int too large for a float (whole-number division then: exact enough)."""
+    try:
+        return n / d
+    except OverflowError:
+        return n // d  # type: ignore[return-value]
 
 
 def has_stride(shape: "Shape | None") -> bool:

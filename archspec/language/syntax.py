@@ -1,6 +1,7 @@
 """Load the grammar shipped in the package, parse text, and turn parse errors into diagnostics."""
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -13,7 +14,15 @@ from archspec.language.diagnostics import Diagnostic, Span
 
 # A source checkout (installed or not) keeps the grammar at the top level; a wheel ships it as
 # the package data `archspec.grammar`. The checkout's copy wins so an edit is seen at once.
+# (archspec/language/syntax.py: the checkout is three levels up.)
 _CHECKOUT_GRAMMAR = Path(__file__).resolve().parents[2] / "grammar" / "archspec.lark"
+
+
+def open_grammar(**options) -> Lark:
+    """The language's grammar with these lark options: the checkout's copy, else the package's."""
+    if _CHECKOUT_GRAMMAR.is_file():
+        return Lark.open(str(_CHECKOUT_GRAMMAR), **options)
+    return Lark.open_from_package("archspec.grammar", "archspec.lark", **options)
 
 
 # Comments are ignored by the grammar but kept for `fmt`: the lexer hands each one to this list
@@ -24,11 +33,52 @@ _COMMENTS: list[Token] = []
 @lru_cache(maxsize=1)
 def parser() -> Lark:
     # cache=True stores the LALR tables in the temp directory: start-up stays low.
-    options = dict(parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True,
-                   lexer_callbacks={"COMMENT": _COMMENTS.append})
-    if _CHECKOUT_GRAMMAR.is_file():
-        return Lark.open(str(_CHECKOUT_GRAMMAR), **options)
-    return Lark.open_from_package("archspec.grammar", "archspec.lark", **options)
+    return open_grammar(parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True,
+                        lexer_callbacks={"COMMENT": _COMMENTS.append})
+
+
+# Documented in the README (section "Limits"). Lark takes tens of microseconds a token, so a
+# file of a million tokens would parse for a minute: the count is estimated with one regex first.
+MAX_TOKENS = 50_000
+MAX_NESTING = 64  # nested bodies (blocks, residuals, branches, calls) and nested expression operators
+_ROUGH_TOKEN = re.compile(r"#[^\n]*|[A-Za-z0-9_.]+|\S")
+
+
+def too_many_tokens(text: str, path: str) -> Diagnostic | None:
+    """E009 when the text has more than MAX_TOKENS words and symbols (comments count one each)."""
+    if len(text) // 2 < MAX_TOKENS:  # a token and its separator take two characters at least
+        return None
+    count = sum(1 for _ in _ROUGH_TOKEN.finditer(text))
+    if count <= MAX_TOKENS:
+        return None
+    return Diagnostic(codes.TOO_LARGE, f"the text has {count:,} words and symbols, past the limit of {MAX_TOKENS:,}",
+                      Span(path, 0, 0, 1, 1, 1, 1),
+                      help="a network description is a few hundred words; use `repeat` and blocks for repeated layers")
+
+
+def syntax_depth(tree: Tree) -> tuple[int, Tree | None]:
+    """The deepest nesting of bodies and expression operators in a syntax tree, and the node there
+    (iterative: the limit exists so that the recursive walks after it stay within Python's stack)."""
+    nesting = {"body_braces", "binop", "neg", "call", "braced"}
+    deepest, where = 0, None
+    stack: list[tuple[Tree, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        depth += node.data in nesting
+        if depth > deepest:
+            deepest, where = depth, node
+        stack.extend((c, depth) for c in node.children if isinstance(c, Tree))
+    return deepest, where
+
+
+def too_deep(tree: Tree, path: str) -> Diagnostic | None:
+    depth, where = syntax_depth(tree)
+    if depth <= MAX_NESTING:
+        return None
+    return Diagnostic(codes.TOO_LARGE, f"nesting {depth} levels deep, past the limit of {MAX_NESTING}",
+                      tree_span(where, path) if where is not None else None,
+                      help="blocks, residuals, branches and expressions nest at most "
+                           f"{MAX_NESTING} levels; flatten the structure or name parts of it as blocks")
 
 
 class ParseFailed(Exception):
@@ -123,6 +173,9 @@ def parse_tree(text: str, path: str = "<string>") -> Tree:
 
 def parse_with_comments(text: str, path: str = "<string>") -> tuple[Tree, list[Token]]:
     """The tree and the comment tokens in source order (what `fmt` needs to keep them)."""
+    big = too_many_tokens(text, path)
+    if big is not None:
+        raise ParseFailed(big)
     _COMMENTS.clear()
     try:
         tree = parser().parse(text)

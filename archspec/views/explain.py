@@ -199,7 +199,7 @@ def _layer_help(report: CheckReport) -> str:
 def parse_layer(text: str) -> int | str:
     """`--layer` value: digits are a line number, anything else a module name or dotted path."""
     text = text.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # `²` is a digit to str.isdigit, not to int()
         return int(text)
     if not text:
         raise UsageError("--layer needs a line number or a module name", "e.g. --layer 3 or --layer conv2")

@@ -29,9 +29,9 @@ from lark import Token, Tree
 from archspec.language.diagnostics import Diagnostic
 from archspec.language.errors import ArchspecError
 from archspec.language.ops import OPS
-from archspec.language.syntax import ParseFailed, parse_with_comments
+from archspec.language.syntax import ParseFailed, parse_with_comments, too_deep
 
-_CONTINUATION = re.compile(r"\\\r?\n")
+_CONTINUATION = re.compile(r'("[^"\n]*"|#[^\n]*)|\\\r?\n')
 _BLANK_LINE = re.compile(r"\n[ \t\f\r]*\n")
 # What a key may be glued to and still lex as that key and value: `k5`, `k3x3`, `p-1` (NAME then
 # NUMBER). A float stays apart: `k1e5` would be one word that is no key.
@@ -51,11 +51,16 @@ class FormatError(ArchspecError):
 
 
 def _parse(text: str, path: str) -> tuple[Tree, list[Token]]:
-    """The language's own parser, comments included; a syntax error becomes a FormatError."""
+    """The language's own parser, comments included; a syntax error or a structure too deep for
+    the printer's recursion becomes a FormatError."""
     try:
-        return parse_with_comments(text, path)
+        tree, comments = parse_with_comments(text, path)
     except ParseFailed as failed:
         raise FormatError(failed.diagnostic, {path: text}) from None
+    deep = too_deep(tree, path)  # the printer recurses: refuse what would pass Python's stack
+    if deep is not None:
+        raise FormatError(deep, {path: text})
+    return tree, comments
 
 
 @dataclass
@@ -87,8 +92,9 @@ def _end(item: Item) -> int:
 
 
 def _real_newlines(gap: str) -> str:
-    """The gap without `\\`-newline continuations, which the grammar ignores."""
-    return _CONTINUATION.sub(" ", gap)
+    """The gap without `\\`-newline continuations, which the grammar ignores. A comment or a string
+    ending in a backslash is no continuation: the lexer reads the comment or string first."""
+    return _CONTINUATION.sub(lambda m: m.group(1) or " ", gap)
 
 
 class _Printer:
@@ -350,5 +356,8 @@ def _prec(t: Tree | Token) -> int:
 
 def format_text(text: str, path: str = "<string>") -> str:
     """The canonical form of .arch text; FormatError (an ArchspecError) when it does not parse."""
+    from archspec.language.expand import strip_bom
+
+    text = strip_bom(text)  # the canonical form has no byte order mark
     tree, comments = _parse(text, path)
     return _Printer(text, comments).run(tree)

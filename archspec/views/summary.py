@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from archspec.language.check import CheckReport, checked
 from archspec.language.errors import UsageError
-from archspec.language.measure import BYTES_PER_VALUE, Pair, human_bytes, receptive_fields, shape_bytes
+from archspec.language.measure import BYTES_PER_VALUE, Pair, divide, human_bytes, receptive_fields, shape_bytes
 from archspec.language.nodes import Model
 from archspec.language.ops import Shape, fmt_shape, value_text
 from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
@@ -184,7 +184,7 @@ class Summary:
 
     @property
     def model_size_mb(self) -> float:
-        return self.param_bytes / 1e6
+        return divide(self.param_bytes, 10**6)
 
     @property
     def activation_bytes_per_sample(self) -> int:

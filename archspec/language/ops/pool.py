@@ -104,6 +104,18 @@ class AvgPool(_Pool):
     usage: ClassVar = "avgpool 2 [s2] [p0] [ceil]"
 
 
+def widest_adaptive_window(n: int, o: int) -> int:
+    """max over i < o of ceil((i+1)*n/o) - floor(i*n/o), in constant time (a loop over o hangs on
+    `adaptiveavgpool 99999999x99999999`). With n = q*o + r, window i is q + ceil(f + r/o) where
+    f = (i*r mod o)/o takes the multiples of gcd(r, o) below o: q, q + 1 or q + 2."""
+    import math
+
+    q, r = divmod(n, o)
+    if r == 0:
+        return q
+    return q + 2 if math.gcd(r, o) < r else q + 1
+
+
 class AdaptiveAvgPool(LayerSpec):
     op: Literal["adaptiveavgpool"] = "adaptiveavgpool"
     size: Pair
@@ -127,7 +139,7 @@ class AdaptiveAvgPool(LayerSpec):
         # (exact when o divides n, which is the usual case).
         if x is None or len(x) != 3 or x[1] is None or x[2] is None:
             return None
-        k = tuple(max(-(-(i + 1) * n // o) - i * n // o for i in range(o)) for n, o in zip(x[1:], self.size))
+        k = tuple(widest_adaptive_window(n, o) for n, o in zip(x[1:], self.size))
         return k, tuple(max(1, n // o) for n, o in zip(x[1:], self.size))  # type: ignore[return-value]
 
     def describe(self) -> str:
