@@ -161,6 +161,26 @@ async def test_diagnostics_follow_edits_and_a_syntax_error_keeps_hover_and_hints
     close(client, uri)
 
 
+async def test_a_burst_of_edits_ends_checked_and_save_publishes(client: LanguageClient):
+    path = EXAMPLES / "lenet.arch"
+    text = path.read_text()
+    uri, _ = await open_doc(client, path, text)
+    client.diagnostics.pop(uri, None)
+    for version, k in enumerate([7, 9, 11, 13, 33], start=2):  # faster than the 150 ms throttle
+        client.text_document_did_change(types.DidChangeTextDocumentParams(
+            types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            [types.TextDocumentContentChangeWholeDocument(text=text.replace("conv 6 k5", f"conv 6 k{k}"))]))
+    for _ in range(300):  # the last version (k33 > 32: E101) is always checked
+        await asyncio.sleep(0.01)
+        if [d.code for d in client.diagnostics.get(uri, [])] == ["E101"]:
+            break
+    assert [d.code for d in client.diagnostics[uri]] == ["E101"]
+    client.diagnostics.pop(uri, None)
+    client.text_document_did_save(types.DidSaveTextDocumentParams(types.TextDocumentIdentifier(uri=uri)))
+    assert [d.code for d in await wait_for(client, uri)] == ["E101"]
+    close(client, uri)
+
+
 # --------------------------------------------------------------------------- hover
 
 async def test_hover_on_a_layer_gives_the_explain_arithmetic_torch_agrees(client: LanguageClient):
@@ -196,6 +216,14 @@ async def test_hover_on_a_block_call_gives_its_totals_torchvision_agrees(client:
     assert "block `stage(c=128, s=2)`" in text
     assert f"[B, 64, 56, 56] -> [B, {', '.join(map(str, y.shape[1:]))}]" in text
     assert f"{params:,} params" in text
+    close(client, uri)
+
+
+async def test_hover_inside_a_block_definition_shows_each_call(client: LanguageClient):
+    uri, _ = await open_doc(client, EXAMPLES / "broken" / "block_error.arch")
+    text = await hover_text(client, uri, 5, 3)  # `conv c k5` in `block down(c)`
+    assert "in `down1.conv2` (called at line 8)" in text and "[B, 16, 8, 8] -> [B, 16, 4, 4]" in text
+    assert "in `down2.conv2` (called at line 9)" in text and "[B, 32, 2, 2] -> [B, 32, ?, ?]" in text
     close(client, uri)
 
 
