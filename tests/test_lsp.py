@@ -135,9 +135,20 @@ async def test_diagnostics_of_a_used_file_go_to_that_file(client: LanguageClient
     assert [(d.code, d.range.start.line) for d in lib_diags] == [("E101", 1)]
     assert lib_diags[0].related_information[0].location.uri == uri  # type: ignore[index]
     assert [(d.code, d.range.start.line) for d in diags] == [("E101", 2)]  # also shown at the call
-    # fixing the call clears both files
+    # the used file fixed on disk: the editor says so, the server re-checks what is open
+    (tmp_path / "lib.arch").write_text("block squeeze(c) {\n  conv c k3 | relu\n}\n")
     client.diagnostics.pop(lib_uri, None)
-    assert await change(client, uri, text.replace("4x4", "3x16x16").replace("3x3x16x16", "3x16x16"), 2) == []
+    client.diagnostics.pop(uri, None)
+    client.workspace_did_change_watched_files(types.DidChangeWatchedFilesParams(
+        [types.FileEvent(uri=lib_uri, type=types.FileChangeType.Changed)]))
+    assert await wait_for(client, uri) == [] and await wait_for(client, lib_uri) == []
+    # a mistake in the call itself, then fixed: both files clear
+    (tmp_path / "lib.arch").write_text("block squeeze(c) {\n  conv c k5 | relu\n}\n")
+    client.workspace_did_change_watched_files(types.DidChangeWatchedFilesParams(
+        [types.FileEvent(uri=lib_uri, type=types.FileChangeType.Changed)]))
+    await asyncio.sleep(0.3)
+    client.diagnostics.pop(lib_uri, None)
+    assert await change(client, uri, text.replace("input 3x4x4", "input 3x16x16"), 2) == []
     assert await wait_for(client, lib_uri) == []
     close(client, uri)
 

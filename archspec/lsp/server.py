@@ -38,11 +38,12 @@ class ArchspecServer(LanguageServer):
     def lines(self, uri: str) -> list[str]:
         return self.workspace.get_text_document(uri).source.splitlines() or [""]
 
-    def analysis(self, uri: str) -> Analysis:
-        """The analysis of the document's current text (re-checked only when the text changed)."""
+    def analysis(self, uri: str, fresh: bool = False) -> Analysis:
+        """The analysis of the document's current text (re-checked only when the text changed, or
+        when `fresh`: a file it uses changed on disk)."""
         text = self.workspace.get_text_document(uri).source
         previous = self.analyses.get(uri)
-        if previous is None or previous.text != text:
+        if fresh or previous is None or previous.text != text:
             previous = analysis.analyze(_path(uri), text, previous)
             self.analyses[uri] = previous
         return previous
@@ -57,12 +58,12 @@ class ArchspecServer(LanguageServer):
         else:
             self.pending[uri] = loop.call_later(wait, self.check_and_publish, uri)
 
-    def check_and_publish(self, uri: str) -> None:
+    def check_and_publish(self, uri: str, fresh: bool = False) -> None:
         self.pending.pop(uri, None)
         if uri not in self.workspace.text_documents:
             return
         self.last_check[uri] = asyncio.get_event_loop().time()
-        a = self.analysis(uri)
+        a = self.analysis(uri, fresh)
         by_target: dict[str, list[types.Diagnostic]] = {uri: []}
         for d in a.report.diagnostics:
             target = uri if d.span is None or d.span.path == a.path else _uri(d.span.path)
@@ -174,6 +175,13 @@ def did_save(ls: ArchspecServer, params: types.DidSaveTextDocumentParams) -> Non
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: ArchspecServer, params: types.DidCloseTextDocumentParams) -> None:
     ls.forget(params.text_document.uri)
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+def watched_files_changed(ls: ArchspecServer, params: types.DidChangeWatchedFilesParams) -> None:
+    """A .arch file changed on disk: re-check every open document (any of them may `use` it)."""
+    for uri in list(ls.workspace.text_documents):
+        ls.check_and_publish(uri, fresh=True)
 
 
 @server.feature(types.TEXT_DOCUMENT_HOVER)
