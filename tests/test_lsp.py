@@ -62,8 +62,12 @@ async def change(client: LanguageClient, uri: str, text: str, version: int) -> l
     return await wait_for(client, uri)
 
 
-def close(client: LanguageClient, uri: str) -> None:
+async def close(client: LanguageClient, uri: str) -> None:
+    """Close, and wait for the server to clear the document's diagnostics (so that a later open of
+    the same file cannot mistake that late, empty list for its own)."""
+    client.diagnostics.pop(uri, None)
     client.text_document_did_close(types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(uri=uri)))
+    assert await wait_for(client, uri) == []
 
 
 async def hover_text(client: LanguageClient, uri: str, line: int, character: int) -> str:
@@ -111,7 +115,7 @@ async def test_diagnostics_code_range_severity_and_help(client: LanguageClient):
     d = diags[0]
     assert (d.range.start.line, d.range.start.character, d.range.end.line, d.range.end.character) == (3, 0, 3, 9)
     assert d.source == "archspec" and "help: pad the input (e.g. `p1`)" in d.message
-    close(client, uri)
+    await close(client, uri)
 
 
 async def test_diagnostic_in_block_has_its_call_site_as_related_information(client: LanguageClient):
@@ -121,7 +125,7 @@ async def test_diagnostic_in_block_has_its_call_site_as_related_information(clie
     [related] = d.related_information or []
     assert related.location.uri == uri and related.location.range.start.line == 8  # `down(32)`
     assert "down" in related.message
-    close(client, uri)
+    await close(client, uri)
 
 
 async def test_diagnostics_of_a_used_file_go_to_that_file(client: LanguageClient, tmp_path: Path):
@@ -150,7 +154,7 @@ async def test_diagnostics_of_a_used_file_go_to_that_file(client: LanguageClient
     client.diagnostics.pop(lib_uri, None)
     assert await change(client, uri, text.replace("input 3x4x4", "input 3x16x16"), 2) == []
     assert await wait_for(client, lib_uri) == []
-    close(client, uri)
+    await close(client, uri)
 
 
 async def test_diagnostics_follow_edits_and_a_syntax_error_keeps_hover_and_hints(client: LanguageClient):
@@ -169,7 +173,7 @@ async def test_diagnostics_follow_edits_and_a_syntax_error_keeps_hover_and_hints
     no_flatten = text.replace("flatten\n", "")
     assert [d.code for d in await change(client, uri, no_flatten, 3)] == ["E103"]
     assert await change(client, uri, text, 4) == []
-    close(client, uri)
+    await close(client, uri)
 
 
 async def test_a_burst_of_edits_ends_checked_and_save_publishes(client: LanguageClient):
@@ -189,7 +193,7 @@ async def test_a_burst_of_edits_ends_checked_and_save_publishes(client: Language
     client.diagnostics.pop(uri, None)
     client.text_document_did_save(types.DidSaveTextDocumentParams(types.TextDocumentIdentifier(uri=uri)))
     assert [d.code for d in await wait_for(client, uri)] == ["E101"]
-    close(client, uri)
+    await close(client, uri)
 
 
 # --------------------------------------------------------------------------- hover
@@ -209,7 +213,7 @@ async def test_hover_on_a_layer_gives_the_explain_arithmetic_torch_agrees(client
     assert "H: (32 + 2*0 - 1*(5-1) - 1)/1 + 1 = 28" in text  # the formula line, as `explain` writes it
     pool = await hover_text(client, uri, 2, 26)  # `maxpool 2`
     assert "[B, 6, 28, 28] -> [B, 6, 14, 14]" in pool and "pool1" in pool
-    close(client, uri)
+    await close(client, uri)
 
 
 async def test_hover_on_a_block_call_gives_its_totals_torchvision_agrees(client: LanguageClient):
@@ -227,7 +231,7 @@ async def test_hover_on_a_block_call_gives_its_totals_torchvision_agrees(client:
     assert "block `stage(c=128, s=2)`" in text
     assert f"[B, 64, 56, 56] -> [B, {', '.join(map(str, y.shape[1:]))}]" in text
     assert f"{params:,} params" in text
-    close(client, uri)
+    await close(client, uri)
 
 
 async def test_hover_inside_a_block_definition_shows_each_call(client: LanguageClient):
@@ -235,7 +239,7 @@ async def test_hover_inside_a_block_definition_shows_each_call(client: LanguageC
     text = await hover_text(client, uri, 5, 3)  # `conv c k5` in `block down(c)`
     assert "in `down1.conv2` (called at line 8)" in text and "[B, 16, 8, 8] -> [B, 16, 4, 4]" in text
     assert "in `down2.conv2` (called at line 9)" in text and "[B, 32, 2, 2] -> [B, 32, ?, ?]" in text
-    close(client, uri)
+    await close(client, uri)
 
 
 async def test_hover_on_a_code_and_inside_a_diagnostic_gives_the_rule(client: LanguageClient, tmp_path: Path):
@@ -248,7 +252,7 @@ async def test_hover_on_a_code_and_inside_a_diagnostic_gives_the_rule(client: La
     assert CODES["W201"].summary in on_code
     in_range = await hover_text(client, uri, 2, 3)  # `maxpool 2` carries the W201
     assert CODES["W201"].summary in in_range and "[B, 8, 13, 13] -> [B, 8, 6, 6]" in in_range
-    close(client, uri)
+    await close(client, uri)
 
 
 # --------------------------------------------------------------------------- inlay hints
@@ -270,7 +274,7 @@ async def test_inlay_hints_give_each_line_its_output_shape_and_params(client: La
         expected = f"-> [B, {', '.join(map(str, x.shape[1:]))}]" + (f"  {params:,} params" if params else "")
         assert got[row] == expected
     assert 0 not in got  # the comment line
-    close(client, uri)
+    await close(client, uri)
 
 
 # --------------------------------------------------------------------------- completion
@@ -292,14 +296,14 @@ async def test_completion_of_ops_arguments_blocks_and_use_paths(client: Language
     assert OPS["conv"].usage in args["k"].documentation.value  # type: ignore[union-attr]
     params = await complete(client, uri, 5, len("basic(64, "))
     assert set(params) == {"c=", "s="}
-    close(client, uri)
+    await close(client, uri)
     uri, _ = await open_doc(client, path, 'use "\n')
     files = await complete(client, uri, 0, 5)
     assert "blocks.arch" in files and "broken/" in files and "uses_blocks.arch" not in files
-    close(client, uri)
+    await close(client, uri)
     uri, _ = await open_doc(client, path, 'use "broken/\n')
     assert "broken/syntax_error.arch" in await complete(client, uri, 0, len('use "broken/'))
-    close(client, uri)
+    await close(client, uri)
 
 
 # --------------------------------------------------------------------------- navigation, symbols, formatting
@@ -317,7 +321,7 @@ async def test_definition_of_block_calls_and_use_files(client: LanguageClient):
         types.TextDocumentIdentifier(uri=uri), types.Position(row, 2)))
     block_line = next(i for i, line in enumerate(blocks.read_text().splitlines()) if line.startswith("block basic("))
     assert to_block.uri == blocks.as_uri() and to_block.range.start.line == block_line  # type: ignore[union-attr]
-    close(client, uri)
+    await close(client, uri)
 
 
 async def test_document_symbols_list_blocks_and_top_level_layers(client: LanguageClient):
@@ -327,7 +331,7 @@ async def test_document_symbols_list_blocks_and_top_level_layers(client: Languag
     assert ("basic", types.SymbolKind.Class) in names and ("stage", types.SymbolKind.Class) in names
     assert ("conv1", types.SymbolKind.Function) in names and ("stage4", types.SymbolKind.Object) in names
     assert names[-1] == ("fc1", types.SymbolKind.Function)
-    close(client, uri)
+    await close(client, uri)
 
 
 async def test_formatting_applies_the_fmt_rules(client: LanguageClient, tmp_path: Path):
@@ -338,7 +342,7 @@ async def test_formatting_applies_the_fmt_rules(client: LanguageClient, tmp_path
     edits = await client.text_document_formatting_async(types.DocumentFormattingParams(
         types.TextDocumentIdentifier(uri=uri), types.FormattingOptions(tab_size=2, insert_spaces=True)))
     assert [e.new_text for e in edits] == [formatted] and formatted != text  # type: ignore[union-attr]
-    close(client, uri)
+    await close(client, uri)
 
 
 # --------------------------------------------------------------------------- code actions
@@ -369,10 +373,10 @@ async def test_code_actions_fix_what_the_help_says(client: LanguageClient, name:
     noqa = next(a for a in actions if a.title.startswith(f"Silence {code}"))
     silenced = apply(text, noqa.edit.changes[uri])  # type: ignore[union-attr,index]
     assert f"# noqa: {code}" in silenced.splitlines()[first.range.start.line]
-    close(client, uri)
+    await close(client, uri)
     uri, diags = await open_doc(client, path, silenced)
     assert len([d for d in diags if d.code == code]) == elsewhere  # silenced on its line only
-    close(client, uri)
+    await close(client, uri)
 
 
 # --------------------------------------------------------------------------- packaging
