@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator
 
@@ -59,7 +60,14 @@ class Analysis:
     report: CheckReport  # the current text's report: its diagnostics are what the editor shows
     tree: CheckReport  # the current report, or the last one whose text parsed
     line_map: dict[int, int] | None = None  # the tree's 0-based lines -> the current text's; None: the same text
-    blocks: list[BlockInfo] = field(default_factory=list)
+    previous: "Analysis | None" = field(default=None, repr=False)  # the good analysis a broken text falls back on
+
+    @cached_property
+    def blocks(self) -> list[BlockInfo]:
+        """The blocks in scope (a second parse: computed when completion or definition asks, not per edit)."""
+        if self.previous is not None:
+            return self.previous.blocks
+        return block_infos(self.text, self.path)
 
     @property
     def parses(self) -> bool:
@@ -76,9 +84,9 @@ def analyze(path: str, text: str, previous: Analysis | None = None) -> Analysis:
     report.diagnostics = filter_diagnostics(report.diagnostics, report.sources)  # `# noqa` works as in `check`
     broken = any(d.code == codes.SYNTAX_ERROR and d.span is not None and d.span.path == path for d in report.diagnostics)
     if not broken or previous is None:
-        return Analysis(path, text, report, report, None, block_infos(text, path))
-    good_text = previous.tree.sources.get(path, previous.text)
-    return Analysis(path, text, report, previous.tree, map_lines(good_text, text), previous.blocks)
+        return Analysis(path, text, report, report)
+    good = previous.previous or previous
+    return Analysis(path, text, report, good.tree, map_lines(good.text, text), good)
 
 
 def map_lines(old: str, new: str) -> dict[int, int]:
