@@ -231,6 +231,12 @@ async def test_hover_on_a_block_call_gives_its_totals_torchvision_agrees(client:
     assert "block `stage(c=128, s=2)`" in text
     assert f"[B, 64, 56, 56] -> [B, {', '.join(map(str, y.shape[1:]))}]" in text
     assert f"{params:,} params" in text
+    row = next(i for i, line in enumerate(lines) if "residual project" in line)  # in `block basic`: one entry per call
+    text = await hover_text(client, uri, row, lines[row].index("residual") + 1)
+    first_of_layer2 = sum(p.numel() for p in net.layer2[0].parameters())
+    assert (f"in `stage2.basic1.res1` (called at line {lines.index('stage(128, 2)    # layer2: 128 x 28 x 28') + 1})"
+            in text)
+    assert f"residual with projection (1x1 conv + bn) shortcut\n\n`[B, 64, 56, 56] -> [B, 128, 28, 28]`, {first_of_layer2:,} params" in text
     await close(client, uri)
 
 

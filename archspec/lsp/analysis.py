@@ -20,7 +20,7 @@ from archspec.language.check import CheckReport, check
 from archspec.language.diagnostics import CODES, Diagnostic, Span, filter_diagnostics
 from archspec.language.expand import parse
 from archspec.language.ops import OPS, Input, fmt_shape, value_text
-from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual
+from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Residual
 
 # A document that is not a file on disk (an untitled buffer): `use` paths resolve from the cwd.
 UNSAVED = "<string>"
@@ -157,16 +157,23 @@ def nodes_at(a: Analysis, line: int, column: int) -> list[CheckedNode]:
     """Nodes written at this position of the document (in execution order): one for a line of the
     network, one per call for a layer inside a block definition. Innermost spans only."""
     hits = []
-    for node in post_order(a.tree.body):
+    for node in post_order(a.tree.body):  # a join has its residual's or branch's span: that node speaks for it
         span = node.span
-        if not _own(node, a.path) or span.line != span.end_line or a.here(span.line - 1) != line:  # type: ignore[union-attr]
+        if isinstance(node, Join) or not _own(node, a.path) or span.line != span.end_line or a.here(span.line - 1) != line:  # type: ignore[union-attr]
             continue
         if span.column - 1 <= column <= span.end_column - 1:  # type: ignore[union-attr]
             hits.append(node)
     if not hits:
         return []
     width = min(n.span.end_column - n.span.column for n in hits)  # type: ignore[union-attr]
-    return [n for n in hits if n.span.end_column - n.span.column == width]  # type: ignore[union-attr]
+    # Nodes sharing a span in one call (the 1x1 conv + bn `residual project` sizes, written at its
+    # `residual`) are answered by the outermost, which post-order gives last.
+    outermost: dict[tuple, CheckedNode] = {}
+    for n in hits:
+        if n.span.end_column - n.span.column == width:  # type: ignore[union-attr]
+            outermost.pop((n.trace, n.span), None)
+            outermost[(n.trace, n.span)] = n
+    return list(outermost.values())
 
 
 # --------------------------------------------------------------------------- hover
@@ -209,7 +216,7 @@ def _node_hover(nodes: list[CheckedNode], a: Analysis) -> str:
     first = nodes[0]
     if first.trace:  # inside a block definition: one entry per call of the block
         shown = nodes[:4]
-        body = "\n\n".join(f"in `{n.path}` (called at line {n.trace[-1][1].line}):\n\n" + _describe(n, a) for n in shown)
+        body = "\n\n".join(f"in `{n.path}` (called at line {n.trace[0][1].line}):\n\n" + _describe(n, a) for n in shown)
         more = f"\n\n... and {len(nodes) - len(shown)} more calls" if len(nodes) > len(shown) else ""
         return body + more
     return _describe(first, a)
