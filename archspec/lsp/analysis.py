@@ -271,7 +271,7 @@ def inlay_hints(a: Analysis) -> dict[int, str]:
     shapes: dict[int, str] = {}
     params: dict[int, int] = {}
     for node in post_order(a.tree.body):
-        if node.trace or not _own(node, a.path):
+        if node.trace or not _own(node, a.path) or node.out_shape is None:  # after an error: nothing to say
             continue
         line = a.here(node.span.line - 1)  # type: ignore[union-attr]
         if line is None:
