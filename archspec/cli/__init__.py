@@ -314,6 +314,19 @@ def cmd_build(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if same else 1
 
 
+def cmd_lsp(args: argparse.Namespace, out: TextIO) -> int:
+    """Serve the Language Server Protocol over stdio until the editor closes it (needs the lsp extra)."""
+    try:
+        from archspec.lsp.server import serve
+    except ImportError as exc:
+        if exc.name not in ("pygls", "lsprotocol") and not (exc.name or "").startswith(("pygls.", "lsprotocol.")):
+            raise
+        raise ArchspecError("the language server needs pygls and lsprotocol, which are not installed",
+                            "install the extra: pip install 'archspec-cnn[lsp]'") from None
+    serve()
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     from archspec._version import VERSION as __version__
 
@@ -356,6 +369,10 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="build the nn.Module with torch, run a forward pass and print it (needs archspec-cnn[torch])")
     p.add_argument("file", metavar="FILE")
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("lsp", help="run the language server over stdio, for editors (needs archspec-cnn[lsp])")
+    p.add_argument("--stdio", action="store_true", help="accepted for editors that pass it; stdio is the only transport")
+    p.set_defaults(func=cmd_lsp)
 
     for name in ("archspec.cli.views", "archspec.cli.train"):
         try:

@@ -1,0 +1,474 @@
+"""What the editor asks about one .arch document, answered from the checked tree (no LSP here).
+
+Positions in this module are 0-based lines and 0-based columns counted in characters (code
+points); `server` converts them to and from the protocol's UTF-16 columns. A document whose
+text does not parse keeps the checked tree of its last text that did, with that text's lines
+mapped onto the current ones (`Analysis.line_map`), so hovers and inlay hints survive a syntax
+error mid-edit on every line that did not change.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator
+
+from archspec.language import codes
+from archspec.language.check import CheckReport, check
+from archspec.language.diagnostics import CODES, Diagnostic, Span, filter_diagnostics
+from archspec.language.expand import parse
+from archspec.language.ops import OPS, Input, fmt_shape, value_text
+from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Residual
+
+# A document that is not a file on disk (an untitled buffer): `use` paths resolve from the cwd.
+UNSAVED = "<string>"
+KEYWORDS = {
+    "block": "block NAME(param, param=default) { ... }: a named, reusable sequence of layers",
+    "residual": "residual [project] { body } [shortcut { ... }]: adds the block's input to the body's output",
+    "concat": "concat { a } { b } ...: joins branches on channels (`{ }` is the identity)",
+    "add": "add { a } { b } ...: sums branches element-wise",
+    "repeat": "repeat N { ... }: the body N times",
+    "use": 'use "file.arch": brings in the block definitions of another file',
+}
+
+
+@dataclass
+class BlockInfo:
+    """A `block` definition as written: its name, parameters (with default text) and where."""
+
+    name: str
+    params: list[tuple[str, str | None]]
+    path: str
+    line: int  # 0-based, the `block` line
+    column: int
+    end_line: int  # the closing `}`
+    end_column: int
+    name_span: Span
+
+    def signature(self) -> str:
+        return f"{self.name}(" + ", ".join(p if d is None else f"{p}={d}" for p, d in self.params) + ")"
+
+
+@dataclass
+class Analysis:
+    """One version of a document: its check report, and the tree that answers hovers."""
+
+    path: str
+    text: str
+    report: CheckReport  # the current text's report: its diagnostics are what the editor shows
+    tree: CheckReport  # the current report, or the last one whose text parsed
+    line_map: dict[int, int] | None = None  # the tree's 0-based lines -> the current text's; None: the same text
+    previous: "Analysis | None" = field(default=None, repr=False)  # the good analysis a broken text falls back on
+
+    @cached_property
+    def blocks(self) -> list[BlockInfo]:
+        """The blocks in scope (a second parse: computed when completion or definition asks, not per edit)."""
+        if self.previous is not None:
+            return self.previous.blocks
+        return block_infos(self.text, self.path)
+
+    @property
+    def parses(self) -> bool:
+        return self.tree is self.report
+
+    def here(self, line: int) -> int | None:
+        """The current line of a line of the tree's text (None when that line was edited away)."""
+        return line if self.line_map is None else self.line_map.get(line)
+
+
+def analyze(path: str, text: str, previous: Analysis | None = None) -> Analysis:
+    """Check the text; when it does not parse, keep the previous good tree, mapped by lines."""
+    report = check(parse(text, path))
+    report.diagnostics = filter_diagnostics(report.diagnostics, report.sources)  # `# noqa` works as in `check`
+    broken = any(d.code == codes.SYNTAX_ERROR and d.span is not None and d.span.path == path for d in report.diagnostics)
+    if not broken or previous is None:
+        return Analysis(path, text, report, report)
+    good = previous.previous or previous
+    return Analysis(path, text, report, good.tree, map_lines(good.text, text), good)
+
+
+def map_lines(old: str, new: str) -> dict[int, int]:
+    """0-based line numbers of `old` that survive unchanged in `new`, and where they are now."""
+    matcher = difflib.SequenceMatcher(None, old.splitlines(), new.splitlines(), autojunk=False)
+    return {a + i: b + i for a, b, size in matcher.get_matching_blocks() for i in range(size)}
+
+
+# --------------------------------------------------------------------------- blocks in the text
+
+def block_infos(text: str, path: str, seen: set[str] | None = None) -> list[BlockInfo]:
+    """The blocks a text defines and those of the files it `use`s (recursively, each file once)."""
+    from archspec.language.syntax import ParseFailed, parse_tree, token_span
+
+    seen = seen if seen is not None else set()
+    try:
+        tree = parse_tree(text, path)
+    except ParseFailed:
+        return []
+    found: list[BlockInfo] = []
+    for stmt in tree.children:
+        if getattr(stmt, "data", None) == "block_def":
+            name_tok, params_tree, _body = stmt.children
+            params = [(str(p.children[0]), _source(text, p.children[1]) if p.children[1] is not None else None)
+                      for p in (params_tree.children if params_tree is not None else [])]
+            meta = stmt.meta
+            found.append(BlockInfo(str(name_tok), params, path, meta.line - 1, meta.column - 1,
+                                   meta.end_line - 1, meta.end_column - 1, token_span(name_tok, path)))
+        elif getattr(stmt, "data", None) == "use":
+            target = use_target(path, str(stmt.children[0])[1:-1])
+            if str(target) in seen:
+                continue
+            seen.add(str(target))
+            try:
+                found += block_infos(target.read_text(encoding="utf-8"), str(target), seen)
+            except (OSError, UnicodeDecodeError):
+                continue
+    return found
+
+
+def _source(text: str, tree) -> str:
+    meta = getattr(tree, "meta", None)
+    if meta is not None and not meta.empty:
+        return text[meta.start_pos:meta.end_pos]
+    return str(tree)
+
+
+def use_target(path: str, rel: str) -> Path:
+    """Where `use "rel"` in the file `path` points (as the checker resolves it)."""
+    base = Path(path).parent if path != UNSAVED else Path.cwd()
+    return (base / rel).resolve()
+
+
+# --------------------------------------------------------------------------- nodes at a position
+
+def _own(node: CheckedNode, path: str) -> bool:
+    return node.span is not None and node.span.path == path
+
+
+def post_order(nodes: list[CheckedNode]) -> Iterator[CheckedNode]:
+    """Children before their parent: the last node of a line is the one whose output leaves it."""
+    for node in nodes:
+        yield from post_order(node.children())
+        yield node
+
+
+def nodes_at(a: Analysis, line: int, column: int) -> list[CheckedNode]:
+    """Nodes written at this position of the document (in execution order): one for a line of the
+    network, one per call for a layer inside a block definition. Innermost spans only."""
+    hits = []
+    for node in post_order(a.tree.body):  # a join has its residual's or branch's span: that node speaks for it
+        span = node.span
+        if isinstance(node, Join) or not _own(node, a.path) or span.line != span.end_line or a.here(span.line - 1) != line:  # type: ignore[union-attr]
+            continue
+        if span.column - 1 <= column <= span.end_column - 1:  # type: ignore[union-attr]
+            hits.append(node)
+    if not hits:
+        return []
+    width = min(n.span.end_column - n.span.column for n in hits)  # type: ignore[union-attr]
+    # Nodes sharing a span in one call (the 1x1 conv + bn `residual project` sizes, written at its
+    # `residual`) are answered by the outermost, which post-order gives last.
+    outermost: dict[tuple, CheckedNode] = {}
+    for n in hits:
+        if n.span.end_column - n.span.column == width:  # type: ignore[union-attr]
+            outermost.pop((n.trace, n.span), None)
+            outermost[(n.trace, n.span)] = n
+    return list(outermost.values())
+
+
+# --------------------------------------------------------------------------- hover
+
+def hover(a: Analysis, line: int, column: int, line_text: str) -> str | None:
+    """Markdown for the position: the layer (or block call, or structure), then the rules of any
+    diagnostic code under the cursor or any diagnostic covering it."""
+    parts: list[str] = []
+    nodes = nodes_at(a, line, column)
+    if nodes:
+        parts.append(_node_hover(nodes, a))
+    code = _code_at(line_text, column)
+    rule_codes = [code] if code else []
+    rule_codes += [d.code for d in a.report.diagnostics if _covers(d, a.path, line, column) and d.code not in rule_codes]
+    parts += [rule_doc(c) for c in rule_codes]
+    return "\n\n---\n\n".join(parts) if parts else None
+
+
+def _covers(d: Diagnostic, path: str, line: int, column: int) -> bool:
+    s = d.span
+    if s is None or s.path != path:
+        return False
+    return (s.line - 1, s.column - 1) <= (line, column) <= (s.end_line - 1, s.end_column - 1)
+
+
+def _code_at(line_text: str, column: int) -> str | None:
+    for m in re.finditer(r"\b[EW]\d{3}\b", line_text):
+        if m.start() <= column <= m.end() and m.group() in CODES:
+            return m.group()
+    return None
+
+
+def rule_doc(code: str) -> str:
+    info = CODES[code]
+    return (f"**{info.code}** `{info.name}` ({info.severity})\n\n{info.summary}\n\n"
+            f"example: `{info.example}`\n\nfix: {info.fix}")
+
+
+def _node_hover(nodes: list[CheckedNode], a: Analysis) -> str:
+    first = nodes[0]
+    if first.trace:  # inside a block definition: one entry per call of the block
+        shown = nodes[:4]
+        body = "\n\n".join(f"in `{n.path}` (called at line {n.trace[0][1].line}):\n\n" + _describe(n, a) for n in shown)
+        more = f"\n\n... and {len(nodes) - len(shown)} more calls" if len(nodes) > len(shown) else ""
+        return body + more
+    return _describe(first, a)
+
+
+def _describe(node: CheckedNode, a: Analysis) -> str:
+    if isinstance(node, Layer):
+        return _layer_hover(node, a)
+    totals = f"`{fmt_shape(node.in_shape)} -> {fmt_shape(node.out_shape)}`, {node.params:,} params, {node.macs:,} MACs"
+    if isinstance(node, Call):
+        args = ", ".join(f"{k}={value_text(v)}" for k, v in node.args.items())
+        count = sum(1 for _ in _layers_under(node))
+        return f"**{node.path}**: block `{node.block}({args})`, {count} layers\n\n{totals}"
+    if isinstance(node, Residual):
+        how = "projection (1x1 conv + bn)" if node.projected else ("explicit shortcut" if node.shortcut is not None else "identity")
+        return f"**{node.path}**: residual with {how} shortcut\n\n{totals}"
+    if isinstance(node, Branch):
+        return f"**{node.path}**: {node.mode} of {len(node.branches)} branches\n\n{totals}"
+    return f"**{node.path}**\n\n{totals}"
+
+
+def _layers_under(node: CheckedNode) -> Iterator[Layer]:
+    for child in node.children():
+        if isinstance(child, Layer):
+            yield child
+        yield from _layers_under(child)
+
+
+def _layer_hover(node: Layer, a: Analysis) -> str:
+    layer = node.layer
+    if not node.valid:
+        return f"**{node.path}**: `{node.op}` is not written correctly (see its diagnostic)"
+    x, y = node.in_shape, node.out_shape
+    known = isinstance(layer, Input) or (_known(x) and _known(y))
+    failing = any(d.severity == "error" and d.span == node.span and d.trace == node.trace for d in a.tree.diagnostics)
+    lines = layer.explain_failure(x, y) if failing or not known else layer.explain(x, y, node.params, node.macs)  # type: ignore[union-attr]
+    head = f"**{node.path}**: `{node.op} {layer.describe()}`".rstrip()  # type: ignore[union-attr]
+    totals = f"`{fmt_shape(x)} -> {fmt_shape(y)}`, {node.params:,} params, {node.macs:,} MACs"
+    return f"{head}\n\n{totals}\n\n```text\n" + "\n".join(lines) + "\n```"
+
+
+def _known(shape) -> bool:
+    return shape is not None and None not in shape
+
+
+# --------------------------------------------------------------------------- inlay hints
+
+def inlay_hints(a: Analysis) -> dict[int, str]:
+    """Per 0-based line of the current text: `-> [B, 16, 5, 5]` (the shape that leaves the line),
+    with the params of the layers written on it. Lines inside block definitions get none (a block's
+    shapes depend on its call; hover shows them)."""
+    shapes: dict[int, str] = {}
+    params: dict[int, int] = {}
+    for node in post_order(a.tree.body):
+        if node.trace or not _own(node, a.path) or node.out_shape is None:  # after an error: nothing to say
+            continue
+        line = a.here(node.span.line - 1)  # type: ignore[union-attr]
+        if line is None:
+            continue
+        shapes[line] = fmt_shape(node.out_shape)
+        if isinstance(node, Layer) or isinstance(node, Call):
+            params[line] = params.get(line, 0) + node.params
+    return {line: f"-> {shape}" + (f"  {params[line]:,} params" if params.get(line) else "") for line, shape in shapes.items()}
+
+
+# --------------------------------------------------------------------------- completion
+
+@dataclass
+class Completion:
+    label: str
+    kind: str  # "op" | "keyword" | "block" | "argument" | "flag" | "parameter" | "file" | "folder"
+    detail: str = ""
+    doc: str = ""
+    insert: str | None = None
+
+
+_USE_PREFIX = re.compile(r'^\s*use\s+"(?P<typed>[^"]*)$')
+
+
+def complete(a: Analysis, line_text: str, column: int) -> list[Completion]:
+    prefix = line_text[:column]
+    use = _USE_PREFIX.match(prefix)
+    if use:
+        return _use_paths(a.path, use.group("typed"))
+    segment = re.split(r"[|{}]", prefix.split("#")[0])[-1].lstrip()
+    words = segment.split()
+    if not words or (len(words) == 1 and not segment.endswith(" ")):
+        return _first_words(a)
+    head = words[0].split("(")[0]
+    if head in OPS:
+        return _op_arguments(head)
+    block = next((b for b in a.blocks if b.name == head), None)
+    if block is not None:
+        return [Completion(f"{p}=", "parameter", f"{block.signature()}", f"default {d}" if d else "required")
+                for p, d in block.params]
+    return []
+
+
+def _first_words(a: Analysis) -> list[Completion]:
+    items = [Completion(name, "op", cls.usage, f"{cls.summary}\n\nusage: `{cls.usage}`") for name, cls in OPS.items()]
+    items += [Completion(word, "keyword", doc.split(":")[0], doc) for word, doc in KEYWORDS.items()]
+    items += [Completion(b.name, "block", b.signature(), f"block defined in {Path(b.path).name} line {b.line + 1}",
+                         insert=f"{b.name}(" + ", ".join(p for p, d in b.params if d is None) + ")")
+              for b in a.blocks]
+    return items
+
+
+def _op_arguments(op: str) -> list[Completion]:
+    cls = OPS[op]
+    fields = cls.model_fields
+    items = []
+    for key, fld in cls.keys.items():
+        desc = fields[fld].description if fld in fields and fields[fld].description else fld
+        items.append(Completion(key, "argument", f"{fld} ({op})", f"{desc}\n\nusage: `{cls.usage}`"))
+    for word, (fld, value) in cls.flags.items():
+        items.append(Completion(word, "flag", f"{fld}={value} ({op})", f"usage: `{cls.usage}`"))
+    return items
+
+
+def _use_paths(path: str, typed: str) -> list[Completion]:
+    base = Path(path).parent if path != UNSAVED else Path.cwd()
+    folder_text = typed.rsplit("/", 1)[0] + "/" if "/" in typed else ""
+    folder = (base / folder_text).resolve()
+    if not folder.is_dir():
+        return []
+    items = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            items.append(Completion(folder_text + entry.name + "/", "folder"))
+        elif entry.suffix == ".arch" and entry.resolve() != Path(path).resolve():
+            items.append(Completion(folder_text + entry.name, "file", str(entry)))
+    return items
+
+
+# --------------------------------------------------------------------------- definition, symbols
+
+def word_at(line_text: str, column: int) -> str | None:
+    for m in re.finditer(r"[A-Za-z_][A-Za-z0-9_.]*", line_text):
+        if m.start() <= column <= m.end():
+            return m.group()
+    return None
+
+
+def definition(a: Analysis, line: int, column: int, line_text: str) -> tuple[str, int, int, int, int] | None:
+    """(path, line, column, end line, end column) of what the position names: a block (its
+    definition, from the call's def_span) or a `use` file (its start)."""
+    use = re.match(r'^\s*use\s+"([^"]*)"', line_text)
+    if use and use.start(1) - 1 <= column <= use.end(1) + 1:
+        target = use_target(a.path, use.group(1))
+        return (str(target), 0, 0, 0, 0) if target.is_file() else None
+    word = word_at(line_text, column)
+    if word is None:
+        return None
+    for node in nodes_at(a, line, column):
+        if isinstance(node, Call) and node.block == word and node.def_span is not None:
+            s = node.def_span
+            return (str(Path(s.path).resolve()), s.line - 1, s.column - 1, s.end_line - 1, s.end_column - 1)
+    block = next((b for b in a.blocks if b.name == word), None)  # a call inside a block definition
+    if block is not None:
+        s = block.name_span
+        return (str(Path(s.path).resolve()), s.line - 1, s.column - 1, s.end_line - 1, s.end_column - 1)
+    return None
+
+
+@dataclass
+class Symbol:
+    name: str
+    kind: str  # "block" | "layer" | "call" | "structure"
+    detail: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+
+def symbols(a: Analysis) -> list[Symbol]:
+    """The blocks this document defines, and the network's top-level layers, calls and structures."""
+    found = [Symbol(b.name, "block", b.signature(), b.line, b.column, b.end_line, b.end_column)
+             for b in a.blocks if b.path == a.path]
+    for node in a.tree.body:
+        line = a.here(node.span.line - 1) if _own(node, a.path) else None  # type: ignore[union-attr]
+        if line is None:
+            continue
+        kind = "layer" if isinstance(node, Layer) else "call" if isinstance(node, Call) else "structure"
+        what = f"{node.op} {node.layer.describe()}".rstrip() if isinstance(node, Layer) and node.valid else node.path  # type: ignore[union-attr]
+        found.append(Symbol(node.path, kind, f"{what} -> {fmt_shape(node.out_shape)}", line,
+                            node.span.column - 1, line, node.span.end_column - 1))  # type: ignore[union-attr]
+    return sorted(found, key=lambda s: (s.line, s.column))
+
+
+# --------------------------------------------------------------------------- code actions
+
+@dataclass
+class Fix:
+    """A quick fix: replace [start, end) of one line with `text` (start == end inserts)."""
+
+    title: str
+    line: int
+    start: int
+    end: int
+    text: str
+    preferred: bool = False
+
+
+_DID_YOU_MEAN = re.compile(r"did you mean `([^`]+)`")
+_WRITE = re.compile(r"^write `([^`]+)`")
+_PAD = re.compile(r"e\.g\. `(p\d+(?:x\d+)?)`")
+
+
+def fixes(d: Diagnostic, text: str) -> list[Fix]:
+    """The edits a diagnostic's help suggests, then `# noqa: CODE` on its line."""
+    s = d.span
+    if s is None:
+        return []
+    lines = text.splitlines()
+    if not 0 < s.line <= len(lines):
+        return []
+    line_text = lines[s.line - 1]
+    start, end = s.column - 1, (s.end_column - 1 if s.end_line == s.line else len(line_text))
+    found: list[Fix] = []
+    help_text = d.help or ""
+    if (m := _DID_YOU_MEAN.search(help_text)):
+        wrong = re.search(r"`([^`]+)`", d.message)
+        at = line_text.find(wrong.group(1), start, max(end, start + 1) + len(wrong.group(1))) if wrong else -1
+        if at >= 0:
+            found.append(Fix(f"Replace `{wrong.group(1)}` with `{m.group(1)}`", s.line - 1, at, at + len(wrong.group(1)),  # type: ignore[union-attr]
+                             m.group(1), preferred=True))
+        else:
+            found.append(Fix(f"Replace with `{m.group(1)}`", s.line - 1, start, end, m.group(1), preferred=True))
+    elif (m := _WRITE.match(help_text)):
+        found.append(Fix(f"Write `{m.group(1)}`", s.line - 1, start, end, m.group(1), preferred=True))
+    if d.code == codes.WRONG_RANK and "add `flatten`" in help_text:
+        found.append(Fix("Add `flatten` before it", s.line - 1, start, start, "flatten | ", preferred=True))
+    if d.code in (codes.KERNEL_TOO_LARGE, codes.OUTPUT_TOO_SMALL) and (m := _PAD.search(help_text)):
+        found.append(_padding_fix(line_text, s.line - 1, start, end, m.group(1)))
+    found.append(_noqa_fix(d.code, line_text, s.line - 1))
+    return found
+
+
+def _padding_fix(line_text: str, line: int, start: int, end: int, pad: str) -> Fix:
+    layer = line_text[start:end]
+    old = re.search(r"(?<=\s)p\d+(?:x\d+)?\b", layer)
+    if old:
+        return Fix(f"Pad with `{pad}`", line, start + old.start(), start + old.end(), pad, preferred=True)
+    return Fix(f"Pad with `{pad}`", line, end, end, f" {pad}", preferred=True)
+
+
+def _noqa_fix(code: str, line_text: str, line: int) -> Fix:
+    m = re.search(r"#\s*noqa:\s*[A-Za-z0-9, ]*[A-Za-z0-9]", line_text, re.IGNORECASE)
+    if m:
+        return Fix(f"Silence {code} on this line (# noqa)", line, m.end(), m.end(), f", {code}")
+    code_end = len(line_text.rstrip())
+    return Fix(f"Silence {code} on this line (# noqa)", line, code_end, len(line_text), f"  # noqa: {code}")

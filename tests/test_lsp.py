@@ -1,0 +1,401 @@
+"""End-to-end tests of `archspec lsp`: pytest-lsp's client drives `python -m archspec lsp` over stdio.
+
+Numbers are checked against independent oracles where there is one: torch / torchvision for
+shapes, params and MACs, the checker itself re-run on the text a code action produced, and
+`archspec fmt` for formatting.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+from conftest import EXAMPLES, REPO
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+SERVER = ClientServerConfig(
+    server_command=[sys.executable, "-m", "archspec", "lsp"],
+    server_env={**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")},
+)
+
+
+@pytest_lsp.fixture(scope="module", config=SERVER)
+async def client(lsp_client: LanguageClient):
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=pytest_lsp.client_capabilities("visual-studio-code"), root_uri=REPO.as_uri()))
+    yield
+    await lsp_client.shutdown_session()
+
+
+# --------------------------------------------------------------------------- helpers
+
+async def wait_for(client: LanguageClient, uri: str, timeout: float = 10.0) -> list[types.Diagnostic]:
+    """The next diagnostics published for `uri` (call `forget` first)."""
+    for _ in range(int(timeout / 0.01)):
+        if uri in client.diagnostics:
+            return list(client.diagnostics[uri])
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no diagnostics published for {uri}")
+
+
+async def open_doc(client: LanguageClient, path: Path, text: str | None = None) -> tuple[str, list[types.Diagnostic]]:
+    uri = path.resolve().as_uri()
+    client.diagnostics.pop(uri, None)
+    client.text_document_did_open(types.DidOpenTextDocumentParams(types.TextDocumentItem(
+        uri=uri, language_id="archspec", version=1, text=text if text is not None else path.read_text())))
+    return uri, await wait_for(client, uri)
+
+
+async def change(client: LanguageClient, uri: str, text: str, version: int) -> list[types.Diagnostic]:
+    client.diagnostics.pop(uri, None)
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        [types.TextDocumentContentChangeWholeDocument(text=text)]))
+    return await wait_for(client, uri)
+
+
+async def close(client: LanguageClient, uri: str) -> None:
+    """Close, and wait for the server to clear the document's diagnostics (so that a later open of
+    the same file cannot mistake that late, empty list for its own)."""
+    client.diagnostics.pop(uri, None)
+    client.text_document_did_close(types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(uri=uri)))
+    assert await wait_for(client, uri) == []
+
+
+async def hover_text(client: LanguageClient, uri: str, line: int, character: int) -> str:
+    result = await client.text_document_hover_async(types.HoverParams(
+        types.TextDocumentIdentifier(uri=uri), types.Position(line, character)))
+    assert result is not None, f"no hover at {line}:{character}"
+    return result.contents.value  # type: ignore[union-attr]
+
+
+async def hints(client: LanguageClient, uri: str, lines: int) -> dict[int, str]:
+    result = await client.text_document_inlay_hint_async(types.InlayHintParams(
+        types.TextDocumentIdentifier(uri=uri), types.Range(types.Position(0, 0), types.Position(lines, 0))))
+    return {h.position.line: h.label for h in result or []}  # type: ignore[misc]
+
+
+async def complete(client: LanguageClient, uri: str, line: int, character: int) -> dict[str, types.CompletionItem]:
+    result = await client.text_document_completion_async(types.CompletionParams(
+        types.TextDocumentIdentifier(uri=uri), types.Position(line, character)))
+    items = result.items if isinstance(result, types.CompletionList) else result or []
+    return {item.label: item for item in items}
+
+
+def apply(text: str, edits: list[types.TextEdit]) -> str:
+    """Apply single-line edits (what the code actions make), last first."""
+    lines = text.split("\n")
+    for e in sorted(edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True):
+        assert e.range.start.line == e.range.end.line
+        row = lines[e.range.start.line]
+        lines[e.range.start.line] = row[:e.range.start.character] + e.new_text + row[e.range.end.character:]
+    return "\n".join(lines)
+
+
+def codes_of(text: str, path: Path) -> list[str]:
+    from archspec.language.check import check
+    from archspec.language.expand import parse
+
+    return [d.code for d in check(parse(text, str(path))).diagnostics]
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+async def test_diagnostics_code_range_severity_and_help(client: LanguageClient):
+    uri, diags = await open_doc(client, EXAMPLES / "broken" / "kernel_too_large.arch")
+    assert [(d.code, d.severity) for d in diags] == [("E101", types.DiagnosticSeverity.Error)]
+    d = diags[0]
+    assert (d.range.start.line, d.range.start.character, d.range.end.line, d.range.end.character) == (3, 0, 3, 9)
+    assert d.source == "archspec" and "help: pad the input (e.g. `p1`)" in d.message
+    await close(client, uri)
+
+
+async def test_diagnostic_in_block_has_its_call_site_as_related_information(client: LanguageClient):
+    uri, diags = await open_doc(client, EXAMPLES / "broken" / "block_error.arch")
+    [d] = [d for d in diags if d.code == "E101"]
+    assert d.range.start.line == 5  # the conv in the block definition
+    [related] = d.related_information or []
+    assert related.location.uri == uri and related.location.range.start.line == 8  # `down(32)`
+    assert "down" in related.message
+    await close(client, uri)
+
+
+async def test_diagnostics_of_a_used_file_go_to_that_file(client: LanguageClient, tmp_path: Path):
+    (tmp_path / "lib.arch").write_text("block squeeze(c) {\n  conv c k5 | relu\n}\n")
+    main = tmp_path / "main.arch"
+    text = 'use "lib.arch"\ninput 3x4x4\nsqueeze(8)\ngap | flatten | linear 10\n'
+    lib_uri = (tmp_path / "lib.arch").resolve().as_uri()
+    client.diagnostics.pop(lib_uri, None)
+    uri, diags = await open_doc(client, main, text)
+    lib_diags = await wait_for(client, lib_uri)
+    assert [(d.code, d.range.start.line) for d in lib_diags] == [("E101", 1)]
+    assert lib_diags[0].related_information[0].location.uri == uri  # type: ignore[index]
+    assert [(d.code, d.range.start.line) for d in diags] == [("E101", 2)]  # also shown at the call
+    # the used file fixed on disk: the editor says so, the server re-checks what is open
+    (tmp_path / "lib.arch").write_text("block squeeze(c) {\n  conv c k3 | relu\n}\n")
+    client.diagnostics.pop(lib_uri, None)
+    client.diagnostics.pop(uri, None)
+    client.workspace_did_change_watched_files(types.DidChangeWatchedFilesParams(
+        [types.FileEvent(uri=lib_uri, type=types.FileChangeType.Changed)]))
+    assert await wait_for(client, uri) == [] and await wait_for(client, lib_uri) == []
+    # a mistake in the call itself, then fixed: both files clear
+    (tmp_path / "lib.arch").write_text("block squeeze(c) {\n  conv c k5 | relu\n}\n")
+    client.workspace_did_change_watched_files(types.DidChangeWatchedFilesParams(
+        [types.FileEvent(uri=lib_uri, type=types.FileChangeType.Changed)]))
+    await asyncio.sleep(0.3)
+    client.diagnostics.pop(lib_uri, None)
+    assert await change(client, uri, text.replace("input 3x4x4", "input 3x16x16"), 2) == []
+    assert await wait_for(client, lib_uri) == []
+    await close(client, uri)
+
+
+async def test_diagnostics_follow_edits_and_a_syntax_error_keeps_hover_and_hints(client: LanguageClient):
+    path = EXAMPLES / "lenet.arch"
+    text = path.read_text()
+    uri, diags = await open_doc(client, path, text)
+    assert diags == []
+    before = await hints(client, uri, 20)
+    broken = text.replace("flatten\n", "flatten\nconv 16 k5 {\n")  # mid-edit: a brace not closed yet
+    diags = await change(client, uri, broken, 2)
+    assert [d.code for d in diags] == ["E001"]
+    assert "conv1" in await hover_text(client, uri, 2, 0)  # the last good tree, on unchanged lines
+    after = await hints(client, uri, 20)
+    assert after[2] == before[2] and after[8] == before[7]  # `linear 10` moved down one line
+    assert 5 not in after  # the line being written has no hint
+    no_flatten = text.replace("flatten\n", "")
+    assert [d.code for d in await change(client, uri, no_flatten, 3)] == ["E103"]
+    assert await change(client, uri, text, 4) == []
+    await close(client, uri)
+
+
+async def test_a_burst_of_edits_ends_checked_and_save_publishes(client: LanguageClient):
+    path = EXAMPLES / "lenet.arch"
+    text = path.read_text()
+    uri, _ = await open_doc(client, path, text)
+    client.diagnostics.pop(uri, None)
+    for version, k in enumerate([7, 9, 11, 13, 33], start=2):  # faster than the 150 ms throttle
+        client.text_document_did_change(types.DidChangeTextDocumentParams(
+            types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            [types.TextDocumentContentChangeWholeDocument(text=text.replace("conv 6 k5", f"conv 6 k{k}"))]))
+    for _ in range(300):  # the last version (k33 > 32: E101) is always checked
+        await asyncio.sleep(0.01)
+        if [d.code for d in client.diagnostics.get(uri, [])] == ["E101"]:
+            break
+    assert [d.code for d in client.diagnostics[uri]] == ["E101"]
+    client.diagnostics.pop(uri, None)
+    client.text_document_did_save(types.DidSaveTextDocumentParams(types.TextDocumentIdentifier(uri=uri)))
+    assert [d.code for d in await wait_for(client, uri)] == ["E101"]
+    await close(client, uri)
+
+
+# --------------------------------------------------------------------------- hover
+
+async def test_hover_on_a_layer_gives_the_explain_arithmetic_torch_agrees(client: LanguageClient):
+    import torch
+    from torch import nn
+
+    uri, _ = await open_doc(client, EXAMPLES / "lenet.arch")
+    text = await hover_text(client, uri, 2, 1)  # `conv 6 k5 s1 p0` on line 3
+    conv = nn.Conv2d(3, 6, 5)
+    y = conv(torch.zeros(1, 3, 32, 32))
+    params = sum(p.numel() for p in conv.parameters())
+    macs = y[0].numel() * 3 * 5 * 5
+    assert f"[B, 3, 32, 32] -> [B, {', '.join(map(str, y.shape[1:]))}]" in text
+    assert f"{params:,} params" in text and f"{macs:,} MACs" in text
+    assert "H: (32 + 2*0 - 1*(5-1) - 1)/1 + 1 = 28" in text  # the formula line, as `explain` writes it
+    pool = await hover_text(client, uri, 2, 26)  # `maxpool 2`
+    assert "[B, 6, 28, 28] -> [B, 6, 14, 14]" in pool and "pool1" in pool
+    await close(client, uri)
+
+
+async def test_hover_on_a_block_call_gives_its_totals_torchvision_agrees(client: LanguageClient):
+    import torch
+    import torchvision
+
+    net = torchvision.models.resnet18(num_classes=10)
+    uri, _ = await open_doc(client, EXAMPLES / "resnet18.arch")
+    lines = (EXAMPLES / "resnet18.arch").read_text().splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith("stage(128, 2)"))
+    text = await hover_text(client, uri, row, 2)
+    x = torch.zeros(1, 64, 56, 56)
+    y = net.layer2(x)
+    params = sum(p.numel() for p in net.layer2.parameters())
+    assert "block `stage(c=128, s=2)`" in text
+    assert f"[B, 64, 56, 56] -> [B, {', '.join(map(str, y.shape[1:]))}]" in text
+    assert f"{params:,} params" in text
+    row = next(i for i, line in enumerate(lines) if "residual project" in line)  # in `block basic`: one entry per call
+    text = await hover_text(client, uri, row, lines[row].index("residual") + 1)
+    first_of_layer2 = sum(p.numel() for p in net.layer2[0].parameters())
+    assert (f"in `stage2.basic1.res1` (called at line {lines.index('stage(128, 2)    # layer2: 128 x 28 x 28') + 1})"
+            in text)
+    assert f"residual with projection (1x1 conv + bn) shortcut\n\n`[B, 64, 56, 56] -> [B, 128, 28, 28]`, {first_of_layer2:,} params" in text
+    await close(client, uri)
+
+
+async def test_hover_inside_a_block_definition_shows_each_call(client: LanguageClient):
+    uri, _ = await open_doc(client, EXAMPLES / "broken" / "block_error.arch")
+    text = await hover_text(client, uri, 5, 3)  # `conv c k5` in `block down(c)`
+    assert "in `down1.conv2` (called at line 8)" in text and "[B, 16, 8, 8] -> [B, 16, 4, 4]" in text
+    assert "in `down2.conv2` (called at line 9)" in text and "[B, 32, 2, 2] -> [B, 32, ?, ?]" in text
+    await close(client, uri)
+
+
+async def test_hover_on_a_code_and_inside_a_diagnostic_gives_the_rule(client: LanguageClient, tmp_path: Path):
+    from archspec.language.codes import CODES
+
+    text = "input 3x15x15\nconv 8 k3  # noqa: W201\nmaxpool 2\ngap | flatten | linear 10\n"
+    uri, diags = await open_doc(client, tmp_path / "codes.arch", text)
+    assert [d.code for d in diags] == ["W201"]
+    on_code = await hover_text(client, uri, 1, text.splitlines()[1].index("W201") + 2)
+    assert CODES["W201"].summary in on_code
+    in_range = await hover_text(client, uri, 2, 3)  # `maxpool 2` carries the W201
+    assert CODES["W201"].summary in in_range and "[B, 8, 13, 13] -> [B, 8, 6, 6]" in in_range
+    await close(client, uri)
+
+
+# --------------------------------------------------------------------------- inlay hints
+
+async def test_inlay_hints_give_each_line_its_output_shape_and_params(client: LanguageClient):
+    import torch
+    from torch import nn
+
+    uri, _ = await open_doc(client, EXAMPLES / "lenet.arch")
+    got = await hints(client, uri, 20)
+    lines = [nn.Sequential(nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2)),
+             nn.Sequential(nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2)), nn.Flatten(),
+             nn.Sequential(nn.Linear(400, 120), nn.ReLU()), nn.Sequential(nn.Linear(120, 84), nn.ReLU()), nn.Linear(84, 10)]
+    x = torch.zeros(1, 3, 32, 32)
+    assert got[1] == "-> [B, 3, 32, 32]"
+    for row, module in enumerate(lines, start=2):
+        x = module(x)
+        params = sum(p.numel() for p in module.parameters())
+        expected = f"-> [B, {', '.join(map(str, x.shape[1:]))}]" + (f"  {params:,} params" if params else "")
+        assert got[row] == expected
+    assert 0 not in got  # the comment line
+    await close(client, uri)
+
+
+# --------------------------------------------------------------------------- completion
+
+async def test_completion_of_ops_arguments_blocks_and_use_paths(client: LanguageClient):
+    from archspec.language.ops import OPS
+
+    path = EXAMPLES / "uses_blocks.arch"
+    text = path.read_text() + "\nconv 8 \nbas\n"
+    uri, _ = await open_doc(client, path, text)
+    rows = text.splitlines()
+    first = await complete(client, uri, len(rows) - 1, 3)
+    assert set(OPS) <= set(first)
+    assert first["conv"].detail == OPS["conv"].usage
+    assert first["basic"].detail == "basic(c, s=1)" and first["basic"].kind == types.CompletionItemKind.Class
+    assert "residual" in first
+    args = await complete(client, uri, len(rows) - 2, len("conv 8 "))
+    assert {"k", "s", "p", "d", "g", "nobias"} <= set(args)
+    assert OPS["conv"].usage in args["k"].documentation.value  # type: ignore[union-attr]
+    params = await complete(client, uri, 5, len("basic(64, "))
+    assert set(params) == {"c=", "s="}
+    await close(client, uri)
+    uri, _ = await open_doc(client, path, 'use "\n')
+    files = await complete(client, uri, 0, 5)
+    assert "blocks.arch" in files and "broken/" in files and "uses_blocks.arch" not in files
+    await close(client, uri)
+    uri, _ = await open_doc(client, path, 'use "broken/\n')
+    assert "broken/syntax_error.arch" in await complete(client, uri, 0, len('use "broken/'))
+    await close(client, uri)
+
+
+# --------------------------------------------------------------------------- navigation, symbols, formatting
+
+async def test_definition_of_block_calls_and_use_files(client: LanguageClient):
+    path = EXAMPLES / "uses_blocks.arch"
+    uri, _ = await open_doc(client, path)
+    rows = path.read_text().splitlines()
+    blocks = (EXAMPLES / "blocks.arch").resolve()
+    to_file = await client.text_document_definition_async(types.DefinitionParams(
+        types.TextDocumentIdentifier(uri=uri), types.Position(1, 8)))
+    assert to_file.uri == blocks.as_uri() and to_file.range.start.line == 0  # type: ignore[union-attr]
+    row = next(i for i, line in enumerate(rows) if line.startswith("basic(64"))
+    to_block = await client.text_document_definition_async(types.DefinitionParams(
+        types.TextDocumentIdentifier(uri=uri), types.Position(row, 2)))
+    block_line = next(i for i, line in enumerate(blocks.read_text().splitlines()) if line.startswith("block basic("))
+    assert to_block.uri == blocks.as_uri() and to_block.range.start.line == block_line  # type: ignore[union-attr]
+    await close(client, uri)
+
+
+async def test_document_symbols_list_blocks_and_top_level_layers(client: LanguageClient):
+    uri, _ = await open_doc(client, EXAMPLES / "resnet18.arch")
+    result = await client.text_document_document_symbol_async(types.DocumentSymbolParams(types.TextDocumentIdentifier(uri=uri)))
+    names = [(s.name, s.kind) for s in result]  # type: ignore[union-attr]
+    assert ("basic", types.SymbolKind.Class) in names and ("stage", types.SymbolKind.Class) in names
+    assert ("conv1", types.SymbolKind.Function) in names and ("stage4", types.SymbolKind.Object) in names
+    assert names[-1] == ("fc1", types.SymbolKind.Function)
+    await close(client, uri)
+
+
+async def test_formatting_applies_the_fmt_rules(client: LanguageClient, tmp_path: Path):
+    text = "input 3x32x32\nconv   6 k 5|relu\nlinear    10\n"
+    formatted = subprocess.run([sys.executable, "-m", "archspec", "fmt", "-"], input=text, capture_output=True, text=True,
+                               env=SERVER.server_env, check=True).stdout
+    uri, _ = await open_doc(client, tmp_path / "messy.arch", text)
+    edits = await client.text_document_formatting_async(types.DocumentFormattingParams(
+        types.TextDocumentIdentifier(uri=uri), types.FormattingOptions(tab_size=2, insert_spaces=True)))
+    assert [e.new_text for e in edits] == [formatted] and formatted != text  # type: ignore[union-attr]
+    await close(client, uri)
+
+
+# --------------------------------------------------------------------------- code actions
+
+async def _actions(client: LanguageClient, uri: str, line: int) -> list[types.CodeAction]:
+    result = await client.text_document_code_action_async(types.CodeActionParams(
+        types.TextDocumentIdentifier(uri=uri), types.Range(types.Position(line, 0), types.Position(line, 0)),
+        types.CodeActionContext(diagnostics=[])))
+    return list(result or [])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name, code, title", [
+    ("torch_names.arch", "E002", "Replace `BatchNorm2d` with `bn`"),
+    ("linear_on_4d.arch", "E103", "Add `flatten` before it"),
+    ("kernel_too_large.arch", "E101", "Pad with `p1`"),
+    ("torch_conv_order.arch", "E003", "Write `conv 6 k5`"),
+])
+async def test_code_actions_fix_what_the_help_says(client: LanguageClient, name: str, code: str, title: str):
+    path = EXAMPLES / "broken" / name
+    text = path.read_text()
+    uri, diags = await open_doc(client, path, text)
+    first = next(d for d in diags if d.code == code)
+    elsewhere = len([d for d in diags if d.code == code and d.range.start.line != first.range.start.line])
+    actions = await _actions(client, uri, first.range.start.line)
+    fix = next(a for a in actions if a.title == title)
+    fixed = apply(text, fix.edit.changes[uri])  # type: ignore[union-attr,index]
+    assert codes_of(fixed, path).count(code) == codes_of(text, path).count(code) - 1  # the checker agrees
+    noqa = next(a for a in actions if a.title.startswith(f"Silence {code}"))
+    silenced = apply(text, noqa.edit.changes[uri])  # type: ignore[union-attr,index]
+    assert f"# noqa: {code}" in silenced.splitlines()[first.range.start.line]
+    await close(client, uri)
+    uri, diags = await open_doc(client, path, silenced)
+    assert len([d for d in diags if d.code == code]) == elsewhere  # silenced on its line only
+    await close(client, uri)
+
+
+# --------------------------------------------------------------------------- packaging
+
+async def test_import_archspec_and_check_do_not_load_pygls():
+    probe = ("import sys, archspec; from archspec.cli import main; code = main(['check', '-q', 'examples/lenet.arch']);"
+             "assert code == 0; bad = [m for m in sys.modules if m.split('.')[0] in ('pygls', 'lsprotocol')];"
+             "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=SERVER.server_env, check=True, capture_output=True)
+
+
+async def test_lsp_without_pygls_says_how_to_install_it():
+    probe = "import sys; sys.modules['pygls'] = None; from archspec.cli import main; sys.exit(main(['lsp']))"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=SERVER.server_env, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "error: the language server needs pygls" in done.stderr and "pip install 'archspec-cnn[lsp]'" in done.stderr
