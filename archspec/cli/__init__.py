@@ -276,7 +276,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.set_defaults(func=cmd_build)
 
-    for name in ("archspec.cli.views", "archspec.cli.train"):
+    for name in ("archspec.cli.views", "archspec.cli.train", "archspec.cli.deploy"):
         try:
             module = __import__(name, fromlist=["add_parsers"])
         except ImportError as exc:
