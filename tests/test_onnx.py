@@ -138,28 +138,27 @@ def predictions(stdout: str) -> dict[str, list[tuple[str, float]]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["plain", "embedded"])
-def test_onnx_predict_without_torch_agrees_with_the_checkpoint(trained, variant, cli):
+def test_onnx_predict_without_torch_agrees_with_the_checkpoint(trained, cli):
+    """One test for both exports, so that under xdist a single worker trains the checkpoint."""
     images = [str(p) for p in held_out_images()]
     r = cli("predict", str(trained / "run" / "checkpoint.pt"), *images)
     assert r.returncode == 0, r.stderr
     with_torch = predictions(r.stdout)
+    assert len({with_torch[p][0][0] for p in images}) > 1  # a trained model, not one answer for everything
 
-    cp = run_without_torch(
-        "from archspec.cli import main\n"
-        f"code = main(['predict', {str(trained / f'{variant}.onnx')!r}, *{images!r}])\n"
-        "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')], 'torch was imported'\n"
-        "sys.exit(code)\n")
-    assert cp.returncode == 0, cp.stderr
-    without = predictions(cp.stdout)
-    assert list(without) == images and len(without[images[0]]) == 3
-    assert [without[p][0][0] for p in images] == [with_torch[p][0][0] for p in images]  # the same top-1 everywhere
-    for p in images:  # and the same probabilities, to the printed 0.1%
-        assert all(abs(a[1] - b[1]) <= 0.11 for a, b in zip(without[p], with_torch[p]))
-    assert len({without[p][0][0] for p in images}) > 1  # a trained model, not one answer for everything
+    for variant in ("plain", "embedded"):
+        cp = run_without_torch(
+            "from archspec.cli import main\n"
+            f"code = main(['predict', {str(trained / f'{variant}.onnx')!r}, *{images!r}])\n"
+            "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')], 'torch was imported'\n"
+            "sys.exit(code)\n")
+        assert cp.returncode == 0, cp.stderr
+        without = predictions(cp.stdout)
+        assert list(without) == images and len(without[images[0]]) == 3
+        assert [without[p][0][0] for p in images] == [with_torch[p][0][0] for p in images], variant  # the same top-1
+        for p in images:  # and the same probabilities, to the printed 0.1%
+            assert all(abs(a[1] - b[1]) <= 0.11 for a, b in zip(without[p], with_torch[p])), (variant, p)
 
-
-def test_metadata_of_a_checkpoint_export(trained):
     from archspec.training.loop import load_checkpoint
 
     state = load_checkpoint(trained / "run" / "checkpoint.pt")
@@ -167,6 +166,9 @@ def test_metadata_of_a_checkpoint_export(trained):
     assert json.loads(meta["classes"]) == state["classes"] == sorted(p.name for p in (CIFAR / "train").iterdir())
     assert json.loads(meta["mean"]) == pytest.approx(state["mean"]) and json.loads(meta["std"]) == pytest.approx(state["std"])
     assert meta["arch_source"] == state["arch_source"] and meta["weights"].startswith("trained")
+
+    r = cli("predict", str(trained / "plain.onnx"), "no_such.png")
+    assert r.returncode == 1 and "error: image no_such.png does not exist" in r.stderr
 
 
 # ----------------------------------------------------------------------------- errors
@@ -194,11 +196,6 @@ def test_predict_on_an_onnx_file_without_archspec_metadata(cli, tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     r = cli("predict", str(tmp_path / "junk.onnx"), "x.png")
     assert r.returncode == 1 and "onnxruntime cannot load" in r.stderr and "help: re-export" in r.stderr
-
-
-def test_predict_on_a_missing_image(cli, trained):
-    r = cli("predict", str(trained / "plain.onnx"), "no_such.png")
-    assert r.returncode == 1 and "error: image no_such.png does not exist" in r.stderr
 
 
 def test_export_errors(cli, tmp_path):
