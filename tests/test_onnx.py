@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -38,6 +39,14 @@ def session(path: Path):
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def test_onnx_extra_has_no_torch_and_the_deploy_package_ships():
+    tomllib = pytest.importorskip("tomllib")
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    names = {re.split(r"[<>=!~\[ ]", req)[0] for req in config["project"]["optional-dependencies"]["onnx"]}
+    assert {"onnxruntime", "numpy", "pillow"} <= names and not names & {"torch", "torchvision"}
+    assert "archspec.deploy" in config["tool"]["setuptools"]["packages"]
 
 
 def test_every_example_network_is_found():
