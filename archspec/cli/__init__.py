@@ -374,7 +374,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--stdio", action="store_true", help="accepted for editors that pass it; stdio is the only transport")
     p.set_defaults(func=cmd_lsp)
 
-    for name in ("archspec.cli.views", "archspec.cli.train"):
+    for name in ("archspec.cli.views", "archspec.cli.train", "archspec.cli.deploy"):
         try:
             module = __import__(name, fromlist=["add_parsers"])
         except ImportError as exc:

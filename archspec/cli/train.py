@@ -56,8 +56,9 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.set_defaults(func=cmd_eval)
 
-    p = subparsers.add_parser("predict", help="top classes for image files, from a checkpoint")
-    p.add_argument("checkpoint", type=Path)
+    p = subparsers.add_parser("predict", help="top classes for image files, from a checkpoint or an exported model.onnx")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.pt|MODEL.onnx",
+                   help="a checkpoint.pt, or a .onnx from `archspec export` (runs on onnxruntime without torch)")
     p.add_argument("images", nargs="+", type=Path)
     p.add_argument("--top", type=int, default=3, help="how many classes to show (default: %(default)s)")
     p.set_defaults(func=cmd_predict)
@@ -206,6 +207,10 @@ def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
+    if args.checkpoint.suffix.lower() == ".onnx":  # the torch-free path: onnxruntime, numpy and pillow only
+        from archspec.deploy.onnx_predict import print_predictions
+
+        return print_predictions(args.checkpoint, args.images, args.top, out)
     require_torch()
     import torch
 

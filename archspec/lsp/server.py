@@ -15,7 +15,7 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 from pygls.uris import from_fs_path, to_fs_path
 
-from archspec import __version__
+from archspec._version import VERSION as __version__
 from archspec.language.diagnostics import Diagnostic, Span
 from archspec.lsp import analysis
 from archspec.lsp.analysis import Analysis

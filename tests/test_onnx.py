@@ -1,0 +1,222 @@
+"""ONNX export checked against torch with onnxruntime, and predict on onnxruntime where torch cannot be imported."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxscript")
+
+import archspec  # noqa: E402
+from archspec.training.export import export_onnx, source_from_arch  # noqa: E402
+from archspec.training.augment import normalize  # noqa: E402
+
+from conftest import CIFAR, EXAMPLES, REPO  # noqa: E402
+from test_packaging import BLOCK_TORCH  # noqa: E402
+
+# Every example that defines a network (blocks.arch is a block library); the big ones take seconds each.
+NETWORKS = sorted(p.stem for p in EXAMPLES.glob("*.arch") if archspec.check(p).input_shape is not None)
+SLOW = {"resnet18", "mobilenet_v2", "vgg11_bn"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_per_xdist_worker(monkeypatch):
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+
+
+def session(path: Path):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def test_onnx_extra_has_no_torch_and_the_deploy_package_ships():
+    tomllib = pytest.importorskip("tomllib")
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    names = {re.split(r"[<>=!~\[ ]", req)[0] for req in config["project"]["optional-dependencies"]["onnx"]}
+    assert {"onnxruntime", "numpy", "pillow"} <= names and not names & {"torch", "torchvision"}
+    assert "archspec.deploy" in config["tool"]["setuptools"]["packages"]
+
+
+def test_every_example_network_is_found():
+    assert {"lenet", "resnet18", "mobilenet_v2", "fastcifar", "vgg11_bn", "uses_blocks"} <= set(NETWORKS)
+    assert "blocks" not in NETWORKS
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in NETWORKS])
+def test_example_network_matches_torch_on_onnxruntime(name, tmp_path):
+    src = source_from_arch(EXAMPLES / f"{name}.arch")
+    export_onnx(src, tmp_path / "m.onnx")
+    x = torch.randn(2, *src.input_shape, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = src.model(x).numpy()
+    got = session(tmp_path / "m.onnx").run(None, {"input": x.numpy()})[0]
+    assert got.shape == expected.shape == (2, len(src.classes))
+    assert abs(got - expected).max() < 1e-4
+
+
+def test_cli_export_from_arch_has_dynamic_batch_and_metadata(cli, tmp_path):
+    out = tmp_path / "lenet.onnx"
+    r = cli("export", str(EXAMPLES / "lenet.arch"), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "weights are random (seed 0), the classes are 0..9 and the normalisation is mean 0, std 1" in r.stdout
+    assert "onnxruntime vs torch on 2 random inputs: max abs difference" in r.stdout
+
+    s = session(out)
+    (inp,) = s.get_inputs()
+    assert inp.name == "input" and inp.type == "tensor(float)" and isinstance(inp.shape[0], str) and inp.shape[1:] == [3, 32, 32]
+    torch.manual_seed(0)  # the CLI's default --seed: the same random weights
+    model = archspec.build(EXAMPLES / "lenet.arch").eval()
+    for batch in (1, 5):
+        x = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            assert abs(s.run(None, {"input": x.numpy()})[0] - model(x).numpy()).max() < 1e-4
+
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(meta["classes"]) == [str(i) for i in range(10)]
+    assert json.loads(meta["mean"]) == [0.0] * 3 and json.loads(meta["std"]) == [1.0] * 3
+    assert json.loads(meta["input_shape"]) == [3, 32, 32] and meta["preprocess"] == "none"
+    assert meta["archspec_version"] == archspec.__version__
+    assert meta["arch_source"] == (EXAMPLES / "lenet.arch").read_text()
+
+
+def test_embed_preprocess_takes_uint8_and_normalises_like_training(tmp_path):
+    base = source_from_arch(EXAMPLES / "vgg_bn.arch")
+    mean, std = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]  # not 0 and 1: the scaling must really happen
+    src = replace(base, mean=mean, std=std)
+    export_onnx(src, tmp_path / "u8.onnx", embed_preprocess=True)
+    s = session(tmp_path / "u8.onnx")
+    assert s.get_inputs()[0].type == "tensor(uint8)"
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():  # the oracle: the runner's own normalise, then the network
+        expected = src.model(normalize(images, torch.tensor(mean), torch.tensor(std))).numpy()
+    got = s.run(None, {s.get_inputs()[0].name: images.numpy()})[0]
+    assert abs(got - expected).max() < 1e-4
+    assert s.get_modelmeta().custom_metadata_map["preprocess"] == "embedded"
+
+
+# ----------------------------------------------------------------------------- predict without torch
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A LeNet checkpoint trained for 2 epochs on 200 real CIFAR-10 JPEGs, exported plain and with --embed-preprocess."""
+    from archspec.cli import main
+    from test_data import real_subset
+
+    root = tmp_path_factory.mktemp("onnx_run")
+    data = real_subset(root / "data", 20, 2)
+    code = main(["train", str(EXAMPLES / "lenet.arch"), "--data", str(data), "--data-dir", str(root / "cache"),
+                 "--epochs", "2", "--batch-size", "32", "--lr", "0.05", "--device", "cpu", "--out", str(root / "run"), "--quiet"])
+    assert code == 0
+    for name, extra in (("plain", []), ("embedded", ["--embed-preprocess"])):
+        assert main(["export", str(root / "run" / "checkpoint.pt"), "-o", str(root / f"{name}.onnx"), *extra]) == 0
+    return root
+
+
+def held_out_images() -> list[Path]:
+    """Three real test images per class (none of them used in training)."""
+    if not CIFAR.is_dir():
+        pytest.skip(f"real images not found at {CIFAR}")
+    return [f for c in sorted((CIFAR / "test").iterdir()) for f in sorted(c.iterdir())[50:53]]
+
+
+def run_without_torch(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", BLOCK_TORCH + code], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def predictions(stdout: str) -> dict[str, list[tuple[str, float]]]:
+    """`path: cls p%, cls p%, ...` lines -> {path: [(cls, p), ...]}."""
+    out = {}
+    for line in stdout.strip().splitlines():
+        path, _, ranked = line.rpartition(": ")
+        out[path] = [(c, float(p.rstrip("%"))) for c, p in (item.rsplit(" ", 1) for item in ranked.split(", "))]
+    return out
+
+
+@pytest.mark.slow
+def test_onnx_predict_without_torch_agrees_with_the_checkpoint(trained, cli):
+    """One test for both exports, so that under xdist a single worker trains the checkpoint."""
+    images = [str(p) for p in held_out_images()]
+    r = cli("predict", str(trained / "run" / "checkpoint.pt"), *images)
+    assert r.returncode == 0, r.stderr
+    with_torch = predictions(r.stdout)
+    assert len({with_torch[p][0][0] for p in images}) > 1  # a trained model, not one answer for everything
+
+    for variant in ("plain", "embedded"):
+        cp = run_without_torch(
+            "from archspec.cli import main\n"
+            f"code = main(['predict', {str(trained / f'{variant}.onnx')!r}, *{images!r}])\n"
+            "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')], 'torch was imported'\n"
+            "sys.exit(code)\n")
+        assert cp.returncode == 0, cp.stderr
+        without = predictions(cp.stdout)
+        assert list(without) == images and len(without[images[0]]) == 3
+        assert [without[p][0][0] for p in images] == [with_torch[p][0][0] for p in images], variant  # the same top-1
+        for p in images:  # and the same probabilities, to the printed 0.1%
+            assert all(abs(a[1] - b[1]) <= 0.11 for a, b in zip(without[p], with_torch[p])), (variant, p)
+
+    from archspec.training.checkpoint import Checkpoint
+
+    ckpt = Checkpoint.load(trained / "run" / "checkpoint.pt")
+    meta = session(trained / "plain.onnx").get_modelmeta().custom_metadata_map
+    assert json.loads(meta["classes"]) == ckpt.classes == sorted(p.name for p in (CIFAR / "train").iterdir())
+    assert json.loads(meta["mean"]) == pytest.approx(ckpt.mean) and json.loads(meta["std"]) == pytest.approx(ckpt.std)
+    assert meta["arch_source"] == ckpt.arch_source and meta["weights"].startswith("trained")
+
+    r = cli("predict", str(trained / "plain.onnx"), "no_such.png")
+    assert r.returncode == 1 and "error: image no_such.png does not exist" in r.stderr
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_predict_without_onnxruntime_names_the_extra(tmp_path):
+    blocker = BLOCK_TORCH.replace("('torch', 'torchvision')", "('torch', 'torchvision', 'onnxruntime')")
+    cp = subprocess.run([sys.executable, "-c", blocker + "from archspec.cli import main\n"
+                         f"sys.exit(main(['predict', {str(tmp_path / 'm.onnx')!r}, 'x.png']))\n"],
+                        capture_output=True, text=True, cwd=REPO)
+    assert cp.returncode == 1
+    assert "error: `archspec predict MODEL.onnx` needs onnxruntime, which is not installed" in cp.stderr
+    assert "help: install the extra: pip install 'archspec-cnn[onnx]'" in cp.stderr
+
+
+def test_predict_on_an_onnx_file_without_archspec_metadata(cli, tmp_path):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 32, 32])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "foreign.onnx"))
+    r = cli("predict", str(tmp_path / "foreign.onnx"), "x.png")
+    assert r.returncode == 1 and "has no archspec metadata (missing: classes" in r.stderr and "help: export the model" in r.stderr
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    r = cli("predict", str(tmp_path / "junk.onnx"), "x.png")
+    assert r.returncode == 1 and "onnxruntime cannot load" in r.stderr and "help: re-export" in r.stderr
+
+
+def test_export_errors(cli, tmp_path):
+    r = cli("export", str(EXAMPLES / "lenet.arch"), "-o", str(tmp_path / "m.txt"))
+    assert r.returncode == 2 and "should end in .onnx" in r.stderr
+    r = cli("export", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "m.onnx"))
+    assert r.returncode == 2 and "no such file" in r.stderr
+    r = cli("export", str(EXAMPLES / "blocks.arch"), "-o", str(tmp_path / "m.onnx"))
+    assert r.returncode == 2 and "defines blocks only" in r.stderr
+    r = cli("export", str(EXAMPLES / "broken" / "kernel_too_large.arch"), "-o", str(tmp_path / "m.onnx"))
+    assert r.returncode == 1 and "error[E101]" in r.stderr
+    (tmp_path / "mlp.arch").write_text("input 784\nlinear 10\n")
+    r = cli("export", str(tmp_path / "mlp.arch"), "-o", str(tmp_path / "m.onnx"), "--embed-preprocess")
+    assert r.returncode == 2 and "takes features [B, 784], not images" in r.stderr
+    assert not list(tmp_path.glob("*.onnx*"))  # nothing half-written
