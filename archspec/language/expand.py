@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from archspec.language import codes
 from archspec.language.diagnostics import Diagnostic, Span
 from archspec.language.nodes import BlockCall, Branch, Invalid, Model, Node, Residual, Seq, Trace, Value
-from archspec.language.ops import LAYER_ADAPTER, OPS, LayerSpec, resolve_op_name
+from archspec.language.ops import OPS, LayerSpec, resolve_op_name, validate_layer
 from archspec.language.syntax import ParseFailed, parse_tree, token_span, tree_span
 
 # --------------------------------------------------------------------------- binding helpers
@@ -298,7 +298,7 @@ class _Builder:
         if not ok:
             return Invalid(op, span, trace, name)
         try:
-            return LAYER_ADAPTER.validate_python({"op": op, **data, "span": span, "trace": trace, "name": name})
+            return validate_layer({"op": op, **data, "span": span, "trace": trace, "name": name})
         except ValidationError as exc:
             for fld, errors in _errors_by_field(exc, op).items():
                 where = next((a.span for a in args if a.key == fld), span)
@@ -573,7 +573,7 @@ def _errors_by_field(exc: ValidationError, op: str) -> dict[str, list[dict]]:
     """Pydantic's errors grouped by field: a union field (padding: N, NxM, same or valid) fails once per member."""
     grouped: dict[str, list[dict]] = {}
     for err in exc.errors():
-        fld = str(err["loc"][1]) if len(err["loc"]) > 1 else op
+        fld = str(err["loc"][0]) if err["loc"] else op
         grouped.setdefault(fld, []).append(err)
     return grouped
 
