@@ -27,8 +27,11 @@ _GLUED = re.compile(r"^(?P<key>[a-z]+?)(?P<value>\d+(?:x\d+)+|\d+\.\d*|\d*\.\d+|
 _WORD_VALUES = {"same", "valid", "whiten", "default"}
 
 
+_INT = re.compile(r"-?\d+")  # compiled once: re's own cache lookup cost more than the match (per number)
+
+
 def _number(text: str) -> int | float:
-    return int(text) if re.fullmatch(r"-?\d+", text) else float(text)
+    return int(text) if _INT.fullmatch(text) else float(text)
 
 
 def _glued_value(text: str) -> Value:
@@ -349,7 +352,8 @@ class _Builder:
         """Map positional values, `k5` / `p same` / `init=whiten` keys and flags to the op's fields."""
         data: dict[str, Any] = {}
         ok = True
-        fields = [f for f in cls.model_fields if f not in ("op", "span", "trace", "name")]
+        model_fields = cls.model_fields  # one lookup: pydantic's class property is slow per access
+        fields = [f for f in model_fields if f not in ("op", "span", "trace", "name")]
         vocabulary = list(cls.keys) + list(cls.flags) + [f"{k}=" for k in fields]
 
         def put(fld: str, value: Any, arg: _Arg) -> None:
@@ -405,7 +409,7 @@ class _Builder:
                     ok = False
             i += 1
         for fld in fields:
-            if cls.model_fields[fld].is_required() and fld not in data:
+            if model_fields[fld].is_required() and fld not in data:
                 self.error(codes.MISSING_ARGUMENT, f"`{op}` needs {_field_label(cls, fld)}", span, trace, help=f"usage: `{cls.usage}`")
                 ok = False
         return data, ok
