@@ -51,7 +51,8 @@ class TableData:
         from rich.table import Table
         from rich.text import Text
 
-        table = Table(title=self.title, title_justify="left", box=None, pad_edge=False, header_style="bold")
+        title = Text(self.title) if self.title is not None else None  # a path with `[` in it is text too
+        table = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
         for col in self.columns:
             table.add_column(col.name, justify=col.justify, style=col.style)
         for row in self.rows:
