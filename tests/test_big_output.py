@@ -163,7 +163,7 @@ def test_readme_shows_the_real_folded_check_output(cli, monkeypatch):
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     command = "$ archspec check --classes 1000 benchmarks/data/densenet121.arch"
     start = readme.index(command)
-    block = readme[start:readme.index("```", start)].splitlines()[1:]
+    block = readme[start:readme.index("```", start)].rstrip().splitlines()[1:]
     monkeypatch.chdir(REPO)
     out = cli("check", "--classes", "1000", "benchmarks/data/densenet121.arch")
     assert [line[2:] for line in block] == out.stdout.splitlines()
