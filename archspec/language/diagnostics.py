@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterable
 
 from archspec.language.codes import CODES, CodeInfo, Severity  # noqa: F401 (CodeInfo re-exported)
@@ -89,6 +90,14 @@ def source_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
 
 
+@lru_cache(maxsize=4096)
+def _line_noqa(text: str, line: int) -> set[str] | None:
+    """`_noqa_codes` of line `line` of `text`, once per line (20,000 warnings on one long line
+    searched it 20,000 times). None also when the line does not exist."""
+    lines = source_lines(text)
+    return _noqa_codes(lines[line - 1]) if 0 < line <= len(lines) else None
+
+
 def filter_diagnostics(
     diagnostics: Iterable[Diagnostic],
     sources: dict[str, str],
@@ -109,49 +118,56 @@ def filter_diagnostics(
             text = sources.get(sp.path)
             if text is None:
                 continue
-            lines = source_lines(text)
-            if 0 < sp.line <= len(lines):
-                codes = _noqa_codes(lines[sp.line - 1])
-                if codes is not None and (not codes or _matches(d.code, codes)):
-                    suppressed = True
+            codes = _line_noqa(text, sp.line)
+            if codes is not None and (not codes or _matches(d.code, codes)):
+                suppressed = True
         if not suppressed:
             kept.append(d)
     return kept
 
 
+@lru_cache(maxsize=16)
+def source_lines(text: str) -> list[str]:
+    """The lines of a source, split once per source: splitting for each diagnostic made
+    rendering N diagnostics of one file quadratic (20,000 warnings took 15 s). Callers must not
+    mutate the list. (A str caches its hash, so looking the same text up again is cheap.)"""
+    return text.splitlines()
+
+
+Segments = list[tuple[str, "str | None"]]  # (text, rich style) pieces of a rendered diagnostic
+
+
 def render_text(d: Diagnostic, sources: dict[str, str], color: bool = False) -> str:
     """rustc/ruff style: header, source line with a caret, notes, help."""
-    from rich.text import Text  # rich only for styling; plain text when color is False
-
     sev = d.severity
     sev_style = "bold red" if sev == "error" else "bold yellow"
-    out = Text()
+    out: Segments = []
     if d.span:
-        out.append(f"{d.span.path}:{d.span.line}:{d.span.column}: ", style="bold")
-    out.append(f"{sev}[{d.code}]", style=sev_style)
-    out.append(f": {d.message}\n", style="bold")
+        out.append((f"{d.span.path}:{d.span.line}:{d.span.column}: ", "bold"))
+    out.append((f"{sev}[{d.code}]", sev_style))
+    out.append((f": {d.message}\n", "bold"))
     if d.span:
-        out.append_text(_snippet(d.span, sources, sev_style))
+        out += _snippet(d.span, sources, sev_style)
     for name, sp in reversed(d.trace):
-        out.append("   = ", style="bold blue")
-        out.append(f"note: in block `{name}`, called at {sp.path}:{sp.line}:{sp.column}\n")
-        out.append_text(_snippet(sp, sources, "bold blue"))
+        out.append(("   = ", "bold blue"))
+        out.append((f"note: in block `{name}`, called at {sp.path}:{sp.line}:{sp.column}\n", None))
+        out += _snippet(sp, sources, "bold blue")
     for note in d.notes:
-        out.append("   = ", style="bold blue")
-        out.append(f"note: {note}\n")
+        out.append(("   = ", "bold blue"))
+        out.append((f"note: {note}\n", None))
     if d.help:
-        out.append("   = ", style="bold blue")
-        out.append("help", style="bold cyan")
-        out.append(f": {d.help}\n")
-    if not color:
-        return out.plain
+        out.append(("   = ", "bold blue"))
+        out.append(("help", "bold cyan"))
+        out.append((f": {d.help}\n", None))
+    if not color:  # plain text needs no rich (thousands of diagnostics render in linear time)
+        return "".join(text for text, _ in out)
     from io import StringIO
 
     from rich.console import Console
+    from rich.text import Text
 
     buf = StringIO()
-    # force_jupyter=False: inside Jupyter rich would display the text instead of writing it to buf.
-    Console(file=buf, force_terminal=True, force_jupyter=False, width=10_000, highlight=False).print(out, end="")
+    Console(file=buf, force_terminal=True, force_jupyter=False, width=10_000, highlight=False).print(Text.assemble(*out), end="")
     return buf.getvalue()
 
 
@@ -171,25 +187,42 @@ def render_html(diagnostics: Iterable[Diagnostic], sources: dict[str, str]) -> s
     return '<pre style="line-height:1.3">' + "\n".join(blocks) + "</pre>" if blocks else ""
 
 
-def _snippet(span: Span, sources: dict[str, str], style: str):
-    from rich.text import Text
-
+def _snippet(span: Span, sources: dict[str, str], style: str) -> Segments:
     text = sources.get(span.path)
-    snippet = Text()
     if text is None:
-        return snippet
+        return []
     lines = source_lines(text)
     if not 0 < span.line <= len(lines):
-        return snippet
+        return []
     src = lines[span.line - 1]
     gutter = " " * len(str(span.line))
     end_col = span.end_column if span.end_line == span.line else len(src) + 1
-    snippet.append(f"{gutter} |\n", style="bold blue")
-    snippet.append(f"{span.line} | ", style="bold blue")
-    snippet.append(src + "\n")
-    snippet.append(f"{gutter} | ", style="bold blue")
-    snippet.append(caret_line(src, span.column, end_col) + "\n", style=style)
-    return snippet
+    src, column, end_col = clip_line(src, span.column, end_col)
+    return [
+        (f"{gutter} |\n", "bold blue"),
+        (f"{span.line} | ", "bold blue"),
+        (src + "\n", None),
+        (f"{gutter} | ", "bold blue"),
+        (caret_line(src, column, end_col) + "\n", style),
+    ]
+
+
+# A source line longer than this is shown as a window around the span: printing a whole
+# 100,000-character line under each of its 20,000 warnings would print gigabytes.
+MAX_SNIPPET = 160
+_CONTEXT = 60
+
+
+def clip_line(src: str, column: int, end_column: int) -> tuple[str, int, int]:
+    """(shown text, column, end column): src itself when short, else `...` + a window + `...`."""
+    if len(src) <= MAX_SNIPPET:
+        return src, column, end_column
+    start = max(0, column - 1 - _CONTEXT)
+    end = min(len(src), max(end_column - 1, column) + _CONTEXT, start + MAX_SNIPPET)
+    lead = "..." if start > 0 else ""
+    shown = lead + src[start:end] + ("..." if end < len(src) else "")
+    shift = len(lead) - start
+    return shown, column + shift, min(end_column, end + 1) + shift
 
 
 def caret_line(src: str, column: int, end_column: int) -> str:

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from archspec.language import codes
 from archspec.language.diagnostics import Diagnostic, Span
 from archspec.language.nodes import BlockCall, Branch, Invalid, Model, Node, Residual, Seq, Trace, Value
-from archspec.language.ops import LAYER_ADAPTER, OPS, LayerSpec, resolve_op_name
+from archspec.language.ops import OPS, LayerSpec, resolve_op_name, validate_layer
 from archspec.language.syntax import MAX_NESTING, ParseFailed, parse_tree, token_span, too_deep, tree_span
 
 # --------------------------------------------------------------------------- resource limits
@@ -99,10 +99,13 @@ _GLUED = re.compile(r"^(?P<key>[a-z]+?)(?P<value>\d+(?:x\d+)+|\d+\.\d*|\d*\.\d+|
 _WORD_VALUES = {"same", "valid", "whiten", "default"}
 
 
+_INT = re.compile(r"-?\d+")  # compiled once: re's own cache lookup cost more than the match (per number)
+
+
 def _number(text: str) -> int | float:
     # A whole number past int64 becomes an (infinite or huge) float: the range check refuses it,
     # and int() never sees thousands of digits (Python refuses those with ValueError).
-    if re.fullmatch(r"-?\d+", text) and len(text) <= 20:
+    if _INT.fullmatch(text) and len(text) <= 20:
         return int(text)
     return float(text)
 
@@ -457,7 +460,7 @@ class _Builder:
         if not ok:
             return Invalid(op, span, trace, name)
         try:
-            spec = LAYER_ADAPTER.validate_python({"op": op, **data, "span": span, "trace": trace, "name": name})
+            spec = validate_layer({"op": op, **data, "span": span, "trace": trace, "name": name})
         except ValidationError as exc:
             for fld, errors in _errors_by_field(exc, op).items():
                 where = next((a.span for a in args if a.key == fld), span)
@@ -515,7 +518,8 @@ class _Builder:
         """Map positional values, `k5` / `p same` / `init=whiten` keys and flags to the op's fields."""
         data: dict[str, Any] = {}
         ok = True
-        fields = [f for f in cls.model_fields if f not in ("op", "span", "trace", "name")]
+        model_fields = cls.model_fields  # one lookup: pydantic's class property is slow per access
+        fields = [f for f in model_fields if f not in ("op", "span", "trace", "name")]
         vocabulary = list(cls.keys) + list(cls.flags) + [f"{k}=" for k in fields]
 
         def put(fld: str, value: Any, arg: _Arg) -> None:
@@ -571,7 +575,7 @@ class _Builder:
                     ok = False
             i += 1
         for fld in fields:
-            if cls.model_fields[fld].is_required() and fld not in data:
+            if model_fields[fld].is_required() and fld not in data:
                 self.error(codes.MISSING_ARGUMENT, f"`{op}` needs {_field_label(cls, fld)}", span, trace, help=f"usage: `{cls.usage}`")
                 ok = False
         return data, ok
@@ -762,7 +766,7 @@ def _errors_by_field(exc: ValidationError, op: str) -> dict[str, list[dict]]:
     """Pydantic's errors grouped by field: a union field (padding: N, NxM, same or valid) fails once per member."""
     grouped: dict[str, list[dict]] = {}
     for err in exc.errors():
-        fld = str(err["loc"][1]) if len(err["loc"]) > 1 else op
+        fld = str(err["loc"][0]) if err["loc"] else op
         grouped.setdefault(fld, []).append(err)
     return grouped
 

@@ -25,6 +25,7 @@ from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, V
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from archspec.views.table import TableData
 # Optimizer state kept per parameter, in copies of the weights: SGD with momentum keeps one
 # buffer, Adam/AdamW two (first and second moments), plain SGD none.
 OPTIMIZER_STATE = {"sgd": 1, "adam": 2, "none": 0}
@@ -213,15 +214,15 @@ class Summary:
             "assumptions": list(self.assumptions),
         }
 
-    def table(self) -> "Table":
-        from rich.table import Table
+    def table_data(self) -> "TableData":
+        """The table's columns and cells (rendered by rich, or plainly when long: see views/table.py)."""
+        from archspec.views.table import Column, TableData
 
-        table = Table(box=None, pad_edge=False, header_style="bold", title_justify="left",
-                      title=f"{self.report.path}: {fmt_shape(self.report.input_shape)} -> {fmt_shape(self.report.output_shape)}")
-        for name, justify in (("line", "right"), ("layer", "left"), ("op", "left"), ("output shape", "left"),
-                              ("params", "right"), ("MACs", "right"), ("RF", "right"), ("jump", "right"),
-                              ("act/sample", "right")):
-            table.add_column(name, justify=justify, style="dim" if name == "line" else None)  # type: ignore[arg-type]
+        table = TableData([Column(name, justify, "dim" if name == "line" else None)  # type: ignore[arg-type]
+                           for name, justify in (("line", "right"), ("layer", "left"), ("op", "left"), ("output shape", "left"),
+                                                 ("params", "right"), ("MACs", "right"), ("RF", "right"), ("jump", "right"),
+                                                 ("act/sample", "right"))],
+                          title=f"{self.report.path}: {fmt_shape(self.report.input_shape)} -> {fmt_shape(self.report.output_shape)}")
         for r in self.rows:
             table.add_row(*self.cells(r), style="bold" if r.kind == "group" else None)
         return table
@@ -242,6 +243,10 @@ class Summary:
             "" if group else human_bytes(r.activation_bytes),
         ]
 
+    def table(self) -> "Table":
+        """The table as a rich Table."""
+        return self.table_data().to_rich()
+
     def footer(self) -> list[str]:
         b = self.batch_size
         return [
@@ -252,17 +257,27 @@ class Summary:
             f"Estimated training memory at batch size {b} ({self.optimizer}): {human_bytes(self.estimated_training_bytes)}",
         ] + ["The estimate assumes:"] + [f"  - {a}" for a in self.assumptions]
 
-    def render(self, color: bool = False, width: int | None = None) -> str:
-        """The table and footer as text (ANSI colours only when asked)."""
+    def render(self, color: bool = False, width: int | None = None, plain: bool | None = None) -> str:
+        """The table and footer as text (ANSI colours only when asked).
+
+        `plain` (default: without colour, or past PLAIN_AFTER_ROWS rows, when no width is given)
+        uses the linear renderer, which lays out the same cells as rich; rich wraps to `width`.
+        """
+        from archspec.views.table import PLAIN_AFTER_ROWS
+
+        table = self.table_data()
+        if plain is None:
+            plain = width is None and (not color or len(table.rows) > PLAIN_AFTER_ROWS)
+        if plain:
+            body = table.render_plain(color=color) + "\n" + "".join(line + "\n" for line in self.footer())
+            return "\n".join(line.rstrip() for line in body.splitlines()) + "\n"
         from io import StringIO
 
         from rich.console import Console
 
         buf = StringIO()
-        # force_jupyter=False: inside Jupyter rich would display the table instead of writing it to buf.
-        console = Console(file=buf, force_terminal=color, force_jupyter=False, no_color=not color, width=width or 10_000,
-                          highlight=False)
-        console.print(self.table())
+        console = Console(file=buf, force_terminal=color, force_jupyter=False, no_color=not color, width=width or 10_000, highlight=False)
+        console.print(table.to_rich())
         console.print()
         for line in self.footer():
             console.print(line, markup=False)

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Annotated, Union
-
-from pydantic import Field, TypeAdapter
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from archspec.language.ops.base import (REGISTRY, Emit, LayerSpec, Pair, RFStep, Shape, TorchCall, fmt_shape,
                                         number_text, pair_text, value_text, window_line, window_out)
@@ -30,8 +28,39 @@ from archspec.language.ops.conv import Conv  # noqa: E402
 from archspec.language.ops.input import Input  # noqa: E402
 from archspec.language.ops.norm import BatchNorm  # noqa: E402
 
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
+
 OPS: dict[str, type[LayerSpec]] = dict(REGISTRY)
-LAYER_ADAPTER: TypeAdapter = TypeAdapter(Annotated[Union[tuple(OPS.values())], Field(discriminator="op")])  # type: ignore[arg-type]
+
+
+def validate_layer(data: dict[str, Any]) -> LayerSpec:
+    """The op model for `data` (its "op" names one of OPS), validated by that op's class alone.
+
+    Only the classes a file uses build their validators (LayerSpec defers building): binding
+    does not pay for the whole union. Pydantic's ValidationError locations start at the field.
+    """
+    return OPS[data["op"]].model_validate(data)
+
+
+_ADAPTER: "TypeAdapter | None" = None
+
+
+def layer_adapter() -> "TypeAdapter":
+    """A TypeAdapter for the discriminated union of every op, built on first use (it builds every op's validator)."""
+    global _ADAPTER
+    if _ADAPTER is None:
+        from pydantic import Field, TypeAdapter
+
+        _ADAPTER = TypeAdapter(Annotated[Union[tuple(OPS.values())], Field(discriminator="op")])  # type: ignore[arg-type]
+    return _ADAPTER
+
+
+def __getattr__(name: str) -> Any:
+    # `ops.LAYER_ADAPTER` still works, built when first asked for rather than at import.
+    if name == "LAYER_ADAPTER":
+        return layer_adapter()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # What course students type from PyTorch and Keras, lower-cased without `_`, to this language's op.
 OP_ALIASES: dict[str, str] = {
@@ -57,5 +86,5 @@ def resolve_op_name(word: str) -> str | None:
     return OP_ALIASES.get(key)
 
 
-__all__ = ["OP_ALIASES", "resolve_op_name", "OPS", "LAYER_ADAPTER", "LayerSpec", "Input", "Conv", "BatchNorm", "TorchCall", "Shape", "Pair", "RFStep",
+__all__ = ["OP_ALIASES", "resolve_op_name", "OPS", "validate_layer", "layer_adapter", "LayerSpec", "Input", "Conv", "BatchNorm", "TorchCall", "Shape", "Pair", "RFStep",
            "Emit", "fmt_shape", "pair_text", "value_text", "number_text", "window_line", "window_out"]
