@@ -15,7 +15,6 @@ from typing import Any, Iterator, TextIO
 
 from archspec.language.errors import ArchspecError, UsageError
 from archspec.pytorch.extra import require_torch
-from archspec.training.preflight import refuse_final_softmax
 from archspec.training.recipes import NORMALIZE, RECIPES, TrainConfig, make_config
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -100,7 +99,7 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     from archspec.cli import read_source
-    from archspec.training.preflight import check_against_source, check_spec
+    from archspec.training.preflight import check_against_source, check_spec, refuse_final_softmax
 
     arch_path, source = read_source(args.arch)
     flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
