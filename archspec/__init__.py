@@ -11,23 +11,37 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from archspec.language.check import CheckReport
-from archspec.language.check import check as _check
-from archspec.language.errors import ArchError, ArchspecError, UsageError
-from archspec.language.expand import Model, load, parse
-
 from archspec._version import VERSION as __version__  # noqa: E402
-__all__ = ["parse", "load", "check", "build", "load_checkpoint", "summary", "graph", "explain", "fmt", "CheckReport", "Model", "ArchError",
-           "ArchspecError", "UsageError"]
+__all__ = ["parse", "load", "check", "build", "train", "load_checkpoint", "summary", "graph", "explain", "fmt", "CheckReport",
+           "Model", "ArchError", "ArchspecError", "UsageError"]
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from archspec.language.check import CheckReport
+    from archspec.language.errors import ArchError, ArchspecError, UsageError
+    from archspec.language.expand import Model, load, parse
+    from archspec.training.api import TrainResult
     from archspec.views.summary import Summary
 
+# Imported on first use (module __getattr__ below), so `import archspec` costs only this file: the
+# language server starts faster, and `from archspec import X` and `archspec.X` work as before.
+_LAZY = {
+    "CheckReport": "archspec.language.check",
+    "ArchError": "archspec.language.errors",
+    "ArchspecError": "archspec.language.errors",
+    "UsageError": "archspec.language.errors",
+    "Model": "archspec.language.expand",
+    "load": "archspec.language.expand",
+    "parse": "archspec.language.expand",
+}
 
-def check(source: "Model | str | Path", classes: int | None = 10) -> CheckReport:
+
+def check(source: "Model | str | Path", classes: int | None = 10) -> "CheckReport":
     """Check a Model, .arch text, or a path (a `Path`, or a str ending in `.arch`)."""
+    from archspec.language.check import check as _check
+    from archspec.language.expand import load
+
     if isinstance(source, Path) or (isinstance(source, str) and source.endswith(".arch") and "\n" not in source):
         source = load(source)
     return _check(source, classes=classes)
@@ -90,6 +104,7 @@ def fmt(source: "str | Path") -> str:
     from archspec.views.fmt import format_text
 
     if isinstance(source, Path):
+        from archspec.language.errors import UsageError
         from archspec.language.expand import Unreadable, read_arch_file
 
         try:  # the same guards as check: a regular file of at most 1 MiB, UTF-8
@@ -99,7 +114,30 @@ def fmt(source: "str | Path") -> str:
     return format_text(source)
 
 
-def __getattr__(name: str) -> Any:  # pragma: no cover - only a friendlier AttributeError
+def train(model_or_path: "CheckReport | str | Path", data: Any = "cifar10", out: "str | Path | None" = None,
+          **settings: Any) -> "TrainResult":
+    """Train a spec from Python (a path, .arch text, or a CheckReport such as `%%arch NAME` binds); needs the torch extra.
+
+    `data` is `cifar10`, an ImageFolder directory or a loaded Dataset; `settings` are the recipe
+    settings `archspec train --set` takes (epochs=1, lr=0.05, recipe="fast", device="cpu", ...).
+    Returns report.json's content with the trained model (`.model`); in Jupyter the progress is
+    one display updated in place. See archspec.training.api.
+    """
+    from archspec.pytorch.extra import require_torch
+
+    require_torch()
+    from archspec.training.api import train as _train
+
+    return _train(model_or_path, data, out, **settings)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'archspec' has no attribute {name!r}")
 
 

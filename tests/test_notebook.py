@@ -32,7 +32,12 @@ CELLS = [
 def outputs(tmp_path_factory) -> list[list[dict]]:
     work = tmp_path_factory.mktemp("notebook")
     (work / "lenet.arch").write_text(LENET)
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
+    return execute(CELLS, work)
+
+
+def execute(cells: list[str], work) -> list[list[dict]]:
+    """Run the cells in a fresh kernel whose working directory is `work`; each cell's outputs."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
                                      resources={"metadata": {"path": str(work)}})
     import os
@@ -97,3 +102,37 @@ def test_the_arch_cell_magic_checks_and_binds_the_model(outputs):
     assert not [o for o in outputs[8] if o["output_type"] == "error"]
     assert "62,006 params" in _data(outputs[9])["text/html"]
     assert _data(outputs[10])["text/plain"] == "62006"
+
+
+TRAIN_CELLS = [
+    "import archspec\n%load_ext archspec",
+    "%%arch lenet\n" + LENET,
+    "result = archspec.train(lenet, data='subset', out='run', data_dir='cache', epochs=1, batch_size=25, device='cpu')\nresult",
+    "import json\nprint(json.load(open('run/report.json'))['test_accuracy'], result['params'], type(result.model).__name__)",
+]
+
+
+@pytest.fixture(scope="module")
+def train_outputs(tmp_path_factory) -> list[list[dict]]:
+    pytest.importorskip("torch")
+    from test_data import real_subset
+
+    work = tmp_path_factory.mktemp("notebook_train")
+    real_subset(work / "subset", 20, 10)  # 200 train and 100 test real CIFAR-10 JPEGs
+    return execute(TRAIN_CELLS, work)
+
+
+def test_training_from_a_cell_shows_one_updating_display_and_the_result(train_outputs):
+    cell = train_outputs[2]
+    assert not [o for o in cell if o["output_type"] == "error"], cell
+    assert not [o for o in cell if o["output_type"] == "stream"]  # no carriage-return chunks, no printed lines
+    # One display, created empty and updated in place: every line below arrived as an update.
+    (progress,) = [o for o in cell if o["output_type"] == "display_data"]
+    text = progress["data"]["text/plain"]
+    assert "train: <cell lenet>, 62,006 params, 200 images" in text and "epoch   1/1" in text and "\r" not in text
+    result = _data([o for o in cell if o["output_type"] == "execute_result"])
+    written, params, model = "".join(o["text"] for o in train_outputs[3]).split()
+    accuracy = float(written)  # report.json, as `archspec train` writes it
+    assert params == "62006" and model == "Net"
+    assert f"test accuracy <b>{accuracy:.2%}</b>" in result["text/html"] and "<table>" in result["text/html"]
+    assert result["text/plain"].startswith(f"<TrainResult lenet: test accuracy {accuracy:.2%} after 1 epoch(s)")

@@ -13,7 +13,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
-from archspec.language import codes
 from archspec.language.errors import ArchspecError, UsageError
 from archspec.pytorch.extra import require_torch
 from archspec.training.recipes import NORMALIZE, RECIPES, TrainConfig, make_config
@@ -100,7 +99,7 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     from archspec.cli import read_source
-    from archspec.training.preflight import check_against_source, check_spec
+    from archspec.training.preflight import check_against_source, check_spec, refuse_final_softmax
 
     arch_path, source = read_source(args.arch)
     flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
@@ -153,14 +152,6 @@ def interruptible(what: str) -> Iterator[None]:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-def refuse_final_softmax(report: Any) -> None:
-    """Raise on the check report's W205: a final softmax before cross-entropy trains at chance."""
-    for d in report.diagnostics:
-        if d.code == codes.SOFTMAX_BEFORE_LOSS:
-            where = f"{d.span.path}:{d.span.line}:{d.span.column}: " if d.span else ""
-            raise ArchspecError(f"{where}{d.message} [W205]", f"{d.help}; or pass --allow-softmax to train it anyway")
 
 
 def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:

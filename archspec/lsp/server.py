@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
@@ -17,8 +19,9 @@ from pygls.uris import from_fs_path, to_fs_path
 
 from archspec._version import VERSION as __version__
 from archspec.language.diagnostics import Diagnostic, Span
-from archspec.lsp import analysis
-from archspec.lsp.analysis import Analysis
+
+if TYPE_CHECKING:
+    from archspec.lsp.analysis import Analysis
 
 DEBOUNCE_S = 0.15
 SOURCE = "archspec"
@@ -44,7 +47,7 @@ class ArchspecServer(LanguageServer):
         text = self.workspace.get_text_document(uri).source
         previous = self.analyses.get(uri)
         if fresh or previous is None or previous.text != text:
-            previous = analysis.analyze(_path(uri), text, previous)
+            previous = _analysis().analyze(_path(uri), text, previous)
             self.analyses[uri] = previous
         return previous
 
@@ -130,9 +133,17 @@ class ArchspecServer(LanguageServer):
         return base
 
 
+def _analysis() -> ModuleType:
+    """archspec.lsp.analysis (and with it the checker), imported after `initialize` is answered:
+    importing it costs about as much CPU as the rest of the start, and the editor waits for that answer."""
+    from archspec.lsp import analysis
+
+    return analysis
+
+
 def _path(uri: str) -> str:
     path = to_fs_path(uri) if uri.startswith("file:") else None
-    return path or analysis.UNSAVED
+    return path or _analysis().UNSAVED
 
 
 def _uri(path: str) -> str:
@@ -155,6 +166,11 @@ def _column(lines: list[str], position: types.Position) -> tuple[int, str]:
 
 
 server = ArchspecServer()
+
+
+@server.feature(types.INITIALIZED)
+def initialized(ls: ArchspecServer, params: types.InitializedParams) -> None:
+    _analysis()  # load the checker now, while the editor is still sending didOpen
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
@@ -188,7 +204,7 @@ def watched_files_changed(ls: ArchspecServer, params: types.DidChangeWatchedFile
 def hover(ls: ArchspecServer, params: types.HoverParams) -> types.Hover | None:
     uri = params.text_document.uri
     column, line_text = _column(ls.lines(uri), params.position)
-    text = analysis.hover(ls.analysis(uri), params.position.line, column, line_text)
+    text = _analysis().hover(ls.analysis(uri), params.position.line, column, line_text)
     if text is None:
         return None
     return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=text))
@@ -201,7 +217,7 @@ def inlay_hints(ls: ArchspecServer, params: types.InlayHintParams) -> list[types
     first, last = params.range.start.line, params.range.end.line
     return [types.InlayHint(position=_position(lines, line, len(lines[line])), label=label,
                             kind=types.InlayHintKind.Type, padding_left=True)
-            for line, label in sorted(analysis.inlay_hints(ls.analysis(uri)).items())
+            for line, label in sorted(_analysis().inlay_hints(ls.analysis(uri)).items())
             if first <= line <= last and line < len(lines)]
 
 
@@ -220,7 +236,7 @@ def completion(ls: ArchspecServer, params: types.CompletionParams) -> types.Comp
     items = [types.CompletionItem(
         label=c.label, kind=_COMPLETION_KINDS[c.kind], detail=c.detail or None, insert_text=c.insert,
         documentation=types.MarkupContent(kind=types.MarkupKind.Markdown, value=c.doc) if c.doc else None)
-        for c in analysis.complete(ls.analysis(uri), line_text, column)]
+        for c in _analysis().complete(ls.analysis(uri), line_text, column)]
     return types.CompletionList(is_incomplete=False, items=items)
 
 
@@ -228,7 +244,7 @@ def completion(ls: ArchspecServer, params: types.CompletionParams) -> types.Comp
 def definition(ls: ArchspecServer, params: types.DefinitionParams) -> types.Location | None:
     uri = params.text_document.uri
     column, line_text = _column(ls.lines(uri), params.position)
-    found = analysis.definition(ls.analysis(uri), params.position.line, column, line_text)
+    found = _analysis().definition(ls.analysis(uri), params.position.line, column, line_text)
     if found is None:
         return None
     path, line, col, end_line, end_col = found
@@ -246,7 +262,7 @@ def document_symbols(ls: ArchspecServer, params: types.DocumentSymbolParams) -> 
     uri = params.text_document.uri
     lines = ls.lines(uri)
     out = []
-    for s in analysis.symbols(ls.analysis(uri)):
+    for s in _analysis().symbols(ls.analysis(uri)):
         rng = types.Range(_position(lines, s.line, s.column), _position(lines, s.end_line, s.end_column))
         out.append(types.DocumentSymbol(name=s.name, kind=_SYMBOL_KINDS[s.kind], range=rng, selection_range=rng, detail=s.detail))
     return out
@@ -285,7 +301,7 @@ def code_actions(ls: ArchspecServer, params: types.CodeActionParams) -> list[typ
         if rng.end.line < wanted.start.line or rng.start.line > wanted.end.line:
             continue
         lsp_diag = ls.to_lsp(d, uri, a, uri)
-        for fix in analysis.fixes(d, a.text):
+        for fix in _analysis().fixes(d, a.text):
             edit = types.TextEdit(types.Range(_position(lines, fix.line, fix.start), _position(lines, fix.line, fix.end)), fix.text)
             actions.append(types.CodeAction(
                 title=fix.title, kind=types.CodeActionKind.QuickFix, diagnostics=[lsp_diag], is_preferred=fix.preferred or None,

@@ -303,19 +303,19 @@ class Run:
 
 def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, arch_source: str = "",
         arch_path: str = "", device: str = "auto", resume: bool = False, log: Log = print, quiet: bool = False,
-        progress_every: float = 10.0, stop_after_epoch: int | None = None) -> dict[str, Any]:
+        progress_every: float = 10.0, stop_after_epoch: int | None = None, reporter: Reporter | None = None) -> dict[str, Any]:
     """Train `model` (freshly built, seeded by the caller) and write every output; returns report.json's dict.
 
     Unless `quiet`, progress shows as a bar when stderr is a terminal, else as a line every
     `progress_every` seconds. `stop_after_epoch` ends the run early after that many epochs, as an
-    interruption would (for tests). SIGINT (or SIGTERM, see `Terminated`) raises `Interrupted`.
+    interruption would (for tests). `reporter` replaces the bar or lines (archspec.train's notebook display). SIGINT (or SIGTERM, see `Terminated`) raises `Interrupted`.
     """
     run = start_run(model, data, config, Path(out_dir), arch_source, arch_path, device)
     if resume:
         restore(run)
         log(f"resumed from {run.checkpoint_path} after epoch {run.epoch}")
     log_settings(run, log)
-    reporter = Reporter(log, quiet, live=sys.stderr.isatty(), every_s=progress_every)
+    reporter = reporter or Reporter(log, quiet, live=sys.stderr.isatty(), every_s=progress_every)
     if reporter.plain:
         log(f"progress: a line every {progress_every:g} s during an epoch (output is not a terminal; --quiet: epoch lines only)")
     try:

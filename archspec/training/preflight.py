@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from archspec.language import codes
 from archspec.language.check import CheckReport, check
 from archspec.language.errors import ArchspecError
 from archspec.language.expand import parse
@@ -85,3 +86,11 @@ def check_against_source(report: CheckReport, arch_path: str, source: str) -> No
     info = probe_data(source)
     if info is not None:
         check_input(report.input_shape, report.output_shape, arch_path, info.shape, info.classes, info.source)
+
+
+def refuse_final_softmax(report: CheckReport, override: str = "pass --allow-softmax") -> None:
+    """Raise on the check report's W205: a final softmax before cross-entropy trains at chance."""
+    for d in report.diagnostics:
+        if d.code == codes.SOFTMAX_BEFORE_LOSS:
+            where = f"{d.span.path}:{d.span.line}:{d.span.column}: " if d.span else ""
+            raise ArchspecError(f"{where}{d.message} [W205]", f"{d.help}; or {override} to train it anyway")
