@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import archspec
+from archspec.language.diagnostics import filter_diagnostics
 from archspec.language.errors import ArchspecError
 from archspec.views.fmt import FormatError, format_text
 from conftest import EXAMPLES
@@ -286,3 +287,14 @@ def test_cli_errors(tmp_path, cli):
     assert broken.read_text() == "conv 6 k5 |\nresidual { relu\n"  # untouched
     missing = run_cli(str(tmp_path / "nope.arch"))
     assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_comment_after_a_leading_bar_keeps_its_own_line():
+    """Found by benchmarks/fuzz.py: `|# noqa` on its own line was moved onto the line before it,
+    where the noqa then silenced that line's diagnostics (fmt changed what `check` reports)."""
+    text = "input 16x8x8\n|# noqa\n"
+    out = format_text(text)
+    assert out == "input 16x8x8\n# noqa\n"
+    assert [d.code for d in filter_diagnostics(archspec.check(out).diagnostics, {"<string>": out})] == \
+        [d.code for d in filter_diagnostics(archspec.check(text).diagnostics, {"<string>": text})]
+    assert format_text(out) == out

@@ -125,9 +125,9 @@ class _Printer:
                 self.own.append(c)
                 continue
             before = [a for a in anchors if a <= c.start]
-            if before:
+            if before and before[-1] >= line_start:
                 self.trailing.setdefault(before[-1], []).append(c)
-            else:  # after a leading `|` only: nothing to attach it to
+            else:  # after a leading `|` only: its code is on an earlier line (a `# noqa` must not move onto it)
                 self.own.append(c)
 
     def collect_anchors(self, tree: Tree) -> None:
