@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 from archspec.language import codes
 from archspec.language.diagnostics import Diagnostic, Span
 from archspec.language.measure import has_stride, human_bytes, output_rf, receptive_fields, shape_bytes
+from archspec.language.ops import pair_text
 from archspec.language.tree import Join, Layer
 
 if TYPE_CHECKING:
@@ -135,9 +136,9 @@ def _window_limit(report: "CheckReport", limit: Limit) -> Diagnostic | None:
         last = report.rows[-1]
         if final is None or min(final[index]) >= limit.value:
             return None
-        return _diagnostic(report, code, f"the output's {name} is {_pair(final[index])} pixels, under the budget's "
+        return _diagnostic(report, code, f"the output's {name} is {pair_text(final[index])} pixels, under the budget's "
                            f"minimum of {limit.value} (`{limit.written}`)", limit,
-                           [f"the last layer, `{last.path}`, sees {_pair(final[index])} input pixels"],
+                           [f"the last layer, `{last.path}`, sees {pair_text(final[index])} input pixels"],
                            "add downsampling, larger kernels or dilation so each output sees more of the input",
                            last.span, last.trace)
     for row in report.rows:
@@ -147,7 +148,7 @@ def _window_limit(report: "CheckReport", limit: Limit) -> Diagnostic | None:
         if state is not None and max(state[index]) > limit.value:
             help = ("downsample later or less, use smaller kernels, or raise the limit" if limit.metric == "rf"
                     else "downsample less (stride 1, or drop a pool), use dilation instead, or raise the limit")
-            return _diagnostic(report, code, f"the {name} reaches {_pair(state[index])} at `{row.path}`, over the budget of "
+            return _diagnostic(report, code, f"the {name} reaches {pair_text(state[index])} at `{row.path}`, over the budget of "
                                f"{limit.value} (`{limit.written}`)", limit,
                                [f"`{row.path}` is the first layer past {limit.value}"], help, row.span, row.trace)
     return None
@@ -160,8 +161,6 @@ def _diagnostic(report: "CheckReport", code: str, message: str, limit: Limit, no
     return Diagnostic(code, message, span or limit.span, help=help, notes=notes, trace=trace)
 
 
-def _pair(p: tuple[int, int]) -> str:
-    return str(p[0]) if p[0] == p[1] else f"{p[0]}x{p[1]}"
 
 
 def _bytes(n: float) -> str:

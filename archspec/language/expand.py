@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from archspec.language import codes
 from archspec.language.diagnostics import Diagnostic, Span
 from archspec.language.nodes import BlockCall, Branch, Invalid, Model, Node, Residual, Seq, Trace, Value
-from archspec.language.ops import OPS, LayerSpec, resolve_op_name, validate_layer
+from archspec.language.ops import OPS, LayerSpec, resolve_op_name, validate_layer, value_text
 from archspec.language.syntax import MAX_NESTING, ParseFailed, parse_tree, token_span, too_deep, tree_span
 
 # --------------------------------------------------------------------------- resource limits
@@ -189,7 +189,7 @@ class _Builder:
         if not out_of_range(value):
             return value
         shown = self.source_text(span)
-        shown = shown if 0 < len(shown) <= 40 else _show(value)
+        shown = shown if 0 < len(shown) <= 40 else value_text(value)
         self.error(codes.INVALID_VALUE, f"`{shown[:40]}` is out of range: numbers must be finite and at most 2^63-1",
                    span, trace, help="write a number of a realistic size")
         return 1
@@ -472,7 +472,7 @@ class _Builder:
         for fld in bad:
             where = next((a.span for a in args if a.key == fld), span)
             self.error(codes.INVALID_VALUE, f"`{op}` {_field_label(cls, fld)}: must be finite and at most 2^63-1, "
-                       f"got `{_show(getattr(spec, fld))}`", where, trace, help=f"usage: `{cls.usage}`")
+                       f"got `{value_text(getattr(spec, fld))}`", where, trace, help=f"usage: `{cls.usage}`")
         return Invalid(op, span, trace, name) if bad else spec
 
     def source_text(self, span: Span) -> str:
@@ -570,7 +570,7 @@ class _Builder:
                     put(positional.pop(0), arg.value, arg)
                 else:
                     takes = f"takes {len(cls.positional)} positional argument(s)" if cls.positional else "takes no positional arguments"
-                    self.error(codes.UNKNOWN_ARGUMENT, f"unexpected value `{_show(arg.value)}`: `{op}` {takes}", arg.span, trace,
+                    self.error(codes.UNKNOWN_ARGUMENT, f"unexpected value `{value_text(arg.value)}`: `{op}` {takes}", arg.span, trace,
                                help=f"usage: `{cls.usage}`")
                     ok = False
             i += 1
@@ -776,7 +776,7 @@ def _joined_msg(errors: list[dict]) -> str:
     messages = [_clean_msg(err) for err in errors]
     if len(messages) == 1:
         return messages[0]
-    got = _show(errors[0].get("input"))
+    got = value_text(errors[0].get("input"))
     wants = [m.removeprefix("must be ").rsplit(", got ", 1)[0] for m in messages if m.startswith("must be ")]
     if len(wants) != len(messages):
         return messages[0]
@@ -789,26 +789,22 @@ def _clean_msg(err: dict) -> str:
     kind = err["type"]
     got = err.get("input")
     if kind == "greater_than_equal":
-        return f"must be at least {ctx.get('ge')}, got {_show(got)}"
+        return f"must be at least {ctx.get('ge')}, got {value_text(got)}"
     if kind == "value_error":
         return str(ctx.get("error", err["msg"]))
     if kind in ("int_type", "int_parsing", "int_from_float"):
-        return f"must be a whole number, got `{_show(got)}`"
+        return f"must be a whole number, got `{value_text(got)}`"
     if kind in ("float_type", "float_parsing"):
-        return f"must be a number, got `{_show(got)}`"
+        return f"must be a number, got `{value_text(got)}`"
     if kind == "literal_error":
-        return f"must be {ctx.get('expected')}, got `{_show(got)}`"
+        return f"must be {ctx.get('expected')}, got `{value_text(got)}`"
     if kind in ("tuple_type", "too_long", "too_short"):
-        return f"must be N or NxM, got `{_show(got)}`"
+        return f"must be N or NxM, got `{value_text(got)}`"
     if kind == "bool_type":
-        return f"is a flag, got `{_show(got)}`"
+        return f"is a flag, got `{value_text(got)}`"
     return err["msg"][0].lower() + err["msg"][1:]
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, tuple):
-        return "x".join(map(str, value))
-    return str(value)
 
 
 def _stmt_head(stmt: Tree) -> str:

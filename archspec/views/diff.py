@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from archspec.language.measure import has_stride
 from archspec.language.ops import fmt_shape
-from archspec.views.summary import Pair, Summary, SummaryRow, human_bytes, pair_text
+from archspec.views.summary import Pair, Summary, SummaryRow, human_bytes, rf_text
 
 Status = Literal["added", "removed", "changed", "same"]
 _COMPARED = ("name", "op", "args", "output_shape", "params", "macs", "rf", "jump")
@@ -92,7 +92,7 @@ class Total:
         if value is None:
             return "--"
         if isinstance(value, tuple):
-            return pair_text(value) if not signed else ("x".join(_signed(v) for v in value) if value[0] != value[1] else _signed(value[0]))
+            return rf_text(value) if not signed else ("x".join(_signed(v) for v in value) if value[0] != value[1] else _signed(value[0]))
         if self.unit == "bytes":
             return ("+" if signed and value > 0 else "") + human_bytes(value)
         return _signed(value) if signed else f"{value:,}"
@@ -167,7 +167,7 @@ class ArchDiff:
             _before_after(fmt_shape(o.output_shape) if o else None, fmt_shape(n.output_shape) if n else None),
             _before_after(_count(o.params) if o else None, _count(n.params) if n else None) + _delta(e.params_delta),
             _before_after(_count(o.macs) if o else None, _count(n.macs) if n else None) + _delta(e.macs_delta),
-            _before_after(pair_text(o.rf) if o else None, pair_text(n.rf) if n else None),
+            _before_after(rf_text(o.rf) if o else None, rf_text(n.rf) if n else None),
         ]
 
     def render(self, color: bool = False) -> str:

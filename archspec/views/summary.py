@@ -19,7 +19,7 @@ from archspec.language.check import CheckReport, checked
 from archspec.language.errors import UsageError
 from archspec.language.measure import BYTES_PER_VALUE, Pair, divide, human_bytes, receptive_fields, shape_bytes
 from archspec.language.nodes import Model
-from archspec.language.ops import Shape, fmt_shape, value_text
+from archspec.language.ops import Shape, fmt_shape, pair_text, value_text
 from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
 
 if TYPE_CHECKING:
@@ -81,10 +81,9 @@ def _pair_json(p: Pair | None) -> int | float | list[int | float] | None:
     return _num_json(p[0]) if p[0] == p[1] else [_num_json(p[0]), _num_json(p[1])]
 
 
-def pair_text(p: Pair | None) -> str:
-    if p is None:
-        return "--"
-    return str(p[0]) if p[0] == p[1] else f"{p[0]}x{p[1]}"
+def rf_text(p: Pair | None) -> str:
+    """An RF or jump cell: `--` when unknown, else the language's pair spelling."""
+    return "--" if p is None else pair_text(p)
 
 
 class _Walker(Visitor[Any]):
@@ -238,8 +237,8 @@ class Summary:
             "" if group else fmt_shape(r.output_shape),
             "" if group else (f"{r.params:,}" if r.params else "--"),
             "" if group else (f"{r.macs:,}" if r.macs else "--"),
-            "" if group else pair_text(r.rf),
-            "" if group else pair_text(r.jump),
+            "" if group else rf_text(r.rf),
+            "" if group else rf_text(r.jump),
             "" if group else human_bytes(r.activation_bytes),
         ]
 
