@@ -38,12 +38,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def train(arch: Path, data: Path, cache: Path, out: Path, nproc: int, device: str, args: argparse.Namespace) -> dict:
+def train(arch: Path, data: Path, cache: Path, out: Path, nproc: int, device: str, threads: int | None,
+          args: argparse.Namespace) -> dict:
     cmd = [sys.executable, "-m", "archspec", "train", str(arch), "--data", str(data), "--data-dir", str(cache),
            "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--device", device, "--quiet",
            "--out", str(out), "--nproc-per-node", str(nproc), *(["--sync-bn"] if nproc > 1 else [])]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("OMP_NUM_THREADS", None)  # the launcher gives each process cores // N threads
+    env.pop("OMP_NUM_THREADS", None)  # the launcher gives each process cores // N threads ...
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)  # ... unless the row fixes it
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if result.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}")
@@ -63,24 +66,27 @@ def main() -> None:
     import torch
 
     gpus = torch.cuda.device_count()
-    targets = [("cpu", n) for n in range(1, args.max_procs + 1)]
-    targets += [("cuda", n) for n in range(1, min(gpus, args.max_procs) + 1)]
+    # 1 process x 1 thread as well: the 2-process row's per-process share of the cores.
+    targets = [("cpu", 1, 1)] + [("cpu", n, None) for n in range(1, args.max_procs + 1)]
+    targets += [("cuda", n, None) for n in range(1, min(gpus, args.max_procs) + 1)]
     with tempfile.TemporaryDirectory() as tmp:
         data = subset(args.data, Path(tmp) / "data", args.train_per_class, 10)
         rows = []
-        for device, nproc in targets:
-            report = train(args.arch, data, Path(tmp) / "cache", Path(tmp) / f"{device}{nproc}", nproc, device, args)
+        for i, (device, nproc, threads) in enumerate(targets):
+            report = train(args.arch, data, Path(tmp) / "cache", Path(tmp) / f"run{i}", nproc, device, threads, args)
             rows.append((device, nproc, report))
+    load = os.getloadavg()[0]
     cores = os.cpu_count()
     print(f"machine: {cpu_model()}, {cores} logical cores; torch {torch.__version__}; "
-          f"{'GPUs: ' + ', '.join(torch.cuda.get_device_name(i) for i in range(gpus)) if gpus else 'no GPU'}")
+          f"{'GPUs: ' + ', '.join(torch.cuda.get_device_name(i) for i in range(gpus)) if gpus else 'no GPU'}; "
+          f"load average {load:.1f} at the end (other jobs share the machine when it is above the core count)")
     print(f"network: {args.arch.name}; {args.train_per_class * 10:,} training images, {args.epochs:g} epochs, "
           f"global batch {args.batch_size}, --sync-bn at 2+ processes\n")
     print("| device | processes | threads/process | images/s | speed-up | test acc |")
     print("|---|---:|---:|---:|---:|---:|")
     base = {}
     for device, nproc, report in rows:
-        base.setdefault(device, report["images_per_s"])
+        base.setdefault(device, report["images_per_s"])  # the first row of each device
         print(f"| {report['device']} | {nproc} | {report['threads']} | {report['images_per_s']:,.0f} | "
               f"{report['images_per_s'] / base[device]:.2f}x | {report['test_accuracy']:.1%} |")
 

@@ -98,6 +98,9 @@ def init(device: str) -> World:
         return world
     cuda = device in ("auto", "cuda") and torch.cuda.is_available()
     if cuda:
+        if world.local_rank >= torch.cuda.device_count():
+            raise ArchspecError(f"process {world.local_rank} on this machine has no GPU of its own ({torch.cuda.device_count()} visible)",
+                                f"pass --nproc-per-node {torch.cuda.device_count()} (one process per GPU), or --device cpu")
         torch.cuda.set_device(world.local_rank)  # "cuda" now means this rank's GPU
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s()))
     return world
@@ -200,14 +203,18 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
-def wrap(model: nn.Module, world: World, device: torch.device) -> nn.Module:
-    """DistributedDataParallel around the model (it broadcasts rank 0's weights at construction)."""
+def wrap(model: nn.Module, world: World, device: torch.device, *, params_may_freeze: bool = False) -> nn.Module:
+    """DistributedDataParallel around the model (it broadcasts rank 0's weights at construction).
+
+    `params_may_freeze`: some parameters stop training mid-run (the whitening biases), so DDP must
+    look for parameters without a gradient each step instead of waiting for them forever.
+    """
     if not world.distributed:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [torch.cuda.current_device()] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids)
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=params_may_freeze)
 
 
 # ----------------------------------------------------------------------------- the launcher

@@ -392,13 +392,14 @@ def start_run(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Pat
     return Run(model, data, config, out_dir, self_contained_source(arch_source, arch_path or "<string>"), arch_path, dev, dtype,
                train_x, train_y, mean_list, std_list, mean, std, batch, steps_per_epoch, total_steps,
                math.ceil(total_steps / steps_per_epoch), optimizer, lookahead, whiten_biases,
-               _step_fn(model, config, world, dev), nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+               _step_fn(model, config, world, dev, bool(whiten_biases)), nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
                init_time, train_time=init_time, world=world, sync_bn=sync_bn)
 
 
-def _step_fn(model: nn.Module, config: TrainConfig, world: World, dev: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+def _step_fn(model: nn.Module, config: TrainConfig, world: World, dev: torch.device,
+             params_may_freeze: bool) -> Callable[[torch.Tensor], torch.Tensor]:
     """The training forward: the model, inside DDP under torchrun, compiled if asked (Run.model stays the bare net)."""
-    wrapped = wrap(model, world, dev)
+    wrapped = wrap(model, world, dev, params_may_freeze=params_may_freeze)
     return torch.compile(wrapped) if config.compile else wrapped
 
 
