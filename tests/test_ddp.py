@@ -28,12 +28,19 @@ from test_data import real_subset  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-# BatchNorm makes a rank's shard statistics differ from the global batch's; the whitening stem's bias
-# stops training after epoch 1 (DDP must not wait for its gradient then).
+# BatchNorm makes a rank's shard statistics differ from the global batch's.
 BN_NET = """input 3x32x32
-conv 24 k2 init whiten | gelu
 conv 8 k3 p1 nobias | bn | relu | maxpool 2
 conv 16 k3 p1 nobias | bn | relu | gap | flatten | linear 10
+"""
+# A whitening stem whose bias stops training after epoch 1 (`--set whiten_bias_epochs=1`): DDP must not
+# wait for its gradient from then on. (Whitening amplifies float rounding, ~1e-5 after a few steps, so
+# this net is compared 2 ranks against 2 ranks, where the arithmetic is the same and equality exact.)
+WHITEN_NET = """input 3x32x32
+conv 24 k2 init whiten | gelu
+conv 6 k5 | relu | maxpool 2
+conv 16 k5 | relu | maxpool 2
+flatten | linear 84 | relu | linear 10
 """
 
 
@@ -106,19 +113,20 @@ def test_two_ranks_of_128_match_one_process_of_256(data, tmp_path):
 def test_sync_bn_under_torchrun_matches_one_process_and_plain_bn_does_not(data, tmp_path):
     arch = tmp_path / "bn.arch"
     arch.write_text(BN_NET)
-    freeze = ["--set", "whiten_bias_epochs=1"]
-    ok(archspec(command(arch, data, tmp_path / "one", 2, *freeze)))
-    ok(torchrun(command(arch, data, tmp_path / "sync", 2, *freeze, "--sync-bn")))
-    ok(torchrun(command(arch, data, tmp_path / "plain", 2, *freeze)))
+    ok(archspec(command(arch, data, tmp_path / "one", 1)))
+    ok(torchrun(command(arch, data, tmp_path / "sync", 1, "--sync-bn")))
+    ok(torchrun(command(arch, data, tmp_path / "plain", 1)))
     one = weights(tmp_path / "one")
     assert max_difference(one, weights(tmp_path / "sync")) < 1e-5  # running statistics included
     assert max_difference(one, weights(tmp_path / "plain")) > 1e-4  # per-shard statistics: the control differs
 
 
 def test_resume_under_two_ranks_ends_on_the_uninterrupted_weights(data, tmp_path):
-    lenet, epochs = EXAMPLES / "lenet.arch", 20
-    ok(archspec(command(lenet, data, tmp_path / "full", epochs, "--nproc-per-node", "2")))
-    args = command(lenet, data, tmp_path / "part", epochs, "--nproc-per-node", "2")
+    arch, epochs = tmp_path / "whiten.arch", 12
+    arch.write_text(WHITEN_NET)
+    extra = ("--nproc-per-node", "2", "--set", "whiten_bias_epochs=1")
+    ok(archspec(command(arch, data, tmp_path / "full", epochs, *extra)))
+    args = command(arch, data, tmp_path / "part", epochs, *extra)
     proc = subprocess.Popen([sys.executable, "-m", "archspec", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env())
     try:
