@@ -244,8 +244,10 @@ def launch(nproc: int, worker_args: Sequence[str]) -> int:
         code = 128 + int(exc.sigval)
         raise _Stopped(f"interrupted ({exc.sigval.name}): the workers were stopped (what they saved is above)", code) from None
     except ChildFailedError as exc:
-        rank, failure = exc.get_first_failure()
-        raise ArchspecError(f"rank {rank} of {nproc} exited with code {failure.exitcode}; the job was stopped (its error is above)",
+        # The rank that failed first: not one that exited because it lost that rank, nor one the agent killed (< 0).
+        causes = {r: f for r, f in exc.failures.items() if f.exitcode > 0 and f.exitcode != LostPeer.exit_code} or exc.failures
+        rank = min(causes)
+        raise ArchspecError(f"rank {rank} of {nproc} exited with code {causes[rank].exitcode}; the job was stopped (its error is above)",
                             "fix that rank's error and run again") from None
     return 0
 
@@ -254,3 +256,9 @@ class _Stopped(ArchspecError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class LostPeer(ArchspecError):
+    """A collective failed because another rank went away; its own exit code lets the launcher name the rank that failed first."""
+
+    exit_code = 3

@@ -501,8 +501,8 @@ def save(run: Run) -> None:
 
     Rank 0 alone writes (the weights and optimiser are the same on every rank).
     """
-    run.saved_epoch = run.epoch
     if not run.world.main:
+        run.saved_epoch = run.epoch
         return
     write_text_atomic(run.out_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in run.metrics))
     Checkpoint(
@@ -512,6 +512,7 @@ def save(run: Run) -> None:
         input_shape=list(run.data.shape), mean=run.mean_list, std=run.std_list, normalize=run.config.normalize,
         data_source=run.data.source, rng=torch.get_rng_state(),
     ).save(run.checkpoint_path)
+    run.saved_epoch = run.epoch  # only once the file holds it (an interruption while saving reports the previous one)
 
 
 def restore(run: Run) -> None:
