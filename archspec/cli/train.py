@@ -18,6 +18,7 @@ from archspec.pytorch.extra import require_torch
 from archspec.training.recipes import NORMALIZE, RECIPES, TrainConfig, make_config
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+_TRAIN_PARSER: argparse.ArgumentParser | None = None  # kept to rebuild a worker's command line (--nproc-per-node)
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -46,7 +47,14 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar: one line per epoch and a summary")
     p.add_argument("--allow-softmax", action="store_true",
                    help="train even though the network ends with softmax (W205: cross-entropy applies log-softmax itself)")
+    p.add_argument("--nproc-per-node", type=int, metavar="N",
+                   help="data-parallel training in N processes on this machine (torchrun's elastic agent; DDP, gloo on CPU, "
+                        "nccl on CUDA). The global batch and lr stay as configured. Several nodes: start `torchrun ... -m archspec train` yourself")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under DDP, BatchNorm statistics over the global batch (SyncBatchNorm) instead of each process's shard")
     p.set_defaults(func=cmd_train)
+    global _TRAIN_PARSER
+    _TRAIN_PARSER = p
 
     p = subparsers.add_parser("eval", help="re-evaluate a checkpoint and print per-class accuracy")
     p.add_argument("checkpoint", type=Path)
@@ -97,7 +105,57 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """The `train ...` command line of `args` without --nproc-per-node: what each torchrun worker runs."""
+    assert _TRAIN_PARSER is not None
+    argv = ["train"]
+    for action in _TRAIN_PARSER._actions:
+        value = getattr(args, action.dest, None)
+        if not action.option_strings:
+            argv.append(str(value))
+        elif action.dest in ("help", "nproc_per_node") or value is None or value == action.default:
+            continue
+        elif isinstance(action, (argparse._StoreTrueAction, argparse._StoreConstAction)):
+            argv.append(action.option_strings[0])
+        elif isinstance(action, argparse._AppendAction):
+            argv += [x for v in value for x in (action.option_strings[0], str(v))]
+        else:
+            argv += [action.option_strings[0], str(value)]
+    return argv
+
+
 def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
+    import os
+
+    if args.nproc_per_node is not None and "WORLD_SIZE" not in os.environ:
+        require_torch()
+        from archspec.training.distributed import launch
+
+        return launch(args.nproc_per_node, worker_argv(args))
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return _train(args, None)  # one process: torch is imported only after the spec checks
+    require_torch()
+    from archspec.training import distributed
+
+    world = distributed.init(args.device)
+    try:
+        return _train(args, world)
+    except ArchspecError as exc:  # say which rank: torchrun shows every rank's stderr together
+        exc.message = f"rank {world.rank}/{world.size}: {exc.message}"
+        raise
+    except RuntimeError as exc:
+        if not distributed.lost_peer(exc):
+            raise
+        # A peer exited (its own error says why) or timed out: one line here, not a traceback per rank.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise distributed.LostPeer(f"rank {world.rank}/{world.size}: lost the other processes ({first})",
+                                   "another rank failed first: its error is in this job's output") from None
+    finally:
+        distributed.shutdown(world)
+
+
+def _train(args: argparse.Namespace, world: Any) -> int:
+    """The run itself; `world` is None for one process, else this rank's distributed.World."""
     from archspec.cli import read_source
     from archspec.training.preflight import check_against_source, check_spec, refuse_final_softmax
 
@@ -107,7 +165,8 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     given = {k: v for k, v in flags.items() if v is not None}
     config = make_config(args.recipe, **{**parse_settings(args.settings), **given})
     run_dir = args.out or Path("runs") / Path(arch_path).stem
-    if args.resume and not (run_dir / "checkpoint.pt").is_file():
+    main = world is None or world.main
+    if args.resume and main and not (run_dir / "checkpoint.pt").is_file():  # rank 0 reads it and sends it on
         raise ArchspecError(f"--resume: no checkpoint in {run_dir}", "pass the --out directory of the interrupted run")
     # Before torch is imported or an image decoded: a broken spec, or one for other data, fails in a moment.
     report = check_spec(source, arch_path)
@@ -118,15 +177,20 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     from archspec.training.data import check_cache_dir, load_data
     from archspec.training.loop import build_model, check_against_data, fit, prepare_out_dir
 
-    prepare_out_dir(run_dir)  # an unusable --out or cache fails now, not after decoding
+    from archspec.training.distributed import World, data_source
+
+    world = world or World()
+    log = _log if world.main else (lambda line: None)
+    if world.main:
+        prepare_out_dir(run_dir)  # an unusable --out or cache fails now, not after decoding
     check_cache_dir(args.data_dir)
     with interruptible("decoding the data: nothing saved; run it again"):
-        data = load_data(args.data, args.data_dir, _log)
+        data = load_data(data_source(world, args.data), args.data_dir, log)
     check_against_data(report, arch_path, data)
     model = build_model(source, arch_path, config.seed)
     with interruptible("nothing saved; run it again"):  # fit says what it saved once an epoch has finished
         fit(model, data, config, run_dir, arch_source=source, arch_path=arch_path, device=args.device,
-            resume=args.resume, log=_log, quiet=args.quiet)
+            resume=args.resume, log=_log, quiet=args.quiet, world=world, sync_bn=args.sync_bn)
     return 0
 
 

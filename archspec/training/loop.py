@@ -26,6 +26,7 @@ from archspec.training.augment import epoch_generator, flip_mask, normalize, ran
 from archspec.training.checkpoint import FILENAME as CHECKPOINT
 from archspec.training.checkpoint import Checkpoint, self_contained_source, write_text_atomic
 from archspec.training.data import Dataset
+from archspec.training.distributed import World, check_batch, convert_sync_batchnorm, epoch_seed, wrap
 # cpu_has_native_bf16, physical_cores: re-exported for benchmarks/ that import them from here
 from archspec.training.hardware import cpu_has_native_bf16, cpu_threads, device_name, physical_cores, pick_device, pick_dtype  # noqa: F401
 from archspec.training.preflight import check_input, check_spec  # noqa: F401 (check_spec: part of the train path)
@@ -159,8 +160,16 @@ class Eval:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-             *, num_classes: int, device: torch.device, dtype: torch.dtype, tta: int = 0, batch_size: int = 1000) -> Eval:
-    """Accuracy, per-class accuracy and confusion matrix (rows: true class) of uint8 images."""
+             *, num_classes: int, device: torch.device, dtype: torch.dtype, tta: int = 0, batch_size: int = 1000,
+             world: World = World()) -> Eval:
+    """Accuracy, per-class accuracy and confusion matrix (rows: true class) of uint8 images.
+
+    Under DDP each rank evaluates its contiguous shard of the images and the confusion matrices are
+    summed, so every rank gets the whole test set's figures for 1/world_size of the work.
+    """
+    if world.distributed:
+        shard = world.shard(len(images) + world.size - 1)  # ceil: the last rank's slice may be short
+        images, labels = images[shard], labels[shard]
     was_training = model.training
     model.eval()
     preds = []
@@ -169,11 +178,14 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             preds.append(tta_logits(model, x, tta).argmax(1).cpu())
     model.train(was_training)
-    pred = torch.cat(preds)
+    pred = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.int64)
     labels = labels.cpu()
     confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)
+    if world.distributed:
+        confusion = world.sum(confusion.to(device)).cpu()
+    correct, total = confusion.diag().sum().item(), confusion.sum().item()
     per_class = (confusion.diag() / confusion.sum(1).clamp(min=1)).tolist()
-    return Eval((pred == labels).float().mean().item(), per_class, confusion.tolist())
+    return Eval(correct / max(total, 1), per_class, confusion.tolist())
 
 
 # ----------------------------------------------------------------------------- training
@@ -284,6 +296,8 @@ class Run:
     train_time: float = 0.0
     eval_time: float = 0.0
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    world: World = World()
+    sync_bn: bool = False
 
     @property
     def checkpoint_path(self) -> Path:
@@ -298,19 +312,24 @@ class Run:
 
     def test(self, tta: int = 0) -> Eval:
         return evaluate(self.model, self.data.test_x, self.data.test_y, self.mean, self.std, num_classes=len(self.data.classes),
-                        device=self.dev, dtype=self.dtype, tta=tta)
+                        device=self.dev, dtype=self.dtype, tta=tta, world=self.world)
 
 
 def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, arch_source: str = "",
         arch_path: str = "", device: str = "auto", resume: bool = False, log: Log = print, quiet: bool = False,
-        progress_every: float = 10.0, stop_after_epoch: int | None = None, reporter: Reporter | None = None) -> dict[str, Any]:
+        progress_every: float = 10.0, stop_after_epoch: int | None = None, reporter: Reporter | None = None,
+        world: World = World(), sync_bn: bool = False) -> dict[str, Any]:
     """Train `model` (freshly built, seeded by the caller) and write every output; returns report.json's dict.
 
     Unless `quiet`, progress shows as a bar when stderr is a terminal, else as a line every
     `progress_every` seconds. `stop_after_epoch` ends the run early after that many epochs, as an
     interruption would (for tests). `reporter` replaces the bar or lines (archspec.train's notebook display). SIGINT (or SIGTERM, see `Terminated`) raises `Interrupted`.
+    Under torchrun (`world`, see distributed.py) every rank trains its shard and rank 0 alone logs and
+    writes; `sync_bn` takes BatchNorm statistics over the global batch.
     """
-    run = start_run(model, data, config, Path(out_dir), arch_source, arch_path, device)
+    if not world.main:
+        log, quiet = (lambda line: None), True
+    run = start_run(model, data, config, Path(out_dir), arch_source, arch_path, device, world, sync_bn)
     if resume:
         restore(run)
         log(f"resumed from {run.checkpoint_path} after epoch {run.epoch}")
@@ -327,7 +346,8 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
             if stop_after_epoch is not None and stop_after_epoch <= run.epoch < run.epochs:
                 return {"interrupted_after_epoch": run.epoch}
         report = final_report(run)
-        write_report(run.out_dir, report, run.metrics)
+        if world.main:
+            write_report(run.out_dir, report, run.metrics)
     except (KeyboardInterrupt, Terminated) as exc:
         reporter.stop()
         raise interrupted(run, exc) from None
@@ -337,9 +357,10 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
 
 
 def start_run(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, arch_source: str, arch_path: str,
-              device: str) -> Run:
-    """Hardware, data on the device, the recipe's initialisation, optimiser and lookahead."""
-    prepare_out_dir(out_dir)
+              device: str, world: World = World(), sync_bn: bool = False) -> Run:
+    """Hardware, data on the device, the recipe's initialisation, optimiser and lookahead (and DDP around the model)."""
+    if world.main:
+        prepare_out_dir(out_dir)
     dev = pick_device(device)
     dtype = pick_dtype(dev, config.precision)
     if dev.type == "cpu":
@@ -352,10 +373,13 @@ def start_run(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Pat
     mean, std = torch.tensor(mean_list, device=dev), torch.tensor(std_list, device=dev)
     n = len(train_x)
     batch = min(config.batch_size, n)
+    check_batch(world, batch)
     steps_per_epoch = n // batch
     total_steps = math.ceil(steps_per_epoch * config.epochs)
 
     model.to(dev)
+    if sync_bn and world.distributed:
+        model = convert_sync_batchnorm(model, dev)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     t_init = time.perf_counter()
@@ -368,8 +392,15 @@ def start_run(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Pat
     return Run(model, data, config, out_dir, self_contained_source(arch_source, arch_path or "<string>"), arch_path, dev, dtype,
                train_x, train_y, mean_list, std_list, mean, std, batch, steps_per_epoch, total_steps,
                math.ceil(total_steps / steps_per_epoch), optimizer, lookahead, whiten_biases,
-               torch.compile(model) if config.compile else model, nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
-               init_time, train_time=init_time)
+               _step_fn(model, config, world, dev, bool(whiten_biases)), nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+               init_time, train_time=init_time, world=world, sync_bn=sync_bn)
+
+
+def _step_fn(model: nn.Module, config: TrainConfig, world: World, dev: torch.device,
+             params_may_freeze: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The training forward: the model, inside DDP under torchrun, compiled if asked (Run.model stays the bare net)."""
+    wrapped = wrap(model, world, dev, params_may_freeze=params_may_freeze)
+    return torch.compile(wrapped) if config.compile else wrapped
 
 
 def prepare_out_dir(out_dir: Path) -> None:
@@ -390,6 +421,10 @@ def log_settings(run: Run, log: Log) -> None:
                f"{'channels_last' if config.channels_last else 'NCHW'}, {torch.get_num_threads()} threads"
     log(f"train: {run.arch_path or type(run.model).__name__}, {run.params:,} params, {len(run.train_x):,} images, "
         f"recipe {config.recipe}, {config.epochs:g} epochs x {run.steps_per_epoch} steps of {run.batch}; {settings}")
+    if run.world.distributed:
+        log(f"distributed: {run.world.size} processes x {run.batch // run.world.size} images per step "
+            f"(global batch {run.batch}); BatchNorm {'synchronised (--sync-bn)' if run.sync_bn else 'per process'}; "
+            "evaluation sharded and summed")
     log(f"normalize: {config.normalize} (mean {_floats(run.mean_list)}, std {_floats(run.std_list)})")
 
 
@@ -402,6 +437,9 @@ def run_epoch(run: Run, reporter: Reporter) -> tuple[int, torch.Tensor, torch.Te
     perm = torch.randperm(n, generator=g).to(run.dev)
     shifts = random_shifts(n, config.translate, g).to(run.dev)
     flips = flip_mask(n, config.seed, epoch, config.flip).to(run.dev)
+    if run.world.distributed:
+        torch.manual_seed(epoch_seed(config.seed, epoch, run.world.rank))  # dropout: its own masks per rank
+    shard = run.world.shard(batch)  # every rank draws the same global batch and keeps its part
     epoch_steps = min(run.steps_per_epoch, run.total_steps - run.step)
     loss_sum = torch.zeros((), device=run.dev)
     correct = torch.zeros((), device=run.dev, dtype=torch.int64)
@@ -409,7 +447,7 @@ def run_epoch(run: Run, reporter: Reporter) -> tuple[int, torch.Tensor, torch.Te
     run.model.train()
     t0 = time.perf_counter()
     for i in range(epoch_steps):
-        idx = perm[i * batch : (i + 1) * batch]
+        idx = perm[i * batch : (i + 1) * batch][shard]
         x = run.train_x[idx]
         x = torch.where(flips[idx].view(-1, 1, 1, 1), x.flip(-1), x)
         x = translate(normalize(x, run.mean, run.std), config.translate, shifts[idx])
@@ -429,12 +467,14 @@ def run_epoch(run: Run, reporter: Reporter) -> tuple[int, torch.Tensor, torch.Te
         # Accumulate on the device; the host reads these only when logging (no sync inside the step).
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
-        reporter.step(i + 1, lambda: _running_stats(loss_sum, correct, (i + 1) * batch, time.perf_counter() - t0))
+        reporter.step(i + 1, lambda: _running_stats(loss_sum, correct, (i + 1) * len(y), time.perf_counter() - t0))
     if run.lookahead is not None and run.step == run.total_steps:
         run.lookahead.update(run.model, 1.0)  # finish on the averaged weights
     if run.dev.type == "cuda":
         torch.cuda.synchronize()
-    return epoch_steps * batch, loss_sum, correct, time.perf_counter() - t0
+    # The epoch's figures over all ranks (rank 0's buffers everywhere, so evaluation and checkpoint agree).
+    run.world.sync_buffers(run.model)
+    return epoch_steps * batch, run.world.sum(loss_sum), run.world.sum(correct), time.perf_counter() - t0
 
 
 def record_epoch(run: Run, seen: int, loss_sum: torch.Tensor, correct: torch.Tensor, seconds: float) -> dict[str, Any]:
@@ -457,7 +497,13 @@ def epoch_line(row: dict[str, Any], epochs: int) -> str:
 
 
 def save(run: Run) -> None:
-    """metrics.jsonl and checkpoint.pt, each written whole (temp file + rename): a crash keeps the previous pair."""
+    """metrics.jsonl and checkpoint.pt, each written whole (temp file + rename): a crash keeps the previous pair.
+
+    Rank 0 alone writes (the weights and optimiser are the same on every rank).
+    """
+    if not run.world.main:
+        run.saved_epoch = run.epoch
+        return
     write_text_atomic(run.out_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in run.metrics))
     Checkpoint(
         model=run.model.state_dict(), optimizer=run.optimizer.state_dict(), step=run.step, epoch=run.epoch,
@@ -466,13 +512,14 @@ def save(run: Run) -> None:
         input_shape=list(run.data.shape), mean=run.mean_list, std=run.std_list, normalize=run.config.normalize,
         data_source=run.data.source, rng=torch.get_rng_state(),
     ).save(run.checkpoint_path)
-    run.saved_epoch = run.epoch
+    run.saved_epoch = run.epoch  # only once the file holds it (an interruption while saving reports the previous one)
 
 
 def restore(run: Run) -> None:
     """Continue from the run directory's checkpoint: same architecture and settings, every piece of state."""
     path = run.checkpoint_path
-    ckpt = Checkpoint.load(path)
+    # Rank 0 reads and sends it: under torchrun only rank 0's --out needs the file (any world size).
+    ckpt = run.world.broadcast(Checkpoint.load(path) if run.world.main else None)
     if ckpt.arch_source != run.arch_source:
         raise ArchspecError(f"{path} was trained from a different .arch source", "resume with the same .arch file, or drop --resume")
     current = run.config.to_dict()
@@ -482,7 +529,7 @@ def restore(run: Run) -> None:
                             "resume with the same flags as the interrupted run")
     if ckpt.optimizer is None or ckpt.rng is None or (run.lookahead is not None and ckpt.lookahead is None):
         raise ArchspecError(f"{path} holds weights only, not the optimiser state a resume needs", "drop --resume to train from scratch")
-    run.model.load_state_dict(ckpt.model)
+    run.model.load_state_dict({k: v.to(run.dev) for k, v in ckpt.model.items()})
     run.optimizer.load_state_dict(ckpt.optimizer)
     if run.lookahead is not None:
         device = next(iter(run.lookahead.ema.values())).device
@@ -506,7 +553,7 @@ def final_report(run: Run) -> dict[str, Any]:
         "tta_time_s": round(tta_time, 3), "eval_time_s": round(run.eval_time, 3),
         "images_per_s": run.step * run.batch / (run.train_time - run.init_time), "epochs": config.epochs, "steps": run.step,
         "params": run.params, "device": device_name(run.dev), "dtype": "bf16" if run.dtype == torch.bfloat16 else "fp32",
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "train_images": len(run.train_x),
+        "threads": torch.get_num_threads(), "world_size": run.world.size, "sync_bn": run.sync_bn, "torch": torch.__version__, "train_images": len(run.train_x),
         "test_images": len(data.test_x), "data": data.source, "settings": config.to_dict(),
         "normalize": {"mode": config.normalize, "mean": run.mean_list, "std": run.std_list},
         "time_to_accuracy_s": {f"{t:.0%}": next((m["elapsed_s"] for m in metrics if m["test_acc"] >= t), None)

@@ -1,0 +1,179 @@
+"""Data-parallel training on torchrun: 2 gloo ranks on localhost against one process, on real CIFAR-10 JPEGs.
+
+The oracle is the single-process run: with the global batch split over two ranks (and BatchNorm
+statistics over the global batch under --sync-bn), K steps must end on the same weights.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from archspec.cli import make_parser  # noqa: E402
+from archspec.cli.train import worker_argv  # noqa: E402
+from archspec.training.checkpoint import Checkpoint  # noqa: E402
+from archspec.training.data import load_data  # noqa: E402
+
+from conftest import EXAMPLES, REPO  # noqa: E402
+from test_data import real_subset  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+# BatchNorm makes a rank's shard statistics differ from the global batch's.
+BN_NET = """input 3x32x32
+conv 8 k3 p1 nobias | bn | relu | maxpool 2
+conv 16 k3 p1 nobias | bn | relu | gap | flatten | linear 10
+"""
+# A whitening stem whose bias stops training after epoch 1 (`--set whiten_bias_epochs=1`): DDP must not
+# wait for its gradient from then on. (Whitening amplifies float rounding, ~1e-5 after a few steps, so
+# this net is compared 2 ranks against 2 ranks, where the arithmetic is the same and equality exact.)
+WHITEN_NET = """input 3x32x32
+conv 24 k2 init whiten | gelu
+conv 6 k5 | relu | maxpool 2
+conv 16 k5 | relu | maxpool 2
+flatten | linear 84 | relu | linear 10
+"""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    """80 train and 10 test real JPEGs per class (800 / 100: 3 steps of 256 per epoch), decoded once into a cache."""
+    root = real_subset(tmp_path_factory.mktemp("cifar"), 80, 10)
+    cache = tmp_path_factory.mktemp("cache")
+    load_data(str(root), cache, lambda _: None)
+    return root, cache
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def command(arch: Path, data: tuple[Path, Path], out: Path, epochs: int, *extra: str) -> list[str]:
+    return ["train", str(arch), "--data", str(data[0]), "--data-dir", str(data[1]), "--epochs", str(epochs),
+            "--batch-size", "256", "--precision", "fp32", "--quiet", "--out", str(out), *extra]
+
+
+def env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **extra}
+
+
+def archspec(args: list[str], **extra_env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "archspec", *args], capture_output=True, text=True, env=env(**extra_env), timeout=120)
+
+
+def torchrun(args: list[str]) -> subprocess.CompletedProcess:
+    """The same run started by torchrun itself, with a c10d rendezvous as on several nodes."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+                "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{free_port()}", "-m", "archspec"]
+    return subprocess.run(launcher + args, capture_output=True, text=True, env=env(), timeout=120)
+
+
+def weights(out: Path) -> dict[str, torch.Tensor]:
+    return Checkpoint.load(out / "checkpoint.pt").model
+
+
+def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_two_ranks_of_128_match_one_process_of_256(data, tmp_path):
+    lenet = EXAMPLES / "lenet.arch"  # no BatchNorm, no dropout; flips and translation stay on (per image)
+    ok(archspec(command(lenet, data, tmp_path / "one", 1)))
+    two = ok(archspec(command(lenet, data, tmp_path / "two", 1, "--nproc-per-node", "2")))
+    assert max_difference(weights(tmp_path / "one"), weights(tmp_path / "two")) < 1e-5
+    assert Checkpoint.load(tmp_path / "two" / "checkpoint.pt").step == 3
+    # Rank 0 alone logs: one epoch line, one summary; and the sharded evaluation sums to the whole test set.
+    lines = two.stdout.splitlines()
+    assert sum(line.startswith("epoch ") for line in lines) == 1 and sum(line.startswith("done:") for line in lines) == 1
+    assert "distributed: 2 processes x 128 images per step (global batch 256)" in two.stdout
+    one_report, two_report = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("one", "two"))
+    assert two_report["world_size"] == 2 and one_report["world_size"] == 1
+    assert two_report["confusion_matrix"] == one_report["confusion_matrix"]
+    assert sum(map(sum, two_report["confusion_matrix"])) == 100
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
+def test_sync_bn_under_torchrun_matches_one_process_and_plain_bn_does_not(data, tmp_path):
+    arch = tmp_path / "bn.arch"
+    arch.write_text(BN_NET)
+    ok(archspec(command(arch, data, tmp_path / "one", 1)))
+    ok(torchrun(command(arch, data, tmp_path / "sync", 1, "--sync-bn")))
+    ok(torchrun(command(arch, data, tmp_path / "plain", 1)))
+    one = weights(tmp_path / "one")
+    assert max_difference(one, weights(tmp_path / "sync")) < 1e-5  # running statistics included
+    assert max_difference(one, weights(tmp_path / "plain")) > 1e-4  # per-shard statistics: the control differs
+
+
+def test_resume_under_two_ranks_ends_on_the_uninterrupted_weights(data, tmp_path):
+    arch, epochs = tmp_path / "whiten.arch", 12
+    arch.write_text(WHITEN_NET)
+    extra = ("--nproc-per-node", "2", "--set", "whiten_bias_epochs=1")
+    ok(archspec(command(arch, data, tmp_path / "full", epochs, *extra)))
+    args = command(arch, data, tmp_path / "part", epochs, *extra)
+    proc = subprocess.Popen([sys.executable, "-m", "archspec", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env())
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            if line.startswith(f"epoch   2/{epochs}"):
+                proc.send_signal(signal.SIGINT)  # to the launcher: torchrun's agent passes it on to the workers
+                break
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "error: interrupted (SIGINT)" in err
+    saved = Checkpoint.load(tmp_path / "part" / "checkpoint.pt").epoch
+    assert 1 <= saved < epochs  # the epoch-2 line comes just before its save
+    ok(archspec(args + ["--resume"]))
+    assert max_difference(weights(tmp_path / "full"), weights(tmp_path / "part")) == 0.0
+
+
+def test_a_failing_rank_ends_the_job_with_its_error(data, tmp_path):
+    t0 = time.monotonic()
+    result = archspec(command(EXAMPLES / "lenet.arch", data, tmp_path / "run", 1, "--nproc-per-node", "2"),
+                      ARCHSPEC_TEST_BAD_DATA_RANK="1")
+    seconds = time.monotonic() - t0
+    assert result.returncode == 1
+    assert "error: rank 1/2: data directory" in result.stderr and "missing-on-rank-1 does not exist" in result.stderr
+    assert "error: rank 1 of 2 exited with code 1" in result.stderr  # the launcher's line
+    assert "Traceback" not in result.stderr
+    assert seconds < 60, seconds  # not the process group's timeout (600 s): the others saw the rank go
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_a_batch_that_does_not_split_over_the_ranks_is_refused(data, tmp_path):
+    args = command(EXAMPLES / "lenet.arch", data, tmp_path / "run", 1, "--nproc-per-node", "2")
+    args[args.index("--batch-size") + 1] = "255"
+    result = archspec(args)
+    assert result.returncode == 1
+    assert "the global batch of 255 images does not split evenly over 2 processes" in result.stderr
+    assert "help: pass a --batch-size divisible by 2" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("extra", [[], ["--sync-bn", "--set", "flip=none", "--set", "lr=0.1", "--resume", "--seed", "3"]])
+def test_workers_get_the_launchers_command_line_without_nproc(extra, tmp_path):
+    argv = ["train", "examples/lenet.arch", "--out", str(tmp_path), *extra]
+    args = make_parser().parse_args(argv[:2] + ["--nproc-per-node", "2"] + argv[2:])
+    rebuilt = worker_argv(args)
+    assert "--nproc-per-node" not in rebuilt
+    reparsed = make_parser().parse_args(rebuilt)
+    assert {k: v for k, v in vars(reparsed).items() if k != "nproc_per_node"} == \
+           {k: v for k, v in vars(args).items() if k != "nproc_per_node"}
