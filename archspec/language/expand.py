@@ -314,6 +314,9 @@ class _Builder:
     def statement(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> list[Node]:
         span = tree_span(stmt, path)
         kind = stmt.data
+        if kind == "layer" and len(stmt.children) == 1 and str(stmt.children[0]) not in OPS and str(stmt.children[0]) in self.blocks:
+            # A bare block name calls it without arguments, like `stem()`.
+            return self.call(Tree("call", [stmt.children[0], None, None, None], stmt.meta), path, env, trace, namer)
         if kind == "layer":
             self.grow(1, span, trace)
             return [self.layer(stmt, path, env, trace, namer)]
@@ -442,7 +445,8 @@ class _Builder:
         cls = OPS.get(op)
         if cls is None:
             if op in self.blocks:
-                help = f"call a block with parentheses: `{op}(...)`"
+                help = (f"call a block with its arguments in parentheses: `{op}(...)`" if self.blocks[op].params
+                        else f"block `{op}` takes no arguments: write `{op}`")
             else:
                 hint = resolve_op_name(op) or _suggest(op, list(OPS) + list(self.blocks))
                 help = f"did you mean `{hint}`?" if hint else "run `archspec ops` to list the ops"

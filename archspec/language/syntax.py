@@ -134,14 +134,38 @@ def _diagnostic(err: UnexpectedInput, path: str, text: str) -> Diagnostic:
                 token.end_line or token.line or 1, token.end_column or (token.column or 1) + 1)
     if token.type == "RBRACE":
         return Diagnostic(codes.SYNTAX_ERROR, "unmatched `}`", span, help="remove it, or open the block it closes with `{`")
+    return Diagnostic(codes.SYNTAX_ERROR, f"unexpected {_describe_unexpected(token)}; expected {_describe_expected(expected)}",
+                      span, help=_help_for(token, expected, text))
+
+
+def _describe_unexpected(token: Token) -> str:
+    """The token found, without an article and never with a raw newline: `name `conv``, `end of line`."""
+    if token.type == "_NL":
+        return "end of line"
     what = _TERMINALS.get(token.type, token.type.lower())
-    what = what if what.startswith("`") else f"{what} `{token}`"
-    return Diagnostic(
-        codes.SYNTAX_ERROR,
-        f"unexpected {what}; expected {_describe_expected(expected)}",
-        span,
-        help="separate layers with `|` or a newline" if token.type in ("LBRACE", "LPAR") else None,
-    )
+    if what.startswith("`"):
+        return what
+    for article in ("a ", "an "):
+        what = what.removeprefix(article)
+    return f"{what} `{token}`"
+
+
+_REPEAT_LINE = re.compile(r"^\s*repeat\s+(\S+)(?:\s+([^#{]*?))?\s*(#.*)?$")
+
+
+def _help_for(token: Token, expected: set[str], text: str) -> str | None:
+    if token.type in ("LBRACE", "LPAR"):
+        return "separate layers with `|` or a newline"
+    if "LBRACE" not in expected:
+        return None
+    start = text.rfind("\n", 0, token.start_pos or 0) + 1
+    end = text.find("\n", token.start_pos or 0)
+    repeat = _REPEAT_LINE.match(text[start:end if end >= 0 else len(text)])
+    if repeat and repeat.group(2):
+        return f"write `repeat {repeat.group(1)} {{ {repeat.group(2)} }}`: the repeated layers go in braces"
+    if repeat:
+        return f"write `repeat {repeat.group(1)} {{ ... }}` with the repeated layers inside the braces"
+    return "a body goes in braces, `{ conv 8 k3 | relu }`; a body may also start the next line (one branch per line)"
 
 
 def _unclosed_brace(text: str) -> int | None:
