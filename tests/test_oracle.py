@@ -152,10 +152,24 @@ def pool_text(op: str) -> Callable[[dict], str]:
             parts.append(_pair("s", a["s"]))
         if a.get("p", (0, 0)) != (0, 0):
             parts.append(_pair("p", a["p"]))
+        if a.get("d", (1, 1)) != (1, 1):
+            parts.append(_pair("d", a["d"]))
         if a.get("ceil"):
             parts.append("ceil")
+        if a.get("noinclude"):
+            parts.append("noinclude")
         return " ".join(parts)
     return text
+
+
+def bn_text(a: dict) -> str:
+    parts = ["bn"] + [f"{key}={a[key]}" for key in ("eps", "momentum") if key in a]
+    return " ".join(parts + (["noaffine"] if a.get("noaffine") else []))
+
+
+def bn_module(a: dict, x: "torch.Tensor", env: dict) -> nn.Module:
+    cls = nn.BatchNorm2d if x.dim() == 4 else nn.BatchNorm1d
+    return cls(x.shape[1], eps=a.get("eps", 1e-5), momentum=a.get("momentum", 0.1), affine=not a.get("noaffine"))
 
 
 def leaf_text(layer: Layer) -> str:
@@ -251,7 +265,11 @@ def torch_layer(layer: Layer, x: "torch.Tensor", env: dict[str, int]) -> nn.Modu
 
 
 def pool_module(cls: type) -> Callable[[dict, "torch.Tensor", dict], nn.Module]:
-    return lambda a, x, env: cls(a["k"], stride=a.get("s") or a["k"], padding=a.get("p", (0, 0)), ceil_mode=a.get("ceil", False))
+    def module(a: dict, x: "torch.Tensor", env: dict) -> nn.Module:
+        extra = ({"dilation": a.get("d", (1, 1))} if cls is nn.MaxPool2d
+                 else {"count_include_pad": not a.get("noinclude")})
+        return cls(a["k"], stride=a.get("s") or a["k"], padding=a.get("p", (0, 0)), ceil_mode=a.get("ceil", False), **extra)
+    return module
 
 
 @dataclass(frozen=True)
@@ -286,7 +304,7 @@ ORACLE: dict[str, OracleOp] = {
     "adaptiveavgpool": OracleOp(lambda a: f"adaptiveavgpool {a['size'][0]}x{a['size'][1]}",
                                 lambda a, x, env: nn.AdaptiveAvgPool2d(a["size"])),
     "gap": OracleOp(lambda a: "gap", lambda a, x, env: nn.AdaptiveAvgPool2d(1)),
-    "bn": OracleOp(lambda a: "bn", lambda a, x, env: nn.BatchNorm2d(x.shape[1]) if x.dim() == 4 else nn.BatchNorm1d(x.shape[1])),
+    "bn": OracleOp(bn_text, bn_module),
     "dropout": OracleOp(lambda a: f"dropout {a['p']}", lambda a, x, env: nn.Dropout(a["p"])),
     "flatten": OracleOp(lambda a: "flatten", lambda a, x, env: nn.Flatten()),
     "linear": OracleOp(lambda a: f"linear {a['n']}" + ("" if a.get("bias", True) else " nobias"),
@@ -570,7 +588,19 @@ def draw_shape_free(draw) -> Layer:
         return draw_activation(draw)
     if kind == "dropout":
         return Layer("dropout", {"p": draw(st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.9]))})
-    return Layer("bn")
+    return draw_bn(draw)
+
+
+def draw_bn(draw) -> Layer:
+    """`bn`, sometimes with torch's other arguments (GoogLeNet's eps=0.001, a momentum, noaffine)."""
+    a: dict[str, Any] = {}
+    if draw(st.integers(0, 2)) == 0:
+        a["eps"] = draw(st.sampled_from([0.001, 1e-3, 0.1]))
+    if draw(st.integers(0, 2)) == 0:
+        a["momentum"] = draw(st.sampled_from([0.01, 0.5, 0.0, 1]))
+    if draw(st.integers(0, 3)) == 0:
+        a["noaffine"] = True
+    return Layer("bn", a)
 
 
 # --------------------------------------------------------------------------- valid flat chains
@@ -668,14 +698,19 @@ def valid_pool(draw, shape: tuple[int, int, int]) -> tuple[Layer, tuple]:
     s = draw_pair(draw, 1, 3) if draw(st.booleans()) else None
     p = (draw(st.integers(0, k[0] // 2)), draw(st.integers(0, k[1] // 2)))
     ceil = draw(st.integers(0, 2)) == 0
+    op = draw(st.sampled_from(POOLS))
+    # maxpool's dilation d (the window spans d*(k-1)+1), avgpool's `noinclude` (count_include_pad=False)
+    d = draw_pair(draw, 1, 2) if op == "maxpool" and draw(st.booleans()) else (1, 1)
     ss = s or k
-    if window(h, k[0], ss[0], p[0], 1, ceil) < 1 or window(w, k[1], ss[1], p[1], 1, ceil) < 1:
+    if window(h, k[0], ss[0], p[0], d[0], ceil) < 1 or window(w, k[1], ss[1], p[1], d[1], ceil) < 1:
+        d = (1, 1)
         k = (min(k[0], h), min(k[1], w))
         p = (min(p[0], k[0] // 2), min(p[1], k[1] // 2))
         s = None if s is None else s
         ss = s or k
-    out = (c, window(h, k[0], ss[0], p[0], 1, ceil), window(w, k[1], ss[1], p[1], 1, ceil))
-    return Layer(draw(st.sampled_from(POOLS)), {"k": k, "s": s, "p": p, "ceil": ceil}), out
+    out = (c, window(h, k[0], ss[0], p[0], d[0], ceil), window(w, k[1], ss[1], p[1], d[1], ceil))
+    extra = {"d": d} if op == "maxpool" else {"noinclude": draw(st.booleans())}
+    return Layer(op, {"k": k, "s": s, "p": p, "ceil": ceil, **extra}), out
 
 
 def drawn_ops() -> list[str]:
