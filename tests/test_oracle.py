@@ -59,7 +59,9 @@ class X:
     text: str
 
     def ev(self, env: dict[str, int]) -> int:
-        return eval(self.text, {"__builtins__": {}}, dict(env))  # noqa: S307 - our own generated text
+        # `in.c` (the incoming shape) is `in_c` in the env (`in` is a Python keyword)
+        text = re.sub(r"\bin\.([chwf])\b", r"in_\1", self.text)
+        return eval(text, {"__builtins__": {}}, dict(env))  # noqa: S307 - our own generated text
 
 
 @dataclass(eq=False)
@@ -261,7 +263,8 @@ def ev_pair(v: Any, env: dict[str, int]) -> Any:
 
 def torch_layer(layer: Layer, x: "torch.Tensor", env: dict[str, int]) -> nn.Module:
     """The nn module for one layer, sized from the tensor that reaches it (as one writes torch by hand)."""
-    return ORACLE[layer.op].module(layer.a, x, env)
+    sizes = dict(zip(("in_c", "in_h", "in_w"), x.shape[1:])) if x.dim() == 4 else {"in_f": x.shape[1]}
+    return ORACLE[layer.op].module(layer.a, x, {**env, **sizes})  # what `in.*` reads: the tensor reaching the layer
 
 
 def pool_module(cls: type) -> Callable[[dict, "torch.Tensor", dict], nn.Module]:
@@ -307,8 +310,8 @@ ORACLE: dict[str, OracleOp] = {
     "bn": OracleOp(bn_text, bn_module),
     "dropout": OracleOp(lambda a: f"dropout {a['p']}", lambda a, x, env: nn.Dropout(a["p"])),
     "flatten": OracleOp(lambda a: "flatten", lambda a, x, env: nn.Flatten()),
-    "linear": OracleOp(lambda a: f"linear {a['n']}" + ("" if a.get("bias", True) else " nobias"),
-                       lambda a, x, env: nn.Linear(x.shape[-1], a["n"], bias=a.get("bias", True))),
+    "linear": OracleOp(lambda a: f"linear {_num(a['n'])}" + ("" if a.get("bias", True) else " nobias"),
+                       lambda a, x, env: nn.Linear(x.shape[-1], ev(a["n"], env), bias=a.get("bias", True))),
     "leakyrelu": OracleOp(lambda a: "leakyrelu" if a.get("slope", 0.01) == 0.01 else f"leakyrelu {a['slope']}",
                           lambda a, x, env: nn.LeakyReLU(a.get("slope", 0.01))),
     "softmax": OracleOp(lambda a: "softmax", lambda a, x, env: nn.Softmax(dim=1)),
@@ -1191,6 +1194,19 @@ FIXED = {
             project=True)]),
     "empty residual body: x + x": Arch((3, 4, 4), [Res([]), Res([], shortcut=[conv(3, 1)])]),
 }
+
+
+# DenseNet's transition halves whatever reaches it: `conv {in.c // 2} k1`, inside a block and out.
+TRANSITION = Block("transition", [], [Layer("bn"), Layer("relu"), conv(X("in.c // 2"), 1, bias=False),
+                                      Layer("avgpool", {"k": (2, 2), "s": (2, 2)})])
+FIXED["in.* in a DenseNet transition"] = Arch(
+    (3, 16, 16), [conv(24, 3, p=(1, 1)), Call(TRANSITION), conv(X("in.c * 3"), 3, p=(1, 1)), Call(TRANSITION),
+                  conv(X("in.h + in.w"), 1), Layer("flatten"), Layer("linear", {"n": X("in.f // 4")})],
+    blocks=[TRANSITION])
+FIXED["in.* with bn and pool arguments"] = Arch(
+    (4, 9, 9), [Layer("bn", {"eps": 0.001, "momentum": 0.01, "noaffine": True}), Layer("maxpool", {"k": (3, 3), "s": (1, 1), "p": (1, 1), "d": (2, 2)}),
+                Layer("avgpool", {"k": (3, 3), "s": (2, 2), "p": (1, 1), "noinclude": True, "ceil": True}),
+                conv(X("in.c * in.w"), 1), Layer("bn", {"eps": 0.001})])
 
 
 @pytest.mark.parametrize("name", list(FIXED))

@@ -50,14 +50,12 @@ class _Pool(LayerSpec):
         op = self.op_name
         if not need_rank(op, x, 3, emit):
             return None
-        # PyTorch's limit is half the effective (dilated) window.
-        half = (self.eff_kernel[0] // 2, self.eff_kernel[1] // 2)
-        if self.padding[0] > half[0] or self.padding[1] > half[1]:
-            kernel = f"k{pair_text(self.kernel)}" + (f" d{pair_text(self.window_dilation)}" if self.window_dilation != (1, 1) else "")
+        # PyTorch's limit is half the kernel, dilated or not (max_pool2d: "pad should be at most half of kernel size").
+        if self.padding[0] > self.kernel[0] // 2 or self.padding[1] > self.kernel[1] // 2:
             emit(
                 codes.POOL_PADDING,
-                f"`{op}` padding p{pair_text(self.padding)} is more than half the kernel {kernel} (PyTorch refuses it)",
-                help=f"use at most p{min(half)}",
+                f"`{op}` padding p{pair_text(self.padding)} is more than half the kernel k{pair_text(self.kernel)} (PyTorch refuses it)",
+                help=f"use at most p{self.kernel[0] // 2}",
             )
             return (x[0], None, None) if x else None
         if x is None:
@@ -118,7 +116,7 @@ class MaxPool(_Pool):
     keys: ClassVar = {**_Pool.keys, "d": "dilation"}
     torch_cls: ClassVar = "MaxPool2d"
     reduces_with: ClassVar = "the maximum"
-    summary: ClassVar = ("Max pooling (nn.MaxPool2d): kernel K, stride sS (default K), padding pP (at most half the window), "
+    summary: ClassVar = ("Max pooling (nn.MaxPool2d): kernel K, stride sS (default K), padding pP (at most K/2), "
                          "dilation dD, `ceil`.")
     usage: ClassVar = "maxpool 2 [s2] [p0] [d1] [ceil]"
 
