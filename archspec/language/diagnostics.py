@@ -83,8 +83,10 @@ def _noqa_codes(line: str) -> set[str] | None:
     return {c.strip().upper() for c in codes.split(",") if c.strip()} if codes else set()
 
 
+@lru_cache(maxsize=16)
 def source_lines(text: str) -> list[str]:
-    """The lines as the parser counts them: split on `\n` only (str.splitlines also splits on form
+    """Split once per source (per diagnostic made rendering N diagnostics quadratic; callers must
+    not mutate the list). The lines as the parser counts them: split on `\n` only (str.splitlines also splits on form
     feeds and other separators, which would put `# noqa` or a caret on another line); a CR before
     the newline dropped."""
     return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
@@ -125,13 +127,6 @@ def filter_diagnostics(
             kept.append(d)
     return kept
 
-
-@lru_cache(maxsize=16)
-def source_lines(text: str) -> list[str]:
-    """The lines of a source, split once per source: splitting for each diagnostic made
-    rendering N diagnostics of one file quadratic (20,000 warnings took 15 s). Callers must not
-    mutate the list. (A str caches its hash, so looking the same text up again is cheap.)"""
-    return text.splitlines()
 
 
 Segments = list[tuple[str, "str | None"]]  # (text, rich style) pieces of a rendered diagnostic
