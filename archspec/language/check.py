@@ -355,8 +355,12 @@ def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
     report = CheckReport(model=model, classes=classes)
     report.diagnostics.extend(model.diagnostics)
     checker = _Checker(report)
-    if model.sources.get(model.path) is not None and not any(d.code in (codes.SYNTAX_ERROR, codes.TOO_LARGE) for d in model.diagnostics):
-        if model.input is None and (model.body.items or not model.blocks) and not _invalid_input(model):
+    # After syntax errors the statements that parse are still checked (the broken ones are left
+    # out), without the whole-network checks that the missing statements would upset.
+    syntax_errors = any(d.code == codes.SYNTAX_ERROR for d in model.diagnostics)
+    if (model.sources.get(model.path) is not None and not any(d.code == codes.TOO_LARGE for d in model.diagnostics)
+            and (model.body.items or not syntax_errors)):
+        if model.input is None and (model.body.items or not model.blocks) and not _invalid_input(model) and not syntax_errors:
             # (a file of blocks only is a library; an `input` line that does not bind has its own E004)
             first = model.body.items[0] if model.body.items else None
             span = getattr(first, "span", None) or Span(model.path, 0, 0, 1, 1, 1, 1)
@@ -366,8 +370,9 @@ def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
             )
         report.body = checker.seq(model.body, None, "", 0)
         report.output_shape = seq_output(report.body, None)
-        checker.finish(classes)
-        _hint_channels_first(report)
+        if not syntax_errors:
+            checker.finish(classes)
+            _hint_channels_first(report)
     report.diagnostics = dedupe(report.diagnostics)
     report.diagnostics.sort(key=lambda d: (d.span.path != model.path, d.span.path, d.span.start) if d.span else (True, "", 0))
     return report

@@ -205,8 +205,10 @@ class _Builder:
         try:
             tree = parse_tree(text, path)
         except ParseFailed as failed:
-            self.diags.append(failed.diagnostic)
-            return None
+            self.diags.extend(failed.diagnostics)
+            if failed.tree is None:
+                return None
+            tree = failed.tree  # the statements that parse are still checked
         deep = too_deep(tree, path)
         if deep is not None:
             self.diags.append(deep)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Iterator
 from pathlib import Path
 
 from lark import Lark, Token, Tree
@@ -82,9 +83,14 @@ def too_deep(tree: Tree, path: str) -> Diagnostic | None:
 
 
 class ParseFailed(Exception):
-    def __init__(self, diagnostic: Diagnostic) -> None:
+    """Bad syntax: `diagnostic` is the first error, `diagnostics` all of them (one per broken
+    statement), `tree` what the statements that parse make (None when the text cannot be completed)."""
+
+    def __init__(self, diagnostic: Diagnostic, diagnostics: list[Diagnostic] | None = None, tree: Tree | None = None) -> None:
         super().__init__(diagnostic.message)
         self.diagnostic = diagnostic
+        self.diagnostics = diagnostics or [diagnostic]
+        self.tree = tree
 
 
 # How the parser's terminal names read to a person.
@@ -203,12 +209,86 @@ def parse_with_comments(text: str, path: str = "<string>") -> tuple[Tree, list[T
     _COMMENTS.clear()
     try:
         tree = parser().parse(text)
-    except UnexpectedInput as err:
-        raise ParseFailed(_diagnostic(err, path, text)) from None
+    except UnexpectedInput:
+        _COMMENTS.clear()
+        partial, diagnostics = recovering_parse(text, path)  # only for a file with errors: find them all
+        raise ParseFailed(diagnostics[0], diagnostics, partial) from None
     finally:
         comments = list(_COMMENTS)
         _COMMENTS.clear()
     return tree, comments
+
+
+def recovering_parse(text: str, path: str) -> tuple[Tree | None, list[Diagnostic]]:
+    """Parse with LALR error recovery: every syntax error in the text, one per broken statement.
+
+    The interactive parser is fed token by token. After each separator (`|`, a newline) and each
+    `{` it keeps a copy of its state for that nesting depth; on an error it goes back to the copy
+    for the depth of the error and skips tokens up to the next separator or `}` at that depth, so
+    the broken statement is left out and the statements after it still parse (and get checked).
+    The tree is None when the text cannot be completed (a `{` never closed).
+    """
+    interactive = parser().parse_interactive(text)
+    lexer = interactive.lexer_thread
+    saved = {0: interactive.parser_state.copy()}
+    depth = 0
+    diagnostics: list[Diagnostic] = []
+    skipping: int | None = None  # while skipping a broken statement: the braces opened inside it
+    tokens = lexer.lex(interactive.parser_state)
+
+    def recover(err: UnexpectedInput) -> None:
+        nonlocal skipping
+        diagnostics.append(_diagnostic(err, path, text))
+        interactive.parser_state = saved[depth].copy()
+        skipping = 0
+
+    while True:
+        try:
+            token = next(tokens)
+        except StopIteration:
+            break
+        except UnexpectedCharacters as err:  # a character no token starts with: report it, step over it
+            if skipping is None:
+                recover(err)
+            pos = lexer.state.line_ctr.char_pos
+            lexer.state.line_ctr.feed(text[pos:pos + 1])
+            tokens = lexer.lex(interactive.parser_state)
+            continue
+        except UnexpectedToken as err:  # the contextual lexer read a token this state cannot take
+            token = err.token
+            if skipping is None:
+                recover(err)
+        retried = None
+        tokens = lexer.lex(interactive.parser_state)  # the lexer follows the parser state (it may be restored)
+        while token is not None:
+            if skipping is not None:
+                if token.type == "LBRACE" or (token.type == "RBRACE" and skipping):
+                    skipping += 1 if token.type == "LBRACE" else -1
+                    break
+                if token.type not in ("_NL", "VBAR", "RBRACE"):
+                    break
+                skipping = None  # the separator or `}` after the broken statement: it goes on from here
+            try:
+                interactive.feed_token(token)
+            except UnexpectedToken as err:
+                if skipping == 0 and diagnostics and retried is token:  # refused again after going back: drop it
+                    break
+                recover(err)
+                retried = token
+                continue  # the failing token may itself end the broken statement (a newline, `}`)
+            if token.type == "LBRACE":
+                depth += 1
+            elif token.type == "RBRACE":
+                saved.pop(depth, None)
+                depth -= 1
+            if token.type in ("LBRACE", "_NL", "VBAR"):
+                saved[depth] = interactive.parser_state.copy()
+            token = None
+    try:
+        return interactive.feed_eof(), diagnostics
+    except UnexpectedInput as err:
+        diagnostics.append(_diagnostic(err, path, text))
+        return None, diagnostics
 
 
 def token_span(token: Token, path: str) -> Span:
