@@ -63,3 +63,23 @@ def test_garbage_on_every_line_of_an_example_ends_with_one_error_per_line(path: 
         parse_tree("\n".join(broken) + "\n")
     assert len(failed.value.diagnostics) == bad
     assert all(d.code == "E001" for d in failed.value.diagnostics)
+
+
+def test_recovery_ends_on_token_soup():
+    """Random mixes of the language's tokens (stray braces, keywords, bad characters): recovery
+    always ends, quickly, with E001s only (a stray `}` at the top once looped for ever)."""
+    import random
+    import time
+
+    vocab = ["conv", "8", "k3", "{", "}", "(", ")", "|", "\n", "\n  ", "residual", "shortcut", "concat", "add", "repeat",
+             "2", "block", "b", "=", ",", "*", "{c*2}", "use", '"x"', "budget", "params", "<=", "1M", "@", "#c\n", "-",
+             "//", "in.c", "3x8x8", "input", "\\\n"]
+    rng = random.Random(1)
+    for _ in range(400):
+        text = " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 40)))
+        start = time.perf_counter()
+        try:
+            parse_tree(text)
+        except ParseFailed as failed:
+            assert {d.code for d in failed.diagnostics} == {"E001"}, text
+        assert time.perf_counter() - start < 2, text

@@ -259,7 +259,6 @@ def recovering_parse(text: str, path: str) -> tuple[Tree | None, list[Diagnostic
             if skipping is None:
                 recover(err)
         retried = None
-        tokens = lexer.lex(interactive.parser_state)  # the lexer follows the parser state (it may be restored)
         while token is not None:
             if skipping is not None:
                 if token.type == "LBRACE" or (token.type == "RBRACE" and skipping):
@@ -271,7 +270,9 @@ def recovering_parse(text: str, path: str) -> tuple[Tree | None, list[Diagnostic
             try:
                 interactive.feed_token(token)
             except UnexpectedToken as err:
-                if skipping == 0 and diagnostics and retried is token:  # refused again after going back: drop it
+                if retried is token:  # refused again after going back (a stray `}`): leave it out
+                    interactive.parser_state = saved[depth].copy()
+                    skipping = 0
                     break
                 recover(err)
                 retried = token
@@ -284,6 +285,7 @@ def recovering_parse(text: str, path: str) -> tuple[Tree | None, list[Diagnostic
             if token.type in ("LBRACE", "_NL", "VBAR"):
                 saved[depth] = interactive.parser_state.copy()
             token = None
+        tokens = lexer.lex(interactive.parser_state)  # the lexer follows the parser state (it may be restored)
     try:
         return interactive.feed_eof(), diagnostics
     except UnexpectedInput as err:
