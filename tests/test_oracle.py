@@ -59,7 +59,9 @@ class X:
     text: str
 
     def ev(self, env: dict[str, int]) -> int:
-        return eval(self.text, {"__builtins__": {}}, dict(env))  # noqa: S307 - our own generated text
+        # `in.c` (the incoming shape) is `in_c` in the env (`in` is a Python keyword)
+        text = re.sub(r"\bin\.([chwf])\b", r"in_\1", self.text)
+        return eval(text, {"__builtins__": {}}, dict(env))  # noqa: S307 - our own generated text
 
 
 @dataclass(eq=False)
@@ -152,10 +154,24 @@ def pool_text(op: str) -> Callable[[dict], str]:
             parts.append(_pair("s", a["s"]))
         if a.get("p", (0, 0)) != (0, 0):
             parts.append(_pair("p", a["p"]))
+        if a.get("d", (1, 1)) != (1, 1):
+            parts.append(_pair("d", a["d"]))
         if a.get("ceil"):
             parts.append("ceil")
+        if a.get("noinclude"):
+            parts.append("noinclude")
         return " ".join(parts)
     return text
+
+
+def bn_text(a: dict) -> str:
+    parts = ["bn"] + [f"{key}={a[key]}" for key in ("eps", "momentum") if key in a]
+    return " ".join(parts + (["noaffine"] if a.get("noaffine") else []))
+
+
+def bn_module(a: dict, x: "torch.Tensor", env: dict) -> nn.Module:
+    cls = nn.BatchNorm2d if x.dim() == 4 else nn.BatchNorm1d
+    return cls(x.shape[1], eps=a.get("eps", 1e-5), momentum=a.get("momentum", 0.1), affine=not a.get("noaffine"))
 
 
 def leaf_text(layer: Layer) -> str:
@@ -247,11 +263,16 @@ def ev_pair(v: Any, env: dict[str, int]) -> Any:
 
 def torch_layer(layer: Layer, x: "torch.Tensor", env: dict[str, int]) -> nn.Module:
     """The nn module for one layer, sized from the tensor that reaches it (as one writes torch by hand)."""
-    return ORACLE[layer.op].module(layer.a, x, env)
+    sizes = dict(zip(("in_c", "in_h", "in_w"), x.shape[1:])) if x.dim() == 4 else {"in_f": x.shape[1]}
+    return ORACLE[layer.op].module(layer.a, x, {**env, **sizes})  # what `in.*` reads: the tensor reaching the layer
 
 
 def pool_module(cls: type) -> Callable[[dict, "torch.Tensor", dict], nn.Module]:
-    return lambda a, x, env: cls(a["k"], stride=a.get("s") or a["k"], padding=a.get("p", (0, 0)), ceil_mode=a.get("ceil", False))
+    def module(a: dict, x: "torch.Tensor", env: dict) -> nn.Module:
+        extra = ({"dilation": a.get("d", (1, 1))} if cls is nn.MaxPool2d
+                 else {"count_include_pad": not a.get("noinclude")})
+        return cls(a["k"], stride=a.get("s") or a["k"], padding=a.get("p", (0, 0)), ceil_mode=a.get("ceil", False), **extra)
+    return module
 
 
 @dataclass(frozen=True)
@@ -286,11 +307,11 @@ ORACLE: dict[str, OracleOp] = {
     "adaptiveavgpool": OracleOp(lambda a: f"adaptiveavgpool {a['size'][0]}x{a['size'][1]}",
                                 lambda a, x, env: nn.AdaptiveAvgPool2d(a["size"])),
     "gap": OracleOp(lambda a: "gap", lambda a, x, env: nn.AdaptiveAvgPool2d(1)),
-    "bn": OracleOp(lambda a: "bn", lambda a, x, env: nn.BatchNorm2d(x.shape[1]) if x.dim() == 4 else nn.BatchNorm1d(x.shape[1])),
+    "bn": OracleOp(bn_text, bn_module),
     "dropout": OracleOp(lambda a: f"dropout {a['p']}", lambda a, x, env: nn.Dropout(a["p"])),
     "flatten": OracleOp(lambda a: "flatten", lambda a, x, env: nn.Flatten()),
-    "linear": OracleOp(lambda a: f"linear {a['n']}" + ("" if a.get("bias", True) else " nobias"),
-                       lambda a, x, env: nn.Linear(x.shape[-1], a["n"], bias=a.get("bias", True))),
+    "linear": OracleOp(lambda a: f"linear {_num(a['n'])}" + ("" if a.get("bias", True) else " nobias"),
+                       lambda a, x, env: nn.Linear(x.shape[-1], ev(a["n"], env), bias=a.get("bias", True))),
     "leakyrelu": OracleOp(lambda a: "leakyrelu" if a.get("slope", 0.01) == 0.01 else f"leakyrelu {a['slope']}",
                           lambda a, x, env: nn.LeakyReLU(a.get("slope", 0.01))),
     "softmax": OracleOp(lambda a: "softmax", lambda a, x, env: nn.Softmax(dim=1)),
@@ -570,7 +591,19 @@ def draw_shape_free(draw) -> Layer:
         return draw_activation(draw)
     if kind == "dropout":
         return Layer("dropout", {"p": draw(st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.9]))})
-    return Layer("bn")
+    return draw_bn(draw)
+
+
+def draw_bn(draw) -> Layer:
+    """`bn`, sometimes with torch's other arguments (GoogLeNet's eps=0.001, a momentum, noaffine)."""
+    a: dict[str, Any] = {}
+    if draw(st.integers(0, 2)) == 0:
+        a["eps"] = draw(st.sampled_from([0.001, 1e-3, 0.1]))
+    if draw(st.integers(0, 2)) == 0:
+        a["momentum"] = draw(st.sampled_from([0.01, 0.5, 0.0, 1]))
+    if draw(st.integers(0, 3)) == 0:
+        a["noaffine"] = True
+    return Layer("bn", a)
 
 
 # --------------------------------------------------------------------------- valid flat chains
@@ -668,14 +701,19 @@ def valid_pool(draw, shape: tuple[int, int, int]) -> tuple[Layer, tuple]:
     s = draw_pair(draw, 1, 3) if draw(st.booleans()) else None
     p = (draw(st.integers(0, k[0] // 2)), draw(st.integers(0, k[1] // 2)))
     ceil = draw(st.integers(0, 2)) == 0
+    op = draw(st.sampled_from(POOLS))
+    # maxpool's dilation d (the window spans d*(k-1)+1), avgpool's `noinclude` (count_include_pad=False)
+    d = draw_pair(draw, 1, 2) if op == "maxpool" and draw(st.booleans()) else (1, 1)
     ss = s or k
-    if window(h, k[0], ss[0], p[0], 1, ceil) < 1 or window(w, k[1], ss[1], p[1], 1, ceil) < 1:
+    if window(h, k[0], ss[0], p[0], d[0], ceil) < 1 or window(w, k[1], ss[1], p[1], d[1], ceil) < 1:
+        d = (1, 1)
         k = (min(k[0], h), min(k[1], w))
         p = (min(p[0], k[0] // 2), min(p[1], k[1] // 2))
         s = None if s is None else s
         ss = s or k
-    out = (c, window(h, k[0], ss[0], p[0], 1, ceil), window(w, k[1], ss[1], p[1], 1, ceil))
-    return Layer(draw(st.sampled_from(POOLS)), {"k": k, "s": s, "p": p, "ceil": ceil}), out
+    out = (c, window(h, k[0], ss[0], p[0], d[0], ceil), window(w, k[1], ss[1], p[1], d[1], ceil))
+    extra = {"d": d} if op == "maxpool" else {"noinclude": draw(st.booleans())}
+    return Layer(op, {"k": k, "s": s, "p": p, "ceil": ceil, **extra}), out
 
 
 def drawn_ops() -> list[str]:
@@ -1156,6 +1194,19 @@ FIXED = {
             project=True)]),
     "empty residual body: x + x": Arch((3, 4, 4), [Res([]), Res([], shortcut=[conv(3, 1)])]),
 }
+
+
+# DenseNet's transition halves whatever reaches it: `conv {in.c // 2} k1`, inside a block and out.
+TRANSITION = Block("transition", [], [Layer("bn"), Layer("relu"), conv(X("in.c // 2"), 1, bias=False),
+                                      Layer("avgpool", {"k": (2, 2), "s": (2, 2)})])
+FIXED["in.* in a DenseNet transition"] = Arch(
+    (3, 16, 16), [conv(24, 3, p=(1, 1)), Call(TRANSITION), conv(X("in.c * 3"), 3, p=(1, 1)), Call(TRANSITION),
+                  conv(X("in.h + in.w"), 1), Layer("flatten"), Layer("linear", {"n": X("in.f // 4")})],
+    blocks=[TRANSITION])
+FIXED["in.* with bn and pool arguments"] = Arch(
+    (4, 9, 9), [Layer("bn", {"eps": 0.001, "momentum": 0.01, "noaffine": True}), Layer("maxpool", {"k": (3, 3), "s": (1, 1), "p": (1, 1), "d": (2, 2)}),
+                Layer("avgpool", {"k": (3, 3), "s": (2, 2), "p": (1, 1), "noinclude": True, "ceil": True}),
+                conv(X("in.c * in.w"), 1), Layer("bn", {"eps": 0.001})])
 
 
 @pytest.mark.parametrize("name", list(FIXED))

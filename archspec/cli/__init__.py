@@ -99,14 +99,15 @@ def arch_files(paths: list[str]) -> list[str]:
 
 
 def shape_table(report, title: str | None = None, full: bool = False):
-    """The compact table `check` prints on success: layer, output shape, params.
+    """The compact table `check` prints on success: module, layer, output shape, params.
 
     Each block call is one row (a `block(...) * N` statement is one row for its N calls) with its
     output shape and params, so a 600-layer network prints a screen; `full` lists every layer.
     """
     from archspec.views.table import Column, TableData
 
-    table = TableData([Column("line", "right", "dim"), Column("layer"), Column("output shape"), Column("params", "right")],
+    table = TableData([Column("line", "right", "dim"), Column("module", style="dim"), Column("layer"), Column("output shape"),
+                       Column("params", "right")],
                       title=title)
     for row in _shape_rows(report.body if not full else report.rows, full):
         table.add_row(*row)
@@ -114,7 +115,7 @@ def shape_table(report, title: str | None = None, full: bool = False):
 
 
 def _shape_rows(nodes: list, full: bool) -> list[tuple]:
-    """(line, layer cell, shape, params) per layer, or per run of repeated block calls unless `full`."""
+    """(line, module, layer, shape, params) per layer, or per run of repeated block calls unless `full`."""
     from archspec.language.ops import fmt_shape, value_text
     from archspec.language.tree import Call, Layer
 
@@ -125,8 +126,8 @@ def _shape_rows(nodes: list, full: bool) -> list[tuple]:
         if isinstance(node, Layer):
             layer = node.layer
             desc = layer.describe() if hasattr(layer, "describe") else ""
-            label = ((f"{'  ' * node.depth}{node.op} {desc}".rstrip() + "  ", None), (node.path, "dim"))
-            rows.append((_line(node), label, fmt_shape(node.out_shape), _params(node.params)))
+            rows.append((_line(node), node.path, f"{'  ' * node.depth}{node.op} {desc}".rstrip(), fmt_shape(node.out_shape),
+                         _params(node.params)))
         elif isinstance(node, Call) and not full:
             run = [node]
             while (i + 1 < len(nodes) and isinstance(nodes[i + 1], Call) and nodes[i + 1].block == node.block
@@ -136,8 +137,8 @@ def _shape_rows(nodes: list, full: bool) -> list[tuple]:
             args = ", ".join(f"{k}={value_text(v)}" for k, v in node.args.items())
             times = f" * {len(run)}" if len(run) > 1 else ""
             path = node.path if len(run) == 1 else f"{node.path}..{run[-1].path}"
-            label = ((f"{'  ' * node.depth}{node.block}({args}){times}  ", None), (path, "dim"))
-            rows.append((_line(node), label, fmt_shape(run[-1].out_shape), _params(sum(c.params for c in run))))
+            rows.append((_line(node), path, f"{'  ' * node.depth}{node.block}({args}){times}", fmt_shape(run[-1].out_shape),
+                         _params(sum(c.params for c in run))))
         else:  # a residual or a branch outside a block: its layers, with the block calls in it folded
             rows.extend(_shape_rows(node.children(), full))
         i += 1

@@ -17,7 +17,7 @@ from archspec.language import codes
 from archspec.language.diagnostics import Diagnostic, Span, render_html
 from archspec.language.errors import ArchError
 from archspec.language.expand import dedupe, load, parse
-from archspec.language.nodes import BlockCall, Invalid, Model, Node, Seq
+from archspec.language.nodes import BlockCall, Deferred, Invalid, Model, Node, Seq
 from archspec.language.nodes import Branch as BranchSpec
 from archspec.language.nodes import Residual as ResidualSpec
 from archspec.language.ops import BatchNorm, Conv, Input, LayerSpec, RFStep, Shape, fmt_shape
@@ -161,6 +161,8 @@ class _Checker:
         if isinstance(node, Invalid):
             self.layers_seen += 1
             return Layer(**where, out_shape=None, layer=node)
+        if isinstance(node, Deferred):
+            return self.node(self.resolve(node, x), x, prefix, depth)
         if isinstance(node, LayerSpec):
             if isinstance(node, Input) and self.layers_seen:
                 self.emitter(node)(codes.INPUT_LAYER, "`input` must be the first layer, and only one", help="remove this line, or move it to the top of the file")
@@ -177,6 +179,32 @@ class _Checker:
         if isinstance(node, BranchSpec):
             return self.branch(node, x, where)
         raise AssertionError(type(node))  # pragma: no cover - Node is closed
+
+    def resolve(self, node: Deferred, x: Shape | None) -> Node:
+        """Bind a layer that reads the incoming shape, now that it is known (E112/E113 when it is not usable)."""
+        invalid = Invalid(node.op, node.span, node.trace, node.name)
+        if x is None:
+            name, where = next(iter(node.reads.items()))
+            self.emitter(node)(codes.INPUT_SHAPE_UNKNOWN, f"`{name}` reads the incoming shape, which is unknown here",
+                               help="fix the error before this layer (or write the number)", span=where)
+            return invalid
+        sizes = dict(zip(("in.c", "in.h", "in.w"), x)) if len(x) == 3 else {"in.f": x[0]} if len(x) == 1 else {}
+        wrong = [(n, s) for n, s in node.reads.items() if n not in sizes]
+        for n, s in wrong:
+            kind = "an image [B, C, H, W]" if len(x) == 3 else "features [B, F]" if len(x) == 1 else fmt_shape(x)
+            self.emitter(node)(codes.INPUT_SHAPE_KIND, f"`{n}` does not exist here: the incoming shape {fmt_shape(x)} is {kind}",
+                               help=f"read {', '.join(f'`{k}`' for k in sizes) or 'no size'} here", span=s)
+        if wrong:
+            return invalid
+        unknown = [(n, s) for n, s in node.reads.items() if sizes[n] is None]
+        for n, s in unknown:  # e.g. H and W after a window that does not fit (its error is reported)
+            self.emitter(node)(codes.INPUT_SHAPE_UNKNOWN, f"`{n}` reads the incoming shape {fmt_shape(x)}, where it is unknown",
+                               help="fix the error before this layer (or write the number)", span=s)
+        if unknown:
+            return invalid
+        bound, diagnostics = node.resolve(sizes)
+        self.report.diagnostics.extend(diagnostics)
+        return bound
 
     def residual(self, node: ResidualSpec, x: Shape | None, where: dict[str, Any]) -> Residual:
         path, depth = where["path"], where["depth"]
@@ -327,8 +355,12 @@ def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
     report = CheckReport(model=model, classes=classes)
     report.diagnostics.extend(model.diagnostics)
     checker = _Checker(report)
-    if model.sources.get(model.path) is not None and not any(d.code in (codes.SYNTAX_ERROR, codes.TOO_LARGE) for d in model.diagnostics):
-        if model.input is None and (model.body.items or not model.blocks) and not _invalid_input(model):
+    # After syntax errors the statements that parse are still checked (the broken ones are left
+    # out), without the whole-network checks that the missing statements would upset.
+    syntax_errors = any(d.code == codes.SYNTAX_ERROR for d in model.diagnostics)
+    if (model.sources.get(model.path) is not None and not any(d.code == codes.TOO_LARGE for d in model.diagnostics)
+            and (model.body.items or not syntax_errors)):
+        if model.input is None and (model.body.items or not model.blocks) and not _invalid_input(model) and not syntax_errors:
             # (a file of blocks only is a library; an `input` line that does not bind has its own E004)
             first = model.body.items[0] if model.body.items else None
             span = getattr(first, "span", None) or Span(model.path, 0, 0, 1, 1, 1, 1)
@@ -338,8 +370,9 @@ def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
             )
         report.body = checker.seq(model.body, None, "", 0)
         report.output_shape = seq_output(report.body, None)
-        checker.finish(classes)
-        _hint_channels_first(report)
+        if not syntax_errors:
+            checker.finish(classes)
+            _hint_channels_first(report)
     report.diagnostics = dedupe(report.diagnostics)
     report.diagnostics.sort(key=lambda d: (d.span.path != model.path, d.span.path, d.span.start) if d.span else (True, "", 0))
     return report

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from archspec.language import codes
 from archspec.language.diagnostics import Diagnostic, Span
-from archspec.language.nodes import BlockCall, Branch, Invalid, Model, Node, Residual, Seq, Trace, Value
+from archspec.language.nodes import BlockCall, Branch, Deferred, Invalid, Model, Node, Residual, Seq, Trace, Value
 from archspec.language.ops import OPS, LayerSpec, resolve_op_name, validate_layer, value_text
 from archspec.language.syntax import MAX_NESTING, ParseFailed, parse_tree, token_span, too_deep, tree_span
 
@@ -205,8 +205,10 @@ class _Builder:
         try:
             tree = parse_tree(text, path)
         except ParseFailed as failed:
-            self.diags.append(failed.diagnostic)
-            return None
+            self.diags.extend(failed.diagnostics)
+            if failed.tree is None:
+                return None
+            tree = failed.tree  # the statements that parse are still checked
         deep = too_deep(tree, path)
         if deep is not None:
             self.diags.append(deep)
@@ -314,6 +316,9 @@ class _Builder:
     def statement(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> list[Node]:
         span = tree_span(stmt, path)
         kind = stmt.data
+        if kind == "layer" and len(stmt.children) == 1 and str(stmt.children[0]) not in OPS and str(stmt.children[0]) in self.blocks:
+            # A bare block name calls it without arguments, like `stem()`.
+            return self.call(Tree("call", [stmt.children[0], None, None, None], stmt.meta), path, env, trace, namer)
         if kind == "layer":
             self.grow(1, span, trace)
             return [self.layer(stmt, path, env, trace, namer)]
@@ -404,6 +409,11 @@ class _Builder:
     def lookup(self, tok: Token, path: str, env: dict[str, Value], trace: Trace) -> Value:
         if str(tok) in env:
             return env[str(tok)]
+        if str(tok).startswith("in."):
+            self.error(codes.UNDEFINED_NAME, f"`{tok}` (the incoming shape) can only be read in a layer's arguments",
+                       token_span(tok, path), trace,
+                       help="use it in the layer inside the block, e.g. `conv {in.c // 2} k1`, not in a call or a count")
+            return 1
         hint = _suggest(str(tok), list(env))
         self.error(codes.UNDEFINED_NAME, f"`{tok}` is not a block parameter here", token_span(tok, path), trace,
                    help=f"did you mean `{hint}`?" if hint else "only a block's parameters can be used in `{...}` and call arguments")
@@ -442,7 +452,8 @@ class _Builder:
         cls = OPS.get(op)
         if cls is None:
             if op in self.blocks:
-                help = f"call a block with parentheses: `{op}(...)`"
+                help = (f"call a block with its arguments in parentheses: `{op}(...)`" if self.blocks[op].params
+                        else f"block `{op}` takes no arguments: write `{op}`")
             else:
                 hint = resolve_op_name(op) or _suggest(op, list(OPS) + list(self.blocks))
                 help = f"did you mean `{hint}`?" if hint else "run `archspec ops` to list the ops"
@@ -452,6 +463,9 @@ class _Builder:
             self.error(codes.UNKNOWN_ARGUMENT, f"`{op}` has {len(arg_trees):,} arguments, past the limit of {MAX_ARGUMENTS}",
                        span, trace, help=f"usage: `{cls.usage}`")
             return Invalid(op, span, trace, namer(op))
+        reads = _shape_reads(arg_trees)
+        if reads and not any(k in env for k in IN_SHAPE_NAMES):
+            return self.deferred(stmt, op, reads, path, env, trace, namer(cls.name_prefix or op))
         args = [self.arg(t, path, env, trace) for t in arg_trees]
         name = namer(cls.name_prefix or op)
         if self.missing_separator(cls, op, args, span, trace) or self.torch_order(cls, op, args, span, trace):
@@ -474,6 +488,27 @@ class _Builder:
             self.error(codes.INVALID_VALUE, f"`{op}` {_field_label(cls, fld)}: must be finite and at most 2^63-1, "
                        f"got `{value_text(getattr(spec, fld))}`", where, trace, help=f"usage: `{cls.usage}`")
         return Invalid(op, span, trace, name) if bad else spec
+
+    def deferred(self, stmt: Tree, op: str, reads: list[Token], path: str, env: dict[str, Value], trace: Trace,
+                 name: str) -> Node:
+        """A layer that reads the incoming shape: E007 for a name other than in.c/h/w/f, else bound later."""
+        unknown = [t for t in reads if str(t) not in IN_SHAPE_NAMES]
+        for tok in unknown:
+            hint = _suggest(str(tok), list(IN_SHAPE_NAMES))
+            self.error(codes.UNDEFINED_NAME, f"`{tok}` is not a size of the incoming shape", token_span(tok, path), trace,
+                       help=f"did you mean `{hint}`?" if hint else "the incoming shape has `in.c`, `in.h`, `in.w` (images) and `in.f` (features)")
+        if unknown:
+            return Invalid(op, tree_span(stmt, path), trace, name)
+
+        def resolve(sizes: dict[str, int]) -> tuple[Node, list[Diagnostic]]:
+            mine: list[Diagnostic] = []
+            saved, self.diags = self.diags, mine  # this layer's binding diagnostics go to the checker
+            try:
+                return self.layer(stmt, path, {**env, **sizes}, trace, lambda _prefix: name), mine
+            finally:
+                self.diags = saved
+
+        return Deferred(op, tree_span(stmt, path), {str(t): token_span(t, path) for t in reads}, resolve, trace, name)
 
     def source_text(self, span: Span) -> str:
         return self.sources.get(span.path, "")[span.start:span.end]
@@ -678,6 +713,16 @@ class _Builder:
         finally:
             self.call_depth -= 1
         return nodes
+
+
+# The sizes of the shape flowing into a layer, as its arguments can read them.
+IN_SHAPE_NAMES = ("in.c", "in.h", "in.w", "in.f")
+
+
+def _shape_reads(arg_trees: list[Tree]) -> list[Token]:
+    """The `in.*` names a layer's arguments read (in `{...}` expressions or as a bare word)."""
+    return [tok for tree in arg_trees for tok in tree.scan_values(lambda v: isinstance(v, Token))
+            if tok.type == "NAME" and str(tok).startswith("in.")]
 
 
 def _arithmetic(op: str, a: int | float, b: int | float) -> int | float:

@@ -6,7 +6,7 @@ below. Nothing here knows shapes: the checker turns this tree into the checked t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 from archspec.language.diagnostics import Diagnostic, Span
 from archspec.language.ops import Input, LayerSpec
@@ -71,7 +71,21 @@ class Invalid:
     name: str = ""
 
 
-Node = Union[LayerSpec, Residual, Branch, BlockCall, Invalid]
+@dataclass
+class Deferred:
+    """A layer whose arguments read the incoming shape (`conv {in.c // 2} k1`): bound by the checker,
+    which knows that shape. `reads` maps each `in.*` name used to where it is written; `resolve`
+    takes their values and gives the bound layer (or Invalid) and the diagnostics of binding it."""
+
+    op: str
+    span: Span
+    reads: dict[str, Span]
+    resolve: Callable[[dict[str, int]], tuple["Node", list[Diagnostic]]]
+    trace: Trace = ()
+    name: str = ""
+
+
+Node = Union[LayerSpec, Residual, Branch, BlockCall, Invalid, Deferred]
 
 
 @dataclass

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Iterator
 from pathlib import Path
 
 from lark import Lark, Token, Tree
@@ -82,9 +83,14 @@ def too_deep(tree: Tree, path: str) -> Diagnostic | None:
 
 
 class ParseFailed(Exception):
-    def __init__(self, diagnostic: Diagnostic) -> None:
+    """Bad syntax: `diagnostic` is the first error, `diagnostics` all of them (one per broken
+    statement), `tree` what the statements that parse make (None when the text cannot be completed)."""
+
+    def __init__(self, diagnostic: Diagnostic, diagnostics: list[Diagnostic] | None = None, tree: Tree | None = None) -> None:
         super().__init__(diagnostic.message)
         self.diagnostic = diagnostic
+        self.diagnostics = diagnostics or [diagnostic]
+        self.tree = tree
 
 
 # How the parser's terminal names read to a person.
@@ -134,14 +140,38 @@ def _diagnostic(err: UnexpectedInput, path: str, text: str) -> Diagnostic:
                 token.end_line or token.line or 1, token.end_column or (token.column or 1) + 1)
     if token.type == "RBRACE":
         return Diagnostic(codes.SYNTAX_ERROR, "unmatched `}`", span, help="remove it, or open the block it closes with `{`")
+    return Diagnostic(codes.SYNTAX_ERROR, f"unexpected {_describe_unexpected(token)}; expected {_describe_expected(expected)}",
+                      span, help=_help_for(token, expected, text))
+
+
+def _describe_unexpected(token: Token) -> str:
+    """The token found, without an article and never with a raw newline: `name `conv``, `end of line`."""
+    if token.type == "_NL":
+        return "end of line"
     what = _TERMINALS.get(token.type, token.type.lower())
-    what = what if what.startswith("`") else f"{what} `{token}`"
-    return Diagnostic(
-        codes.SYNTAX_ERROR,
-        f"unexpected {what}; expected {_describe_expected(expected)}",
-        span,
-        help="separate layers with `|` or a newline" if token.type in ("LBRACE", "LPAR") else None,
-    )
+    if what.startswith("`"):
+        return what
+    for article in ("a ", "an "):
+        what = what.removeprefix(article)
+    return f"{what} `{token}`"
+
+
+_REPEAT_LINE = re.compile(r"^\s*repeat\s+(\S+)(?:\s+([^#{]*?))?\s*(#.*)?$")
+
+
+def _help_for(token: Token, expected: set[str], text: str) -> str | None:
+    if token.type in ("LBRACE", "LPAR"):
+        return "separate layers with `|` or a newline"
+    if "LBRACE" not in expected:
+        return None
+    start = text.rfind("\n", 0, token.start_pos or 0) + 1
+    end = text.find("\n", token.start_pos or 0)
+    repeat = _REPEAT_LINE.match(text[start:end if end >= 0 else len(text)])
+    if repeat and repeat.group(2):
+        return f"write `repeat {repeat.group(1)} {{ {repeat.group(2)} }}`: the repeated layers go in braces"
+    if repeat:
+        return f"write `repeat {repeat.group(1)} {{ ... }}` with the repeated layers inside the braces"
+    return "a body goes in braces, `{ conv 8 k3 | relu }`; a body may also start the next line (one branch per line)"
 
 
 def _unclosed_brace(text: str) -> int | None:
@@ -179,12 +209,91 @@ def parse_with_comments(text: str, path: str = "<string>") -> tuple[Tree, list[T
     _COMMENTS.clear()
     try:
         tree = parser().parse(text)
-    except UnexpectedInput as err:
-        raise ParseFailed(_diagnostic(err, path, text)) from None
+    except UnexpectedInput:
+        _COMMENTS.clear()
+        partial, diagnostics = recovering_parse(text, path)  # only for a file with errors: find them all
+        if _unclosed_brace(text) is not None:
+            # Inside a `{` that is never closed every later line fails too: one error says it all.
+            diagnostics = diagnostics[:1]
+        raise ParseFailed(diagnostics[0], diagnostics, partial) from None
     finally:
         comments = list(_COMMENTS)
         _COMMENTS.clear()
     return tree, comments
+
+
+def recovering_parse(text: str, path: str) -> tuple[Tree | None, list[Diagnostic]]:
+    """Parse with LALR error recovery: every syntax error in the text, one per broken statement.
+
+    The interactive parser is fed token by token. After each separator (`|`, a newline) and each
+    `{` it keeps a copy of its state for that nesting depth; on an error it goes back to the copy
+    for the depth of the error and skips tokens up to the next separator or `}` at that depth, so
+    the broken statement is left out and the statements after it still parse (and get checked).
+    The tree is None when the text cannot be completed (a `{` never closed).
+    """
+    interactive = parser().parse_interactive(text)
+    lexer = interactive.lexer_thread
+    saved = {0: interactive.parser_state.copy()}
+    depth = 0
+    diagnostics: list[Diagnostic] = []
+    skipping: int | None = None  # while skipping a broken statement: the braces opened inside it
+    tokens = lexer.lex(interactive.parser_state)
+
+    def recover(err: UnexpectedInput) -> None:
+        nonlocal skipping
+        diagnostics.append(_diagnostic(err, path, text))
+        interactive.parser_state = saved[depth].copy()
+        skipping = 0
+
+    while True:
+        try:
+            token = next(tokens)
+        except StopIteration:
+            break
+        except UnexpectedCharacters as err:  # a character no token starts with: report it, step over it
+            if skipping is None:
+                recover(err)
+            pos = lexer.state.line_ctr.char_pos
+            lexer.state.line_ctr.feed(text[pos:pos + 1])
+            tokens = lexer.lex(interactive.parser_state)
+            continue
+        except UnexpectedToken as err:  # the contextual lexer read a token this state cannot take
+            token = err.token
+            if skipping is None:
+                recover(err)
+        retried = None
+        while token is not None:
+            if skipping is not None:
+                if token.type == "LBRACE" or (token.type == "RBRACE" and skipping):
+                    skipping += 1 if token.type == "LBRACE" else -1
+                    break
+                if token.type not in ("_NL", "VBAR", "RBRACE"):
+                    break
+                skipping = None  # the separator or `}` after the broken statement: it goes on from here
+            try:
+                interactive.feed_token(token)
+            except UnexpectedToken as err:
+                if retried is token:  # refused again after going back (a stray `}`): leave it out
+                    interactive.parser_state = saved[depth].copy()
+                    skipping = 0
+                    break
+                recover(err)
+                retried = token
+                continue  # the failing token may itself end the broken statement (a newline, `}`)
+            if token.type == "LBRACE":
+                depth += 1
+            elif token.type == "RBRACE":
+                saved.pop(depth, None)
+                depth -= 1
+            if token.type in ("LBRACE", "_NL", "VBAR"):
+                saved[depth] = interactive.parser_state.copy()
+            token = None
+        tokens = lexer.lex(interactive.parser_state)  # the lexer follows the parser state (it may be restored)
+    try:
+        return interactive.feed_eof(), diagnostics
+    except UnexpectedInput as err:
+        diagnostics.append(_diagnostic(err, path, text))
+        return None, diagnostics
 
 
 def token_span(token: Token, path: str) -> Span:

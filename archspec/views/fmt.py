@@ -9,6 +9,10 @@ The canonical form:
     (`{c*4}`) and spaced inside call parentheses (`cbr(c * 2, k=1)`);
   * a body written on one line stays inline, `{ conv c k3 | bn }`; a body written over several
     lines gets one statement line per line, indented by 2 spaces, with `}` on its own line;
+  * a `concat`/`add` keeps its branches on one line when they were written so and fit in
+    MAX_BRANCH_LINE columns; otherwise each branch body goes on its own line, indented by 2
+    spaces (the grammar reads a line starting with `{` or `shortcut` as part of the one before);
+    `shortcut` written on its own line stays there;
   * comments stay where they were: on their own line (indented like the code around them), or
     at the end of the line of the code they followed (so `# noqa` keeps applying to it), two
     spaces after the code; a comment set apart by two or more spaces on a line that keeps its
@@ -36,6 +40,8 @@ _BLANK_LINE = re.compile(r"\n[ \t\f\r]*\n")
 # What a key may be glued to and still lex as that key and value: `k5`, `k3x3`, `p-1` (NAME then
 # NUMBER). A float stays apart: `k1e5` would be one word that is no key.
 _GLUE_VALUE = re.compile(r"-?\d+|\d+(x\d+)+")
+# A `concat`/`add` longer than this on one line gets one branch per line.
+MAX_BRANCH_LINE = 100
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2}
 
 
@@ -136,6 +142,8 @@ class _Printer:
                 self.anchors.append(sub.meta.start_pos + 1)  # just after `{`
             elif sub.data in ("layer", "residual", "branch", "repeat", "call", "block_def", "use", "budget"):
                 self.anchors.append(sub.meta.end_pos)
+            if sub.data == "branch":
+                self.anchors.append(sub.children[0].end_pos)  # a comment after `concat` stays there
 
     def anchor(self, pos: int) -> None:
         self.pending += self.trailing.pop(pos, [])
@@ -248,19 +256,52 @@ class _Printer:
         self.write(" ".join(parts))
 
     def st_residual(self, t: Tree) -> None:
-        mode, body, _, shortcut = t.children
+        mode, body, keyword, shortcut = t.children
         self.write("residual " + (f"{mode} " if mode is not None else ""))
         self.body(body)
         if shortcut is not None:
-            self.write(" shortcut ")
+            if "\n" in _real_newlines(self.text[body.meta.end_pos:keyword.start_pos]):
+                self.newline()  # `shortcut` written on the next line stays there
+                self.mark(keyword.start_pos)
+            else:
+                self.write(" ")
+            self.write("shortcut ")
             self.body(shortcut)
 
     def st_branch(self, t: Tree) -> None:
         mode, *bodies = t.children
         self.write(str(mode))
-        for b in bodies:
-            self.write(" ")
+        self.anchor(mode.end_pos)
+        starts = [mode.end_pos, *(b.meta.end_pos for b in bodies[:-1])]
+        one_per_line = any("\n" in _real_newlines(self.text[a:b.meta.start_pos]) for a, b in zip(starts, bodies))
+        if not one_per_line:
+            saved = self.snapshot()
+            lines = len(self.lines)
+            for b in bodies:
+                self.write(" ")
+                self.body(b)
+            if max(len(line) for line in [*self.lines[lines:], self.cur or ""]) <= MAX_BRANCH_LINE:
+                return
+            self.restore(saved)  # too long on one line: one body per line
+        self.indent += 1
+        for a, b in zip(starts, bodies):
+            for c in [c for c in self.own if a <= c.start < b.meta.start_pos]:  # own-line comments between branches
+                self.newline()
+                self.mark(c.start)
+                self.write(c.text)
+                self.placed += 1
+            self.newline()
+            self.mark(b.meta.start_pos)
             self.body(b)
+        self.indent -= 1
+
+    def snapshot(self) -> tuple:
+        return (list(self.lines), self.cur, self.line_src, list(self.pending),
+                {k: list(v) for k, v in self.trailing.items()}, self.placed)
+
+    def restore(self, saved: tuple) -> None:
+        lines, self.cur, self.line_src, pending, trailing, self.placed = saved
+        self.lines, self.pending, self.trailing = list(lines), list(pending), dict(trailing)
 
     def st_repeat(self, t: Tree) -> None:
         count, body = t.children
@@ -283,7 +324,7 @@ class _Printer:
         for p in params.children if params is not None else []:
             pname, default = p.children
             parts.append(str(pname) + (f"={expr_text(default, compact=False)}" if default is not None else ""))
-        self.write(f"block {name}({', '.join(parts)}) ")
+        self.write(f"block {name}({', '.join(parts)}) " if parts else f"block {name} ")
         self.body(body)
 
     def st_use(self, t: Tree) -> None:

@@ -11,23 +11,42 @@ from archspec.language.ops.base import Emit, LayerSpec, Shape, TorchCall, fmt_sh
 
 class BatchNorm(LayerSpec):
     op: Literal["bn"] = "bn"
+    eps: float = Field(default=1e-5, gt=0, allow_inf_nan=False)
+    momentum: float = Field(default=0.1, ge=0, le=1)
+    affine: bool = True
+    keys: ClassVar = {"eps": "eps", "momentum": "momentum"}
+    flags: ClassVar = {"noaffine": ("affine", False), "affine": ("affine", True)}
     name_prefix: ClassVar = "bn"
-    summary: ClassVar = "Batch normalisation: nn.BatchNorm2d on [B, C, H, W], nn.BatchNorm1d on [B, F]."
-    usage: ClassVar = "bn"
+    summary: ClassVar = ("Batch normalisation: nn.BatchNorm2d on [B, C, H, W], nn.BatchNorm1d on [B, F]; "
+                         "eps=E (default 1e-5), momentum=M (default 0.1), `noaffine` (no scale and shift).")
+    usage: ClassVar = "bn [eps=1e-5] [momentum=0.1] [noaffine]"
 
     def params(self, x: Shape | None) -> int:
-        return 2 * x[0] if x and x[0] is not None else 0
+        return 2 * x[0] if self.affine and x and x[0] is not None else 0
 
     def torch_call(self, x: Shape | None) -> TorchCall:
-        return TorchCall(cls="BatchNorm2d" if len(x) == 3 else "BatchNorm1d", args=(x[0],))  # type: ignore[arg-type]
+        kw: dict[str, object] = {}
+        if self.eps != 1e-5:
+            kw["eps"] = self.eps
+        if self.momentum != 0.1:
+            kw["momentum"] = self.momentum
+        if not self.affine:
+            kw["affine"] = False
+        return TorchCall(cls="BatchNorm2d" if len(x) == 3 else "BatchNorm1d", args=(x[0],), kwargs=kw)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        parts = [f"eps={self.eps:g}"] if self.eps != 1e-5 else []
+        parts += [f"momentum={self.momentum:g}"] if self.momentum != 0.1 else []
+        return " ".join(parts + ([] if self.affine else ["noaffine"]))
 
     def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
         if x is None:
             return super().explain(x, y, params, macs)
         return [f"{fmt_shape(x)} -> {fmt_shape(y)}: normalises each of the {x[0]} channels over the batch"
                 + (" and H, W" if len(x) == 3 else "") + ", then scales and shifts it",
-                f"params: 2*{x[0]} = {params:,} (a scale and a shift per channel; "
-                "the running mean and variance are buffers, not params)"]
+                (f"params: 2*{x[0]} = {params:,} (a scale and a shift per channel; "
+                 "the running mean and variance are buffers, not params)" if self.affine
+                 else "params: 0 (`noaffine`: no scale and shift; the running mean and variance are buffers)")]
 
 
 class GroupNorm(LayerSpec):

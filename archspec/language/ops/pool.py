@@ -33,13 +33,24 @@ class _Pool(LayerSpec):
     def eff_stride(self) -> tuple[int, int]:
         return self.stride or self.kernel
 
+    @property
+    def window_dilation(self) -> tuple[int, int]:
+        """Only max pooling has a dilation (`d2`); PyTorch's average pooling has none."""
+        return getattr(self, "dilation", (1, 1))
+
+    @property
+    def eff_kernel(self) -> tuple[int, int]:
+        d = self.window_dilation
+        return d[0] * (self.kernel[0] - 1) + 1, d[1] * (self.kernel[1] - 1) + 1
+
     def rf(self, x: Shape | None) -> RFStep | None:
-        return self.kernel, self.eff_stride
+        return self.eff_kernel, self.eff_stride
 
     def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
         op = self.op_name
         if not need_rank(op, x, 3, emit):
             return None
+        # PyTorch's limit is half the kernel, dilated or not (max_pool2d: "pad should be at most half of kernel size").
         if self.padding[0] > self.kernel[0] // 2 or self.padding[1] > self.kernel[1] // 2:
             emit(
                 codes.POOL_PADDING,
@@ -49,7 +60,8 @@ class _Pool(LayerSpec):
             return (x[0], None, None) if x else None
         if x is None:
             return None
-        h, w = spatial(op, x, self.kernel, self.eff_stride, self.padding, (1, 1), emit, codes.OUTPUT_TOO_SMALL, self.ceil_mode)
+        h, w = spatial(op, x, self.kernel, self.eff_stride, self.padding, self.window_dilation, emit, codes.OUTPUT_TOO_SMALL,
+                       self.ceil_mode)
         return (x[0], h, w)
 
     def torch_call(self, x: Shape | None) -> TorchCall:
@@ -58,8 +70,13 @@ class _Pool(LayerSpec):
             kw["stride"] = self.stride[0] if self.stride[0] == self.stride[1] else self.stride
         if self.padding != (0, 0):
             kw["padding"] = self.padding[0] if self.padding[0] == self.padding[1] else self.padding
+        if self.window_dilation != (1, 1):
+            d = self.window_dilation
+            kw["dilation"] = d[0] if d[0] == d[1] else d
         if self.ceil_mode:
             kw["ceil_mode"] = True
+        if not getattr(self, "count_include_pad", True):
+            kw["count_include_pad"] = False
         k = self.kernel[0] if self.kernel[0] == self.kernel[1] else self.kernel
         return TorchCall(cls=self.torch_cls, args=(k,), kwargs=kw)
 
@@ -69,12 +86,16 @@ class _Pool(LayerSpec):
             parts.append(f"s{pair_text(self.stride)}")
         if self.padding != (0, 0):
             parts.append(f"p{pair_text(self.padding)}")
+        if self.window_dilation != (1, 1):
+            parts.append(f"d{pair_text(self.window_dilation)}")
         if self.ceil_mode:
             parts.append("ceil")
+        if not getattr(self, "count_include_pad", True):
+            parts.append("noinclude")
         return " ".join(parts)
 
     def explain_failure(self, x: Shape | None, y: Shape | None) -> list[str]:
-        return window_failure_lines(x, y, self.kernel, self.eff_stride, self.padding, (1, 1), self.ceil_mode)
+        return window_failure_lines(x, y, self.kernel, self.eff_stride, self.padding, self.window_dilation, self.ceil_mode)
 
     def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
         if x is None or y is None:
@@ -84,24 +105,33 @@ class _Pool(LayerSpec):
                  f"C: {x[0]}: {self.reduces_with} of each {k[0]}x{k[1]} window, on each channel on its own"
                  + ("" if self.stride is not None else f"; the stride defaults to the kernel, {pair_text(k)}")]
         for i, axis in enumerate("HW"):
-            lines.append(window_line(axis, x[i + 1], k[i], s[i], self.padding[i], 1, y[i + 1], self.ceil_mode))  # type: ignore[arg-type]
+            lines.append(window_line(axis, x[i + 1], k[i], s[i], self.padding[i], self.window_dilation[i], y[i + 1],
+                                     self.ceil_mode))  # type: ignore[arg-type]
         return lines
 
 
 class MaxPool(_Pool):
     op: Literal["maxpool"] = "maxpool"
+    dilation: Pair = (1, 1)
+    keys: ClassVar = {**_Pool.keys, "d": "dilation"}
     torch_cls: ClassVar = "MaxPool2d"
     reduces_with: ClassVar = "the maximum"
-    summary: ClassVar = "Max pooling (nn.MaxPool2d): kernel K, stride sS (default K), padding pP (at most K/2), `ceil`."
-    usage: ClassVar = "maxpool 2 [s2] [p0] [ceil]"
+    summary: ClassVar = ("Max pooling (nn.MaxPool2d): kernel K, stride sS (default K), padding pP (at most K/2), "
+                         "dilation dD, `ceil`.")
+    usage: ClassVar = "maxpool 2 [s2] [p0] [d1] [ceil]"
+
+    _positive_dilation = field_validator("dilation")(positive_pair)
 
 
 class AvgPool(_Pool):
     op: Literal["avgpool"] = "avgpool"
+    count_include_pad: bool = True
+    flags: ClassVar = {**_Pool.flags, "noinclude": ("count_include_pad", False)}
     torch_cls: ClassVar = "AvgPool2d"
     reduces_with: ClassVar = "the mean"
-    summary: ClassVar = "Average pooling (nn.AvgPool2d): kernel K, stride sS (default K), padding pP (at most K/2), `ceil`."
-    usage: ClassVar = "avgpool 2 [s2] [p0] [ceil]"
+    summary: ClassVar = ("Average pooling (nn.AvgPool2d): kernel K, stride sS (default K), padding pP (at most K/2), `ceil`, "
+                         "`noinclude` (padding left out of the mean: count_include_pad=False).")
+    usage: ClassVar = "avgpool 2 [s2] [p0] [ceil] [noinclude]"
 
 
 def widest_adaptive_window(n: int, o: int) -> int:
