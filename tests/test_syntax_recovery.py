@@ -45,6 +45,13 @@ def test_the_first_diagnostic_is_the_one_the_plain_parse_reports():
     assert len(failed.value.diagnostics) == 3 and failed.value.tree is not None
 
 
+def test_an_expression_brace_left_open_is_one_error():
+    """`{` after a layer opens an expression, not a body: the lines after it are not each an error."""
+    with pytest.raises(ParseFailed) as failed:
+        parse_tree("input 3x8x8\nconv 16 k5 {\nlinear 120 | relu\nlinear 10\n")
+    assert [d.span.line for d in failed.value.diagnostics] == [2]
+
+
 def test_an_unclosed_brace_is_one_error_and_no_tree():
     with pytest.raises(ParseFailed) as failed:
         parse_tree("input 3x8x8\nrepeat 2 { conv 4 k1\nrelu\n")

@@ -233,17 +233,23 @@ def recovering_parse(text: str, path: str) -> tuple[Tree | None, list[Diagnostic
     """
     interactive = parser().parse_interactive(text)
     lexer = interactive.lexer_thread
-    saved = {0: interactive.parser_state.copy()}
+    saved = {0: (interactive.parser_state.copy(), 0)}  # per depth: the state after its last separator, and len(braces)
     depth = 0
+    braces: list[bool] = []  # the `{` fed and not closed: True for a body, False for an expression
     diagnostics: list[Diagnostic] = []
     skipping: int | None = None  # while skipping a broken statement: the braces opened inside it
     tokens = lexer.lex(interactive.parser_state)
 
-    def recover(err: UnexpectedInput) -> None:
+    def go_back() -> None:
         nonlocal skipping
-        diagnostics.append(_diagnostic(err, path, text))
-        interactive.parser_state = saved[depth].copy()
+        state, open_braces = saved[depth]
+        interactive.parser_state = state.copy()
+        del braces[open_braces:]
         skipping = 0
+
+    def recover(err: UnexpectedInput) -> None:
+        diagnostics.append(_diagnostic(err, path, text))
+        go_back()
 
     while True:
         try:
@@ -274,19 +280,21 @@ def recovering_parse(text: str, path: str) -> tuple[Tree | None, list[Diagnostic
                 interactive.feed_token(token)
             except UnexpectedToken as err:
                 if retried is token:  # refused again after going back (a stray `}`): leave it out
-                    interactive.parser_state = saved[depth].copy()
-                    skipping = 0
+                    go_back()
                     break
                 recover(err)
                 retried = token
                 continue  # the failing token may itself end the broken statement (a newline, `}`)
             if token.type == "LBRACE":
-                depth += 1
-            elif token.type == "RBRACE":
+                # A body's `{` (which a newline may follow) opens a depth; a `{c*2}` expression's does not.
+                state = interactive.parser_state
+                braces.append("_NL" in state.parse_conf.parse_table.states[state.position])
+                depth += braces[-1]
+            elif token.type == "RBRACE" and braces.pop():
                 saved.pop(depth, None)
                 depth -= 1
-            if token.type in ("LBRACE", "_NL", "VBAR"):
-                saved[depth] = interactive.parser_state.copy()
+            if token.type in ("_NL", "VBAR") or (token.type == "LBRACE" and braces[-1]):
+                saved[depth] = (interactive.parser_state.copy(), len(braces))
             token = None
         tokens = lexer.lex(interactive.parser_state)  # the lexer follows the parser state (it may be restored)
     try:
