@@ -245,7 +245,10 @@ def launch(nproc: int, worker_args: Sequence[str]) -> int:
         raise _Stopped(f"interrupted ({exc.sigval.name}): the workers were stopped (what they saved is above)", code) from None
     except ChildFailedError as exc:
         # The rank that failed first: not one that exited because it lost that rank, nor one the agent killed (< 0).
-        causes = {r: f for r, f in exc.failures.items() if f.exitcode > 0 and f.exitcode != LostPeer.exit_code} or exc.failures
+        causes = {r: f for r, f in exc.failures.items() if f.exitcode > 0 and f.exitcode != LostPeer.exit_code}
+        if not causes:  # the agent saw only ranks that stopped because a peer failed: the failure's own line is above
+            raise ArchspecError(f"a rank of {nproc} failed and the job was stopped (its error is above)",
+                                "fix that rank's error and run again") from None
         rank = min(causes)
         raise ArchspecError(f"rank {rank} of {nproc} exited with code {causes[rank].exitcode}; the job was stopped (its error is above)",
                             "fix that rank's error and run again") from None
