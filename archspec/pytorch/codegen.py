@@ -59,7 +59,7 @@ class _SourceWriter(Visitor[str]):
 
     def visit_branch(self, node: Branch, indent: int) -> str:
         name = "Concat" if node.mode == "concat" else "Add"
-        self.helpers.add(name)
+        self.helpers.update({"Concat", name})  # Add is a Concat that sums (runtime.py): it needs its base
         return self.join_call(name, node.branches, indent)
 
     def join_call(self, name: str, parts: list[list[CheckedNode]], indent: int) -> str:

@@ -30,13 +30,8 @@ class Concat(nn.Module):
         return torch.cat([branch(x) for branch in self.children()], dim=1)
 
 
-class Add(nn.Module):
+class Add(Concat):
     """Parallel branches on one input, summed elementwise."""
-
-    def __init__(self, *branches: nn.Module) -> None:
-        super().__init__()
-        for i, branch in enumerate(branches):
-            self.add_module(f"branch{i + 1}", branch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branches = iter(self.children())
