@@ -20,7 +20,7 @@ from archspec.language.check import CheckReport, check
 from archspec.language.diagnostics import CODES, Diagnostic, Span, filter_diagnostics
 from archspec.language.expand import parse
 from archspec.language.ops import OPS, Input, fmt_shape, value_text
-from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Residual
+from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Residual, Visitor
 
 # A document that is not a file on disk (an untitled buffer): `use` paths resolve from the cwd.
 UNSAVED = "<string>"
@@ -223,19 +223,36 @@ def _node_hover(nodes: list[CheckedNode], a: Analysis) -> str:
 
 
 def _describe(node: CheckedNode, a: Analysis) -> str:
-    if isinstance(node, Layer):
-        return _layer_hover(node, a)
-    totals = f"`{fmt_shape(node.in_shape)} -> {fmt_shape(node.out_shape)}`, {node.params:,} params, {node.macs:,} MACs"
-    if isinstance(node, Call):
+    return _Hover(a).visit(node)
+
+
+class _Hover(Visitor[str]):
+    """The hover text of one checked node (the block, residual or branch totals; a layer's arithmetic)."""
+
+    def __init__(self, analysis: Analysis) -> None:
+        self.analysis = analysis
+
+    def visit_layer(self, node: Layer) -> str:
+        return _layer_hover(node, self.analysis)
+
+    def visit_call(self, node: Call) -> str:
         args = ", ".join(f"{k}={value_text(v)}" for k, v in node.args.items())
         count = sum(1 for _ in _layers_under(node))
-        return f"**{node.path}**: block `{node.block}({args})`, {count} layers\n\n{totals}"
-    if isinstance(node, Residual):
+        return f"**{node.path}**: block `{node.block}({args})`, {count} layers\n\n{_totals(node)}"
+
+    def visit_residual(self, node: Residual) -> str:
         how = "projection (1x1 conv + bn)" if node.projected else ("explicit shortcut" if node.shortcut is not None else "identity")
-        return f"**{node.path}**: residual with {how} shortcut\n\n{totals}"
-    if isinstance(node, Branch):
-        return f"**{node.path}**: {node.mode} of {len(node.branches)} branches\n\n{totals}"
-    return f"**{node.path}**\n\n{totals}"
+        return f"**{node.path}**: residual with {how} shortcut\n\n{_totals(node)}"
+
+    def visit_branch(self, node: Branch) -> str:
+        return f"**{node.path}**: {node.mode} of {len(node.branches)} branches\n\n{_totals(node)}"
+
+    def generic_visit(self, node: CheckedNode) -> str:
+        return f"**{node.path}**\n\n{_totals(node)}"
+
+
+def _totals(node: CheckedNode) -> str:
+    return f"`{fmt_shape(node.in_shape)} -> {fmt_shape(node.out_shape)}`, {node.params:,} params, {node.macs:,} MACs"
 
 
 def _layers_under(node: CheckedNode) -> Iterator[Layer]:
@@ -254,8 +271,7 @@ def _layer_hover(node: Layer, a: Analysis) -> str:
     failing = any(d.severity == "error" and d.span == node.span and d.trace == node.trace for d in a.tree.diagnostics)
     lines = layer.explain_failure(x, y) if failing or not known else layer.explain(x, y, node.params, node.macs)  # type: ignore[union-attr]
     head = f"**{node.path}**: `{node.op} {layer.describe()}`".rstrip()  # type: ignore[union-attr]
-    totals = f"`{fmt_shape(x)} -> {fmt_shape(y)}`, {node.params:,} params, {node.macs:,} MACs"
-    return f"{head}\n\n{totals}\n\n```text\n" + "\n".join(lines) + "\n```"
+    return f"{head}\n\n{_totals(node)}\n\n```text\n" + "\n".join(lines) + "\n```"
 
 
 def _known(shape) -> bool:
