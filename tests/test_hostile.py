@@ -176,8 +176,13 @@ def test_too_many_arguments_on_one_layer():
 
 
 def test_many_branches_are_refused_quickly():
-    (d,) = timed_check("input 3x32x32\nconcat " + "{ relu } " * 10000 + "\n").diagnostics
-    assert d.code == codes.TOO_LARGE
+    (d,) = timed_check("input 3x32x32\nrepeat 6 { concat " + "{ relu } " * 10000 + "}\n").diagnostics
+    assert d.code == codes.TOO_LARGE and "60,007 layers" in d.message  # the input + 6 x (10,000 relus + the concat)
+
+
+def test_ten_thousand_branches_are_checked_quickly():
+    report = timed_check("input 3x32x32\nconcat " + "{ relu } " * 10000 + "\n")
+    assert not report.errors and report.output_shape == (30000, 32, 32)
 
 
 def test_the_limit_is_a_number_of_layers_not_a_guess():

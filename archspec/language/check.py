@@ -17,6 +17,7 @@ from archspec.language import codes
 from archspec.language.diagnostics import Diagnostic, Span, render_html
 from archspec.language.errors import ArchError
 from archspec.language.expand import dedupe, load, parse
+from archspec.language.gcpause import without_gc_pauses
 from archspec.language.nodes import BlockCall, Deferred, Invalid, Model, Node, Seq
 from archspec.language.nodes import Branch as BranchSpec
 from archspec.language.nodes import Residual as ResidualSpec
@@ -349,6 +350,7 @@ def _hint_channels_first(report: CheckReport) -> None:
             d.help = f"write the channels first: `input {w}x{c}x{h}`"
 
 
+@without_gc_pauses
 def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
     """Check a parsed model (or .arch text): every diagnostic, and each layer's shapes and params."""
     model = parse(source) if isinstance(source, str) else source

@@ -23,12 +23,13 @@ from archspec.language import codes
 from archspec.language.diagnostics import Diagnostic, Span
 from archspec.language.nodes import BlockCall, Branch, Deferred, Invalid, Model, Node, Residual, Seq, Trace, Value
 from archspec.language.ops import OPS, LayerSpec, resolve_op_name, validate_layer, value_text
+from archspec.language.gcpause import without_gc_pauses
 from archspec.language.syntax import MAX_NESTING, ParseFailed, parse_tree, token_span, too_deep, tree_span
 
 # --------------------------------------------------------------------------- resource limits
 # Documented in the README (section "Limits"): past each, one diagnostic instead of the work.
 MAX_FILE_BYTES = 1 << 20  # 1 MiB: a .arch file (main or `use`d); checked on the file's size before reading
-MAX_LAYERS = 10_000  # layers after expanding repeats, block calls and `use` (structures count one each)
+MAX_LAYERS = 50_000  # layers after expanding repeats, block calls and `use` (structures count one each)
 MAX_USE_DEPTH = 32  # files that `use` each other in a chain
 MAX_ARGUMENTS = 256  # arguments of one layer or one block call
 MAX_INT = (1 << 63) - 1  # torch's int64: a larger whole number cannot reach a layer
@@ -869,6 +870,7 @@ def _any_span(tree: Any, path: str) -> Span:
 
 # --------------------------------------------------------------------------- entry points
 
+@without_gc_pauses
 def parse(text: str, path: str = "<string>") -> Model:
     """Parse and bind a .arch text. Never raises for a mistake in the text: see Model.diagnostics."""
     sources: dict[str, str] = {}
@@ -910,6 +912,7 @@ def dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
     return out
 
 
+@without_gc_pauses
 def load(path: str | Path) -> Model:
     """Read and parse a .arch file. Raises UsageError when the file cannot be read."""
     from archspec.language.errors import UsageError
