@@ -950,7 +950,8 @@ def main() -> int:
     L.append(f"| **total** | {tot['inputs']} | {tot['runs']} | {tot['crash']} | {tot['hang']} | {tot['over-memory']} | "
              f"{tot['oracle']} |")
     L.append("")
-    L.append(f"A run is one command on one input (fmt adds fmt-idempotent and fmt-meaning runs). "
+    L.append(f"A run is one command on one input (fmt adds fmt-idempotent and fmt-meaning runs; a hostile input adds "
+             f"check and fmt through the console script in a process of their own). "
              f"{len(report)} distinct failure classes.")
     L.append("")
     L.append("## Failures by kind (first line: the exception line of the traceback, or the oracle)")
