@@ -1,23 +1,32 @@
 """A fuzz campaign against archspec's CLI and public API (issue 14, point 5).
 
-How to rerun: from the repository root, `PYTHONPATH=$PWD python benchmarks/fuzz.py --seconds 600`
-(or `--runs N` to stop after N inputs; `--seed S` for a reproducible campaign; `--commands
-check,fmt,api` for a subset; `--out FILE` for the results file, default benchmarks/results/fuzz.md;
-`--workers 2`). Three parts: (1) grammar-aware text drawn with hypothesis.extra.lark.from_lark over
-grammar/archspec.lark, with NAME tokens drawn from `archspec ops` and argument words; (2) byte and
-token mutations of examples/*.arch and examples/broken/*.arch; (3) hand-made hostile cases (huge
-numbers, deep nesting, expansion bombs, BOM, invalid UTF-8, FIFOs, /dev/zero, `use` chains,
-symlink loops...). Every input runs through check (text and JSON), summary, explain, fmt, graph,
-compile and the API (archspec.check / archspec.build + a forward pass). Parts 1 and 2 fork each
-run from a worker that has already imported archspec (and torch for the API), so each run is its
-own process with RLIMIT_AS = the worker's size + 2 GB (+ 4 GB for the API, torch maps a lot),
-SIGALRM after --timeout seconds and its peak RSS read from wait4; part 3 runs the real `archspec`
-console script (and `python -c` for the API) in subprocesses under the same limits. Oracles: exit
-code in {0,1,2} and no Traceback; no hang; no memory blow-up; fmt idempotent and
-meaning-preserving (check JSON of x and fmt(x): same ops/shapes/params and diagnostic codes);
-build() succeeds exactly when check() has no errors and gives the checker's output shape.
-Failures are grouped by the exception line of the traceback (or the oracle), minimized, and
-written with the summary table to the results file.
+How to rerun: from the repository root, `PYTHONPATH=$PWD python benchmarks/fuzz.py --runs 20000`
+(`--seconds S` for a time budget instead, default 600; `--seed S` for a reproducible campaign;
+`--commands check,fmt,api` for a subset; `--out FILE` for the results file, default
+benchmarks/results/fuzz.md; `--workers 2`). A run is one command on one input.
+
+Three parts: (1) grammar-aware text drawn with hypothesis.extra.lark.from_lark over
+grammar/archspec.lark, with NAME tokens drawn from `archspec ops` and argument words (drawn in the
+workers, 25 at a time); (2) byte and token mutations of examples/*.arch and examples/broken/*.arch
+(at most --max-bytes); (3) hand-made hostile cases (huge numbers, deep nesting, expansion bombs,
+BOM, invalid UTF-8, FIFOs, /dev/zero, `use` chains, symlink loops...). Every input runs through
+check (text and JSON), summary, explain, fmt, graph (DOT text), compile and the API
+(archspec.check / archspec.build + a forward pass on small nets); hostile inputs also run check and
+fmt through the real console script, each in a process of its own.
+
+Speed: each worker imports archspec and torch and runs every command once on a few examples before
+forking (build() imports torchvision, 1.5 s, which every forked run used to pay), then gc.freeze()s.
+An input's runs share one fork: the child runs them in order, each with its own fds, working
+directory, RLIMIT_AS (the worker's size + 2 GB; + 4 GB for the API, torch maps a lot), interval timer
+(--timeout, twice that for the API) and peak RSS (VmHWM, reset through /proc/self/clear_refs). The
+child records START/END of each run in a status file; a child that dies (timer, signal, memory) is
+blamed on the run it was in and the rest of the input's runs go on in a new fork, as they do after a
+run that raised. Oracles: exit code in {0,1,2} and no Traceback; no hang; no memory blow-up; fmt
+idempotent and meaning-preserving (check JSON of x and of fmt(x) saved as main.arch in a sibling
+directory with the same other files and the same stdin, so `use` resolves alike: same
+ops/shapes/params and diagnostic codes); build() succeeds exactly when check() has no errors and
+gives the checker's output shape. Failures are grouped by the exception line of the traceback (or
+the oracle), minimized, and written with the summary table to the results file.
 """
 from __future__ import annotations
 
@@ -522,6 +531,7 @@ def run_exec(argv, timeout, mem, stdin_path, tmp, cwd):
 
 class Worker:
     state: dict = {}
+    base: str | None = None  # the campaign's temporary directory, removed at its end
 
 
 def _warm_up(commands: list[str]) -> None:
@@ -529,7 +539,7 @@ def _warm_up(commands: list[str]) -> None:
     torchvision, 1.5 s), lark's parser, torch's first forward pass. Without this every forked run paid them."""
     import contextlib
     import io
-    warm = tempfile.mkdtemp(prefix="archspec-fuzz-warm-")
+    warm = tempfile.mkdtemp(prefix="warm-", dir=Worker.base)
     for ex in ("lenet.arch", "resnet18_cifar.arch", "uses_blocks.arch", "broken/linear_on_4d.arch"):
         src = ROOT / "examples" / ex
         if not src.exists():
@@ -548,7 +558,7 @@ def _warm_up(commands: list[str]) -> None:
     shutil.rmtree(warm, ignore_errors=True)
 
 
-def worker_init(commands, timeout, mem_extra, api_extra, ops=()):
+def worker_init(commands, timeout, mem_extra, api_extra, ops=(), base=None):
     import gc
     import archspec  # noqa: F401
     import archspec.cli  # noqa: F401
@@ -568,13 +578,14 @@ def worker_init(commands, timeout, mem_extra, api_extra, ops=()):
                 __import__(m)
             except ImportError:
                 pass
+    Worker.base = base
     _warm_up(commands)
     # Objects made so far are never collected in the children: their refcount pages stay shared after fork.
     gc.collect()
     gc.freeze()
     vm = int([l for l in open("/proc/self/status") if l.startswith("VmSize")][0].split()[1]) * 1024
     Worker.state = dict(commands=commands, timeout=timeout, mem=vm + mem_extra, api_mem=vm + api_extra,
-                        tmp=tempfile.mkdtemp(prefix="archspec-fuzz-"), vm=vm, ops=list(ops))
+                        tmp=tempfile.mkdtemp(prefix="worker-", dir=base), vm=vm, ops=list(ops))
 
 
 def prepare(case: Case, d: str, fd: str) -> tuple[str, str | None]:
@@ -821,7 +832,8 @@ def minimize(args) -> bytes:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=None,
-                    help="stop after this many runs (a run is one command on one input); default: the time budget")
+                    help="start no new input after this many runs (a run is one command on one input; the inputs under way "
+                         "still finish); default: the time budget")
     ap.add_argument("--seconds", type=float, default=600, help="time budget for the whole campaign (default 600)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--commands", default=",".join(ALL_COMMANDS), help="comma-separated of: " + ", ".join(ALL_COMMANDS))
@@ -844,9 +856,10 @@ def main() -> int:
 
     stats = defaultdict(lambda: defaultdict(int))
     failures: list[dict] = []
+    base = tempfile.mkdtemp(prefix="archspec-fuzz-")  # every worker's files, removed at the end
     ctx = mp.get_context("fork")
     pool = ctx.Pool(a.workers, initializer=worker_init,
-                    initargs=(commands, a.timeout, int(a.mem_gb * GIB), int(a.api_mem_gb * GIB), ops))
+                    initargs=(commands, a.timeout, int(a.mem_gb * GIB), int(a.api_mem_gb * GIB), ops, base))
     done_inputs = done_runs = in_flight = 0
     case_by_name: dict[str, Case] = {}
     finished: queue.Queue = queue.Queue()
@@ -902,7 +915,8 @@ def main() -> int:
         e = by_sig.setdefault((kind, sig_), {"cmds": defaultdict(int), "fs": []})
         e["cmds"][cmd] += len(fs)
         e["fs"] += fs
-    worker_init(commands, a.timeout, int(a.mem_gb * GIB), int(a.api_mem_gb * GIB))
+    if by_sig:  # the minimizer runs cases here, as a worker does
+        worker_init(commands, a.timeout, int(a.mem_gb * GIB), int(a.api_mem_gb * GIB), ops, base)
     min_budget = max(5.0, (t_start + a.seconds - time.monotonic()) / max(1, len(by_sig)))
     report = []
     for (kind, sig_), e in sorted(by_sig.items(), key=lambda kv: (kv[0][0], -len(kv[1]["fs"]))):
@@ -985,6 +999,7 @@ def main() -> int:
     print(text)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(text)
+    shutil.rmtree(base, ignore_errors=True)
     print(f"(written to {a.out})")
     return 0
 
