@@ -552,7 +552,7 @@ def _warm_up(commands: list[str]) -> None:
                         _api(str(src), "path")
                     else:
                         argv = cli_argv(cmd, str(src), warm)
-                        _cli(["fmt", str(src)] if cmd == "fmt" else argv)
+                        _cli(["fmt", "--check", str(src)] if cmd == "fmt" else argv)  # never rewrite an example
                 except BaseException:  # noqa: BLE001 - a warm-up problem shows up again in the real runs
                     pass
     shutil.rmtree(warm, ignore_errors=True)

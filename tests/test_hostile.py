@@ -22,6 +22,7 @@ from archspec.language import codes
 from archspec.language.diagnostics import filter_diagnostics
 from archspec.language.expand import MAX_FILE_BYTES, MAX_LAYERS, MAX_USE_DEPTH
 from archspec.language.syntax import MAX_NESTING
+from archspec.views.fmt import format_text
 from conftest import EXAMPLES, REPO
 
 NINES = "9" * 150
@@ -301,6 +302,36 @@ def test_noqa_after_a_form_feed_stays_on_its_line():
 def test_noqa_on_a_line_with_form_feeds_applies_to_it():
     report = archspec.check("input 3x32x32\n\f\fcnov 8 k3 \f# noqa\n")
     assert filter_diagnostics(report.diagnostics, report.sources) == []
+
+
+def _kept_codes(text: str) -> list[str]:
+    report = archspec.check(text)
+    return sorted(d.code for d in filter_diagnostics(report.diagnostics, report.sources))
+
+
+def test_noqa_ending_a_continued_line_covers_the_lines_it_continues():
+    """Found by benchmarks/fuzz.py: fmt joins `\\`-continued lines, which moved a `# noqa` from the
+    continuation onto the code before it: `check` of fmt's output lost an E003. The joined lines are one
+    line of code, so the noqa covers them all, before fmt as after."""
+    text = "input 3x32x32\nconv 8 k3 bogus \\\n  p1  # noqa\nflatten\n"
+    out = format_text(text)
+    assert out == "input 3x32x32\nconv 8 k3 bogus p1  # noqa\nflatten\n"
+    assert _kept_codes(text) == _kept_codes(out) == []
+    # without the continuation the noqa stays on its own line; a backslash ending a comment continues nothing
+    assert _kept_codes("input 3x32x32\nconv 8 k3 bogus\n  # noqa\n") == [codes.UNKNOWN_ARGUMENT]
+    assert _kept_codes("input 3x32x32\nconv 8 k3 bogus  # c \\\n# noqa\n") == [codes.UNKNOWN_ARGUMENT]
+
+
+def test_a_file_without_statements_reports_e006_at_its_first_comment():
+    """Found by benchmarks/fuzz.py: E006 sat on line 1 even when line 1 was blank, and fmt drops
+    leading blank lines, so a `# noqa` on line 2 silenced it only after fmt."""
+    text = "\r\n# noqa|\\\r"
+    assert [(d.code, d.span.line) for d in archspec.check(text).diagnostics] == [(codes.INPUT_LAYER, 2)]
+    out = format_text(text)
+    assert _kept_codes(text) == _kept_codes(out) == []
+    assert [(d.code, d.span.line) for d in archspec.check("\n\n# just a note\n").diagnostics] == \
+        [(codes.INPUT_LAYER, 3)]
+    assert [(d.code, d.span.line) for d in archspec.check("").diagnostics] == [(codes.INPUT_LAYER, 1)]
 
 
 def test_keywords_are_whole_words():
