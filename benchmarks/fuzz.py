@@ -862,6 +862,7 @@ def main() -> int:
                     initargs=(commands, a.timeout, int(a.mem_gb * GIB), int(a.api_mem_gb * GIB), ops, base))
     done_inputs = done_runs = in_flight = 0
     case_by_name: dict[str, Case] = {}
+    seen_sigs: set[tuple[str, str]] = set()
     finished: queue.Queue = queue.Queue()
     deadline = t_start + a.seconds * 0.85  # keep the rest for minimizing
     exhausted = False
@@ -897,6 +898,10 @@ def main() -> int:
                     if k:
                         stats[part][k] += 1
                         failures.append(r)
+                        if (k, r["sig_"]) not in seen_sigs:  # say so at once: a long campaign reports at its end
+                            seen_sigs.add((k, r["sig_"]))
+                            print(f"  new failure: {k}: {r['sig_']} ({r['cmd']} on {case['name']}: "
+                                  f"{case['text'][:200]!r})", flush=True)
             if done_inputs // 500 != (done_inputs - len(res)) // 500:
                 print(f"  {done_inputs} inputs, {done_runs} runs, {len(failures)} failures, "
                       f"{time.monotonic() - t_start:.0f} s", flush=True)
