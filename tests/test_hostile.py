@@ -322,6 +322,20 @@ def test_noqa_ending_a_continued_line_covers_the_lines_it_continues():
     assert _kept_codes("input 3x32x32\nconv 8 k3 bogus  # c \\\n# noqa\n") == [codes.UNKNOWN_ARGUMENT]
 
 
+@pytest.mark.parametrize("text", [
+    "input 3x32x32\ncnov \\\n# noqa\nrelu\n",  # a comment alone after a continuation: it ends that line of code
+    "#\\\r\n use\"\"\\\r\n# noqa\r",  # the same after a comment ending in `\\` (no continuation) and CRLFs
+    "conv()|use\".\"\\\r\n# noqa\r",
+    "input 3x32x32\nrelu \\\n\n# noqa\ncnov\n",  # a blank line ends the line of code: the noqa is its own line
+])
+def test_fmt_keeps_a_noqa_after_a_continuation_on_the_same_code(text):
+    """Found by benchmarks/fuzz.py: fmt wrote a comment that followed code through a `\\` continuation on
+    a line of its own, where the `# noqa` no longer covered that code."""
+    out = format_text(text)
+    assert _kept_codes(out) == _kept_codes(text)
+    assert format_text(out) == out
+
+
 def test_a_file_without_statements_reports_e006_at_its_first_comment():
     """Found by benchmarks/fuzz.py: E006 sat on line 1 even when line 1 was blank, and fmt drops
     leading blank lines, so a `# noqa` on line 2 silenced it only after fmt."""
@@ -332,6 +346,9 @@ def test_a_file_without_statements_reports_e006_at_its_first_comment():
     assert [(d.code, d.span.line) for d in archspec.check("\n\n# just a note\n").diagnostics] == \
         [(codes.INPUT_LAYER, 3)]
     assert [(d.code, d.span.line) for d in archspec.check("").diagnostics] == [(codes.INPUT_LAYER, 1)]
+    text = "\\\r\n\n# noqa"  # a `\\`-newline is a blank to the grammar, and fmt drops it
+    assert [(d.code, d.span.line) for d in archspec.check(text).diagnostics] == [(codes.INPUT_LAYER, 3)]
+    assert _kept_codes(text) == _kept_codes(format_text(text)) == []
 
 
 def test_keywords_are_whole_words():

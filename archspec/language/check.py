@@ -354,7 +354,7 @@ def _first_content(model: Model) -> Span:
     comment), which `fmt` makes line 1, so that a `# noqa` there means the same before and after fmt."""
     text, offset = model.sources.get(model.path, ""), 0
     for number, line in enumerate(text.split("\n"), 1):
-        if line.replace("|", "").strip():
+        if line.replace("|", "").replace("\\", "").strip():  # `\\`-newlines are blanks to the grammar
             column = len(line) - len(line.lstrip()) + 1
             return Span(model.path, offset + column - 1, offset + column - 1, number, column, number, column)
         offset += len(line) + 1

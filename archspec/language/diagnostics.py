@@ -95,7 +95,7 @@ def source_lines(text: str) -> list[str]:
 _STRING_OR_COMMENT = re.compile(r'"[^"\n]*"|#[^\n]*')
 
 
-def _continued(line: str) -> bool:
+def is_continued(line: str) -> bool:
     """Whether the line goes on to the next with `\\` (the grammar joins them); a backslash that ends a
     comment or a string is none."""
     return _STRING_OR_COMMENT.sub("", line).endswith("\\")
@@ -111,7 +111,7 @@ def _line_noqa(text: str, line: int) -> set[str] | None:
     if not 0 < line <= len(lines):
         return None
     last = line
-    while last < len(lines) and _continued(lines[last - 1]):
+    while last < len(lines) and is_continued(lines[last - 1]):
         last += 1
     own = _noqa_codes(lines[line - 1])
     return own if own is not None or last == line else _noqa_codes(lines[last - 1])
