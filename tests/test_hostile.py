@@ -351,6 +351,18 @@ def test_a_file_without_statements_reports_e006_at_its_first_comment():
     assert _kept_codes(text) == _kept_codes(format_text(text)) == []
 
 
+def test_use_of_a_path_with_a_nul_character_is_e008(tmp_path):
+    """Found by benchmarks/fuzz.py: `use "\\x00..."` raised ValueError (embedded null byte) from the
+    path resolution, a traceback in every command."""
+    text = 'use "\x00no_such_blocks.arch"\ninput 3x32x32\nrelu\n'
+    assert codes_of(text) == [codes.IMPORT_ERROR]
+    path = tmp_path / "nul.arch"
+    path.write_text(text)
+    err = io.StringIO()
+    assert main(["check", str(path)], out=err) == 1
+    assert "NUL character" in err.getvalue() and "Traceback" not in err.getvalue()
+
+
 def test_keywords_are_whole_words():
     report = archspec.check("block adder(c) { conv c k1 }\nblock concat2() { relu }\nblock shortcuts() { relu }\n"
                             "input 3x32x32\nadder(4) | concat2() | shortcuts()\nconcat { } { relu }\nadd { } { relu }\n"
