@@ -987,7 +987,7 @@ def main() -> int:
             s = r["repro"].decode("utf-8", "backslashreplace")
             L.append(f"- reproducer{' (minimized)' if r['minimized'] else ''}, as a Python bytes literal: "
                      f"`{r['repro'][:400]!r}`" + (" (cut)" if len(r["repro"]) > 400 else ""))
-            if len(s) < 400:
+            if len(s) < 400 and all(ch.isprintable() or ch in "\n\t" for ch in s):  # else the literal says it all
                 L.append("")
                 L.append("```")
                 L.append(s.rstrip("\n"))
