@@ -1,33 +1,46 @@
 """A fuzz campaign against archspec's CLI and public API (issue 14, point 5).
 
-How to rerun: from the repository root, `PYTHONPATH=$PWD python benchmarks/fuzz.py --seconds 600`
-(or `--runs N` to stop after N inputs; `--seed S` for a reproducible campaign; `--commands
-check,fmt,api` for a subset; `--out FILE` for the results file, default benchmarks/results/fuzz.md;
-`--workers 2`). Three parts: (1) grammar-aware text drawn with hypothesis.extra.lark.from_lark over
-grammar/archspec.lark, with NAME tokens drawn from `archspec ops` and argument words; (2) byte and
-token mutations of examples/*.arch and examples/broken/*.arch; (3) hand-made hostile cases (huge
-numbers, deep nesting, expansion bombs, BOM, invalid UTF-8, FIFOs, /dev/zero, `use` chains,
-symlink loops...). Every input runs through check (text and JSON), summary, explain, fmt, graph,
-compile and the API (archspec.check / archspec.build + a forward pass). Parts 1 and 2 fork each
-run from a worker that has already imported archspec (and torch for the API), so each run is its
-own process with RLIMIT_AS = the worker's size + 2 GB (+ 4 GB for the API, torch maps a lot),
-SIGALRM after --timeout seconds and its peak RSS read from wait4; part 3 runs the real `archspec`
-console script (and `python -c` for the API) in subprocesses under the same limits. Oracles: exit
-code in {0,1,2} and no Traceback; no hang; no memory blow-up; fmt idempotent and
-meaning-preserving (check JSON of x and fmt(x): same ops/shapes/params and diagnostic codes);
-build() succeeds exactly when check() has no errors and gives the checker's output shape.
-Failures are grouped by the exception line of the traceback (or the oracle), minimized, and
-written with the summary table to the results file.
+How to rerun: from the repository root, `PYTHONPATH=$PWD python benchmarks/fuzz.py --runs 20000`
+(`--seconds S` for a time budget instead, default 600; `--seed S` for a reproducible campaign;
+`--commands check,fmt,api` for a subset; `--out FILE` for the results file, default
+benchmarks/results/fuzz.md; `--workers 2`). A run is one command on one input.
+
+Three parts: (1) grammar-aware text drawn with hypothesis.extra.lark.from_lark over
+grammar/archspec.lark, with NAME tokens drawn from `archspec ops` and argument words (drawn in the
+workers, 25 at a time); (2) byte and token mutations of examples/*.arch and examples/broken/*.arch
+(at most --max-bytes); (3) hand-made hostile cases (huge numbers, deep nesting, expansion bombs,
+BOM, invalid UTF-8, FIFOs, /dev/zero, `use` chains, symlink loops...). Every input runs through
+check (text and JSON), summary, explain, fmt, graph (DOT text), compile and the API
+(archspec.check / archspec.build + a forward pass on small nets); hostile inputs also run check and
+fmt through the real console script, each in a process of its own.
+
+Speed: each worker imports archspec and torch and runs every command once on a few examples before
+forking (build() imports torchvision, 1.5 s, which every forked run used to pay), then gc.freeze()s.
+An input's runs share one fork: the child runs them in order, each with its own fds, working
+directory, RLIMIT_AS (the worker's size + 2 GB; + 4 GB for the API, torch maps a lot), interval timer
+(--timeout, twice that for the API) and peak RSS (VmHWM, reset through /proc/self/clear_refs). The
+child records START/END of each run in a status file; a child that dies (timer, signal, memory) is
+blamed on the run it was in and the rest of the input's runs go on in a new fork, as they do after a
+run that raised. Oracles: exit code in {0,1,2} and no Traceback; no hang; no memory blow-up; fmt
+idempotent and meaning-preserving (check JSON of x and of fmt(x) saved as main.arch in a sibling
+directory with the same other files and the same stdin, so `use` resolves alike: same
+ops/shapes/params and diagnostic codes); build() succeeds exactly when check() has no errors and
+gives the checker's output shape. Failures are grouped by the exception line of the traceback (or
+the oracle), minimized, and written with the summary table to the results file.
 """
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import multiprocessing as mp
 import os
+import queue
 import random
 import re
 import resource
+import select
 import shutil
 import signal
 import subprocess
@@ -36,6 +49,7 @@ import tempfile
 import time
 import traceback
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,11 +91,11 @@ class Case(dict):
     """part, name, text (bytes), files {relpath: bytes}, special (fifo/symlink_loop/stdin), stdin (bytes)."""
 
 
-def grammar_cases(n: int, seed: int, ops: list[str]) -> list[Case]:
+@functools.lru_cache(maxsize=2)
+def grammar_strategy(ops: tuple[str, ...]):
+    """prefix + from_lark over the project's grammar: built once per process (a worker draws many chunks)."""
     import lark
     import hypothesis.strategies as st
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import seed as hseed
     from hypothesis.extra.lark import from_lark
 
     g = lark.Lark(GRAMMAR.read_text(), start="start")
@@ -102,16 +116,24 @@ def grammar_cases(n: int, seed: int, ops: list[str]) -> list[Case]:
     }
     strat = from_lark(g, start="start", explicit=explicit)
     prefix = st.sampled_from(["", "input 3x32x32\n", "input 3x32x32\n", "input 16x8x8\n", "input 10\n"])
+    return st.tuples(prefix, strat).map("".join)
+
+
+def grammar_cases(n: int, seed: int, ops: list[str], first: int = 0) -> list[Case]:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as hseed
+
+    strat = grammar_strategy(tuple(ops))
     out: list[str] = []
 
     @hseed(seed)
     @settings(max_examples=n, database=None, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(prefix, strat)
-    def collect(pre, body):
-        out.append(pre + body)
+    @given(strat)
+    def collect(text):
+        out.append(text)
 
     collect()
-    return [Case(part="grammar", name=f"grammar#{i}", text=t.encode("utf-8", "surrogatepass"))
+    return [Case(part="grammar", name=f"grammar#{first + i}", text=t.encode("utf-8", "surrogatepass"))
             for i, t in enumerate(out)]
 
 
@@ -164,16 +186,61 @@ def mutate(data: bytes, rng: random.Random, pool: list[bytes]) -> bytes:
     return b"".join(toks)
 
 
-def mutation_cases(n: int, seed: int) -> list[Case]:
-    rng = random.Random(seed)
-    srcs = [p.read_bytes() for p in EXAMPLES]
-    names = [p.relative_to(ROOT).as_posix() for p in EXAMPLES]
-    pool = sorted({t for s in srcs for t in TOKEN_RE.findall(s) if t.strip()})
-    out = []
-    for i in range(n):
-        j = rng.randrange(len(srcs))
-        out.append(Case(part="mutation", name=f"mutation#{i} of {names[j]}", text=mutate(srcs[j], rng, pool)))
-    return out
+CHUNK = 25  # inputs per task: few enough to stop near the deadline, enough to amortize hypothesis' start-up
+
+
+def task_stream(parts: list[str], seed: int, max_bytes: int) -> Iterator[tuple]:
+    """Tasks for the workers, interleaved: four hostile cases (a fixed list), a chunk of grammar inputs (endless),
+    a chunk of mutated inputs (endless), so that a short budget still reaches every part. Made lazily, so a long
+    campaign neither waits for nor holds its inputs up front. Grammar text is drawn in the worker (hypothesis
+    takes 40-150 ms an input, as long as running it: the main process would starve both workers); mutated
+    text over max_bytes is drawn again (the examples are at most ~1 KB: a larger input only slows the runs,
+    the hostile part covers size)."""
+    def grammar() -> Iterator[tuple]:
+        for k in itertools.count():
+            yield ("grammar", seed * 100_003 + k, CHUNK * k)
+
+    def mutation() -> Iterator[tuple]:
+        rng = random.Random(seed)
+        srcs = [p.read_bytes() for p in EXAMPLES]
+        names = [p.relative_to(ROOT).as_posix() for p in EXAMPLES]
+        pool = sorted({t for s in srcs for t in TOKEN_RE.findall(s) if t.strip()})
+        i = 0
+        while True:
+            chunk = []
+            while len(chunk) < CHUNK:
+                j = rng.randrange(len(srcs))
+                text = mutate(srcs[j], rng, pool)
+                if len(text) <= max_bytes:
+                    chunk.append(Case(part="mutation", name=f"mutation#{i} of {names[j]}", text=text))
+                    i += 1
+            yield ("cases", chunk)
+
+    hostile = hostile_cases() if "hostile" in parts else []
+    streams = [(("cases", hostile[i:i + 4]) for i in range(0, len(hostile), 4)),
+               grammar() if "grammar" in parts else iter(()), mutation() if "mutation" in parts else iter(())]
+    while streams:
+        for it in list(streams):
+            t = next(it, None)
+            if t is None:
+                streams.remove(it)
+            else:
+                yield t
+
+
+def run_task(task: tuple) -> list[tuple[Case, list[dict]]]:
+    """Run a task's inputs (drawing them first for a grammar chunk): [(input, its run records)]."""
+    if task[0] == "grammar":
+        _, seed, first = task
+        seen = Worker.state.setdefault("seen", set())
+        cases = []
+        for c in grammar_cases(CHUNK, seed, Worker.state["ops"], first):
+            if c["text"] not in seen:  # hypothesis starts each chunk with its simplest inputs
+                seen.add(c["text"])
+                cases.append(c)
+    else:
+        cases = task[1]
+    return [(c, run_case(c)) for c in cases]
 
 
 def hostile_cases() -> list[Case]:
@@ -280,74 +347,46 @@ print("API-RESULT " + json.dumps(res))
 """
 
 
-def set_limits(mem_bytes: int | None, timeout: float) -> None:
+def set_limits(mem_bytes: int | None, timeout: float, hard_mem: int | None = None) -> None:
     if mem_bytes:
-        resource.setrlimit(resource.RLIMIT_AS, (mem_bytes, mem_bytes))
+        resource.setrlimit(resource.RLIMIT_AS, (mem_bytes, max(mem_bytes, hard_mem or 0)))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    signal.alarm(int(timeout) + 1)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
 
 
 def wait_child(pid: int, timeout: float) -> tuple[int | None, int | None, int, bool]:
-    """(exit code, signal, maxrss KiB, timed out)."""
+    """(exit code, signal, maxrss KiB, killed here after timeout). Waits on a pidfd: no polling latency."""
     deadline = time.monotonic() + timeout + 3
-    delay = 0.0005
-    while True:
-        wpid, status, ru = os.wait4(pid, os.WNOHANG)
-        if wpid:
-            break
-        if time.monotonic() > deadline:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                os.kill(pid, signal.SIGKILL)
-            _, status, ru = os.wait4(pid, 0)
-            return None, signal.SIGKILL, ru.ru_maxrss, True
-        time.sleep(delay)
-        delay = min(delay * 2, 0.02)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    try:
+        delay = 0.0005
+        while True:
+            wpid, status, ru = os.wait4(pid, os.WNOHANG)
+            if wpid:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    os.kill(pid, signal.SIGKILL)
+                _, status, ru = os.wait4(pid, 0)
+                return None, signal.SIGKILL, ru.ru_maxrss, True
+            if pidfd is not None:
+                select.select([pidfd], [], [], left)
+            else:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.01)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         return None, sig, ru.ru_maxrss, sig == signal.SIGALRM
     return os.WEXITSTATUS(status), None, ru.ru_maxrss, False
-
-
-def run_forked(fn, args, timeout: float, mem: int | None, stdin_path: str | None, tmp: str):
-    outp, errp = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # child
-        rc = 70
-        try:
-            os.setpgid(0, 0)
-            fd_in = os.open(stdin_path or os.devnull, os.O_RDONLY)
-            fd_o = os.open(outp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            fd_e = os.open(errp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            os.dup2(fd_in, 0)
-            os.dup2(fd_o, 1)
-            os.dup2(fd_e, 2)
-            # multiprocessing gives pool workers /dev/null as sys.stdin: rebuild the three streams on fds 0-2
-            # with the encoding and error handler the interpreter gave the real process's stdin
-            sys.stdin = open(0, "r", encoding=STDIN_ENC[0], errors=STDIN_ENC[1], closefd=False)
-            sys.stdout = open(1, "w", encoding=STDOUT_ENC[0], errors=STDOUT_ENC[1], closefd=False)
-            sys.stderr = open(2, "w", encoding=STDOUT_ENC[0], errors="backslashreplace", closefd=False)
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)
-            set_limits(mem, timeout)
-            try:
-                rc = fn(*args)
-            except SystemExit as e:
-                rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-            except BaseException:
-                traceback.print_exc()
-                rc = 70
-        finally:
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            except BaseException:
-                pass
-            os._exit(rc if isinstance(rc, int) else 1)
-    rc, sig, rss, to = wait_child(pid, timeout)
-    return rc, sig, rss, to, Path(outp).read_bytes(), Path(errp).read_bytes()
 
 
 def _cli(argv):
@@ -356,28 +395,171 @@ def _cli(argv):
 
 
 def _api(path, mode):
-    sys.argv = ["api", path, mode]
-    exec(compile(API_CODE, "<api>", "exec"), {"__name__": "__api__"})
+    saved, sys.argv = sys.argv, ["api", path, mode]
+    try:
+        exec(compile(API_CODE, "<api>", "exec"), {"__name__": "__api__"})
+    finally:
+        sys.argv = saved
     return 0
 
 
-def run_exec(argv, timeout, mem, stdin_path, tmp):
+def _peak_kib() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _reset_peak() -> None:
+    """Reset VmHWM so the peak RSS read after a step is that step's own (Linux clear_refs 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _run_step_in_child(step: dict, status_fd: int, mem: int, api_mem: int, timeout: float) -> int:
+    """Run one step in this (forked) process with its own fds 0-2, cwd, rlimit and timer; its rc."""
+    if step.get("needs_fmt"):
+        fmt_out = step["needs_fmt"]
+        if not os.path.exists(fmt_out + ".ok"):
+            os.write(status_fd, f"{step['i']} SKIP\n".encode())
+            return 0
+        if step.get("write_fmt_to"):
+            shutil.copyfile(fmt_out, step["write_fmt_to"])
+    os.write(status_fd, f"{step['i']} START\n".encode())
+    fd_in = os.open(step["stdin"] or os.devnull, os.O_RDONLY)
+    fd_o = os.open(step["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    fd_e = os.open(step["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    for fd, target in ((fd_in, 0), (fd_o, 1), (fd_e, 2)):
+        os.dup2(fd, target)
+        os.close(fd)
+    # multiprocessing gives pool workers /dev/null as sys.stdin: rebuild the three streams on fds 0-2
+    # with the encoding and error handler the interpreter gave the real process's stdin
+    sys.stdin = open(0, "r", encoding=STDIN_ENC[0], errors=STDIN_ENC[1], closefd=False)
+    sys.stdout = open(1, "w", encoding=STDOUT_ENC[0], errors=STDOUT_ENC[1], closefd=False)
+    sys.stderr = open(2, "w", encoding=STDOUT_ENC[0], errors="backslashreplace", closefd=False)
+    os.chdir(step["cwd"])
+    is_api = step["cmd"] == "api"
+    resource.setrlimit(resource.RLIMIT_AS, (api_mem if is_api else mem, api_mem))
+    _reset_peak()
+    t0 = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, timeout * (2 if is_api else 1))
+    crashed = False
+    try:
+        rc = _api(*step["api"]) if is_api else _cli(step["argv"])
+    except SystemExit as e:
+        rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+        rc, crashed = 70, True
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        pass
+    rc = rc if isinstance(rc, int) else 1
+    if step["cmd"] == "fmt" and rc == 0:
+        open(step["out"] + ".ok", "w").close()
+    os.write(status_fd, f"{step['i']} END {rc} {_peak_kib()} {time.monotonic() - t0:.4f}\n".encode())
+    return -1 if crashed else rc
+
+
+def run_batch(steps: list[dict], tmp: str) -> dict[int, tuple]:
+    """Run the steps in forked children, as many per fork as run cleanly: a child runs them in order and
+    stops after a step that raised; a child that dies (timer, signal, memory) is blamed on the step it was in.
+    Each step keeps its own time limit, RLIMIT_AS and peak RSS. {i: (rc, sig, rss KiB, timed out, secs)}."""
+    st = Worker.state
+    results: dict[int, tuple] = {}
+    status_path = os.path.join(tmp, "status")
+    todo = list(steps)
+    while todo:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        status_fd = os.open(status_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 0
+            try:
+                os.setpgid(0, 0)
+                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                for step in todo:
+                    if _run_step_in_child(step, status_fd, st["mem"], st["api_mem"], st["timeout"]) == -1:
+                        break
+            except BaseException:
+                code = 71
+            finally:
+                os._exit(code)
+        os.close(status_fd)
+        budget = sum(st["timeout"] * (2 if s["cmd"] == "api" else 1) for s in todo)
+        rc, sig, rss, to = wait_child(pid, budget)
+        started = None
+        for line in Path(status_path).read_text().splitlines():
+            f = line.split()
+            i = int(f[0])
+            if f[1] == "START":
+                started = i
+            elif f[1] == "END":
+                results[i] = (int(f[2]), None, int(f[3]), False, float(f[4]))
+                started = None
+            else:
+                results[i] = None  # skipped: fmt failed, nothing to check
+        if started is not None:  # the child died inside this step
+            results[started] = (rc, sig, rss, to, 0.0)
+        elif (rc != 0 or sig is not None) and not any(s["i"] in results for s in todo):
+            # died before its first step (should not happen): blame that step rather than loop forever
+            results[todo[0]["i"]] = (rc if rc else 71, sig, rss, to, 0.0)
+        todo = [s for s in todo if s["i"] not in results]
+    return results
+
+
+def run_exec(argv, timeout, mem, stdin_path, tmp, cwd):
     outp, errp = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    t0 = time.monotonic()
     with open(outp, "wb") as fo, open(errp, "wb") as fe, open(stdin_path or os.devnull, "rb") as fi:
-        p = subprocess.Popen(argv, stdin=fi, stdout=fo, stderr=fe, env=env, cwd=tmp, start_new_session=True,
+        p = subprocess.Popen(argv, stdin=fi, stdout=fo, stderr=fe, env=env, cwd=cwd, start_new_session=True,
                              preexec_fn=lambda: set_limits(mem, timeout))
         rc, sig, rss, to = wait_child(p.pid, timeout)
         p.returncode = rc if rc is not None else -(sig or 9)
-    return rc, sig, rss, to, Path(outp).read_bytes(), Path(errp).read_bytes()
+    return rc, sig, rss, to, time.monotonic() - t0
 
 
 class Worker:
     state: dict = {}
+    base: str | None = None  # the campaign's temporary directory, removed at its end
 
 
-def worker_init(commands, timeout, mem_extra, api_extra):
+def _warm_up(commands: list[str]) -> None:
+    """Run every command once in this worker so that each fork starts warm: lazy imports (build() imports
+    torchvision, 1.5 s), lark's parser, torch's first forward pass. Without this every forked run paid them."""
+    import contextlib
+    import io
+    warm = tempfile.mkdtemp(prefix="warm-", dir=Worker.base)
+    for ex in ("lenet.arch", "resnet18_cifar.arch", "uses_blocks.arch", "broken/linear_on_4d.arch"):
+        src = ROOT / "examples" / ex
+        if not src.exists():
+            continue
+        for cmd in commands:
+            sink = io.StringIO()
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                try:
+                    if cmd == "api":
+                        _api(str(src), "path")
+                    else:
+                        argv = cli_argv(cmd, str(src), warm)
+                        _cli(["fmt", "--check", str(src)] if cmd == "fmt" else argv)  # never rewrite an example
+                except BaseException:  # noqa: BLE001 - a warm-up problem shows up again in the real runs
+                    pass
+    shutil.rmtree(warm, ignore_errors=True)
+
+
+def worker_init(commands, timeout, mem_extra, api_extra, ops=(), base=None):
+    import gc
     import archspec  # noqa: F401
     import archspec.cli  # noqa: F401
     # Both layouts: the flat one (archspec.summary, ...) and the refactored packages.
@@ -390,23 +572,32 @@ def worker_init(commands, timeout, mem_extra, api_extra):
             pass
     if "api" in commands:
         import torch  # noqa: F401
+        torch.set_num_threads(1)
         for m in ("archspec.compile", "archspec.pytorch.build"):
             try:
                 __import__(m)
             except ImportError:
                 pass
+    Worker.base = base
+    _warm_up(commands)
+    # Objects made so far are never collected in the children: their refcount pages stay shared after fork.
+    gc.collect()
+    gc.freeze()
     vm = int([l for l in open("/proc/self/status") if l.startswith("VmSize")][0].split()[1]) * 1024
     Worker.state = dict(commands=commands, timeout=timeout, mem=vm + mem_extra, api_mem=vm + api_extra,
-                        tmp=tempfile.mkdtemp(prefix="archspec-fuzz-"), vm=vm)
+                        tmp=tempfile.mkdtemp(prefix="worker-", dir=base), vm=vm, ops=list(ops))
 
 
-def prepare(case: Case, d: str) -> tuple[str, str | None]:
-    """Write the case under d; return (main path, stdin path)."""
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
-    shutil.copy(ROOT / "examples" / "blocks.arch", os.path.join(d, "blocks.arch"))
-    for rel, data in (case.get("files") or {}).items():
-        Path(d, rel).write_bytes(data)
+def prepare(case: Case, d: str, fd: str) -> tuple[str, str | None]:
+    """Write the case under d, and the same other files under fd (where fmt's output of main.arch goes, under
+    the same name, so that relative `use` and `use "main.arch"` resolve alike); return (main path, stdin path)."""
+    for x in (d, fd):
+        shutil.rmtree(x, ignore_errors=True)
+        os.makedirs(x)
+    for x in (d, fd):
+        shutil.copy(ROOT / "examples" / "blocks.arch", os.path.join(x, "blocks.arch"))
+        for rel, data in (case.get("files") or {}).items():
+            Path(x, rel).write_bytes(data)
     main = os.path.join(d, "main.arch")
     sp = case.get("special")
     if sp == "fifo":
@@ -417,7 +608,8 @@ def prepare(case: Case, d: str) -> tuple[str, str | None]:
     else:
         Path(main).write_bytes(case["text"])
         if sp == "use_symlink_loop":
-            os.symlink("loop.arch", os.path.join(d, "loop.arch"))
+            for x in (d, fd):
+                os.symlink("loop.arch", os.path.join(x, "loop.arch"))
     stdin = os.path.join(d, "stdin.bin")
     Path(stdin).write_bytes(case.get("stdin") if sp == "stdin" else case["text"])
     if sp == "stdin":
@@ -459,95 +651,145 @@ def layers_of(check_json: bytes):
         return None
 
 
+def plan(case: Case, main: str, stdin: str, d: str, fd: str, runtmp: str) -> list[dict]:
+    """The runs for one input: every command, then fmt's two oracles (they need fmt's output), the API last
+    (it runs under the larger memory limit and leaves torch's allocations behind)."""
+    commands = Worker.state["commands"]
+    sp = case.get("special")
+    fmt_checked = "fmt" in commands and sp not in ("fifo", "symlink_loop")
+    steps: list[dict] = []
+
+    def add(cmd, **kw):
+        i = len(steps)
+        step = dict(i=i, cmd=cmd, out=os.path.join(runtmp, f"{i}.out"), err=os.path.join(runtmp, f"{i}.err"),
+                    stdin=stdin, cwd=d)
+        step.update(kw)
+        steps.append(step)
+        return step
+
+    fmt_out = None
+    for cmd in commands:
+        if cmd == "api":
+            continue
+        argv = cli_argv(cmd, main, runtmp)
+        if cmd == "fmt" and not fmt_checked:
+            argv = ["fmt", main, "--check"]
+        s = add(cmd, argv=argv)
+        if cmd == "fmt" and fmt_checked:
+            fmt_out = s["out"]
+    if fmt_out is not None:
+        add("fmt-idempotent", argv=["fmt", "-"], stdin=fmt_out, needs_fmt=fmt_out)
+        if "check-json" in commands:
+            # the same check as check-json on fmt's output, saved as main.arch beside the same other files and
+            # with the same stdin (`use "/dev/stdin"`); for a main file read from stdin, fmt's output on stdin
+            if main == "-":
+                add("fmt-meaning", argv=["check", "--format", "json", "-"], stdin=fmt_out, cwd=fd, needs_fmt=fmt_out)
+            else:
+                add("fmt-meaning", argv=["check", "--format", "json", os.path.join(fd, "main.arch")], cwd=fd,
+                    needs_fmt=fmt_out, write_fmt_to=os.path.join(fd, "main.arch"))
+    if "api" in commands:
+        add("api", api=(main if main != "-" else stdin, "path" if case["part"] == "hostile" else "text"), stdin=None)
+    if case["part"] == "hostile":
+        # and through the real console script in its own process (its stdin/stdout encodings, its imports)
+        for cmd in ("check", "fmt"):
+            if cmd in commands:
+                argv = next(s["argv"] for s in steps if s["cmd"] == cmd)
+                add(f"{cmd} (console script)", argv=argv, exec=True)
+    return steps
+
+
+def run_exec_steps(steps: list[dict], runtmp: str) -> dict[int, tuple]:
+    """Each step in a new process: the real console script (`python -c` for the API) under the same limits."""
+    st = Worker.state
+    T = st["timeout"]
+    results: dict[int, tuple] = {}
+    fmt_ok = False
+    for s in steps:
+        if s.get("needs_fmt"):
+            if not fmt_ok:
+                results[s["i"]] = None
+                continue
+            if s.get("write_fmt_to"):
+                shutil.copyfile(s["needs_fmt"], s["write_fmt_to"])
+        if s["cmd"] == "api":
+            r = run_exec([sys.executable, "-c", API_CODE, *s["api"]], T * 2, st["api_mem"], None, runtmp, s["cwd"])
+        else:
+            r = run_exec([sys.executable, "-c", "import sys; from archspec.cli import main; sys.exit(main())",
+                          *s["argv"]], T, st["mem"], s["stdin"], runtmp, s["cwd"])
+        shutil.move(os.path.join(runtmp, "stdout"), s["out"])
+        shutil.move(os.path.join(runtmp, "stderr"), s["err"])
+        results[s["i"]] = r
+        if s["cmd"] == "fmt":
+            fmt_ok = r[0] == 0
+    return results
+
+
+def judge(step: dict, r: tuple, out: bytes, err: bytes, outs: dict[str, bytes]) -> dict:
+    """One run's record: a failure kind and signature when an oracle fails."""
+    st = Worker.state
+    rc, sig, rss, to, secs = r
+    mem = st["api_mem"] if step["cmd"] == "api" else st["mem"]
+    res = dict(cmd=step["cmd"], rc=rc, sig=sig, rss=rss, secs=secs)
+    fail = classify(rc, sig, rss, to, out, err, mem // 1024)
+    if fail:
+        res["kind"], res["sig_"] = fail
+        res["stderr"] = err.decode("utf-8", "replace")[-3000:]
+        return res
+    cmd = step["cmd"]
+    if cmd == "api":
+        m = re.search(rb"API-RESULT (.*)", out)
+        if m:
+            a = json.loads(m.group(1))
+            if a.get("built") is not None and a["built"] != a["ok"]:
+                res["kind"], res["sig_"] = "oracle", ("build() succeeded although check() has errors " + str(a["codes"])
+                                                    if a["built"] else "build() failed although check() passed: "
+                                                    + re.sub(r"\d+", "N", a.get("build_error", ""))[:100])
+            elif a.get("fwd") is not None and a["fwd"] != a["out"]:
+                res["kind"], res["sig_"] = "oracle", "forward output shape differs from the checker's"
+                res["stderr"] = f"checker {a['out']}, forward {a['fwd']}"
+    elif cmd == "fmt-idempotent":
+        if rc != 0:
+            res["kind"], res["sig_"] = "oracle", f"fmt output does not fmt again (exit {rc})"
+            res["stderr"] = err.decode("utf-8", "replace")[-1500:]
+        elif out != outs["fmt"]:
+            res["kind"], res["sig_"] = "oracle", "fmt not idempotent: fmt(fmt(x)) != fmt(x)"
+    elif cmd == "fmt-meaning":
+        a, b = layers_of(outs.get("check-json", b"")), layers_of(out)
+        if a is not None and b is not None and a != b:
+            res["kind"] = "oracle"
+            if a[0] != b[0]:
+                res["sig_"] = "fmt changes the meaning: layers/shapes/params differ"
+            else:
+                res["sig_"] = f"fmt changes the diagnostics: {sorted(set(a[1]) ^ set(b[1]))}"
+            res["stderr"] = f"before: {a[1]} ok={a[2]}\nafter:  {b[1]} ok={b[2]}\nfmt output:\n" + \
+                outs["fmt"].decode("utf-8", "replace")[:600]
+    return res
+
+
 def run_case(case: Case) -> list[dict]:
+    """Every command on one input (plus fmt's oracles); one record per run."""
     st = Worker.state
     tmp = st["tmp"]
-    d = os.path.join(tmp, "case")
+    d, fd, runtmp = (os.path.join(tmp, x) for x in ("case", "fmtcase", "run"))
+    shutil.rmtree(runtmp, ignore_errors=True)
+    os.makedirs(runtmp)
+    main, stdin = prepare(case, d, fd)
+    steps = plan(case, main, stdin, d, fd, runtmp)
+    got = run_batch([s for s in steps if not s.get("exec")], runtmp)
+    got.update(run_exec_steps([s for s in steps if s.get("exec")], runtmp))
+    outs: dict[str, bytes] = {}
     results = []
-    exec_mode = case["part"] == "hostile"
-    T = st["timeout"]
-    main, stdin = prepare(case, d)
-    check_json = None
-    fmt_out = None
-    for cmd in st["commands"]:
-        t0 = time.monotonic()
-        mem = st["api_mem"] if cmd == "api" else st["mem"]
-        runtmp = os.path.join(tmp, "run")
-        os.makedirs(runtmp, exist_ok=True)
-        if cmd == "api":
-            mode = "path" if exec_mode else "text"
-            apipath = main if main != "-" else stdin
-            if exec_mode:
-                r = run_exec([sys.executable, "-c", API_CODE, apipath, mode], T * 2, mem, None, d)
-            else:
-                r = run_forked(_api, (apipath, mode), T * 2, mem, None, runtmp)
-        else:
-            argv = cli_argv(cmd, main, runtmp)
-            if cmd == "fmt" and case.get("special") in ("fifo", "symlink_loop"):
-                argv = ["fmt", main, "--check"]
-            if exec_mode:
-                r = run_exec([sys.executable, "-c", "import sys; from archspec.cli import main; sys.exit(main())", *argv],
-                             T, mem, stdin, d)
-            else:
-                r = run_forked(_cli, (argv,), T, mem, stdin, runtmp)
-        rc, sig, rss, to, out, err = r
-        limit_kib = mem // 1024
-        fail = classify(rc, sig, rss, to, out, err, limit_kib)
-        res = dict(part=case["part"], name=case["name"], cmd=cmd, rc=rc, sig=sig, rss=rss, secs=time.monotonic() - t0)
-        if fail:
-            res["kind"], res["sig_"] = fail
-            res["stderr"] = err.decode("utf-8", "replace")[-3000:]
-        elif cmd == "check-json" and rc in (0, 1):
-            check_json = out
-        elif cmd == "fmt" and rc == 0 and case.get("special") not in ("fifo", "symlink_loop"):
-            fmt_out = out
-        elif cmd == "api":
-            m = re.search(rb"API-RESULT (.*)", out)
-            if m:
-                a = json.loads(m.group(1))
-                if a.get("built") is not None and a["built"] != a["ok"]:
-                    res["kind"], res["sig_"] = "oracle", ("build() succeeded although check() has errors " + str(a["codes"])
-                                                        if a["built"] else "build() failed although check() passed: "
-                                                        + re.sub(r"\d+", "N", a.get("build_error", ""))[:100])
-                elif a.get("fwd") is not None and a["fwd"] != a["out"]:
-                    res["kind"], res["sig_"] = "oracle", "forward output shape differs from the checker's"
-                    res["stderr"] = f"checker {a['out']}, forward {a['fwd']}"
+    for s in steps:
+        r = got.get(s["i"])
+        if r is None:  # skipped: fmt did not succeed, so its oracles have nothing to check
+            continue
+        out = Path(s["out"]).read_bytes() if os.path.exists(s["out"]) else b""
+        err = Path(s["err"]).read_bytes() if os.path.exists(s["err"]) else b""
+        if r[0] in (0, 1) and s["cmd"] in ("check-json", "fmt"):
+            outs[s["cmd"]] = out
+        res = judge(s, r, out, err, outs)
+        res.update(part=case["part"], name=case["name"])
         results.append(res)
-    # fmt oracles (in forked/exec runs too: they can hang)
-    if fmt_out is not None and "fmt" in st["commands"]:
-        p2 = os.path.join(tmp, "fmt1.arch")
-        Path(p2).write_bytes(fmt_out)
-        runtmp = os.path.join(tmp, "run")
-        rc, sig, rss, to, out2, err2 = run_forked(_cli, (["fmt", "-"],), T, st["mem"], p2, runtmp)
-        res = dict(part=case["part"], name=case["name"], cmd="fmt-idempotent", rc=rc, sig=sig, rss=rss, secs=0)
-        fail = classify(rc, sig, rss, to, out2, err2, st["mem"] // 1024)
-        if fail:
-            res["kind"], res["sig_"] = fail
-            res["stderr"] = err2.decode("utf-8", "replace")[-3000:]
-        elif rc != 0:
-            res["kind"], res["sig_"] = "oracle", f"fmt output does not fmt again (exit {rc})"
-            res["stderr"] = err2.decode("utf-8", "replace")[-1500:]
-        elif out2 != fmt_out:
-            res["kind"], res["sig_"] = "oracle", "fmt not idempotent: fmt(fmt(x)) != fmt(x)"
-        results.append(res)
-        if check_json is not None and "check-json" in st["commands"]:
-            fdir = os.path.join(tmp, "case")  # fmt'd text beside the original, so `use` resolves the same
-            p3 = os.path.join(fdir, "main_fmt.arch")
-            Path(p3).write_bytes(fmt_out)
-            rc, sig, rss, to, out3, err3 = run_forked(_cli, (["check", "--format", "json", p3],), T, st["mem"], None,
-                                                      runtmp)
-            res = dict(part=case["part"], name=case["name"], cmd="fmt-meaning", rc=rc, sig=sig, rss=rss, secs=0)
-            a, b = layers_of(check_json), layers_of(out3)
-            if a is not None and b is not None and a != b:
-                res["kind"] = "oracle"
-                if a[0] != b[0]:
-                    res["sig_"] = "fmt changes the meaning: layers/shapes/params differ"
-                else:
-                    codes = sorted(set(a[1]) ^ set(b[1]))
-                    res["sig_"] = f"fmt changes the diagnostics: {codes}"
-                res["stderr"] = f"before: {a[1]} ok={a[2]}\nafter:  {b[1]} ok={b[2]}\nfmt output:\n" + \
-                    fmt_out.decode("utf-8", "replace")[:600]
-            results.append(res)
     return results
 
 
@@ -589,7 +831,9 @@ def minimize(args) -> bytes:
 # ---------------------------------------------------------------- main
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=None, help="stop after this many inputs (all parts together)")
+    ap.add_argument("--runs", type=int, default=None,
+                    help="start no new input after this many runs (a run is one command on one input; the inputs under way "
+                         "still finish); default: the time budget")
     ap.add_argument("--seconds", type=float, default=600, help="time budget for the whole campaign (default 600)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--commands", default=",".join(ALL_COMMANDS), help="comma-separated of: " + ", ".join(ALL_COMMANDS))
@@ -598,62 +842,69 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=20, help="seconds per run (API: twice this)")
     ap.add_argument("--mem-gb", type=float, default=2, help="RLIMIT_AS above the worker's size, CLI runs (default 2)")
     ap.add_argument("--api-mem-gb", type=float, default=4, help="the same for the API runs with torch (default 4)")
+    ap.add_argument("--max-bytes", type=int, default=8192, help="largest mutated input (default 8192)")
     ap.add_argument("--parts", default="hostile,grammar,mutation")
     a = ap.parse_args()
     commands = [c for c in a.commands.split(",") if c]
     t_start = time.monotonic()
+    load_start = os.getloadavg()
     parts = a.parts.split(",")
     ops = op_names()
-    per_part = (a.runs or 100000)
-    cases: dict[str, list[Case]] = {}
-    if "hostile" in parts:
-        cases["hostile"] = hostile_cases()
-    if "grammar" in parts:
-        cases["grammar"] = grammar_cases(min(per_part, 200), a.seed, ops)
-    if "mutation" in parts:
-        cases["mutation"] = mutation_cases(min(per_part, 20000), a.seed)
-    # interleave: one hostile case (they are slow: exec'd subprocesses, some run to the limit), then a
-    # grammar and a mutation input, so that a short budget still reaches every part
-    order: list[Case] = []
-    h, g, m = cases.get("hostile", []), cases.get("grammar", []), cases.get("mutation", [])
-    for i in range(max(len(h), len(g), len(m))):
-        order += h[i:i + 1] + g[i:i + 1] + m[i:i + 1]
-    if a.runs:
-        order = order[:a.runs]
-    print(f"fuzz: {machine()}; {len(ops)} ops; commands {commands}; budget {a.seconds:g} s; "
-          f"{len(order)} inputs queued", flush=True)
+    stream = task_stream(parts, a.seed, a.max_bytes)
+    print(f"fuzz: {machine()}; {len(ops)} ops; commands {commands}; budget {a.seconds:g} s"
+          + (f", {a.runs} runs" if a.runs else ""), flush=True)
 
     stats = defaultdict(lambda: defaultdict(int))
     failures: list[dict] = []
+    base = tempfile.mkdtemp(prefix="archspec-fuzz-")  # every worker's files, removed at the end
     ctx = mp.get_context("fork")
     pool = ctx.Pool(a.workers, initializer=worker_init,
-                    initargs=(commands, a.timeout, int(a.mem_gb * GIB), int(a.api_mem_gb * GIB)))
-    done_inputs = 0
-    case_by_name = {c["name"]: c for c in order}
+                    initargs=(commands, a.timeout, int(a.mem_gb * GIB), int(a.api_mem_gb * GIB), ops, base))
+    done_inputs = done_runs = in_flight = 0
+    case_by_name: dict[str, Case] = {}
+    seen_sigs: set[tuple[str, str]] = set()
+    finished: queue.Queue = queue.Queue()
     deadline = t_start + a.seconds * 0.85  # keep the rest for minimizing
-    it = pool.imap_unordered(run_case, order, chunksize=1)
+    exhausted = False
     try:
         while True:
+            # keep two inputs per worker queued: enough to keep them busy, few enough to stop on time
+            while not exhausted and in_flight < 2 * a.workers and not (a.runs and done_runs >= a.runs):
+                task = next(stream, None)
+                if task is None:
+                    exhausted = True
+                    break
+                pool.apply_async(run_task, (task,), callback=finished.put, error_callback=finished.put)
+                in_flight += 1
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if in_flight == 0 or remaining <= 0:
                 break
             try:
-                res = it.next(timeout=remaining)
-            except StopIteration:
+                res = finished.get(timeout=remaining)
+            except queue.Empty:
                 break
-            except mp.TimeoutError:
-                break
-            done_inputs += 1
-            part = res[0]["part"] if res else "?"
-            stats[part]["inputs"] += 1
-            for r in res:
-                stats[part]["runs"] += 1
-                k = r.get("kind")
-                if k:
-                    stats[part][k] += 1
-                    failures.append(r)
-            if done_inputs % 100 == 0:
-                print(f"  {done_inputs} inputs, {len(failures)} failures, {time.monotonic() - t_start:.0f} s", flush=True)
+            in_flight -= 1
+            if isinstance(res, BaseException):  # a bug in this harness, not in archspec: stop and show it
+                raise res
+            for case, runs in res:
+                done_inputs += 1
+                case_by_name[case["name"]] = case
+                part = case["part"]
+                stats[part]["inputs"] += 1
+                for r in runs:
+                    done_runs += 1
+                    stats[part]["runs"] += 1
+                    k = r.get("kind")
+                    if k:
+                        stats[part][k] += 1
+                        failures.append(r)
+                        if (k, r["sig_"]) not in seen_sigs:  # say so at once: a long campaign reports at its end
+                            seen_sigs.add((k, r["sig_"]))
+                            print(f"  new failure: {k}: {r['sig_']} ({r['cmd']} on {case['name']}: "
+                                  f"{case['text'][:200]!r})", flush=True)
+            if done_inputs // 500 != (done_inputs - len(res)) // 500:
+                print(f"  {done_inputs} inputs, {done_runs} runs, {len(failures)} failures, "
+                      f"{time.monotonic() - t_start:.0f} s", flush=True)
     finally:
         pool.terminate()
         pool.join()
@@ -669,7 +920,8 @@ def main() -> int:
         e = by_sig.setdefault((kind, sig_), {"cmds": defaultdict(int), "fs": []})
         e["cmds"][cmd] += len(fs)
         e["fs"] += fs
-    worker_init(commands, a.timeout, int(a.mem_gb * GIB), int(a.api_mem_gb * GIB))
+    if by_sig:  # the minimizer runs cases here, as a worker does
+        worker_init(commands, a.timeout, int(a.mem_gb * GIB), int(a.api_mem_gb * GIB), ops, base)
     min_budget = max(5.0, (t_start + a.seconds - time.monotonic()) / max(1, len(by_sig)))
     report = []
     for (kind, sig_), e in sorted(by_sig.items(), key=lambda kv: (kv[0][0], -len(kv[1]["fs"]))):
@@ -696,12 +948,14 @@ def main() -> int:
     L: list[str] = []
     L.append("# Fuzz campaign (issue 14, point 5)")
     L.append("")
-    L.append(f"Machine: {machine()}; Python {sys.version.split()[0]}; load average at the end {os.getloadavg()[0]:.1f} "
-             f"(other jobs on a shared machine lower the throughput)")
+    load_end = os.getloadavg()
+    L.append(f"Machine: {machine()}; Python {sys.version.split()[0]}; load average (1/5/15 min) at the start "
+             f"{'/'.join(f'{x:.1f}' for x in load_start)}, at the end {'/'.join(f'{x:.1f}' for x in load_end)} "
+             f"(the campaign itself adds about {a.workers}; other jobs on a shared machine lower the throughput)")
     L.append(f"Run: {time.strftime('%Y-%m-%d %H:%M:%S')}; `python benchmarks/fuzz.py {' '.join(sys.argv[1:])}`; "
              f"seed {a.seed}; {a.workers} workers; commands {', '.join(commands)}; limits {a.timeout:g} s per run "
              f"(API {2 * a.timeout:g} s), RLIMIT_AS worker size + {a.mem_gb:g} GB (API + {a.api_mem_gb:g} GB); "
-             f"fuzzing {t_fuzz:.0f} s, with minimizing {t_total:.0f} s")
+             f"fuzzing {t_fuzz:.0f} s ({done_runs / max(t_fuzz, 1e-9):.1f} runs/s), with minimizing {t_total:.0f} s")
     L.append("")
     L.append("| part | inputs | runs | crashes | hangs | over-memory | oracle failures |")
     L.append("|---|---|---|---|---|---|---|")
@@ -715,7 +969,8 @@ def main() -> int:
     L.append(f"| **total** | {tot['inputs']} | {tot['runs']} | {tot['crash']} | {tot['hang']} | {tot['over-memory']} | "
              f"{tot['oracle']} |")
     L.append("")
-    L.append(f"A run is one command on one input (fmt adds fmt-idempotent and fmt-meaning runs). "
+    L.append(f"A run is one command on one input (fmt adds fmt-idempotent and fmt-meaning runs; a hostile input adds "
+             f"check and fmt through the console script in a process of their own). "
              f"{len(report)} distinct failure classes.")
     L.append("")
     L.append("## Failures by kind (first line: the exception line of the traceback, or the oracle)")
@@ -732,7 +987,7 @@ def main() -> int:
             s = r["repro"].decode("utf-8", "backslashreplace")
             L.append(f"- reproducer{' (minimized)' if r['minimized'] else ''}, as a Python bytes literal: "
                      f"`{r['repro'][:400]!r}`" + (" (cut)" if len(r["repro"]) > 400 else ""))
-            if len(s) < 400:
+            if len(s) < 400 and all(ch.isprintable() or ch in "\n\t" for ch in s):  # else the literal says it all
                 L.append("")
                 L.append("```")
                 L.append(s.rstrip("\n"))
@@ -749,6 +1004,7 @@ def main() -> int:
     print(text)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(text)
+    shutil.rmtree(base, ignore_errors=True)
     print(f"(written to {a.out})")
     return 0
 

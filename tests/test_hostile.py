@@ -22,6 +22,7 @@ from archspec.language import codes
 from archspec.language.diagnostics import filter_diagnostics
 from archspec.language.expand import MAX_FILE_BYTES, MAX_LAYERS, MAX_USE_DEPTH
 from archspec.language.syntax import MAX_NESTING
+from archspec.views.fmt import format_text
 from conftest import EXAMPLES, REPO
 
 NINES = "9" * 150
@@ -306,6 +307,65 @@ def test_noqa_after_a_form_feed_stays_on_its_line():
 def test_noqa_on_a_line_with_form_feeds_applies_to_it():
     report = archspec.check("input 3x32x32\n\f\fcnov 8 k3 \f# noqa\n")
     assert filter_diagnostics(report.diagnostics, report.sources) == []
+
+
+def _kept_codes(text: str) -> list[str]:
+    report = archspec.check(text)
+    return sorted(d.code for d in filter_diagnostics(report.diagnostics, report.sources))
+
+
+def test_noqa_ending_a_continued_line_covers_the_lines_it_continues():
+    """Found by benchmarks/fuzz.py: fmt joins `\\`-continued lines, which moved a `# noqa` from the
+    continuation onto the code before it: `check` of fmt's output lost an E003. The joined lines are one
+    line of code, so the noqa covers them all, before fmt as after."""
+    text = "input 3x32x32\nconv 8 k3 bogus \\\n  p1  # noqa\nflatten\n"
+    out = format_text(text)
+    assert out == "input 3x32x32\nconv 8 k3 bogus p1  # noqa\nflatten\n"
+    assert _kept_codes(text) == _kept_codes(out) == []
+    # without the continuation the noqa stays on its own line; a backslash ending a comment continues nothing
+    assert _kept_codes("input 3x32x32\nconv 8 k3 bogus\n  # noqa\n") == [codes.UNKNOWN_ARGUMENT]
+    assert _kept_codes("input 3x32x32\nconv 8 k3 bogus  # c \\\n# noqa\n") == [codes.UNKNOWN_ARGUMENT]
+
+
+@pytest.mark.parametrize("text", [
+    "input 3x32x32\ncnov \\\n# noqa\nrelu\n",  # a comment alone after a continuation: it ends that line of code
+    "#\\\r\n use\"\"\\\r\n# noqa\r",  # the same after a comment ending in `\\` (no continuation) and CRLFs
+    "conv()|use\".\"\\\r\n# noqa\r",
+    "input 3x32x32\nrelu \\\n\n# noqa\ncnov\n",  # a blank line ends the line of code: the noqa is its own line
+])
+def test_fmt_keeps_a_noqa_after_a_continuation_on_the_same_code(text):
+    """Found by benchmarks/fuzz.py: fmt wrote a comment that followed code through a `\\` continuation on
+    a line of its own, where the `# noqa` no longer covered that code."""
+    out = format_text(text)
+    assert _kept_codes(out) == _kept_codes(text)
+    assert format_text(out) == out
+
+
+def test_a_file_without_statements_reports_e006_at_its_first_comment():
+    """Found by benchmarks/fuzz.py: E006 sat on line 1 even when line 1 was blank, and fmt drops
+    leading blank lines, so a `# noqa` on line 2 silenced it only after fmt."""
+    text = "\r\n# noqa|\\\r"
+    assert [(d.code, d.span.line) for d in archspec.check(text).diagnostics] == [(codes.INPUT_LAYER, 2)]
+    out = format_text(text)
+    assert _kept_codes(text) == _kept_codes(out) == []
+    assert [(d.code, d.span.line) for d in archspec.check("\n\n# just a note\n").diagnostics] == \
+        [(codes.INPUT_LAYER, 3)]
+    assert [(d.code, d.span.line) for d in archspec.check("").diagnostics] == [(codes.INPUT_LAYER, 1)]
+    text = "\\\r\n\n# noqa"  # a `\\`-newline is a blank to the grammar, and fmt drops it
+    assert [(d.code, d.span.line) for d in archspec.check(text).diagnostics] == [(codes.INPUT_LAYER, 3)]
+    assert _kept_codes(text) == _kept_codes(format_text(text)) == []
+
+
+def test_use_of_a_path_with_a_nul_character_is_e008(tmp_path):
+    """Found by benchmarks/fuzz.py: `use "\\x00..."` raised ValueError (embedded null byte) from the
+    path resolution, a traceback in every command."""
+    text = 'use "\x00no_such_blocks.arch"\ninput 3x32x32\nrelu\n'
+    assert codes_of(text) == [codes.IMPORT_ERROR]
+    path = tmp_path / "nul.arch"
+    path.write_text(text)
+    err = io.StringIO()
+    assert main(["check", str(path)], out=err) == 1
+    assert "NUL character" in err.getvalue() and "Traceback" not in err.getvalue()
 
 
 def test_keywords_are_whole_words():

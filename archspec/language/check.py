@@ -350,6 +350,18 @@ def _hint_channels_first(report: CheckReport) -> None:
             d.help = f"write the channels first: `input {w}x{c}x{h}`"
 
 
+def _first_content(model: Model) -> Span:
+    """Where E006 goes in a file without statements: its first line with more than `|` and blanks (a
+    comment), which `fmt` makes line 1, so that a `# noqa` there means the same before and after fmt."""
+    text, offset = model.sources.get(model.path, ""), 0
+    for number, line in enumerate(text.split("\n"), 1):
+        if line.replace("|", "").replace("\\", "").strip():  # `\\`-newlines are blanks to the grammar
+            column = len(line) - len(line.lstrip()) + 1
+            return Span(model.path, offset + column - 1, offset + column - 1, number, column, number, column)
+        offset += len(line) + 1
+    return Span(model.path, 0, 0, 1, 1, 1, 1)
+
+
 @without_gc_pauses
 def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
     """Check a parsed model (or .arch text): every diagnostic, and each layer's shapes and params."""
@@ -365,7 +377,7 @@ def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
         if model.input is None and (model.body.items or not model.blocks) and not _invalid_input(model) and not syntax_errors:
             # (a file of blocks only is a library; an `input` line that does not bind has its own E004)
             first = model.body.items[0] if model.body.items else None
-            span = getattr(first, "span", None) or Span(model.path, 0, 0, 1, 1, 1, 1)
+            span = getattr(first, "span", None) or _first_content(model)
             report.diagnostics.append(
                 Diagnostic(codes.INPUT_LAYER, "the network has no `input` layer first", span,
                            help="start the file with the input shape, e.g. `input 3x32x32` (channels x height x width)")

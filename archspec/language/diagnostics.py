@@ -92,12 +92,29 @@ def source_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
 
 
+_STRING_OR_COMMENT = re.compile(r'"[^"\n]*"|#[^\n]*')
+
+
+def is_continued(line: str) -> bool:
+    """Whether the line goes on to the next with `\\` (the grammar joins them); a backslash that ends a
+    comment or a string is none."""
+    return _STRING_OR_COMMENT.sub("", line).endswith("\\")
+
+
 @lru_cache(maxsize=4096)
 def _line_noqa(text: str, line: int) -> set[str] | None:
     """`_noqa_codes` of line `line` of `text`, once per line (20,000 warnings on one long line
-    searched it 20,000 times). None also when the line does not exist."""
+    searched it 20,000 times). None also when the line does not exist. A line continued with `\\`
+    takes the `# noqa` that ends its continuation (a comment cannot come before a `\\`): the lines
+    joined are one line of code, as `fmt` writes them."""
     lines = source_lines(text)
-    return _noqa_codes(lines[line - 1]) if 0 < line <= len(lines) else None
+    if not 0 < line <= len(lines):
+        return None
+    last = line
+    while last < len(lines) and is_continued(lines[last - 1]):
+        last += 1
+    own = _noqa_codes(lines[line - 1])
+    return own if own is not None or last == line else _noqa_codes(lines[last - 1])
 
 
 def filter_diagnostics(

@@ -49,6 +49,8 @@ def read_arch_file(path: "str | Path") -> str:
     device such as /dev/zero) or larger than MAX_FILE_BYTES (a sparse file too); a leading BOM dropped."""
     try:
         info = os.stat(path)  # follows links: the type and size of what would be read
+    except ValueError:  # a NUL character in the path
+        raise Unreadable("a file name cannot contain a NUL character", "remove the NUL character from the path") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise Unreadable("a loop of symbolic links", "point the link at a file") from None
@@ -255,6 +257,10 @@ class _Builder:
         span = token_span(tok, path)
         rel = str(tok)[1:-1]
         base = Path(path).parent if path not in ("<string>", "<stdin>", "-") else Path.cwd()
+        if "\x00" in rel:  # no file name holds one: the OS calls raise ValueError, not OSError
+            self.error(codes.IMPORT_ERROR, f"cannot read `{rel!r}`: a file name cannot contain a NUL character", span, (),
+                       help="remove the NUL character from the path")
+            return
         try:
             target = (base / rel).resolve()
         except (RuntimeError, OSError):  # a loop of symbolic links (RuntimeError before Python 3.13)

@@ -30,7 +30,7 @@ from typing import Union
 
 from lark import Token, Tree
 
-from archspec.language.diagnostics import Diagnostic
+from archspec.language.diagnostics import Diagnostic, is_continued
 from archspec.language.errors import ArchspecError
 from archspec.language.ops import OPS
 from archspec.language.syntax import ParseFailed, parse_with_comments, too_deep
@@ -103,6 +103,18 @@ def _real_newlines(gap: str) -> str:
     return _CONTINUATION.sub(lambda m: m.group(1) or " ", gap)
 
 
+def _line_of_code_start(text: str, pos: int) -> int:
+    """Where the line holding pos starts, counting lines joined with a trailing `\\` as one (as `# noqa`
+    does): a comment after a continuation follows the code before it, on the joined line."""
+    start = text.rfind("\n", 0, pos) + 1
+    while start > 0:
+        prev = text.rfind("\n", 0, start - 1) + 1
+        if not is_continued(text[prev:start - 1].removesuffix("\r")):
+            break
+        start = prev
+    return start
+
+
 class _Printer:
     def __init__(self, text: str, comments: list[Token]) -> None:
         self.text = text
@@ -126,8 +138,8 @@ class _Printer:
         anchors = sorted(self.anchors)
         for tok in self.comments:
             c = _Comment(tok)
-            line_start = self.text.rfind("\n", 0, c.start) + 1
-            if not self.text[line_start:c.start].strip():
+            line_start = _line_of_code_start(self.text, c.start)
+            if not _real_newlines(self.text[line_start:c.start]).strip():
                 self.own.append(c)
                 continue
             before = [a for a in anchors if a <= c.start]
