@@ -36,6 +36,8 @@ class CheckReport:
     body: list[CheckedNode] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     output_shape: Shape | None = None
+    # `input 3xHxW`: what every size gives (symbolic.Derivation); the rest of the report is at one accepted size.
+    symbolic: Any = None
 
     @property
     def path(self) -> str:
@@ -83,6 +85,14 @@ class CheckReport:
         """The one rule for "does not check": any error (warnings never count). Returns self."""
         if not self.ok:
             raise ArchError(self.diagnostics, self.path, self.sources)
+        if self.symbolic is not None:
+            from archspec.language.errors import ArchspecError
+
+            dims = "x".join(map(str, self.symbolic.dims))
+            at = "x".join(map(str, (self.symbolic.channels, *(self.symbolic.at or (32, 32)))))
+            raise ArchspecError(f"{self.path}: `input {dims}` has a symbolic size; building and training need numbers",
+                                f"write the numbers, e.g. `input {at}`, or check several sizes with "
+                                f"`archspec check --input-sizes {at}`")
         return self
 
     def __repr__(self) -> str:
@@ -352,6 +362,10 @@ def _hint_channels_first(report: CheckReport) -> None:
 def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
     """Check a parsed model (or .arch text): every diagnostic, and each layer's shapes and params."""
     model = parse(source) if isinstance(source, str) else source
+    if model.input is not None and model.input.symbols:
+        from archspec.language.symbolic import check_symbolic
+
+        return check_symbolic(model, classes)
     report = CheckReport(model=model, classes=classes)
     report.diagnostics.extend(model.diagnostics)
     checker = _Checker(report)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from archspec.language import codes
 from archspec.language.diagnostics import Span
+from archspec.language.sizemap import SAME, SizeMap
 
 Dim = Union[int, None]
 Shape = tuple[Dim, ...]
@@ -127,6 +128,11 @@ class LayerSpec(BaseModel):
 
     def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
         return x
+
+    def axis_map(self, axis: int) -> SizeMap:
+        """How this op maps the size of spatial axis `axis` (0: H, 1: W), for sizes derived symbolically
+        (`input 3xHxW`); it must agree with `infer`. Pointwise ops keep the size."""
+        return SAME
 
     def params(self, x: Shape | None) -> int:
         return 0
