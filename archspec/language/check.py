@@ -119,7 +119,7 @@ class CheckReport:
         return f"<div><p>{head}</p>{table}{render_html(self.diagnostics, self.sources)}</div>"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "path": self.path,
             "ok": self.ok,
             "input_shape": json_shape(self.input_shape),
@@ -128,6 +128,9 @@ class CheckReport:
             "layers": [r.to_dict() for r in self.rows],
             "diagnostics": [d.to_dict() for d in self.diagnostics],
         }
+        if self.symbolic is not None:  # `input 3xHxW`: the rest is at `symbolic.at`
+            out["symbolic"] = self.symbolic.to_dict() | {"at": list(self.symbolic.at) if self.symbolic.at else None}
+        return out
 
 
 def _known(shape: Shape | None) -> bool:

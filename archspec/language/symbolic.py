@@ -175,15 +175,19 @@ class AxisWalk:
         if isinstance(node, Layer):
             return self.layer(node, e, silent)
         if isinstance(node, Call):
-            return self.seq(node.body, e, silent)
-        if isinstance(node, Residual):
-            return self.residual(node, e, silent)
-        if isinstance(node, Branch):
+            y = self.seq(node.body, e, silent)
+        elif isinstance(node, Residual):
+            y = self.residual(node, e, silent)
+        elif isinstance(node, Branch):
             outs = [self.seq(b, e, silent) for b in node.branches]
             if all(o is not None for o in outs):
                 self.equal.extend([(outs[0], o)] for o in outs[1:])  # type: ignore[misc]
-            return outs[0]
-        raise AssertionError(type(node))  # pragma: no cover
+            y = outs[0]
+        else:  # pragma: no cover
+            raise AssertionError(type(node))
+        if y is not None:
+            self.sizes[node.path] = y
+        return y
 
     def layer(self, node: Layer, e: Expr | None, silent: bool) -> Expr | None:
         spec = node.layer
@@ -344,8 +348,8 @@ class Derivation:
                 ok = "accepted" if a.size in a.valid else f"not accepted: needs {a.valid.rule(a.name)}"
                 out.append(f"  {a.name} = {a.size}: {ok}")
                 continue
-            out.append(f"  {a.name}: no error when {a.valid.rule(a.name)}")
-            out.append(f"  {a.name}: no floor drops pixels (W201) when {a.drop_free.rule(a.name)}")
+            out.append(f"  {a.name} accepted: {a.valid.rule(a.name)}")
+            out.append(f"  {a.name} with no floor dropping pixels (W201): {a.drop_free.rule(a.name)}")
         for path in self.in_features:
             out.append(f"  {path}: in_features = {self.features_text(path)}" + self.feature_examples(path))
         return out
@@ -354,8 +358,9 @@ class Derivation:
         h_axis, w_axis = self.axes
         hs = [h_axis.size] if h_axis.size is not None else _some(h_axis.drop_free, 3) or _some(h_axis.valid, 3)
         ws = [w_axis.size] if w_axis.size is not None else _some(w_axis.drop_free, 3) or _some(w_axis.valid, 3)
-        if not hs or not ws or (h_axis.size is not None and w_axis.size is not None):
-            return ""
+        c, eh, ew = self.in_features[path]
+        if not hs or not ws or (isinstance(eh, Num) and isinstance(ew, Num)):
+            return " at every size"
         pairs = list(zip(hs, ws)) if len(hs) == len(ws) else [(h, w) for h in hs for w in ws][:3]
         values = {self.features_at(path, h, w) for h, w in pairs}
         if len(values) == 1 and h_axis.valid.finite and w_axis.valid.finite and len(pairs) == 1:
@@ -444,16 +449,24 @@ def _derive_exact(model: Model, probe: Any, c: int, concrete: list[int | None]) 
     if any(a.size is not None and a.size not in a.valid for a in axes):  # a concrete size that fails fails every size
         axes = [a if a.size is not None else Axis(a.name, EMPTY, EMPTY) for a in axes]
     d = Derivation(c, tuple(model.input.dims), axes, exact=True)  # type: ignore[union-attr]
-    for row in probe.rows:
+    for row in probe.nodes():  # layers, and block calls, residuals and branches (a table's folded rows)
         if row.out_shape is not None and len(row.out_shape) == 3 and row.path in shown[0].sizes:
             d.exprs[row.path] = (row.out_shape[0], shown[0].sizes[row.path], shown[1].sizes[row.path])  # type: ignore[assignment]
             d.shapes[row.path] = tuple(map(str, d.exprs[row.path]))
-        elif row.op == "input":
+        elif isinstance(row, Layer) and row.op == "input":
             d.shapes[row.path] = tuple(str(x) for x in model.input.dims)  # type: ignore[union-attr]
     for row in probe.rows:
         if row.op == "flatten" and row.path in shown[0].flattened and row.in_shape:
             h, w = shown[0].flattened[row.path], shown[1].flattened[row.path]
             d.shapes[row.path] = (features_text(row.in_shape[0], h, w),)
+    features = None  # after `flatten`, until a `linear` fixes the count: it depends on the size
+    for row in probe.rows:
+        if row.op == "flatten" and row.path in d.shapes:
+            features = d.shapes[row.path]
+        elif row.op == "linear" or (row.out_shape is not None and len(row.out_shape) == 3):
+            features = None
+        elif features is not None:
+            d.shapes[row.path] = features
     for linear, flat in shown[0].feeds.items():
         flat_row = next(r for r in probe.rows if r.path == flat)
         d.in_features[linear] = (flat_row.in_shape[0], shown[0].flattened[flat], shown[1].flattened[flat])  # type: ignore[index]
@@ -540,5 +553,8 @@ def check_symbolic(model: Model, classes: int | None) -> Any:
             codes.NO_INPUT_SIZE, f"no input size makes this network check ({why})", inp.span,  # type: ignore[union-attr]
             notes=[f"the errors below are at input size {at}"],
             help="fix the layer the errors name (a smaller kernel or stride, more padding), or change the concrete size"))
+    first = report.body[0] if report.body else None
+    if isinstance(first, Layer) and isinstance(first.layer, Input):
+        first.layer = inp  # the table shows `input 3xHxW` as written
     report.symbolic = d
     return report
