@@ -90,7 +90,8 @@ class CheckReport:
 
             dims = "x".join(map(str, self.symbolic.dims))
             at = "x".join(map(str, (self.symbolic.channels, *(self.symbolic.at or (32, 32)))))
-            raise ArchspecError(f"{self.path}: `input {dims}` has a symbolic size; building and training need numbers",
+            raise ArchspecError(f"{self.path}: `input {dims}` has a symbolic size; this needs numbers "
+                                "(building, training and the per-size views: only `check` and `sizes` read H and W)",
                                 f"write the numbers, e.g. `input {at}`, or check several sizes with "
                                 f"`archspec check --input-sizes {at}`")
         return self

@@ -244,14 +244,22 @@ def _layers(nodes: list[CheckedNode]) -> list[Layer]:
     return [n for n in layers(nodes) if isinstance(n.layer, LayerSpec)]
 
 
-def solve(walk: AxisWalk) -> tuple[SizeSet, SizeSet]:
-    """The exact sets of sizes with no error, and those of them where no floor drops pixels."""
+def threshold(walk: AxisWalk) -> int | None:
+    """The least size from which every window fits (outputs >= 1), or None when none does."""
     start = 1
     for y in walk.need:
         least = y.least(1)
         if least is None:
-            return EMPTY, EMPTY
+            return None
         start = max(start, least)
+    return start
+
+
+def solve(walk: AxisWalk) -> tuple[SizeSet, SizeSet]:
+    """The exact sets of sizes with no error, and those of them where no floor drops pixels."""
+    start = threshold(walk)
+    if start is None:
+        return EMPTY, EMPTY
     exprs = walk.need + [e for e, _ in walk.windows] + [x for alts in walk.equal for pair in alts for x in pair]
     period = 1
     for e in exprs:
@@ -308,6 +316,7 @@ class Axis:
     valid: SizeSet
     drop_free: SizeSet
     size: int | None = None  # a concrete axis (`input 3xHx32`): its size
+    fits_from: int | None = None  # the least size where every window fits (where to show the errors when none is accepted)
 
     def to_dict(self) -> dict[str, Any]:
         return {"axis": self.name, "size": self.size, "valid": self.valid.to_dict() | {"rule": self.valid.rule(self.name)},
@@ -441,13 +450,13 @@ def _derive_exact(model: Model, probe: Any, c: int, concrete: list[int | None]) 
         if not walk.exact:
             raise _Inexact
         valid, clean = solve(walk)
-        axes.append(Axis(name, valid, clean, concrete[i]))
+        axes.append(Axis(name, valid, clean, concrete[i], threshold(walk)))
         if concrete[i] is not None:  # the shapes shown with the concrete size in place of the symbol
             walk = AxisWalk(i)
             walk.seq(probe.body, Num(concrete[i]))  # type: ignore[arg-type]
         shown.append(walk)
     if any(a.size is not None and a.size not in a.valid for a in axes):  # a concrete size that fails fails every size
-        axes = [a if a.size is not None else Axis(a.name, EMPTY, EMPTY) for a in axes]
+        axes = [a if a.size is not None else Axis(a.name, EMPTY, EMPTY, None, a.fits_from) for a in axes]
     d = Derivation(c, tuple(model.input.dims), axes, exact=True)  # type: ignore[union-attr]
     for row in probe.nodes():  # layers, and block calls, residuals and branches (a table's folded rows)
         if row.out_shape is not None and len(row.out_shape) == 3 and row.path in shown[0].sizes:
@@ -537,18 +546,21 @@ def check_symbolic(model: Model, classes: int | None) -> Any:
     d = derive(model)
     inp = model.input
     c = d.channels
+    # Size-dependent warnings at one size are left out: the derivation covers every size.
+    one_size = (codes.FLOOR_DROPS_PIXELS, codes.SPATIAL_COLLAPSED)
     if d.at is not None:
         report = check(with_input(model, (c, *d.at)), classes=classes)
-        report.diagnostics = [x for x in report.diagnostics
-                              if x.code not in (codes.FLOOR_DROPS_PIXELS, codes.SPATIAL_COLLAPSED)]
+        report.diagnostics = [x for x in report.diagnostics if x.code not in one_size]
     else:
-        tried = tuple(a.size if a.size is not None else 1 for a in d.axes)
+        tried = tuple(a.size if a.size is not None else a.fits_from or 1 for a in d.axes)
         report = check(with_input(model, (c, *tried)), classes=classes)
+        report.diagnostics = [x for x in report.diagnostics if x.code not in one_size]
         at = "x".join(map(str, (c, *tried)))
         for x in report.diagnostics:
             x.notes.insert(0, f"at input size {at}")
-        why = "; ".join(f"{a.name} = {a.size} fails" if a.size is not None and a.size not in a.valid
-                        else f"no {a.name} works" for a in d.axes if a.valid.empty or (a.size is not None and a.size not in a.valid))
+        failing = [a for a in d.axes if a.size is not None and a.size not in a.valid]
+        why = "; ".join(f"{a.name} = {a.size} fails for every {d.axes[1 - i].name}" for i, a in enumerate(d.axes) if a in failing) \
+            if failing else "; ".join(f"no {a.name} works" for a in d.axes if a.valid.empty)
         report.diagnostics.insert(0, Diagnostic(
             codes.NO_INPUT_SIZE, f"no input size makes this network check ({why})", inp.span,  # type: ignore[union-attr]
             notes=[f"the errors below are at input size {at}"],
