@@ -31,7 +31,7 @@ from archspec.language.nodes import BlockCall, Deferred, Model, Seq
 from archspec.language.nodes import Branch as BranchSpec
 from archspec.language.nodes import Residual as ResidualSpec
 from archspec.language.ops import Input, LayerSpec
-from archspec.language.sizemap import EVERYWHERE, Expr, Num, Same, Sym, Window, window
+from archspec.language.sizemap import Expr, Lin, Num, Same, Sym, Window, window
 from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual
 
 AXES = ("H", "W")
@@ -134,7 +134,7 @@ def _tail_rule(name: str, s: SizeSet) -> str:
             return f"{name} % {p} == 0" + ("" if f == p else f" and {name} >= {f}")
         return f"{name} = {f} + {p}k (k >= 0)"
     mods = ", ".join(str(r) for r in sorted({f % s.period for f in first}))
-    return f"{name} >= {s.start} and {name} % {s.period} in {{{mods}}}"
+    return (f"{name} >= {s.start} and " if s.start > 1 else "") + f"{name} % {s.period} in {{{mods}}}"
 
 
 def ranges(sizes: list[int]) -> str:
@@ -385,10 +385,9 @@ class Derivation:
 
 def features_text(c: int, h: Expr, w: Expr) -> str:
     """C*h*w as an expression: `16*(floor(H/4) - 3)*(floor(W/4) - 3)`, or its number when both are concrete."""
-    if isinstance(h, Num) and isinstance(w, Num):
-        return str(c * h.value * w.value)
-    factors = [str(c)] + [f"({e})" if " " in str(e) else str(e) for e in (h, w)]
-    return "*".join(f for f in factors if f != "1") or "1"
+    constant = c * math.prod(e.value for e in (h, w) if isinstance(e, Num))
+    sizes = [f"({e})" if isinstance(e, Lin) and e.offset else str(e) for e in (h, w) if not isinstance(e, Num)]
+    return "*".join(([str(constant)] if constant != 1 or not sizes else []) + sizes)
 
 
 def _some(s: SizeSet, n: int) -> list[int]:
