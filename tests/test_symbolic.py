@@ -204,3 +204,11 @@ def test_json_and_inlay_hints(cli):
 
     hints = inlay_hints(analyze(str(GOLDEN / "lenet.arch"), (GOLDEN / "lenet.arch").read_text()))
     assert "-> [B, 16, floor(H/4) - 3, floor(W/4) - 3]" in hints[3]
+
+
+def test_layers_after_a_join_that_fails_at_the_probe_size_still_count():
+    """The tree is read at a large size first; where a join fails there, the layers after it are read
+    again at an accepted size (a layer reading `in.c` binds only then)."""
+    d = derive(parse("input 3xHxW\nconv 3 k2\nadd { maxpool 2 } { conv 3 k3 s2 p1 }\nconv {in.c} k5\n"))
+    assert d.axes[0].valid.rule("H") == "H = 11 + 2k (k >= 0)" and d.shapes["conv2"][1] == "ceil(H/2) - 5"
+    assert derive(parse("input 3xHxW\nadd { relu } { conv 3 k3 s2 p1 }\nconv 3 k3\n")).axes[0].valid.empty

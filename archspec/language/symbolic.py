@@ -193,11 +193,13 @@ class AxisWalk:
         spec = node.layer
         if not isinstance(spec, LayerSpec) or isinstance(spec, Input):
             return e  # an input, or a layer whose arguments are wrong (an error at every size)
-        if e is None or node.out_shape is None or len(node.out_shape) != 3:
-            if e is not None and spec.op_name == "flatten":
-                self.flattened[node.path] = e
-                self._flat = node.path
-            elif spec.op_name == "linear" and self._flat is not None:
+        # The rank from the ops, not from the probe's shapes (after an error at the probe's size they are unknown).
+        if e is not None and spec.op_name == "flatten":
+            self.flattened[node.path] = e
+            self._flat = node.path
+            return None
+        if e is None:
+            if spec.op_name == "linear" and self._flat is not None:
                 self.feeds[node.path] = self._flat
                 self._flat = None
             return None
@@ -435,6 +437,13 @@ def derive(model: Model, limit: int = 128) -> Derivation:
         if _shape_reads(model.body.items):
             raise _Inexact
         derivation = _derive_exact(model, probe, c, concrete)
+        at = representative(derivation)
+        if not probe.ok and at is not None:
+            # An error at the probe's size leaves later shapes unknown (a layer reading `in.c` there does
+            # not bind): read the tree again at an accepted size. A partial walk can only miss conditions,
+            # so when it finds no accepted size there is none.
+            probe = check(with_input(model, (c, *at)), classes=None)
+            derivation = _derive_exact(model, probe, c, concrete)
     except _Inexact:
         derivation = _derive_by_checking(model, c, concrete, limit)
     derivation.at = representative(derivation)
