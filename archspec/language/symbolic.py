@@ -35,7 +35,7 @@ from archspec.language.sizemap import Expr, Lin, Num, Same, Sym, Window, window
 from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual
 
 AXES = ("H", "W")
-MAX_PERIOD = 1 << 20  # past this, residues are not enumerated: checked size by size instead
+MAX_PERIOD = 1 << 16  # past this, residues are not enumerated: checked size by size instead
 PROBE = 4096  # the size the checked tree's structure is read at (any size gives the same layers)
 
 
