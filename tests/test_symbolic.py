@@ -213,3 +213,12 @@ def test_layers_after_a_join_that_fails_at_the_probe_size_still_count():
     d = derive(parse("input 3xHxW\nconv 3 k2\nadd { maxpool 2 } { conv 3 k3 s2 p1 }\nconv {in.c} k5\n"))
     assert d.axes[0].valid.rule("H") == "H = 11 + 2k (k >= 0)" and d.shapes["conv2"][1] == "ceil(H/2) - 5"
     assert derive(parse("input 3xHxW\nadd { relu } { conv 3 k3 s2 p1 }\nconv 3 k3\n")).axes[0].valid.empty
+
+
+def test_a_condition_on_the_flattened_features_is_checked_size_by_size():
+    """`groupnorm 3` after `flatten` needs 3 to divide C*(H+2)*(W+2): not one axis at a time, so
+    the sizes are found by checking (and say so)."""
+    d = derive(parse("input 1xHxW\nconv 1 k1 p1 nobias\nflatten\ngroupnorm 3\n"), 30)
+    assert not d.exact and d.at is not None
+    h = d.axes[0]
+    assert all((n in h.valid) == ((n + 2) * (d.at[1] + 2) % 3 == 0) for n in range(1, 31))

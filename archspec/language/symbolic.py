@@ -164,6 +164,7 @@ class AxisWalk:
     flattened: dict[str, Expr] = field(default_factory=dict)  # flatten path -> the size it flattens
     feeds: dict[str, str] = field(default_factory=dict)  # linear path -> the flatten whose output it reads
     exact: bool = True
+    why: str = ""  # when not exact: why the sizes are checked one by one
     _flat: str | None = None
 
     def seq(self, nodes: Iterable[CheckedNode], e: Expr | None, silent: bool = False) -> Expr | None:
@@ -199,6 +200,9 @@ class AxisWalk:
             self._flat = node.path
             return None
         if e is None:
+            if spec.checks_features and self._flat is not None and not isinstance(self.flattened[self._flat], Num):
+                self.exact = False  # a condition on F = C*h(H)*w(W): not one axis at a time
+                self.why = f"`{spec.op_name}` after `flatten` needs a condition on C*H'*W', both axes at once"
             if spec.op_name == "linear" and self._flat is not None:
                 self.feeds[node.path] = self._flat
                 self._flat = None
@@ -233,8 +237,11 @@ class AxisWalk:
                  n.layer.op_name in ("gap", "adaptiveavgpool")] if stride is not None else []
         if stride is None or steps or not isinstance(stride[self.axis], int):
             self.exact = False  # the body's stride depends on the size (adaptive pooling, upsampling)
+            self.why = "a projected residual's stride depends on the size"
             return y
         projected = window(1, stride[self.axis], 0).apply(e)
+        for layer in _layers(node.shortcut or []):  # the projection at the probe's size: conv 1x1 + bn
+            self.sizes[layer.path] = projected
         same_channels = node.in_shape is not None and node.out_shape is not None and node.in_shape[0] == node.out_shape[0]
         self.equal.append([(y, projected)] + ([(y, e)] if same_channels else []))
         return y
@@ -267,7 +274,7 @@ def solve(walk: AxisWalk) -> tuple[SizeSet, SizeSet]:
     for e in exprs:
         period = math.lcm(period, e.shift()[0])
     if period > MAX_PERIOD:
-        raise _Inexact
+        raise _Inexact(f"the strides' common period {period:,} is too long to enumerate")
     tail, points = set(), set()
     for r in range(start, start + period):
         ks = _ks(walk.equal, r, period)
@@ -338,6 +345,7 @@ class Derivation:
     in_features: dict[str, tuple[int, Expr, Expr]] = field(default_factory=dict)  # linear path -> C, h, w
     limit: int = 128  # only for inexact derivations: the sizes checked
     at: tuple[int, int] | None = None  # a size the network checks at (for the table's params and MACs)
+    why: str = ""  # when not exact: why the sizes were checked one by one
 
     @property
     def ok(self) -> bool:
@@ -352,7 +360,8 @@ class Derivation:
 
     def lines(self) -> list[str]:
         """The readable constraints: per axis, valid and no-drop sizes; which sizes give which in_features."""
-        how = "exact, every size" if self.exact else f"checked size by size in 1..{self.limit} (a layer reads in.h/in.w)"
+        held = f", each axis with the other at {self.at[0]}x{self.at[1]}" if self.at else ""
+        how = "exact, every size" if self.exact else f"checked size by size in 1..{self.limit}{held}: {self.why}"
         out = [f"input sizes ({how}):"]
         for a in self.axes:
             if a.size is not None:
@@ -405,11 +414,11 @@ def _some(s: SizeSet, n: int) -> list[int]:
 
 
 def _shape_reads(items: Iterable[Any]) -> bool:
-    """A layer anywhere that reads `in.h` or `in.w` (its arguments then depend on the size)."""
+    """A layer anywhere that reads `in.h`, `in.w` or `in.f` (its arguments may then depend on the size)."""
     stack = list(items)
     while stack:
         node = stack.pop()
-        if isinstance(node, Deferred) and any(r in ("in.h", "in.w") for r in node.reads):
+        if isinstance(node, Deferred) and any(r in ("in.h", "in.w", "in.f") for r in node.reads):
             return True
         if isinstance(node, BlockCall):
             stack.extend(node.body.items)
@@ -435,18 +444,19 @@ def derive(model: Model, limit: int = 128) -> Derivation:
     probe = check(with_input(model, (c, PROBE, PROBE)), classes=None)
     try:
         if _shape_reads(model.body.items):
-            raise _Inexact
+            raise _Inexact("a layer reads in.h, in.w or in.f")
         derivation = _derive_exact(model, probe, c, concrete)
-        at = representative(derivation)
+        derivation.at = at = representative(derivation)
         if not probe.ok and at is not None:
             # An error at the probe's size leaves later shapes unknown (a layer reading `in.c` there does
             # not bind): read the tree again at an accepted size. A partial walk can only miss conditions,
             # so when it finds no accepted size there is none.
             probe = check(with_input(model, (c, *at)), classes=None)
             derivation = _derive_exact(model, probe, c, concrete)
-    except _Inexact:
+            derivation.at = representative(derivation)
+    except _Inexact as exc:
         derivation = _derive_by_checking(model, c, concrete, limit)
-    derivation.at = representative(derivation)
+        derivation.why = str(exc)
     return derivation
 
 
@@ -456,7 +466,7 @@ def _derive_exact(model: Model, probe: Any, c: int, concrete: list[int | None]) 
         walk = AxisWalk(i)
         walk.seq(probe.body, Sym(name))
         if not walk.exact:
-            raise _Inexact
+            raise _Inexact(walk.why)
         valid, clean = solve(walk)
         axes.append(Axis(name, valid, clean, concrete[i], threshold(walk)))
         if concrete[i] is not None:  # the shapes shown with the concrete size in place of the symbol
@@ -513,7 +523,9 @@ def _derive_by_checking(model: Model, c: int, concrete: list[int | None], limit:
                 if not drops_on(report, i):
                     clean.append(n)
         axes.append(Axis(name, SizeSet(points=frozenset(valid)), SizeSet(points=frozenset(clean)), concrete[i]))
-    return Derivation(c, tuple(model.input.dims), axes, exact=False, limit=limit)  # type: ignore[union-attr]
+    # The size each axis was held at while the other was scanned: the lists are about that row and column.
+    at = (hold[0], hold[1]) if verdict(hold[0], hold[1]).ok else None  # type: ignore[arg-type]
+    return Derivation(c, tuple(model.input.dims), axes, exact=False, limit=limit, at=at)  # type: ignore[union-attr]
 
 
 def drops_on(report: Any, axis: int) -> bool:

@@ -73,6 +73,8 @@ class Sizes:
     def render(self) -> str:
         d = self.derivation
         how = "every size, derived" if d is not None and d.exact else f"sizes 1..{self.limit} checked one by one"
+        if d is not None and not d.exact:
+            how += f" (each axis with the other at {d.at[0]}x{d.at[1]}: {d.why})" if d.at else f" ({d.why})"
         lines = [f"{self.path}: input {self.channels}xHxW, {how}"]
         if d is not None:
             lines += d.lines()[1:]

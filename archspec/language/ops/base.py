@@ -107,6 +107,9 @@ class LayerSpec(BaseModel):
     # the previous layer (dropped), "" is the op's own positional, a key is written glued (`k5`).
     torch_order: ClassVar[tuple[str, ...]] = ()
     torch_note: ClassVar[str] = ""  # why PyTorch's argument list is written differently here
+    # True when the op's check on features [B, F] depends on F (groupnorm: G must divide F). After a
+    # `flatten` F is C*h(H)*w(W), a condition on both axes at once: symbolic sizes are then checked size by size.
+    checks_features: ClassVar[bool] = False
     # Set when the op's weights need a data-dependent initialiser the runner applies (`init whiten`).
     init_hint: ClassVar[str | None] = None
 
