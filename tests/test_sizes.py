@@ -83,9 +83,11 @@ def test_cli(cli):
     out = cli("sizes", str(EXAMPLES / "lenet.arch"), "--max", "40", "--format", "json")
     data = json.loads(out.stdout)
     assert out.returncode == 0 and data["axes"][0]["valid_rule"] == "H >= 16"
-    assert data["axes"][0]["drop_free_rule"] == "H = 4k (k >= 4)"
+    assert data["axes"][0]["drop_free_rule"] == "H % 4 == 0 and H >= 16" and data["exact"]
+    assert {"H": 32, "W": 32, "in_features": 400} in data["in_features"]["fc1"]
+    assert data["in_features_rule"]["fc1"] == "16*(floor(H/4) - 3)*(floor(W/4) - 3)"
     text = cli("sizes", str(EXAMPLES / "lenet.arch"), "--max", "40").stdout
-    assert "H: valid when H >= 16" in text and "400 at 32x32..35x35" in text
+    assert "H accepted: H >= 16" in text and "64 at 20x20" in text
     checked = cli("check", str(EXAMPLES / "lenet.arch"), "--input-sizes", "3x32x32,3x8x8", "-q", "--format", "json")
     files = json.loads(checked.stdout)["files"]
     assert checked.returncode == 1 and [f["ok"] for f in files] == [True, False]

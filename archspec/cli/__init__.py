@@ -109,24 +109,30 @@ def shape_table(report, title: str | None = None, full: bool = False):
     table = TableData([Column("line", "right", "dim"), Column("module", style="dim"), Column("layer"), Column("output shape"),
                        Column("params", "right")],
                       title=title)
-    for row in _shape_rows(report.body if not full else report.rows, full):
+    shapes = report.symbolic.shapes if getattr(report, "symbolic", None) is not None else {}
+    for row in _shape_rows(report.body if not full else report.rows, full, shapes):
         table.add_row(*row)
     return table
 
 
-def _shape_rows(nodes: list, full: bool) -> list[tuple]:
+def _shape_rows(nodes: list, full: bool, shapes: dict | None = None) -> list[tuple]:
     """(line, module, layer, shape, params) per layer, or per run of repeated block calls unless `full`."""
     from archspec.language.ops import fmt_shape, value_text
     from archspec.language.tree import Call, Layer
 
     rows: list[tuple] = []
+    shapes = shapes or {}
+
+    def shape(node) -> str:  # `input 3xHxW`: each size as an expression in H and W
+        return fmt_shape(shapes.get(node.path, node.out_shape))
+
     i = 0
     while i < len(nodes):
         node = nodes[i]
         if isinstance(node, Layer):
             layer = node.layer
             desc = layer.describe() if hasattr(layer, "describe") else ""
-            rows.append((_line(node), node.path, f"{'  ' * node.depth}{node.op} {desc}".rstrip(), fmt_shape(node.out_shape),
+            rows.append((_line(node), node.path, f"{'  ' * node.depth}{node.op} {desc}".rstrip(), shape(node),
                          _params(node.params)))
         elif isinstance(node, Call) and not full:
             run = [node]
@@ -137,10 +143,10 @@ def _shape_rows(nodes: list, full: bool) -> list[tuple]:
             args = ", ".join(f"{k}={value_text(v)}" for k, v in node.args.items())
             times = f" * {len(run)}" if len(run) > 1 else ""
             path = node.path if len(run) == 1 else f"{node.path}..{run[-1].path}"
-            rows.append((_line(node), path, f"{'  ' * node.depth}{node.block}({args}){times}", fmt_shape(run[-1].out_shape),
+            rows.append((_line(node), path, f"{'  ' * node.depth}{node.block}({args}){times}", shape(run[-1]),
                          _params(sum(c.params for c in run))))
         else:  # a residual or a branch outside a block: its layers, with the block calls in it folded
-            rows.extend(_shape_rows(node.children(), full))
+            rows.extend(_shape_rows(node.children(), full, shapes))
         i += 1
     return rows
 
@@ -151,6 +157,20 @@ def _line(node) -> str:
 
 def _params(n: int) -> str:
     return f"{n:,}" if n else "--"
+
+
+def _check_title(display: str, report) -> str:
+    """`file: [B, 3, 32, 32] -> [B, 10], 62,006 params`; for `input 3xHxW` the shapes in H and W, the
+    params (and the table's) at the size named."""
+    from archspec.language.ops import fmt_shape
+
+    d = report.symbolic
+    if d is None:
+        return f"{display}: {fmt_shape(report.input_shape)} -> {fmt_shape(report.output_shape)}, {report.params:,} params"
+    last = report.rows[-1] if report.rows else None
+    out = d.shapes.get(last.path, report.output_shape) if last is not None else report.output_shape
+    return (f"{display}: {fmt_shape(d.dims)} -> {fmt_shape(out)}, {report.params:,} params "
+            f"at {d.at[0]}x{d.at[1]}")
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
@@ -193,11 +213,12 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
                 from archspec.language.ops import fmt_shape
                 from archspec.views.table import print_table
 
-                table = shape_table(report, title=f"{display}: {fmt_shape(report.input_shape)} -> "
-                                                  f"{fmt_shape(report.output_shape)}, {report.params:,} params", full=args.full)
+                table = shape_table(report, title=_check_title(display, report), full=args.full)
                 print_table(table, out, console, color)
                 if len(table.rows) < len(report.rows):
                     out.write(f"({len(report.rows):,} layers in {len(table.rows):,} rows: a block call is one row; --full for every layer)\n")
+                if report.symbolic is not None:
+                    out.write("\n".join(report.symbolic.lines()) + "\n")
                 out.write("\n")
     if args.format == "json":
         out.write(json.dumps({"files": [r.to_dict() for r in reports]}, indent=2) + "\n")

@@ -37,6 +37,8 @@ class CheckReport:
     body: list[CheckedNode] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     output_shape: Shape | None = None
+    # `input 3xHxW`: what every size gives (symbolic.Derivation); the rest of the report is at one accepted size.
+    symbolic: Any = None
 
     @property
     def path(self) -> str:
@@ -84,6 +86,15 @@ class CheckReport:
         """The one rule for "does not check": any error (warnings never count). Returns self."""
         if not self.ok:
             raise ArchError(self.diagnostics, self.path, self.sources)
+        if self.symbolic is not None:
+            from archspec.language.errors import ArchspecError
+
+            dims = "x".join(map(str, self.symbolic.dims))
+            at = "x".join(map(str, (self.symbolic.channels, *(self.symbolic.at or (32, 32)))))
+            raise ArchspecError(f"{self.path}: `input {dims}` has a symbolic size; this needs numbers "
+                                "(building, training and the per-size views: only `check` and `sizes` read H and W)",
+                                f"write the numbers, e.g. `input {at}`, or check several sizes with "
+                                f"`archspec check --input-sizes {at}`")
         return self
 
     def __repr__(self) -> str:
@@ -110,7 +121,7 @@ class CheckReport:
         return f"<div><p>{head}</p>{table}{render_html(self.diagnostics, self.sources)}</div>"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "path": self.path,
             "ok": self.ok,
             "input_shape": json_shape(self.input_shape),
@@ -119,6 +130,9 @@ class CheckReport:
             "layers": [r.to_dict() for r in self.rows],
             "diagnostics": [d.to_dict() for d in self.diagnostics],
         }
+        if self.symbolic is not None:  # `input 3xHxW`: the rest is at `symbolic.at`
+            out["symbolic"] = self.symbolic.to_dict() | {"at": list(self.symbolic.at) if self.symbolic.at else None}
+        return out
 
 
 def _known(shape: Shape | None) -> bool:
@@ -366,6 +380,10 @@ def _first_content(model: Model) -> Span:
 def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
     """Check a parsed model (or .arch text): every diagnostic, and each layer's shapes and params."""
     model = parse(source) if isinstance(source, str) else source
+    if model.input is not None and model.input.symbols:
+        from archspec.language.symbolic import check_symbolic
+
+        return check_symbolic(model, classes)
     report = CheckReport(model=model, classes=classes)
     report.diagnostics.extend(model.diagnostics)
     checker = _Checker(report)

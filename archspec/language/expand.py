@@ -124,6 +124,10 @@ def out_of_range(value: Any) -> bool:
     return False
 
 
+# A word that reads as dimensions with a symbol in them: `H`, `W`, `HxW`, `Cx32x32` (only `input 3xHxW` is right).
+_SYMBOLIC_DIMS = re.compile(r"[A-Z](x([A-Z]|\d+))*|\d+(x([A-Z]|\d+))+")
+
+
 def _glued_value(text: str) -> Value:
     if "x" in text:
         return tuple(_number(t) for t in text.split("x"))
@@ -402,8 +406,9 @@ class _Builder:
         kind = tree.data
         if kind == "number":
             return self.number(_number(str(tree.children[0])), tree_span(tree, path), trace)
-        if kind == "dims":
-            return self.number(tuple(_number(t) for t in str(tree.children[0]).split("x")), tree_span(tree, path), trace)
+        if kind == "dims":  # `3xHxW`: a letter stands for any size (only `input` takes one)
+            return self.number(tuple(t if t.isalpha() else _number(t) for t in str(tree.children[0]).split("x")),
+                               tree_span(tree, path), trace)
         if kind == "word":
             tok = tree.children[0]
             return env[str(tok)] if str(tok) in env else str(tok)
@@ -475,6 +480,8 @@ class _Builder:
             return self.deferred(stmt, op, reads, path, env, trace, namer(cls.name_prefix or op))
         args = [self.arg(t, path, env, trace) for t in arg_trees]
         name = namer(cls.name_prefix or op)
+        if self.misplaced_symbol(op, args, trace):
+            return Invalid(op, span, trace, name)
         if self.missing_separator(cls, op, args, span, trace) or self.torch_order(cls, op, args, span, trace):
             return Invalid(op, span, trace, name)
         data, ok = self.bind(cls, op, args, span, trace)
@@ -495,6 +502,25 @@ class _Builder:
             self.error(codes.INVALID_VALUE, f"`{op}` {_field_label(cls, fld)}: must be finite and at most 2^63-1, "
                        f"got `{value_text(getattr(spec, fld))}`", where, trace, help=f"usage: `{cls.usage}`")
         return Invalid(op, span, trace, name) if bad else spec
+
+    def misplaced_symbol(self, op: str, args: list[_Arg], trace: Trace) -> bool:
+        """A symbolic size (`H`, `W`) anywhere but the height and width of `input`: one diagnostic each."""
+        found = False
+        for a in args:
+            if a.kind == "word" and a.bound is None and _SYMBOLIC_DIMS.fullmatch(str(a.value)):
+                if op == "input":
+                    self.error(codes.INVALID_VALUE, f"`input {a.value}`: the channels must be a number; only the height "
+                               "and width can be symbols", a.span, trace,
+                               help="write the channels first as a number, e.g. `input 3xHxW` (H, W: any size)")
+                else:
+                    self.error(codes.INVALID_VALUE, f"`{op}` {a.value}: a symbolic size can only be the height or width "
+                               "of `input`", a.span, trace, help=f"write a number here; usage: `{OPS[op].usage}`")
+                found = True
+            elif isinstance(a.value, tuple) and any(isinstance(d, str) for d in a.value) and op != "input":
+                self.error(codes.INVALID_VALUE, f"`{op}` {value_text(a.value)}: a symbolic size can only be the height "
+                           "or width of `input`", a.span, trace, help=f"write numbers here; usage: `{OPS[op].usage}`")
+                found = True
+        return found
 
     def deferred(self, stmt: Tree, op: str, reads: list[Token], path: str, env: dict[str, Value], trace: Trace,
                  name: str) -> Node:

@@ -286,13 +286,15 @@ def inlay_hints(a: Analysis) -> dict[int, str]:
     shapes depend on its call; hover shows them)."""
     shapes: dict[int, str] = {}
     params: dict[int, int] = {}
+    derived = getattr(a.tree, "symbolic", None)  # `input 3xHxW`: sizes as expressions in H and W
+    symbolic = derived.shapes if derived is not None else {}
     for node in post_order(a.tree.body):
         if node.trace or not _own(node, a.path) or node.out_shape is None:  # after an error: nothing to say
             continue
         line = a.here(node.span.line - 1)  # type: ignore[union-attr]
         if line is None:
             continue
-        shapes[line] = fmt_shape(node.out_shape)
+        shapes[line] = fmt_shape(symbolic.get(node.path, node.out_shape))
         if isinstance(node, Layer) or isinstance(node, Call):
             params[line] = params.get(line, 0) + node.params
     return {line: f"-> {shape}" + (f"  {params[line]:,} params" if params.get(line) else "") for line, shape in shapes.items()}

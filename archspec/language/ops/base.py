@@ -21,6 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from archspec.language import codes
 from archspec.language.diagnostics import Span
+from archspec.language.sizemap import SAME, SizeMap
 
 Dim = Union[int, None]
 Shape = tuple[Dim, ...]
@@ -109,6 +110,9 @@ class LayerSpec(BaseModel):
     # the previous layer (dropped), "" is the op's own positional, a key is written glued (`k5`).
     torch_order: ClassVar[tuple[str, ...]] = ()
     torch_note: ClassVar[str] = ""  # why PyTorch's argument list is written differently here
+    # True when the op's check on features [B, F] depends on F (groupnorm: G must divide F). After a
+    # `flatten` F is C*h(H)*w(W), a condition on both axes at once: symbolic sizes are then checked size by size.
+    checks_features: ClassVar[bool] = False
     # Set when the op's weights need a data-dependent initialiser the runner applies (`init whiten`).
     init_hint: ClassVar[str | None] = None
 
@@ -130,6 +134,11 @@ class LayerSpec(BaseModel):
 
     def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
         return x
+
+    def axis_map(self, axis: int) -> SizeMap:
+        """How this op maps the size of spatial axis `axis` (0: H, 1: W), for sizes derived symbolically
+        (`input 3xHxW`); it must agree with `infer`. Pointwise ops keep the size."""
+        return SAME
 
     def params(self, x: Shape | None) -> int:
         return 0

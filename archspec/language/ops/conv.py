@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal, Union
 from pydantic import Field, field_validator
 
 from archspec.language import codes
+from archspec.language.sizemap import SAME, Scale, SizeMap, window
 from archspec.language.ops.base import (Emit, LayerSpec, Pair, RFStep, Shape, TorchCall, fmt_shape, need_rank,
                                         nonnegative_pair, pair_text, positive_pair, spatial, window_failure_lines,
                                         window_line)
@@ -70,6 +71,11 @@ class Conv(LayerSpec):
             return (self.out_channels, x[1], x[2])
         h, w = spatial("conv", x, self.kernel, self.stride, self.resolved_padding(), self.dilation, emit, codes.KERNEL_TOO_LARGE)
         return (self.out_channels, h, w)
+
+    def axis_map(self, axis: int) -> SizeMap:
+        if self.padding == "same":
+            return SAME
+        return window(self.kernel[axis], self.stride[axis], self.resolved_padding()[axis], self.dilation[axis])
 
     def rf(self, x: Shape | None) -> RFStep | None:
         eff = (self.dilation[0] * (self.kernel[0] - 1) + 1, self.dilation[1] * (self.kernel[1] - 1) + 1)
@@ -174,6 +180,9 @@ class ConvTranspose(LayerSpec):
         """PyTorch: H_out = (H-1)*s - 2p + d*(k-1) + op + 1."""
         return ((n - 1) * self.stride[i] - 2 * self.padding[i] + self.dilation[i] * (self.kernel[i] - 1)
                 + self.output_padding[i] + 1)
+
+    def axis_map(self, axis: int) -> SizeMap:
+        return Scale(self.stride[axis], self.axis_out(axis, 0))  # axis_out is affine in n: s*n + axis_out(0)
 
     def formula(self, i: int, n: int) -> str:
         return (f"({n}-1)*{self.stride[i]} - 2*{self.padding[i]} + {self.dilation[i]}*({self.kernel[i]}-1) "

@@ -1,7 +1,7 @@
 """The input tensor: the first layer of every network."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Union
 
 from pydantic import field_validator
 
@@ -10,7 +10,7 @@ from archspec.language.ops.base import Emit, LayerSpec, Shape, fmt_shape
 
 class Input(LayerSpec):
     op: Literal["input"] = "input"
-    dims: tuple[int, ...]
+    dims: tuple[Union[int, str], ...]  # `3xHxW`: H and/or W symbolic (any size; `archspec check` derives which work)
     positional: ClassVar = ("dims",)
     summary: ClassVar = "The input tensor without the batch: CxHxW for images, or F for features."
     usage: ClassVar = "input 3x32x32"
@@ -23,7 +23,17 @@ class Input(LayerSpec):
             raise ValueError(f"input must be CxHxW (3 numbers) or F (1 number), got {'x'.join(map(str, v))}")
         if isinstance(v, tuple) and any(isinstance(d, int) and d < 1 for d in v):
             raise ValueError("input dimensions must be at least 1")
+        if isinstance(v, tuple) and any(isinstance(d, str) for d in v):
+            wrong = [d for i, d in enumerate(v) if isinstance(d, str) and (len(v) != 3 or d != "_HW"[i])]
+            if wrong:
+                raise ValueError(f"`{'x'.join(map(str, v))}`: only the height and width can be symbols, written H "
+                                 "(second) and W (third), e.g. 3xHxW, 3xHx32 or 3x32xW")
         return v
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The symbolic axes, e.g. ("H", "W") for `input 3xHxW`."""
+        return tuple(d for d in self.dims if isinstance(d, str))
 
     def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
         return self.dims

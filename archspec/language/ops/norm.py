@@ -58,6 +58,7 @@ class GroupNorm(LayerSpec):
     torch_note: ClassVar = "the channels come from the previous layer"
     summary: ClassVar = "Group normalisation (nn.GroupNorm(G, C)): normalises each of G channel groups per sample."
     usage: ClassVar = "groupnorm 8"
+    checks_features: ClassVar = True  # G must divide the channels, or the features after `flatten`
 
     def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
         c = x[0] if x else None

@@ -6,6 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from archspec.language.sizemap import Scale, SizeMap
 from archspec.language.ops.base import Emit, LayerSpec, RFStep, Shape, TorchCall, fmt_shape, need_rank
 
 
@@ -27,6 +28,9 @@ class Upsample(LayerSpec):
         if x is None:
             return None
         return (x[0], *(None if n is None else n * self.scale for n in x[1:]))
+
+    def axis_map(self, axis: int) -> SizeMap:
+        return Scale(self.scale, 0)
 
     def rf(self, x: Shape | None) -> RFStep | None:
         # Each output pixel reads one input pixel (nearest; bilinear blends neighbours, 2 at most), and
