@@ -105,7 +105,7 @@ def fmt(source: "str | Path") -> str:
 
     if isinstance(source, Path):
         from archspec.language.errors import UsageError
-        from archspec.language.expand import Unreadable, read_arch_file
+        from archspec.language.files import Unreadable, read_arch_file
 
         try:  # the same guards as check: a regular file of at most 1 MiB, UTF-8
             return format_text(read_arch_file(source), str(source))

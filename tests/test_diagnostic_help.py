@@ -92,7 +92,7 @@ def test_torch_positional_order_gets_the_language_form():
 
 
 def test_language_form_maps_torch_keywords():
-    from archspec.language.expand import language_form
+    from archspec.language.binding import language_form
 
     assert language_form("conv", ["3", "6", "5", "2", "1"]) == "conv 6 k5 s2 p1"
     assert language_form("conv", ["3", "6", "kernel_size=3", "padding='same'", "bias=False"]) == "conv 6 k3 p same nobias"

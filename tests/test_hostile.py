@@ -20,7 +20,8 @@ import archspec
 from archspec.cli import main
 from archspec.language import codes
 from archspec.language.diagnostics import filter_diagnostics
-from archspec.language.expand import MAX_FILE_BYTES, MAX_LAYERS, MAX_USE_DEPTH
+from archspec.language.expand import MAX_LAYERS, MAX_USE_DEPTH
+from archspec.language.files import MAX_FILE_BYTES
 from archspec.language.syntax import MAX_NESTING
 from archspec.views.fmt import format_text
 from conftest import EXAMPLES, REPO

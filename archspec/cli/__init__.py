@@ -41,7 +41,7 @@ def _may_be_terminal(stream: TextIO) -> bool:
 
 def read_source(path: str) -> tuple[str, str]:
     """(display path, text) for a file argument; `-` reads standard input."""
-    from archspec.language.expand import MAX_FILE_BYTES, Unreadable, read_arch_file
+    from archspec.language.files import MAX_FILE_BYTES, Unreadable, read_arch_file
 
     if path == "-":
         return "<stdin>", read_stdin(MAX_FILE_BYTES)
@@ -58,7 +58,7 @@ def read_source(path: str) -> tuple[str, str]:
 
 def read_stdin(limit: int) -> str:
     """Standard input as UTF-8 text, at most `limit` bytes (bytes, so invalid UTF-8 is an error, not a crash)."""
-    from archspec.language.expand import Unreadable, decode_arch_bytes
+    from archspec.language.files import Unreadable, decode_arch_bytes
 
     stream = getattr(sys.stdin, "buffer", None)
     data = stream.read(limit + 1) if stream is not None else sys.stdin.read(limit + 1).encode("utf-8", "surrogateescape")

@@ -244,3 +244,27 @@ def caret_line(src: str, column: int, end_column: int) -> str:
     covered = src[column - 1 : end_column - 1]
     marks = "".join("\t" if ch == "\t" else "^" for ch in covered.rstrip("\t"))
     return lead + (marks or "^")
+
+
+def suggest(word: str, choices: list[str]) -> str | None:
+    """The closest of `choices` to a mistyped word, for a `did you mean` help; None when none is close."""
+    import difflib  # only a mistake needs it: kept off the import path of every run
+
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+class Reporter:
+    """Collects one parse's diagnostics and reads back the source under a span: the builder, the
+    value evaluator and the binder share one, so a mistake found by any of them lands in one list."""
+
+    def __init__(self, sources: dict[str, str], diagnostics: list[Diagnostic]) -> None:
+        self.sources = sources
+        self.diags = diagnostics  # swapped for a while to collect one deferred layer's diagnostics apart
+
+    def error(self, code: str, message: str, span: Span, trace: tuple[tuple[str, Span], ...],
+              help: str | None = None, notes: list[str] | None = None) -> None:
+        self.diags.append(Diagnostic(code, message, span, help=help, notes=notes or [], trace=trace))
+
+    def source_text(self, span: Span) -> str:
+        return self.sources.get(span.path, "")[span.start:span.end]

@@ -65,7 +65,7 @@ def spec_source(spec: "CheckReport | str | Path") -> tuple[str, str]:
     if isinstance(spec, CheckReport):
         return spec.path, spec.sources[spec.path]
     if isinstance(spec, Path) or (isinstance(spec, str) and "\n" not in spec and spec.endswith(".arch")):
-        from archspec.language.expand import Unreadable, read_arch_file
+        from archspec.language.files import Unreadable, read_arch_file
 
         try:
             return str(spec), read_arch_file(Path(spec))

@@ -409,7 +409,7 @@ def _prec(t: Tree | Token) -> int:
 
 def format_text(text: str, path: str = "<string>") -> str:
     """The canonical form of .arch text; FormatError (an ArchspecError) when it does not parse."""
-    from archspec.language.expand import strip_bom
+    from archspec.language.files import strip_bom
 
     text = strip_bom(text)  # the canonical form has no byte order mark
     tree, comments = _parse(text, path)

@@ -1,0 +1,146 @@
+"""Numbers and `{...}` expressions: the value of an argument, a call argument or a repeat count
+under a block's parameters, with every number kept in the range torch can take."""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from lark import Token
+
+from archspec.language import codes
+from archspec.language.diagnostics import Reporter, Span, suggest
+from archspec.language.nodes import Trace, Value
+from archspec.language.ops import value_text
+from archspec.language.syntax import token_span, tree_span
+
+MAX_INT = (1 << 63) - 1  # torch's int64: a larger whole number cannot reach a layer
+
+_INT = re.compile(r"-?\d+")  # compiled once: re's own cache lookup cost more than the match (per number)
+
+
+def to_number(text: str) -> int | float:
+    # A whole number past int64 becomes an (infinite or huge) float: the range check refuses it,
+    # and int() never sees thousands of digits (Python refuses those with ValueError).
+    if _INT.fullmatch(text) and len(text) <= 20:
+        return int(text)
+    return float(text)
+
+
+def glued_value(text: str) -> Value:
+    """The value glued to a key: `5` of `k5` is 5, `3x5` of `k3x5` is (3, 5)."""
+    if "x" in text:
+        return tuple(to_number(t) for t in text.split("x"))
+    return to_number(text)
+
+
+def out_of_range(value: Any) -> bool:
+    """A number torch cannot take: not finite (inf, NaN) or a whole number past int64."""
+    if isinstance(value, tuple):
+        return any(out_of_range(v) for v in value)
+    if isinstance(value, float):
+        return not math.isfinite(value) or abs(value) > MAX_INT
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) > MAX_INT
+    return False
+
+
+def arithmetic(op: str, a: int | float, b: int | float) -> int | float:
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "//":
+        return a // b
+    q = a / b
+    return int(q) if math.isfinite(q) and q == int(q) else q
+
+
+def _any_span(tree: Any, path: str) -> Span:
+    return token_span(tree, path) if isinstance(tree, Token) else tree_span(tree, path)
+
+
+class Evaluator:
+    """Values of syntax trees under `env` (a block's parameters); each mistake is reported and
+    replaced by a harmless value (1, or a count of 0) so the expansion goes on."""
+
+    def __init__(self, report: Reporter) -> None:
+        self.report = report
+
+    def number(self, value: Value, span: Span, trace: Trace) -> Value:
+        """A number torch can take, or E004 at its span (and 1 in its place, so binding goes on)."""
+        if not out_of_range(value):
+            return value
+        shown = self.report.source_text(span)
+        shown = shown if 0 < len(shown) <= 40 else value_text(value)
+        self.report.error(codes.INVALID_VALUE, f"`{shown[:40]}` is out of range: numbers must be finite and at most 2^63-1",
+                   span, trace, help="write a number of a realistic size")
+        return 1
+
+    def count(self, tree: Any, path: str, env: dict[str, Value], trace: Trace) -> int:
+        """A repeat count (`* 3`, `repeat 3`): a whole number of at least 1, else 0 (nothing made)."""
+        value = self.value(tree, path, env, trace)
+        span = _any_span(tree, path)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            self.report.error(codes.INVALID_VALUE, f"a repeat count must be a whole number of at least 1, got `{value}`", span, trace)
+            return 0
+        return value
+
+    def value(self, tree: Any, path: str, env: dict[str, Value], trace: Trace) -> Value:
+        if isinstance(tree, Token):
+            if tree.type == "NAME":
+                return self.lookup(tree, path, env, trace)
+            return self.number(to_number(str(tree)), token_span(tree, path), trace)
+        kind = tree.data
+        if kind == "number":
+            return self.number(to_number(str(tree.children[0])), tree_span(tree, path), trace)
+        if kind == "dims":  # `3xHxW`: a letter stands for any size (only `input` takes one)
+            return self.number(tuple(t if t.isalpha() else to_number(t) for t in str(tree.children[0]).split("x")),
+                               tree_span(tree, path), trace)
+        if kind == "word":
+            tok = tree.children[0]
+            return env[str(tok)] if str(tok) in env else str(tok)
+        if kind == "string":
+            return str(tree.children[0])[1:-1]
+        if kind == "braced":
+            return self.expr(tree.children[0], path, env, trace)
+        return self.expr(tree, path, env, trace)
+
+    def lookup(self, tok: Token, path: str, env: dict[str, Value], trace: Trace) -> Value:
+        if str(tok) in env:
+            return env[str(tok)]
+        if str(tok).startswith("in."):
+            self.report.error(codes.UNDEFINED_NAME, f"`{tok}` (the incoming shape) can only be read in a layer's arguments",
+                       token_span(tok, path), trace,
+                       help="use it in the layer inside the block, e.g. `conv {in.c // 2} k1`, not in a call or a count")
+            return 1
+        hint = suggest(str(tok), list(env))
+        self.report.error(codes.UNDEFINED_NAME, f"`{tok}` is not a block parameter here", token_span(tok, path), trace,
+                   help=f"did you mean `{hint}`?" if hint else "only a block's parameters can be used in `{...}` and call arguments")
+        return 1
+
+    def expr(self, tree: Any, path: str, env: dict[str, Value], trace: Trace) -> Value:
+        if isinstance(tree, Token):
+            return self.value(tree, path, env, trace)
+        kind = tree.data
+        if kind == "number":
+            return self.number(to_number(str(tree.children[0])), tree_span(tree, path), trace)
+        if kind == "word":
+            return self.lookup(tree.children[0], path, env, trace)
+        if kind == "neg":
+            v = self.expr(tree.children[0], path, env, trace)
+            return -v if isinstance(v, (int, float)) else v
+        if kind == "binop":
+            left, op, right = tree.children
+            a, b = self.expr(left, path, env, trace), self.expr(right, path, env, trace)
+            if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+                self.report.error(codes.INVALID_VALUE, f"`{op}` needs numbers", tree_span(tree, path), trace)
+                return 1
+            if op in ("/", "//") and b == 0:
+                self.report.error(codes.INVALID_VALUE, "division by zero", tree_span(tree, path), trace)
+                return 1
+            # Each result is range-checked, so repeated squaring never builds a huge number.
+            return self.number(arithmetic(str(op), a, b), tree_span(tree, path), trace)
+        raise AssertionError(f"unhandled expression {kind}")
