@@ -220,42 +220,50 @@ class _Builder:
         if kind == "layer":
             self.grow(1, span, trace)
             return [self.layer(stmt, path, env, trace, namer)]
-        if kind in ("residual", "branch"):
-            self.grow(1, span, trace)
         if kind == "residual":
-            mode, body, _, shortcut = stmt.children
-            if mode is not None and str(mode) != "project":
-                self.error(codes.UNKNOWN_ARGUMENT, f"unknown residual option `{mode}`", token_span(mode, path), trace,
-                           help="write `residual project { ... }` for an automatic 1x1 projection, or `residual { ... }`")
-            node = Residual(
-                body=self.body(body, path, env, trace),
-                shortcut=self.body(shortcut, path, env, trace) if shortcut is not None else None,
-                project=mode is not None and str(mode) == "project",
-                span=_head_span(stmt, path, "residual"), trace=trace, name=namer("res"),
-            )
-            return [node]
+            self.grow(1, span, trace)
+            return [self.residual(stmt, path, env, trace, namer)]
         if kind == "branch":
-            mode_tok, *bodies = stmt.children
-            return [Branch(str(mode_tok), [self.body(b, path, env, trace) for b in bodies],
-                           _head_span(stmt, path, str(mode_tok)), trace, namer(str(mode_tok)))]
+            self.grow(1, span, trace)
+            return [self.branch(stmt, path, env, trace, namer)]
         if kind == "repeat":
-            count_tree, body = stmt.children
-            count = self.values.count(count_tree, path, env, trace)
-            items: list[Node] = []
-            stmts = [c for c in body.children if isinstance(c, Tree)]
-            for i in range(count):
-                before = self.expanded
-                items.extend(self.statements(stmts, path, env, trace, namer))
-                if i == 0:  # refuse before making the other copies: one copy's size is known now
-                    self.refuse_past(before + (self.expanded - before) * count, _head_span(stmt, path, "repeat"), trace,
-                                     f"`repeat {count}`")
-            return items
+            return self.repeat(stmt, path, env, trace, namer)
         if kind == "call":
             return self.call(stmt, path, env, trace, namer)
         if kind in ("block_def", "use", "budget"):
             self.error(codes.UNDEFINED_NAME, f"`{kind.split('_')[0]}` is only allowed at the top level of a file", span, trace)
             return []
         raise AssertionError(f"unhandled statement {kind}")  # the grammar has no other statement
+
+    def residual(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> Residual:
+        mode, body, _, shortcut = stmt.children
+        if mode is not None and str(mode) != "project":
+            self.error(codes.UNKNOWN_ARGUMENT, f"unknown residual option `{mode}`", token_span(mode, path), trace,
+                       help="write `residual project { ... }` for an automatic 1x1 projection, or `residual { ... }`")
+        return Residual(
+            body=self.body(body, path, env, trace),
+            shortcut=self.body(shortcut, path, env, trace) if shortcut is not None else None,
+            project=mode is not None and str(mode) == "project",
+            span=_head_span(stmt, path, "residual"), trace=trace, name=namer("res"),
+        )
+
+    def branch(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> Branch:
+        mode_tok, *bodies = stmt.children
+        return Branch(str(mode_tok), [self.body(b, path, env, trace) for b in bodies],
+                      _head_span(stmt, path, str(mode_tok)), trace, namer(str(mode_tok)))
+
+    def repeat(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> list[Node]:
+        count_tree, body = stmt.children
+        count = self.values.count(count_tree, path, env, trace)
+        items: list[Node] = []
+        stmts = [c for c in body.children if isinstance(c, Tree)]
+        for i in range(count):
+            before = self.expanded
+            items.extend(self.statements(stmts, path, env, trace, namer))
+            if i == 0:  # refuse before making the other copies: one copy's size is known now
+                self.refuse_past(before + (self.expanded - before) * count, _head_span(stmt, path, "repeat"), trace,
+                                 f"`repeat {count}`")
+        return items
 
     def budget(self, stmt: Tree, path: str) -> list["Limit"]:
         """The limits of a `budget` statement; a wrong one is reported (E003/E004) and left out."""
@@ -330,57 +338,79 @@ class _Builder:
         name = str(name_tok)
         span = tree_span(stmt, path)
         times = self.values.count(times_tree, path, env, trace) if times_tree is not None else 1
+        args = args_tree.children if args_tree is not None else []
+        block = self.callee(name_tok, args, path, span, trace)
+        bound = self.call_arguments(block, args, path, env, span, trace) if block is not None else None
+        if block is None or bound is None:
+            return [Invalid(name, span, trace, namer(name))]
+        return self.expand_call(block, bound, times, span, trace, namer)
+
+    def callee(self, name_tok: Token, args: list[Tree], path: str, span: Span, trace: Trace) -> _BlockDef | None:
+        """The block a call names; None once reported (an op called like a block, no such block, recursion)."""
+        name = str(name_tok)
         block = self.blocks.get(name)
         op = resolve_op_name(name)
         if block is None and op is not None:
-            words = [self.source_text(tree_span(a, path)) for a in (args_tree.children if args_tree is not None else [])]
+            words = [self.source_text(tree_span(a, path)) for a in args]
             what = f"`{name}` is an op, not a block" if name == op else f"`{name}` is not a block: the op is `{op}`"
             self.error(codes.UNDEFINED_NAME, what, token_span(name_tok, path), trace,
                        help=f"write `{language_form(op, words)}`" + (f": {OPS[op].torch_note}" if name != op and OPS[op].torch_note else ""))
-            return [Invalid(name, span, trace, namer(name))]
+            return None
         if block is None:
             hint = suggest(name, list(self.blocks))
             self.error(codes.UNDEFINED_NAME, f"no block named `{name}`", token_span(name_tok, path), trace,
                        help=f"did you mean `{hint}`?" if hint else "define it with `block NAME(params) { ... }` or bring it in with `use \"file.arch\"`")
-            return [Invalid(name, span, trace, namer(name))]
+            return None
         if any(name == t[0] for t in trace) or self.call_depth > 64:
             self.error(codes.UNDEFINED_NAME, f"block `{name}` calls itself", token_span(name_tok, path), trace, help="blocks cannot be recursive")
-            return [Invalid(name, span, trace, namer(name))]
-        if args_tree is not None and len(args_tree.children) > MAX_ARGUMENTS:
-            self.error(codes.UNDEFINED_NAME, f"block `{name}` gets {len(args_tree.children):,} arguments, past the limit of {MAX_ARGUMENTS}",
+            return None
+        if len(args) > MAX_ARGUMENTS:
+            self.error(codes.UNDEFINED_NAME, f"block `{name}` gets {len(args):,} arguments, past the limit of {MAX_ARGUMENTS}",
                        span, trace)
-            return [Invalid(name, span, trace, namer(name))]
+            return None
+        return block
+
+    def call_arguments(self, block: _BlockDef, args: list[Tree], path: str, env: dict[str, Value], span: Span,
+                       trace: Trace) -> dict[str, Value] | None:
+        """The block's parameters bound to the call's values (defaults filled in); None once a mistake is reported."""
+        name = block.name
         positional: list[Value] = []
         keyword: dict[str, tuple[Value, Span]] = {}
-        for a in args_tree.children if args_tree is not None else []:
+        for a in args:
             if a.data == "call_kwarg":
                 k, e = a.children
                 keyword[str(k)] = (self.values.expr(e, path, env, trace), token_span(k, path))
             else:
                 positional.append(self.values.expr(a.children[0], path, env, trace))
         params = [p for p, _ in block.params]
+        defined = f"defined at {block.span.path}:{block.span.line}:{block.span.column} as `{name}({', '.join(params)})`"
         if len(positional) > len(params):
             self.error(codes.UNDEFINED_NAME, f"block `{name}` takes {len(params)} argument(s), got {len(positional)}", span, trace,
-                       notes=[f"defined at {block.span.path}:{block.span.line}:{block.span.column} as `{name}({', '.join(params)})`"])
-            return [Invalid(name, span, trace, namer(name))]
+                       notes=[defined])
+            return None
         bound: dict[str, Value] = dict(zip(params, positional))
         for k, (v, kspan) in keyword.items():
             if k not in params:
                 hint = suggest(k, params)
                 self.error(codes.UNDEFINED_NAME, f"block `{name}` has no parameter `{k}`", kspan, trace,
                            help=f"did you mean `{hint}`?" if hint else f"its parameters: {', '.join(params) or 'none'}")
-                return [Invalid(name, span, trace, namer(name))]
+                return None
             if k in bound:
                 self.error(codes.UNDEFINED_NAME, f"block `{name}` gets `{k}` twice", kspan, trace)
-                return [Invalid(name, span, trace, namer(name))]
+                return None
             bound[k] = v
         for pname, default in block.params:
             if pname not in bound:
                 if default is None:
-                    self.error(codes.UNDEFINED_NAME, f"block `{name}` needs a value for `{pname}`", span, trace,
-                               notes=[f"defined at {block.span.path}:{block.span.line}:{block.span.column} as `{name}({', '.join(params)})`"])
-                    return [Invalid(name, span, trace, namer(name))]
+                    self.error(codes.UNDEFINED_NAME, f"block `{name}` needs a value for `{pname}`", span, trace, notes=[defined])
+                    return None
                 bound[pname] = self.values.expr(default, block.path, bound, trace)
+        return bound
+
+    def expand_call(self, block: _BlockDef, bound: dict[str, Value], times: int, span: Span, trace: Trace,
+                    namer: _Namer) -> list[Node]:
+        """`times` copies of the block's body, each a BlockCall node under the call's trace."""
+        name = block.name
         nodes: list[Node] = []
         self.call_depth += 1
         try:
