@@ -298,3 +298,21 @@ def test_a_comment_after_a_leading_bar_keeps_its_own_line():
     assert [d.code for d in filter_diagnostics(archspec.check(out).diagnostics, {"<string>": out})] == \
         [d.code for d in filter_diagnostics(archspec.check(text).diagnostics, {"<string>": text})]
     assert format_text(out) == out
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("input 3x32x32\nrepeat 2 # c\n{ relu }\n", "input 3x32x32\nrepeat 2 { relu }  # c\n"),
+    ("input 3x32x32\nresidual # noqa: W203\n{ relu }\nshortcut # d\n{ relu }\n",
+     "input 3x32x32\nresidual { relu }  # noqa: W203\nshortcut { relu }  # d\n"),
+    ("input 3x32x32\nrepeat 2 # c\\\n{ relu\nrelu }\n", "input 3x32x32\nrepeat 2 {  # c\\\n  relu\n  relu\n}\n"),
+    ("input 3x32x32\nrepeat 2 # c\n{}\n", "input 3x32x32\nrepeat 2 {}  # c\n"),
+], ids=["repeat", "residual-and-shortcut", "multi-line-body", "empty-body"])
+def test_a_comment_after_a_head_whose_brace_opens_the_next_line(text, expected):
+    """Found by benchmarks/fuzz.py: fmt stopped with `comments not placed` (a traceback) when a comment
+    followed `repeat N`, `residual` or `shortcut` and the `{` opened the next line. The `{` joins the
+    head and the comment ends that line, so a `# noqa` stays on the statement it was written on."""
+    out = format_text(text)
+    assert out == expected
+    assert format_text(out) == out
+    assert [d.code for d in filter_diagnostics(archspec.check(out).diagnostics, {"<string>": out})] == \
+        [d.code for d in filter_diagnostics(archspec.check(text).diagnostics, {"<string>": text})]

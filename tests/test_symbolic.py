@@ -222,3 +222,13 @@ def test_a_condition_on_the_flattened_features_is_checked_size_by_size():
     assert not d.exact and d.at is not None
     h = d.axes[0]
     assert all((n in h.valid) == ((n + 2) * (d.at[1] + 2) % 3 == 0) for n in range(1, 31))
+
+
+def test_a_mistake_before_flatten_leaves_in_features_unknown():
+    """Found by benchmarks/fuzz.py: an unknown op inside a residual before `flatten | linear` left the
+    flatten's input shape unknown and the derivation raised TypeError (a traceback in every command)."""
+    model = parse("input 3xHxW\nresidual { p1 }\nflatten | linear 10\n")
+    report = check(model, classes=None)
+    assert [d.code for d in report.errors] == ["E002"]
+    d = derive(model)
+    assert "fc1" not in d.in_features

@@ -496,6 +496,8 @@ def _derive_exact(model: Model, probe: Any, c: int, concrete: list[int | None]) 
             d.shapes[row.path] = features
     for linear, flat in shown[0].feeds.items():
         flat_row = next(r for r in probe.rows if r.path == flat)
+        if flat_row.in_shape is None:  # a mistake before the flatten: its channels are unknown, so is the rule
+            continue
         d.in_features[linear] = (flat_row.in_shape[0], shown[0].flattened[flat], shown[1].flattened[flat])  # type: ignore[index]
     return d
 

@@ -143,8 +143,13 @@ class _Printer:
                 self.own.append(c)
                 continue
             before = [a for a in anchors if a <= c.start]
+            after = [a for a in anchors if a > c.start]
             if before and before[-1] >= line_start:
                 self.trailing.setdefault(before[-1], []).append(c)
+            elif after and self.text[after[0] - 1] == "{" and not _real_newlines(self.text[c.end:after[0] - 1]).strip():
+                # After a statement's head (`repeat 2`, `residual`, `shortcut`) whose `{` opens the next line:
+                # fmt joins the `{` to the head, and the comment ends that joined line.
+                self.trailing.setdefault(after[0], []).append(c)
             else:  # after a leading `|` only: its code is on an earlier line (a `# noqa` must not move onto it)
                 self.own.append(c)
 
@@ -232,6 +237,7 @@ class _Printer:
             return
         if not multiline:
             self.write("{ ")
+            self.anchor(lo)  # a comment after the head before this `{` (see classify)
             self.sequence(items)
             self.write(" }")
             return
