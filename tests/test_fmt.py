@@ -316,3 +316,30 @@ def test_a_comment_after_a_head_whose_brace_opens_the_next_line(text, expected):
     assert format_text(out) == out
     assert [d.code for d in filter_diagnostics(archspec.check(out).diagnostics, {"<string>": out})] == \
         [d.code for d in filter_diagnostics(archspec.check(text).diagnostics, {"<string>": text})]
+
+
+def test_fmt_refuses_to_move_code_away_from_its_noqa():
+    """Found by benchmarks/fuzz.py: `residual conv {use ...  # noqa` with `}` on the next line: the
+    `# noqa` silenced E003 (`conv` is no residual option) on its line, and fmt, putting the body's
+    statement on a line of its own, left `residual conv {` uncovered. fmt now refuses with E010."""
+    text = 'input 3x32x32\nresidual conv { relu  # noqa\n}\n'
+    assert [d.code for d in filter_diagnostics(archspec.check(text).diagnostics, {"<string>": text})] == []  # E003 and W204 sit on the noqa line
+    with pytest.raises(FormatError) as refused:
+        format_text(text)
+    d = refused.value.diagnostic
+    assert d.code == "E010" and (d.span.line, d.span.column) == (2, 10) and "split line 2" in d.message
+    assert "own line" in refused.value.help
+    # The same file with the statement already on its own line formats and keeps its meaning.
+    fixed = 'input 3x32x32\nresidual conv {  # noqa\n  relu\n}\n'
+    assert format_text(fixed) == fixed
+
+
+def test_fmt_cli_leaves_a_refused_file_unchanged(tmp_path, capsys):
+    from archspec.cli import main
+
+    path = tmp_path / "net.arch"
+    path.write_text('input 3x32x32\nresidual conv { relu  # noqa\n}\n')
+    before = path.read_bytes()
+    assert main(["fmt", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "error[E010]" in err and "1 could not be formatted" in err and path.read_bytes() == before

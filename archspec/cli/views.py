@@ -153,7 +153,7 @@ def cmd_fmt(args: argparse.Namespace, out: TextIO) -> int:
         verb = "would be reformatted" if args.check or args.diff else "reformatted"
         parts = [f"{counts['changed']} file{'s' if counts['changed'] != 1 else ''} {verb}", f"{counts['unchanged']} unchanged"]
         if counts["error"]:
-            parts.append(f"{counts['error']} could not be parsed")
+            parts.append(f"{counts['error']} could not be formatted")
         print(", ".join(parts), file=sys.stderr)
     if unreadable:
         return 2

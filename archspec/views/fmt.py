@@ -30,7 +30,8 @@ from typing import Union
 
 from lark import Token, Tree
 
-from archspec.language.diagnostics import Diagnostic, is_continued
+from archspec.language import codes
+from archspec.language.diagnostics import Diagnostic, filter_diagnostics, is_continued
 from archspec.language.errors import ArchspecError
 from archspec.language.ops import OPS
 from archspec.language.syntax import ParseFailed, parse_with_comments, too_deep
@@ -46,12 +47,15 @@ _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2}
 
 
 class FormatError(ArchspecError):
-    """The text does not parse, so it cannot be formatted; carries the E001 diagnostic."""
+    """The text cannot be formatted: it does not parse (E001, E009), or formatting would change what
+    a `# noqa` silences (E010). Carries the diagnostic."""
 
     def __init__(self, diagnostic: Diagnostic, sources: dict[str, str]) -> None:
         span = diagnostic.span
         where = f"{span.path}:{span.line}:{span.column}: " if span else ""
-        super().__init__(f"{where}{diagnostic.message}", "fix the syntax error first; `archspec check` shows it in context")
+        help = diagnostic.help if diagnostic.code == codes.NOQA_WOULD_MOVE else \
+            "fix the syntax error first; `archspec check` shows it in context"
+        super().__init__(f"{where}{diagnostic.message}", help)
         self.diagnostic = diagnostic
         self.sources = sources
 
@@ -419,4 +423,35 @@ def format_text(text: str, path: str = "<string>") -> str:
 
     text = strip_bom(text)  # the canonical form has no byte order mark
     tree, comments = _parse(text, path)
-    return _Printer(text, comments).run(tree)
+    formatted = _Printer(text, comments).run(tree)
+    if any("noqa" in c for c in comments):
+        moved = _noqa_moved(text, formatted, path)
+        if moved is not None:
+            raise FormatError(moved, {path: text})
+    return formatted
+
+
+def _noqa_moved(text: str, formatted: str, path: str) -> Diagnostic | None:
+    """E010 at a diagnostic that a `# noqa` silences in `text` but not in `formatted`, if any.
+
+    `# noqa` covers its whole source line, and fmt puts one statement on each line: where a line
+    held a body's `{` and its first statement, fmt splits it and the comment can follow only one part.
+    Comparing what `check` reports before and after is the definition of keeping the meaning."""
+    from collections import Counter
+
+    from archspec.language.check import check
+    from archspec.language.expand import parse
+
+    def kept_and_all(source: str) -> tuple[Counter[str], list[Diagnostic]]:
+        report = check(parse(source, path), classes=None)
+        return Counter(d.code for d in filter_diagnostics(report.diagnostics, report.sources)), report.diagnostics
+
+    (before, diagnostics), (after, _) = kept_and_all(text), kept_and_all(formatted)
+    surfaced = after - before
+    silenced = [d for d in diagnostics if d.code in surfaced and d.span is not None and d.span.path == path]
+    if not surfaced or not silenced:
+        return None
+    d = silenced[0]
+    return Diagnostic(codes.NOQA_WOULD_MOVE,
+                      f"formatting would split line {d.span.line} and its `# noqa` would no longer silence the {d.code} here",
+                      d.span, help="put each statement on its own line, with the `# noqa` on the line it silences, then run fmt again")
