@@ -15,11 +15,12 @@ from conftest import EXAMPLES, REPO
 
 GOLDEN = REPO / "tests" / "golden" / "diagnostics"
 BROKEN = sorted((EXAMPLES / "broken").glob("*.arch"))
+FMT_REFUSED = sorted((REPO / "tests" / "golden" / "fmt").glob("*.arch"))  # files `archspec fmt` leaves alone
 
 
-def render(path) -> str:
+def render(path, *command: str) -> str:
     cp = subprocess.run(
-        [sys.executable, "-m", "archspec.cli", "check", "--quiet", str(path.relative_to(REPO))],
+        [sys.executable, "-m", "archspec.cli", *(command or ("check", "--quiet")), str(path.relative_to(REPO))],
         capture_output=True, text=True, cwd=REPO, env={**os.environ, "NO_COLOR": "1", "TERM": "dumb"},
     )
     assert "Traceback" not in cp.stderr
@@ -33,6 +34,17 @@ def test_rendered_diagnostics_match_golden(path):
     if os.environ.get("ARCHSPEC_REGEN"):
         golden.write_text(text)
     assert golden.exists(), f"no golden file; run with ARCHSPEC_REGEN=1 to create {golden}"
+    assert text == golden.read_text()
+
+
+@pytest.mark.parametrize("path", FMT_REFUSED, ids=lambda p: p.stem)
+def test_fmt_refusals_match_golden(path):
+    golden = GOLDEN / f"fmt_{path.stem}.txt"
+    before = path.read_bytes()
+    text = render(path, "fmt")
+    assert path.read_bytes() == before  # refused: the file is left as it was
+    if os.environ.get("ARCHSPEC_REGEN"):
+        golden.write_text(text)
     assert text == golden.read_text()
 
 
