@@ -77,11 +77,13 @@ def load_checkpoint(path: "str | Path") -> "tuple[nn.Module, Any, list[str]]":
 
 
 def summary(source: "CheckReport | Model | str | Path", batch_size: int = 1, optimizer: str = "sgd",
-            classes: int | None = 10) -> "Summary":
-    """Per-layer shapes, params, MACs, receptive field and memory (str() of it is the table; .to_dict() the JSON)."""
+            classes: int | None = 10, input_size: "str | tuple[int, ...] | None" = None) -> "Summary":
+    """Per-layer shapes, params, MACs, receptive field and memory (str() of it is the table; .to_dict() the JSON).
+
+    `input 3xHxW`: the shapes in H and W, the numbers at a representative size or at `input_size` ("3x64x64")."""
     from archspec.views.summary import summarize
 
-    return summarize(source, batch_size=batch_size, optimizer=optimizer, classes=classes)
+    return summarize(source, batch_size=batch_size, optimizer=optimizer, classes=classes, input_size=input_size)
 
 
 def graph(source: "CheckReport | Model | str | Path", output: "str | Path | None" = None, format: str | None = None,

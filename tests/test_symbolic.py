@@ -187,7 +187,7 @@ def test_misplaced_symbols_are_diagnostics(text, message):
 
 def test_build_compile_and_views_need_numbers(cli):
     path = str(GOLDEN / "lenet.arch")
-    for command in (["compile", path], ["build", path], ["summary", path], ["explain", path]):
+    for command in (["compile", path], ["build", path], ["graph", path], ["explain", path]):  # summary: test_summary_symbolic.py
         result = cli(*command)
         assert result.returncode == 1, command
         assert result.stderr.startswith("error: ") and "symbolic size" in result.stderr and "help: write the numbers" in result.stderr

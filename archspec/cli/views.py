@@ -43,7 +43,8 @@ def _color(out: TextIO) -> bool:
 def cmd_summary(args: argparse.Namespace, out: TextIO) -> int:
     from archspec.views.summary import summarize
 
-    summary = summarize(_report(args.file, args.classes), batch_size=args.batch_size, optimizer=args.optimizer)
+    summary = summarize(_report(args.file, args.classes), batch_size=args.batch_size, optimizer=args.optimizer,
+                        input_size=args.input_size)
     if args.format == "json":
         out.write(json.dumps(summary.to_dict(), indent=2) + "\n")
     else:
@@ -185,7 +186,8 @@ def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
                              "e.g. `archspec diff old.arch new.arch`, or `archspec diff --git HEAD file.arch`")
         (old_label, old_text), (new_label, new_text) = _read(args.files[0]), _read(args.files[1])
         old_model, new_model = parse(old_text, old_label), parse(new_text, new_label)
-    summaries = [summarize(check(m, classes=args.classes), batch_size=args.batch_size, optimizer=args.optimizer)
+    # raise_for_errors first: a symbolic input is refused here (diff compares numbers at one size)
+    summaries = [summarize(check(m, classes=args.classes).raise_for_errors(), batch_size=args.batch_size, optimizer=args.optimizer)
                  for m in (old_model, new_model)]
     result = diff(*summaries, old_label=old_label, new_label=new_label)
     if args.format == "json":
@@ -247,6 +249,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="optimizer state in the memory estimate: sgd (momentum, default), adam, none")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--classes", type=int, default=10, help="number of classes the output should have (default 10)")
+    p.add_argument("--input-size", metavar="CxHxW",
+                   help="for `input 3xHxW`: the accepted size the params, MACs, RF and memory are at "
+                        "(default: the size `check` shows them at, e.g. 3x32x32)")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("graph", help="a graphviz diagram of the network: DOT text, or SVG/PNG/PDF with graphviz's `dot`")

@@ -82,17 +82,19 @@ class CheckReport:
         """Every node of the checked tree, parents first, in execution order."""
         return walk(self.body)
 
-    def raise_for_errors(self) -> "CheckReport":
-        """The one rule for "does not check": any error (warnings never count). Returns self."""
+    def raise_for_errors(self, symbolic: bool = False) -> "CheckReport":
+        """The one rule for "does not check": any error (warnings never count). Returns self.
+
+        `input 3xHxW` needs numbers too, unless the caller reads H and W (`symbolic=True`: summary)."""
         if not self.ok:
             raise ArchError(self.diagnostics, self.path, self.sources)
-        if self.symbolic is not None:
+        if self.symbolic is not None and not symbolic:
             from archspec.language.errors import ArchspecError
 
             dims = "x".join(map(str, self.symbolic.dims))
             at = "x".join(map(str, (self.symbolic.channels, *(self.symbolic.at or (32, 32)))))
             raise ArchspecError(f"{self.path}: `input {dims}` has a symbolic size; this needs numbers "
-                                "(building, training and the per-size views: only `check` and `sizes` read H and W)",
+                                "(building, compiling, training, graph, explain and diff: only `check`, `sizes` and `summary` read H and W)",
                                 f"write the numbers, e.g. `input {at}`, or check several sizes with "
                                 f"`archspec check --input-sizes {at}`")
         return self

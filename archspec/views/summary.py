@@ -7,6 +7,10 @@ joins), receptive fields and memory estimates.
 Receptive field (RF), jump and activation bytes come from `archspec.language.measure`, which
 budgets (`archspec check --max-rf ...`) read too. An upsampling op has a fractional stride (1/F),
 so RF and jump are exact Fractions where they are not whole: `1/2` in the table, 0.5 in JSON.
+
+A symbolic input (`input 3xHxW`) shows the checker's shapes in H and W; every number (params of a
+`linear` after `flatten`, MACs, RF, memory) is at one accepted size: the checker's representative
+one, or `input_size` (`--input-size`), and the title and footer name it.
 """
 from __future__ import annotations
 
@@ -51,9 +55,10 @@ class SummaryRow:
     rf: Pair | None = None
     jump: Pair | None = None
     activation_bytes: int = 0
+    shape_text: tuple[str, ...] | None = None  # `input 3xHxW`: the output shape in H and W, as `check` shows it
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "op": self.op,
             "kind": self.kind,
@@ -67,6 +72,9 @@ class SummaryRow:
             "jump": _pair_json(self.jump),
             "activation_bytes": self.activation_bytes,
         }
+        if self.shape_text is not None:
+            out["output_shape_symbolic"] = list(self.shape_text)
+        return out
 
 
 def _num_json(v: Any) -> int | float:
@@ -171,6 +179,28 @@ class Summary:
     assumptions: list[str] = field(default_factory=list)
 
     @property
+    def symbolic(self) -> Any:
+        """`input 3xHxW`: the checker's derivation (symbolic.Derivation); None for a concrete input."""
+        return self.report.symbolic
+
+    @property
+    def evaluated_at(self) -> str:
+        """The concrete input size the numbers are at, e.g. `3x32x32`."""
+        return "x".join(map(str, self.report.input_shape or ()))
+
+    def symbolic_shape(self, path: str, shape: Shape | None) -> tuple[str, ...] | None:
+        """A node's shape in H and W where the checker derived one, else its numbers as text."""
+        found = self.symbolic.shapes.get(path)
+        if found is not None:
+            return tuple(found)
+        return None if shape is None else tuple("?" if d is None else str(d) for d in shape)
+
+    @property
+    def accepted(self) -> dict[str, str]:
+        """Per axis, the rule for the sizes the network accepts (`H >= 16`), or its fixed size (`W = 32`)."""
+        return {a.name: a.valid.rule(a.name) if a.size is None else f"{a.name} = {a.size}" for a in self.symbolic.axes}
+
+    @property
     def total_params(self) -> int:
         return sum(r.params for r in self.report.rows)
 
@@ -197,7 +227,7 @@ class Summary:
         return copies * self.param_bytes + self.batch_size * self.activation_bytes_per_sample
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "path": self.report.path,
             "input_shape": _list(self.report.input_shape),
             "output_shape": _list(self.report.output_shape),
@@ -212,6 +242,27 @@ class Summary:
             "estimated_training_bytes": self.estimated_training_bytes,
             "assumptions": list(self.assumptions),
         }
+        if self.symbolic is not None:  # `input 3xHxW`: the shapes in H and W; the numbers above at `evaluated_at`
+            out |= {
+                "input_shape_symbolic": [str(d) for d in self.symbolic.dims],
+                "output_shape_symbolic": list(self._symbolic_output() or []) or None,
+                "evaluated_at": list(self.report.input_shape or ()),
+                "accepted": self.accepted,
+            }
+        return out
+
+    def _symbolic_output(self) -> tuple[str, ...] | None:
+        last = self.report.body[-1] if self.report.body else None
+        return self.symbolic_shape(last.path, self.report.output_shape) if last is not None else None
+
+    def title(self) -> str:
+        """`file: [B, 3, 32, 32] -> [B, 10]`; for `input 3xHxW`, the shapes in H and W and the size the numbers are at."""
+        if self.symbolic is None:
+            return f"{self.report.path}: {fmt_shape(self.report.input_shape)} -> {fmt_shape(self.report.output_shape)}"
+        # sizes checked one by one (a layer reads in.h) derive no expressions: the shapes are at that size too
+        what = "params, MACs, RF and memory" if self.symbolic.exact else "shapes, params, MACs, RF and memory"
+        return (f"{self.report.path}: {fmt_shape(self.symbolic.dims)} -> {fmt_shape(self._symbolic_output())}; "
+                f"{what} at {self.evaluated_at}")
 
     def table_data(self) -> "TableData":
         """The table's columns and cells (rendered by rich, or plainly when long: see views/table.py)."""
@@ -221,7 +272,7 @@ class Summary:
                            for name, justify in (("line", "right"), ("layer", "left"), ("op", "left"), ("output shape", "left"),
                                                  ("params", "right"), ("MACs", "right"), ("RF", "right"), ("jump", "right"),
                                                  ("act/sample", "right"))],
-                          title=f"{self.report.path}: {fmt_shape(self.report.input_shape)} -> {fmt_shape(self.report.output_shape)}")
+                          title=self.title())
         for r in self.rows:
             table.add_row(*self.cells(r), style="bold" if r.kind == "group" else None)
         return table
@@ -234,7 +285,7 @@ class Summary:
             "" if r.line is None else str(r.line),
             "  " * r.depth + r.label,
             f"{r.op} {r.args}".rstrip() if r.kind != "join" else f"= {r.args}",
-            "" if group else fmt_shape(r.output_shape),
+            "" if group else fmt_shape(r.shape_text or r.output_shape),
             "" if group else (f"{r.params:,}" if r.params else "--"),
             "" if group else (f"{r.macs:,}" if r.macs else "--"),
             "" if group else rf_text(r.rf),
@@ -248,7 +299,10 @@ class Summary:
 
     def footer(self) -> list[str]:
         b = self.batch_size
-        return [
+        where = [] if self.symbolic is None else [
+            f"At input {self.evaluated_at} (accepted: {', '.join(self.accepted.values())}; "
+            "--input-size CxHxW for another size):"]
+        return where + [
             f"Total params: {self.total_params:,}",
             f"Total MACs: {self.total_macs:,} per sample ({self.total_macs * 2:,} FLOPs)",
             f"Model size (fp32 params): {self.model_size_mb:.2f} MB",
@@ -320,14 +374,62 @@ def _assumptions(optimizer: str) -> list[str]:
     ]
 
 
+def parse_input_size(text: "str | tuple[int, ...]") -> tuple[int, int, int]:
+    """`3x64x64` (or a tuple) as (C, H, W)."""
+    parts = [str(d) for d in text] if isinstance(text, tuple) else str(text).strip().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise UsageError(f"--input-size: `{text}` is not CxHxW", "e.g. --input-size 3x64x64")
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def _at_size(report: CheckReport, size: tuple[int, int, int], classes: int | None) -> CheckReport:
+    """The symbolic `report` checked again at `size` (UsageError, with the accepted rules, where it fails)."""
+    from archspec.language.check import check
+    from archspec.language.symbolic import with_input
+
+    d = report.symbolic
+    text = "x".join(map(str, size))
+    rules = ", ".join(a.valid.rule(a.name) if a.size is None else f"{a.name} = {a.size}" for a in d.axes)
+    help = (f"`input {'x'.join(map(str, d.dims))}` accepts {rules} (channels {d.channels}), "
+            f"e.g. --input-size {d.channels}x{d.at[0]}x{d.at[1]}; `archspec check {report.path}` prints the rules")
+    if size[0] != d.channels:
+        raise UsageError(f"--input-size {text}: the input has {d.channels} channels, not {size[0]}", help)
+    for a, n in zip(d.axes, size[1:]):
+        if (a.size is not None and n != a.size) or (a.size is None and d.exact and n not in a.valid):
+            raise UsageError(f"--input-size {text}: {report.path} does not accept {a.name} = {n}", help)
+    at = check(with_input(report.model, size), classes=report.classes)
+    if not at.ok:  # sizes checked one by one (a layer reads in.h): the checker at this size decides
+        raise UsageError(f"--input-size {text}: {report.path} does not check at this size ({at.errors[0].message})", help)
+    first = at.body[0] if at.body else None
+    if isinstance(first, Layer):
+        first.layer = report.body[0].layer  # type: ignore[union-attr]  # the table shows `input 3xHxW` as written
+    at.symbolic = d
+    return at
+
+
 def summarize(source: "CheckReport | Model | str | Path", batch_size: int = 1, optimizer: str = "sgd",
-              classes: int | None = 10) -> Summary:
-    """Summarise a model that checks (ArchError if it does not). No torch needed."""
+              classes: int | None = 10, input_size: "str | tuple[int, ...] | None" = None) -> Summary:
+    """Summarise a model that checks (ArchError if it does not). No torch needed.
+
+    `input 3xHxW`: the shapes in H and W, the numbers at the checker's representative size, or at
+    `input_size` (`3x64x64`), which the network must accept."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UsageError(f"batch size must be a whole number of at least 1, got {batch_size!r}", "e.g. --batch-size 128")
     if optimizer not in OPTIMIZER_STATE:
         raise UsageError(f"unknown optimizer {optimizer!r}", f"choose one of: {', '.join(OPTIMIZER_STATE)}")
-    report = checked(source, classes).raise_for_errors()
+    size = parse_input_size(input_size) if input_size is not None else None
+    report = checked(source, classes).raise_for_errors(symbolic=True)
+    if size is not None and report.symbolic is None:
+        raise UsageError(f"--input-size needs a symbolic input; {report.path} has `input {'x'.join(map(str, report.input_shape or ()))}`",
+                         "write `input 3xHxW` in the file to summarise it at any accepted size, "
+                         "or check other sizes with `archspec check --input-sizes 3x64x64`")
+    if size is not None:
+        report = _at_size(report, size, classes)
     walker = _Walker(report)
     walker.seq(report.body, "")
-    return Summary(report, walker.rows, batch_size, optimizer, _assumptions(optimizer))
+    summary = Summary(report, walker.rows, batch_size, optimizer, _assumptions(optimizer))
+    if report.symbolic is not None:
+        for row in summary.rows:
+            if row.kind != "group":
+                row.shape_text = summary.symbolic_shape(row.name, row.output_shape)
+    return summary
