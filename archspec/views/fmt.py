@@ -432,11 +432,12 @@ def format_text(text: str, path: str = "<string>") -> str:
 
 
 def _noqa_moved(text: str, formatted: str, path: str) -> Diagnostic | None:
-    """E010 at a diagnostic that a `# noqa` silences in `text` but not in `formatted`, if any.
+    """E010 at a diagnostic that a `# noqa` silences in one of `text` and `formatted` but not the other.
 
-    `# noqa` covers its whole source line, and fmt puts one statement on each line: where a line
-    held a body's `{` and its first statement, fmt splits it and the comment can follow only one part.
-    Comparing what `check` reports before and after is the definition of keeping the meaning."""
+    `# noqa` covers its whole source line, and fmt puts one statement on each line: where a line held
+    a body's `{` and its first statement, fmt splits it and the comment can follow only one part; where
+    an empty body spans lines, fmt joins them onto the line of the comment after its `}`. Comparing
+    what `check` reports before and after is the definition of keeping the meaning."""
     from collections import Counter
 
     from archspec.language.check import check
@@ -447,11 +448,14 @@ def _noqa_moved(text: str, formatted: str, path: str) -> Diagnostic | None:
         return Counter(d.code for d in filter_diagnostics(report.diagnostics, report.sources)), report.diagnostics
 
     (before, diagnostics), (after, _) = kept_and_all(text), kept_and_all(formatted)
-    surfaced = after - before
-    silenced = [d for d in diagnostics if d.code in surfaced and d.span is not None and d.span.path == path]
-    if not surfaced or not silenced:
-        return None
-    d = silenced[0]
-    return Diagnostic(codes.NOQA_WOULD_MOVE,
-                      f"formatting would split line {d.span.line} and its `# noqa` would no longer silence the {d.code} here",
-                      d.span, help="put each statement on its own line, with the `# noqa` on the line it silences, then run fmt again")
+    split = ("split line {line} and its `# noqa` would no longer silence",
+             "put each statement on its own line, with the `# noqa` on the line it silences, then run fmt again")
+    join = ("join line {line} to a line ending in `# noqa`, which would silence",
+            "write the empty body as `{}` on one line, or move the `# noqa` to the line it is meant for, then run fmt again")
+    for changed, (what, help) in ((after - before, split), (before - after, join)):
+        hit = [d for d in diagnostics if d.code in changed and d.span is not None and d.span.path == path]
+        if hit:
+            d = hit[0]
+            return Diagnostic(codes.NOQA_WOULD_MOVE, f"formatting would {what.format(line=d.span.line)} the {d.code} here",
+                              d.span, help=help)
+    return None
