@@ -232,3 +232,11 @@ def test_a_mistake_before_flatten_leaves_in_features_unknown():
     assert [d.code for d in report.errors] == ["E002"]
     d = derive(model)
     assert "fc1" not in d.in_features
+
+
+@pytest.mark.parametrize("text", ["xHxW\ninput 3xHxW\nflatten\n", "relu\ninput 3xHxW\nconv 8 k3\n"])
+def test_a_symbolic_input_that_is_not_first_is_e006_not_a_traceback(text):
+    """Found by benchmarks/fuzz.py: a symbolic `input` after another line reached the concrete checker,
+    and the next layer multiplied the string `H` (TypeError in every command)."""
+    report = check(parse(text), classes=None)
+    assert "E006" in [d.code for d in report.errors]

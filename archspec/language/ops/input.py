@@ -36,7 +36,9 @@ class Input(LayerSpec):
         return tuple(d for d in self.dims if isinstance(d, str))
 
     def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
-        return self.dims
+        # A symbolic input is read by the symbolic checker, which puts numbers in its place; reached here
+        # it is not the file's first layer (E006), and its size is unknown rather than a string.
+        return None if self.symbols else self.dims
 
     def describe(self) -> str:
         return "x".join(map(str, self.dims))
