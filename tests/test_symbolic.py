@@ -240,3 +240,16 @@ def test_a_symbolic_input_that_is_not_first_is_e006_not_a_traceback(text):
     and the next layer multiplied the string `H` (TypeError in every command)."""
     report = check(parse(text), classes=None)
     assert "E006" in [d.code for d in report.errors]
+
+
+def test_hover_gives_the_shape_in_h_and_w_and_the_numbers_at_the_checked_size():
+    pytest.importorskip("pygls")
+    from archspec.lsp.analysis import analyze, hover
+
+    text = (GOLDEN / "lenet.arch").read_text()
+    line = next(i for i, s in enumerate(text.split("\n")) if s.startswith("conv 16"))
+    shown = hover(analyze(str(GOLDEN / "lenet.arch"), text), line, 1, text.split("\n")[line])
+    concrete = next(r for r in check(with_input(parse(text), (3, 32, 32)), classes=None).rows if r.path == "conv2")
+    assert concrete.params == 2416
+    assert (f"`-> [B, 16, floor(H/2) - 6, floor(W/2) - 6]`; at 32x32: `[B, 6, 14, 14] -> [B, 16, 10, 10]`, "
+            f"{concrete.params:,} params, {concrete.macs:,} MACs") in shown

@@ -238,21 +238,26 @@ class _Hover(Visitor[str]):
     def visit_call(self, node: Call) -> str:
         args = ", ".join(f"{k}={value_text(v)}" for k, v in node.args.items())
         count = sum(1 for _ in _layers_under(node))
-        return f"**{node.path}**: block `{node.block}({args})`, {count} layers\n\n{_totals(node)}"
+        return f"**{node.path}**: block `{node.block}({args})`, {count} layers\n\n{_totals(node, self.analysis)}"
 
     def visit_residual(self, node: Residual) -> str:
         how = "projection (1x1 conv + bn)" if node.projected else ("explicit shortcut" if node.shortcut is not None else "identity")
-        return f"**{node.path}**: residual with {how} shortcut\n\n{_totals(node)}"
+        return f"**{node.path}**: residual with {how} shortcut\n\n{_totals(node, self.analysis)}"
 
     def visit_branch(self, node: Branch) -> str:
-        return f"**{node.path}**: {node.mode} of {len(node.branches)} branches\n\n{_totals(node)}"
+        return f"**{node.path}**: {node.mode} of {len(node.branches)} branches\n\n{_totals(node, self.analysis)}"
 
     def generic_visit(self, node: CheckedNode) -> str:
-        return f"**{node.path}**\n\n{_totals(node)}"
+        return f"**{node.path}**\n\n{_totals(node, self.analysis)}"
 
 
-def _totals(node: CheckedNode) -> str:
-    return f"`{fmt_shape(node.in_shape)} -> {fmt_shape(node.out_shape)}`, {node.params:,} params, {node.macs:,} MACs"
+def _totals(node: CheckedNode, a: Analysis) -> str:
+    numbers = f"`{fmt_shape(node.in_shape)} -> {fmt_shape(node.out_shape)}`, {node.params:,} params, {node.macs:,} MACs"
+    derived = getattr(a.tree, "symbolic", None)  # `input 3xHxW`: the shape in H and W, the numbers at one size
+    if derived is None or node.path not in derived.shapes:
+        return numbers
+    at = "x".join(map(str, derived.at)) if derived.at else "the checked size"
+    return f"`-> {fmt_shape(derived.shapes[node.path])}`; at {at}: {numbers}"
 
 
 def _layers_under(node: CheckedNode) -> Iterator[Layer]:
@@ -271,7 +276,7 @@ def _layer_hover(node: Layer, a: Analysis) -> str:
     failing = any(d.severity == "error" and d.span == node.span and d.trace == node.trace for d in a.tree.diagnostics)
     lines = layer.explain_failure(x, y) if failing or not known else layer.explain(x, y, node.params, node.macs)  # type: ignore[union-attr]
     head = f"**{node.path}**: `{node.op} {layer.describe()}`".rstrip()  # type: ignore[union-attr]
-    return f"{head}\n\n{_totals(node)}\n\n```text\n" + "\n".join(lines) + "\n```"
+    return f"{head}\n\n{_totals(node, a)}\n\n```text\n" + "\n".join(lines) + "\n```"
 
 
 def _known(shape) -> bool:
