@@ -187,7 +187,7 @@ def test_misplaced_symbols_are_diagnostics(text, message):
 
 def test_build_compile_and_views_need_numbers(cli):
     path = str(GOLDEN / "lenet.arch")
-    for command in (["compile", path], ["build", path], ["graph", path], ["explain", path]):  # summary: test_summary_symbolic.py
+    for command in (["compile", path], ["build", path], ["graph", path]):  # summary, explain: tests below / test_summary_symbolic.py
         result = cli(*command)
         assert result.returncode == 1, command
         assert result.stderr.startswith("error: ") and "symbolic size" in result.stderr and "help: write the numbers" in result.stderr
@@ -253,3 +253,13 @@ def test_hover_gives_the_shape_in_h_and_w_and_the_numbers_at_the_checked_size():
     assert concrete.params == 2416
     assert (f"`-> [B, 16, floor(H/2) - 6, floor(W/2) - 6]`; at 32x32: `[B, 6, 14, 14] -> [B, 16, 10, 10]`, "
             f"{concrete.params:,} params, {concrete.macs:,} MACs") in shown
+
+
+def test_explain_shows_the_arithmetic_at_the_checked_size_and_each_layer_in_h_and_w(cli):
+    path = GOLDEN / "lenet.arch"
+    text = cli("explain", str(path), "--layer", "conv2").stdout
+    concrete = check(with_input(parse(path.read_text()), (3, 32, 32)), classes=None)
+    conv2 = next(r for r in concrete.rows if r.path == "conv2")
+    assert "the arithmetic below is at [B, 3, 32, 32], an accepted size" in text
+    assert f"[B, 6, 14, 14] -> [B, 16, 10, 10]" in text and f"= {conv2.params:,} (weights" in text
+    assert "at every size: [B, 16, floor(H/2) - 6, floor(W/2) - 6]" in text

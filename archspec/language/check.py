@@ -94,7 +94,7 @@ class CheckReport:
             dims = "x".join(map(str, self.symbolic.dims))
             at = "x".join(map(str, (self.symbolic.channels, *(self.symbolic.at or (32, 32)))))
             raise ArchspecError(f"{self.path}: `input {dims}` has a symbolic size; this needs numbers "
-                                "(building, compiling, training, graph, explain and diff: only `check`, `sizes` and `summary` read H and W)",
+                                "(building, compiling, training, graph and diff: only `check`, `sizes`, `summary` and `explain` read H and W)",
                                 f"write the numbers, e.g. `input {at}`, or check several sizes with "
                                 f"`archspec check --input-sizes {at}`")
         return self

@@ -78,7 +78,14 @@ class _Explainer(Visitor[Entry]):
         x, y = node.in_shape, node.out_shape
         if self.errors_of(node) or (not isinstance(layer, Input) and not (_known(x) and _known(y))):
             return Entry(node, node.path, heading, layer.explain_failure(x, y))  # type: ignore[union-attr]
-        return Entry(node, node.path, heading, layer.explain(x, y, node.params, node.macs))  # type: ignore[union-attr]
+        return Entry(node, node.path, heading, layer.explain(x, y, node.params, node.macs) + self.in_h_and_w(node))  # type: ignore[union-attr]
+
+    def in_h_and_w(self, node: Layer) -> list[str]:
+        """For `input 3xHxW`: the layer's output at every size, beside the arithmetic at one size."""
+        derived = self.report.symbolic
+        if derived is None or node.path not in derived.shapes or isinstance(node.layer, Input):
+            return []
+        return [f"at every size: {fmt_shape(derived.shapes[node.path])}"]
 
     def visit_call(self, node: Call) -> Entry:
         args = ", ".join(f"{k}={value_text(v)}" for k, v in node.args.items())
@@ -155,10 +162,10 @@ def _select(entries: list[Entry], layer: int | str, report: CheckReport) -> list
 def explain(source: "CheckReport | Model | str | Path", layer: int | str | None = None, classes: int | None = 10) -> Text:
     """The explanation as text. `layer`: a source line number (every layer written on that line,
     or a block call's whole body), or a module name / dotted path like `conv2` or `basic1.res1`."""
-    report = checked(source, classes).raise_for_errors()
+    report = checked(source, classes).raise_for_errors(symbolic=True)
     entries = _Explainer(report).seq(report.body)
     header = [f"{report.path}: {fmt_shape(report.input_shape)} -> {fmt_shape(report.output_shape)}, "
-              f"{report.params:,} params",
+              f"{report.params:,} params", *_symbolic_note(report),
               f"Sizes follow PyTorch: {FORMULA}", ""]
     if layer is not None:
         entries = _select(entries, layer, report)
@@ -168,6 +175,16 @@ def explain(source: "CheckReport | Model | str | Path", layer: int | str | None 
     out: list[str] = []
     _render(entries, 0, out)
     return Text("\n".join(header + out).rstrip("\n") + "\n")
+
+
+def _symbolic_note(report: CheckReport) -> list[str]:
+    """For `input 3xHxW`: the arithmetic is shown at one accepted size (the checked tree's), said here."""
+    derived = report.symbolic
+    if derived is None:
+        return []
+    dims = "x".join(map(str, derived.dims))
+    return [f"The input is `{dims}`: the arithmetic below is at {fmt_shape(report.input_shape)}, an accepted size; "
+            f"`archspec check {report.path}` gives every layer's size in H and W and the sizes that work."]
 
 
 def explain_failure(report: CheckReport) -> tuple[str, list[Diagnostic]]:
