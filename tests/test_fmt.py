@@ -306,10 +306,13 @@ def test_a_comment_after_a_leading_bar_keeps_its_own_line():
      "input 3x32x32\nresidual { relu }  # noqa: W203\nshortcut { relu }  # d\n"),
     ("input 3x32x32\nrepeat 2 # c\\\n{ relu\nrelu }\n", "input 3x32x32\nrepeat 2 {  # c\\\n  relu\n  relu\n}\n"),
     ("input 3x32x32\nrepeat 2 # c\n{}\n", "input 3x32x32\nrepeat 2 {}  # c\n"),
-], ids=["repeat", "residual-and-shortcut", "multi-line-body", "empty-body"])
+    ("input 3x8x8\nmaxpool # c\n {in.h}\n", "input 3x8x8\nmaxpool {in.h}  # c\n"),
+    ("block b(c) # x\n{ conv c k3 }\ninput 3x32x32\nb(4)\n", "block b(c) { conv c k3 }  # x\ninput 3x32x32\nb(4)\n"),
+], ids=["repeat", "residual-and-shortcut", "multi-line-body", "empty-body", "layer-argument", "block-definition"])
 def test_a_comment_after_a_head_whose_brace_opens_the_next_line(text, expected):
     """Found by benchmarks/fuzz.py: fmt stopped with `comments not placed` (a traceback) when a comment
-    followed `repeat N`, `residual` or `shortcut` and the `{` opened the next line. The `{` joins the
+    followed `repeat N`, `residual`, `shortcut` or an op name and the rest of the statement (a `{` body,
+    a `{in.h}` argument) opened the next line. The `{` joins the
     head and the comment ends that line, so a `# noqa` stays on the statement it was written on."""
     out = format_text(text)
     assert out == expected

@@ -130,6 +130,8 @@ class _Printer:
         self.own: list[_Comment] = []
         self.trailing: dict[int, list[_Comment]] = {}
         self.anchors: list[int] = []
+        self.statements: list[tuple[int, int]] = []  # source spans, for comments inside a statement
+        self.bodies: list[tuple[int, int]] = []
         self.placed = 0  # own-line comments given to a body so far
         self.comments = comments
 
@@ -150,19 +152,29 @@ class _Printer:
             after = [a for a in anchors if a > c.start]
             if before and before[-1] >= line_start:
                 self.trailing.setdefault(before[-1], []).append(c)
-            elif after and self.text[after[0] - 1] == "{" and not _real_newlines(self.text[c.end:after[0] - 1]).strip():
-                # After a statement's head (`repeat 2`, `residual`, `shortcut`) whose `{` opens the next line:
-                # fmt joins the `{` to the head, and the comment ends that joined line.
+            elif after and self.inside_a_statement(c.start):
+                # Inside a statement that goes on over the next line (`repeat 2  # c` then `{`, `maxpool  # c`
+                # then `{in.h}`): fmt joins what follows onto this line, and the comment ends the joined line.
                 self.trailing.setdefault(after[0], []).append(c)
             else:  # after a leading `|` only: its code is on an earlier line (a `# noqa` must not move onto it)
                 self.own.append(c)
+
+    def inside_a_statement(self, pos: int) -> bool:
+        """Whether pos is within a statement and not between the items of one of its bodies."""
+        around = [(start, end) for start, end in self.statements if start < pos < end]
+        if not around:
+            return False
+        innermost = max(start for start, _ in around)
+        return not any(innermost < start < pos < end for start, end in self.bodies)
 
     def collect_anchors(self, tree: Tree) -> None:
         for sub in tree.iter_subtrees():
             if sub.data == "body_braces":
                 self.anchors.append(sub.meta.start_pos + 1)  # just after `{`
+                self.bodies.append((sub.meta.start_pos, sub.meta.end_pos))
             elif sub.data in ("layer", "residual", "branch", "repeat", "call", "block_def", "use", "budget"):
                 self.anchors.append(sub.meta.end_pos)
+                self.statements.append((sub.meta.start_pos, sub.meta.end_pos))
             if sub.data == "branch":
                 self.anchors.append(sub.children[0].end_pos)  # a comment after `concat` stays there
 
