@@ -96,15 +96,8 @@ class Conv(LayerSpec):
         return None if self.init == "default" else self.init
 
     def torch_call(self, x: Shape | None) -> TorchCall:
-        kw: dict[str, Any] = {"kernel_size": self.kernel[0] if self.kernel[0] == self.kernel[1] else self.kernel}
-        for key, value, default in (("stride", self.stride, (1, 1)), ("padding", self.padding, (0, 0)), ("dilation", self.dilation, (1, 1))):
-            if value != default:
-                kw[key] = value if isinstance(value, str) or value[0] != value[1] else value[0]
-        if self.groups != 1:
-            kw["groups"] = self.groups
-        if not self.bias:
-            kw["bias"] = False
-        return TorchCall(cls="Conv2d", args=(x[0], self.out_channels), kwargs=kw)  # type: ignore[index]
+        return _conv_call("Conv2d", self, x, (("stride", self.stride, (1, 1)), ("padding", self.padding, (0, 0)),
+                                              ("dilation", self.dilation, (1, 1))))
 
     def describe(self) -> str:
         parts = [str(self.out_channels), f"k{pair_text(self.kernel)}"]
@@ -238,16 +231,9 @@ class ConvTranspose(LayerSpec):
         return x[0] * x[1] * x[2] * (self.out_channels // self.groups) * self.kernel[0] * self.kernel[1]  # type: ignore[operator]
 
     def torch_call(self, x: Shape | None) -> TorchCall:
-        kw: dict[str, Any] = {"kernel_size": self.kernel[0] if self.kernel[0] == self.kernel[1] else self.kernel}
-        for key, value, default in (("stride", self.stride, (1, 1)), ("padding", self.padding, (0, 0)),
-                                    ("output_padding", self.output_padding, (0, 0)), ("dilation", self.dilation, (1, 1))):
-            if value != default:
-                kw[key] = value[0] if value[0] == value[1] else value
-        if self.groups != 1:
-            kw["groups"] = self.groups
-        if not self.bias:
-            kw["bias"] = False
-        return TorchCall(cls="ConvTranspose2d", args=(x[0], self.out_channels), kwargs=kw)  # type: ignore[index]
+        return _conv_call("ConvTranspose2d", self, x, (("stride", self.stride, (1, 1)), ("padding", self.padding, (0, 0)),
+                                                       ("output_padding", self.output_padding, (0, 0)),
+                                                       ("dilation", self.dilation, (1, 1))))
 
     def describe(self) -> str:
         parts = [str(self.out_channels), f"k{pair_text(self.kernel)}"]
@@ -274,3 +260,21 @@ class ConvTranspose(LayerSpec):
         lines.append(f"params: {x[0]}*{per}*{kh}*{kw}{bias} = {params:,}")
         lines.append(f"MACs: {x[0]}*{x[1]}*{x[2]} inputs * {per}*{kh}*{kw} each = {macs:,}")
         return lines
+
+
+def _conv_call(cls: str, spec: Any, x: Shape | None, pairs: tuple[tuple[str, Any, tuple[int, int]], ...]) -> TorchCall:
+    """A Conv2d / ConvTranspose2d call: the kernel, each pair away from its default (one int when square,
+    `padding="same"` as written), groups and bias only when not torch's defaults."""
+    kw: dict[str, Any] = {"kernel_size": _square(spec.kernel)}
+    for key, value, default in pairs:
+        if value != default:
+            kw[key] = value if isinstance(value, str) else _square(value)
+    if spec.groups != 1:
+        kw["groups"] = spec.groups
+    if not spec.bias:
+        kw["bias"] = False
+    return TorchCall(cls=cls, args=(x[0], spec.out_channels), kwargs=kw)  # type: ignore[index]
+
+
+def _square(pair: tuple[int, int]) -> int | tuple[int, int]:
+    return pair[0] if pair[0] == pair[1] else pair
