@@ -160,7 +160,6 @@ def main() -> int:
             ("`python -c \"import torch\"` (what check avoids)", [sys.executable, "-c", "import torch"])]
     got = {label: timed(cmd, rep, T)[0] for label, cmd in rows}
     t_floor, c_floor = got[rows[1][0]], cpu(floor_cmd)
-    t_check = got[rows[4][0]]
     emit("| what | wall (median) | wall / floor | CPU user+sys (median) | CPU / floor |")
     emit("|---|---|---|---|---|")
     for label, cmd in rows:

@@ -261,5 +261,5 @@ def test_explain_shows_the_arithmetic_at_the_checked_size_and_each_layer_in_h_an
     concrete = check(with_input(parse(path.read_text()), (3, 32, 32)), classes=None)
     conv2 = next(r for r in concrete.rows if r.path == "conv2")
     assert "the arithmetic below is at [B, 3, 32, 32], an accepted size" in text
-    assert f"[B, 6, 14, 14] -> [B, 16, 10, 10]" in text and f"= {conv2.params:,} (weights" in text
+    assert "[B, 6, 14, 14] -> [B, 16, 10, 10]" in text and f"= {conv2.params:,} (weights" in text
     assert "at every size: [B, 16, floor(H/2) - 6, floor(W/2) - 6]" in text

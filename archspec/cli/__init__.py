@@ -210,7 +210,6 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
             for d in report.diagnostics:
                 out.write(render_text(d, report.model.sources, color=color) + "\n")
             if report.ok and not args.quiet:
-                from archspec.language.ops import fmt_shape
                 from archspec.views.table import print_table
 
                 table = shape_table(report, title=_check_title(display, report), full=args.full)
@@ -281,7 +280,7 @@ def _at_size(model, dims):
     """The model with its `input` replaced by `dims` (a file without an `input` keeps its E006)."""
     if dims is None or model.input is None:
         return model
-    from archspec.views.sizes import with_input
+    from archspec.language.symbolic import with_input
 
     return with_input(model, dims)
 

@@ -26,7 +26,7 @@ from typing import Any, Iterable
 
 from archspec.language import codes
 from archspec.language.diagnostics import Diagnostic
-from archspec.language.errors import ArchspecError
+from archspec.language.errors import ArchspecError, UsageError
 from archspec.language.nodes import BlockCall, Deferred, Model, Seq
 from archspec.language.nodes import Branch as BranchSpec
 from archspec.language.nodes import Residual as ResidualSpec
@@ -42,8 +42,8 @@ PROBE = 4096  # the size the checked tree's structure is read at (any size gives
 def with_input(model: Model, dims: tuple[Any, ...]) -> Model:
     """The same network on another input shape (only the `input` layer changes)."""
     first = model.input
-    if first is None:
-        raise ArchspecError(f"{model.path} has no `input` layer", "start the file with `input CxHxW`")
+    if first is None:  # a usage error: the caller (`archspec sizes`, `--input-sizes`) asked for an input size
+        raise UsageError(f"{model.path} has no `input` layer", "start the file with `input CxHxW`")
     body = Seq([first.model_copy(update={"dims": tuple(dims)})] + model.body.items[1:])
     return dataclasses.replace(model, body=body, diagnostics=list(model.diagnostics))
 
@@ -326,6 +326,10 @@ class Axis:
     drop_free: SizeSet
     size: int | None = None  # a concrete axis (`input 3xHx32`): its size
     fits_from: int | None = None  # the least size where every window fits (where to show the errors when none is accepted)
+
+    def accepted_rule(self) -> str:
+        """What the axis accepts: its rule (`H >= 16`), or its fixed size (`W = 32`)."""
+        return self.valid.rule(self.name) if self.size is None else f"{self.name} = {self.size}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"axis": self.name, "size": self.size, "valid": self.valid.to_dict() | {"rule": self.valid.rule(self.name)},

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Iterator
 from pathlib import Path
 
 from lark import Lark, Token, Tree

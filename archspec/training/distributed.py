@@ -21,7 +21,6 @@ from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from archspec.language.errors import ArchspecError

@@ -13,15 +13,7 @@ from typing import Any
 
 from archspec.language.errors import UsageError
 from archspec.language.nodes import Model
-from archspec.language.symbolic import Derivation, derive, ranges
-from archspec.language.symbolic import with_input as _with_input
-
-
-def with_input(model: Model, dims: tuple[Any, ...]) -> Model:
-    """The same network on another input shape (only the `input` layer changes)."""
-    if model.input is None:
-        raise UsageError(f"{model.path} has no `input` layer", "start the file with `input CxHxW`")
-    return _with_input(model, dims)
+from archspec.language.symbolic import Derivation, derive, ranges, with_input
 
 
 def parse_sizes(text: str) -> list[tuple[int, ...]]:

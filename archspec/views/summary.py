@@ -15,7 +15,6 @@ one, or `input_size` (`--input-size`), and the title and footer name it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -198,7 +197,7 @@ class Summary:
     @property
     def accepted(self) -> dict[str, str]:
         """Per axis, the rule for the sizes the network accepts (`H >= 16`), or its fixed size (`W = 32`)."""
-        return {a.name: a.valid.rule(a.name) if a.size is None else f"{a.name} = {a.size}" for a in self.symbolic.axes}
+        return {a.name: a.accepted_rule() for a in self.symbolic.axes}
 
     @property
     def total_params(self) -> int:
@@ -389,7 +388,7 @@ def _at_size(report: CheckReport, size: tuple[int, int, int], classes: int | Non
 
     d = report.symbolic
     text = "x".join(map(str, size))
-    rules = ", ".join(a.valid.rule(a.name) if a.size is None else f"{a.name} = {a.size}" for a in d.axes)
+    rules = ", ".join(a.accepted_rule() for a in d.axes)
     help = (f"`input {'x'.join(map(str, d.dims))}` accepts {rules} (channels {d.channels}), "
             f"e.g. --input-size {d.channels}x{d.at[0]}x{d.at[1]}; `archspec check {report.path}` prints the rules")
     if size[0] != d.channels:
