@@ -169,3 +169,30 @@ def test_interrupt_during_write_removes_the_temp_file(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         ckpt_mod.write_atomic(tmp_path / "metrics.jsonl", interrupted)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_signal_during_write_waits_for_the_rename(tmp_path):
+    """Found by CI (test_interrupt, a race): SIGTERM's handler raises, and one landing between the temp
+    file's creation and the clean-up left `.metrics.jsonl.*.tmp` behind. The signal is now held for the
+    write: it lands after the rename, the file is whole and no temp file stays."""
+    import os
+    import signal
+
+    class Terminated(Exception):
+        pass
+
+    def on_sigterm(signum, frame):
+        raise Terminated
+
+    def signalled(f):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of the write
+        f.write(b'{"epoch": 1}\n')
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        with pytest.raises(Terminated):
+            ckpt_mod.write_atomic(tmp_path / "metrics.jsonl", signalled)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
+    assert (tmp_path / "metrics.jsonl").read_bytes() == b'{"epoch": 1}\n'

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
@@ -39,20 +42,43 @@ def write_atomic(path: Path, write: Callable[[Any], None]) -> None:
     A crash, a signal or a full disk leaves the previous file intact and no temp file behind.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise ArchspecError(f"cannot write {path}: {exc.strerror or exc}",
-                                f"free space or fix the permissions in {path.parent}; the previous file is kept") from None
-        raise
+    with _signals_held():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException as exc:
+            Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise ArchspecError(f"cannot write {path}: {exc.strerror or exc}",
+                                    f"free space or fix the permissions in {path.parent}; the previous file is kept") from None
+            raise
     _fsync_dir(path.parent)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the write is whole. Their handlers raise, and one landing between
+    creating the temp file and the `try` (or inside the clean-up) left the temp file behind. Held here,
+    a signal is raised again, with its own handler, once the rename is done; a write takes a moment.
+    (A signal mask would not do: torch's threads leave the signals unblocked, so one of them takes it
+    and the main thread still runs the handler mid-write.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Python runs signal handlers in the main thread only: nothing to hold here
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def write_text_atomic(path: Path, text: str) -> None:
