@@ -196,3 +196,33 @@ def test_a_signal_during_write_waits_for_the_rename(tmp_path):
         signal.signal(signal.SIGTERM, previous)
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
     assert (tmp_path / "metrics.jsonl").read_bytes() == b'{"epoch": 1}\n'
+
+
+def test_a_held_signal_waits_for_the_outermost_hold(tmp_path):
+    """A run holds signals over a whole save (metrics.jsonl, checkpoint.pt, the epoch it reports), so an
+    interruption never leaves the pair one epoch apart."""
+    import os
+    import signal
+
+    class Terminated(Exception):
+        pass
+
+    def on_sigterm(signum, frame):
+        raise Terminated
+
+    def signalled(f):
+        os.kill(os.getpid(), signal.SIGTERM)
+        f.write(b"metrics\n")
+
+    done = []
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        with pytest.raises(Terminated):
+            with ckpt_mod.signals_held():
+                ckpt_mod.write_atomic(tmp_path / "metrics.jsonl", signalled)
+                ckpt_mod.write_text_atomic(tmp_path / "checkpoint.pt", "weights")
+                done.append("saved")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert done == ["saved"] and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "metrics.jsonl"]
+    assert signal.getsignal(signal.SIGTERM) is previous

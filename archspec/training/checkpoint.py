@@ -42,7 +42,7 @@ def write_atomic(path: Path, write: Callable[[Any], None]) -> None:
     A crash, a signal or a full disk leaves the previous file intact and no temp file behind.
     """
     path = Path(path)
-    with _signals_held():
+    with signals_held():
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -60,12 +60,13 @@ def write_atomic(path: Path, write: Callable[[Any], None]) -> None:
 
 
 @contextmanager
-def _signals_held() -> Iterator[None]:
+def signals_held() -> Iterator[None]:
     """SIGINT and SIGTERM wait until the write is whole. Their handlers raise, and one landing between
     creating the temp file and the `try` (or inside the clean-up) left the temp file behind. Held here,
     a signal is raised again, with its own handler, once the rename is done; a write takes a moment.
     (A signal mask would not do: torch's threads leave the signals unblocked, so one of them takes it
-    and the main thread still runs the handler mid-write.)"""
+    and the main thread still runs the handler mid-write.) Nested holds pass the signal outwards: a run
+    holds it over a whole save, so metrics.jsonl, checkpoint.pt and what the run reports stay one epoch."""
     if threading.current_thread() is not threading.main_thread():
         yield  # Python runs signal handlers in the main thread only: nothing to hold here
         return

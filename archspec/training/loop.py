@@ -24,7 +24,7 @@ from torch import nn
 from archspec.language.errors import ArchspecError
 from archspec.training.augment import epoch_generator, flip_mask, normalize, random_shifts, translate, tta_logits
 from archspec.training.checkpoint import FILENAME as CHECKPOINT
-from archspec.training.checkpoint import Checkpoint, self_contained_source, write_text_atomic
+from archspec.training.checkpoint import Checkpoint, self_contained_source, signals_held, write_text_atomic
 from archspec.training.data import Dataset
 from archspec.training.distributed import World, check_batch, convert_sync_batchnorm, epoch_seed, wrap
 # cpu_has_native_bf16, physical_cores: re-exported for benchmarks/ that import them from here
@@ -504,15 +504,16 @@ def save(run: Run) -> None:
     if not run.world.main:
         run.saved_epoch = run.epoch
         return
-    write_text_atomic(run.out_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in run.metrics))
-    Checkpoint(
-        model=run.model.state_dict(), optimizer=run.optimizer.state_dict(), step=run.step, epoch=run.epoch,
-        lookahead=run.lookahead.ema if run.lookahead else None, train_time=run.train_time, metrics=run.metrics,
-        arch_source=run.arch_source, arch_path=run.arch_path, config=run.config.to_dict(), classes=run.data.classes,
-        input_shape=list(run.data.shape), mean=run.mean_list, std=run.std_list, normalize=run.config.normalize,
-        data_source=run.data.source, rng=torch.get_rng_state(),
-    ).save(run.checkpoint_path)
-    run.saved_epoch = run.epoch  # only once the file holds it (an interruption while saving reports the previous one)
+    with signals_held():  # an interruption lands after the pair is written and counted, never between them
+        write_text_atomic(run.out_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in run.metrics))
+        Checkpoint(
+            model=run.model.state_dict(), optimizer=run.optimizer.state_dict(), step=run.step, epoch=run.epoch,
+            lookahead=run.lookahead.ema if run.lookahead else None, train_time=run.train_time, metrics=run.metrics,
+            arch_source=run.arch_source, arch_path=run.arch_path, config=run.config.to_dict(), classes=run.data.classes,
+            input_shape=list(run.data.shape), mean=run.mean_list, std=run.std_list, normalize=run.config.normalize,
+            data_source=run.data.source, rng=torch.get_rng_state(),
+        ).save(run.checkpoint_path)
+        run.saved_epoch = run.epoch  # only once the file holds it
 
 
 def restore(run: Run) -> None:
