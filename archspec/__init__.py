@@ -38,13 +38,11 @@ _LAZY = {
 
 
 def check(source: "Model | str | Path", classes: int | None = 10) -> "CheckReport":
-    """Check a Model, .arch text, or a path (a `Path`, or a str ending in `.arch`)."""
-    from archspec.language.check import check as _check
-    from archspec.language.expand import load
+    """Check a Model, .arch text, or a path (a `Path`, or a str ending in `.arch`): every diagnostic,
+    the file's budgets and `# noqa` included, as `archspec check` reports them."""
+    from archspec.language.pipeline import CheckOptions, checked
 
-    if isinstance(source, Path) or (isinstance(source, str) and source.endswith(".arch") and "\n" not in source):
-        source = load(source)
-    return _check(source, classes=classes)
+    return checked(source, CheckOptions(classes=classes))
 
 
 def build(source: "Model | str | Path", classes: int | None = None) -> "nn.Module":

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from archspec.language.check import CheckReport, check
+from archspec.language.check import CheckReport
 from archspec.language.errors import UsageError
-from archspec.language.expand import parse
+from archspec.language.pipeline import checked
 
 
 def check_cell(name: str, text: str) -> CheckReport:
     """The `%%arch NAME` cell as a checked model (errors are in the report, not raised)."""
     if not name.isidentifier():
         raise UsageError(f"%%arch needs a Python name to bind the model to, got {name!r}", "e.g. %%arch lenet")
-    return check(parse(text, f"<cell {name}>"))
+    return checked(text, name=f"<cell {name}>")
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -117,7 +117,7 @@ def cold_check(path: Path, runs: int = 5) -> float:
 
 
 def size_of(path: Path) -> str:
-    from archspec.language.check import checked
+    from archspec.language.pipeline import checked
 
     report = checked(path)
     return f"{len(report.rows)} layers, {sum(1 for _ in report.nodes())} nodes"

@@ -9,9 +9,9 @@ def test_densenet121_arch_matches_torchvision():
     import torch
     import torchvision
 
-    from archspec.language.check import checked
+    from archspec.language.pipeline import CheckOptions, checked
 
-    report = checked(REPO / "benchmarks" / "data" / "densenet121.arch", classes=1000).raise_for_errors()
+    report = checked(REPO / "benchmarks" / "data" / "densenet121.arch", CheckOptions(classes=1000)).raise_for_errors()
     net = torchvision.models.densenet121(weights=None)
     assert report.params == sum(p.numel() for p in net.parameters()) == 7_978_856
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]

@@ -174,15 +174,16 @@ def _check_title(display: str, report) -> str:
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
-    from archspec.language.check import check
-    from archspec.language.diagnostics import filter_diagnostics, render_text
-    from archspec.language.expand import parse
+    from dataclasses import replace
+
+    from archspec.language.diagnostics import render_text
+    from archspec.language.pipeline import CheckOptions, checked
 
     # rich only for a terminal: to a pipe or a file, check writes plain text (and never imports rich).
     console = _console(out) if _may_be_terminal(out) else None
     color = console is not None and console.is_terminal and not console.no_color
-    select, ignore = _codes(args.select), _codes(args.ignore)
-    limits = _budget_flags(args)
+    options = CheckOptions(classes=args.classes, limits=tuple(_budget_flags(args)), batch_size=args.batch_size,
+                           select=tuple(_codes(args.select)), ignore=tuple(_codes(args.ignore)))
     reports, status = [], 0
     n_err = n_warn = 0
     sizes = _input_sizes(args)
@@ -195,14 +196,9 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
                 print(f"help: {exc.help}", file=sys.stderr)
             status = 2
             continue
-        report = check(_at_size(parse(text, display), dims), classes=args.classes)
+        report = checked(text, replace(options, input_size=dims), name=display)
         for d in report.diagnostics if dims is not None else []:
             d.notes.insert(0, f"at input size {'x'.join(map(str, dims))} (--input-sizes)")
-        if limits or report.model.budgets:  # budget.py (and measure.py) only for a file that has some
-            from archspec.language.budget import evaluate
-
-            report.diagnostics += evaluate(report, limits + report.model.budgets, args.batch_size)
-        report.diagnostics = filter_diagnostics(report.diagnostics, report.model.sources, select, ignore)
         reports.append(report)
         n_err += len(report.errors)
         n_warn += len(report.warnings)
@@ -274,15 +270,6 @@ def _input_sizes(args: argparse.Namespace) -> list:
     from archspec.views.sizes import parse_sizes
 
     return parse_sizes(args.input_sizes)
-
-
-def _at_size(model, dims):
-    """The model with its `input` replaced by `dims` (a file without an `input` keeps its E006)."""
-    if dims is None or model.input is None:
-        return model
-    from archspec.language.symbolic import with_input
-
-    return with_input(model, dims)
 
 
 def cmd_rule(args: argparse.Namespace, out: TextIO) -> int:

@@ -17,11 +17,10 @@ from archspec.language.errors import UsageError
 def _report(path: str, classes: int | None):
     """Read, parse and check one file argument (`-` is standard input)."""
     from archspec.cli import read_source
-    from archspec.language.check import check
-    from archspec.language.expand import parse
+    from archspec.language.pipeline import CheckOptions, checked
 
     display, text = read_source(path)
-    return check(parse(text, display), classes=classes)
+    return checked(text, CheckOptions(classes=classes), name=display)
 
 
 def _positive(text: str) -> int:
@@ -166,8 +165,8 @@ def cmd_fmt(args: argparse.Namespace, out: TextIO) -> int:
 # --------------------------------------------------------------------------- diff
 
 def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
-    from archspec.language.check import check
     from archspec.language.expand import parse
+    from archspec.language.pipeline import CheckOptions, checked
     from archspec.views.diff import diff
     from archspec.views.summary import summarize
 
@@ -187,7 +186,7 @@ def cmd_diff(args: argparse.Namespace, out: TextIO) -> int:
         (old_label, old_text), (new_label, new_text) = _read(args.files[0]), _read(args.files[1])
         old_model, new_model = parse(old_text, old_label), parse(new_text, new_label)
     # raise_for_errors first: a symbolic input is refused here (diff compares numbers at one size)
-    summaries = [summarize(check(m, classes=args.classes).raise_for_errors(), batch_size=args.batch_size, optimizer=args.optimizer)
+    summaries = [summarize(checked(m, CheckOptions(classes=args.classes)).raise_for_errors(), batch_size=args.batch_size, optimizer=args.optimizer)
                  for m in (old_model, new_model)]
     result = diff(*summaries, old_label=old_label, new_label=new_label)
     if args.format == "json":
@@ -231,9 +230,9 @@ def cmd_sizes(args: argparse.Namespace, out: TextIO) -> int:
     display, text = read_source(args.file)
     model = parse(text, display)
     if any(d.severity == "error" for d in model.diagnostics):
-        from archspec.language.check import check
+        from archspec.language.pipeline import CheckOptions, checked
 
-        check(model, classes=None).raise_for_errors()  # a file that does not parse or bind: its diagnostics
+        checked(model, CheckOptions(classes=None)).raise_for_errors()  # a file that does not parse or bind: its diagnostics
     sizes = input_sizes(model, args.max)
     out.write(json.dumps(sizes.to_dict(), indent=2) + "\n" if args.format == "json" else sizes.render())
     return 0

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 from archspec.language import codes
 from archspec.language.diagnostics import Diagnostic, Span
-from archspec.language.measure import has_stride, human_bytes, output_rf, receptive_fields, shape_bytes
+from archspec.language.measure import has_stride, human_bytes, output_rf, shape_bytes
 from archspec.language.ops import pair_text
 from archspec.language.tree import Join, Layer
 
@@ -127,7 +127,6 @@ def _evaluate_one(report: "CheckReport", limit: Limit, batch_size: int) -> Diagn
 
 def _window_limit(report: "CheckReport", limit: Limit) -> Diagnostic | None:
     """RF or stride: the first layer past a maximum, or the output short of a minimum."""
-    rf = receptive_fields(report.body, report.input_shape)
     index = 0 if limit.metric == "rf" else 1
     name = "receptive field" if limit.metric == "rf" else "output stride (jump)"
     code = codes.RF_BUDGET if limit.metric == "rf" else codes.STRIDE_BUDGET
@@ -142,7 +141,7 @@ def _window_limit(report: "CheckReport", limit: Limit) -> Diagnostic | None:
                            "add downsampling, larger kernels or dilation so each output sees more of the input",
                            last.span, last.trace)
     for row in report.rows:
-        state = rf.get(id(row))
+        state = row.rf
         if limit.metric == "stride" and not has_stride(row.out_shape):
             continue  # a vector or a 1x1 map: its outputs are not spaced at all
         if state is not None and max(state[index]) > limit.value:

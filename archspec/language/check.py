@@ -3,21 +3,22 @@
 It never imports torch. It keeps going after an error with best-effort shapes (unknown
 dimensions become None), so one run reports every mistake in a file. It is the single source
 of truth: the compiler, codegen, summary, graph, explain, the runner and the editor read the
-checked tree it returns (`CheckReport.body`). `checked()` is the front door for any input, and
-`CheckReport.raise_for_errors()` the one rule for "does not check".
+checked tree it returns (`CheckReport.body`). `pipeline.checked()` is the front door for any input
+(it calls `check`, then budgets and `# noqa`), and `CheckReport.raise_for_errors()` the one rule for
+"does not check".
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any, Iterator
 
 from archspec.language import codes
 from archspec.language.diagnostics import Diagnostic, Span, render_html
 from archspec.language.errors import ArchError
-from archspec.language.expand import dedupe, load, parse
+from archspec.language.expand import dedupe, parse
 from archspec.language.gcpause import without_gc_pauses
+from archspec.language.measure import set_receptive_fields
 from archspec.language.nodes import BlockCall, Deferred, Invalid, Model, Node, Seq
 from archspec.language.nodes import Branch as BranchSpec
 from archspec.language.nodes import Residual as ResidualSpec
@@ -39,6 +40,9 @@ class CheckReport:
     output_shape: Shape | None = None
     # `input 3xHxW`: what every size gives (symbolic.Derivation); the rest of the report is at one accepted size.
     symbolic: Any = None
+    # What `# noqa` and --select/--ignore took out of `diagnostics` (pipeline.checked); kept so that
+    # a silenced shape error still stops a build, whose layers it would break.
+    silenced: list[Diagnostic] = field(default_factory=list)
 
     @property
     def path(self) -> str:
@@ -88,6 +92,9 @@ class CheckReport:
         `input 3xHxW` needs numbers too, unless the caller reads H and W (`symbolic=True`: summary)."""
         if not self.ok:
             raise ArchError(self.diagnostics, self.path, self.sources)
+        unbuildable = [d for d in self.silenced if d.severity == "error" and not codes.is_budget(d.code)]
+        if unbuildable:
+            raise ArchError(unbuildable, self.path, self.sources)
         if self.symbolic is not None and not symbolic:
             from archspec.language.errors import ArchspecError
 
@@ -404,6 +411,7 @@ def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
             )
         report.body = checker.seq(model.body, None, "", 0)
         report.output_shape = seq_output(report.body, None)
+        set_receptive_fields(report.body, report.input_shape)
         if not syntax_errors:
             checker.finish(classes)
             _hint_channels_first(report)
@@ -429,20 +437,3 @@ def stride_of(nodes: list[CheckedNode]) -> RFStep | None:
         sh, sw = sh * step[0], sw * step[1]
     # An upsampling's 1/F times a later stride F is a whole stride again: a plain int for the projection.
     return tuple(int(v) if v == int(v) else v for v in (sh, sw))  # type: ignore[return-value]
-
-
-
-def as_model(source: "Model | str | Path") -> Model:
-    """A Model from a Model, a path (a Path, or a one-line str ending in `.arch`), or .arch text."""
-    if isinstance(source, Model):
-        return source
-    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and source.endswith(".arch")):
-        return load(source)
-    return parse(source)
-
-
-def checked(source: "CheckReport | Model | str | Path", classes: int | None = 10) -> CheckReport:
-    """The front door: a check report from a report, a Model, .arch text or a path (never raises for errors)."""
-    if isinstance(source, CheckReport):
-        return source
-    return check(as_model(source), classes=classes)

@@ -74,3 +74,8 @@ MACS_BUDGET = _define("E302", "macs-budget", "error", "The network needs more mu
 ACTIVATIONS_BUDGET = _define("E303", "activations-budget", "error", "The activations kept for the backward pass at the budget's batch size exceed their budget (`--max-activations` with `--batch-size`, or `budget activations <= 20MB@128`).", "budget activations <= 5MB@128 on LeNet (9.25 MB)", "Downsample earlier, use fewer channels at full resolution, or a smaller batch.")
 RF_BUDGET = _define("E304", "rf-budget", "error", "The receptive field is outside its budget: above `--max-rf` at the first layer that crosses it, or below `--min-rf` at the output.", "budget rf >= 64 on LeNet (32)", "Add or remove downsampling, larger kernels or dilation.")
 STRIDE_BUDGET = _define("E305", "stride-budget", "error", "The output stride (the product of the strides, the jump) exceeds its budget (`--max-stride`) at the first layer that crosses it.", "budget stride <= 16 on a 5-stage ResNet (32)", "Downsample less (stride 1, or drop a pool), or use dilation instead.")
+
+
+def is_budget(code: str) -> bool:
+    """A budget code (E3xx): a policy on the network's totals, not a mistake that stops building it."""
+    return code.startswith("E3")

@@ -124,25 +124,36 @@ def filter_diagnostics(
     ignore: Iterable[str] = (),
 ) -> list[Diagnostic]:
     """Apply --select / --ignore (codes or prefixes) and `# noqa[: CODES]` on the flagged lines."""
+    return partition_diagnostics(diagnostics, sources, select, ignore)[0]
+
+
+def partition_diagnostics(
+    diagnostics: Iterable[Diagnostic],
+    sources: dict[str, str],
+    select: Iterable[str] = (),
+    ignore: Iterable[str] = (),
+) -> tuple[list[Diagnostic], list[Diagnostic]]:
+    """(kept, silenced): --select / --ignore and `# noqa[: CODES]` on the flagged lines decide."""
     select, ignore = list(select), list(ignore)
-    kept = []
+    kept: list[Diagnostic] = []
+    silenced: list[Diagnostic] = []
     for d in diagnostics:
-        if select and not _matches(d.code, select):
+        chosen = not (select and not _matches(d.code, select)) and not (ignore and _matches(d.code, ignore))
+        (kept if chosen and not _noqa_silences(d, sources) else silenced).append(d)
+    return kept, silenced
+
+
+def _noqa_silences(d: Diagnostic, sources: dict[str, str]) -> bool:
+    """A `# noqa` (for this code, or for all) on the diagnostic's line or a line of its trace."""
+    spans = [d.span] + [sp for _, sp in d.trace] if d.span else []
+    for sp in spans:
+        text = sources.get(sp.path)
+        if text is None:
             continue
-        if ignore and _matches(d.code, ignore):
-            continue
-        spans = [d.span] + [sp for _, sp in d.trace] if d.span else []
-        suppressed = False
-        for sp in spans:
-            text = sources.get(sp.path)
-            if text is None:
-                continue
-            codes = _line_noqa(text, sp.line)
-            if codes is not None and (not codes or _matches(d.code, codes)):
-                suppressed = True
-        if not suppressed:
-            kept.append(d)
-    return kept
+        codes = _line_noqa(text, sp.line)
+        if codes is not None and (not codes or _matches(d.code, codes)):
+            return True
+    return False
 
 
 

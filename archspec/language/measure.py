@@ -79,11 +79,8 @@ def max_rf(states: list[RF | None]) -> RF | None:
 
 
 class _ReceptiveFields(Visitor[Any]):
-    """Threads the (RF, jump) state through the tree in execution order, recording it after each
-    layer (keyed by the Layer) and after each join (keyed by its Residual or Branch)."""
-
-    def __init__(self) -> None:
-        self.after: dict[int, RF | None] = {}
+    """Threads the (RF, jump) state through the tree in execution order and stores it on each node:
+    a layer after itself, a block call after its body, a residual or branch after its join."""
 
     def seq(self, nodes: list[CheckedNode], state: RF | None) -> RF | None:
         for node in nodes:
@@ -91,36 +88,34 @@ class _ReceptiveFields(Visitor[Any]):
         return state
 
     def visit_layer(self, node: Layer, state: RF | None) -> RF | None:
-        state = None if state is None or node.rf_step is None else rf_step(state, *node.rf_step)
-        self.after[id(node)] = state
-        return state
+        node.rf = None if state is None or node.rf_step is None else rf_step(state, *node.rf_step)
+        return node.rf
 
     def visit_call(self, node: Call, state: RF | None) -> RF | None:
-        return self.seq(node.body, state)
+        node.rf = self.seq(node.body, state)
+        return node.rf
 
     def visit_residual(self, node: Residual, state: RF | None) -> RF | None:
         body = self.seq(node.body, state)
         skip = self.seq(node.shortcut, state) if node.shortcut is not None else state
-        self.after[id(node)] = out = max_rf([body, skip])
-        return out
+        node.rf = max_rf([body, skip])
+        return node.rf
 
     def visit_branch(self, node: Branch, state: RF | None) -> RF | None:
-        self.after[id(node)] = out = max_rf([self.seq(b, state) for b in node.branches])
-        return out
+        node.rf = max_rf([self.seq(b, state) for b in node.branches])
+        return node.rf
 
 
-def receptive_fields(body: list[CheckedNode], input_shape: "Shape | None") -> dict[int, RF | None]:
-    """(RF, jump) after every layer and join, keyed by `id(node)` (a join by its Residual/Branch).
+def input_rf(input_shape: "Shape | None") -> RF | None:
+    """The state at the input: each pixel sees itself, one pixel apart; None for feature vectors (`input 784`)."""
+    return ((1, 1), (1, 1)) if input_shape is not None and len(input_shape) == 3 else None
 
-    None where unknown, and everywhere for a network on feature vectors (`input 784`): RF needs an image.
-    """
-    start: RF | None = ((1, 1), (1, 1)) if input_shape is not None and len(input_shape) == 3 else None
-    walker = _ReceptiveFields()
-    walker.seq(body, start)
-    return walker.after
+
+def set_receptive_fields(body: list[CheckedNode], input_shape: "Shape | None") -> None:
+    """Store (RF, jump) on every node of the checked tree (`node.rf`); the checker calls it once."""
+    _ReceptiveFields().seq(body, input_rf(input_shape))
 
 
 def output_rf(body: list[CheckedNode], input_shape: "Shape | None") -> RF | None:
-    """(RF, jump) of the network's output: what the last row of `archspec summary` shows."""
-    start: RF | None = ((1, 1), (1, 1)) if input_shape is not None and len(input_shape) == 3 else None
-    return _ReceptiveFields().seq(body, start)
+    """(RF, jump) of the network's output, read off the checked tree: what the last row of `archspec summary` shows."""
+    return body[-1].rf if body else input_rf(input_shape)

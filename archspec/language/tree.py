@@ -19,6 +19,7 @@ from archspec.language.ops.base import LayerSpec
 
 if TYPE_CHECKING:
     from archspec.language.nodes import Invalid, Value
+    from archspec.language.measure import RF
     from archspec.language.ops.base import RFStep, Shape
 
 Trace = tuple[tuple[str, Span], ...]
@@ -37,6 +38,9 @@ class CheckedNode:
     trace: Trace
     in_shape: "Shape | None"
     out_shape: "Shape | None"
+    # (receptive field, jump) per axis after this node (a residual or branch: after its join), set
+    # by the checker through language/measure.py; None where unknown or on feature vectors.
+    rf: "RF | None" = field(default=None, kw_only=True)
 
     def children(self) -> list["CheckedNode"]:
         return []

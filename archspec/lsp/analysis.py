@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Iterator
 
 from archspec.language import codes
-from archspec.language.check import CheckReport, check
-from archspec.language.diagnostics import CODES, Diagnostic, Span, filter_diagnostics
-from archspec.language.expand import parse
+from archspec.language.check import CheckReport
+from archspec.language.diagnostics import CODES, Diagnostic, Span
+from archspec.language.pipeline import checked
 from archspec.language.ops import OPS, Input, fmt_shape, value_text
 from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Residual, Visitor
 
@@ -80,8 +80,7 @@ class Analysis:
 
 def analyze(path: str, text: str, previous: Analysis | None = None) -> Analysis:
     """Check the text; when it does not parse, keep the previous good tree, mapped by lines."""
-    report = check(parse(text, path))
-    report.diagnostics = filter_diagnostics(report.diagnostics, report.sources)  # `# noqa` works as in `check`
+    report = checked(text, name=path)  # budgets and `# noqa` as in `check`
     broken = any(d.code == codes.SYNTAX_ERROR and d.span is not None and d.span.path == path for d in report.diagnostics)
     if not broken or previous is None:
         return Analysis(path, text, report, report)

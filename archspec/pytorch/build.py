@@ -11,7 +11,8 @@ from pathlib import Path
 
 from torch import nn
 
-from archspec.language.check import CheckReport, checked
+from archspec.language.check import CheckReport
+from archspec.language.pipeline import CheckOptions, checked
 from archspec.language.errors import ArchspecError
 from archspec.language.nodes import Model
 from archspec.language.ops import Input
@@ -63,7 +64,7 @@ def init_hints(report: CheckReport) -> dict[str, str]:
 
 def build(source: "CheckReport | Model | str | Path", classes: int | None = None) -> Net:
     """Compile to a Net. Raises ArchError (with every diagnostic) if the spec has errors."""
-    return build_checked(checked(source, classes=classes))
+    return build_checked(checked(source, CheckOptions(classes=classes)))
 
 
 def build_checked(report: CheckReport) -> Net:

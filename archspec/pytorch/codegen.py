@@ -10,7 +10,8 @@ import ast
 from functools import lru_cache
 from pathlib import Path
 
-from archspec.language.check import CheckReport, checked
+from archspec.language.check import CheckReport
+from archspec.language.pipeline import CheckOptions, checked
 from archspec.language.errors import ArchspecError
 from archspec.language.nodes import Model
 from archspec.language.ops import Input, fmt_shape
@@ -126,7 +127,7 @@ def ensure_valid_python(source: str, origin: str) -> None:
 
 def generate(source: "CheckReport | Model | str", class_name: str = "Net") -> str:
     """PyTorch source for a checked model. Raises ArchError if it has errors."""
-    report = checked(source, classes=None).raise_for_errors()
+    report = checked(source, CheckOptions(classes=None)).raise_for_errors()
     if not class_name.isidentifier():
         raise ArchspecError(f"`{class_name}` is not a Python class name", "use letters, digits and `_`, e.g. --class-name Net")
     writer = _SourceWriter()

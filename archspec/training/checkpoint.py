@@ -131,8 +131,7 @@ def _inline_uses(text: str, path: str, seen: set[Path]) -> str:
 
 def checked_architecture(text: str, label: str, classes: int) -> Any:
     """The checked tree of a checkpoint's stored text: refused if it `use`s files, does not check, or is absurdly large."""
-    from archspec.language.check import check
-    from archspec.language.expand import parse
+    from archspec.language.pipeline import CheckOptions, checked
     from archspec.language.syntax import ParseFailed, parse_tree
 
     try:
@@ -142,7 +141,7 @@ def checked_architecture(text: str, label: str, classes: int) -> Any:
     if any(t.data == "use" for t in tree.iter_subtrees()):
         raise ArchspecError(f"{label}: the stored architecture has a `use` line; a checkpoint must be self-contained",
                             "checkpoints hold the expanded .arch text and never read other files; " + _REWRITE)
-    report = check(parse(text, label), classes=classes)
+    report = checked(text, CheckOptions(classes=classes), name=label)
     try:
         report.raise_for_errors()
     except ArchError as exc:

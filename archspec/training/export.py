@@ -59,14 +59,14 @@ def source_from_checkpoint(path: Path) -> ExportSource:
 
 def source_from_arch(path: Path, seed: int = 0) -> ExportSource:
     """Random weights, classes "0".."N-1", mean 0 and std 1: the network's plumbing, not a trained model."""
-    from archspec.language.check import checked
+    from archspec.language.pipeline import CheckOptions, checked
     from archspec.language.expand import load
     from archspec.pytorch.build import build_checked
     from archspec.training.checkpoint import self_contained_source
 
     model_spec = load(path)  # the same file guards as `archspec check`
     display, text = model_spec.path, model_spec.text
-    report = checked(model_spec, classes=None).raise_for_errors()
+    report = checked(model_spec, CheckOptions(classes=None)).raise_for_errors()
     if report.input_shape is None:
         raise UsageError(f"{display} defines blocks only, no network (it has no `input` line)",
                          "export a file that builds a network, e.g. one that `use`s this one")

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Sequence
 
 from archspec.language import codes
-from archspec.language.check import CheckReport, check
+from archspec.language.check import CheckReport
+from archspec.language.pipeline import CheckOptions, checked
 from archspec.language.errors import ArchspecError
-from archspec.language.expand import parse
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 GREY_MODES = ("1", "L", "I", "I;16", "F")
@@ -78,7 +78,7 @@ def check_input(input_shape: Sequence[int] | None, output_shape: Sequence[int] |
 
 def check_spec(arch_source: str, arch_path: str) -> CheckReport:
     """Check the spec on its own (before any data is loaded); raises ArchError with every diagnostic."""
-    return check(parse(arch_source, arch_path), classes=None).raise_for_errors()
+    return checked(arch_source, CheckOptions(classes=None), name=arch_path).raise_for_errors()
 
 
 def check_against_source(report: CheckReport, arch_path: str, source: str) -> None:

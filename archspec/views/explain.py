@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archspec.language.check import CheckReport, checked
+from archspec.language import codes
+from archspec.language.check import CheckReport
+from archspec.language.pipeline import CheckOptions, checked
 from archspec.language.diagnostics import Diagnostic
 from archspec.language.errors import UsageError
 from archspec.language.nodes import Model
@@ -41,7 +43,8 @@ class _Explainer(Visitor[Entry]):
 
     def __init__(self, report: CheckReport) -> None:
         self.report = report
-        self.errors = report.errors
+        # a budget (E3xx) is on the totals: every layer still has its arithmetic to show
+        self.errors = [d for d in report.errors if not codes.is_budget(d.code)]
         self.failed: list[Diagnostic] = []  # the errors of the node the explanation stopped at
 
     def seq(self, nodes: list[CheckedNode]) -> list[Entry]:
@@ -162,7 +165,7 @@ def _select(entries: list[Entry], layer: int | str, report: CheckReport) -> list
 def explain(source: "CheckReport | Model | str | Path", layer: int | str | None = None, classes: int | None = 10) -> Text:
     """The explanation as text. `layer`: a source line number (every layer written on that line,
     or a block call's whole body), or a module name / dotted path like `conv2` or `basic1.res1`."""
-    report = checked(source, classes).raise_for_errors(symbolic=True)
+    report = checked(source, CheckOptions(classes=classes)).raise_for_errors(symbolic=True)
     entries = _Explainer(report).seq(report.body)
     header = [f"{report.path}: {fmt_shape(report.input_shape)} -> {fmt_shape(report.output_shape)}, "
               f"{report.params:,} params", *_symbolic_note(report),
@@ -195,7 +198,9 @@ def explain_failure(report: CheckReport) -> tuple[str, list[Diagnostic]]:
     entries = explainer.seq(report.body)
     failed = explainer.failed or report.errors
     where = f" at line {failed[0].span.line}" if failed and failed[0].span else ""
-    header = [f"{report.path}: {fmt_shape(report.input_shape)} -> stops with an error{where}",
+    verdict = (f"{fmt_shape(report.output_shape)}, over its budget" if not explainer.errors
+               else f"stops with an error{where}")
+    header = [f"{report.path}: {fmt_shape(report.input_shape)} -> {verdict}",
               f"Sizes follow PyTorch: {FORMULA}", ""]
     out: list[str] = []
     _render(entries, 0, out)

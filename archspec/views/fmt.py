@@ -31,7 +31,7 @@ from typing import Union
 from lark import Token, Tree
 
 from archspec.language import codes
-from archspec.language.diagnostics import Diagnostic, filter_diagnostics, is_continued
+from archspec.language.diagnostics import Diagnostic, is_continued
 from archspec.language.errors import ArchspecError
 from archspec.language.ops import OPS
 from archspec.language.syntax import ParseFailed, parse_with_comments, too_deep
@@ -452,12 +452,12 @@ def _noqa_moved(text: str, formatted: str, path: str) -> Diagnostic | None:
     what `check` reports before and after is the definition of keeping the meaning."""
     from collections import Counter
 
-    from archspec.language.check import check
-    from archspec.language.expand import parse
+    from archspec.language.pipeline import CheckOptions, checked
 
     def kept_and_all(source: str) -> tuple[Counter[str], list[Diagnostic]]:
-        report = check(parse(source, path), classes=None)
-        return Counter(d.code for d in filter_diagnostics(report.diagnostics, report.sources)), report.diagnostics
+        report = checked(source, CheckOptions(classes=None), name=path)
+        everything = sorted(report.diagnostics + report.silenced, key=lambda d: d.span.start if d.span else -1)
+        return Counter(d.code for d in report.diagnostics), everything
 
     (before, diagnostics), (after, _) = kept_and_all(text), kept_and_all(formatted)
     split = ("split line {line} and its `# noqa` would no longer silence",

@@ -11,7 +11,8 @@ import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from archspec.language.check import CheckReport, checked
+from archspec.language.check import CheckReport
+from archspec.language.pipeline import CheckOptions, checked
 from archspec.language.errors import ArchspecError, UsageError
 from archspec.language.nodes import Model
 from archspec.language.ops import Input, fmt_shape, value_text
@@ -133,7 +134,7 @@ class _Builder(Visitor["str | None"]):
 
 def to_dot(source: "CheckReport | Model | str | Path", classes: int | None = 10) -> str:
     """DOT text for a model that checks (ArchError if it does not). Needs no graphviz binary."""
-    return _Builder(checked(source, classes).raise_for_errors()).build()
+    return _Builder(checked(source, CheckOptions(classes=classes)).raise_for_errors()).build()
 
 
 def output_format(path: str | Path) -> str:

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from archspec.language.check import CheckReport, checked
+from archspec.language.check import CheckReport
+from archspec.language.pipeline import CheckOptions, checked
 from archspec.language.errors import UsageError
-from archspec.language.measure import BYTES_PER_VALUE, Pair, divide, human_bytes, receptive_fields, shape_bytes
+from archspec.language.measure import BYTES_PER_VALUE, Pair, divide, human_bytes, shape_bytes
 from archspec.language.nodes import Model
 from archspec.language.ops import Shape, fmt_shape, pair_text, value_text
 from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
@@ -97,20 +98,19 @@ class _Walker(Visitor[Any]):
     """Visits the checked tree in execution order, adding structure rows and the receptive field.
 
     `base` is the path of the header row above a node, which its label is relative to; the RF and
-    jump after each layer and join come from `receptive_fields` (language/measure.py).
+    jump after each layer and join are the checked nodes' `rf` (language/measure.py sets them).
     """
 
     def __init__(self, report: CheckReport) -> None:
         self.report = report
         self.rows: list[SummaryRow] = []
-        self.rf = receptive_fields(report.body, report.input_shape)
 
     def seq(self, nodes: list[CheckedNode], base: str) -> None:
         for node in nodes:
             self.visit(node, base)
 
     def visit_layer(self, node: Layer, base: str) -> None:
-        state = self.rf.get(id(node))
+        state = node.rf
         self.rows.append(SummaryRow(
             node.path, _relative(node.path, base), node.op, node.layer.describe(), "layer", node.depth,  # type: ignore[union-attr]
             self.line_of(node), node.out_shape, node.params, node.macs,
@@ -146,7 +146,7 @@ class _Walker(Visitor[Any]):
         self.join(node, base, node.mode, operands)
 
     def join(self, node: CheckedNode, base: str, op: str, operands: str) -> None:
-        state = self.rf.get(id(node))
+        state = node.rf
         self.rows.append(SummaryRow(
             node.path, _relative(node.path, base), op, operands, "join", node.depth, self.line_of(node),
             node.out_shape, 0, 0, state[0] if state else None, state[1] if state else None, shape_bytes(node.out_shape),
@@ -383,9 +383,6 @@ def parse_input_size(text: "str | tuple[int, ...]") -> tuple[int, int, int]:
 
 def _at_size(report: CheckReport, size: tuple[int, int, int], classes: int | None) -> CheckReport:
     """The symbolic `report` checked again at `size` (UsageError, with the accepted rules, where it fails)."""
-    from archspec.language.check import check
-    from archspec.language.symbolic import with_input
-
     d = report.symbolic
     text = "x".join(map(str, size))
     rules = ", ".join(a.accepted_rule() for a in d.axes)
@@ -396,7 +393,7 @@ def _at_size(report: CheckReport, size: tuple[int, int, int], classes: int | Non
     for a, n in zip(d.axes, size[1:]):
         if (a.size is not None and n != a.size) or (a.size is None and d.exact and n not in a.valid):
             raise UsageError(f"--input-size {text}: {report.path} does not accept {a.name} = {n}", help)
-    at = check(with_input(report.model, size), classes=report.classes)
+    at = checked(report.model, CheckOptions(classes=report.classes, input_size=size))
     if not at.ok:  # sizes checked one by one (a layer reads in.h): the checker at this size decides
         raise UsageError(f"--input-size {text}: {report.path} does not check at this size ({at.errors[0].message})", help)
     first = at.body[0] if at.body else None
@@ -417,7 +414,7 @@ def summarize(source: "CheckReport | Model | str | Path", batch_size: int = 1, o
     if optimizer not in OPTIMIZER_STATE:
         raise UsageError(f"unknown optimizer {optimizer!r}", f"choose one of: {', '.join(OPTIMIZER_STATE)}")
     size = parse_input_size(input_size) if input_size is not None else None
-    report = checked(source, classes).raise_for_errors(symbolic=True)
+    report = checked(source, CheckOptions(classes=classes)).raise_for_errors(symbolic=True)
     if size is not None and report.symbolic is None:
         raise UsageError(f"--input-size needs a symbolic input; {report.path} has `input {'x'.join(map(str, report.input_shape or ()))}`",
                          "write `input 3xHxW` in the file to summarise it at any accepted size, "
