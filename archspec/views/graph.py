@@ -187,8 +187,9 @@ def graph(source: "CheckReport | Model | str | Path", output: str | Path | None 
     With `output`, the format comes from its extension unless given, and the file is written.
     """
     fmt = format or (output_format(output) if output is not None else "dot")
-    dot = to_dot(source, classes)
-    result: str | bytes = DotGraph(dot) if fmt == "dot" else RenderedGraph(render(dot, fmt), fmt)
+    report = checked(source, classes).raise_for_errors()
+    dot = to_dot(report)
+    result: str | bytes = DotGraph(dot, report) if fmt == "dot" else RenderedGraph(render(dot, fmt), fmt)
     if output is not None:
         target = Path(output)
         try:
