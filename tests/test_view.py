@@ -295,6 +295,12 @@ def test_the_page_is_self_contained():
     assert "default-src 'none'" in html  # and the browser is told to fetch nothing
 
 
+def test_archspec_view_writes_the_page_and_shows_in_a_notebook(tmp_path):
+    shown = archspec.view(EXAMPLES / "lenet.arch", output=tmp_path / "lenet.html")
+    assert (tmp_path / "lenet.html").read_text() == shown.html and shown.html.startswith("<!DOCTYPE html>")
+    assert shown._repr_html_().startswith("<iframe srcdoc=")
+
+
 def test_notebook_display_of_a_graph_is_the_view():
     shown = archspec.graph(EXAMPLES / "lenet.arch")._repr_mimebundle_()
     assert shown["text/html"].startswith("<iframe srcdoc=") and "archspec-data" in shown["text/html"]
