@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from archspec._version import VERSION as __version__  # noqa: E402
-__all__ = ["parse", "load", "check", "build", "train", "load_checkpoint", "summary", "graph", "explain", "fmt", "CheckReport",
+__all__ = ["parse", "load", "check", "build", "train", "load_checkpoint", "summary", "graph", "view", "explain", "fmt", "CheckReport",
            "Model", "ArchError", "ArchspecError", "UsageError"]
 
 if TYPE_CHECKING:
@@ -90,6 +90,13 @@ def graph(source: "CheckReport | Model | str | Path", output: "str | Path | None
     from archspec.views.graph import graph as _graph
 
     return _graph(source, output=output, format=format, classes=classes)
+
+
+def view(source: "CheckReport | Model | str | Path", output: "str | Path | None" = None, classes: int | None = 10) -> Any:
+    """The interactive HTML view (`archspec view`): shown in a notebook, written to `output` when given."""
+    from archspec.views.interactive import view as _view
+
+    return _view(source, output=output, classes=classes)
 
 
 def explain(source: "CheckReport | Model | str | Path", layer: "int | str | None" = None, classes: int | None = 10) -> str:

@@ -120,6 +120,9 @@ def parse_dot(text: str) -> Dot:
         if tok == "}":
             stack = stack[:-1]
             i += 1
+        elif tok == "{":  # an anonymous subgraph: `rank=same` keeping branches in source order
+            stack.append(None)
+            i += 1
         elif tok == "subgraph":
             name = toks[i + 1]
             dot.clusters[name] = Cluster(name)
@@ -133,12 +136,14 @@ def parse_dot(text: str) -> Dot:
             if tok == "graph":
                 dot.graph.update(found)
         elif toks[i + 1] == "=":  # `key=value` inside a subgraph: the cluster's own attributes
-            dot.clusters[stack[-1]].attrs[tok] = _value(toks[i + 2])
+            if stack[-1] is not None:
+                dot.clusters[stack[-1]].attrs[tok] = _value(toks[i + 2])
             i += 3
         elif toks[i + 1] == "->":
             tail, head = tok, toks[i + 2]
             found, i = attrs(i + 3) if i + 3 < len(toks) and toks[i + 3] == "[" else ({}, i + 3)
-            dot.edges.append((tail, head, found))
+            if found.get("style") != "invis":  # layout-only edges (branch order) are not part of the network
+                dot.edges.append((tail, head, found))
         else:
             found, i = attrs(i + 1) if toks[i + 1] == "[" else ({}, i + 1)
             dot.nodes[tok] = found
@@ -191,7 +196,8 @@ def test_residuals_branches_and_blocks():
     # basic2: projected skip: a dashed 1x1 conv + bn path into the add.
     res2 = labels["basic2.res1: residual project"]
     proj = [n for n in res2.nodes if "dashed" in dot.nodes[n].get("style", "")]
-    assert [dot.label(n)[0] for n in proj] == ["conv1: conv 16 k1 s2 nobias", "bn1: bn"]
+    # named as the shortcut's, not the body's conv1/bn1
+    assert [dot.label(n)[0] for n in proj] == ["shortcut.conv1: conv 16 k1 s2 nobias", "shortcut.bn1: bn"]
     add2 = next(n for n in res2.nodes if dot.label(n)[0] == "add")
     assert proj[1] in dot.into(add2) and dot.label(add2)[1] == "[B, 16, 8, 8]"
 
@@ -300,6 +306,38 @@ def test_real_svg_render(tmp_path):
     for text in ("conv1: conv 8 k3 p1", "basic2.res1: residual project", "concat1: concat", "[B, 24, 8, 8]", "identity"):
         assert text in texts, text
     assert svg.count('class="cluster"') == 7
+
+
+BRANCHES = """\
+input 3x16x16
+block cbr(c, k=3) { conv c k{k} p{k//2} nobias | bn | relu }
+concat { conv 1 k1 } { conv 2 k1 | relu } { conv 3 k1 | relu | bn } { maxpool 3 s1 p1 | conv 4 k1 }
+concat { cbr(5, k=1) } { cbr(6, k=3) } { cbr(7, k=5) } { avgpool 3 s1 p1 | cbr(8, k=1) }
+flatten | linear 10
+"""
+
+
+def _node_x(svg_text: str) -> dict[str, float]:
+    """Each node's first label line -> its x in dot's own layout (the SVG's coordinates)."""
+    import xml.etree.ElementTree as ET
+
+    svg, ns = ET.fromstring(svg_text), {"s": "http://www.w3.org/2000/svg"}
+    out = {}
+    for g in svg.iter("{http://www.w3.org/2000/svg}g"):
+        if g.get("class") == "node":
+            first = g.find("s:text", ns)
+            out[first.text] = float(first.get("x"))
+    return out
+
+
+@pytest.mark.skipif(not HAS_DOT, reason=NO_DOT)
+def test_branches_are_drawn_in_source_order():
+    """Inception-style branches left to right as written (they were drawn 3, 2, 4, 1)."""
+    x = _node_x(archspec.graph(BRANCHES, format="svg").decode())
+    for firsts in (["conv1: conv 1 k1", "conv1: conv 2 k1", "conv1: conv 3 k1", "pool1: maxpool 3 s1 p1"],
+                   ["conv1: conv 5 k1 nobias", "conv1: conv 6 k3 p1 nobias", "conv1: conv 7 k5 p2 nobias", "pool1: avgpool 3 s1 p1"]):
+        xs = [x[f] for f in firsts if f in x]
+        assert len(xs) == 4 and xs == sorted(xs), dict(zip(firsts, xs))
 
 
 def test_committed_lenet_svg_shows_every_layer():

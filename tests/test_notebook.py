@@ -85,6 +85,11 @@ def test_explain_shows_as_text_not_an_escaped_string(outputs):
     assert html.startswith("<pre") and "conv1 (line 3): conv 6 k5" in html and "\\n" not in html
 
 
+def test_the_graph_displays_as_the_interactive_view(outputs):
+    html = _data(outputs[6])["text/html"]  # `archspec view`'s page, in a frame of its own (tests/test_view.py drives it)
+    assert html.startswith("<iframe srcdoc=") and "archspec-data" in html and "conv1" in html
+
+
 @pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz's `dot` is not installed (.ci/run installs it)")
 def test_the_graph_displays_inline_as_svg_and_png(outputs):
     assert "<svg" in _data(outputs[6])["image/svg+xml"]

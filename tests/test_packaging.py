@@ -101,6 +101,20 @@ def test_wheel_ships_the_grammar_and_checks_a_file(tmp_path):
     assert "No module named 'torch'" in where.stderr  # the lint install really has no torch
 
 
+def test_wheel_ships_the_view_page_and_its_layout_library(tmp_path):
+    """`archspec view` needs no npm: its script, style and dagre are package data inside the wheel."""
+    import zipfile
+
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    names = set(zipfile.ZipFile(next(tmp_path.glob("archspec_cnn-*.whl"))).namelist())
+    from archspec.views.interactive import SCRIPTS, STYLES
+
+    for part in SCRIPTS + STYLES + ("THIRD_PARTY.md",):
+        assert f"archspec/views/web/{part}" in names, part
+
+
 def test_a_plain_checkout_loads_its_own_grammar(tmp_path):
     """Not installed (no editable finder, no wheel): the grammar comes from the checkout's grammar/ folder."""
     import shutil

@@ -1,4 +1,4 @@
-"""The view commands: `summary`, `graph`, `explain`, `fmt` and `diff` (none of them imports torch).
+"""The view commands: `summary`, `graph`, `view`, `explain`, `fmt` and `diff` (none of them imports torch).
 
 `archspec.cli.make_parser` calls `add_parsers`; each command is `f(args, out) -> exit code`.
 """
@@ -75,6 +75,38 @@ def cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(f"{target}: cannot write ({exc.strerror})", "check that the folder exists and is writable") from None
     print(f"wrote {target}", file=sys.stderr)
     return 0
+
+
+# --------------------------------------------------------------------------- view
+
+def cmd_view(args: argparse.Namespace, out: TextIO) -> int:
+    from archspec.views.interactive import view
+
+    if args.output is None and args.file == "-":
+        raise UsageError("standard input has no file name to put the view beside", "pass one: -o view.html (or -o - for standard output)")
+    report = _report(args.file, args.classes)
+    if args.output == "-":
+        out.write(view(report).html)
+        return 0 if report.ok else 1
+    target = Path(args.output) if args.output is not None else Path(args.file).with_suffix(".html")
+    view(report, output=target)
+    errors = len(report.errors)
+    marked = f" ({errors} error{'s' if errors != 1 else ''} marked on the graph)" if errors else ""
+    print(f"wrote {target}{marked}", file=sys.stderr)
+    if args.open:
+        _open_in_browser(target)
+    return 0 if report.ok else 1
+
+
+def _open_in_browser(target: Path) -> None:
+    import webbrowser
+
+    try:
+        opened = webbrowser.open(target.resolve().as_uri())
+    except webbrowser.Error:
+        opened = False
+    if not opened:
+        print(f"error: no web browser could be started\nhelp: open {target} in a browser", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- explain
@@ -259,6 +291,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["dot", "svg", "png", "pdf"], help="override the format the output name implies")
     p.add_argument("--classes", type=int, default=10, help="number of classes the output should have (default 10)")
     p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser("view", help="an interactive view of the network in one HTML file: collapse, search, shapes, source (offline)")
+    p.add_argument("file", metavar="FILE", help="a .arch file, or - for standard input (then give -o)")
+    p.add_argument("-o", "--output", metavar="OUT", help="the HTML file to write (default: FILE with .html), or - for standard output")
+    p.add_argument("--open", action="store_true", help="open the written file in the default web browser")
+    p.add_argument("--classes", type=int, default=10, help="number of classes the output should have (default 10)")
+    p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("explain", help="each layer's shape arithmetic written out, for learning")
     p.add_argument("file", metavar="FILE", help="a .arch file, or - for standard input")

@@ -309,5 +309,27 @@ def code_actions(ls: ArchspecServer, params: types.CodeActionParams) -> list[typ
     return actions
 
 
+VIEW_REQUEST = "archspec/view"
+
+
+@server.feature(VIEW_REQUEST)
+def view_data(ls: ArchspecServer, params: object) -> dict:
+    """The interactive view of a document as it is now (the VS Code command "archspec: Show network").
+
+    Params: `{"textDocument": {"uri": ...}, "page": bool}`. The result is `{"data": ...}`, the view's
+    JSON; with `page` true also `"page"`: the view's HTML, which then takes new data by message.
+    """
+    from archspec.views.interactive import page, view_data as data_of
+
+    doc = _field(params, "textDocument")
+    data = data_of(ls.analysis(_field(doc, "uri")).report)
+    return {"data": data, **({"page": page(None, "archspec view")} if _field(params, "page", False) else {})}
+
+
+def _field(params: object, name: str, default: object = None) -> object:
+    """A custom request's params arrive as pygls' attribute objects (or a dict, from some clients)."""
+    return params.get(name, default) if isinstance(params, dict) else getattr(params, name, default)
+
+
 def serve() -> None:
     server.start_io()

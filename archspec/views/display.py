@@ -21,17 +21,31 @@ class Text(str):
 
 
 class DotGraph(str):
-    """DOT text; in a notebook, the rendered SVG."""
+    """DOT text; in a notebook, the interactive view (`archspec view`'s page) and the rendered SVG."""
+
+    report: Any = None  # the check report the DOT was made from: the interactive view is drawn from it
+
+    def __new__(cls, text: str, report: Any = None) -> "DotGraph":
+        obj = super().__new__(cls, text)
+        obj.report = report
+        return obj
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         from archspec.language.errors import ArchspecError
         from archspec.views.graph import render
 
+        # Frontends that run HTML show the interactive view; the others fall back on the picture.
+        bundle = {"text/html": self._view_html()} if self.report is not None else {}
         try:
-            return {"image/svg+xml": render(self, "svg").decode("utf-8")}
+            return {**bundle, "image/svg+xml": render(self, "svg").decode("utf-8")}
         except ArchspecError as exc:
             note = f"(graphviz's `dot` is not installed, so here is the DOT text: {exc.help})"
-            return {"text/plain": f"{note}\n{self}"}
+            return {**bundle, "text/plain": f"{note}\n{self}"}
+
+    def _view_html(self) -> str:
+        from archspec.views.interactive import view
+
+        return view(self.report)._repr_html_()
 
 
 class RenderedGraph(bytes):

@@ -7,7 +7,6 @@ path (dashed) into an `add` node, a branch fans out from its input into a `conca
 """
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,19 +57,22 @@ class _Builder(Visitor["str | None"]):
         import graphviz
 
         self.report = report
-        self.ids = itertools.count()
+        self.next_id = 0
         self.edges: list[tuple[str, str, dict[str, str]]] = []
+        self.shortcut_ids: set[int] = set()  # layers written directly in a residual's shortcut
         title = f"{report.path}: {fmt_shape(report.input_shape)} -> {fmt_shape(report.output_shape)}, {report.params:,} params"
         self.dot = graphviz.Digraph(
             "archspec",
+            # ordering=out: a node's out-edges stay in the order written, so branches are drawn in source order
             graph_attr={"rankdir": "TB", "label": _label(title), "labelloc": "t", "fontname": "Helvetica",
-                        "fontsize": "12", "nodesep": "0.3", "ranksep": "0.3"},
+                        "fontsize": "12", "nodesep": "0.3", "ranksep": "0.3", "ordering": "out"},
             node_attr={"shape": "box", "style": "rounded,filled", "fontname": "Helvetica", "fontsize": "10"},
             edge_attr={"arrowsize": "0.6", "fontname": "Helvetica", "fontsize": "9"},
         )
 
     def new_id(self) -> str:
-        return f"n{next(self.ids)}"
+        self.next_id += 1
+        return f"n{self.next_id - 1}"
 
     def edge(self, tail: str | None, head: str, **attrs: str) -> None:
         if tail is not None:
@@ -93,7 +95,9 @@ class _Builder(Visitor["str | None"]):
         kind = ("input" if isinstance(layer, Input) else "learnable" if node.params else
                 "activation" if layer.is_activation else "other")  # type: ignore[union-attr]
         nid = self.new_id()
-        g.node(nid, _label(f"{node.name}: {node.op} {layer.describe()}".rstrip(),  # type: ignore[union-attr]
+        # a projection's conv1/bn1 would read as the body's own: name them as the shortcut's
+        name = f"shortcut.{node.name}" if id(node) in self.shortcut_ids else node.name
+        g.node(nid, _label(f"{name}: {node.op} {layer.describe()}".rstrip(),  # type: ignore[union-attr]
                            fmt_shape(node.out_shape), f"{node.params:,} params" if node.params else ""),
                fillcolor=_FILL[kind], **({"style": "rounded,filled,dashed"} if dashed else {}))
         self.edge(tail, nid, **({"style": "dashed"} if dashed else {}))
@@ -101,29 +105,42 @@ class _Builder(Visitor["str | None"]):
 
     def join_node(self, g: "graphviz.Digraph", node: CheckedNode, op: str) -> str:
         nid = self.new_id()
-        g.node(nid, _label(op, fmt_shape(node.out_shape)), shape="ellipse", style="filled", fillcolor="#fff2cc")
+        g.node(nid, _label(op, fmt_shape(node.out_shape)), shape="ellipse", style="filled", fillcolor="#fff2cc", ordering="in")
         return nid
 
     def visit_residual(self, node: Residual, g: "graphviz.Digraph", tail: str | None, dashed: bool) -> str:
         kind = "residual project" if node.project else "residual"
         with g.subgraph(name=f"cluster_{self.new_id()}") as c:
             c.attr(label=_label(f"{node.path}: {kind}"), style="dashed", color="#666666", fontname="Helvetica", fontsize="10")
-            body_end = self.seq(c, node.body, tail)
-            skip_end = self.seq(c, node.shortcut, tail, dashed=True) if node.shortcut is not None else tail
             add = self.join_node(c, node, "add")
-        self.edge(body_end, add)
-        # The skip edge: straight from the residual's input when the shortcut is the identity.
-        self.edge(skip_end, add, style="dashed", **({"label": "identity"} if node.shortcut is None else {}))
+            self.edge(self.seq(c, node.body, tail), add)
+            self.shortcut_ids.update(id(n) for n in node.shortcut or [])
+            skip_end = self.seq(c, node.shortcut, tail, dashed=True) if node.shortcut is not None else tail
+            # The skip edge: straight from the residual's input when the shortcut is the identity.
+            self.edge(skip_end, add, style="dashed", **({"label": "identity"} if node.shortcut is None else {}))
         return add
 
     def visit_branch(self, node: Branch, g: "graphviz.Digraph", tail: str | None, dashed: bool) -> str:
         with g.subgraph(name=f"cluster_{self.new_id()}") as c:
             c.attr(label=_label(f"{node.path}: {node.mode}"), style="dashed", color="#666666", fontname="Helvetica", fontsize="10")
-            ends = [self.seq(c, b, tail) for b in node.branches]
             join = self.join_node(c, node, node.mode)
-        for end in ends:
-            self.edge(end, join)
+            firsts = []
+            for b in node.branches:  # each branch's edge into the join right after it: an empty one keeps its place
+                if b and isinstance(b[0], Layer):
+                    firsts.append(f"n{self.next_id}")
+                self.edge(self.seq(c, b, tail), join)
+            self.keep_order(c, firsts)
         return join
+
+    def keep_order(self, g: "graphviz.Digraph", ids: list[str]) -> None:
+        """Branches left to right in source order: their first layers on one rank, chained by invisible edges
+        (dot's `ordering` alone is not kept inside clusters)."""
+        if len(ids) < 2:
+            return
+        with g.subgraph() as same:
+            same.attr(rank="same")
+            for a, b in zip(ids, ids[1:]):
+                same.edge(a, b, style="invis")
 
     def build(self) -> str:
         self.seq(self.dot, self.report.body, None)
@@ -171,8 +188,9 @@ def graph(source: "CheckReport | Model | str | Path", output: str | Path | None 
     With `output`, the format comes from its extension unless given, and the file is written.
     """
     fmt = format or (output_format(output) if output is not None else "dot")
-    dot = to_dot(source, classes)
-    result: str | bytes = DotGraph(dot) if fmt == "dot" else RenderedGraph(render(dot, fmt), fmt)
+    report = checked(source, classes).raise_for_errors()
+    dot = to_dot(report)
+    result: str | bytes = DotGraph(dot, report) if fmt == "dot" else RenderedGraph(render(dot, fmt), fmt)
     if output is not None:
         target = Path(output)
         try:

@@ -5,6 +5,7 @@
 const vscode = require('vscode');
 const { LanguageClient, TransportKind } = require('vscode-languageclient/node');
 const { findExecutable, notFoundMessage } = require('./server');
+const { createShowNetwork } = require('./view');
 
 let client = null;
 let output = null;
@@ -75,6 +76,7 @@ async function activate(context) {
     await stopClient();
     await startClient();
   }));
+  context.subscriptions.push(vscode.commands.registerCommand('archspec.showNetwork', createShowNetwork(vscode, () => client)));
   context.subscriptions.push(vscode.workspace.onDidChangeConfiguration(async (event) => {
     if (event.affectsConfiguration('archspec.server')) {
       await stopClient();

@@ -1,0 +1,253 @@
+"""`archspec view`: an interactive, self-contained HTML view of a checked network (no torch).
+
+The checked tree becomes JSON (`view_data`): one entry per layer, block call, residual, branch
+and join, with its shapes, params, MACs, receptive field, explain arithmetic, source place and
+the diagnostics that belong to it. `to_html` puts that JSON into one HTML page together with
+the view's own script and style and the layout library (dagre), all read from `web/` inside
+the package: the page works offline and fetches nothing. The same page is a notebook's display
+of `archspec.graph(...)` and, fed by the language server's `archspec/view` request, the VS
+Code webview.
+"""
+from __future__ import annotations
+
+import contextlib
+import html
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from archspec.language.check import CheckReport, checked
+from archspec.language.diagnostics import Diagnostic, render_text
+from archspec.language.errors import UsageError
+from archspec.language.measure import receptive_fields
+from archspec.language.nodes import Model
+from archspec.language.ops import fmt_shape, value_text
+from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Residual, Visitor, walk
+from archspec.views.explain import Entry, _Explainer
+from archspec.views.summary import rf_text
+
+WEB = Path(__file__).parent / "web"
+# The page's parts, inlined in this order; web/THIRD_PARTY.md says where the vendored one comes from.
+SCRIPTS = ("vendor/dagre.min.js", "view.js")
+STYLES = ("view.css",)
+NOTEBOOK_HEIGHT = 640  # pixels: the notebook's frame around the view
+
+
+def _explanations(report: CheckReport) -> dict[int, list[str]]:
+    """explain's lines for each node (keyed by id), up to the first node that fails to check."""
+    out: dict[int, list[str]] = {}
+    stack: list[Entry] = list(_Explainer(report).seq(report.body))
+    while stack:
+        entry = stack.pop()
+        out[id(entry.node)] = entry.lines + entry.after
+        stack.extend(entry.children)
+    return out
+
+
+def _belongs_to(d: Diagnostic, node: CheckedNode) -> bool:
+    """A diagnostic belongs to the innermost node written where it points, in the same block call."""
+    span = node.span
+    return (d.span is not None and span is not None and d.trace == node.trace and d.span.path == span.path
+            and span.start <= d.span.start and d.span.end <= span.end)
+
+
+class _Collector(Visitor[dict]):
+    """One JSON object per node; structures hold their children in source order."""
+
+    def __init__(self, report: CheckReport) -> None:
+        self.report = report
+        self.rf = receptive_fields(report.body, report.input_shape)
+        self.explain = _explanations(report)
+        self.symbolic = report.symbolic.shapes if report.symbolic is not None else {}
+        self.ids = 0
+
+    def seq(self, nodes: list[CheckedNode]) -> list[dict]:
+        return [self.visit(n) for n in nodes]
+
+    def common(self, node: CheckedNode, label: str, **extra: Any) -> dict:
+        self.ids += 1
+        span = node.span
+        rf = self.rf.get(id(node))
+        symbolic = self.symbolic.get(node.path)
+        return {
+            "id": f"n{self.ids}", "kind": node.kind, "name": node.name, "path": node.path, "label": label,
+            "in": fmt_shape(node.in_shape) if node.in_shape is not None else None,
+            "out": fmt_shape(symbolic if symbolic is not None else node.out_shape) if node.out_shape is not None else None,
+            "params": node.params, "macs": node.macs,
+            "rf": rf_text(rf[0]) if rf else None, "jump": rf_text(rf[1]) if rf else None,
+            "explain": self.explain.get(id(node), []),
+            "file": span.path if span else None, "line": span.line if span else None,
+            "call_line": self.call_line(node),
+            **extra,
+        }
+
+    def call_line(self, node: CheckedNode) -> int | None:
+        """The line in the viewed file a node comes from: its own, or the outermost call it is inside."""
+        for _, site in node.trace:
+            if site.path == self.report.path:
+                return site.line
+        return None
+
+    def visit_layer(self, node: Layer) -> dict:
+        desc = node.layer.describe() if node.valid else ""  # type: ignore[union-attr]
+        return self.common(node, f"{node.op} {desc}".strip(), op=node.op, valid=node.valid)
+
+    def visit_join(self, node: Join) -> dict:
+        return self.common(node, node.mode, op=node.mode)
+
+    def visit_call(self, node: Call) -> dict:
+        args = ", ".join(f"{k}={value_text(v)}" for k, v in node.args.items())
+        return self.common(node, f"{node.block}({args})", op=node.block, body=self.seq(node.body))
+
+    def visit_residual(self, node: Residual) -> dict:
+        label = "residual project" if node.project else "residual"
+        shortcut = self.seq(node.shortcut) if node.shortcut is not None else None
+        for item in shortcut or []:  # a projection's conv1/bn1 would read as the body's own
+            item["name"] = f"shortcut.{item['name']}"
+        body = self.seq(node.body)
+        return self.common(node, label, op="residual", body=body, shortcut=shortcut, projected=node.projected,
+                           join=self.join_of(node))
+
+    def visit_branch(self, node: Branch) -> dict:
+        branches = [self.seq(b) for b in node.branches]  # source order: branch1 first
+        return self.common(node, f"{node.mode} of {len(node.branches)}", op=node.mode, branches=branches,
+                           join=self.join_of(node))
+
+    def join_of(self, node: Residual | Branch) -> dict | None:
+        if node.join is None:
+            return None
+        data = self.visit(node.join)
+        rf = self.rf.get(id(node))  # receptive_fields keys a join by its structure
+        data.update(rf=rf_text(rf[0]) if rf else None, jump=rf_text(rf[1]) if rf else None)
+        return data
+
+
+def _diagnostics(report: CheckReport, index: dict[int, str]) -> list[dict]:
+    """Each diagnostic, with the id of the innermost node it belongs to (None: the file as a whole)."""
+    nodes = list(walk(report.body))
+    out = []
+    for d in report.diagnostics:
+        owners = [n for n in nodes if _belongs_to(d, n) and id(n) in index]
+        owner = min(owners, key=lambda n: n.span.end - n.span.start) if owners else None  # type: ignore[union-attr]
+        out.append({"severity": d.severity, "code": d.code, "message": d.message, "help": d.help,
+                    "file": d.span.path if d.span else None, "line": d.span.line if d.span else None,
+                    "node": index[id(owner)] if owner is not None else None,
+                    "text": render_text(d, report.sources)})
+    return out
+
+
+def view_data(source: "CheckReport | Model | str | Path", classes: int | None = 10) -> dict[str, Any]:
+    """The view's JSON: the checked tree, totals, sources and diagnostics (also for a file with errors)."""
+    report = checked(source, classes)
+    collector = _Collector(report)
+    body = collector.seq(report.body)
+    index: dict[int, str] = {}
+    _index(report.body, body, index)
+    return {
+        "version": 1,
+        "path": report.path,
+        "input": fmt_shape(report.input_shape) if report.input_shape is not None else None,
+        "output": fmt_shape(report.output_shape) if report.output_shape is not None else None,
+        "params": sum(n.params for n in report.body), "macs": sum(n.macs for n in report.body),
+        "ok": report.ok,
+        "body": body,
+        "diagnostics": _diagnostics(report, index),
+        "sources": dict(report.sources),
+    }
+
+
+def _index(nodes: list[CheckedNode], data: list[dict], out: dict[int, str]) -> None:
+    """id(tree node) -> view id, pairing the tree with its JSON in the order both were made."""
+    tree_nodes = list(walk(nodes))
+    json_nodes = list(_walk_json(data))
+    for node, item in zip(tree_nodes, json_nodes):
+        out[id(node)] = item["id"]
+
+
+def _walk_json(items: list[dict]):
+    """The JSON nodes in `tree.walk` order: a structure, then its children (body, shortcut, join)."""
+    for item in items:
+        yield item
+        yield from _walk_json(_children(item))
+
+
+def _children(item: dict) -> list[dict]:
+    kids = list(item.get("body") or []) + list(item.get("shortcut") or [])
+    for branch in item.get("branches") or []:
+        kids += branch
+    if item.get("join"):
+        kids.append(item["join"])
+    return kids
+
+
+def _read(name: str) -> str:
+    try:
+        return (WEB / name).read_text(encoding="utf-8")
+    except OSError as exc:  # a broken install: say what is missing rather than write half a page
+        raise UsageError(f"the view's file {name} is missing from the archspec package ({exc.strerror})",
+                         "reinstall archspec-cnn: pip install --force-reinstall archspec-cnn") from None
+
+
+def _script_json(data: dict[str, Any]) -> str:
+    """JSON that is safe inside <script>: no `</script>`, `<!--` or U+2028/9 can end or break it."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+def page(data: dict[str, Any] | None, title: str = "archspec view") -> str:
+    """The whole HTML document. With `data` None the page waits for a `{type: "data"}` message (VS Code)."""
+    styles = "\n".join(_read(name) for name in STYLES)
+    scripts = "\n".join(f"<script>\n{_read(name)}\n</script>" for name in SCRIPTS)
+    payload = "null" if data is None else _script_json(data)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        # Nothing may be fetched: the page carries all it needs (scripts and styles inline only).
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+        "script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:\">\n"
+        f"<title>{html.escape(title)}</title>\n<style>\n{styles}\n</style>\n</head>\n<body>\n"
+        f"<script id=\"archspec-data\" type=\"application/json\">{payload}</script>\n"
+        f"{scripts}\n</body>\n</html>\n"
+    )
+
+
+@dataclass
+class InteractiveView:
+    """A view's HTML; in a notebook it shows in a frame of its own (its script and style stay inside)."""
+
+    html: str
+
+    def _repr_html_(self) -> str:
+        return iframe(self.html)
+
+    def __str__(self) -> str:
+        return self.html
+
+
+def iframe(document: str, height: int = NOTEBOOK_HEIGHT) -> str:
+    return (f'<iframe srcdoc="{html.escape(document, quote=True)}" style="width:100%;height:{height}px;'
+            'border:1px solid #ddd;border-radius:4px" sandbox="allow-scripts"></iframe>')
+
+
+def view(source: "CheckReport | Model | str | Path", output: str | Path | None = None,
+         classes: int | None = 10) -> InteractiveView:
+    """The interactive view of a network (diagnostics marked on it when it does not check); writes `output`."""
+    data = view_data(source, classes)
+    result = InteractiveView(page(data, f"{Path(data['path']).name} - archspec view"))
+    if output is not None:
+        write_page(Path(output), result.html)
+    return result
+
+
+def write_page(target: Path, text: str) -> None:
+    """Write through a temporary file and a rename: an old page is replaced whole or not at all."""
+    temp = target.with_name(f".{target.name}.tmp")
+    try:
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise UsageError(f"{target}: cannot write ({exc.strerror})", "check that the folder exists and is writable") from None
