@@ -188,7 +188,7 @@ def graph(source: "CheckReport | Model | str | Path", output: str | Path | None 
     With `output`, the format comes from its extension unless given, and the file is written.
     """
     fmt = format or (output_format(output) if output is not None else "dot")
-    report = checked(source, classes).raise_for_errors()
+    report = checked(source, CheckOptions(classes=classes)).raise_for_errors()
     dot = to_dot(report)
     result: str | bytes = DotGraph(dot, report) if fmt == "dot" else RenderedGraph(render(dot, fmt), fmt)
     if output is not None:

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from archspec.language.check import CheckReport, checked
+from archspec.language.check import CheckReport
 from archspec.language.diagnostics import Diagnostic, render_text
 from archspec.language.errors import UsageError
-from archspec.language.measure import receptive_fields
 from archspec.language.nodes import Model
 from archspec.language.ops import fmt_shape, value_text
+from archspec.language.pipeline import CheckOptions, checked
 from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Residual, Visitor, walk
 from archspec.views.explain import Entry, _Explainer
 from archspec.views.summary import rf_text
@@ -58,7 +58,6 @@ class _Collector(Visitor[dict]):
 
     def __init__(self, report: CheckReport) -> None:
         self.report = report
-        self.rf = receptive_fields(report.body, report.input_shape)
         self.explain = _explanations(report)
         self.symbolic = report.symbolic.shapes if report.symbolic is not None else {}
         self.ids = 0
@@ -69,7 +68,7 @@ class _Collector(Visitor[dict]):
     def common(self, node: CheckedNode, label: str, **extra: Any) -> dict:
         self.ids += 1
         span = node.span
-        rf = self.rf.get(id(node))
+        rf = node.rf
         symbolic = self.symbolic.get(node.path)
         return {
             "id": f"n{self.ids}", "kind": node.kind, "name": node.name, "path": node.path, "label": label,
@@ -119,7 +118,7 @@ class _Collector(Visitor[dict]):
         if node.join is None:
             return None
         data = self.visit(node.join)
-        rf = self.rf.get(id(node))  # receptive_fields keys a join by its structure
+        rf = node.rf  # a structure's RF is the one after its join
         data.update(rf=rf_text(rf[0]) if rf else None, jump=rf_text(rf[1]) if rf else None)
         return data
 
@@ -140,7 +139,7 @@ def _diagnostics(report: CheckReport, index: dict[int, str]) -> list[dict]:
 
 def view_data(source: "CheckReport | Model | str | Path", classes: int | None = 10) -> dict[str, Any]:
     """The view's JSON: the checked tree, totals, sources and diagnostics (also for a file with errors)."""
-    report = checked(source, classes)
+    report = checked(source, CheckOptions(classes=classes))
     collector = _Collector(report)
     body = collector.seq(report.body)
     index: dict[int, str] = {}
