@@ -39,3 +39,18 @@ def test_lower_layers_never_import_the_facade():
             if isinstance(node, ast.ImportFrom) and node.module == "archspec" and node.level == 0:
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert not offenders, f"import from the layer's own package instead of the facade: {offenders}"
+
+
+def test_every_language_module_has_a_floor():
+    """A new module in archspec/language must be placed in the language's layers contract, or its
+    imports would go unchecked (and a circle could come back)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    contract = next(c for c in config["tool"]["importlinter"]["contracts"] if c["name"].startswith("The language in layers"))
+    placed = {m.strip() for layer in contract["layers"] for m in layer.split("|")}
+    language = REPO / "archspec" / "language"
+    modules = {f"archspec.language.{p.stem}" for p in language.glob("*.py") if p.stem != "__init__"}
+    modules |= {f"archspec.language.{p.name}" for p in language.iterdir() if (p / "__init__.py").exists()}
+    assert modules - placed == set(), "add these to the language's layers contract in pyproject.toml"
+    assert placed - modules == set(), "the contract names modules that no longer exist"

@@ -8,7 +8,8 @@ import pytest
 
 import archspec
 from archspec.language import codes
-from archspec.language.budget import BudgetError, evaluate, make_limit, parse_quantity
+from archspec.language.budget import evaluate
+from archspec.language.limits import BudgetError, make_limit, parse_quantity
 from archspec.language.measure import has_stride
 from archspec.views.summary import summarize
 from conftest import EXAMPLES

@@ -101,10 +101,9 @@ def apply(text: str, edits: list[types.TextEdit]) -> str:
 
 
 def codes_of(text: str, path: Path) -> list[str]:
-    from archspec.language.check import check
-    from archspec.language.expand import parse
+    from archspec.language.pipeline import checked
 
-    return [d.code for d in check(parse(text, str(path))).diagnostics]
+    return [d.code for d in checked(text, name=str(path)).diagnostics]
 
 
 # --------------------------------------------------------------------------- diagnostics

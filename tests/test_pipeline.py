@@ -86,7 +86,7 @@ def test_noqa_silences_in_the_library_but_a_silenced_shape_error_still_stops_a_b
 
 
 def test_options_add_limits_to_the_files_own():
-    from archspec.language.budget import make_limit
+    from archspec.language.limits import make_limit
     from archspec.language.pipeline import CheckOptions, checked
 
     limit = make_limit("macs", "max", "1k", "--max-macs 1k")

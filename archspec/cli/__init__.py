@@ -246,7 +246,7 @@ def _budget_flags(args: argparse.Namespace) -> list:
         text = getattr(args, attr)
         if text is None:
             continue
-        from archspec.language.budget import BudgetError, make_limit
+        from archspec.language.limits import BudgetError, make_limit
 
         flag = "--" + attr.replace("_", "-")
         try:

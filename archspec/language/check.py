@@ -22,8 +22,8 @@ from archspec.language.measure import set_receptive_fields
 from archspec.language.nodes import BlockCall, Deferred, Invalid, Model, Node, Seq
 from archspec.language.nodes import Branch as BranchSpec
 from archspec.language.nodes import Residual as ResidualSpec
-from archspec.language.ops import BatchNorm, Conv, Input, LayerSpec, RFStep, Shape, fmt_shape
-from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Residual, json_shape, layers, seq_output, walk
+from archspec.language.ops import BatchNorm, Conv, Input, LayerSpec, Shape, fmt_shape
+from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Residual, json_shape, layers, seq_output, stride_of, walk
 
 
 _HTML_ROWS = 300  # a notebook shows this many layers, then a count
@@ -390,9 +390,7 @@ def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
     """Check a parsed model (or .arch text): every diagnostic, and each layer's shapes and params."""
     model = parse(source) if isinstance(source, str) else source
     if model.input is not None and model.input.symbols:
-        from archspec.language.symbolic import check_symbolic
-
-        return check_symbolic(model, classes)
+        raise ValueError("check() takes an input in numbers; pipeline.checked() derives `input 3xHxW`")
     report = CheckReport(model=model, classes=classes)
     report.diagnostics.extend(model.diagnostics)
     checker = _Checker(report)
@@ -418,22 +416,3 @@ def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
     report.diagnostics = dedupe(report.diagnostics)
     report.diagnostics.sort(key=lambda d: (d.span.path != model.path, d.span.path, d.span.start) if d.span else (True, "", 0))
     return report
-
-
-def stride_of(nodes: list[CheckedNode]) -> RFStep | None:
-    """Product of the strides along a checked sequence (a branch counts its first path); None if unknown."""
-    sh: Any = 1
-    sw: Any = 1
-    for node in nodes:
-        if isinstance(node, Layer):
-            if node.rf_step is None:
-                return None
-            step = node.rf_step[1]
-        else:
-            inner = node.branches[0] if isinstance(node, Branch) else node.body  # type: ignore[attr-defined]
-            step = stride_of(inner)  # type: ignore[assignment]
-            if step is None:
-                return None
-        sh, sw = sh * step[0], sw * step[1]
-    # An upsampling's 1/F times a later stride F is a whole stride again: a plain int for the projection.
-    return tuple(int(v) if v == int(v) else v for v in (sh, sw))  # type: ignore[return-value]

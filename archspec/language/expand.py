@@ -40,7 +40,7 @@ class _Refused(Exception):
 
 
 if TYPE_CHECKING:
-    from archspec.language.budget import Limit
+    from archspec.language.limits import Limit
 
 
 @dataclass
@@ -267,7 +267,7 @@ class _Builder:
 
     def budget(self, stmt: Tree, path: str) -> list["Limit"]:
         """The limits of a `budget` statement; a wrong one is reported (E003/E004) and left out."""
-        from archspec.language.budget import BudgetError, make_limit
+        from archspec.language.limits import BudgetError, make_limit
 
         limits = []
         for item in stmt.children:
@@ -277,7 +277,7 @@ class _Builder:
                 limits.append(make_limit(str(metric), "max" if str(op) == "<=" else "min", str(quantity),
                                          f"{metric} {op} {quantity}", span))
             except BudgetError as exc:
-                from archspec.language.budget import METRICS
+                from archspec.language.limits import METRICS
 
                 code = codes.INVALID_VALUE if str(metric) in METRICS else codes.UNKNOWN_ARGUMENT
                 self.error(code, str(exc), span, (), help=exc.help)

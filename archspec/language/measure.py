@@ -13,6 +13,7 @@ import math
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
+from archspec.language.ops import base
 from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
 
 if TYPE_CHECKING:
@@ -20,8 +21,8 @@ if TYPE_CHECKING:
 
 BYTES_PER_VALUE = 4  # fp32 weights and activations
 
-Pair = tuple[Any, Any]  # per axis (H, W): ints, or Fractions after an upsampling
-RF = tuple[Pair, Pair]  # (receptive field, jump) per axis (H, W)
+Pair = base.Pair  # per axis (H, W): ints, or Fractions after an upsampling
+RF = base.RF  # (receptive field, jump) per axis (H, W)
 
 
 def shape_bytes(shape: "Shape | None") -> int:

@@ -12,7 +12,7 @@ from archspec.language.diagnostics import Diagnostic, Span
 from archspec.language.ops import Input, LayerSpec
 
 if TYPE_CHECKING:
-    from archspec.language.budget import Limit
+    from archspec.language.limits import Limit
 
 Value = Union[int, float, str, tuple]
 Trace = tuple[tuple[str, Span], ...]

@@ -20,7 +20,7 @@ from archspec.language.expand import load, parse
 from archspec.language.nodes import Model
 
 if TYPE_CHECKING:
-    from archspec.language.budget import Limit
+    from archspec.language.limits import Limit
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,12 @@ def checked(source: "CheckReport | Model | str | Path", options: CheckOptions = 
         from archspec.language.symbolic import with_input
 
         model = with_input(model, options.input_size)
-    report = check(model, classes=options.classes)
+    if model.input is not None and model.input.symbols:  # `input 3xHxW`: every size at once
+        from archspec.language.symbolic import check_symbolic
+
+        report = check_symbolic(model, options.classes)
+    else:
+        report = check(model, classes=options.classes)
     limits = list(options.limits) + list(report.model.budgets)
     if limits:  # budget.py (and measure.py) only for a network that has some
         from archspec.language.budget import evaluate

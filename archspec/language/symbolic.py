@@ -230,7 +230,7 @@ class AxisWalk:
             return y
         # torchvision's projection (a 1x1 conv with the body's total stride), used when the shapes differ:
         # the check adds it silently, so its windows drop nothing anyone wrote.
-        from archspec.language.check import stride_of
+        from archspec.language.tree import stride_of
 
         stride = stride_of(node.body)
         steps = [n for n in _layers(node.body) if not isinstance(n.layer.axis_map(self.axis), (Same, Window)) or

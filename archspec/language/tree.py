@@ -19,8 +19,7 @@ from archspec.language.ops.base import LayerSpec
 
 if TYPE_CHECKING:
     from archspec.language.nodes import Invalid, Value
-    from archspec.language.measure import RF
-    from archspec.language.ops.base import RFStep, Shape
+    from archspec.language.ops.base import RF, RFStep, Shape
 
 Trace = tuple[tuple[str, Span], ...]
 T = TypeVar("T")
@@ -190,3 +189,22 @@ class Visitor(Generic[T]):
         for child in node.children():
             self.visit(child, *args, **kwargs)
         return None  # type: ignore[return-value]
+
+
+def stride_of(nodes: list[CheckedNode]) -> RFStep | None:
+    """Product of the strides along a checked sequence (a branch counts its first path); None if unknown."""
+    sh: Any = 1
+    sw: Any = 1
+    for node in nodes:
+        if isinstance(node, Layer):
+            if node.rf_step is None:
+                return None
+            step = node.rf_step[1]
+        else:
+            inner = node.branches[0] if isinstance(node, Branch) else node.body  # type: ignore[attr-defined]
+            step = stride_of(inner)  # type: ignore[assignment]
+            if step is None:
+                return None
+        sh, sw = sh * step[0], sw * step[1]
+    # An upsampling's 1/F times a later stride F is a whole stride again: a plain int for the projection.
+    return tuple(int(v) if v == int(v) else v for v in (sh, sw))  # type: ignore[return-value]

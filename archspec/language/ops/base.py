@@ -31,6 +31,9 @@ Emit = Callable[..., None]
 # (upsampling halves the jump), so strides are Fractions where they are not whole.
 Step = Union[int, Fraction]
 RFStep = tuple[tuple[int, int], tuple[Step, Step]]
+# The cumulative (receptive field, jump) per axis after a node: ints, or Fractions after an upsampling.
+Pair = tuple[Any, Any]
+RF = tuple[Pair, Pair]
 # Every op class, by op name, in definition order: filled in as op classes are defined.
 REGISTRY: dict[str, type["LayerSpec"]] = {}
 
