@@ -321,6 +321,20 @@ def test_graph_with_an_undeclared_output_size_is_checked_when_it_runs(cli, tmp_p
                         "help: re-export the model with `archspec export CHECKPOINT.pt -o MODEL.onnx`\n")
 
 
+def test_nan_weights_in_the_graph_are_refused_not_printed_as_nan(small_onnx, cli, tmp_path):
+    from onnx import numpy_helper
+
+    model = onnx.load(str(small_onnx / "small.onnx"))
+    weights = max(model.graph.initializer, key=lambda t: len(t.dims))  # a conv or linear weight
+    array = numpy_helper.to_array(weights).copy()
+    array.flat[0] = float("nan")
+    weights.CopyFrom(numpy_helper.from_array(array, weights.name))
+    onnx.save(model, str(tmp_path / "nan.onnx"))
+    r = cli("predict", str(tmp_path / "nan.onnx"), str(red_png(tmp_path / "red.png")))
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == ("error: the model computed NaN or infinite class scores: its weights (or its graph) are damaged\n"
+                        "help: re-export it from a checkpoint that `archspec eval` accepts\n")
+
 def bomb_png(path: Path, width: int = 20000, height: int = 20000) -> Path:
     """A valid 1x1 PNG whose header claims width x height: PIL refuses it on open, nothing is decoded."""
     import struct

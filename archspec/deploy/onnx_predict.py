@@ -187,6 +187,9 @@ def probabilities(model: OnnxClassifier, images: Any) -> Any:
     if logits.ndim != 2 or logits.shape[1] != len(model.classes):  # a graph whose output size is not declared
         raise ArchspecError(f"the model outputs {list(logits.shape[1:])} values per image but its metadata names "
                             f"{len(model.classes)} classes", "re-export the model with `archspec export CHECKPOINT.pt -o MODEL.onnx`")
+    if not np.isfinite(logits).all():  # softmax would print `nan%` for every class
+        raise ArchspecError("the model computed NaN or infinite class scores: its weights (or its graph) are damaged",
+                            "re-export it from a checkpoint that `archspec eval` accepts")
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
 
