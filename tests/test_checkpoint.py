@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import errno
 import math
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -226,3 +228,151 @@ def test_a_held_signal_waits_for_the_outermost_hold(tmp_path):
         signal.signal(signal.SIGTERM, previous)
     assert done == ["saved"] and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "metrics.jsonl"]
     assert signal.getsignal(signal.SIGTERM) is previous
+
+
+# ----------------------------------------------------------------------------- self-consistency
+# Files whose parts disagree, written through Checkpoint.save (random weights, 0 epochs) and then edited.
+# eval, predict and export must each refuse them with the same two lines (golden text), before any
+# model of the stored architecture's size is allocated.
+
+GOLDEN = Path(__file__).parent / "golden" / "checkpoint"
+SMALL = "input 3x8x8\nconv 4 k3 | bn | relu | maxpool 2\nflatten\nlinear 16 | relu\nlinear 10\n"
+SMALL_CLASSES = [f"class{i}" for i in range(10)]
+
+
+def small_checkpoint(path: Path, arch: str = SMALL, **changes) -> Checkpoint:
+    """A checkpoint of `arch` with random weights, saved by the project's writer, with `changes` applied."""
+    model = build_model(arch, "small.arch", 0)
+    fields = dict(model=model.state_dict(), arch_source=arch, arch_path="small.arch", config=make_config("default").to_dict(),
+                  classes=SMALL_CLASSES, input_shape=[3, 8, 8], mean=[0.5] * 3, std=[0.25] * 3)
+    ckpt = Checkpoint(**{**fields, **changes})
+    ckpt.save(path)
+    return ckpt
+
+
+def _with_weight(name: str, value: float) -> dict:
+    state = {k: v.clone() for k, v in build_model(SMALL, "small.arch", 0).state_dict().items()}
+    state[name].view(-1)[1] = value
+    return state
+
+
+def _lookahead_cut() -> dict:
+    state = build_model(SMALL, "small.arch", 0).state_dict()
+    return {k: (v[:2] if k == "fc2.weight" else v).clone() for k, v in state.items() if v.is_floating_point()}
+
+
+INCONSISTENT = {
+    # C1: `linear 20000000` stored beside the weights of `linear 16` (940M params, 3.8 GB if built)
+    "arch_larger_than_weights": dict(arch_source=SMALL.replace("linear 16", "linear 20000000")),
+    "weight_missing": dict(model={k: v for k, v in build_model(SMALL, "s", 0).state_dict().items() if k != "bn1.running_var"}),
+    "weight_extra": dict(model={**build_model(SMALL, "s", 0).state_dict(), "fc2.weight": torch.zeros(3, 3)}),
+    "lookahead_shape": dict(lookahead=_lookahead_cut()),
+    "classes_too_few": dict(classes=["cat", "dog", "ship"]),
+    "input_channels": dict(input_shape=[1, 8, 8], mean=[0.5], std=[0.25]),
+    "input_size": dict(input_shape=[3, 16, 16]),
+    "nan_weight": dict(model=_with_weight("conv1.weight", math.nan)),
+    "inf_running_var": dict(model=_with_weight("bn1.running_var", math.inf)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INCONSISTENT))
+def test_inconsistent_checkpoint_is_refused_alike_by_every_reader(case, cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    small_checkpoint(tmp_path / f"{case}.pt", **INCONSISTENT[case])
+    (tmp_path / "img.png").write_bytes(b"")  # never read: the checkpoint is refused first
+    r = cli("predict", f"{case}.pt", "img.png")
+    text = f"exit {r.returncode}\n{r.stdout}{r.stderr}"
+    golden = GOLDEN / f"{case}.txt"
+    if os.environ.get("ARCHSPEC_REGEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+    for command in (["eval", f"{case}.pt", "--data", "no_data_needed"], ["export", f"{case}.pt", "-o", "m.onnx"]):
+        other = cli(*command)
+        assert (other.returncode, other.stdout, other.stderr) == (r.returncode, r.stdout, r.stderr), command
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{case}.pt", "img.png"])  # export wrote nothing
+    with pytest.raises(ArchspecError, match=re.escape(r.stderr.splitlines()[0].removeprefix("error: "))):
+        archspec.load_checkpoint(f"{case}.pt")
+
+
+def test_resume_refuses_an_inconsistent_checkpoint(trained, tmp_path, capsys):
+    run, arch = trained
+    state = _saved(run)
+    state["classes"] = ["cat"]  # the stored network outputs 2 scores
+    (tmp_path / "run").mkdir()
+    torch.save(state, tmp_path / "run" / "checkpoint.pt")
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    code = cli.main(["train", str(arch), "--data", str(arch.parent / "d"), "--data-dir", str(arch.parent / "cache"),
+                     "--epochs", "3", "--batch-size", "4", "--out", str(tmp_path / "run"), "--resume", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "it has 1 class name but its .arch source outputs 2 class scores" in err and "Traceback" not in err
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+
+
+def test_consistent_checkpoint_predicts_what_its_weights_compute(tmp_path, capsys):
+    """The model eval/predict build (meta device, then the stored weights) is the saved network, bit for bit."""
+    saved = small_checkpoint(tmp_path / "ok.pt")
+    model, _, classes = archspec.load_checkpoint(tmp_path / "ok.pt")
+    reference = build_model(SMALL, "small.arch", 0).eval()  # the oracle: the same seed's network, built the usual way
+    reference.load_state_dict(saved.model)
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+    assert classes == SMALL_CLASSES
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parent.parent / "examples").glob("*.arch")))
+def test_expected_state_shapes_match_a_real_build(name):
+    """The shapes the consistency check expects (meta device) are those of the network torch builds."""
+    text = (Path(__file__).parent.parent / "examples" / f"{name}.arch").read_text()
+    report = archspec.check(self_contained_source(text, str(Path(__file__).parent.parent / "examples" / f"{name}.arch")),
+                            classes=None)
+    if report.input_shape is None:
+        pytest.skip("a block library")
+    from archspec.pytorch.build import build_checked
+
+    real = {k: tuple(v.shape) for k, v in build_checked(report).state_dict().items()}
+    assert ckpt_mod._state_shapes(report) == real
+
+
+VM_PEAK = """
+import sys
+from archspec.cli import main
+code = main(sys.argv[1:])
+peak = [line for line in open('/proc/self/status') if line.startswith('VmPeak:')][0].split()[1]
+print(f'vmpeak {peak}', file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmPeak from /proc (Linux)")
+def test_oversized_stored_architecture_is_refused_under_a_memory_limit(tmp_path):
+    """C1: the stored `linear 20000000` would take 3.8 GB; with 1 GiB of address space above what a normal
+    predict needs, the refusal is one clean error (it was a traceback from the allocator)."""
+    import resource
+    import subprocess
+    import sys
+
+    small_checkpoint(tmp_path / "ok.pt")
+    small_checkpoint(tmp_path / "big.pt", **INCONSISTENT["arch_larger_than_weights"])
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "red.png")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+    def predict(path: Path, limit: int | None) -> subprocess.CompletedProcess:
+        def cap() -> None:
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+        return subprocess.run([sys.executable, "-c", VM_PEAK, "predict", str(path), str(tmp_path / "red.png")],
+                              capture_output=True, text=True, env=env, preexec_fn=cap, cwd=tmp_path)
+
+    normal = predict(tmp_path / "ok.pt", None)
+    assert normal.returncode == 0, normal.stderr
+    limit = int(normal.stderr.split("vmpeak ")[1].split()[0]) * 1024 + 2**30
+    assert predict(tmp_path / "ok.pt", limit).returncode == 0  # the limit leaves room for a normal run
+    cp = predict(tmp_path / "big.pt", limit)
+    lines = [line for line in cp.stderr.splitlines() if not line.startswith("vmpeak")]
+    assert cp.returncode == 1 and len(lines) == 2, cp.stderr
+    assert lines[0].startswith(f"error: checkpoint {tmp_path / 'big.pt'}: its weights do not fit its own .arch source: "
+                               "fc1.weight is [16, 36] but the .arch source makes it [20000000, 36]")

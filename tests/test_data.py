@@ -228,3 +228,45 @@ def test_failed_cache_write_leaves_no_temp_file_and_still_loads(tmp_path, monkey
     ds = load_data(str(tmp_path / "d"), tmp_path / "cache", lines.append)
     assert len(ds.train_x) == 8 and "not cached" in lines[-1] and "No space left on device" in lines[-1]
     assert list((tmp_path / "cache" / "decoded").iterdir()) == []
+
+
+def _train_lenet_style(tmp_path: Path, data: Path, capsys) -> tuple[int, str]:
+    """`archspec train` of a 2-class net on `data`: (exit code, stderr), torch-free checks included."""
+    from archspec.cli import main
+
+    (tmp_path / "net.arch").write_text("input 3x8x8\nconv 4 k3 | relu\nflatten\nlinear 2\n")
+    code = main(["train", str(tmp_path / "net.arch"), "--data", str(data), "--data-dir", str(tmp_path / "cache"),
+                 "--epochs", "1", "--batch-size", "2", "--out", str(tmp_path / "run"), "--quiet", "--device", "cpu"])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+@pytest.mark.parametrize("kind", ["loop", "dangling"])
+def test_class_folder_that_is_a_broken_link_is_named(tmp_path, capsys, monkeypatch, split, kind):
+    """It was dropped without a word (`is_dir()` is False for it): a 2-class net then trained on 2 of 3 classes."""
+    write_folder(tmp_path / "d")
+    link = tmp_path / "d" / split / "bird"
+    link.symlink_to(link if kind == "loop" else tmp_path / "gone")
+    reason = "Too many levels of symbolic links" if kind == "loop" else "No such file or directory"
+    with pytest.raises(ArchspecError, match=f"cannot read {link}: {reason}"):
+        load_data(str(tmp_path / "d"), tmp_path / "cache", quiet)
+    monkeypatch.chdir(tmp_path)
+    code, err = _train_lenet_style(tmp_path, Path("d"), capsys)
+    assert code == 1 and err == (f"error: cannot read d/{split}/bird: {reason}\n"
+                                 "help: remove the link, or point it at an existing class folder\n")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_empty_class_folder_is_named(tmp_path, capsys, monkeypatch, split):
+    write_folder(tmp_path / "d")
+    for f in (tmp_path / "d" / split / "dog").iterdir():
+        f.unlink()
+    (tmp_path / "d" / split / "dog" / "notes.txt").write_text("no images here")
+    monkeypatch.chdir(tmp_path)
+    code, err = _train_lenet_style(tmp_path, Path("d"), capsys)
+    assert code == 1 and err == (f"error: class folder d/{split}/dog has no images (.bmp, .gif, .jpeg, .jpg, .pgm, .png, "
+                                 ".ppm, .tif, .tiff, .webp)\nhelp: add its images, or remove the folder from train/ and test/\n")
+    (tmp_path / "d" / split / "dog").rename(tmp_path / "d" / split / ".dog")  # hidden folders are not classes
+    with pytest.raises(ArchspecError, match="train/ has 1 classes and test/ has 2|train/ has 2 classes and test/ has 1"):
+        load_data(str(tmp_path / "d"), tmp_path / "cache", quiet)

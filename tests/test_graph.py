@@ -283,6 +283,22 @@ def test_dot_output_needs_no_binary(tmp_path, monkeypatch):
 
 
 
+def test_format_that_contradicts_the_file_name_is_refused(tmp_path, cli, monkeypatch):
+    """`-o out.png --format dot` wrote DOT text into a .png; now refused, nothing written. The format
+    still follows the name when --format is left out, and --format names the format of a name without one."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `dot`: every case here is decided before rendering
+    monkeypatch.chdir(tmp_path)
+    r = cli("graph", str(LENET), "-o", "out.png", "--format", "dot")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == ("error: out.png is named as a PNG file, but the format asked for is DOT\n"
+                        "help: leave the format out (it follows the file name), or name the file out.dot\n")
+    with pytest.raises(UsageError, match="out.gv is named as a DOT file, but the format asked for is SVG"):
+        archspec.graph(LENET, output=tmp_path / "out.gv", format="svg")
+    assert list(tmp_path.iterdir()) == []
+    assert cli("graph", str(LENET), "-o", "out.txt", "--format", "dot").returncode == 0
+    assert cli("graph", str(LENET), "-o", "out.gv", "--format", "dot").returncode == 0
+    assert (tmp_path / "out.txt").read_text() == (tmp_path / "out.gv").read_text() == archspec.graph(LENET)
+
 def test_cli_without_dot_says_how_to_install(tmp_path, cli, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no `dot` anywhere
     monkeypatch.chdir(tmp_path)

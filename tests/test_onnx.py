@@ -220,3 +220,171 @@ def test_export_errors(cli, tmp_path):
     r = cli("export", str(tmp_path / "mlp.arch"), "-o", str(tmp_path / "m.onnx"), "--embed-preprocess")
     assert r.returncode == 2 and "takes features [B, 784], not images" in r.stderr
     assert not list(tmp_path.glob("*.onnx*"))  # nothing half-written
+
+
+# ----------------------------------------------------------------------------- tampered metadata
+# An export of a small random-weight checkpoint (written by the project's own writer), its metadata then
+# edited with the onnx package: each edit is one error naming the key (golden text), never a traceback.
+
+GOLDEN = REPO / "tests" / "golden" / "onnx"
+
+TAMPERED = {
+    "input_shape_larger": {"input_shape": "[3, 64, 64]"},
+    "input_shape_channels": {"input_shape": "[1, 8, 8]"},
+    "input_shape_negative": {"input_shape": "[3, -8, 8]"},
+    "input_shape_10_gib": {"input_shape": "[3, 60000, 60000]"},  # np.empty of it was 10 GiB
+    "input_shape_not_json": {"input_shape": "3x8x8"},
+    "classes_too_few": {"classes": '["cat", "dog", "ship"]'},
+    "classes_not_json": {"classes": "cat, dog"},
+    "classes_dict": {"classes": '{"0": "cat", "1": "dog"}'},
+    "classes_duplicate": {"classes": json.dumps(["cat"] * 10)},
+    "logit_scale_text": {"logit_scale": "hot"},
+    "logit_scale_nan": {"logit_scale": "nan"},
+    "preprocess_mismatch": {"preprocess": "embedded"},
+    "preprocess_unknown": {"preprocess": "auto"},
+    "std_zero": {"std": "[0, 0, 0]"},  # gave `nan%`
+    "mean_one_channel": {"mean": "[0.5]"},
+    "mean_text": {"mean": '["a", "b", "c"]'},
+}
+
+
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory) -> Path:
+    from test_checkpoint import small_checkpoint
+
+    root = tmp_path_factory.mktemp("small_onnx")
+    small_checkpoint(root / "small.pt")
+    assert archspec.cli.main(["export", str(root / "small.pt"), "-o", str(root / "small.onnx")]) == 0
+    return root
+
+
+def tampered(source: Path, target: Path, changes: dict[str, str]) -> Path:
+    model = onnx.load(str(source))
+    meta = {p.key: p.value for p in model.metadata_props}
+    del model.metadata_props[:]
+    for key, value in {**meta, **changes}.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(target))
+    return target
+
+
+def red_png(path: Path, size: tuple[int, int] = (8, 8)) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", size, (200, 10, 10)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERED))
+def test_tampered_metadata_is_one_error_naming_the_key(case, small_onnx, cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tampered(small_onnx / "small.onnx", tmp_path / f"{case}.onnx", TAMPERED[case])
+    red_png(tmp_path / "red.png")
+    r = cli("predict", f"{case}.onnx", "red.png")
+    text = f"exit {r.returncode}\n{r.stdout}{r.stderr}"
+    golden = GOLDEN / f"{case}.txt"
+    if os.environ.get("ARCHSPEC_REGEN"):
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(text)
+    assert text == golden.read_text()
+    assert r.returncode == 1 and r.stdout == "" and f"metadata `{next(iter(TAMPERED[case]))}`" in r.stderr
+
+
+def test_untampered_small_export_predicts_like_its_checkpoint(small_onnx, cli, tmp_path):
+    """The control for the tampered files: the same file unedited (and re-saved by onnx) predicts as torch does."""
+    red_png(tmp_path / "red.png")
+    resaved = tampered(small_onnx / "small.onnx", tmp_path / "same.onnx", {})
+    a = cli("predict", str(resaved), str(tmp_path / "red.png"), "--top", "10")
+    b = cli("predict", str(small_onnx / "small.pt"), str(tmp_path / "red.png"), "--top", "10")
+    assert a.returncode == b.returncode == 0, a.stderr + b.stderr
+    assert predictions(a.stdout).keys() == predictions(b.stdout).keys()
+    for x, y in zip(*(next(iter(predictions(o.stdout).values())) for o in (a, b))):
+        assert x[0] == y[0] and abs(x[1] - y[1]) <= 0.11
+
+
+def test_graph_with_an_undeclared_output_size_is_checked_when_it_runs(cli, tmp_path):
+    """A graph whose output size is dynamic cannot be compared with `classes` up front: the run's output is."""
+    from onnx import TensorProto, helper
+
+    keep = helper.make_tensor("keep", TensorProto.BOOL, [192], [i < 5 for i in range(192)])  # 5 of the 192 features
+    nodes = [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("Compress", ["flat", "keep"], ["logits"], axis=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "n"])], initializer=[keep])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    for key, value in {"classes": json.dumps([str(i) for i in range(10)]), "mean": "[0, 0, 0]", "std": "[1, 1, 1]",
+                       "input_shape": "[3, 8, 8]", "preprocess": "none"}.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(tmp_path / "flat.onnx"))
+    r = cli("predict", str(tmp_path / "flat.onnx"), str(red_png(tmp_path / "red.png")))
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == ("error: the model outputs [5] values per image but its metadata names 10 classes\n"
+                        "help: re-export the model with `archspec export CHECKPOINT.pt -o MODEL.onnx`\n")
+
+
+def test_nan_weights_in_the_graph_are_refused_not_printed_as_nan(small_onnx, cli, tmp_path):
+    from onnx import numpy_helper
+
+    model = onnx.load(str(small_onnx / "small.onnx"))
+    weights = max(model.graph.initializer, key=lambda t: len(t.dims))  # a conv or linear weight
+    array = numpy_helper.to_array(weights).copy()
+    array.flat[0] = float("nan")
+    weights.CopyFrom(numpy_helper.from_array(array, weights.name))
+    onnx.save(model, str(tmp_path / "nan.onnx"))
+    r = cli("predict", str(tmp_path / "nan.onnx"), str(red_png(tmp_path / "red.png")))
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == ("error: the model computed NaN or infinite class scores: its weights (or its graph) are damaged\n"
+                        "help: re-export it from a checkpoint that `archspec eval` accepts\n")
+
+def bomb_png(path: Path, width: int = 20000, height: int = 20000) -> Path:
+    """A valid 1x1 PNG whose header claims width x height: PIL refuses it on open, nothing is decoded."""
+    import struct
+    import zlib
+
+    red_png(path, (1, 1))
+    data = bytearray(path.read_bytes())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr:ihdr + 17])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_decompression_bomb_is_one_error_for_both_predicts(small_onnx, cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bomb_png(tmp_path / "bomb.png")
+    from PIL import Image
+
+    with pytest.raises(Image.DecompressionBombError):  # the oracle: PIL itself refuses the file
+        Image.open(tmp_path / "bomb.png")
+    results = [cli("predict", str(small_onnx / name), "bomb.png") for name in ("small.onnx", "small.pt")]
+    assert [r.returncode for r in results] == [1, 1] and results[0].stderr == results[1].stderr
+    assert results[0].stderr == (
+        f"error: image bomb.png is too large to decode safely (more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels; "
+        "PIL refuses it as a possible decompression bomb)\nhelp: pass image files (PNG, JPEG, BMP, ...) that PIL can read\n")
+
+
+@pytest.mark.parametrize("top", ["0", "-3", "two"])
+@pytest.mark.parametrize("model", ["small.onnx", "small.pt"])
+def test_top_below_one_is_an_argument_error(top, model, small_onnx, cli, tmp_path):
+    r = cli("predict", str(small_onnx / model), str(red_png(tmp_path / "red.png")), "--top", top)
+    assert r.returncode == 2 and r.stdout == ""
+    assert f"error: argument --top: must be a whole number of at least 1, got '{top}'" in r.stderr
+
+
+@pytest.mark.parametrize("model", ["small.onnx", "small.pt"])
+def test_predict_on_a_folder_takes_its_images_recursively(model, small_onnx, cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("imgs/b/two.png", "imgs/a.png", "imgs/b/c/three.jpg", "imgs/.hidden/skip.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        red_png(tmp_path / name)
+    (tmp_path / "imgs" / "notes.txt").write_text("not an image")
+    r = cli("predict", str(small_onnx / model), "imgs", "imgs/a.png")
+    assert r.returncode == 0, r.stderr
+    assert [line.rpartition(": ")[0] for line in r.stdout.splitlines()] == [
+        "imgs/a.png", "imgs/b/c/three.jpg", "imgs/b/two.png", "imgs/a.png"]
+    # the oracle: the same files named one by one
+    one_by_one = cli("predict", str(small_onnx / model), "imgs/a.png", "imgs/b/c/three.jpg", "imgs/b/two.png", "imgs/a.png")
+    assert one_by_one.stdout == r.stdout
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    r = cli("predict", str(small_onnx / model), "empty")
+    assert r.returncode == 2 and r.stderr.startswith("error: empty: a folder with no images in it (")

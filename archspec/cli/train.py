@@ -13,6 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
+from archspec.cli import _batch_size as at_least_one
 from archspec.language.errors import ArchspecError, UsageError
 from archspec.pytorch.extra import require_torch
 from archspec.training.recipes import NORMALIZE, RECIPES, TrainConfig, make_config
@@ -66,8 +67,9 @@ def add_parsers(subparsers: Any) -> None:
     p = subparsers.add_parser("predict", help="top classes for image files, from a checkpoint or an exported model.onnx")
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.pt|MODEL.onnx",
                    help="a checkpoint.pt, or a .onnx from `archspec export` (runs on onnxruntime without torch)")
-    p.add_argument("images", nargs="+", type=Path)
-    p.add_argument("--top", type=int, default=3, help="how many classes to show (default: %(default)s)")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE|DIR",
+                   help="image files, or folders: every image under a folder (recursively, sorted)")
+    p.add_argument("--top", type=at_least_one, default=3, help="how many classes to show, at least 1 (default: %(default)s)")
     p.set_defaults(func=cmd_predict)
 
 
@@ -261,7 +263,27 @@ def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def image_files(paths: list[Path]) -> list[Path]:
+    """The image arguments with each folder replaced by the images under it (recursively, sorted; hidden
+    files and folders skipped, as eval skips them); a folder without images is an error naming it."""
+    from archspec.training.preflight import IMAGE_SUFFIXES
+
+    files: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES
+                       and not any(part.startswith(".") for part in f.relative_to(path).parts) and f.is_file())
+        if not found:
+            raise UsageError(f"{path}: a folder with no images in it ({', '.join(sorted(IMAGE_SUFFIXES))})",
+                             "pass image files, or a folder that has some")
+        files.extend(found)
+    return files
+
+
 def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
+    args.images = image_files(args.images)
     if args.checkpoint.suffix.lower() == ".onnx":  # the torch-free path: onnxruntime, numpy and pillow only
         from archspec.deploy.onnx_predict import print_predictions
 

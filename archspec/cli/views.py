@@ -54,9 +54,9 @@ def cmd_summary(args: argparse.Namespace, out: TextIO) -> int:
 # --------------------------------------------------------------------------- graph
 
 def cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
-    from archspec.views.graph import output_format, render, to_dot
+    from archspec.views.graph import chosen_format, render, to_dot
 
-    fmt = args.format or (output_format(args.output) if args.output not in (None, "-") else "dot")
+    fmt = chosen_format(args.output, args.format)
     dot = to_dot(_report(args.file, args.classes))
     data: str | bytes = dot if fmt == "dot" else render(dot, fmt)
     if args.output in (None, "-"):
@@ -288,7 +288,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("graph", help="a graphviz diagram of the network: DOT text, or SVG/PNG/PDF with graphviz's `dot`")
     p.add_argument("file", metavar="FILE", help="a .arch file, or - for standard input")
     p.add_argument("-o", "--output", metavar="OUT", help="model.dot, model.svg, model.png or model.pdf (default: DOT to standard output)")
-    p.add_argument("--format", choices=["dot", "svg", "png", "pdf"], help="override the format the output name implies")
+    p.add_argument("--format", choices=["dot", "svg", "png", "pdf"], help="the format to write (default: the one the output name implies; a name implying another format is refused)")
     p.add_argument("--classes", type=int, default=10, help="number of classes the output should have (default 10)")
     p.set_defaults(func=cmd_graph)
 

@@ -20,7 +20,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from archspec.language.errors import ArchspecError
-from archspec.training.preflight import GREY_MODES, IMAGE_SUFFIXES
+from archspec.training.preflight import GREY_MODES, IMAGE_SUFFIXES, class_folders
 
 CACHE_VERSION = 1  # bump when the cached tensor format changes
 
@@ -97,10 +97,13 @@ def _listing(folder: Path) -> list[Path]:
 
 
 def _scan_split(split_dir: Path) -> tuple[list[str], list[Path], list[int]]:
-    classes = sorted(d.name for d in _listing(split_dir) if d.is_dir() and not d.name.startswith("."))
+    classes = class_folders(_listing(split_dir))
     files, labels = [], []
     for label, name in enumerate(classes):
         found = [p for p in _listing(split_dir / name) if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not found:  # a class without images would train (or score) as if it did not exist
+            raise ArchspecError(f"class folder {split_dir / name} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})",
+                                "add its images, or remove the folder from train/ and test/")
         files += found
         labels += [label] * len(found)
     return classes, files, labels
@@ -117,11 +120,9 @@ def _scan_folder(root: Path) -> tuple[list[str], dict[str, tuple[list[Path], lis
         raise ArchspecError(f"data directory {root} has no {' or '.join(s + '/' for s in missing)} folder", layout_help)
     scanned = {s: _scan_split(root / s) for s in ("train", "test")}
     train_classes, test_classes = scanned["train"][0], scanned["test"][0]
-    for split, (classes, files, _) in scanned.items():
+    for split, (classes, _, _) in scanned.items():
         if not classes:
             raise ArchspecError(f"{root / split} has no class folders", layout_help)
-        if not files:
-            raise ArchspecError(f"{root / split} has class folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})", layout_help)
     if train_classes != test_classes:
         only_train = sorted(set(train_classes) - set(test_classes))
         only_test = sorted(set(test_classes) - set(train_classes))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from archspec.language import codes
 from archspec.language.check import CheckReport
@@ -39,7 +39,7 @@ def probe_data(source: str) -> DataInfo | None:
     if not train.is_dir():
         return None
     try:
-        classes = sorted(d.name for d in train.iterdir() if d.is_dir() and not d.name.startswith("."))
+        classes = class_folders(train.iterdir())
         shapes = [s for s in (_first_image_shape(train / c) for c in classes) if s is not None]
     except OSError:
         return None  # unreadable folders: the full load names them
@@ -47,6 +47,24 @@ def probe_data(source: str) -> DataInfo | None:
         return None
     # The most common shape among each class's first image, as the full load takes the most common.
     return DataInfo(str(Path(source).resolve()), Counter(shapes).most_common(1)[0][0], tuple(classes))
+
+
+def class_folders(entries: Iterable[Path]) -> list[str]:
+    """The class folder names among the entries of train/ or test/ (sorted, hidden ones skipped). An entry that cannot be
+    followed (a symlink loop, a dangling link) is an error naming it: `is_dir()` says False for it, and
+    the class was dropped without a word."""
+    names = []
+    for entry in sorted(entries):
+        if entry.name.startswith("."):
+            continue
+        try:
+            entry.stat()
+        except OSError as exc:
+            raise ArchspecError(f"cannot read {entry}: {exc.strerror or exc}",
+                                "remove the link, or point it at an existing class folder") from None
+        if entry.is_dir():
+            names.append(entry.name)
+    return names
 
 
 def _first_image_shape(folder: Path) -> tuple[int, int, int] | None:

@@ -164,6 +164,23 @@ def output_format(path: str | Path) -> str:
     return fmt
 
 
+def chosen_format(output: str | Path | None, format: str | None) -> str:
+    """The format to write: `format` when given, else the one the output name implies, else DOT.
+
+    A name that implies another format than `format` is refused: `-o out.png --format dot` wrote DOT
+    text into a .png. A name without a known extension takes `format` as given."""
+    if output is None or str(output) == "-":
+        return format or "dot"
+    if format is None:
+        return output_format(output)
+    suffix = Path(output).suffix.lower()
+    implied = TEXT_FORMATS.get(suffix) or RENDER_FORMATS.get(suffix)
+    if implied is not None and implied != format:
+        raise UsageError(f"{output} is named as a {implied.upper()} file, but the format asked for is {format.upper()}",
+                         f"leave the format out (it follows the file name), or name the file {Path(output).with_suffix('.' + format)}")
+    return format
+
+
 def render(dot: str, fmt: str) -> bytes:
     """Run graphviz's `dot` on DOT text; a clear ArchspecError when it is not installed."""
     import graphviz
@@ -187,7 +204,7 @@ def graph(source: "CheckReport | Model | str | Path", output: str | Path | None 
 
     With `output`, the format comes from its extension unless given, and the file is written.
     """
-    fmt = format or (output_format(output) if output is not None else "dot")
+    fmt = chosen_format(output, format)
     report = checked(source, CheckOptions(classes=classes)).raise_for_errors()
     dot = to_dot(report)
     result: str | bytes = DotGraph(dot, report) if fmt == "dot" else RenderedGraph(render(dot, fmt), fmt)
