@@ -121,3 +121,12 @@ def test_a_plain_checkout_loads_its_own_grammar(tmp_path):
     cp = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert cp.returncode == 0, cp.stderr
     assert cp.stdout.strip() == "(4, 6, 6)"
+
+
+def test_pytest_starts_without_a_deprecation_warning():
+    # -W default shows warnings that an outer filter might hide; the collection is enough to configure every plugin.
+    cp = subprocess.run([sys.executable, "-W", "default", "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                         "tests/test_packaging.py"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert "test_pytest_starts_without_a_deprecation_warning" in cp.stdout  # it ran and collected this file
+    assert "PytestDeprecationWarning" not in cp.stdout + cp.stderr, cp.stdout + cp.stderr
