@@ -110,6 +110,48 @@ def test_two_ranks_of_128_match_one_process_of_256(data, tmp_path):
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
 
 
+# fit() under torchrun with a progress line at every step (the CLI's lines come every 10 s).
+PROGRESS_SCRIPT = """
+import sys
+from pathlib import Path
+from archspec.training import distributed
+from archspec.training.data import load_data
+from archspec.training.loop import build_model, fit
+from archspec.training.recipes import make_config
+
+arch, data, cache, out = sys.argv[1:]
+world = distributed.init("cpu")
+source = Path(arch).read_text()
+config = make_config("default", epochs=1, batch_size=256, precision="fp32")
+fit(build_model(source, arch, config.seed), load_data(data, Path(cache), lambda _: None), config, Path(out),
+    arch_source=source, arch_path=arch, device="cpu", world=world, progress_every=0.0)
+distributed.shutdown(world)
+"""
+
+
+def test_progress_and_epoch_lines_both_count_every_process_and_say_so(data, tmp_path):
+    script = tmp_path / "progress.py"
+    script.write_text(PROGRESS_SCRIPT)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+                "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{free_port()}", str(script)]
+    result = ok(subprocess.run(launcher + [str(EXAMPLES / "lenet.arch"), str(data[0]), str(data[1]), str(tmp_path / "run")],
+                               capture_output=True, text=True, env=env(), timeout=120))
+    lines = result.stdout.splitlines()
+    steps = [line for line in lines if line.startswith("epoch 1/1  step ")]
+    epoch = [line for line in lines if line.startswith("epoch   1/1 ")]
+    assert [s.split()[3] for s in steps] == ["1/3", "2/3", "3/3"] and len(epoch) == 1  # rank 0 alone logs
+    assert all(s.endswith(" img/s (2 processes)") and " (rank 0) " in s for s in steps), steps
+    assert " img/s (2 processes)  elapsed " in epoch[0]
+    assert " img/s (2 processes), fp32); outputs in " in lines[-1]
+    assert "img/s counts the images of all processes" in result.stdout
+    # Both are global figures: the end of the epoch's progress agrees with the epoch line (per process is half).
+    progress_rate = float(steps[-1].split()[-4].replace(",", ""))
+    epoch_rate = float(epoch[0].split(" img/s")[0].split()[-1].replace(",", ""))
+    metrics_rate = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])["images_per_s"]
+    assert round(metrics_rate) == epoch_rate
+    assert 0.75 < progress_rate / epoch_rate < 1.33, (steps[-1], epoch[0])
+
+
 def test_sync_bn_under_torchrun_matches_one_process_and_plain_bn_does_not(data, tmp_path):
     arch = tmp_path / "bn.arch"
     arch.write_text(BN_NET)

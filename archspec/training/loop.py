@@ -341,7 +341,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
         while run.epoch < run.epochs:
             seen, loss_sum, correct, seconds = run_epoch(run, reporter)
             row = record_epoch(run, seen, loss_sum, correct, seconds)
-            reporter.end_epoch(epoch_line(row, run.epochs))
+            reporter.end_epoch(epoch_line(row, run.epochs, run.world.size))
             save(run)
             if stop_after_epoch is not None and stop_after_epoch <= run.epoch < run.epochs:
                 return {"interrupted_after_epoch": run.epoch}
@@ -352,7 +352,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
         reporter.stop()
         raise interrupted(run, exc) from None
     log(f"done: test accuracy {report['test_accuracy']:.2%}{f' (tta {config.tta})' if config.tta else ''} in "
-        f"{report['wall_time_s']:.1f}s of training ({report['images_per_s']:,.0f} img/s, {report['dtype']}); outputs in {run.out_dir}")
+        f"{report['wall_time_s']:.1f}s of training ({report['images_per_s']:,.0f} img/s{_processes(run.world.size)}, {report['dtype']}); outputs in {run.out_dir}")
     return report
 
 
@@ -418,13 +418,13 @@ def prepare_out_dir(out_dir: Path) -> None:
 def log_settings(run: Run, log: Log) -> None:
     config = run.config
     settings = f"{run.dev.type}, {'bf16 autocast' if run.dtype == torch.bfloat16 else 'fp32'}, " \
-               f"{'channels_last' if config.channels_last else 'NCHW'}, {torch.get_num_threads()} threads"
+               f"{'channels_last' if config.channels_last else 'NCHW'}, {counted(torch.get_num_threads(), 'thread')}"
     log(f"train: {run.arch_path or type(run.model).__name__}, {run.params:,} params, {len(run.train_x):,} images, "
-        f"recipe {config.recipe}, {config.epochs:g} epochs x {run.steps_per_epoch} steps of {run.batch}; {settings}")
+        f"recipe {config.recipe}, {counted(config.epochs, 'epoch')} x {counted(run.steps_per_epoch, 'step')} of {run.batch}; {settings}")
     if run.world.distributed:
         log(f"distributed: {run.world.size} processes x {run.batch // run.world.size} images per step "
             f"(global batch {run.batch}); BatchNorm {'synchronised (--sync-bn)' if run.sync_bn else 'per process'}; "
-            "evaluation sharded and summed")
+            "evaluation sharded and summed; img/s counts the images of all processes")
     log(f"normalize: {config.normalize} (mean {_floats(run.mean_list)}, std {_floats(run.std_list)})")
 
 
@@ -467,7 +467,8 @@ def run_epoch(run: Run, reporter: Reporter) -> tuple[int, torch.Tensor, torch.Te
         # Accumulate on the device; the host reads these only when logging (no sync inside the step).
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
-        reporter.step(i + 1, lambda: _running_stats(loss_sum, correct, (i + 1) * len(y), time.perf_counter() - t0))
+        reporter.step(i + 1, lambda: _running_stats(loss_sum, correct, (i + 1) * len(y), (i + 1) * batch,
+                                                    time.perf_counter() - t0, run.world.size))
     if run.lookahead is not None and run.step == run.total_steps:
         run.lookahead.update(run.model, 1.0)  # finish on the averaged weights
     if run.dev.type == "cuda":
@@ -491,9 +492,11 @@ def record_epoch(run: Run, seen: int, loss_sum: torch.Tensor, correct: torch.Ten
     return row
 
 
-def epoch_line(row: dict[str, Any], epochs: int) -> str:
+def epoch_line(row: dict[str, Any], epochs: int, processes: int = 1) -> str:
+    """The epoch's figures over the whole global batch (every process's images, under DDP)."""
     return (f"epoch {row['epoch']:>3}/{epochs}  train_loss {row['train_loss']:.4f}  train_acc {row['train_acc']:6.2%}"
-            f"  test_acc {row['test_acc']:6.2%}  {row['images_per_s']:>7,.0f} img/s  elapsed {row['elapsed_s']:7.1f}s")
+            f"  test_acc {row['test_acc']:6.2%}  {row['images_per_s']:>7,.0f} img/s{_processes(processes)}"
+            f"  elapsed {row['elapsed_s']:7.1f}s")
 
 
 def save(run: Run) -> None:
@@ -581,9 +584,24 @@ def _floats(values: list[float]) -> str:
     return " ".join(f"{v:.3f}" for v in values)
 
 
-def _running_stats(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seconds: float) -> str:
-    """The epoch so far: mean loss, accuracy and throughput (reads the device: call only to show it)."""
-    return f"loss {loss_sum.item() / seen:.3f}  acc {correct.item() / seen:.1%}  {seen / seconds:,.0f} img/s"
+def _running_stats(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seen_globally: int, seconds: float,
+                   processes: int = 1) -> str:
+    """The epoch so far: mean loss and accuracy of this process's `seen` images (reads the device: call only to
+    show it), and the throughput of all processes' `seen_globally` (the ranks step together), as the epoch line."""
+    shard = " (rank 0)" if processes > 1 else ""
+    return (f"loss {loss_sum.item() / seen:.3f}  acc {correct.item() / seen:.1%}{shard}  "
+            f"{seen_globally / seconds:,.0f} img/s{_processes(processes)}")
+
+
+def _processes(processes: int) -> str:
+    """The label of a DDP run's throughput: the images of all its processes."""
+    return f" ({processes} processes)" if processes > 1 else ""
+
+
+def counted(n: float, noun: str) -> str:
+    """`1 epoch`, `0.5 epochs`, `4 threads`, `1,024 steps` (a regular plural)."""
+    number = f"{n:,}" if isinstance(n, int) else f"{n:g}"
+    return f"{number} {noun}" if n == 1 else f"{number} {noun}s"
 
 
 def _plot_curves(path: Path, metrics: list[dict]) -> None:
