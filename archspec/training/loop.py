@@ -24,7 +24,8 @@ from torch import nn
 from archspec.language.errors import ArchspecError
 from archspec.training.augment import epoch_generator, flip_mask, normalize, random_shifts, translate, tta_logits
 from archspec.training.checkpoint import FILENAME as CHECKPOINT
-from archspec.training.checkpoint import Checkpoint, self_contained_source, signals_held, write_text_atomic
+from archspec.training.checkpoint import (Checkpoint, WriteFailed, self_contained_source, signals_held, write_atomic,
+                                          write_atomic_all, write_text_atomic)
 from archspec.training.data import Dataset
 from archspec.training.distributed import World, check_batch, convert_sync_batchnorm, epoch_seed, wrap
 # cpu_has_native_bf16, physical_cores: re-exported for benchmarks/ that import them from here
@@ -351,6 +352,10 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
     except (KeyboardInterrupt, Terminated) as exc:
         reporter.stop()
         raise interrupted(run, exc) from None
+    except WriteFailed as exc:  # a full disk: what the run directory holds, and how to go on once there is room
+        reporter.stop()
+        raise ArchspecError(exc.message, f"free space in {exc.path.parent} (a save needs room for the new checkpoint "
+                            f"beside the old); {_saved(run, 'then ')}") from None
     log(f"done: test accuracy {report['test_accuracy']:.2%}{f' (tta {config.tta})' if config.tta else ''} in "
         f"{report['wall_time_s']:.1f}s of training ({report['images_per_s']:,.0f} img/s{_processes(run.world.size)}, {report['dtype']}); outputs in {run.out_dir}")
     return report
@@ -500,22 +505,24 @@ def epoch_line(row: dict[str, Any], epochs: int, processes: int = 1) -> str:
 
 
 def save(run: Run) -> None:
-    """metrics.jsonl and checkpoint.pt, each written whole (temp file + rename): a crash keeps the previous pair.
+    """checkpoint.pt and metrics.jsonl, both written whole to temp files, then both renamed: a crash or a full
+    disk keeps the previous pair, so the two always hold the same epochs.
 
     Rank 0 alone writes (the weights and optimiser are the same on every rank).
     """
     if not run.world.main:
         run.saved_epoch = run.epoch
         return
+    metrics = "".join(json.dumps(m) + "\n" for m in run.metrics).encode("utf-8")
     with signals_held():  # an interruption lands after the pair is written and counted, never between them
-        write_text_atomic(run.out_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in run.metrics))
-        Checkpoint(
+        checkpoint = Checkpoint(
             model=run.model.state_dict(), optimizer=run.optimizer.state_dict(), step=run.step, epoch=run.epoch,
             lookahead=run.lookahead.ema if run.lookahead else None, train_time=run.train_time, metrics=run.metrics,
             arch_source=run.arch_source, arch_path=run.arch_path, config=run.config.to_dict(), classes=run.data.classes,
             input_shape=list(run.data.shape), mean=run.mean_list, std=run.std_list, normalize=run.config.normalize,
             data_source=run.data.source, rng=torch.get_rng_state(),
-        ).save(run.checkpoint_path)
+        )
+        write_atomic_all([(run.checkpoint_path, checkpoint.write), (run.out_dir / "metrics.jsonl", lambda f: f.write(metrics))])
         run.saved_epoch = run.epoch  # only once the file holds it
 
 
@@ -573,12 +580,15 @@ def write_report(out_dir: Path, report: dict[str, Any], metrics: list[dict[str, 
 def interrupted(run: Run, exc: BaseException) -> Interrupted:
     """The one line an interrupted run ends with: what the run directory holds and how to continue."""
     name, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("SIGINT", 130)
+    return Interrupted(f"interrupted ({name}) in epoch {min(run.saved_epoch + 1, run.epochs)}: {_saved(run)}", code)
+
+
+def _saved(run: Run, then: str = "") -> str:
+    """What checkpoint.pt holds and how to continue from it."""
     if run.saved_epoch:
-        saved = f"{run.checkpoint_path} holds epoch {run.saved_epoch}/{run.epochs}; continue with `archspec train " \
-                f"{run.arch_path or 'ARCH'} --resume --out {run.out_dir}` and the same flags"
-    else:
-        saved = "nothing saved (no epoch finished); run it again"
-    return Interrupted(f"interrupted ({name}) in epoch {min(run.saved_epoch + 1, run.epochs)}: {saved}", code)
+        return f"{run.checkpoint_path} holds epoch {run.saved_epoch}/{run.epochs}; {then}continue with `archspec train " \
+               f"{run.arch_path or 'ARCH'} --resume --out {run.out_dir}` and the same flags"
+    return f"nothing saved (no epoch finished); {then}run it again"
 
 def _floats(values: list[float]) -> str:
     return " ".join(f"{v:.3f}" for v in values)
@@ -614,8 +624,10 @@ def _plot_curves(path: Path, metrics: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     fig = curves_figure(metrics)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    finally:
+        plt.close(fig)
 
 
 def curves_figure(metrics: list[dict]) -> Any:
