@@ -205,6 +205,61 @@ def test_a_failing_rank_ends_the_job_with_its_error(data, tmp_path):
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+def rank_pids(launcher: int) -> dict[int, int]:
+    """The launcher's worker processes by their RANK (read from /proc)."""
+    ranks = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            environ = (stat.parent / "environ").read_bytes().split(b"\0") if ppid == launcher else []
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            continue
+        for var in environ:
+            if var.startswith(b"RANK="):
+                ranks[int(var[5:])] = int(stat.parent.name)
+    return ranks
+
+
+def test_a_rank_killed_from_outside_is_named_with_its_signal(data, tmp_path):
+    epochs = 200  # far more than the test waits for
+    args = command(EXAMPLES / "lenet.arch", data, tmp_path / "run", epochs, "--nproc-per-node", "2")
+    proc = subprocess.Popen([sys.executable, "-m", "archspec", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env())
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            if line.startswith(f"epoch   1/{epochs}"):
+                break
+        ranks = rank_pids(proc.pid)
+        assert sorted(ranks) == [0, 1], ranks
+        t0 = time.monotonic()
+        os.kill(ranks[1], signal.SIGKILL)  # as the out-of-memory killer would: the rank prints nothing
+        _, err = proc.communicate(timeout=60)
+        seconds = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err[-3000:]
+    assert "error: rank 1 of 2 was killed by SIGKILL (signal 9); the job was stopped\n" in err, err[-3000:]
+    assert "help: something outside the job ended that process" in err
+    assert "rank 0 of 2 exited" not in err and "Traceback" not in err and "GLHF" not in err
+    assert seconds < 30, seconds  # the agent sees the rank go: not the collectives' timeout (600 s)
+    saved = Checkpoint.load(tmp_path / "run" / "checkpoint.pt")  # rank 0's last save is whole, its pair consistent
+    assert 1 <= saved.epoch < epochs
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == saved.epoch
+
+
+@pytest.mark.parametrize("exit_codes, line", [
+    ({1: -9, 0: 143}, "rank 1 of 2 was killed by SIGKILL (signal 9); the job was stopped"),  # 0: the agent's SIGTERM
+    ({0: 3, 1: 1}, "rank 1 of 2 exited with code 1; the job was stopped (its error is above)"),  # 0 only lost its peer
+    ({1: 1, 0: 143}, "rank 1 of 2 exited with code 1; the job was stopped (its error is above)"),
+    ({0: 3}, "a rank of 2 failed and the job was stopped (its error is above)"),
+])
+def test_the_launcher_names_the_rank_the_agent_saw_end_first(exit_codes, line):
+    from archspec.training.distributed import first_failure
+
+    assert first_failure(exit_codes, 2).message == line
+
+
 def test_a_batch_that_does_not_split_over_the_ranks_is_refused(data, tmp_path):
     args = command(EXAMPLES / "lenet.arch", data, tmp_path / "run", 1, "--nproc-per-node", "2")
     args[args.index("--batch-size") + 1] = "255"
