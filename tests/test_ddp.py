@@ -110,6 +110,48 @@ def test_two_ranks_of_128_match_one_process_of_256(data, tmp_path):
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
 
 
+# fit() under torchrun with a progress line at every step (the CLI's lines come every 10 s).
+PROGRESS_SCRIPT = """
+import sys
+from pathlib import Path
+from archspec.training import distributed
+from archspec.training.data import load_data
+from archspec.training.loop import build_model, fit
+from archspec.training.recipes import make_config
+
+arch, data, cache, out = sys.argv[1:]
+world = distributed.init("cpu")
+source = Path(arch).read_text()
+config = make_config("default", epochs=1, batch_size=256, precision="fp32")
+fit(build_model(source, arch, config.seed), load_data(data, Path(cache), lambda _: None), config, Path(out),
+    arch_source=source, arch_path=arch, device="cpu", world=world, progress_every=0.0)
+distributed.shutdown(world)
+"""
+
+
+def test_progress_and_epoch_lines_both_count_every_process_and_say_so(data, tmp_path):
+    script = tmp_path / "progress.py"
+    script.write_text(PROGRESS_SCRIPT)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+                "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{free_port()}", str(script)]
+    result = ok(subprocess.run(launcher + [str(EXAMPLES / "lenet.arch"), str(data[0]), str(data[1]), str(tmp_path / "run")],
+                               capture_output=True, text=True, env=env(), timeout=120))
+    lines = result.stdout.splitlines()
+    steps = [line for line in lines if line.startswith("epoch 1/1  step ")]
+    epoch = [line for line in lines if line.startswith("epoch   1/1 ")]
+    assert [s.split()[3] for s in steps] == ["1/3", "2/3", "3/3"] and len(epoch) == 1  # rank 0 alone logs
+    assert all(s.endswith(" img/s (2 processes)") and " (rank 0) " in s for s in steps), steps
+    assert " img/s (2 processes)  elapsed " in epoch[0]
+    assert " img/s (2 processes), fp32); outputs in " in lines[-1]
+    assert "img/s counts the images of all processes" in result.stdout
+    # Both are global figures: the end of the epoch's progress agrees with the epoch line (per process is half).
+    progress_rate = float(steps[-1].split()[-4].replace(",", ""))
+    epoch_rate = float(epoch[0].split(" img/s")[0].split()[-1].replace(",", ""))
+    metrics_rate = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])["images_per_s"]
+    assert round(metrics_rate) == epoch_rate
+    assert 0.75 < progress_rate / epoch_rate < 1.33, (steps[-1], epoch[0])
+
+
 def test_sync_bn_under_torchrun_matches_one_process_and_plain_bn_does_not(data, tmp_path):
     arch = tmp_path / "bn.arch"
     arch.write_text(BN_NET)
@@ -161,6 +203,61 @@ def test_a_failing_rank_ends_the_job_with_its_error(data, tmp_path):
     assert "Traceback" not in result.stderr
     assert seconds < 60, seconds  # not the process group's timeout (600 s): the others saw the rank go
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def rank_pids(launcher: int) -> dict[int, int]:
+    """The launcher's worker processes by their RANK (read from /proc)."""
+    ranks = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            environ = (stat.parent / "environ").read_bytes().split(b"\0") if ppid == launcher else []
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            continue
+        for var in environ:
+            if var.startswith(b"RANK="):
+                ranks[int(var[5:])] = int(stat.parent.name)
+    return ranks
+
+
+def test_a_rank_killed_from_outside_is_named_with_its_signal(data, tmp_path):
+    epochs = 200  # far more than the test waits for
+    args = command(EXAMPLES / "lenet.arch", data, tmp_path / "run", epochs, "--nproc-per-node", "2")
+    proc = subprocess.Popen([sys.executable, "-m", "archspec", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env())
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            if line.startswith(f"epoch   1/{epochs}"):
+                break
+        ranks = rank_pids(proc.pid)
+        assert sorted(ranks) == [0, 1], ranks
+        t0 = time.monotonic()
+        os.kill(ranks[1], signal.SIGKILL)  # as the out-of-memory killer would: the rank prints nothing
+        _, err = proc.communicate(timeout=60)
+        seconds = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err[-3000:]
+    assert "error: rank 1 of 2 was killed by SIGKILL (signal 9); the job was stopped\n" in err, err[-3000:]
+    assert "help: something outside the job ended that process" in err
+    assert "rank 0 of 2 exited" not in err and "Traceback" not in err and "GLHF" not in err
+    assert seconds < 30, seconds  # the agent sees the rank go: not the collectives' timeout (600 s)
+    saved = Checkpoint.load(tmp_path / "run" / "checkpoint.pt")  # rank 0's last save is whole, its pair consistent
+    assert 1 <= saved.epoch < epochs
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == saved.epoch
+
+
+@pytest.mark.parametrize("exit_codes, line", [
+    ({1: -9, 0: 143}, "rank 1 of 2 was killed by SIGKILL (signal 9); the job was stopped"),  # 0: the agent's SIGTERM
+    ({0: 3, 1: 1}, "rank 1 of 2 exited with code 1; the job was stopped (its error is above)"),  # 0 only lost its peer
+    ({1: 1, 0: 143}, "rank 1 of 2 exited with code 1; the job was stopped (its error is above)"),
+    ({0: 3}, "a rank of 2 failed and the job was stopped (its error is above)"),
+])
+def test_the_launcher_names_the_rank_the_agent_saw_end_first(exit_codes, line):
+    from archspec.training.distributed import first_failure
+
+    assert first_failure(exit_codes, 2).message == line
 
 
 def test_a_batch_that_does_not_split_over_the_ranks_is_refused(data, tmp_path):

@@ -140,4 +140,4 @@ def test_training_from_a_cell_shows_one_updating_display_and_the_result(train_ou
     accuracy = float(written)  # report.json, as `archspec train` writes it
     assert params == "62006" and model == "Net"
     assert f"test accuracy <b>{accuracy:.2%}</b>" in result["text/html"] and "<table>" in result["text/html"]
-    assert result["text/plain"].startswith(f"<TrainResult lenet: test accuracy {accuracy:.2%} after 1 epoch(s)")
+    assert result["text/plain"].startswith(f"<TrainResult lenet: test accuracy {accuracy:.2%} after 1 epoch")

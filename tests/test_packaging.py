@@ -135,3 +135,47 @@ def test_a_plain_checkout_loads_its_own_grammar(tmp_path):
     cp = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert cp.returncode == 0, cp.stderr
     assert cp.stdout.strip() == "(4, 6, 6)"
+
+
+def test_pytest_starts_without_a_deprecation_warning():
+    # -W default shows warnings that an outer filter might hide; the collection is enough to configure every plugin.
+    cp = subprocess.run([sys.executable, "-W", "default", "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                         "tests/test_packaging.py"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert "test_pytest_starts_without_a_deprecation_warning" in cp.stdout  # it ran and collected this file
+    assert "PytestDeprecationWarning" not in cp.stdout + cp.stderr, cp.stdout + cp.stderr
+
+
+def test_a_torchvision_built_for_another_torch_is_one_error_naming_the_versions(tmp_path):
+    # The common mix after installing from two indexes: torchvision's C++ operators are missing at import.
+    fake = tmp_path / "torchvision"
+    fake.mkdir()
+    (fake / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    cp = subprocess.run([sys.executable, "-m", "archspec", "train", str(EXAMPLES / "lenet.arch"), "--out", str(tmp_path / "run")],
+                        capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    from importlib.metadata import version
+
+    torch_version, vision_version = version("torch"), version("torchvision")  # what pip installed, as the message reads it
+    release, _, label = torch_version.partition("+")
+    index = f" --index-url https://download.pytorch.org/whl/{label}" if label else ""
+    assert cp.returncode == 1 and cp.stdout == ""
+    assert cp.stderr.splitlines() == [
+        "error: torchvision fails to import (RuntimeError: operator torchvision::nms does not exist): "
+        f"installed are torch {torch_version} and torchvision {vision_version}, which must be built for each other",
+        f"help: install the torchvision built for torch {torch_version} from the same index, e.g. "
+        f"pip install 'torch=={release}' 'torchvision==0.{int(release.split('.')[1]) + 15}.*'{index}",
+    ]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("torch_version, expected", [
+    # PyTorch's compatibility table: torchvision 0.17 for torch 2.2, 0.21 for 2.6; the local label names the wheel index.
+    ("2.2.2", "pip install 'torch==2.2.2' 'torchvision==0.17.*'"),
+    ("2.6.0+cpu", "pip install 'torch==2.6.0' 'torchvision==0.21.*' --index-url https://download.pytorch.org/whl/cpu"),
+    ("2.7.1+cu126", "pip install 'torch==2.7.1' 'torchvision==0.22.*' --index-url https://download.pytorch.org/whl/cu126"),
+])
+def test_the_help_names_the_torchvision_built_for_the_installed_torch(torch_version, expected):
+    from archspec.pytorch.extra import _reinstall_help
+
+    assert _reinstall_help("torchvision", torch_version).endswith("e.g. " + expected)

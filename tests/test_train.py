@@ -224,6 +224,22 @@ def test_piped_progress_is_plain_lines(subset, tmp_path, capsys):
     assert err == "" and all(line.strip() and "\r" not in line for line in lines)
 
 
+def test_the_log_counts_in_words_and_one_process_has_no_process_label(subset, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the thread count the run then uses
+    lines: list[str] = []
+    cfg = make_config("default", epochs=1, batch_size=50, translate=0)
+    fit(build_model(LENET, "l", 0), tiny(subset, 200, 100), cfg, tmp_path, arch_source=LENET, log=lines.append, quiet=True)
+    assert torch.get_num_threads() == 1
+    assert ", 1 epoch x 4 steps of 50; " in lines[0] and lines[0].endswith(", 1 thread"), lines[0]
+    epoch = next(line for line in lines if line.startswith("epoch "))
+    assert " img/s  elapsed " in epoch and "process" not in epoch
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    lines.clear()
+    fit(build_model(LENET, "l", 0), tiny(subset, 200, 100), make_config("default", epochs=0.5, batch_size=50, translate=0),
+        tmp_path / "half", arch_source=LENET, log=lines.append, quiet=True)
+    assert ", 0.5 epochs x 4 steps of 50; " in lines[0] and lines[0].endswith(", 2 threads"), lines[0]
+
+
 @pytest.mark.slow
 def test_piped_cli_output_has_no_blank_lines_or_carriage_returns(subset_dir, tmp_path):
     import subprocess

@@ -86,7 +86,7 @@ def test_train_from_python_returns_the_report_and_the_trained_model(small, tmp_p
             / torch.tensor(written["normalize"]["std"]).view(1, 3, 1, 1)
         accuracy = (result.model(x).argmax(1) == small.test_y).float().mean().item()
     assert accuracy == pytest.approx(written["test_accuracy"], abs=0.02)  # bf16 autocast in training's evaluation
-    assert repr(result).startswith(f"<TrainResult model: test accuracy {written['test_accuracy']:.2%} after 1 epoch(s)")
+    assert repr(result).startswith(f"<TrainResult model: test accuracy {written['test_accuracy']:.2%} after 1 epoch")
     assert "<table>" in result._repr_html_()
     printed = capsys.readouterr().out
     assert "\r" not in printed and "epoch   1/1" in printed  # outside a notebook: plain lines

@@ -149,8 +149,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         if not distributed.lost_peer(exc):
             raise
         # A peer exited (its own error says why) or timed out: one line here, not a traceback per rank.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise distributed.LostPeer(f"rank {world.rank}/{world.size}: lost the other processes ({first})",
+        raise distributed.LostPeer(f"rank {world.rank}/{world.size}: lost the other processes ({distributed.peer_loss(exc)})",
                                    "another rank failed first: its error is in this job's output") from None
     finally:
         distributed.shutdown(world)

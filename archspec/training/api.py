@@ -24,7 +24,7 @@ from torch import nn
 from archspec.language.check import CheckReport
 from archspec.language.errors import ArchspecError, UsageError
 from archspec.training.data import Dataset, load_data
-from archspec.training.loop import Reporter, build_model, check_against_data, fit
+from archspec.training.loop import Reporter, build_model, check_against_data, counted, fit
 from archspec.training.preflight import check_against_source, check_spec, refuse_final_softmax
 from archspec.training.recipes import make_config
 
@@ -119,7 +119,7 @@ class TrainResult:
 
     def __repr__(self) -> str:
         r = self.report
-        return (f"<TrainResult {self.name}: test accuracy {r['test_accuracy']:.2%} after {r['epochs']:g} epoch(s), "
+        return (f"<TrainResult {self.name}: test accuracy {r['test_accuracy']:.2%} after {counted(r['epochs'], 'epoch')}, "
                 f"{r['params']:,} params, {r['wall_time_s']:.1f}s on {r['device']}; outputs in {self.out_dir}>")
 
     def _repr_html_(self) -> str:
@@ -130,7 +130,7 @@ class TrainResult:
             for m in self.metrics)
         per_class = ", ".join(f"{html.escape(c)} {a:.0%}" for c, a in r["per_class_accuracy"].items())
         return (f"<div><b>{html.escape(self.name)}</b>: test accuracy <b>{r['test_accuracy']:.2%}</b> "
-                f"on {r['test_images']:,} images after {r['epochs']:g} epoch(s) &middot; {r['params']:,} params &middot; "
+                f"on {r['test_images']:,} images after {counted(r['epochs'], 'epoch')} &middot; {r['params']:,} params &middot; "
                 f"{r['wall_time_s']:.1f}s on {html.escape(r['device'])} ({r['dtype']})"
                 "<table><tr><th>epoch</th><th>train loss</th><th>train acc</th><th>test acc</th><th>img/s</th>"
                 f"<th>elapsed s</th></tr>{rows}</table>"

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator, model_validator
@@ -45,22 +46,81 @@ def write_atomic(path: Path, write: Callable[[Any], None]) -> None:
 
     A crash, a signal or a full disk leaves the previous file intact and no temp file behind.
     """
-    path = Path(path)
+    write_atomic_all([(Path(path), write)])
+
+
+def write_atomic_all(files: Sequence[tuple[Path, Callable[[Any], None]]]) -> None:
+    """Write every file whole to a temp file beside it, then rename them all, in order: all or none.
+
+    The writes are what fail (a full disk); the renames only need the temp files to exist. So a
+    failure leaves every previous file as it was (a run's checkpoint and metrics stay one pair) and
+    no temp file behind, and raises `WriteFailed` naming the file and the space left.
+    """
+    temps: list[str] = []
+    current = Path(files[0][0])  # the file being written or renamed, for the message
     with signals_held():
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            for path, write in files:
+                current = Path(path)
+                fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=Path(path).parent)
+                temps.append(tmp)
+                with os.fdopen(fd, "wb") as f:
+                    write(f)
+                    f.flush()
+                    os.fsync(f.fileno())
+            for tmp, (path, _) in zip(temps, files):
+                current = Path(path)
+                os.replace(tmp, path)
         except BaseException as exc:
-            Path(tmp).unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise ArchspecError(f"cannot write {path}: {exc.strerror or exc}",
-                                    f"free space or fix the permissions in {path.parent}; the previous file is kept") from None
-            raise
-    _fsync_dir(path.parent)
+            for tmp in temps:
+                Path(tmp).unlink(missing_ok=True)
+            reason = write_failure(exc)
+            if reason is None:
+                raise
+            raise WriteFailed(current, reason) from None
+    for directory in {Path(path).parent for path, _ in files}:
+        _fsync_dir(directory)
+
+
+class WriteFailed(ArchspecError):
+    """A file that could not be written (a full disk, no permission): the message names it and the space left."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"cannot write {path}: {reason} ({free_space(path.parent)} free in {path.parent})",
+                         f"free space or fix the permissions in {path.parent}; the previous file is kept")
+        self.path = path
+
+
+def write_failure(exc: BaseException) -> str | None:
+    """Why a write failed, or None when `exc` is not a failed write.
+
+    An OSError, or torch's RuntimeError from its zip writer: torch.save on a full disk raises
+    `[enforce fail at inline_container.cc:...] . unexpected pos 960 vs 854`, the ENOSPC only its context.
+    """
+    link: BaseException | None = exc
+    while link is not None:
+        if isinstance(link, OSError):
+            return link.strerror or str(link)
+        link = link.__cause__ or link.__context__
+    text = str(exc).strip()
+    if isinstance(exc, RuntimeError) and ("inline_container" in text or "PytorchStreamWriter" in text):
+        return f"the write stopped short (torch: {text.split('] ', 1)[-1].lstrip('. ').splitlines()[0]})"
+    return None
+
+
+def free_space(directory: Path) -> str:
+    """The space left on `directory`'s file system, e.g. `1.2 MB` (binary units, as df -h)."""
+    try:
+        free = float(shutil.disk_usage(directory).free)
+    except OSError:
+        return "unknown space"
+    if free < 1024:
+        return f"{free:.0f} bytes"
+    for unit in ("KB", "MB", "GB", "TB"):
+        free /= 1024
+        if free < 1024 or unit == "TB":
+            return f"{free:.1f} {unit}"
+    raise AssertionError("unreachable")
 
 
 @contextmanager
@@ -301,7 +361,11 @@ class Checkpoint(BaseModel):
         return ckpt
 
     def save(self, path: Path) -> None:
-        write_atomic(path, lambda f: torch.save({k: getattr(self, k) for k in type(self).model_fields}, f))
+        write_atomic(path, self.write)
+
+    def write(self, f: Any) -> None:
+        """The checkpoint into an open binary file (write_atomic_all writes it with metrics.jsonl)."""
+        torch.save({k: getattr(self, k) for k in type(self).model_fields}, f)
 
     # ---- what readers need
 

@@ -13,6 +13,8 @@ DDP averages the gradients, so a step is the step one process takes on the whole
 from __future__ import annotations
 
 import os
+import re
+import signal
 import sys
 import uuid
 from dataclasses import dataclass
@@ -117,6 +119,13 @@ def lost_peer(exc: BaseException) -> bool:
     text = str(exc)
     return isinstance(exc, RuntimeError) and any(
         s in text for s in ("Connection closed by peer", "Connection reset by peer", "remote worker", "Timed out", "timed out"))
+
+
+def peer_loss(exc: BaseException) -> str:
+    """The first sentence of a lost-peer error, without gloo's source location and advice."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", text)
+    return text.split(". ")[0].rstrip(".")
 
 
 def data_source(world: World, source: str) -> str:
@@ -243,15 +252,34 @@ def launch(nproc: int, worker_args: Sequence[str]) -> int:
         code = 128 + int(exc.sigval)
         raise _Stopped(f"interrupted ({exc.sigval.name}): the workers were stopped (what they saved is above)", code) from None
     except ChildFailedError as exc:
-        # The rank that failed first: not one that exited because it lost that rank, nor one the agent killed (< 0).
-        causes = {r: f for r, f in exc.failures.items() if f.exitcode > 0 and f.exitcode != LostPeer.exit_code}
-        if not causes:  # the agent saw only ranks that stopped because a peer failed: the failure's own line is above
-            raise ArchspecError(f"a rank of {nproc} failed and the job was stopped (its error is above)",
-                                "fix that rank's error and run again") from None
-        rank = min(causes)
-        raise ArchspecError(f"rank {rank} of {nproc} exited with code {causes[rank].exitcode}; the job was stopped (its error is above)",
-                            "fix that rank's error and run again") from None
+        raise first_failure({rank: f.exitcode for rank, f in exc.failures.items()}, nproc) from None
     return 0
+
+
+def first_failure(exit_codes: dict[int, int], nproc: int) -> ArchspecError:
+    """The launcher's line for a failed job: the rank that ended it, with its exit code or signal.
+
+    `exit_codes` is in the order the agent saw the ranks end: the rank that failed first, then those it
+    stopped (with SIGTERM, which their handler turns into 143). A rank that only lost its peers exits
+    with LostPeer's code and is passed over.
+    """
+    causes = [(rank, code) for rank, code in exit_codes.items() if code != LostPeer.exit_code]
+    if not causes:  # the agent saw only ranks that stopped because a peer failed: the failure's own line is above
+        return ArchspecError(f"a rank of {nproc} failed and the job was stopped (its error is above)", "fix that rank's error and run again")
+    rank, code = causes[0]
+    if code < 0:  # killed by a signal: the rank printed nothing of its own
+        return ArchspecError(f"rank {rank} of {nproc} was killed by {_signal_name(-code)} (signal {-code}); the job was stopped",
+                             "something outside the job ended that process (SIGKILL is also the kernel's out-of-memory killer: "
+                             "see `dmesg`); run again, or continue from the last checkpoint with --resume")
+    return ArchspecError(f"rank {rank} of {nproc} exited with code {code}; the job was stopped (its error is above)",
+                         "fix that rank's error and run again")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 class _Stopped(ArchspecError):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from archspec.language.errors import ArchspecError, UsageError
+from archspec.training.checkpoint import WriteFailed, write_failure
 
 INPUT_FLOAT = "input"   # float32 [B, C, H, W], already normalised
 INPUT_UINT8 = "image"   # uint8 [B, C, H, W] in 0..255, normalised inside the graph (--embed-preprocess)
@@ -175,15 +176,19 @@ def _run_exporter(module: nn.Module, x: torch.Tensor, input_name: str) -> Any:
 def _save_atomically(program: Any, target: Path) -> None:
     if not target.parent.is_dir():
         raise UsageError(f"-o {target}: there is no folder {target.parent}", "create the folder first, or pick another path")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
-        program.save(tmp)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        program.save(tmp)  # by path: onnx writes the file itself
         os.replace(tmp, target)
-    except OSError as exc:
-        raise ArchspecError(f"{target}: cannot write ({exc.strerror})") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:  # an interruption too: no temp file stays
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        reason = write_failure(exc) if isinstance(exc, Exception) else None
+        if reason is None:
+            raise
+        raise WriteFailed(target, reason) from None
 
 
 def max_difference(src: ExportSource, path: Path, embed_preprocess: bool, batch: int = 2, seed: int = 1) -> float | None:

@@ -24,7 +24,8 @@ from torch import nn
 from archspec.language.errors import ArchspecError
 from archspec.training.augment import epoch_generator, flip_mask, normalize, random_shifts, translate, tta_logits
 from archspec.training.checkpoint import FILENAME as CHECKPOINT
-from archspec.training.checkpoint import Checkpoint, self_contained_source, signals_held, write_text_atomic
+from archspec.training.checkpoint import (Checkpoint, WriteFailed, self_contained_source, signals_held, write_atomic,
+                                          write_atomic_all, write_text_atomic)
 from archspec.training.data import Dataset
 from archspec.training.distributed import World, check_batch, convert_sync_batchnorm, epoch_seed, wrap
 # cpu_has_native_bf16, physical_cores: re-exported for benchmarks/ that import them from here
@@ -341,7 +342,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
         while run.epoch < run.epochs:
             seen, loss_sum, correct, seconds = run_epoch(run, reporter)
             row = record_epoch(run, seen, loss_sum, correct, seconds)
-            reporter.end_epoch(epoch_line(row, run.epochs))
+            reporter.end_epoch(epoch_line(row, run.epochs, run.world.size))
             save(run)
             if stop_after_epoch is not None and stop_after_epoch <= run.epoch < run.epochs:
                 return {"interrupted_after_epoch": run.epoch}
@@ -351,8 +352,12 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
     except (KeyboardInterrupt, Terminated) as exc:
         reporter.stop()
         raise interrupted(run, exc) from None
+    except WriteFailed as exc:  # a full disk: what the run directory holds, and how to go on once there is room
+        reporter.stop()
+        raise ArchspecError(exc.message, f"free space in {exc.path.parent} (a save needs room for the new checkpoint "
+                            f"beside the old); {_saved(run, 'then ')}") from None
     log(f"done: test accuracy {report['test_accuracy']:.2%}{f' (tta {config.tta})' if config.tta else ''} in "
-        f"{report['wall_time_s']:.1f}s of training ({report['images_per_s']:,.0f} img/s, {report['dtype']}); outputs in {run.out_dir}")
+        f"{report['wall_time_s']:.1f}s of training ({report['images_per_s']:,.0f} img/s{_processes(run.world.size)}, {report['dtype']}); outputs in {run.out_dir}")
     return report
 
 
@@ -418,13 +423,13 @@ def prepare_out_dir(out_dir: Path) -> None:
 def log_settings(run: Run, log: Log) -> None:
     config = run.config
     settings = f"{run.dev.type}, {'bf16 autocast' if run.dtype == torch.bfloat16 else 'fp32'}, " \
-               f"{'channels_last' if config.channels_last else 'NCHW'}, {torch.get_num_threads()} threads"
+               f"{'channels_last' if config.channels_last else 'NCHW'}, {counted(torch.get_num_threads(), 'thread')}"
     log(f"train: {run.arch_path or type(run.model).__name__}, {run.params:,} params, {len(run.train_x):,} images, "
-        f"recipe {config.recipe}, {config.epochs:g} epochs x {run.steps_per_epoch} steps of {run.batch}; {settings}")
+        f"recipe {config.recipe}, {counted(config.epochs, 'epoch')} x {counted(run.steps_per_epoch, 'step')} of {run.batch}; {settings}")
     if run.world.distributed:
         log(f"distributed: {run.world.size} processes x {run.batch // run.world.size} images per step "
             f"(global batch {run.batch}); BatchNorm {'synchronised (--sync-bn)' if run.sync_bn else 'per process'}; "
-            "evaluation sharded and summed")
+            "evaluation sharded and summed; img/s counts the images of all processes")
     log(f"normalize: {config.normalize} (mean {_floats(run.mean_list)}, std {_floats(run.std_list)})")
 
 
@@ -467,7 +472,8 @@ def run_epoch(run: Run, reporter: Reporter) -> tuple[int, torch.Tensor, torch.Te
         # Accumulate on the device; the host reads these only when logging (no sync inside the step).
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
-        reporter.step(i + 1, lambda: _running_stats(loss_sum, correct, (i + 1) * len(y), time.perf_counter() - t0))
+        reporter.step(i + 1, lambda: _running_stats(loss_sum, correct, (i + 1) * len(y), (i + 1) * batch,
+                                                    time.perf_counter() - t0, run.world.size))
     if run.lookahead is not None and run.step == run.total_steps:
         run.lookahead.update(run.model, 1.0)  # finish on the averaged weights
     if run.dev.type == "cuda":
@@ -491,28 +497,32 @@ def record_epoch(run: Run, seen: int, loss_sum: torch.Tensor, correct: torch.Ten
     return row
 
 
-def epoch_line(row: dict[str, Any], epochs: int) -> str:
+def epoch_line(row: dict[str, Any], epochs: int, processes: int = 1) -> str:
+    """The epoch's figures over the whole global batch (every process's images, under DDP)."""
     return (f"epoch {row['epoch']:>3}/{epochs}  train_loss {row['train_loss']:.4f}  train_acc {row['train_acc']:6.2%}"
-            f"  test_acc {row['test_acc']:6.2%}  {row['images_per_s']:>7,.0f} img/s  elapsed {row['elapsed_s']:7.1f}s")
+            f"  test_acc {row['test_acc']:6.2%}  {row['images_per_s']:>7,.0f} img/s{_processes(processes)}"
+            f"  elapsed {row['elapsed_s']:7.1f}s")
 
 
 def save(run: Run) -> None:
-    """metrics.jsonl and checkpoint.pt, each written whole (temp file + rename): a crash keeps the previous pair.
+    """checkpoint.pt and metrics.jsonl, both written whole to temp files, then both renamed: a crash or a full
+    disk keeps the previous pair, so the two always hold the same epochs.
 
     Rank 0 alone writes (the weights and optimiser are the same on every rank).
     """
     if not run.world.main:
         run.saved_epoch = run.epoch
         return
+    metrics = "".join(json.dumps(m) + "\n" for m in run.metrics).encode("utf-8")
     with signals_held():  # an interruption lands after the pair is written and counted, never between them
-        write_text_atomic(run.out_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in run.metrics))
-        Checkpoint(
+        checkpoint = Checkpoint(
             model=run.model.state_dict(), optimizer=run.optimizer.state_dict(), step=run.step, epoch=run.epoch,
             lookahead=run.lookahead.ema if run.lookahead else None, train_time=run.train_time, metrics=run.metrics,
             arch_source=run.arch_source, arch_path=run.arch_path, config=run.config.to_dict(), classes=run.data.classes,
             input_shape=list(run.data.shape), mean=run.mean_list, std=run.std_list, normalize=run.config.normalize,
             data_source=run.data.source, rng=torch.get_rng_state(),
-        ).save(run.checkpoint_path)
+        )
+        write_atomic_all([(run.checkpoint_path, checkpoint.write), (run.out_dir / "metrics.jsonl", lambda f: f.write(metrics))])
         run.saved_epoch = run.epoch  # only once the file holds it
 
 
@@ -570,20 +580,38 @@ def write_report(out_dir: Path, report: dict[str, Any], metrics: list[dict[str, 
 def interrupted(run: Run, exc: BaseException) -> Interrupted:
     """The one line an interrupted run ends with: what the run directory holds and how to continue."""
     name, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("SIGINT", 130)
+    return Interrupted(f"interrupted ({name}) in epoch {min(run.saved_epoch + 1, run.epochs)}: {_saved(run)}", code)
+
+
+def _saved(run: Run, then: str = "") -> str:
+    """What checkpoint.pt holds and how to continue from it."""
     if run.saved_epoch:
-        saved = f"{run.checkpoint_path} holds epoch {run.saved_epoch}/{run.epochs}; continue with `archspec train " \
-                f"{run.arch_path or 'ARCH'} --resume --out {run.out_dir}` and the same flags"
-    else:
-        saved = "nothing saved (no epoch finished); run it again"
-    return Interrupted(f"interrupted ({name}) in epoch {min(run.saved_epoch + 1, run.epochs)}: {saved}", code)
+        return f"{run.checkpoint_path} holds epoch {run.saved_epoch}/{run.epochs}; {then}continue with `archspec train " \
+               f"{run.arch_path or 'ARCH'} --resume --out {run.out_dir}` and the same flags"
+    return f"nothing saved (no epoch finished); {then}run it again"
 
 def _floats(values: list[float]) -> str:
     return " ".join(f"{v:.3f}" for v in values)
 
 
-def _running_stats(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seconds: float) -> str:
-    """The epoch so far: mean loss, accuracy and throughput (reads the device: call only to show it)."""
-    return f"loss {loss_sum.item() / seen:.3f}  acc {correct.item() / seen:.1%}  {seen / seconds:,.0f} img/s"
+def _running_stats(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seen_globally: int, seconds: float,
+                   processes: int = 1) -> str:
+    """The epoch so far: mean loss and accuracy of this process's `seen` images (reads the device: call only to
+    show it), and the throughput of all processes' `seen_globally` (the ranks step together), as the epoch line."""
+    shard = " (rank 0)" if processes > 1 else ""
+    return (f"loss {loss_sum.item() / seen:.3f}  acc {correct.item() / seen:.1%}{shard}  "
+            f"{seen_globally / seconds:,.0f} img/s{_processes(processes)}")
+
+
+def _processes(processes: int) -> str:
+    """The label of a DDP run's throughput: the images of all its processes."""
+    return f" ({processes} processes)" if processes > 1 else ""
+
+
+def counted(n: float, noun: str) -> str:
+    """`1 epoch`, `0.5 epochs`, `4 threads`, `1,024 steps` (a regular plural)."""
+    number = f"{n:,}" if isinstance(n, int) else f"{n:g}"
+    return f"{number} {noun}" if n == 1 else f"{number} {noun}s"
 
 
 def _plot_curves(path: Path, metrics: list[dict]) -> None:
@@ -596,8 +624,10 @@ def _plot_curves(path: Path, metrics: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     fig = curves_figure(metrics)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    finally:
+        plt.close(fig)
 
 
 def curves_figure(metrics: list[dict]) -> Any:
