@@ -490,6 +490,31 @@ async def test_a_use_of_a_device_or_a_fifo_is_refused_and_every_request_answers(
     assert _peak_mib(client) < 600  # reading /dev/zero grew about 2 GB a second
 
 
+@pytest.mark.parametrize("depth", [300, 10_000])
+async def test_a_mistake_deep_in_nested_bodies_is_reported_in_bounded_time_and_memory(client: LanguageClient, tmp_path: Path,
+                                                                                      depth: int):
+    """Syntax recovery kept a copy of the parser's stack per depth: O(depth²) memory (10,000: MemoryError
+    after 100 s, in `archspec check` too), and at 300 a copy deep enough to raise RecursionError."""
+    half = depth // 2
+    text = "input 3x32x32\n" + "residual {" * half + "resi dual {" + "residual {" * (half - 1) + " relu " + "}" * depth + "\n"
+    uri, diags = await asyncio.wait_for(open_doc(client, tmp_path / "deep.arch", text), 20)
+    assert [d.code for d in diags] == ["E001"]
+    assert "unexpected" in diags[0].message
+    assert await hints(client, uri, 3) == {}
+    assert _peak_mib(client) < 600
+    await close(client, uri)
+
+
+async def test_a_mistake_at_the_end_of_a_20000_layer_line_is_reported_in_seconds(client: LanguageClient, tmp_path: Path):
+    """Recovery deep-copied the parsed values at every `|`: 100 s for this line (`archspec check` too)."""
+    text = "input 3x32x32\n" + " | ".join(["relu"] * 20_000) + " | )\n"
+    started = time.perf_counter()
+    uri, diags = await asyncio.wait_for(open_doc(client, tmp_path / "line.arch", text), 30)
+    assert time.perf_counter() - started < 15
+    assert [d.code for d in diags].count("E001") == 1 and len(diags) == 20_000  # and a W203 per `relu` after the first
+    await close(client, uri)
+
+
 async def test_requests_on_unopened_files_read_them_through_the_guard(client: LanguageClient, tmp_path: Path):
     big = tmp_path / "big.arch"
     big.write_text("# padding\n" * 120_000)  # 1.2 MB
