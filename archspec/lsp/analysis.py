@@ -105,10 +105,28 @@ def analyze(path: str, text: str, previous: Analysis | None = None) -> Analysis:
     return Analysis(path, text, report, good.tree, map_lines(good.text, text), good)
 
 
+MAX_DIFF_CELLS = 4_000_000  # old lines x new lines between the common head and tail that are diffed
+
+
 def map_lines(old: str, new: str) -> dict[int, int]:
-    """0-based line numbers of `old` that survive unchanged in `new`, and where they are now."""
-    matcher = difflib.SequenceMatcher(None, old.splitlines(), new.splitlines(), autojunk=False)
-    return {a + i: b + i for a, b, size in matcher.get_matching_blocks() for i in range(size)}
+    """0-based line numbers of `old` that survive unchanged in `new`, and where they are now.
+
+    The common head and tail are matched first, and only the lines between them are diffed: on a
+    file of 20,000 identical lines difflib alone took 89 s (each line matches every other). An edit
+    that rewrites a region too large to diff maps only the head and tail."""
+    a, b = old.splitlines(), new.splitlines()
+    head = 0
+    while head < min(len(a), len(b)) and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(a), len(b)) - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    mapping = {i: i for i in range(head)} | {len(a) - 1 - k: len(b) - 1 - k for k in range(tail)}
+    middle_a, middle_b = a[head:len(a) - tail], b[head:len(b) - tail]
+    if middle_a and middle_b and len(middle_a) * len(middle_b) <= MAX_DIFF_CELLS:
+        matcher = difflib.SequenceMatcher(None, middle_a, middle_b, autojunk=False)
+        mapping |= {head + x + i: head + y + i for x, y, size in matcher.get_matching_blocks() for i in range(size)}
+    return mapping
 
 
 # --------------------------------------------------------------------------- blocks in the text
