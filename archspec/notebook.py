@@ -11,6 +11,7 @@ cell. `use "file.arch"` in a cell is relative to the notebook's working director
 """
 from __future__ import annotations
 
+import keyword
 from typing import Any
 
 from archspec.language.check import CheckReport
@@ -22,6 +23,9 @@ def check_cell(name: str, text: str) -> CheckReport:
     """The `%%arch NAME` cell as a checked model (errors are in the report, not raised)."""
     if not name.isidentifier():
         raise UsageError(f"%%arch needs a Python name to bind the model to, got {name!r}", "e.g. %%arch lenet")
+    if keyword.iskeyword(name):  # `for = ...` is a syntax error in the next cell (`match`, a soft keyword, is a name)
+        raise UsageError(f"%%arch {name}: `{name}` is a Python keyword, so no cell could use it as a name",
+                         f"choose another name, e.g. %%arch {name}_net")
     return checked(text, name=f"<cell {name}>")
 
 

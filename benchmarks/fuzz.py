@@ -829,6 +829,324 @@ def minimize(args) -> bytes:
 
 
 # ---------------------------------------------------------------- main
+# ---------------------------------------------------------------- the language server (--parts lsp)
+LSP_METHODS = ["textDocument/hover", "textDocument/completion", "textDocument/definition", "textDocument/inlayHint",
+               "textDocument/documentSymbol", "textDocument/codeAction", "textDocument/formatting"]
+LSP_ALLOWED_ERRORS = {-32602, -32803, -32700, -32600, -32601}  # invalid params, unreadable file, bad frame, not a method
+_ODD_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")  # line breaks to str.splitlines, not to LSP
+LSP_HOSTILE_POSITIONS = [(-1, 0), (0, -1), (2**31, 0), (0, 2**31), (2**31 - 1, 2**31 - 1), (10**6, 5)]
+
+
+class LspSession:
+    """`archspec lsp` in a subprocess under RLIMIT_AS, spoken to in raw frames from this process: a
+    reader thread files every message (replies by id, diagnostics by uri) with its arrival time."""
+
+    def __init__(self, mem_limit: int, cwd: str) -> None:
+        import threading
+
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen([sys.executable, "-m", "archspec", "lsp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env, cwd=cwd,
+                                     preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (mem_limit, mem_limit)))
+        self.replies: dict[object, tuple[dict, float]] = {}
+        self.diagnostics: dict[str, tuple[dict, float]] = {}
+        self.odd: list[dict] = []  # error replies with no id (to bad frames), and anything unexpected
+        self.cond = threading.Condition()
+        self.stderr = b""
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        self.next_id = 0
+
+    def _drain_stderr(self) -> None:
+        for line in self.proc.stderr:  # type: ignore[union-attr]
+            self.stderr = (self.stderr + line)[-20000:]
+
+    def _read(self) -> None:
+        buf = b""
+        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        while True:
+            head, sep, rest = buf.partition(b"\r\n\r\n")
+            m = re.search(rb"Content-Length: (\d+)", head)
+            if sep and m and len(rest) >= int(m.group(1)):
+                n = int(m.group(1))
+                message, buf = json.loads(rest[:n]), rest[n:]
+                with self.cond:
+                    if message.get("method") == "textDocument/publishDiagnostics":
+                        self.diagnostics[message["params"]["uri"]] = (message, time.monotonic())
+                    elif message.get("id") is not None and "method" not in message:
+                        self.replies[message["id"]] = (message, time.monotonic())
+                    elif "error" in message:
+                        self.odd.append(message)
+                    self.cond.notify_all()
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                with self.cond:
+                    self.cond.notify_all()
+                return
+            buf += chunk
+
+    def send(self, data: "bytes | dict") -> None:
+        if isinstance(data, dict):
+            body = json.dumps({"jsonrpc": "2.0", **data}).encode("utf-8", "surrogatepass")
+            data = b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        try:
+            self.proc.stdin.write(data)  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
+        except OSError:  # the server is gone: the next wait says so, and the campaign starts another
+            pass
+
+    def request(self, method: str, params: object) -> int:
+        self.next_id += 1
+        self.send({"id": self.next_id, "method": method, "params": params})
+        return self.next_id
+
+    def wait(self, predicate, timeout: float):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while (got := predicate()) is None:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    return None
+                self.cond.wait(min(left, 0.2))
+            return got
+
+    def reply(self, msg_id: int, timeout: float) -> "tuple[dict, float] | None":
+        return self.wait(lambda: self.replies.pop(msg_id, None), timeout)
+
+    def peak_mib(self) -> float:
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+            return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+        except (OSError, AttributeError):
+            return 0.0
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def lsp_documents(seed: int, max_bytes: int) -> Iterator[tuple[str, str, dict[str, bytes]]]:
+    """(name, text, files beside it): hostile cases (the CLI's, plus `use` of devices and a FIFO), and
+    mutated examples, interleaved."""
+    hostile = [(c["name"], c["text"].decode("utf-8", "replace"), c.get("files") or {}) for c in hostile_cases()
+               if not c.get("special")]
+    hostile += [('use "/dev/urandom"', 'use "/dev/urandom"\ninput 3x32x32\nrelu\n', {}),
+                ('use "fifo.arch" (a FIFO)', 'use "fifo.arch"\ninput 3x32x32\n\nrelu\n', {}),
+                ('use "big.arch" (2 MiB)', 'use "big.arch"\ninput 3x32x32\nrelu\n', {"big.arch": b"# x\n" * (1 << 19)}),
+                ("20,000 relu lines", "input 3x32x32\n" + "relu\n" * 20000 + "flatten\nlinear 10\n", {}),
+                ("lone surrogate", "input 3x32x32\nconv 8 k3 \ud800\n", {})]
+    rng = random.Random(seed)
+    srcs = [p.read_bytes() for p in EXAMPLES]
+    names = [p.relative_to(ROOT).as_posix() for p in EXAMPLES]
+    pool = sorted({t for s in srcs for t in TOKEN_RE.findall(s) if t.strip()})
+    for k in itertools.count():
+        if k % 3 == 0 and hostile:
+            yield hostile.pop(0)
+            continue
+        j = rng.randrange(len(srcs))
+        text = mutate(srcs[j], rng, pool)[:max_bytes]
+        yield f"mutation#{k} of {names[j]}", text.decode("utf-8", "replace"), {}
+
+
+def _lsp_position(rng: random.Random, lines: list[str], hostile: bool) -> tuple[int, int]:
+    if hostile:
+        return rng.choice(LSP_HOSTILE_POSITIONS)
+    line = rng.randrange(len(lines) + 2)
+    width = len(lines[line]) if line < len(lines) else 0
+    return line, rng.randrange(width + 3)
+
+
+def _lsp_params(method: str, uri: str, line: int, character: int) -> dict:
+    doc = {"uri": uri}
+    where = {"line": line, "character": character}
+    if method == "textDocument/inlayHint":
+        return {"textDocument": doc, "range": {"start": {"line": 0, "character": 0}, "end": where}}
+    if method == "textDocument/codeAction":
+        return {"textDocument": doc, "range": {"start": where, "end": where}, "context": {"diagnostics": []}}
+    if method == "textDocument/documentSymbol":
+        return {"textDocument": doc}
+    if method == "textDocument/formatting":
+        return {"textDocument": doc, "options": {"tabSize": 2, "insertSpaces": True}}
+    return {"textDocument": doc, "position": where}
+
+
+def _lsp_edit(rng: random.Random, text: str, pool: list[bytes]) -> tuple[dict, str]:
+    """A random in-range incremental change (a token in, a stretch out), and the text after it."""
+    lines = text.split("\n")
+    a = rng.randrange(len(lines))
+    b = min(len(lines) - 1, a + rng.choice([0, 0, 0, 1, 3]))
+    ca = rng.randrange(len(lines[a]) + 1)
+    cb = rng.randrange(len(lines[b]) + 1) if b > a else rng.randrange(ca, len(lines[a]) + 1)
+    new = rng.choice([rng.choice(pool).decode("utf-8", "replace"), rng.choice(INTERESTING).decode("utf-8", "replace"), "", "\n"])
+    start = sum(len(l) + 1 for l in lines[:a]) + ca
+    end = sum(len(l) + 1 for l in lines[:b]) + cb
+    change = {"range": {"start": {"line": a, "character": ca}, "end": {"line": b, "character": cb}}, "text": new}
+    return change, text[:start] + new + text[end:]
+
+
+def _lsp_codes(text: str, path: str) -> list[str]:
+    from archspec.language.check import check
+    from archspec.language.diagnostics import filter_diagnostics
+    from archspec.language.expand import parse
+
+    report = check(parse(text, path))
+    return sorted(str(d.code) for d in filter_diagnostics(report.diagnostics, report.sources))
+
+
+def lsp_campaign(a) -> int:
+    """Random documents and edit storms through a real client (raw frames over the server's stdio),
+    with bad frames and hostile positions mixed in. Oracles: every request answered within --timeout,
+    with a result or an allowed error code (never -32603, never a traceback); the server alive; its peak
+    RSS under --mem-gb; after each storm, the diagnostics of the last version published, and (for a
+    document with no `use`) the same codes `check` gives for the text the client holds (incremental sync)."""
+    rng = random.Random(a.seed)
+    t_start = time.monotonic()
+    load_start = os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="archspec-fuzz-lsp-"))
+    os.mkfifo(work / "fifo.arch")
+    (work / "blocks.arch").write_bytes((ROOT / "examples" / "blocks.arch").read_bytes())
+    pool = sorted({t for p in EXAMPLES for t in TOKEN_RE.findall(p.read_bytes()) if t.strip()})
+    limit_mib = a.mem_gb * 1024
+    stats: dict[str, int] = defaultdict(int)
+    latencies: dict[str, list[float]] = defaultdict(list)
+    failures: list[dict] = []
+    peak = 0.0
+    docs = lsp_documents(a.seed, a.max_bytes)
+    session: LspSession | None = None
+
+    def fail(kind: str, what: str, name: str) -> None:
+        failures.append({"kind": kind, "what": what, "doc": name})
+        print(f"  failure: {kind}: {what} ({name})", flush=True)
+
+    def fresh() -> LspSession:
+        s = LspSession(int(GIB * (a.mem_gb + 2)), str(work))  # RLIMIT_AS a backstop; the oracle is the peak RSS
+        i = s.request("initialize", {"capabilities": {}, "rootUri": work.as_uri()})
+        if s.reply(i, 60) is None:
+            raise RuntimeError("archspec lsp did not start: " + s.stderr.decode(errors="replace")[-2000:])
+        s.send({"method": "initialized", "params": {}})
+        return s
+
+    def ask(s: LspSession, method: str, params: object, name: str, invalid: bool = False) -> None:
+        started = time.monotonic()
+        got = s.reply(s.request(method, params), a.timeout)
+        stats["requests"] += 1
+        if got is None:
+            fail("hang" if s.proc.poll() is None else "crash", f"{method}: no answer in {a.timeout:g} s", name)
+            return
+        message, at = got
+        latencies[method].append(at - started)
+        text = json.dumps(message)
+        error = message.get("error")
+        if "Traceback" in text or 'File "' in text:
+            fail("crash", f"{method}: a Python traceback in the reply", name)
+        elif error and error.get("code") not in LSP_ALLOWED_ERRORS:
+            fail("crash", f"{method}: error {error.get('code')}: {str(error.get('message'))[:120]}", name)
+        elif invalid and (not error or error["code"] != -32602):
+            fail("oracle", f"{method}: a position out of range was not answered -32602", name)
+
+    try:
+        while time.monotonic() - t_start < a.seconds and not (a.runs and stats["documents"] >= a.runs):
+            if session is None or session.proc.poll() is not None:
+                if session is not None:
+                    fail("crash", f"the server exited ({session.proc.returncode}): "
+                         + session.stderr.decode(errors="replace")[-300:].replace("\n", " | "), "?")
+                session = fresh()
+                stats["sessions"] += 1
+            name, text, files = next(docs)
+            for rel, data in files.items():
+                (work / rel).write_bytes(data)
+            stats["documents"] += 1
+            uri = (work / f"doc{stats['documents']}.arch").as_uri()
+            version = 1
+            opened = time.monotonic()
+            session.send({"method": "textDocument/didOpen",
+                          "params": {"textDocument": {"uri": uri, "languageId": "archspec", "version": 1, "text": text}}})
+            plain = not _ODD_BREAKS.search(text)  # the client splits lines as LSP says; pygls splits on \f, \x1c... too
+            # A large document costs a check per edit (1-2 s for 80 KB): a short storm, or the replies queue past --timeout.
+            for step in range(rng.choice([5, 10, 20, 40]) if len(text) < 20_000 else 3):
+                r = rng.random()
+                if r < 0.45:  # an edit: a storm sends many before any check is due
+                    change, text = _lsp_edit(rng, text, pool)
+                    plain = plain and not _ODD_BREAKS.search(change["text"])
+                    version += 1
+                    session.send({"method": "textDocument/didChange", "params": {
+                        "textDocument": {"uri": uri, "version": version}, "contentChanges": [change]}})
+                    stats["edits"] += 1
+                elif r < 0.9:
+                    hostile = rng.random() < 0.1
+                    line, character = _lsp_position(rng, text.split("\n"), hostile)
+                    method = rng.choice(LSP_METHODS)
+                    invalid = hostile and not (0 <= line < 2**31 and 0 <= character < 2**31) and "position" in str(
+                        _lsp_params(method, uri, 0, 0)) + str(method in ("textDocument/inlayHint", "textDocument/codeAction"))
+                    ask(session, method, _lsp_params(method, uri, line, character), name, invalid)
+                else:  # a frame no client should send; the server must answer the next request as usual
+                    session.send(rng.choice([b'Content-Length: 400\r\n\r\n{"jsonrpc": "2.0"}', b"Content-Length: 4\r\n\r\n[1]\n",
+                                             b"Content-Length: 3\r\n\r\n{{{", b"garbage\r\n\r\n",
+                                             b'Content-Length: 60\r\n\r\n{"jsonrpc": "2.0", "id": "x", "method": "textDocument/hover"}']))
+                    stats["bad frames"] += 1
+            # the storm is over: the last version's diagnostics must come, and agree with `check`
+            final = version
+            got = session.wait(lambda: (session.diagnostics.get(uri) if session.diagnostics.get(uri, ({}, 0))[0]
+                                        .get("params", {}).get("version") == final else None), a.timeout)
+            if got is None:
+                fail("hang" if session.proc.poll() is None else "crash", f"no diagnostics for version {final}", name)
+            else:
+                latencies["open or last edit -> diagnostics"].append(got[1] - opened)
+                if "use" not in text and plain:
+                    served = sorted(str(d.get("code")) for d in got[0]["params"]["diagnostics"])
+                    expected = _lsp_codes(text, str(work / f"doc{stats['documents']}.arch"))
+                    if served != expected:
+                        fail("oracle", f"the diagnostics differ from `check` on the client's text: {served} != {expected} "
+                             f"for {text[:300]!r}", name)
+            session.send({"method": "textDocument/didClose", "params": {"textDocument": {"uri": uri}}})
+            peak = max(peak, session.peak_mib())
+            if session.peak_mib() > limit_mib:
+                fail("over-memory", f"peak RSS {session.peak_mib():,.0f} MiB", name)
+                session.close()
+                session = None
+            if stats["documents"] % 25 == 0:
+                print(f"  {stats['documents']} documents, {stats['requests']} requests, {len(failures)} failures, "
+                      f"{time.monotonic() - t_start:.0f} s", flush=True)
+    finally:
+        if session is not None:
+            peak = max(peak, session.peak_mib())
+            session.close()
+        shutil.rmtree(work, ignore_errors=True)
+    elapsed = time.monotonic() - t_start
+    return _lsp_report(a, stats, latencies, failures, peak, elapsed, load_start)
+
+
+def _lsp_report(a, stats, latencies, failures, peak, elapsed, load_start) -> int:
+    def pct(xs: list[float], q: float) -> float:
+        xs = sorted(xs)
+        return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else 0.0
+
+    by_kind = defaultdict(int)
+    for f in failures:
+        by_kind[f["kind"]] += 1
+    L = ["# Fuzz campaign: the language server (`--parts lsp`)", "",
+         f"Machine: {machine()}; Python {sys.version.split()[0]}; load average (1/5/15 min) at the start "
+         f"{'/'.join(f'{x:.1f}' for x in load_start)}, at the end {'/'.join(f'{x:.1f}' for x in os.getloadavg())}",
+         f"Run: {time.strftime('%Y-%m-%d %H:%M:%S')}; `python benchmarks/fuzz.py {' '.join(sys.argv[1:])}`; seed {a.seed}; "
+         f"{elapsed:.0f} s; limits: {a.timeout:g} s per reply, peak RSS {a.mem_gb:g} GB", "",
+         "| documents | edits | requests | bad frames | server starts | crashes | hangs | over-memory | oracle failures | peak RSS |",
+         "|---|---|---|---|---|---|---|---|---|---|",
+         f"| {stats['documents']} | {stats['edits']} | {stats['requests']} | {stats['bad frames']} | {stats['sessions']} | "
+         f"{by_kind['crash']} | {by_kind['hang']} | {by_kind['over-memory']} | {by_kind['oracle']} | {peak:,.0f} MiB |", "",
+         "| reply | n | median ms | p95 ms | max ms |", "|---|---|---|---|---|"]
+    for method, xs in sorted(latencies.items()):
+        L.append(f"| {method} | {len(xs)} | {pct(xs, 0.5):.1f} | {pct(xs, 0.95):.1f} | {pct(xs, 1.0):.1f} |")
+    if failures:
+        L += ["", "## Failures", ""] + [f"- {f['kind']}: {f['what']} ({f['doc']})" for f in failures[:50]]
+    text = "\n".join(L) + "\n"
+    print(text)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(text)
+    print(f"(written to {a.out})")
+    return 1 if failures else 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=None,
@@ -843,8 +1161,14 @@ def main() -> int:
     ap.add_argument("--mem-gb", type=float, default=2, help="RLIMIT_AS above the worker's size, CLI runs (default 2)")
     ap.add_argument("--api-mem-gb", type=float, default=4, help="the same for the API runs with torch (default 4)")
     ap.add_argument("--max-bytes", type=int, default=8192, help="largest mutated input (default 8192)")
-    ap.add_argument("--parts", default="hostile,grammar,mutation")
+    ap.add_argument("--parts", default="hostile,grammar,mutation",
+                    help="hostile, grammar, mutation (the CLI and API); or `lsp` alone: the language server through a client "
+                         "(--runs counts documents; --mem-gb is its peak RSS limit; results in benchmarks/results/fuzz_lsp.md)")
     a = ap.parse_args()
+    if a.parts == "lsp":
+        if a.out == DEFAULT_OUT:
+            a.out = DEFAULT_OUT.with_name("fuzz_lsp.md")
+        return lsp_campaign(a)
     commands = [c for c in a.commands.split(",") if c]
     t_start = time.monotonic()
     load_start = os.getloadavg()

@@ -25,6 +25,9 @@ CELLS = [
     "%%arch lenet\n" + LENET,
     "archspec.summary(lenet).total_params",
     "archspec.graph(report, output='net.png')",
+    "%%arch for\n" + LENET,
+    "%%arch broken\ninput 3x8x8\ncnv 16 k3\nconv 32 k3 p1 | bn | relu\ngap | flatten | linear 10",
+    "repr(broken)",
 ]
 
 
@@ -141,3 +144,17 @@ def test_training_from_a_cell_shows_one_updating_display_and_the_result(train_ou
     assert params == "62006" and model == "Net"
     assert f"test accuracy <b>{accuracy:.2%}</b>" in result["text/html"] and "<table>" in result["text/html"]
     assert result["text/plain"].startswith(f"<TrainResult lenet: test accuracy {accuracy:.2%} after 1 epoch")
+
+
+def test_the_arch_magic_refuses_a_python_keyword_as_the_name(outputs):
+    (error,) = [o for o in outputs[12] if o["output_type"] == "error"]
+    assert error["traceback"] == ["error: %%arch for: `for` is a Python keyword, so no cell could use it as a name",
+                                  "help: choose another name, e.g. %%arch for_net"]
+
+
+def test_a_network_that_does_not_check_shows_no_totals(outputs):
+    html = _data(outputs[13])["text/html"]
+    head = html.split("</p>")[0]
+    assert head == "<div><p><b>&lt;cell broken&gt;</b>: <b>1 error(s)</b>"  # was "[B, 3, 8, 8] -> [B, 10], 394 params"
+    assert "error[E002]" in html
+    assert _data(outputs[14])["text/plain"] == "'<CheckReport <cell broken>: 1 error(s), 0 warning(s)>'"

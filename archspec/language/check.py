@@ -108,15 +108,17 @@ class CheckReport:
 
     def __repr__(self) -> str:
         verdict = "ok" if self.ok else f"{len(self.errors)} error(s)"
-        return (f"<CheckReport {self.path}: {verdict}, {len(self.warnings)} warning(s), "
-                f"{fmt_shape(self.input_shape)} -> {fmt_shape(self.output_shape)}, {self.params:,} params>")
+        totals = f", {fmt_shape(self.input_shape)} -> {fmt_shape(self.output_shape)}, {self.params:,} params" if self.ok else ""
+        return f"<CheckReport {self.path}: {verdict}, {len(self.warnings)} warning(s){totals}>"  # a broken network's totals would be partial
 
     def _repr_html_(self) -> str:
         """A notebook's view: the verdict, the layers (when it checks) and the diagnostics with their carets."""
         from html import escape
 
-        head = f"<b>{escape(self.path)}</b>: {escape(fmt_shape(self.input_shape))} &rarr; {escape(fmt_shape(self.output_shape))}, "
-        head += f"{self.params:,} params, " + ("checks" if self.ok else f"<b>{len(self.errors)} error(s)</b>")
+        head = f"<b>{escape(self.path)}</b>: "
+        if self.ok:  # a network that does not check has no totals: what an error leaves unknown is not counted
+            head += f"{escape(fmt_shape(self.input_shape))} &rarr; {escape(fmt_shape(self.output_shape))}, {self.params:,} params, "
+        head += "checks" if self.ok else f"<b>{len(self.errors)} error(s)</b>"
         head += f", {len(self.warnings)} warning(s)" if self.warnings else ""
         rows = "".join(
             f"<tr><td>{r.line or ''}</td><td style='text-align:left'>{'&nbsp;' * 2 * r.depth}{escape(r.path)}</td>"

@@ -208,9 +208,12 @@ def parse_with_comments(text: str, path: str = "<string>") -> tuple[Tree, list[T
     _COMMENTS.clear()
     try:
         tree = parser().parse(text)
-    except UnexpectedInput:
+    except UnexpectedInput as err:
         _COMMENTS.clear()
-        partial, diagnostics = recovering_parse(text, path)  # only for a file with errors: find them all
+        try:
+            partial, diagnostics = recovering_parse(text, path)  # only for a file with errors: find them all
+        except (_TooDeep, RecursionError):  # an error nested past MAX_NESTING (too deep to copy): the first says enough
+            partial, diagnostics = None, [_diagnostic(err, path, text)]
         if _unclosed_brace(text) is not None:
             # Inside a `{` that is never closed every later line fails too: one error says it all.
             diagnostics = diagnostics[:1]
@@ -219,6 +222,10 @@ def parse_with_comments(text: str, path: str = "<string>") -> tuple[Tree, list[T
         comments = list(_COMMENTS)
         _COMMENTS.clear()
     return tree, comments
+
+
+class _TooDeep(Exception):
+    """An error inside bodies nested past MAX_NESTING: recovery stops at the first one."""
 
 
 def recovering_parse(text: str, path: str) -> tuple[Tree | None, list[Diagnostic]]:
@@ -232,7 +239,9 @@ def recovering_parse(text: str, path: str) -> tuple[Tree | None, list[Diagnostic
     """
     interactive = parser().parse_interactive(text)
     lexer = interactive.lexer_thread
-    saved = {0: (interactive.parser_state.copy(), 0)}  # per depth: the state after its last separator, and len(braces)
+    # Copies share the parsed values (LALR never changes a value once pushed): a deep copy at every `|`
+    # made a 20,000-layer line with one mistake take 100 s.
+    saved = {0: (interactive.parser_state.copy(deepcopy_values=False), 0)}  # per depth: the state after its last separator, and len(braces)
     depth = 0
     braces: list[bool] = []  # the `{` fed and not closed: True for a body, False for an expression
     diagnostics: list[Diagnostic] = []
@@ -241,8 +250,10 @@ def recovering_parse(text: str, path: str) -> tuple[Tree | None, list[Diagnostic
 
     def go_back() -> None:
         nonlocal skipping
+        if depth not in saved:  # past MAX_NESTING no copy is kept (each holds the whole stack: O(depth²) memory)
+            raise _TooDeep
         state, open_braces = saved[depth]
-        interactive.parser_state = state.copy()
+        interactive.parser_state = state.copy(deepcopy_values=False)
         del braces[open_braces:]
         skipping = 0
 
@@ -292,8 +303,8 @@ def recovering_parse(text: str, path: str) -> tuple[Tree | None, list[Diagnostic
             elif token.type == "RBRACE" and braces.pop():
                 saved.pop(depth, None)
                 depth -= 1
-            if token.type in ("_NL", "VBAR") or (token.type == "LBRACE" and braces[-1]):
-                saved[depth] = (interactive.parser_state.copy(), len(braces))
+            if (token.type in ("_NL", "VBAR") or (token.type == "LBRACE" and braces[-1])) and depth <= MAX_NESTING:
+                saved[depth] = (interactive.parser_state.copy(deepcopy_values=False), len(braces))
             token = None
         tokens = lexer.lex(interactive.parser_state)  # the lexer follows the parser state (it may be restored)
     try:

@@ -18,6 +18,8 @@ from typing import Iterator
 from archspec.language import codes
 from archspec.language.check import CheckReport
 from archspec.language.diagnostics import CODES, Diagnostic, Span
+from archspec.language.expand import MAX_USE_DEPTH
+from archspec.language.files import Unreadable, read_arch_file
 from archspec.language.pipeline import checked
 from archspec.language.ops import OPS, Input, fmt_shape, value_text
 from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Residual, Visitor
@@ -61,6 +63,21 @@ class Analysis:
     tree: CheckReport  # the current report, or the last one whose text parsed
     line_map: dict[int, int] | None = None  # the tree's 0-based lines -> the current text's; None: the same text
     previous: "Analysis | None" = field(default=None, repr=False)  # the good analysis a broken text falls back on
+    _lines: dict[str, list[str]] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def text_lines(self) -> list[str]:
+        return self.text.splitlines() or [""]
+
+    def source_lines(self, path: str) -> list[str] | None:
+        """The lines of a checked source (this file or a used one), split once: converting a report's
+        thousands of spans used to split the text once per diagnostic."""
+        if path not in self._lines:
+            text = self.report.sources.get(path)
+            if text is None:
+                return None
+            self._lines[path] = text.splitlines() or [""]
+        return self._lines[path]
 
     @cached_property
     def blocks(self) -> list[BlockInfo]:
@@ -88,16 +105,35 @@ def analyze(path: str, text: str, previous: Analysis | None = None) -> Analysis:
     return Analysis(path, text, report, good.tree, map_lines(good.text, text), good)
 
 
+MAX_DIFF_CELLS = 4_000_000  # old lines x new lines between the common head and tail that are diffed
+
+
 def map_lines(old: str, new: str) -> dict[int, int]:
-    """0-based line numbers of `old` that survive unchanged in `new`, and where they are now."""
-    matcher = difflib.SequenceMatcher(None, old.splitlines(), new.splitlines(), autojunk=False)
-    return {a + i: b + i for a, b, size in matcher.get_matching_blocks() for i in range(size)}
+    """0-based line numbers of `old` that survive unchanged in `new`, and where they are now.
+
+    The common head and tail are matched first, and only the lines between them are diffed: on a
+    file of 20,000 identical lines difflib alone took 89 s (each line matches every other). An edit
+    that rewrites a region too large to diff maps only the head and tail."""
+    a, b = old.splitlines(), new.splitlines()
+    head = 0
+    while head < min(len(a), len(b)) and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(a), len(b)) - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    mapping = {i: i for i in range(head)} | {len(a) - 1 - k: len(b) - 1 - k for k in range(tail)}
+    middle_a, middle_b = a[head:len(a) - tail], b[head:len(b) - tail]
+    if middle_a and middle_b and len(middle_a) * len(middle_b) <= MAX_DIFF_CELLS:
+        matcher = difflib.SequenceMatcher(None, middle_a, middle_b, autojunk=False)
+        mapping |= {head + x + i: head + y + i for x, y, size in matcher.get_matching_blocks() for i in range(size)}
+    return mapping
 
 
 # --------------------------------------------------------------------------- blocks in the text
 
-def block_infos(text: str, path: str, seen: set[str] | None = None) -> list[BlockInfo]:
-    """The blocks a text defines and those of the files it `use`s (recursively, each file once)."""
+def block_infos(text: str, path: str, seen: set[str] | None = None, depth: int = 0) -> list[BlockInfo]:
+    """The blocks a text defines and those of the files it `use`s (recursively, each file once, as
+    deep as the checker follows a `use` chain)."""
     from archspec.language.syntax import ParseFailed, parse_tree, token_span
 
     seen = seen if seen is not None else set()
@@ -116,13 +152,13 @@ def block_infos(text: str, path: str, seen: set[str] | None = None) -> list[Bloc
                                    meta.end_line - 1, meta.end_column - 1, token_span(name_tok, path)))
         elif getattr(stmt, "data", None) == "use":
             target = use_target(path, str(stmt.children[0])[1:-1])
-            if str(target) in seen:
+            if str(target) in seen or depth >= MAX_USE_DEPTH:
                 continue
             seen.add(str(target))
-            try:
-                found += block_infos(target.read_text(encoding="utf-8"), str(target), seen)
-            except (OSError, UnicodeDecodeError):
-                continue
+            try:  # through the checker's guard: no device, FIFO or file over 1 MiB is read
+                found += block_infos(read_arch_file(target), str(target), seen, depth + 1)
+            except Unreadable:
+                continue  # the checker reports it (E008)
     return found
 
 
@@ -252,6 +288,8 @@ class _Hover(Visitor[str]):
 
 def _totals(node: CheckedNode, a: Analysis) -> str:
     numbers = f"`{fmt_shape(node.in_shape)} -> {fmt_shape(node.out_shape)}`, {node.params:,} params, {node.macs:,} MACs"
+    if not counted(node):
+        numbers += " (partial: an error leaves shapes unknown here, and what they decide is not counted)"
     derived = getattr(a.tree, "symbolic", None)  # `input 3xHxW`: the shape in H and W, the numbers at one size
     if derived is None or node.path not in derived.shapes:
         return numbers
@@ -299,9 +337,18 @@ def inlay_hints(a: Analysis) -> dict[int, str]:
         if line is None:
             continue
         shapes[line] = fmt_shape(symbolic.get(node.path, node.out_shape))
-        if isinstance(node, Layer) or isinstance(node, Call):
-            params[line] = params.get(line, 0) + node.params
+        if isinstance(node, (Layer, Call)) and params.get(line, 0) is not None:
+            params[line] = params.get(line, 0) + node.params if counted(node) else None  # type: ignore[operator]
     return {line: f"-> {shape}" + (f"  {params[line]:,} params" if params.get(line) else "") for line, shape in shapes.items()}
+
+
+def counted(node: CheckedNode) -> bool:
+    """Whether the node's params are all counted: every layer in it was bound and knows its input's
+    channels (or features), the one size a layer's params depend on. After an error they can be
+    unknown, and a conv there counts nothing (a `cbr(32)` showed only its bn's 64 params): such a
+    count is not shown, or is said to be partial."""
+    layers = [node] if isinstance(node, Layer) else list(_layers_under(node))
+    return all(layer.valid and bool(layer.in_shape) and layer.in_shape[0] is not None for layer in layers)  # type: ignore[index]
 
 
 # --------------------------------------------------------------------------- completion
@@ -435,7 +482,8 @@ def symbols(a: Analysis) -> list[Symbol]:
 
 @dataclass
 class Fix:
-    """A quick fix: replace [start, end) of one line with `text` (start == end inserts)."""
+    """A quick fix: replace [start, end) of one line with `text` (start == end inserts); with
+    `end_line`, the range ends on that line instead (a removed line ends at the next one's start)."""
 
     title: str
     line: int
@@ -443,49 +491,159 @@ class Fix:
     end: int
     text: str
     preferred: bool = False
+    end_line: int | None = None
+
+
+@dataclass
+class _Site:
+    """What a fix rule reads: the diagnostic, its help, the document's lines and the span on its first line."""
+
+    d: Diagnostic
+    help: str
+    lines: list[str]
+    line: int  # 0-based
+    start: int
+    end: int
+
+    @property
+    def text(self) -> str:
+        return self.lines[self.line]
+
+    @property
+    def written(self) -> str:
+        return self.text[self.start:self.end]
 
 
 _DID_YOU_MEAN = re.compile(r"did you mean `([^`]+)`")
-_WRITE = re.compile(r"^write `([^`]+)`")
-_PAD = re.compile(r"e\.g\. `(p\d+(?:x\d+)?)`")
+_SNIPPET = re.compile(r"(usage: )?`([^`]+)`")
+_ARGUMENT = re.compile(r"^([a-z]+)(\d+(?:x\d+)?|\s+same|\s+valid)$")  # `p1`, `p1x2`, `g2`, `op1`, `p same`
+_NAMED_ARGUMENT = re.compile(r"(?:e\.g\.|at most) ([a-z]+\d+(?:x\d+)?)\b")  # "use at most p1", "e.g. g2"
+_NAMED_NUMBER = re.compile(r"e\.g\. (\d+)\b")
+_PLACEHOLDER = re.compile(r"\s*(?:\{\s*\.\.\.\s*\}|\.\.\.)\s*$")  # `residual project { ... }`
+_REMOVE = re.compile(r"^remove (it|one of them|this line)\b")
+_ADD_BEFORE = re.compile(r"add `([^`]+)`.*? before it")
+_START_WITH = re.compile(r"^start the file with .*?`([^`]+)`")
 
 
-def fixes(d: Diagnostic, text: str) -> list[Fix]:
-    """The edits a diagnostic's help suggests, then `# noqa: CODE` on its line."""
+def fixes(d: Diagnostic, lines: list[str]) -> list[Fix]:
+    """The edits a diagnostic's help names (each rule reads the help's words and its `snippets`,
+    whatever the code), then `# noqa: CODE` on its line (`lines`: the document's)."""
     s = d.span
-    if s is None:
-        return []
-    lines = text.splitlines()
-    if not 0 < s.line <= len(lines):
+    if s is None or not 0 < s.line <= len(lines):
         return []
     line_text = lines[s.line - 1]
-    start, end = s.column - 1, (s.end_column - 1 if s.end_line == s.line else len(line_text))
+    end = s.end_column - 1 if s.end_line == s.line else len(line_text)
+    site = _Site(d, d.help or "", lines, s.line - 1, s.column - 1, end)
     found: list[Fix] = []
-    help_text = d.help or ""
-    if (m := _DID_YOU_MEAN.search(help_text)):
-        wrong = re.search(r"`([^`]+)`", d.message)
-        at = line_text.find(wrong.group(1), start, max(end, start + 1) + len(wrong.group(1))) if wrong else -1
-        if at >= 0:
-            found.append(Fix(f"Replace `{wrong.group(1)}` with `{m.group(1)}`", s.line - 1, at, at + len(wrong.group(1)),  # type: ignore[union-attr]
-                             m.group(1), preferred=True))
-        else:
-            found.append(Fix(f"Replace with `{m.group(1)}`", s.line - 1, start, end, m.group(1), preferred=True))
-    elif (m := _WRITE.match(help_text)):
-        found.append(Fix(f"Write `{m.group(1)}`", s.line - 1, start, end, m.group(1), preferred=True))
-    if d.code == codes.WRONG_RANK and "add `flatten`" in help_text:
-        found.append(Fix("Add `flatten` before it", s.line - 1, start, start, "flatten | ", preferred=True))
-    if d.code in (codes.KERNEL_TOO_LARGE, codes.OUTPUT_TOO_SMALL) and (m := _PAD.search(help_text)):
-        found.append(_padding_fix(line_text, s.line - 1, start, end, m.group(1)))
-    found.append(_noqa_fix(d.code, line_text, s.line - 1))
-    return found
+    for rule in _RULES:
+        for fix in rule(site):
+            if not any((f.line, f.start, f.end, f.text, f.end_line) == (fix.line, fix.start, fix.end, fix.text, fix.end_line) for f in found):
+                found.append(fix)
+    for i, fix in enumerate(found):
+        fix.preferred = i == 0
+    return found + [_noqa_fix(d.code, line_text, s.line - 1)]
 
 
-def _padding_fix(line_text: str, line: int, start: int, end: int, pad: str) -> Fix:
-    layer = line_text[start:end]
-    old = re.search(r"(?<=\s)p\d+(?:x\d+)?\b", layer)
+def _did_you_mean(site: _Site) -> Iterator[Fix]:
+    m = _DID_YOU_MEAN.search(site.help)
+    if not m:
+        return
+    wrong = re.search(r"`([^`]+)`", site.d.message)
+    at = site.text.find(wrong.group(1), site.start, max(site.end, site.start + 1) + len(wrong.group(1))) if wrong else -1
+    if at >= 0:
+        yield Fix(f"Replace `{wrong.group(1)}` with `{m.group(1)}`", site.line, at, at + len(wrong.group(1)), m.group(1))  # type: ignore[union-attr]
+    else:
+        yield Fix(f"Replace with `{m.group(1)}`", site.line, site.start, site.end, m.group(1))
+
+
+def _remove(site: _Site) -> Iterator[Fix]:
+    """"remove it", "remove one of them": the layer and its `|`; "remove this line", or a layer alone on its line: the line."""
+    m = _REMOVE.match(site.help)
+    if not m:
+        return
+    before, after = site.text[:site.start], site.text[site.end:]
+    pipe_before, pipe_after = re.search(r"\s*\|\s*$", before), re.match(r"\s*\|\s*", after)
+    if m.group(1) != "this line" and pipe_before:
+        yield Fix(f"Remove `{site.written}`", site.line, pipe_before.start(), site.end, "")
+    elif m.group(1) != "this line" and pipe_after:
+        yield Fix(f"Remove `{site.written}`", site.line, site.start, site.end + pipe_after.end(), "")
+    elif m.group(1) == "this line" or not (before.strip() or after.split("#")[0].strip()):
+        yield Fix("Remove this line", site.line, 0, 0, "", end_line=site.line + 1)
+
+
+def _add_before(site: _Site) -> Iterator[Fix]:
+    m = _ADD_BEFORE.search(site.help)
+    if m:
+        yield Fix(f"Add `{m.group(1)}` before it", site.line, site.start, site.start, f"{m.group(1)} | ")
+
+
+def _start_with(site: _Site) -> Iterator[Fix]:
+    m = _START_WITH.match(site.help)
+    if m:
+        yield Fix(f"Start the file with `{m.group(1)}`", 0, 0, 0, f"{m.group(1)}\n")
+
+
+def _snippets(site: _Site) -> Iterator[Fix]:
+    """Each `snippet` the help names as what to write (not a `usage: ...` line, nor one a rule above used)."""
+    used = {m.group(1) for rx in (_DID_YOU_MEAN, _ADD_BEFORE, _START_WITH) for m in rx.finditer(site.help)}
+    for m in _SNIPPET.finditer(site.help):
+        snippet = m.group(2)
+        if m.group(1) or snippet in used:
+            continue
+        if _ARGUMENT.match(snippet):
+            yield _argument_fix(site, snippet)
+        elif snippet in getattr(OPS.get(site.written.split(" ")[0]), "flags", ()) and snippet not in site.written.split():
+            yield Fix(f"Add `{snippet}`", site.line, site.end, site.end, f" {snippet}")  # a flag of the layer's op: `ceil`
+        elif (fix := _statement_fix(site, snippet)) is not None:
+            yield fix
+    for m in _NAMED_ARGUMENT.finditer(site.help):  # an argument named without backticks
+        if _ARGUMENT.match(m.group(1)) and " " in site.written.strip():
+            yield _argument_fix(site, m.group(1))
+    if (m := _NAMED_NUMBER.search(site.help)) and (number := re.match(r"(\w+) (\d+)\b", site.written)) \
+            and f"`{number.group(0)}`" in site.d.message:  # `groupnorm 5` ... e.g. 4: the number it names
+        at = site.start + number.start(2)
+        yield Fix(f"Write `{number.group(1)} {m.group(1)}`", site.line, at, at + len(number.group(2)), m.group(1))
+
+
+def _argument_fix(site: _Site, argument: str) -> Fix:
+    """`p1` named for a layer: replaces its `p...` argument, or is added after the layer."""
+    key = _ARGUMENT.match(argument).group(1)  # type: ignore[union-attr]
+    old = re.search(rf"(?<=\s){key}(?:\d+(?:x\d+)?|\s+same|\s+valid)(?=\s|$)", site.written)
+    title = f"Pad with `{argument}`" if key == "p" and "pad" in site.help else f"Use `{argument}`"
     if old:
-        return Fix(f"Pad with `{pad}`", line, start + old.start(), start + old.end(), pad, preferred=True)
-    return Fix(f"Pad with `{pad}`", line, end, end, f" {pad}", preferred=True)
+        return Fix(title, site.line, site.start + old.start(), site.start + old.end(), argument)
+    return Fix(title, site.line, site.end, site.end, f" {argument}")
+
+
+def _statement_fix(site: _Site, snippet: str) -> Fix | None:
+    """A statement the help says to write: it replaces the span when it starts with the same word
+    (a call `conv(6, k5)` with its arguments) or extends it (`residual` -> `residual project`); a
+    dotted name replaces a dotted name (`in.c` -> `in.f`); an `input ...` replaces the input line."""
+    written = site.written
+    whole = _PLACEHOLDER.sub("", snippet)
+    if whole != snippet:  # `residual project { ... }`: the words before the body
+        if whole.startswith(written + " ") and written.strip():
+            return Fix(f"Write `{whole}`", site.line, site.start, site.end, whole)
+        return None
+    first, written_first = snippet.split(" ")[0], written.split(" ")[0]
+    if " " in snippet and written_first and first.lower() == written_first.lower() and "|" not in snippet:
+        end = site.end
+        call = re.match(r"\s*\([^()]*\)", site.text[end:]) if " " not in written else None
+        end += call.end() if call else 0
+        return Fix(f"Write `{snippet}`", site.line, site.start, end, snippet)
+    dotted = re.compile(r"^([A-Za-z_]\w*\.)\w+$")
+    if (a := dotted.match(snippet)) and (b := dotted.match(written)) and a.group(1) == b.group(1) and snippet != written:
+        return Fix(f"Write `{snippet}`", site.line, site.start, site.end, snippet)
+    if first == "input" and written_first != "input":
+        rows = [i for i, row in enumerate(site.lines) if re.match(r"\s*input\b", row)]
+        if len(rows) == 1:
+            row = site.lines[rows[0]]
+            m = re.match(r"\s*(input\b[^|#]*?)\s*(?=\||#|$)", row)
+            return Fix(f"Write `{snippet}`", rows[0], m.start(1), m.end(1), snippet) if m else None  # type: ignore[union-attr]
+    return None
+
+
+_RULES = (_did_you_mean, _add_before, _snippets, _start_with, _remove)
 
 
 def _noqa_fix(code: str, line_text: str, line: int) -> Fix:

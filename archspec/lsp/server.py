@@ -9,46 +9,174 @@ themselves when it changed since the last check.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import sys
+import threading
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, BinaryIO
+from urllib.parse import unquote
 
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pygls.io_ import StdoutWriter
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol, lsp_method
 from pygls.uris import from_fs_path, to_fs_path
 
 from archspec._version import VERSION as __version__
 from archspec.language.diagnostics import Diagnostic, Span
+from archspec.language.files import Unreadable, read_arch_file
+from archspec.lsp.framing import BadFrame, FrameReader
 
 if TYPE_CHECKING:
     from archspec.lsp.analysis import Analysis
 
 DEBOUNCE_S = 0.15
 SOURCE = "archspec"
+PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS, INTERNAL_ERROR, REQUEST_FAILED = -32700, -32600, -32602, -32603, -32803
+_UNANSWERED = object()  # a message already answered (or a notification dropped) while it was read
+logger = logging.getLogger(__name__)
+
+
+class RequestFailed(JsonRpcException):
+    """A request about a document that cannot be read (not open, and refused by the file guard)."""
+
+    CODE = REQUEST_FAILED
+
+
+class ArchspecProtocol(LanguageServerProtocol):
+    """pygls' protocol, answering what it would leave unanswered, without Python tracebacks."""
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:  # params that do not fit the method's types
+            if "method" in data and "id" in data:
+                self.reply_error(data["id"], INVALID_PARAMS, _params_problem(data["method"], exc))
+            return _UNANSWERED
+
+    def handle_message(self, message: Any) -> None:
+        if message is _UNANSWERED:
+            return
+        if not hasattr(message, "jsonrpc"):  # JSON, but no JSON-RPC message (a list, a number, no "jsonrpc")
+            self.reply_error(message.get("id") if isinstance(message, dict) else None, INVALID_REQUEST,
+                             "not a JSON-RPC 2.0 message (an object with \"jsonrpc\": \"2.0\" and a \"method\")")
+            return
+        super().handle_message(message)
+
+    def reply_error(self, msg_id: Any, code: int, message: str) -> None:
+        if isinstance(msg_id, (int, str)) and not isinstance(msg_id, bool):
+            self._send_response(msg_id, error=types.ResponseError(code=code, message=message))
+        else:  # JSON-RPC: "id": null when the request's id is unknown (lsprotocol would drop the field)
+            self._send_data({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}})
+
+    def _send_response(self, msg_id: Any, result: Any = None, error: types.ResponseError | None = None) -> None:
+        if error is not None and error.data is not None:  # pygls puts the Python traceback in `data`
+            message = error.message.splitlines()[0] if error.message else "unknown error"
+            if error.code == INTERNAL_ERROR:
+                message = f"internal error in archspec lsp: {message}"
+            error = types.ResponseError(code=error.code, message=message)
+        super()._send_response(msg_id, result, error)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
+        """A change to a document that is not open is dropped (pygls would read the file from disk to apply it)."""
+        if unquote(params.text_document.uri) not in self.workspace.text_documents:
+            logger.warning("didChange for %s, which is not open: ignored", params.text_document.uri)
+            return
+        yield from super().lsp_text_document__did_change(params)
+
+
+def _params_problem(method: Any, exc: JsonRpcException) -> str:
+    from cattrs import transform_error
+
+    cause = exc.__cause__
+    where = "; ".join(transform_error(cause)) if cause is not None else "they do not fit its types"
+    where = where.replace("@ $.params", "at params").replace("@ $", "at the message")
+    hint = " (a line or character is an integer from 0 to 2147483647)" if "position" in where or "range" in where else ""
+    return f"invalid params for {method!s:.80}: {where}{hint}"
 
 
 class ArchspecServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("archspec", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        super().__init__("archspec", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+                         protocol_cls=ArchspecProtocol)
         self.analyses: dict[str, Analysis] = {}
         self.pending: dict[str, asyncio.TimerHandle] = {}
         self.last_check: dict[str, float] = {}
         # Diagnostics go to the file they are in: published[target uri][document uri] = its list.
         self.published: dict[str, dict[str, list[types.Diagnostic]]] = {}
 
+    # ---- the connection
+
+    def start_io(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+        """Serve over stdio, reading frames with `framing` (a bad frame costs that frame only)."""
+        self._stop_event = threading.Event()
+        source = stdin or sys.stdin.buffer
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+
+        async def read_some(n: int) -> bytes:
+            return await asyncio.get_running_loop().run_in_executor(self.thread_pool, source.read1, n)  # type: ignore[attr-defined]
+
+        try:
+            asyncio.run(self.serve_frames(FrameReader(read_some)))
+        except (BrokenPipeError, KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            self.shutdown()
+
+    async def serve_frames(self, frames: FrameReader) -> None:
+        protocol: ArchspecProtocol = self.protocol  # type: ignore[assignment]
+        while not self._stop_event.is_set():  # type: ignore[union-attr]
+            try:
+                body = await frames.next_body()
+            except EOFError:
+                return
+            except BadFrame as exc:
+                protocol.reply_error(None, PARSE_ERROR, exc.reason)
+                continue
+            try:
+                message = json.loads(body, object_hook=protocol.structure_message)
+            except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested too deep
+                protocol.reply_error(None, PARSE_ERROR, f"the message is not JSON ({str(exc)[:200]})")
+                continue
+            try:
+                protocol.handle_message(message)
+            except Exception:  # a handler's own errors are answered by pygls; this is the dispatch failing
+                logger.exception("message not handled")
+
     # ---- documents
 
+    def is_open(self, uri: str) -> bool:
+        return unquote(uri) in self.workspace.text_documents
+
+    def text(self, uri: str) -> str:
+        """The document's text: the editor's copy when it is open, else the file read through the
+        checker's guard (no device, FIFO or file over 1 MiB is read)."""
+        if self.is_open(uri):
+            return self.workspace.get_text_document(uri).source
+        path = to_fs_path(uri) if uri.startswith("file:") else None
+        if not path:
+            raise RequestFailed(f"{uri}: not an open document, and not a file")
+        try:
+            return read_arch_file(path)
+        except Unreadable as exc:
+            raise RequestFailed(f"{uri}: {exc.reason}") from None
+
     def lines(self, uri: str) -> list[str]:
-        return self.workspace.get_text_document(uri).source.splitlines() or [""]
+        return self.text(uri).splitlines() or [""]
 
     def analysis(self, uri: str, fresh: bool = False) -> Analysis:
         """The analysis of the document's current text (re-checked only when the text changed, or
-        when `fresh`: a file it uses changed on disk)."""
-        text = self.workspace.get_text_document(uri).source
+        when `fresh`: a file it uses changed on disk). One of a document that is not open is not kept."""
+        text = self.text(uri)
         previous = self.analyses.get(uri)
         if fresh or previous is None or previous.text != text:
             previous = _analysis().analyze(_path(uri), text, previous)
-            self.analyses[uri] = previous
+            if self.is_open(uri):
+                self.analyses[uri] = previous
         return previous
 
     def schedule(self, uri: str) -> None:
@@ -63,7 +191,7 @@ class ArchspecServer(LanguageServer):
 
     def check_and_publish(self, uri: str, fresh: bool = False) -> None:
         self.pending.pop(uri, None)
-        if uri not in self.workspace.text_documents:
+        if not self.is_open(uri):
             return
         self.last_check[uri] = asyncio.get_event_loop().time()
         a = self.analysis(uri, fresh)
@@ -91,31 +219,28 @@ class ArchspecServer(LanguageServer):
 
     # ---- conversions
 
-    def span_range(self, span: Span | None, uri: str, text: str | None = None) -> types.Range:
+    def span_range(self, span: Span | None, lines: list[str]) -> types.Range:
         if span is None:
             return types.Range(types.Position(0, 0), types.Position(0, 0))
-        lines = (text.splitlines() if text is not None else self.lines_of(uri)) or [""]
         return types.Range(_position(lines, span.line - 1, span.column - 1),
                            _position(lines, span.end_line - 1, span.end_column - 1))
 
     def lines_of(self, uri: str) -> list[str]:
-        if uri in self.workspace.text_documents:
-            return self.lines(uri)
-        path = to_fs_path(uri)
+        """The lines of any document (a definition's target), [] when it cannot be read."""
         try:
-            return Path(path).read_text(encoding="utf-8").splitlines() if path else []
-        except (OSError, UnicodeDecodeError):
+            return self.lines(uri)
+        except RequestFailed:
             return []
 
     def to_lsp(self, d: Diagnostic, target: str, a: Analysis, doc_uri: str) -> types.Diagnostic:
-        text = a.report.sources.get(d.span.path) if d.span else None
+        lines = (a.source_lines(d.span.path) if d.span else None) or self.lines_of(target) or [""]
         related = [types.DiagnosticRelatedInformation(
             types.Location(doc_uri if span.path == a.path else _uri(span.path),
-                           self.span_range(span, "", a.report.sources.get(span.path, ""))),
+                           self.span_range(span, a.source_lines(span.path) or [""])),
             f"in block `{name}`, called here") for name, span in d.trace]
         message = "\n".join([d.message] + [f"note: {n}" for n in d.notes] + ([f"help: {d.help}"] if d.help else []))
         return types.Diagnostic(
-            range=self.span_range(d.span, target, text),
+            range=self.span_range(d.span, lines),
             message=message,
             severity=types.DiagnosticSeverity.Error if d.severity == "error" else types.DiagnosticSeverity.Warning,
             code=d.code,
@@ -128,7 +253,7 @@ class ArchspecServer(LanguageServer):
         name, call = d.trace[0]
         where = f"{Path(d.span.path).name}:{d.span.line}:{d.span.column}"  # type: ignore[union-attr]
         base = self.to_lsp(d, uri, a, uri)
-        base.range = self.span_range(call, uri, a.text)
+        base.range = self.span_range(call, a.text_lines)
         base.message = f"in block `{name}` ({where}): {base.message}"
         return base
 
@@ -274,7 +399,7 @@ def formatting(ls: ArchspecServer, params: types.DocumentFormattingParams) -> li
     from archspec.views.fmt import format_text
 
     uri = params.text_document.uri
-    text = ls.workspace.get_text_document(uri).source
+    text = ls.text(uri)
     try:
         formatted = format_text(text, _path(uri))
     except ArchspecError:
@@ -297,12 +422,13 @@ def code_actions(ls: ArchspecServer, params: types.CodeActionParams) -> list[typ
     for d in a.report.diagnostics:
         if d.span is None or d.span.path != a.path:
             continue
-        rng = ls.span_range(d.span, uri, a.text)
+        rng = ls.span_range(d.span, a.text_lines)
         if rng.end.line < wanted.start.line or rng.start.line > wanted.end.line:
             continue
         lsp_diag = ls.to_lsp(d, uri, a, uri)
-        for fix in _analysis().fixes(d, a.text):
-            edit = types.TextEdit(types.Range(_position(lines, fix.line, fix.start), _position(lines, fix.line, fix.end)), fix.text)
+        for fix in _analysis().fixes(d, a.text_lines):
+            end_line = fix.line if fix.end_line is None else fix.end_line
+            edit = types.TextEdit(types.Range(_position(lines, fix.line, fix.start), _position(lines, end_line, fix.end)), fix.text)
             actions.append(types.CodeAction(
                 title=fix.title, kind=types.CodeActionKind.QuickFix, diagnostics=[lsp_diag], is_preferred=fix.preferred or None,
                 edit=types.WorkspaceEdit(changes={uri: [edit]})))
