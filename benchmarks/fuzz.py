@@ -324,12 +324,12 @@ try:
 except archspec.ArchspecError as e:  # a documented error (e.g. a path that is not UTF-8 text): not a crash
     print("API-RESULT " + json.dumps({"usage_error": str(e)[:200]}))
     sys.exit(1)
-res = {"ok": r.ok, "codes": sorted(d.code for d in r.diagnostics), "out": list(r.output_shape) if r.output_shape else None}
+res = {"ok": r.ok, "buildable": r.buildable, "codes": sorted(d.code for d in r.diagnostics), "out": list(r.output_shape) if r.output_shape else None}
 rows = r.to_dict()["layers"]
 small = r.ok and r.input_shape is not None and r.params < 3_000_000 and all(
     (x["output_shape"] is None) or (__import__("math").prod(x["output_shape"]) < 2_000_000) for x in rows) and len(rows) < 3000
 res["small"] = small
-if small or not r.ok:
+if small or not r.buildable:
     import torch
     torch.set_num_threads(1)
     try:
@@ -740,7 +740,7 @@ def judge(step: dict, r: tuple, out: bytes, err: bytes, outs: dict[str, bytes]) 
         m = re.search(rb"API-RESULT (.*)", out)
         if m:
             a = json.loads(m.group(1))
-            if a.get("built") is not None and a["built"] != a["ok"]:
+            if a.get("built") is not None and a["built"] != a["buildable"]:
                 res["kind"], res["sig_"] = "oracle", ("build() succeeded although check() has errors " + str(a["codes"])
                                                     if a["built"] else "build() failed although check() passed: "
                                                     + re.sub(r"\d+", "N", a.get("build_error", ""))[:100])
@@ -986,12 +986,9 @@ def _lsp_edit(rng: random.Random, text: str, pool: list[bytes]) -> tuple[dict, s
 
 
 def _lsp_codes(text: str, path: str) -> list[str]:
-    from archspec.language.check import check
-    from archspec.language.diagnostics import filter_diagnostics
-    from archspec.language.expand import parse
+    from archspec.language.pipeline import checked
 
-    report = check(parse(text, path))
-    return sorted(str(d.code) for d in filter_diagnostics(report.diagnostics, report.sources))
+    return sorted(str(d.code) for d in checked(text, name=path).diagnostics)
 
 
 def lsp_campaign(a) -> int:

@@ -414,8 +414,7 @@ async def test_every_quick_fix_the_help_names_removes_its_diagnostic(client: Lan
     """Every example's every diagnostic: each quick fix but `# noqa`, applied, leaves one fewer of its
     code and no new error (the checker, re-run on the fixed text, is the oracle). The fixes come from
     the help's words, whatever the code: these codes must each have one."""
-    from archspec.language.check import check
-    from archspec.language.expand import parse
+    from archspec.language.pipeline import checked
 
     fixed_codes: set[str] = set()
     for path in BROKEN:
@@ -428,7 +427,7 @@ async def test_every_quick_fix_the_help_names_removes_its_diagnostic(client: Lan
                 if action.title.startswith("Silence"):
                     continue
                 fixed = apply(text, action.edit.changes[uri])  # type: ignore[union-attr,index]
-                after = check(parse(fixed, str(path))).diagnostics
+                after = checked(fixed, name=str(path)).diagnostics
                 assert [x.code for x in after].count(d.code) < before.count(d.code), (path.name, action.title)  # type: ignore[arg-type]
                 assert {x.code for x in after if x.severity == "error"} <= set(before), (path.name, action.title)
                 fixed_codes.add(str(d.code))

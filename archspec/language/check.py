@@ -61,6 +61,17 @@ class CheckReport:
         return [d for d in self.diagnostics if d.severity == "error"]
 
     @property
+    def silenced_errors(self) -> list[Diagnostic]:
+        """Shape errors that `# noqa` or --ignore silenced: the report is ok, but the layers they
+        broke cannot be built (a silenced budget, a choice about totals, is not one of them)."""
+        return [d for d in self.silenced if d.severity == "error" and not codes.is_budget(d.code)]
+
+    @property
+    def buildable(self) -> bool:
+        """No error, silenced or not, stands in the way of building the network."""
+        return self.ok and not self.silenced_errors
+
+    @property
     def warnings(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.severity == "warning"]
 
@@ -92,9 +103,8 @@ class CheckReport:
         `input 3xHxW` needs numbers too, unless the caller reads H and W (`symbolic=True`: summary)."""
         if not self.ok:
             raise ArchError(self.diagnostics, self.path, self.sources)
-        unbuildable = [d for d in self.silenced if d.severity == "error" and not codes.is_budget(d.code)]
-        if unbuildable:
-            raise ArchError(unbuildable, self.path, self.sources)
+        if self.silenced_errors:
+            raise ArchError(self.silenced_errors, self.path, self.sources)
         if self.symbolic is not None and not symbolic:
             from archspec.language.errors import ArchspecError
 
