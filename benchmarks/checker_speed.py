@@ -103,6 +103,28 @@ def timed(cmd: list[str], repeat: int, timeout: float, ok_codes=(0,)) -> tuple[f
     return statistics.median(times), out
 
 
+PAIRED_FLOOR = "import lark, rich.console; from pydantic import BaseModel"
+
+
+def paired_startup(lenet: list[str], pairs: int, timeout: float) -> None:
+    """`archspec check lenet` against its floor, run in alternation so both see the same machine:
+    the median of the per-pair ratios (target <= 1.3x, CPU and wall)."""
+    floor = [sys.executable, "-c", PAIRED_FLOOR]
+    walls, cpus = [], []
+    for _ in range(pairs):
+        tf, tl = timed(floor, 1, timeout)[0], timed(lenet, 1, timeout)[0]
+        cf, cl = cpu(floor), cpu(lenet)
+        if None in (tf, tl, cf, cl):
+            emit("Paired start-up: a run timed out")
+            return
+        walls.append(tl / tf)  # type: ignore[operator]
+        cpus.append(cl / cf)  # type: ignore[operator]
+    emit(f"Paired: `archspec check examples/lenet.arch` against `python -c \"{PAIRED_FLOOR}\"`, {pairs} pairs in alternation:")
+    emit(f"median ratio {statistics.median(cpus):.2f}x in CPU time, {statistics.median(walls):.2f}x in wall time "
+         f"(target <= 1.3x: {'met' if statistics.median(cpus) <= 1.3 else 'not met'} in CPU time)")
+    emit("")
+
+
 def cpu(cmd: list[str]) -> float | None:
     return cpu_of.get(tuple(cmd))
 
@@ -167,6 +189,7 @@ def main() -> int:
         target = " (target <= 1.25x)" if cmd is lenet else ""
         emit(f"| {label} | {fmt_t(t, T)} | {ratio_text(t, t_floor)}{target} | {fmt_t(c, T)} | {ratio_text(c, c_floor)}{target} |")
     emit("")
+    paired_startup(lenet, rep * 3, T)
 
     sizes = [1_000, 10_000, 30_000] if a.quick else [1_000, 10_000, 100_000]
     one_line = 5_000 if a.quick else 20_000
