@@ -252,11 +252,16 @@ class _Printer:
             self.anchor(lo)
             return
         if not multiline:
+            saved, lines = self.snapshot(), len(self.lines)
             self.write("{ ")
             self.anchor(lo)  # a comment after the head before this `{` (see classify)
             self.sequence(items)
             self.write(" }")
-            return
+            if len(self.lines) == lines:
+                return
+            # A branch inside went one body per line: this body is then no longer on one line, and
+            # fmt must lay it out as the multi-line body it will read as next time (idempotence).
+            self.restore(saved)
         self.write("{")
         self.anchor(lo)
         self.indent += 1
