@@ -53,3 +53,76 @@ def test_stdin_given_twice_is_a_usage_error():
     cp = run("check", "-", "-", stdin=LENET)
     assert cp.returncode == 2 and cp.stdout == b""
     assert_golden("stdin_twice", text_of(cp))
+
+
+# --------------------------------------------------------------------------- CR-only line endings
+
+BROKEN = sorted((EXAMPLES / "broken").glob("*.arch"))
+
+
+def _cr_copy(tmp_path, path):
+    """The file with every line ending a lone CR, under the same name (diagnostics name the file)."""
+    copy = tmp_path / path.name
+    copy.write_bytes(path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r"))
+    return copy
+
+
+@pytest.mark.parametrize("path", [EXAMPLES / "lenet.arch", EXAMPLES / "fastcifar.arch", *BROKEN],
+                         ids=lambda p: p.stem)
+def test_cr_line_endings_check_like_newlines(tmp_path, path):
+    """A file saved with CR-only line endings (as Python's universal newlines read it) gets the same
+    diagnostics, line numbers, carets and `# noqa` as the same file with `\\n`."""
+    lf, cr = tmp_path / "lf", tmp_path / "cr"
+    lf.mkdir(), cr.mkdir()
+    (lf / path.name).write_bytes(path.read_bytes())
+    _cr_copy(cr, path)
+    with open(cr / path.name, encoding="utf-8", newline=None) as f:  # the oracle: Python's reading of the file
+        assert f.read() == path.read_text()
+    same = [run("check", "-q", "--classes", "10", str(d / path.name)) for d in (lf, cr)]
+    assert text_of(same[1]).replace(str(cr), str(lf)) == text_of(same[0])
+
+
+def test_cr_lenet_golden(tmp_path):
+    lenet = _cr_copy(tmp_path, EXAMPLES / "lenet.arch")
+    broken = tmp_path / "broken.arch"
+    broken.write_bytes(b"input 3x32x32\rconv 6 k5 | relu\rflatten\rmaxpool 2  # noqa: E103\rcnov 3\r")
+    out = text_of(run("check", str(lenet))) + text_of(run("check", "-q", str(broken)))
+    assert_golden("cr_line_endings", out.replace(str(tmp_path), "TMP"))
+
+
+def test_fmt_writes_cr_only_files_with_newlines(tmp_path):
+    """fmt normalises line endings to `\\n` (as it does CRLF): the result is the LF file's format."""
+    cr = _cr_copy(tmp_path, EXAMPLES / "resnet18.arch")
+    assert run("fmt", str(cr)).returncode == 0
+    assert cr.read_text() == (EXAMPLES / "resnet18.arch").read_text()
+    messy = b"input 3x8x8\rconv  4 k 3|relu   # r\r\r\rresidual {\rbn\r}\r"
+    cp = run("fmt", "-", stdin=messy)
+    assert cp.stdout == run("fmt", "-", stdin=messy.replace(b"\r", b"\n")).stdout
+    assert cp.stdout.decode() == "input 3x8x8\nconv 4 k3 | relu   # r\n\nresidual {\n  bn\n}\n"
+
+
+def test_cr_line_endings_through_the_api():
+    import archspec
+
+    text = "input 3x32x32\rconv 6 k5\rcnov 8 k3\r"
+    report = archspec.check(text)
+    assert [(d.code, d.span.line, d.span.column) for d in report.errors] == [("E002", 3, 1)]
+    assert archspec.fmt(text) == "input 3x32x32\nconv 6 k5\ncnov 8 k3\n"
+
+
+# --------------------------------------------------------------------------- explain --layer
+
+def test_explain_layer_with_thousands_of_digits_is_a_usage_error():
+    cp = run("explain", "examples/lenet.arch", "--layer", "9" * 5000)
+    assert cp.returncode == 2 and cp.stdout == b""
+    assert_golden("explain_huge_layer", text_of(cp))
+
+
+def test_explain_layer_help_lists_block_call_lines_that_work():
+    cp = run("explain", "examples/resnet18.arch", "--layer", "99")
+    assert cp.returncode == 2
+    assert_golden("explain_layer_help", text_of(cp))
+    listed = cp.stderr.decode().split("block call (")[1].split(")")[0].split(", ")
+    assert {"13", "14", "15", "16"} <= set(listed)  # `stage(64, 1)` etc.: block calls
+    for line in listed:  # every line offered works
+        assert run("explain", "examples/resnet18.arch", "--layer", line).returncode == 0, line

@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Iterable
 
 from archspec.language.codes import CODES, CodeInfo, Severity  # noqa: F401 (CodeInfo re-exported)
+from archspec.language.files import normalize_newlines
 
 
 @dataclass(frozen=True)
@@ -86,10 +87,10 @@ def _noqa_codes(line: str) -> set[str] | None:
 @lru_cache(maxsize=16)
 def source_lines(text: str) -> list[str]:
     """Split once per source (per diagnostic made rendering N diagnostics quadratic; callers must
-    not mutate the list). The lines as the parser counts them: split on `\n` only (str.splitlines also splits on form
-    feeds and other separators, which would put `# noqa` or a caret on another line); a CR before
-    the newline dropped."""
-    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    not mutate the list). The lines as the parser counts them: split on `\n`, `\r\n` and a lone `\r`
+    (str.splitlines also splits on form feeds and other separators, which would put `# noqa` or a
+    caret on another line)."""
+    return [line[:-1] if line.endswith("\r") else line for line in normalize_newlines(text).split("\n")]
 
 
 _STRING_OR_COMMENT = re.compile(r'"[^"\n]*"|#[^\n]*')

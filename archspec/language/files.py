@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -59,6 +60,20 @@ def decode_arch_bytes(data: bytes) -> str:
 def strip_bom(text: str) -> str:
     """Editors on Windows start files with U+FEFF: invisible, and no part of the program."""
     return text[1:] if text.startswith("\ufeff") else text
+
+
+_LONE_CR = re.compile(r"\r(?!\n)")
+
+
+def normalize_newlines(text: str) -> str:
+    """A lone CR (as old Mac editors end lines) as a line break, the way Python's universal newlines
+    read it: written as `\n`, one character for one, so every offset into the text stays right."""
+    return _LONE_CR.sub("\n", text) if "\r" in text else text
+
+
+def source_text(text: str) -> str:
+    """The text the language reads: no byte order mark, and every line break a `\n` or `\r\n`."""
+    return normalize_newlines(strip_bom(text))
 
 
 def display_path(target: Path) -> str:

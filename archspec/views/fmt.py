@@ -436,9 +436,9 @@ def _prec(t: Tree | Token) -> int:
 
 def format_text(text: str, path: str = "<string>") -> str:
     """The canonical form of .arch text; FormatError (an ArchspecError) when it does not parse."""
-    from archspec.language.files import strip_bom
+    from archspec.language.files import source_text
 
-    text = strip_bom(text)  # the canonical form has no byte order mark
+    text = source_text(text)  # the canonical form has no byte order mark, and `\n` line ends
     tree, comments = _parse(text, path)
     formatted = _Printer(text, comments).run(tree)
     if any("noqa" in c for c in comments):
