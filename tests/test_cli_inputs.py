@@ -126,3 +126,24 @@ def test_explain_layer_help_lists_block_call_lines_that_work():
     assert {"13", "14", "15", "16"} <= set(listed)  # `stage(64, 1)` etc.: block calls
     for line in listed:  # every line offered works
         assert run("explain", "examples/resnet18.arch", "--layer", line).returncode == 0, line
+
+
+# --------------------------------------------------------------------------- budget numbers past 2^63-1
+
+def test_budget_limits_are_capped_like_the_languages_numbers():
+    """--max-params 99999999999999999999999999 was accepted (and 5,000 digits a traceback): the CLI
+    and `budget` take numbers up to 2^63-1, as the language does (E004), exactly (no float rounding)."""
+    at_cap = run("check", "-q", "examples/lenet.arch", "--max-params", "9223372036854775807", "--max-macs", "9223372036854775.807k")
+    assert at_cap.returncode == 0
+    cases = [("--max-params", "99999999999999999999999999"), ("--max-params", "9223372036854775808"),
+             ("--max-macs", "9" * 5000), ("--max-params", "0.0000000001G"),
+             ("--max-activations", "20MB@99999999999999999999999"), ("--batch-size", "9" * 5000)]
+    out = ""
+    for flag, value in cases:
+        cp = run("check", "-q", "examples/lenet.arch", flag, value, *(["--max-activations", "1MB"] if flag == "--batch-size" else []))
+        assert cp.returncode == 2 and cp.stdout == b""
+        message = [line for line in cp.stderr.decode().splitlines() if line.startswith(("error:", "help:"))]  # not argparse's usage
+        out += f"$ check {flag} {value[:50]}\nexit {cp.returncode}\n" + "\n".join(message) + "\n"
+    in_file = run("check", "-q", "-", stdin="budget params <= 99999999999999999999999999\ninput 3x32x32\nflatten | linear 10\n")
+    assert in_file.returncode == 1
+    assert_golden("budget_out_of_range", out + "$ check - (budget in the file)\n" + text_of(in_file))

@@ -275,7 +275,11 @@ def _budget_flags(args: argparse.Namespace) -> list:
 
 
 def _batch_size(text: str) -> int:
-    value = int(text) if text.isdigit() else 0
+    from archspec.language.values import MAX_INT
+
+    if text.isascii() and text.isdigit() and (len(text) > 19 or int(text) > MAX_INT):  # the language's cap on numbers
+        raise argparse.ArgumentTypeError(f"{text[:40]}{'...' if len(text) > 40 else ''} is out of range: numbers must be at most 2^63-1")
+    value = int(text) if text.isascii() and text.isdigit() else 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
     return value
