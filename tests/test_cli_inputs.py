@@ -147,3 +147,28 @@ def test_budget_limits_are_capped_like_the_languages_numbers():
     in_file = run("check", "-q", "-", stdin="budget params <= 99999999999999999999999999\ninput 3x32x32\nflatten | linear 10\n")
     assert in_file.returncode == 1
     assert_golden("budget_out_of_range", out + "$ check - (budget in the file)\n" + text_of(in_file))
+
+
+# --------------------------------------------------------------------------- PyTorch keyword names
+
+def test_torch_keywords_get_the_form_here_and_it_checks():
+    """`linear in_features=1024 out_features=10` suggested `out_features=`; now it says why (the checker
+    infers in_features) and gives `linear 10`, which, written in, checks as torch builds it."""
+    import re
+
+    import archspec
+
+    text = (EXAMPLES / "broken" / "torch_keywords.arch").read_text()
+    report = archspec.check(text)
+    assert [d.code for d in report.errors] == ["E003", "E003"]
+    lines = text.splitlines()
+    for d in report.errors:
+        lines[d.span.line - 1] = lines[d.span.line - 1].replace(report.sources["<string>"][d.span.start:d.span.end],
+                                                                re.search(r"write `([^`]*)`", d.help).group(1))
+    fixed = archspec.check("\n".join(lines))
+    assert fixed.ok, fixed.diagnostics
+    torch = pytest.importorskip("torch")
+    reference = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+                                    torch.nn.Linear(1176, 10))  # what the PyTorch keywords said
+    assert fixed.params == sum(p.numel() for p in reference.parameters())
+    assert tuple(reference(torch.zeros(1, 3, 32, 32)).shape[1:]) == fixed.output_shape
