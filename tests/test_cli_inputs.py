@@ -172,3 +172,26 @@ def test_torch_keywords_get_the_form_here_and_it_checks():
                                     torch.nn.Linear(1176, 10))  # what the PyTorch keywords said
     assert fixed.params == sum(p.numel() for p in reference.parameters())
     assert tuple(reference(torch.zeros(1, 3, 32, 32)).shape[1:]) == fixed.output_shape
+
+
+# --------------------------------------------------------------------------- sizes --max
+
+SYMBOLIC = "input 3xHxW\nconv 8 k3 | maxpool 2\nconv 16 k3 | gap | flatten | linear 10\n"
+
+
+def test_sizes_max_is_bounded():
+    """`sizes --max 1000000000` grew memory until a MemoryError: past 10,000 it is refused at once,
+    and the largest --max lists every size in bounded time and memory."""
+    import json
+    import time
+
+    out = ""
+    for value in ("1000000000", "9" * 5000, "10001"):
+        start = time.perf_counter()
+        cp = run("sizes", "-", "--max", value, stdin=SYMBOLIC)
+        assert cp.returncode == 2 and cp.stdout == b"" and time.perf_counter() - start < 30
+        out += f"$ sizes --max {value[:20]}\n" + text_of(cp)
+    assert_golden("sizes_max", out)
+    largest = run("sizes", "-", "--max", "10000", "--format", "json", stdin=SYMBOLIC)
+    axes = json.loads(largest.stdout)["axes"]
+    assert largest.returncode == 0 and axes[0]["valid"] == list(range(8, 10_001)) and axes[0]["valid_rule"] == "H >= 8"
