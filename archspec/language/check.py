@@ -18,6 +18,7 @@ from archspec.language.diagnostics import Diagnostic, Span, render_html
 from archspec.language.errors import ArchError
 from archspec.language.expand import dedupe, load, parse
 from archspec.language.gcpause import without_gc_pauses
+from archspec.language.lost_size import name_where_size_was_lost
 from archspec.language.nodes import BlockCall, Deferred, Invalid, Model, Node, Seq
 from archspec.language.nodes import Branch as BranchSpec
 from archspec.language.nodes import Residual as ResidualSpec
@@ -406,6 +407,7 @@ def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
         report.output_shape = seq_output(report.body, None)
         if not syntax_errors:
             checker.finish(classes)
+            name_where_size_was_lost(report)
             _hint_channels_first(report)
     report.diagnostics = dedupe(report.diagnostics)
     report.diagnostics.sort(key=lambda d: (d.span.path != model.path, d.span.path, d.span.start) if d.span else (True, "", 0))

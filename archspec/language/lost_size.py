@@ -1,0 +1,124 @@
+"""Where the map lost its size: a window too large for its input (E101, E102) is the symptom; the
+cause is usually earlier, in convs or pools without padding that shrank the map a little each time.
+
+For such a diagnostic this names the layers before it that shrank the map for want of padding
+(stride 1 and an output smaller than the input), grouped by where they are written (a block's conv
+called six times is one place), the ones that took the most first, and suggests padding there
+rather than at the layer that fails.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from archspec.language import codes
+from archspec.language.diagnostics import Diagnostic, Span
+from archspec.language.ops import pair_text
+from archspec.language.tree import Layer
+
+if TYPE_CHECKING:
+    from archspec.language.check import CheckReport
+
+# Ops whose output is smaller than their input at stride 1 only for want of padding.
+_PADDABLE = ("conv", "maxpool", "avgpool")
+_SHOWN = 2  # places named in notes
+
+
+@dataclass
+class _Place:
+    """One written layer that shrank the map: how often it ran and what it took each time and in all."""
+
+    row: Layer
+    rows: int  # H lost by its first run
+    columns: int  # W lost by its first run
+    runs: int = 0
+    total_rows: int = 0  # over every run
+    total_columns: int = 0
+
+    @property
+    def lost(self) -> int:
+        return self.total_rows + self.total_columns
+
+
+def name_where_size_was_lost(report: "CheckReport") -> None:
+    """Notes (and a help) on each E101/E102 naming the earlier layers that shrank the map without padding."""
+    rows = report.rows
+    for d in report.diagnostics:
+        if d.code not in (codes.KERNEL_TOO_LARGE, codes.OUTPUT_TOO_SMALL):
+            continue
+        at = next((i for i, r in enumerate(rows) if r.span == d.span and r.trace == d.trace), None)
+        places = _places(rows[:at], report) if at is not None else []
+        if places:
+            _explain(d, places, report)
+
+
+def _places(rows: list[Layer], report: "CheckReport") -> list[_Place]:
+    """The layers that lost rows or columns at stride 1, by where they are written, most lost first."""
+    found: dict[tuple[str, int, str], _Place] = {}
+    for r in rows:
+        lost = _lost(r)
+        if lost is None or r.span is None:
+            continue
+        # One place per written text and line: `conv c k3` run by six calls, or twice on one line, is one fix.
+        place = found.setdefault((r.span.path, r.span.line, _text(r, report)), _Place(r, *lost))
+        place.runs += 1
+        place.total_rows += lost[0]
+        place.total_columns += lost[1]
+    return sorted(found.values(), key=lambda p: -p.lost)  # stable: the earlier place first on a tie
+
+
+def _lost(r: Layer) -> tuple[int, int] | None:
+    """(rows, columns) the layer took for want of padding, or None when it took none."""
+    x, y = r.in_shape, r.out_shape
+    if r.op not in _PADDABLE or r.rf_step is None or x is None or y is None or len(x) != 3 or len(y) != 3:
+        return None
+    if None in x or None in y:
+        return None
+    _, strides = r.rf_step
+    lost = tuple(x[i] - y[i] if strides[i - 1] == 1 and y[i] < x[i] else 0 for i in (1, 2))  # type: ignore[operator]
+    return lost if any(lost) else None  # type: ignore[return-value]
+
+
+def _explain(d: Diagnostic, places: list[_Place], report: "CheckReport") -> None:
+    shown = places[:_SHOWN]
+    d.notes += [_note(p, report) for p in shown]
+    if len(places) > _SHOWN:
+        d.notes.append(f"{len(places) - _SHOWN} more place{'s' if len(places) - _SHOWN > 1 else ''} shrank it less")
+    first = shown[0]
+    padding = _same_padding(first.row)
+    where = f"`{_text(first.row, report)}` ({_line(first.row.span, report)})"  # type: ignore[arg-type]
+    d.help = (f"pad where the size was lost: `{padding}` on {where} keeps its size; or downsample less before this layer"
+              if padding else f"pad where the size was lost, at {where}, or downsample less before this layer")
+
+
+def _note(p: _Place, report: "CheckReport") -> str:
+    row = p.row
+    block = f" (in block `{row.trace[-1][0]}`)" if row.trace else ""
+    times = f" each of the {p.runs} times it runs, {_amount(p.total_rows, p.total_columns)} in all" if p.runs > 1 else ""
+    return (f"the size was lost earlier, for want of padding: `{_text(row, report)}` at "  # type: ignore[arg-type]
+            f"{_line(row.span, report)}{block} takes {_amount(p.rows, p.columns)}{times}")  # type: ignore[arg-type]
+
+
+def _amount(rows: int, columns: int) -> str:
+    """`2 rows and columns`, `2 rows`, `2 rows and 4 columns`."""
+    if rows == columns:
+        return f"{rows} rows and columns"
+    return " and ".join(f"{n} {what}" for n, what in ((rows, "rows"), (columns, "columns")) if n)
+
+
+def _same_padding(row: Layer) -> str | None:
+    """The padding that keeps the size at stride 1: (kernel - 1) / 2 per axis; None for an even kernel."""
+    (kh, kw), _ = row.rf_step  # type: ignore[misc]
+    if kh % 2 == 0 or kw % 2 == 0:
+        return "p same" if row.op == "conv" else None
+    return f"p{pair_text(((kh - 1) // 2, (kw - 1) // 2))}"
+
+
+def _text(row: Layer, report: "CheckReport") -> str:
+    span = row.span
+    return report.sources.get(span.path, "")[span.start:span.end] if span else row.op
+
+
+def _line(span: Span, report: "CheckReport") -> str:
+    return f"line {span.line}" if span.path == report.path else f"{Path(span.path).name} line {span.line}"

@@ -1,0 +1,59 @@
+"""A window too large for its input (E101/E102) names where the map lost its size, and the padding
+it suggests there works: written in, the network checks, and torch runs it with the checker's shapes."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import archspec
+from archspec.language.diagnostics import filter_diagnostics
+from conftest import EXAMPLES
+
+CASES = {
+    "block": (EXAMPLES / "broken" / "padding_lost.arch").read_text(),
+    "lenet at 8x8": (EXAMPLES / "lenet.arch").read_text().replace("input 3x32x32", "input 3x8x8"),
+    "one axis": "input 3x20x40\nconv 8 k3x5 | conv 8 k3x5\nconv 8 k5 p1 | maxpool 3 s1\nconv 8 k19\nflatten | linear 10\n",
+}
+
+
+def _apply_help(text: str, report) -> str:
+    """The help's padding written into the layer it names (every copy of it on that line)."""
+    d = report.errors[0]
+    where = re.search(r"`(p[^`]*)` on `([^`]*)` \(line (\d+)\)", d.help)
+    if where is not None:  # at the layer where the size was lost
+        padding, layer, line = where.groups()
+    else:  # nothing lost earlier: the layer that fails, padded (`pad the input (e.g. `p1`)`)
+        padding = re.search(r"e\.g\. `(p[^`]*)`", d.help).group(1)
+        layer, line = report.sources["<string>"][d.span.start:d.span.end], d.span.line
+    lines = text.split("\n")
+    stripped = re.sub(r" p\S*", "", layer)  # the layer's own padding is replaced
+    lines[int(line) - 1] = lines[int(line) - 1].replace(layer, f"{stripped} {padding}")
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_the_padding_suggested_where_the_size_was_lost_works(name):
+    torch = pytest.importorskip("torch")
+    text = CASES[name]
+    report = archspec.check(text)
+    d = report.errors[0]
+    assert d.code in ("E101", "E102") and any(n.startswith("the size was lost earlier") for n in d.notes)
+    fixed, fixed_report = text, report
+    for _ in range(4):  # following the help, one place at a time, makes the network check
+        fixed = _apply_help(fixed, fixed_report)
+        fixed_report = archspec.check(fixed)
+        if fixed_report.ok:
+            break
+    assert fixed_report.ok, filter_diagnostics(fixed_report.diagnostics, fixed_report.sources)
+    net = archspec.build(fixed)
+    with torch.no_grad():
+        y = net.eval()(torch.zeros(2, *fixed_report.input_shape))
+    assert tuple(y.shape[1:]) == fixed_report.output_shape
+
+
+def test_no_note_when_nothing_was_lost_for_want_of_padding():
+    """Pools that downsample on purpose are no padding mistake: the help stays as it was."""
+    report = archspec.check((EXAMPLES / "broken" / "pool_too_small.arch").read_text())
+    d = report.errors[0]
+    assert not any("size was lost" in n for n in d.notes) and d.help.startswith("pad the input")
