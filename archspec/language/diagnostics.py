@@ -11,7 +11,6 @@ from functools import lru_cache
 from typing import Iterable
 
 from archspec.language.codes import CODES, CodeInfo, Severity  # noqa: F401 (CodeInfo re-exported)
-from archspec.language.files import normalize_newlines
 
 
 @dataclass(frozen=True)
@@ -82,6 +81,16 @@ def _noqa_codes(line: str) -> set[str] | None:
         return None
     codes = m.group("codes")
     return {c.strip().upper() for c in codes.split(",") if c.strip()} if codes else set()
+
+
+_LONE_CR = re.compile(r"\r(?!\n)")
+
+
+def normalize_newlines(text: str) -> str:
+    """A lone CR (as old Mac editors end lines) as a line break, the way Python's universal newlines
+    read it: written as `\n`, one character for one, so every offset into the text stays right.
+    (Here, at the bottom of the language, for the parser, the files and the carets alike.)"""
+    return _LONE_CR.sub("\n", text) if "\r" in text else text
 
 
 @lru_cache(maxsize=16)

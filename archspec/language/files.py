@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 from pathlib import Path
+
+from archspec.language.diagnostics import normalize_newlines
 
 # Documented in the README (section "Limits"): past it, one diagnostic instead of the work.
 MAX_FILE_BYTES = 1 << 20  # 1 MiB: a .arch file (main or `use`d); checked on the file's size before reading
@@ -60,15 +61,6 @@ def decode_arch_bytes(data: bytes) -> str:
 def strip_bom(text: str) -> str:
     """Editors on Windows start files with U+FEFF: invisible, and no part of the program."""
     return text[1:] if text.startswith("\ufeff") else text
-
-
-_LONE_CR = re.compile(r"\r(?!\n)")
-
-
-def normalize_newlines(text: str) -> str:
-    """A lone CR (as old Mac editors end lines) as a line break, the way Python's universal newlines
-    read it: written as `\n`, one character for one, so every offset into the text stays right."""
-    return _LONE_CR.sub("\n", text) if "\r" in text else text
 
 
 def source_text(text: str) -> str:
