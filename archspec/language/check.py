@@ -407,7 +407,7 @@ def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
         report.output_shape = seq_output(report.body, None)
         if not syntax_errors:
             checker.finish(classes)
-            name_where_size_was_lost(report)
+            name_where_size_was_lost(report.rows, report.diagnostics, report.sources, report.path)
             _hint_channels_first(report)
     report.diagnostics = dedupe(report.diagnostics)
     report.diagnostics.sort(key=lambda d: (d.span.path != model.path, d.span.path, d.span.start) if d.span else (True, "", 0))

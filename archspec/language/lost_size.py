@@ -10,15 +10,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from archspec.language import codes
 from archspec.language.diagnostics import Diagnostic, Span
 from archspec.language.ops import pair_text
 from archspec.language.tree import Layer
 
-if TYPE_CHECKING:
-    from archspec.language.check import CheckReport
+
+@dataclass
+class _Source:
+    """What the notes quote: the texts by path, and the main file (whose lines need no file name)."""
+
+    texts: dict[str, str]
+    path: str
 
 # Ops whose output is smaller than their input at stride 1 only for want of padding.
 _PADDABLE = ("conv", "maxpool", "avgpool")
@@ -41,19 +45,20 @@ class _Place:
         return self.total_rows + self.total_columns
 
 
-def name_where_size_was_lost(report: "CheckReport") -> None:
-    """Notes (and a help) on each E101/E102 naming the earlier layers that shrank the map without padding."""
-    rows = report.rows
-    for d in report.diagnostics:
+def name_where_size_was_lost(rows: list[Layer], diagnostics: list[Diagnostic], texts: dict[str, str], path: str) -> None:
+    """Notes (and a help) on each E101/E102 naming the earlier layers (`rows`: every layer in execution
+    order) that shrank the map without padding; `texts` by path, `path` the main file."""
+    source = _Source(texts, path)
+    for d in diagnostics:
         if d.code not in (codes.KERNEL_TOO_LARGE, codes.OUTPUT_TOO_SMALL):
             continue
         at = next((i for i, r in enumerate(rows) if r.span == d.span and r.trace == d.trace), None)
-        places = _places(rows[:at], report) if at is not None else []
+        places = _places(rows[:at], source) if at is not None else []
         if places:
-            _explain(d, places, report)
+            _explain(d, places, source)
 
 
-def _places(rows: list[Layer], report: "CheckReport") -> list[_Place]:
+def _places(rows: list[Layer], source: _Source) -> list[_Place]:
     """The layers that lost rows or columns at stride 1, by where they are written, most lost first."""
     found: dict[tuple[str, int, str], _Place] = {}
     for r in rows:
@@ -61,7 +66,7 @@ def _places(rows: list[Layer], report: "CheckReport") -> list[_Place]:
         if lost is None or r.span is None:
             continue
         # One place per written text and line: `conv c k3` run by six calls, or twice on one line, is one fix.
-        place = found.setdefault((r.span.path, r.span.line, _text(r, report)), _Place(r, *lost))
+        place = found.setdefault((r.span.path, r.span.line, _text(r, source)), _Place(r, *lost))
         place.runs += 1
         place.total_rows += lost[0]
         place.total_columns += lost[1]
@@ -80,24 +85,24 @@ def _lost(r: Layer) -> tuple[int, int] | None:
     return lost if any(lost) else None  # type: ignore[return-value]
 
 
-def _explain(d: Diagnostic, places: list[_Place], report: "CheckReport") -> None:
+def _explain(d: Diagnostic, places: list[_Place], source: _Source) -> None:
     shown = places[:_SHOWN]
-    d.notes += [_note(p, report) for p in shown]
+    d.notes += [_note(p, source) for p in shown]
     if len(places) > _SHOWN:
         d.notes.append(f"{len(places) - _SHOWN} more place{'s' if len(places) - _SHOWN > 1 else ''} shrank it less")
     first = shown[0]
     padding = _same_padding(first.row)
-    where = f"`{_text(first.row, report)}` ({_line(first.row.span, report)})"  # type: ignore[arg-type]
+    where = f"`{_text(first.row, source)}` ({_line(first.row.span, source)})"  # type: ignore[arg-type]
     d.help = (f"pad where the size was lost: `{padding}` on {where} keeps its size; or downsample less before this layer"
               if padding else f"pad where the size was lost, at {where}, or downsample less before this layer")
 
 
-def _note(p: _Place, report: "CheckReport") -> str:
+def _note(p: _Place, source: _Source) -> str:
     row = p.row
     block = f" (in block `{row.trace[-1][0]}`)" if row.trace else ""
     times = f" each of the {p.runs} times it runs, {_amount(p.total_rows, p.total_columns)} in all" if p.runs > 1 else ""
-    return (f"the size was lost earlier, for want of padding: `{_text(row, report)}` at "  # type: ignore[arg-type]
-            f"{_line(row.span, report)}{block} takes {_amount(p.rows, p.columns)}{times}")  # type: ignore[arg-type]
+    return (f"the size was lost earlier, for want of padding: `{_text(row, source)}` at "  # type: ignore[arg-type]
+            f"{_line(row.span, source)}{block} takes {_amount(p.rows, p.columns)}{times}")  # type: ignore[arg-type]
 
 
 def _amount(rows: int, columns: int) -> str:
@@ -115,10 +120,10 @@ def _same_padding(row: Layer) -> str | None:
     return f"p{pair_text(((kh - 1) // 2, (kw - 1) // 2))}"
 
 
-def _text(row: Layer, report: "CheckReport") -> str:
+def _text(row: Layer, source: _Source) -> str:
     span = row.span
-    return report.sources.get(span.path, "")[span.start:span.end] if span else row.op
+    return source.texts.get(span.path, "")[span.start:span.end] if span else row.op
 
 
-def _line(span: Span, report: "CheckReport") -> str:
-    return f"line {span.line}" if span.path == report.path else f"{Path(span.path).name} line {span.line}"
+def _line(span: Span, source: _Source) -> str:
+    return f"line {span.line}" if span.path == source.path else f"{Path(span.path).name} line {span.line}"
