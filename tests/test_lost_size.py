@@ -18,17 +18,21 @@ CASES = {
 
 
 def _apply_help(text: str, report) -> str:
-    """The help's padding written into the layer it names (every copy of it on that line)."""
+    """The help's padding written into the layer it names, found from the note's line (every copy of it
+    on that line), or into the layer that fails when nothing was lost earlier."""
     d = report.errors[0]
-    where = re.search(r"`(p[^`]*)` on `([^`]*)` \(line (\d+)\)", d.help)
+    where = re.search(r"`(p[^`]*)` on `([^`]*)`", d.help)
     if where is not None:  # at the layer where the size was lost
-        padding, layer, line = where.groups()
+        padding, described = where.groups()
+        line = int(re.search(r"at line (\d+)", next(n for n in d.notes if "size was lost" in n)).group(1))
+        row = next(r for r in report.rows if r.line == line and f"{r.op} {r.layer.describe()}".rstrip() == described)
+        layer = report.sources["<string>"][row.span.start:row.span.end]
     else:  # nothing lost earlier: the layer that fails, padded (`pad the input (e.g. `p1`)`)
         padding = re.search(r"e\.g\. `(p[^`]*)`", d.help).group(1)
         layer, line = report.sources["<string>"][d.span.start:d.span.end], d.span.line
     lines = text.split("\n")
     stripped = re.sub(r" p\S*", "", layer)  # the layer's own padding is replaced
-    lines[int(line) - 1] = lines[int(line) - 1].replace(layer, f"{stripped} {padding}")
+    lines[line - 1] = lines[line - 1].replace(layer, f"{stripped} {padding}")
     return "\n".join(lines)
 
 
@@ -57,3 +61,13 @@ def test_no_note_when_nothing_was_lost_for_want_of_padding():
     report = archspec.check((EXAMPLES / "broken" / "pool_too_small.arch").read_text())
     d = report.errors[0]
     assert not any("size was lost" in n for n in d.notes) and d.help.startswith("pad the input")
+
+
+def test_the_notes_read_the_same_after_fmt():
+    """Found by test_fmt's random programs: the notes quoted the layer as written (`conv 1 k 3`), so fmt
+    changed a diagnostic; they quote it as the checker reads it, and the help names no line."""
+    text = ("block blk0(c, s=1) { conv 1 k3 | conv 1 k 1 }\nblock blk1(c, s=1) { maxpool 2 | blk0(8) }\n"
+            "input 3x16x16\nconv 1 k 3 | blk1(8) * 2")
+    before, after = (archspec.check(t).errors[0] for t in (text, archspec.fmt(text)))
+    assert (before.notes, before.help) == (after.notes, after.help)
+    assert "`conv 1 k3` at line 4 takes 2 rows and columns" in before.notes[-1]

@@ -53,20 +53,20 @@ def name_where_size_was_lost(rows: list[Layer], diagnostics: list[Diagnostic], t
         if d.code not in (codes.KERNEL_TOO_LARGE, codes.OUTPUT_TOO_SMALL):
             continue
         at = next((i for i, r in enumerate(rows) if r.span == d.span and r.trace == d.trace), None)
-        places = _places(rows[:at], source) if at is not None else []
+        places = _places(rows[:at]) if at is not None else []
         if places:
             _explain(d, places, source)
 
 
-def _places(rows: list[Layer], source: _Source) -> list[_Place]:
+def _places(rows: list[Layer]) -> list[_Place]:
     """The layers that lost rows or columns at stride 1, by where they are written, most lost first."""
-    found: dict[tuple[str, int, str], _Place] = {}
+    found: dict[tuple, _Place] = {}
     for r in rows:
         lost = _lost(r)
         if lost is None or r.span is None:
             continue
-        # One place per written text and line: `conv c k3` run by six calls, or twice on one line, is one fix.
-        place = found.setdefault((r.span.path, r.span.line, _text(r, source)), _Place(r, *lost))
+        # One place per line, op and window: `conv c k3` run by six calls, or `conv 8 k3` twice on one line, is one fix.
+        place = found.setdefault((r.span.path, r.span.line, r.op, r.rf_step[0]), _Place(r, *lost))  # type: ignore[index]
         place.runs += 1
         place.total_rows += lost[0]
         place.total_columns += lost[1]
@@ -92,7 +92,8 @@ def _explain(d: Diagnostic, places: list[_Place], source: _Source) -> None:
         d.notes.append(f"{len(places) - _SHOWN} more place{'s' if len(places) - _SHOWN > 1 else ''} shrank it less")
     first = shown[0]
     padding = _same_padding(first.row)
-    where = f"`{_text(first.row, source)}` ({_line(first.row.span, source)})"  # type: ignore[arg-type]
+    # The note has its line; a help names none (fmt moves lines, and must not change a diagnostic).
+    where = f"`{_text(first.row, source)}`" + (f" in block `{first.row.trace[-1][0]}`" if first.row.trace else "")
     d.help = (f"pad where the size was lost: `{padding}` on {where} keeps its size; or downsample less before this layer"
               if padding else f"pad where the size was lost, at {where}, or downsample less before this layer")
 
@@ -121,8 +122,10 @@ def _same_padding(row: Layer) -> str | None:
 
 
 def _text(row: Layer, source: _Source) -> str:
-    span = row.span
-    return source.texts.get(span.path, "")[span.start:span.end] if span else row.op
+    """The layer as the checker read it (`conv 16 k3`; in a block, at its first call): the same
+    before and after `fmt`, unlike the text as written (`conv 16 k 3`)."""
+    describe = getattr(row.layer, "describe", None)
+    return f"{row.op} {describe()}".rstrip() if describe else row.op
 
 
 def _line(span: Span, source: _Source) -> str:
