@@ -18,13 +18,13 @@ CASES = {
 
 
 def _apply_help(text: str, report) -> str:
-    """The help's padding written into the layer it names, found from the note's line (every copy of it
+    """The padding the note names written into the layer it names, found from the note's line (every copy of it
     on that line), or into the layer that fails when nothing was lost earlier."""
     d = report.errors[0]
-    where = re.search(r"`(p[^`]*)` on `([^`]*)`", d.help)
-    if where is not None:  # at the layer where the size was lost
-        padding, described = where.groups()
-        line = int(re.search(r"at line (\d+)", next(n for n in d.notes if "size was lost" in n)).group(1))
+    note = next((n for n in d.notes if "size was lost" in n), None)
+    if note is not None:  # at the layer where the size was lost, with the padding the note names
+        described, line, padding = re.search(r"`([^`]*)` at line (\d+).*`(p[^`]*)` there keeps its size", note).groups()
+        line = int(line)
         row = next(r for r in report.rows if r.line == line and f"{r.op} {r.layer.describe()}".rstrip() == described)
         layer = report.sources["<string>"][row.span.start:row.span.end]
     else:  # nothing lost earlier: the layer that fails, padded (`pad the input (e.g. `p1`)`)

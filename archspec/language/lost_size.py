@@ -4,7 +4,7 @@ cause is usually earlier, in convs or pools without padding that shrank the map 
 For such a diagnostic this names the layers before it that shrank the map for want of padding
 (stride 1 and an output smaller than the input), grouped by where they are written (a block's conv
 called six times is one place), the ones that took the most first, and suggests padding there
-rather than at the layer that fails.
+rather than at the layer that fails (in the notes: a help's padding would read as a fix for that layer).
 """
 from __future__ import annotations
 
@@ -90,20 +90,20 @@ def _explain(d: Diagnostic, places: list[_Place], source: _Source) -> None:
     d.notes += [_note(p, source) for p in shown]
     if len(places) > _SHOWN:
         d.notes.append(f"{len(places) - _SHOWN} more place{'s' if len(places) - _SHOWN > 1 else ''} shrank it less")
-    first = shown[0]
-    padding = _same_padding(first.row)
-    # The note has its line; a help names none (fmt moves lines, and must not change a diagnostic).
-    where = f"`{_text(first.row, source)}`" + (f" in block `{first.row.trace[-1][0]}`" if first.row.trace else "")
-    d.help = (f"pad where the size was lost: `{padding}` on {where} keeps its size; or downsample less before this layer"
-              if padding else f"pad where the size was lost, at {where}, or downsample less before this layer")
+    # The padding is named in the notes, with the place: a help's `p1` reads as a fix for the layer the
+    # diagnostic is on (the editor's quick fixes apply it there), which is what this is to avoid.
+    which = "the note names the layer" if len(shown) == 1 else "the notes name the layers"
+    d.help = f"pad where the size was lost ({which} and the padding), or downsample less before this layer"
 
 
 def _note(p: _Place, source: _Source) -> str:
     row = p.row
     block = f" (in block `{row.trace[-1][0]}`)" if row.trace else ""
     times = f" each of the {p.runs} times it runs, {_amount(p.total_rows, p.total_columns)} in all" if p.runs > 1 else ""
+    padding = _same_padding(row)
+    keeps = f"; `{padding}` there keeps its size" if padding else ""
     return (f"the size was lost earlier, for want of padding: `{_text(row, source)}` at "  # type: ignore[arg-type]
-            f"{_line(row.span, source)}{block} takes {_amount(p.rows, p.columns)}{times}")  # type: ignore[arg-type]
+            f"{_line(row.span, source)}{block} takes {_amount(p.rows, p.columns)}{times}{keeps}")  # type: ignore[arg-type]
 
 
 def _amount(rows: int, columns: int) -> str:
