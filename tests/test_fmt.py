@@ -249,6 +249,107 @@ def test_random_programs_keep_their_meaning(text):
     assert_same_meaning(text)
 
 
+# --------------------------------------------------------------------------- fmt(fmt(x)) == fmt(x)
+# For every text fmt accepts, at every width where a `concat`/`add` goes one branch per line.
+
+def _terminals() -> dict:
+    """from_lark's terminals drawn from short lists (its regex strategies are slow and rarely valid)."""
+    def spaced(*words: str):
+        return st.tuples(st.sampled_from(words), st.sampled_from([" ", " ", "\t", "  "])).map("".join)
+
+    ops = ["conv", "maxpool", "relu", "bn", "hardswish", "flatten", "linear", "input", "dropout", "gap", "k3", "p1",
+           "s2", "same", "c", "noqa"]
+    return {
+        "NAME": spaced(*ops), "NUMBER": spaced("1", "2", "8", "16", "0.5", "-1"), "DIMS": spaced("3x8x8", "3x3", "4x4x4"),
+        "STRING": spaced('"missing.arch"'), "COMMENT": st.sampled_from(["# c", "# noqa", "# noqa: W201"]),
+        "_NL": st.sampled_from(["\n", "\n  ", "\n\n", "\r\n", "\r"]), "_CONTINUATION": st.sampled_from(["\n", "\n  "]),
+        "SHORTCUT": spaced("shortcut"), "BRANCH_MODE": spaced("concat", "add"), "BUDGET_OP": st.sampled_from(["<=", ">="]),
+        "QUANTITY": spaced("1.5M", "32", "600M"), "STAR": spaced("*"), "ADD_OP": spaced("+", "-"),
+        "MUL_OP": spaced("*", "//", "/"), "EQUAL": st.just("="), "LBRACE": spaced("{"), "RBRACE": spaced("}"),
+        "LPAR": st.just("("), "RPAR": st.just(")"), "COMMA": spaced(","), "RESIDUAL": spaced("residual", "residual project"),
+        "REPEAT": spaced("repeat"), "BLOCK": spaced("block"), "USE": spaced("use"), "BUDGET": spaced("budget"),
+        "MINUS": st.just("-"), "VBAR": spaced("|", "|"),
+    }
+
+
+def grammar_programs():
+    """Text drawn from grammar/archspec.lark itself (hypothesis.extra.lark), as tests/test_fuzz.py does."""
+    import lark
+    from hypothesis.extra.lark import from_lark
+
+    grammar = lark.Lark((Path(__file__).resolve().parents[1] / "grammar" / "archspec.lark").read_text(), start="start")
+    return from_lark(grammar, start="start", explicit=_terminals())
+
+
+LEAF = st.sampled_from(["relu", "bn", "conv 8 k3 p1", "maxpool 2", "hardswish", "conv 16 k3 s2 p1 nobias", "b(8)"])
+NEST_SEP = st.sampled_from([" | ", " | ", " | ", "\n", " |\n"])
+
+
+def _chain(inner):
+    return st.lists(st.tuples(inner, NEST_SEP), min_size=1, max_size=3).map(
+        lambda parts: "".join(s + sep for s, sep in parts[:-1]) + parts[-1][0])
+
+
+def _nest(inner):
+    """Residuals, branches and repeats around chains of the inner statements, mostly on one line."""
+    chain = _chain(inner)
+    braced = st.tuples(chain, st.sampled_from([" ", " ", "\n"])).map(lambda t: f"{{{t[1]}{t[0]}{t[1]}}}")
+    branch = st.tuples(st.sampled_from(["add", "concat"]), st.lists(braced, min_size=2, max_size=3),
+                       st.sampled_from([" ", " ", "\n  "]))
+    return st.one_of(
+        st.tuples(st.sampled_from(["residual", "residual project"]), braced).map(" ".join),
+        braced.map(lambda b: f"residual {b} shortcut {{ conv 8 k1 }}"),
+        branch.map(lambda t: t[0] + "".join(t[2] + b for b in t[1])),
+        braced.map(lambda b: f"repeat 2 {b}"),
+    )
+
+
+def nested_programs():
+    """Networks of residuals, branches and repeats nested a few deep, chained on long lines."""
+    statements = st.recursive(LEAF, _nest, max_leaves=14)
+    return _chain(statements).map(lambda main: f"block b(c) {{ conv c k3 p1 | bn }}\ninput 3x8x8\n{main}\nflatten | linear 10\n")
+
+
+def assert_fmt_idempotent(text: str, width: int) -> None:
+    from unittest import mock
+
+    with mock.patch("archspec.views.fmt.MAX_BRANCH_LINE", width):
+        try:
+            once = format_text(text)
+        except FormatError:
+            return  # not accepted (a syntax error, a `# noqa` that would move): nothing to format
+        assert format_text(once) == once, (text, once)
+
+
+WIDTHS = st.sampled_from([12, 30, 60, 100])
+
+
+# from_lark draws slowly (~0.1 s a program): few examples here; the nested programs below are the fast, many ones.
+@settings(max_examples=25, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@given(grammar_programs(), WIDTHS)
+def test_fmt_twice_is_fmt_once_on_grammar_programs(text, width):
+    assert_fmt_idempotent(text, width)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@given(nested_programs(), WIDTHS)
+def test_fmt_twice_is_fmt_once_on_nested_programs(text, width):
+    assert_fmt_idempotent(text, width)
+
+
+@pytest.mark.parametrize("text", [
+    "input 3x8x8\nresidual project { residual project { hardswish | residual project { maxpool 2 } | "
+    "add { conv 8 k3 p1 } { conv 8 k3 p1 } } } | bn\nflatten | linear 10\n",
+    "conv 6k5|adaptiveavgpool 2x2|residual project{ conv 4 k1 p same | concat { conv 4 k1 } { conv } | }",
+], ids=["valid", "broken"])
+def test_a_branch_split_inside_a_one_line_body_formats_once(text):
+    """Found by benchmarks/fuzz.py: a `concat`/`add` too long for one line went one branch per line
+    inside a body left on one line, and the next fmt laid that body out over several lines."""
+    once = format_text(text)
+    assert format_text(once) == once
+    assert "{\n" in once and meaning(once) == meaning(text)
+
+
 # --------------------------------------------------------------------------- CLI
 
 

@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import Iterator, Sequence, TextIO
 
 from archspec.language.errors import ArchError, ArchspecError, UsageError
 
@@ -187,15 +187,14 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     reports, status = [], 0
     n_err = n_warn = 0
     sizes = _input_sizes(args)
-    for path, dims in [(path, dims) for path in arch_files(args.files) for dims in sizes]:
-        try:
-            display, text = read_source(path)
-        except UsageError as exc:
-            print(f"error: {exc.message}", file=sys.stderr)
-            if exc.help:
-                print(f"help: {exc.help}", file=sys.stderr)
+    for source, dims in _each_source_at_each_size(arch_files(args.files), sizes):
+        if isinstance(source, UsageError):
+            print(f"error: {source.message}", file=sys.stderr)
+            if source.help:
+                print(f"help: {source.help}", file=sys.stderr)
             status = 2
             continue
+        display, text = source
         report = checked(text, replace(options, input_size=dims), name=display)
         for d in report.diagnostics if dims is not None else []:
             d.notes.insert(0, f"at input size {'x'.join(map(str, dims))} (--input-sizes)")
@@ -235,6 +234,21 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _each_source_at_each_size(paths: list[str], sizes: list) -> Iterator[tuple[tuple[str, str] | UsageError, tuple | None]]:
+    """((display, text), dims) for each file at each size, each file read once (standard input can
+    be read only once); an unreadable file once, as its UsageError."""
+    if paths.count("-") > 1:
+        raise UsageError("standard input (`-`) can be given only once", "pass `-` once, or save the text to a file")
+    for path in paths:
+        try:
+            source = read_source(path)
+        except UsageError as exc:
+            yield exc, None
+            continue
+        for dims in sizes:
+            yield source, dims
+
+
 _BUDGET_FLAGS = (("max_params", "params", "max"), ("max_macs", "macs", "max"), ("max_activations", "activations", "max"),
                  ("min_rf", "rf", "min"), ("max_rf", "rf", "max"), ("max_stride", "stride", "max"))
 
@@ -257,7 +271,11 @@ def _budget_flags(args: argparse.Namespace) -> list:
 
 
 def _batch_size(text: str) -> int:
-    value = int(text) if text.isdigit() else 0
+    from archspec.language.limits import MAX_INT
+
+    if text.isascii() and text.isdigit() and (len(text) > 19 or int(text) > MAX_INT):  # the language's cap on numbers
+        raise argparse.ArgumentTypeError(f"{text[:40]}{'...' if len(text) > 40 else ''} is out of range: numbers must be at most 2^63-1")
+    value = int(text) if text.isascii() and text.isdigit() else 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
     return value

@@ -33,6 +33,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _size_limit(text: str) -> int:
+    """`sizes --max`: a whole number from 1 to sizes.MAX_LIMIT."""
+    from archspec.views.sizes import limit_error
+
+    refused = limit_error(text)
+    if refused is not None:
+        raise refused
+    return _positive(text)
+
+
 def _color(out: TextIO) -> bool:
     return hasattr(out, "isatty") and out.isatty()
 
@@ -325,7 +335,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("sizes", help="which input heights and widths the network accepts, and where no floor drops pixels")
     p.add_argument("file", metavar="FILE", help="a .arch file, or - for standard input (its channels are kept)")
-    p.add_argument("--max", type=_positive, default=128, metavar="N", help="check every H and W in 1..N (default 128)")
+    p.add_argument("--max", type=_size_limit, default=128, metavar="N",
+                   help="list the accepted H and W in 1..N (default 128, at most 10,000)")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_sizes)
 

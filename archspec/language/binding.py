@@ -50,7 +50,8 @@ class Binder:
         args = [self.arg(t, path, env, trace) for t in arg_trees]
         if self.misplaced_symbol(op, args, trace):
             return None
-        if self.missing_separator(cls, op, args, span, trace) or self.torch_order(cls, op, args, span, trace):
+        if (self.missing_separator(cls, op, args, span, trace) or self.torch_order(cls, op, args, span, trace)
+                or self.torch_keywords(cls, op, args, span, trace)):
             return None
         data, ok = self.bind(cls, op, args, span, trace)
         if not ok:
@@ -129,6 +130,20 @@ class Binder:
         count = "one number" if len(cls.positional) == 1 else f"{len(cls.positional)} numbers"
         self.report.error(codes.UNKNOWN_ARGUMENT, f"`{op}` takes {count} here, got {len(numbers)}: {cls.torch_note}", span, trace,
                    help=f"write `{form}`")
+        return True
+
+    def torch_keywords(self, cls: type[LayerSpec], op: str, args: list[_Arg], span: Span, trace: Trace) -> bool:
+        """`linear in_features=1024 out_features=10`, `conv ... kernel_size=5`: PyTorch's keyword names this op
+        does not take, one diagnostic that says why and gives the form here (not a near name such as `out_features=`)."""
+        torch = [a for a in args if a.kind == "kwarg" and a.key not in cls.model_fields
+                 and _TORCH_KEYWORDS.get(a.key, "-") in cls.torch_order]
+        if not torch:
+            return False
+        key = torch[0].key
+        why = "the checker infers it from the previous layer's output" if _TORCH_KEYWORDS[key] == "in" else cls.torch_note
+        form = language_form(op, [self.report.source_text(a.span) for a in args])
+        self.report.error(codes.UNKNOWN_ARGUMENT, f"`{op}` takes no `{key}=`: {why}", span, trace,
+                          help=f"write `{form}` (usage: `{cls.usage}`)")
         return True
 
     def bind(self, cls: type[LayerSpec], op: str, args: list[_Arg], span: Span, trace: Trace) -> tuple[dict[str, Any], bool]:

@@ -18,6 +18,7 @@ from archspec.language.diagnostics import Diagnostic, Span, render_html
 from archspec.language.errors import ArchError
 from archspec.language.expand import dedupe, parse
 from archspec.language.gcpause import without_gc_pauses
+from archspec.language.lost_size import name_where_size_was_lost
 from archspec.language.measure import set_receptive_fields
 from archspec.language.nodes import BlockCall, Deferred, Invalid, Model, Node, Seq
 from archspec.language.nodes import Branch as BranchSpec
@@ -424,6 +425,7 @@ def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
         set_receptive_fields(report.body, report.input_shape)
         if not syntax_errors:
             checker.finish(classes)
+            name_where_size_was_lost(report.rows, report.diagnostics, report.sources, report.path)
             _hint_channels_first(report)
     report.diagnostics = dedupe(report.diagnostics)
     report.diagnostics.sort(key=lambda d: (d.span.path != model.path, d.span.path, d.span.start) if d.span else (True, "", 0))

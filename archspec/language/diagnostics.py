@@ -83,13 +83,23 @@ def _noqa_codes(line: str) -> set[str] | None:
     return {c.strip().upper() for c in codes.split(",") if c.strip()} if codes else set()
 
 
+_LONE_CR = re.compile(r"\r(?!\n)")
+
+
+def normalize_newlines(text: str) -> str:
+    """A lone CR (as old Mac editors end lines) as a line break, the way Python's universal newlines
+    read it: written as `\n`, one character for one, so every offset into the text stays right.
+    (Here, at the bottom of the language, for the parser, the files and the carets alike.)"""
+    return _LONE_CR.sub("\n", text) if "\r" in text else text
+
+
 @lru_cache(maxsize=16)
 def source_lines(text: str) -> list[str]:
     """Split once per source (per diagnostic made rendering N diagnostics quadratic; callers must
-    not mutate the list). The lines as the parser counts them: split on `\n` only (str.splitlines also splits on form
-    feeds and other separators, which would put `# noqa` or a caret on another line); a CR before
-    the newline dropped."""
-    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    not mutate the list). The lines as the parser counts them: split on `\n`, `\r\n` and a lone `\r`
+    (str.splitlines also splits on form feeds and other separators, which would put `# noqa` or a
+    caret on another line)."""
+    return [line[:-1] if line.endswith("\r") else line for line in normalize_newlines(text).split("\n")]
 
 
 _STRING_OR_COMMENT = re.compile(r'"[^"\n]*"|#[^\n]*')

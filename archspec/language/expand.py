@@ -16,7 +16,7 @@ from lark import Token, Tree
 from archspec.language import codes
 from archspec.language.binding import Binder, language_form
 from archspec.language.diagnostics import Diagnostic, Reporter, Span, suggest
-from archspec.language.files import Unreadable, display_path, read_arch_file, resolved_path, strip_bom, use_base
+from archspec.language.files import Unreadable, display_path, read_arch_file, resolved_path, source_text, use_base
 from archspec.language.nodes import BlockCall, Branch, Deferred, Invalid, Model, Node, Residual, Seq, Trace, Value
 from archspec.language.ops import OPS, resolve_op_name
 from archspec.language.gcpause import without_gc_pauses
@@ -94,7 +94,7 @@ class _Builder:
     # ---- files and `use`
 
     def load_file(self, path: str, text: str) -> Tree | None:
-        text = strip_bom(text)
+        text = source_text(text)  # what carets and `# noqa` read is what the parser reads
         self.report.sources[path] = text
         try:
             tree = parse_tree(text, path)

@@ -7,6 +7,8 @@ import os
 import stat
 from pathlib import Path
 
+from archspec.language.diagnostics import normalize_newlines
+
 # Documented in the README (section "Limits"): past it, one diagnostic instead of the work.
 MAX_FILE_BYTES = 1 << 20  # 1 MiB: a .arch file (main or `use`d); checked on the file's size before reading
 
@@ -59,6 +61,11 @@ def decode_arch_bytes(data: bytes) -> str:
 def strip_bom(text: str) -> str:
     """Editors on Windows start files with U+FEFF: invisible, and no part of the program."""
     return text[1:] if text.startswith("\ufeff") else text
+
+
+def source_text(text: str) -> str:
+    """The text the language reads: no byte order mark, and every line break a `\n` or `\r\n`."""
+    return normalize_newlines(strip_bom(text))
 
 
 def display_path(target: Path) -> str:

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Literal
 
 from archspec.language.diagnostics import Span
+
+MAX_INT = (1 << 63) - 1  # torch's int64: a larger whole number cannot reach a layer (values.py reads it here)
 
 Metric = Literal["params", "macs", "activations", "rf", "stride"]
 Bound = Literal["max", "min"]
@@ -43,18 +46,39 @@ class BudgetError(ValueError):
 def parse_quantity(text: str, metric: Metric) -> tuple[int, int | None]:
     """(value, batch size) from `1.5M`, `600k`, `20MB`, `2.5GB@128`, `32`: decimal k/M/G, as summary prints."""
     m = _QUANTITY.fullmatch(text.strip())
+    text = text if len(text) <= 40 else text[:40] + "..."  # as written, up to a length a message can show
     example = {"activations": "20MB, 1.5GB@128"}.get(metric, "1.5M, 600k, 32")
     if m is None:
         raise BudgetError(f"`{text}` is not a {metric} limit", f"write a number with an optional k, M or G, e.g. {example}")
     number, scale, byte, batch = m.groups()
     if (byte or batch) and metric != "activations":
         raise BudgetError(f"`{text}`: only an activations limit takes bytes (B) or a batch size (@N)", f"e.g. {example}")
-    value = float(number) * _SCALE[scale]
-    if value != int(value):
-        raise BudgetError(f"`{text}` is not a whole number of {metric}", f"e.g. {example}")
+    value = _exact(number, _SCALE[scale], text, metric, example)
+    if batch is not None and (len(batch) > 19 or int(batch) > MAX_INT):
+        raise BudgetError(_OUT_OF_RANGE.format(text=text), "e.g. 20MB@128")
     if batch is not None and int(batch) < 1:
         raise BudgetError(f"`{text}`: the batch size must be at least 1", "e.g. 20MB@128")
-    return int(value), int(batch) if batch is not None else None
+    return value, int(batch) if batch is not None else None
+
+
+# The language's cap on numbers (MAX_INT, E004 in values.py), in the same words.
+_OUT_OF_RANGE = "`{text}` is out of range: numbers must be at most 2^63-1"
+
+
+def _exact(number: str, scale: int, text: str, metric: str, example: str) -> int:
+    """`number` times `scale` as a whole number, exactly (a float would round 2^63-1), at most MAX_INT;
+    a number of thousands of digits is refused from its length, before int() refuses it with a ValueError."""
+    whole, _, fraction = number.partition(".")
+    whole, fraction = whole.lstrip("0"), fraction.rstrip("0")
+    if len(whole) > 19:
+        raise BudgetError(_OUT_OF_RANGE.format(text=text), f"write a limit of a realistic size, e.g. {example}")
+    # G is 10^9: with more than 9 decimal places no scale makes a whole number (and none reaches Fraction)
+    value = Fraction(f"{whole or 0}.{fraction}") * scale if len(fraction) <= 9 else Fraction(1, 2)
+    if value.denominator != 1:
+        raise BudgetError(f"`{text}` is not a whole number of {metric}", f"e.g. {example}")
+    if value > MAX_INT:
+        raise BudgetError(_OUT_OF_RANGE.format(text=text), f"write a limit of a realistic size, e.g. {example}")
+    return int(value)
 
 
 def make_limit(metric: str, bound: Bound, text: str, written: str, span: Span | None = None) -> Limit:

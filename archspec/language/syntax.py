@@ -9,7 +9,7 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from archspec.language import codes
-from archspec.language.diagnostics import Diagnostic, Span
+from archspec.language.diagnostics import Diagnostic, Span, normalize_newlines
 
 
 # A source checkout (installed or not) keeps the grammar at the top level; a wheel ships it as
@@ -201,7 +201,9 @@ def parse_tree(text: str, path: str = "<string>") -> Tree:
 
 
 def parse_with_comments(text: str, path: str = "<string>") -> tuple[Tree, list[Token]]:
-    """The tree and the comment tokens in source order (what `fmt` needs to keep them)."""
+    """The tree and the comment tokens in source order (what `fmt` needs to keep them). A lone CR
+    is a line break (see diagnostics.normalize_newlines), for every caller."""
+    text = normalize_newlines(text)
     big = too_many_tokens(text, path)
     if big is not None:
         raise ParseFailed(big)

@@ -10,11 +10,11 @@ from lark import Token
 
 from archspec.language import codes
 from archspec.language.diagnostics import Reporter, Span, suggest
+from archspec.language.limits import MAX_INT
 from archspec.language.nodes import Trace, Value
 from archspec.language.ops import value_text
 from archspec.language.syntax import token_span, tree_span
 
-MAX_INT = (1 << 63) - 1  # torch's int64: a larger whole number cannot reach a layer
 
 _INT = re.compile(r"-?\d+")  # compiled once: re's own cache lookup cost more than the match (per number)
 

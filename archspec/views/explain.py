@@ -171,10 +171,10 @@ def explain(source: "CheckReport | Model | str | Path", layer: int | str | None 
               f"{report.params:,} params", *_symbolic_note(report),
               f"Sizes follow PyTorch: {FORMULA}", ""]
     if layer is not None:
-        entries = _select(entries, layer, report)
+        everything, entries = entries, _select(entries, layer, report)
         if not entries:
             raise UsageError(f"no layer {'on line ' if isinstance(layer, int) else 'named '}{layer} in {report.path}",
-                             _layer_help(report))
+                             _layer_help(report, everything))
     out: list[str] = []
     _render(entries, 0, out)
     return Text("\n".join(header + out).rstrip("\n") + "\n")
@@ -207,21 +207,38 @@ def explain_failure(report: CheckReport) -> tuple[str, list[Diagnostic]]:
     return "\n".join(header + out).rstrip("\n") + "\n", failed
 
 
+def _lines_of(entries: list[Entry], path: str) -> set[int]:
+    """The lines of `path` that `--layer LINE` selects something on: layers, and block calls too."""
+    lines: set[int] = set()
+    for e in entries:
+        span = e.node.span
+        if span is not None and span.path == path:
+            lines.add(span.line)
+        lines |= _lines_of(e.children, path)
+    return lines
+
+
 def _known(shape: Shape | None) -> bool:
     return shape is not None and None not in shape
 
 
-def _layer_help(report: CheckReport) -> str:
-    lines = sorted({r.layer.span.line for r in report.rows if r.layer.span and r.layer.span.path == report.path})
+def _layer_help(report: CheckReport, entries: list[Entry]) -> str:
+    lines = sorted(_lines_of(entries, report.path))
     names = [r.path for r in report.rows[:6]]
-    return (f"give a line number that has a layer ({', '.join(map(str, lines[:12]))}{', ...' if len(lines) > 12 else ''}) "
+    return (f"give a line number that has a layer or a block call ({', '.join(map(str, lines[:12]))}{', ...' if len(lines) > 12 else ''}) "
             f"or a module name like {', '.join(names)}")
+
+
+_MAX_LINE_DIGITS = 18  # a line number of a file of at most 1 MiB has 7 digits
 
 
 def parse_layer(text: str) -> int | str:
     """`--layer` value: digits are a line number, anything else a module name or dotted path."""
     text = text.strip()
     if text.isascii() and text.isdigit():  # `²` is a digit to str.isdigit, not to int()
+        if len(text) > _MAX_LINE_DIGITS:  # int() refuses past 4,300 digits; no file has such a line anyway
+            raise UsageError(f"--layer {text[:12]}... ({len(text):,} digits) is no line number of a .arch file",
+                             "give a line number that has a layer, e.g. --layer 3, or a module name, e.g. --layer conv2")
         return int(text)
     if not text:
         raise UsageError("--layer needs a line number or a module name", "e.g. --layer 3 or --layer conv2")

@@ -252,11 +252,16 @@ class _Printer:
             self.anchor(lo)
             return
         if not multiline:
+            saved, lines = self.snapshot(), len(self.lines)
             self.write("{ ")
             self.anchor(lo)  # a comment after the head before this `{` (see classify)
             self.sequence(items)
             self.write(" }")
-            return
+            if len(self.lines) == lines:
+                return
+            # A branch inside went one body per line: this body is then no longer on one line, and
+            # fmt must lay it out as the multi-line body it will read as next time (idempotence).
+            self.restore(saved)
         self.write("{")
         self.anchor(lo)
         self.indent += 1
@@ -431,9 +436,9 @@ def _prec(t: Tree | Token) -> int:
 
 def format_text(text: str, path: str = "<string>") -> str:
     """The canonical form of .arch text; FormatError (an ArchspecError) when it does not parse."""
-    from archspec.language.files import strip_bom
+    from archspec.language.files import source_text
 
-    text = strip_bom(text)  # the canonical form has no byte order mark
+    text = source_text(text)  # the canonical form has no byte order mark, and `\n` line ends
     tree, comments = _parse(text, path)
     formatted = _Printer(text, comments).run(tree)
     if any("noqa" in c for c in comments):

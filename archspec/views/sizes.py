@@ -16,6 +16,23 @@ from archspec.language.nodes import Model
 from archspec.language.symbolic import Derivation, derive, ranges, with_input
 
 
+# Documented in the README (section "Symbolic input sizes"): the sets in 1..limit are listed size by
+# size, and a network whose layers read `in.h` is checked at each size, so memory and time grow with
+# the limit; the rules hold for every size whatever the limit.
+MAX_LIMIT = 10_000
+
+
+def limit_error(limit_text: str) -> UsageError | None:
+    """The error for a --max past MAX_LIMIT (read from its digits: thousands of them never reach int())."""
+    digits = limit_text.strip()
+    if not (digits.isascii() and digits.isdigit()) or (len(digits) <= 19 and int(digits) <= MAX_LIMIT):
+        return None
+    shown = f"{int(digits):,}" if len(digits) <= 19 else f"{digits[:12]}... ({len(digits):,} digits)"
+    return UsageError(f"--max {shown} is past the limit of {MAX_LIMIT:,}",
+                      "the rules `archspec sizes` prints hold for every size; --max bounds only the sizes listed "
+                      "one by one (--format json, and a network whose layers read in.h or in.w)")
+
+
 def parse_sizes(text: str) -> list[tuple[int, ...]]:
     """`3x32x32,3x64x64` -> [(3, 32, 32), (3, 64, 64)]."""
     sizes = []
@@ -93,6 +110,9 @@ def input_sizes(model: Model, limit: int = 128) -> Sizes:
     inp = model.input
     if inp is None or len(inp.dims) != 3 or not isinstance(inp.dims[0], int):
         raise UsageError(f"{model.path}: input sizes need an image input `input CxHxW`", "a feature input (`input 784`) has no H or W")
+    refused = limit_error(str(limit))
+    if refused is not None:
+        raise refused
     c = inp.dims[0]
     d = derive(with_input(model, (c, "H", "W")), limit)
     axes = [Axis(a.name, a.valid.upto(limit), a.drop_free.upto(limit), limit, a.valid.rule(a.name), a.drop_free.rule(a.name))
