@@ -244,7 +244,8 @@ def _load_folder(root: Path, cache_dir: Path, log: Callable[[str], None], limit:
         tensors[f"{s}_x"] = _stack(decoded[s], shape)
         tensors[f"{s}_y"] = torch.tensor(labels, dtype=torch.int64)
 
-    log(f"data: decoded {len(splits['train'][0]):,} train and {len(splits['test'][0]):,} test images from {root}{limited}; "
+    stratified_by = "" if limit is None else f" (--limit {limit:,}, stratified by class)"
+    log(f"data: decoded {len(splits['train'][0]):,} train and {len(splits['test'][0]):,} test images from {root}{stratified_by}; "
         + _write_cache(cache_file, tensors))
     return Dataset(**tensors, classes=classes, source=str(root.resolve()))
 
@@ -259,11 +260,7 @@ def _decode_all(root: Path, splits: dict[str, tuple[list[Path], list[int]]], log
     threads = os.cpu_count() or 1
     log(f"data: decoding {len(files):,} images from {root} on {threads} threads (once: the result is cached)")
     with ThreadPoolExecutor(max_workers=threads) as pool:  # PIL releases the GIL while decoding
-        try:
-            arrays = list(_with_progress(pool.map(_decode, files), len(files), log, live))
-        except BaseException:  # Ctrl-C or a broken file: drop the queued images instead of decoding them all first
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        arrays = list(_with_progress(pool.map(_decode, files), len(files), log, live))
     decoded, start = {}, 0
     for s, (split_files, _) in splits.items():
         decoded[s], start = arrays[start:start + len(split_files)], start + len(split_files)
