@@ -339,6 +339,7 @@ def test_limit_on_a_named_dataset(tmp_path, tiny_checksums, offline):
     x, y = written["train"]
     assert np.array_equal(ds.train_x.numpy(), x[:20]) and np.array_equal(ds.train_y.numpy(), y[:20])
     assert "(--limit 20: 20 train and 20 test images, stratified by class)" in lines[-1]
+    assert ds.limit == 20 and load_data("fashion-mnist", tmp_path, quiet).limit is None
 
 
 def test_limit_on_a_folder_decodes_only_the_chosen_images(tmp_path, monkeypatch):
@@ -353,7 +354,7 @@ def test_limit_on_a_folder_decodes_only_the_chosen_images(tmp_path, monkeypatch)
     ds = load_data(str(tmp_path / "d"), tmp_path / "cache", quiet, limit=4)
     assert sorted(p.relative_to(tmp_path / "d").as_posix() for p in decoded) == sorted(
         f"{s}/{c}/{i}.png" for s in ("train", "test") for c in ("cat", "dog") for i in (0, 1))
-    assert ds.train_y.tolist() == [0, 0, 1, 1] and ds.train_x[:, 0, 0, 0].tolist() == [0, 1, 0, 1]
+    assert ds.train_y.tolist() == [0, 0, 1, 1] and ds.train_x[:, 0, 0, 0].tolist() == [0, 1, 0, 1] and ds.limit == 4
 
 
 def test_limit_flag_must_be_a_positive_count(cli):

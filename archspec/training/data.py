@@ -42,6 +42,7 @@ class Dataset:
     test_y: torch.Tensor
     classes: list[str]
     source: str
+    limit: int | None = None  # --limit: the per-split cap these tensors were taken with (None: every image)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -91,7 +92,7 @@ def _load_named(spec: NamedData, cache_dir: Path, log: Callable[[str], None], li
         splits = [(x[keep], y[keep]) for x, y in splits for keep in [stratified(y.tolist(), limit, len(classes))]]
     log(f"data: {spec.title} from {spec.where(cache_dir)}" + _limited(limit, len(splits[0][0]), len(splits[1][0])))
     (train_x, train_y), (test_x, test_y) = splits
-    return Dataset(train_x, train_y, test_x, test_y, classes, spec.name)
+    return Dataset(train_x, train_y, test_x, test_y, classes, spec.name, limit)
 
 
 def _split_tensors(spec: NamedData, split: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,7 +230,7 @@ def _load_folder(root: Path, cache_dir: Path, log: Callable[[str], None], limit:
         try:
             cached = torch.load(cache_file, weights_only=True)
             log(f"data: {root} (decoded cache {cache_file}){limited}")
-            return Dataset(**cached, classes=classes, source=str(root.resolve()))
+            return Dataset(**cached, classes=classes, source=str(root.resolve()), limit=limit)
         except Exception:  # a truncated or stale cache entry is rebuilt, never trusted
             log(f"data: cache {cache_file} unreadable; decoding again")
 
@@ -247,7 +248,7 @@ def _load_folder(root: Path, cache_dir: Path, log: Callable[[str], None], limit:
     stratified_by = "" if limit is None else f" (--limit {limit:,}, stratified by class)"
     log(f"data: decoded {len(splits['train'][0]):,} train and {len(splits['test'][0]):,} test images from {root}{stratified_by}; "
         + _write_cache(cache_file, tensors))
-    return Dataset(**tensors, classes=classes, source=str(root.resolve()))
+    return Dataset(**tensors, classes=classes, source=str(root.resolve()), limit=limit)
 
 
 PLAIN_PROGRESS_EVERY_S = 10.0  # a plain progress line this often while decoding (output piped or logged)
