@@ -30,3 +30,14 @@ def cli(capsys, monkeypatch):
         return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
     return run
+
+
+def assert_golden(golden: Path, result: SimpleNamespace) -> None:
+    """A `cli(...)` result's exit code and output equal the golden file (ARCHSPEC_REGEN=1 rewrites it)."""
+    import os
+
+    text = f"exit {result.returncode}\n{result.stdout}{result.stderr}"
+    if os.environ.get("ARCHSPEC_REGEN"):
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(text)
+    assert text == golden.read_text()

@@ -121,14 +121,14 @@ def test_corrupt_image_is_named(tmp_path):
     assert "replace that file" in exc.value.help
 
 
-def test_failed_download_points_to_data_dir(tmp_path, monkeypatch):
+def test_failed_download_says_where_the_files_go(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)  # the network boundary only
-    with pytest.raises(ArchspecError, match="could not download CIFAR-10") as exc:
+    with pytest.raises(ArchspecError, match=r"CIFAR-10 is not in .*cifar10/cifar-10-batches-py and cannot be downloaded") as exc:
         load_data("cifar10", tmp_path, quiet)
-    assert "--data DIR" in exc.value.help
+    assert "copy cifar-10-python.tar.gz" in exc.value.help and "--data DIR" in exc.value.help
 
 
 def test_load_image_converts_for_the_model(tmp_path):

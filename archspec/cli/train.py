@@ -23,7 +23,7 @@ _TRAIN_PARSER: argparse.ArgumentParser | None = None  # kept to rebuild a worker
 
 
 def add_parsers(subparsers: Any) -> None:
-    p = subparsers.add_parser("train", help="train a .arch network on CIFAR-10 or an ImageFolder directory",
+    p = subparsers.add_parser("train", help="train a .arch network on MNIST, CIFAR-10, ... or an ImageFolder directory",
                               description="Train a .arch network. Explicit flags override the recipe's settings; "
                                           "report.json records every effective setting.")
     p.add_argument("arch", help="the .arch file")
@@ -74,10 +74,15 @@ def add_parsers(subparsers: Any) -> None:
 
 
 def _data_args(p: argparse.ArgumentParser, default: str | None = "cifar10") -> None:
-    p.add_argument("--data", default=default, metavar="cifar10|DIR",
-                   help="`cifar10` (downloaded) or an ImageFolder directory with train/ and test/"
+    from archspec.training.datasets import names
+
+    p.add_argument("--data", default=default, metavar=f"{names()}|DIR",
+                   help="a dataset by name (read by torchvision from its official files under --data-dir; downloaded when "
+                        "missing) or an ImageFolder directory with train/ and test/ (./mnist for a folder of that name)"
                         + ("" if default else " (default: the data the checkpoint was trained on)"))
     p.add_argument("--data-dir", type=Path, help="cache directory for downloads and decoded data (default: ~/.cache/archspec)")
+    p.add_argument("--limit", type=at_least_one, metavar="N",
+                   help="at most N images per split (train and test), each class keeping its share: for a quick try")
 
 
 def parse_settings(pairs: list[str]) -> dict[str, Any]:
@@ -186,7 +191,7 @@ def _train(args: argparse.Namespace, world: Any) -> int:
         prepare_out_dir(run_dir)  # an unusable --out or cache fails now, not after decoding
     check_cache_dir(args.data_dir)
     with interruptible("decoding the data: nothing saved; run it again"):
-        data = load_data(data_source(world, args.data), args.data_dir, log)
+        data = load_data(data_source(world, args.data), args.data_dir, log, limit=args.limit, live=_live(args.quiet))
     check_against_data(report, arch_path, data)
     model = build_model(source, arch_path, config.seed)
     with interruptible("nothing saved; run it again"):  # fit says what it saved once an epoch has finished
@@ -233,7 +238,7 @@ def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
     ckpt = Checkpoint.load(args.checkpoint)
     model = ckpt.build_model(str(args.checkpoint))
     with interruptible("decoding the data: nothing saved (eval writes nothing)"):
-        data = load_data(args.data or ckpt.data_source or "cifar10", args.data_dir, _log)
+        data = load_data(args.data or ckpt.data_source or "cifar10", args.data_dir, _log, limit=args.limit, live=_live(False))
     if data.classes != ckpt.classes or list(data.shape) != list(ckpt.input_shape):
         raise ArchspecError(
             f"the data ({data.source}: {len(data.classes)} classes, {'x'.join(map(str, data.shape))}) is not what "
@@ -315,3 +320,10 @@ def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
 
 def _log(line: str) -> None:
     print(line, flush=True)
+
+
+def _live(quiet: bool) -> bool:
+    """A progress bar (on stderr) only on a terminal, and not under --quiet."""
+    import sys
+
+    return sys.stderr.isatty() and not quiet

@@ -30,11 +30,12 @@ from archspec.training.recipes import make_config
 
 
 def train(model_or_path: "CheckReport | str | Path", data: "str | Path | Dataset" = "cifar10", out: "str | Path | None" = None,
-          *, recipe: str = "default", device: str = "auto", data_dir: "str | Path | None" = None, resume: bool = False,
-          quiet: bool = False, allow_softmax: bool = False, **settings: Any) -> "TrainResult":
+          *, recipe: str = "default", device: str = "auto", data_dir: "str | Path | None" = None, limit: int | None = None,
+          resume: bool = False, quiet: bool = False, allow_softmax: bool = False, **settings: Any) -> "TrainResult":
     """Train a spec (a path, .arch text, or a CheckReport such as `%%arch NAME` binds) and return its report.
 
-    `data`: `cifar10`, an ImageFolder directory with train/ and test/, or a loaded Dataset.
+    `data`: a dataset name (`mnist`, `fashion-mnist`, `cifar10`, `cifar100`, `svhn`), an ImageFolder directory
+    with train/ and test/, or a loaded Dataset. `limit`: at most that many images per split, stratified by class.
     `out`: the run directory (default runs/NAME), with the same files as `archspec train --out`.
     `settings`: recipe settings (epochs=1, batch_size=64, lr=0.05, ...), as `--set KEY=VALUE` takes them.
     """
@@ -48,10 +49,13 @@ def train(model_or_path: "CheckReport | str | Path", data: "str | Path | Dataset
         refuse_final_softmax(report, "pass allow_softmax=True")
     if not isinstance(data, Dataset):
         check_against_source(report, arch_path, str(data))
+    elif limit is not None:
+        raise UsageError("limit applies to data loaded by name or from a folder, not to a Dataset",
+                         "pass data='mnist' (a name) or a folder with limit=N, or pass the Dataset alone")
     progress = NotebookProgress.create() if in_notebook() and not quiet else None
     log: Callable[[str], None] = progress.log if progress else print
     if not isinstance(data, Dataset):
-        data = load_data(str(data), Path(data_dir) if data_dir else None, log)
+        data = load_data(str(data), Path(data_dir) if data_dir else None, log, limit=limit, live=False if quiet or progress else None)
     check_against_data(report, arch_path, data)
     model = build_model(source, arch_path, config.seed)
     result = fit(model, data, config, run_dir, arch_source=source, arch_path=arch_path, device=device, resume=resume,

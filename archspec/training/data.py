@@ -1,7 +1,8 @@
 """Image data for the runner: decode once, hold as one uint8 tensor, cache the decoded set on disk.
 
-Two sources: `cifar10` (torchvision's download into the cache directory) and a directory in
-ImageFolder layout (`train/<class>/*.png|jpg`, `test/<class>/...`). Either way the result is a
+Two kinds of source: a named dataset (MNIST, Fashion-MNIST, CIFAR-10, CIFAR-100, SVHN: torchvision's
+classes read their official files in the cache directory, archspec.training.datasets) and a directory
+in ImageFolder layout (`train/<class>/*.png|jpg`, `test/<class>/...`). Either way the result is a
 `Dataset` of uint8 tensors [N, C, H, W] plus int64 labels; augmentation works on batches of it
 (archspec.training.augment), never per image.
 """
@@ -9,17 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from archspec.language.errors import ArchspecError
+from archspec.training.datasets import NAMED, NamedData
+from archspec.training.fetch import load_named
 from archspec.training.preflight import GREY_MODES, IMAGE_SUFFIXES, class_folders
 
 CACHE_VERSION = 1  # bump when the cached tensor format changes
@@ -37,6 +42,7 @@ class Dataset:
     test_y: torch.Tensor
     classes: list[str]
     source: str
+    limit: int | None = None  # --limit: the per-split cap these tensors were taken with (None: every image)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -63,30 +69,70 @@ def check_cache_dir(cache_dir: Path | None) -> Path:
     return cache_dir
 
 
-def load_data(source: str, cache_dir: Path | None = None, log: Callable[[str], None] = print) -> Dataset:
-    """`cifar10` or an ImageFolder directory with train/ and test/ -> Dataset (cached on disk)."""
+def load_data(source: str, cache_dir: Path | None = None, log: Callable[[str], None] = print, *,
+              limit: int | None = None, live: bool | None = None) -> Dataset:
+    """A named dataset (`mnist`, `cifar10`, ...: see datasets.NAMED) or an ImageFolder directory with train/ and
+    test/ -> Dataset (a folder's decoded images are cached on disk).
+
+    `limit`: at most that many images per split, the same share of each class (a quick try).
+    `live`: a progress bar on stderr while a folder decodes (default: when stderr is a terminal); else plain lines.
+    """
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    if source == "cifar10":
-        return _load_cifar10(cache_dir, log)
-    return _load_folder(Path(source), cache_dir, log)
+    if source in NAMED:
+        return _load_named(NAMED[source], cache_dir, log, limit)
+    live = sys.stderr.isatty() if live is None else live
+    return _load_folder(Path(source), cache_dir, log, limit, live)
 
 
-def _load_cifar10(cache_dir: Path, log: Callable[[str], None]) -> Dataset:
-    import torchvision
+def _load_named(spec: NamedData, cache_dir: Path, log: Callable[[str], None], limit: int | None) -> Dataset:
+    train, test = load_named(spec, cache_dir)
+    splits = [_split_tensors(spec, split) for split in (train, test)]
+    classes = list(getattr(train, "classes", spec.classes))  # SVHN has no class names: its digits
+    if limit is not None:
+        splits = [(x[keep], y[keep]) for x, y in splits for keep in [stratified(y.tolist(), limit, len(classes))]]
+    log(f"data: {spec.title} from {spec.where(cache_dir)}" + _limited(limit, len(splits[0][0]), len(splits[1][0])))
+    (train_x, train_y), (test_x, test_y) = splits
+    return Dataset(train_x, train_y, test_x, test_y, classes, spec.name, limit)
 
-    root = cache_dir / "cifar10"
-    try:
-        splits = [torchvision.datasets.CIFAR10(str(root), train=t, download=True) for t in (True, False)]
-    except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError
-        raise ArchspecError(
-            f"could not download CIFAR-10 into {root}: {exc}",
-            "without a network, pass an ImageFolder copy: `--data DIR` with DIR/train/<class>/*.png and DIR/test/<class>/...",
-        ) from None
-    (train, test) = splits
-    log(f"data: CIFAR-10 from {root}")
-    as_nchw = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()  # noqa: E731
-    return Dataset(as_nchw(train.data), torch.tensor(train.targets), as_nchw(test.data), torch.tensor(test.targets),
-                   list(train.classes), "cifar10")
+
+def _split_tensors(spec: NamedData, split: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A torchvision dataset's images as uint8 [N, C, H, W] and its labels as int64 [N]."""
+    if spec.name in ("mnist", "fashion-mnist"):  # uint8 tensor [N, H, W]
+        return split.data.unsqueeze(1).contiguous(), split.targets.to(torch.int64)
+    if spec.name == "svhn":  # numpy [N, C, H, W]
+        return torch.from_numpy(np.ascontiguousarray(split.data)), torch.from_numpy(split.labels).to(torch.int64)
+    return torch.from_numpy(split.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(split.targets, dtype=torch.int64)
+
+
+def _limited(limit: int | None, train: int, test: int) -> str:
+    return "" if limit is None else f" (--limit {limit:,}: {train:,} train and {test:,} test images, stratified by class)"
+
+
+def stratified(labels: list[int], limit: int, num_classes: int) -> torch.Tensor:
+    """Indices of at most `limit` items, each class keeping its share (largest remainders), the first ones of each
+    class in their order: the same subset every run."""
+    if limit < num_classes:
+        raise ArchspecError(f"--limit {limit} is fewer than the data's {num_classes} classes",
+                            f"pass --limit {num_classes} or more, so every class keeps at least one image")
+    if limit >= len(labels):
+        return torch.arange(len(labels))
+    counts = Counter(labels)
+    # Each class its share of `limit` (largest remainders); a class too rare for a share keeps one image,
+    # taken from the class with the most.
+    quota = {c: limit * n / len(labels) for c, n in counts.items()}
+    take = {c: int(q) for c, q in quota.items()}
+    for c in sorted(quota, key=lambda c: (take[c] - quota[c], c))[:limit - sum(take.values())]:
+        take[c] += 1
+    for c in [c for c in take if take[c] == 0]:
+        take[max(take, key=lambda k: (take[k], -k))] -= 1
+        take[c] = 1
+    seen: Counter[int] = Counter()
+    keep = []
+    for i, label in enumerate(labels):
+        if seen[label] < take[label]:
+            seen[label] += 1
+            keep.append(i)
+    return torch.tensor(keep, dtype=torch.int64)
 
 
 def _listing(folder: Path) -> list[Path]:
@@ -173,19 +219,22 @@ def _stack(arrays: list[np.ndarray], shape: tuple[int, int, int]) -> torch.Tenso
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
-def _load_folder(root: Path, cache_dir: Path, log: Callable[[str], None]) -> Dataset:
+def _load_folder(root: Path, cache_dir: Path, log: Callable[[str], None], limit: int | None, live: bool) -> Dataset:
     classes, splits = _scan_folder(root)
+    if limit is not None:  # before decoding: a quick try decodes only the images it uses
+        splits = {s: ([files[i] for i in keep], [labels[i] for i in keep]) for s, (files, labels) in splits.items()
+                  for keep in [stratified(labels, limit, len(classes)).tolist()]}
+    limited = _limited(limit, len(splits["train"][0]), len(splits["test"][0]))
     cache_file = cache_dir / "decoded" / f"{root.resolve().name}-{_cache_key(root, splits)}.pt"
     if cache_file.exists():
         try:
             cached = torch.load(cache_file, weights_only=True)
-            log(f"data: {root} (decoded cache {cache_file})")
-            return Dataset(**cached, classes=classes, source=str(root.resolve()))
+            log(f"data: {root} (decoded cache {cache_file}){limited}")
+            return Dataset(**cached, classes=classes, source=str(root.resolve()), limit=limit)
         except Exception:  # a truncated or stale cache entry is rebuilt, never trusted
             log(f"data: cache {cache_file} unreadable; decoding again")
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL releases the GIL while decoding
-        decoded = {s: list(pool.map(_decode, files)) for s, (files, _) in splits.items()}
+    decoded = _decode_all(root, splits, log, live)
     # The most common size and mode decides the data shape; the rest are converted to it.
     shapes = Counter((a.shape[2] if a.ndim == 3 else 1, a.shape[0], a.shape[1]) for a in decoded["train"])
     shape = shapes.most_common(1)[0][0]
@@ -196,9 +245,49 @@ def _load_folder(root: Path, cache_dir: Path, log: Callable[[str], None]) -> Dat
         tensors[f"{s}_x"] = _stack(decoded[s], shape)
         tensors[f"{s}_y"] = torch.tensor(labels, dtype=torch.int64)
 
-    log(f"data: decoded {len(splits['train'][0]):,} train and {len(splits['test'][0]):,} test images from {root}; "
+    stratified_by = "" if limit is None else f" (--limit {limit:,}, stratified by class)"
+    log(f"data: decoded {len(splits['train'][0]):,} train and {len(splits['test'][0]):,} test images from {root}{stratified_by}; "
         + _write_cache(cache_file, tensors))
-    return Dataset(**tensors, classes=classes, source=str(root.resolve()))
+    return Dataset(**tensors, classes=classes, source=str(root.resolve()), limit=limit)
+
+
+PLAIN_PROGRESS_EVERY_S = 10.0  # a plain progress line this often while decoding (output piped or logged)
+
+
+def _decode_all(root: Path, splits: dict[str, tuple[list[Path], list[int]]], log: Callable[[str], None],
+                live: bool) -> dict[str, list[np.ndarray]]:
+    """Every split's images decoded (in file order) on all cores, with a progress bar or plain progress lines."""
+    files = [f for split_files, _ in splits.values() for f in split_files]
+    threads = os.cpu_count() or 1
+    log(f"data: decoding {len(files):,} images from {root} on {threads} threads (once: the result is cached)")
+    with ThreadPoolExecutor(max_workers=threads) as pool:  # PIL releases the GIL while decoding
+        arrays = list(_with_progress(pool.map(_decode, files), len(files), log, live))
+    decoded, start = {}, 0
+    for s, (split_files, _) in splits.items():
+        decoded[s], start = arrays[start:start + len(split_files)], start + len(split_files)
+    return decoded
+
+
+def _with_progress(items: Iterable[Any], total: int, log: Callable[[str], None], live: bool) -> Iterator[Any]:
+    """`items`, reporting how many went by: a transient rich bar on stderr (a terminal), else a line every few seconds."""
+    if live:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("data: decoding"), BarColumn(), MofNCompleteColumn(), TextColumn("eta"),
+                      TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("decode", total=total)
+            for done, item in enumerate(items, 1):
+                if done % 100 == 0 or done == total:  # not a redraw request per image
+                    bar.update(task, completed=done)
+                yield item
+        return
+    last = time.monotonic()
+    for done, item in enumerate(items, 1):
+        if done < total and time.monotonic() - last >= PLAIN_PROGRESS_EVERY_S:
+            last = time.monotonic()
+            log(f"data: decoded {done:,}/{total:,} images")
+        yield item
 
 
 def _write_cache(cache_file: Path, tensors: dict[str, torch.Tensor]) -> str:

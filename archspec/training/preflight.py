@@ -1,7 +1,8 @@
 """The checks `archspec train` makes before it imports torch or decodes an image: the spec on its own,
 then the spec against what the data holds (its class names and image shape), so a spec written for
-other data is refused in a moment. The class names come from the directory
-listing of train/; the shape from image headers (PIL reads the size and mode without decoding
+other data is refused in a moment. A named dataset's shape and classes come from its table entry
+(archspec.training.datasets: nothing is read or downloaded); a folder's class names from the directory
+listing of train/, the shape from image headers (PIL reads the size and mode without decoding
 pixels). The full load checks again on the decoded tensor.
 """
 from __future__ import annotations
@@ -15,10 +16,10 @@ from archspec.language import codes
 from archspec.language.check import CheckReport
 from archspec.language.pipeline import CheckOptions, checked
 from archspec.language.errors import ArchspecError
+from archspec.training.datasets import NAMED
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 GREY_MODES = ("1", "L", "I", "I;16", "F")
-CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 @dataclass(frozen=True)
@@ -29,12 +30,13 @@ class DataInfo:
 
 
 def probe_data(source: str) -> DataInfo | None:
-    """`cifar10` or an ImageFolder directory -> its shape and classes; None when it cannot tell cheaply.
+    """A named dataset or an ImageFolder directory -> its shape and classes; None when it cannot tell cheaply.
 
-    None (a missing folder, no readable image) leaves the clear error to the full load.
+    A named dataset's come from its table entry (its files may not be downloaded yet). None (a missing
+    folder, no readable image) leaves the clear error to the full load.
     """
-    if source == "cifar10":
-        return DataInfo("cifar10", (3, 32, 32), CIFAR10)
+    if source in NAMED:
+        return DataInfo(source, NAMED[source].shape, NAMED[source].classes)
     train = Path(source) / "train"
     if not train.is_dir():
         return None
