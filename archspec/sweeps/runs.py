@@ -139,8 +139,10 @@ def write_best(runs: Runs, path: Path) -> Path | None:
     best = runs.best
     if best is None:
         return None
-    source = Path(best.run_dir) / "variant.arch"
-    path.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    source = (Path(best.run_dir) / "variant.arch").read_text(encoding="utf-8")
+    values = ", ".join(f"{k}={v}" for k, v in best.values.items())
+    path.write_text(f"# the best variant of {runs.out} (trial {best.trial}: {values}; validation accuracy {best.val_acc:.2%})\n"
+                    + source, encoding="utf-8")
     return path
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from archspec.language.errors import ArchspecError, UsageError
 from archspec.sweeps.space import Space, Variant
-from archspec.sweeps.worker import metric_of
+from archspec.sweeps.worker import metric_name, metric_of
 
 STUDY = "sweep"
 DB = "sweep.db"
@@ -226,15 +226,14 @@ class Driver:
 
 
 def _outcome_line(number: int, variant: Variant, outcome: Any) -> str:
-    what = {"done": lambda: f"val/test {_acc(outcome.result)}", "pruned": lambda: f"pruned after epoch {outcome.result.get('stopped_after_epoch')}",
+    what = {"done": lambda: _acc(outcome.result), "pruned": lambda: f"pruned after epoch {outcome.result.get('stopped_after_epoch')}",
             "failed": lambda: f"failed: {outcome.reason}"}[outcome.state]()
     return f"trial {number} {variant.key}: {what}"
 
 
 def _acc(result: dict[str, Any]) -> str:
-    rows = result.get("metrics") or []
-    val = metric_of(rows[-1]) if rows else None
-    return f"{val:.2%}" if val is not None else "?"
+    rows = result.get("metrics") or [{"test_acc": result.get("test_accuracy", 0.0)}]
+    return f"{metric_name(rows[-1])} {metric_of(rows[-1]):.2%}"
 
 
 def default_workers(config: SweepConfig, trials: int) -> int:
@@ -250,9 +249,9 @@ def run_sweep(space: Space, config: SweepConfig, log: Callable[[str], None] = pr
     from archspec.training.recipes import make_config
 
     epochs = math.ceil(make_config(config.recipe, **config.settings).epochs)
+    executor = _executor(config)  # an unreachable Ray cluster fails before the record is opened
     study = open_study(config, epochs)
     stale = recover(study)
-    executor = _executor(config)
     driver = Driver(study, space, config, executor, log)
     todo = driver.budget()
     workers = 1 if not todo else default_workers(config, todo)

@@ -25,6 +25,10 @@ def metric_of(row: dict[str, Any]) -> float:
     return row["val_acc"] if "val_acc" in row else row["test_acc"]
 
 
+def metric_name(row: dict[str, Any]) -> str:
+    return "val_acc" if "val_acc" in row else "test_acc"
+
+
 def run_trial(job: dict[str, Any], on_epoch: OnEpoch) -> dict[str, Any]:
     """Train the job's variant into job["out"]; an interrupted run there is resumed, its epochs replayed to on_epoch."""
     import torch
