@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -232,8 +233,9 @@ def test_a_sweep_on_a_real_local_ray_head(net, images, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "RAY_USAGE_STATS_ENABLED": "0"}
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     start = subprocess.run([ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-                            "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={tmp_path / 'ray'}"],
+                            "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
                            capture_output=True, text=True, env=env, timeout=180)
     try:
         assert start.returncode == 0, start.stderr
@@ -246,3 +248,29 @@ def test_a_sweep_on_a_real_local_ray_head(net, images, tmp_path):
         assert all((Path(r.run_dir) / "report.json").is_file() for r in rows)
     finally:
         subprocess.run([ray_cli, "stop"], capture_output=True, env=env, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_fit_calls_on_epoch_with_each_row_and_stops_when_it_says_so(images, tmp_path):
+    from archspec.training.data import load_data
+    from archspec.training.loop import build_model, fit
+    from archspec.training.recipes import make_config
+
+    data = load_data(str(images), tmp_path / "cache", lambda _: None)
+    config = make_config("default", epochs=3, batch_size=50)
+    seen: list[dict] = []
+    result = fit(build_model(NET, "net.arch", 0), data, config, tmp_path / "run", arch_source=NET, device="cpu",
+                 log=lambda _: None, quiet=True, on_epoch=lambda row: seen.append(row) or len(seen) == 2)
+    written = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert result == {"stopped_after_epoch": 2} and seen == written and [r["epoch"] for r in seen] == [1, 2]
+    assert not (tmp_path / "run" / "report.json").exists()
+
+
+def test_python_api_records_removed_variants_with_their_diagnostic(net, tmp_path):
+    lines: list[str] = []
+    runs = archspec.sweep(net, grid={"width": [0], "depth": [1, 2]}, out=tmp_path / "sw", log=lines.append, epochs=1)
+    assert lines[0] == "2 variants, 2 removed by the checker (2 E004 invalid-value), 0 to train"
+    assert [(r.values, r.state) for r in runs.rows] == [({"width": 0, "depth": 1}, "removed"), ({"width": 0, "depth": 2}, "removed")]
+    assert runs.best is None and "removed" in runs._repr_html_()
+    with pytest.raises(archspec.UsageError, match="has no param `height`"):
+        archspec.sweep(net, grid={"height": [1]}, out=tmp_path / "sw2")

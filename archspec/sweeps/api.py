@@ -46,8 +46,7 @@ def sweep(arch: str | Path, grid: dict[str, list[Any]] | None = None, settings: 
     """Sweep a file's `param`s (`grid`) and training settings (`settings`), each a list of values;
     `fixed` are recipe settings every trial shares (epochs=2, ...). Returns the runs (`archspec.runs(out)`)."""
     check_choices(sampler, pruner)
-    as_flags = lambda values: [f"{k}={','.join(map(str, v))}" for k, v in (values or {}).items()]  # noqa: E731
-    space = plan(str(arch), as_flags(grid), as_flags(settings), max_trials=max_trials, seed=seed)
+    space = plan(str(arch), _flags(grid), _flags(settings), max_trials=max_trials, seed=seed)
     log(space.headline())
     for variant in space.removed:
         log(f"  removed {variant.key}: {variant.removed}")
@@ -56,6 +55,11 @@ def sweep(arch: str | Path, grid: dict[str, list[Any]] | None = None, settings: 
                          device=device, ray=ray)
     execute(space, config, log)
     return read_runs(config.out)
+
+
+def _flags(values: dict[str, list[Any]] | None) -> list[str]:
+    """{"width": [16, 32]} as the CLI's ["width=16,32"] (one parser for both)."""
+    return [f"{k}={','.join(map(str, v))}" for k, v in (values or {}).items()]
 
 
 def execute(space: Space, config: SweepConfig, log: Callable[[str], None]) -> SweepResult:
