@@ -112,11 +112,22 @@ def read_runs(out: str | Path) -> Runs:
         study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{out / DB}")
     except Exception as exc:  # a damaged or foreign database: one line, not SQLAlchemy's traceback
         raise UsageError(f"{out / DB}: not a sweep record ({type(exc).__name__})", "run `archspec sweep` with --out here") from None
-    return Runs(out, [_row(t) for t in study.get_trials(deepcopy=False) if _shown(t)])
+    listed: set[str] = set()
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        if _shown(trial, listed):
+            rows.append(_row(trial))
+    return Runs(out, rows)
 
 
-def _shown(trial: Any) -> bool:
-    return bool(trial.user_attrs.get("trained") or trial.user_attrs.get("removed"))
+def _shown(trial: Any, listed: set[str]) -> bool:
+    """Trained trials, and each removed variant once (TPE may suggest one again: it is told so, not retrained)."""
+    attrs = trial.user_attrs
+    if attrs.get("removed"):
+        fresh = attrs.get("key", str(trial.params)) not in listed
+        listed.add(attrs.get("key", str(trial.params)))
+        return fresh
+    return bool(attrs.get("trained"))
 
 
 def _row(trial: Any) -> RunRow:

@@ -166,6 +166,7 @@ class Driver:
         key = Variant(trial.params, "").key
         removed = next((v for v in self.space.removed if v.key == key), None)
         if removed is not None:
+            trial.set_user_attr("key", key)
             trial.set_user_attr("removed", removed.removed)
             self.study.tell(trial, state=TrialState.PRUNED)
         elif key in self.done:
