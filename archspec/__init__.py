@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from archspec._version import VERSION as __version__  # noqa: E402
-__all__ = ["parse", "load", "check", "build", "train", "load_checkpoint", "summary", "graph", "view", "explain", "fmt", "CheckReport",
+__all__ = ["parse", "load", "check", "build", "train", "load_checkpoint", "summary", "graph", "view", "explain", "fmt", "sweep", "runs", "CheckReport",
            "Model", "ArchError", "ArchspecError", "UsageError"]
 
 if TYPE_CHECKING:
@@ -136,6 +136,23 @@ def train(model_or_path: "CheckReport | str | Path", data: Any = "cifar10", out:
     from archspec.training.api import train as _train
 
     return _train(model_or_path, data, out, **settings)
+
+
+def sweep(arch: "str | Path", grid: "dict[str, list[Any]] | None" = None, settings: "dict[str, list[Any]] | None" = None,
+          out: "str | Path | None" = None, **options: Any) -> Any:
+    """Sweep a file's `param`s (`grid={"width": [16, 32]}`) and training settings (`settings={"lr": [0.02, 0.05]}`):
+    every variant checked first, the rest trained (needs the torch and sweep extras). Returns `archspec.runs(out)`.
+    `options`: sampler, pruner, trials, seed, workers, ray, data, device, and recipe settings every trial shares."""
+    from archspec.sweeps.api import sweep as _sweep
+
+    return _sweep(arch, grid, settings, out, **options)
+
+
+def runs(out: "str | Path") -> Any:
+    """The trials of the sweep in `out`: a table (shown as HTML in a notebook), `.best`, `.to_json()`, `.to_csv()`."""
+    from archspec.sweeps.api import runs as _runs
+
+    return _runs(out)
 
 
 def __getattr__(name: str) -> Any:

@@ -404,7 +404,7 @@ def cmd_lsp(args: argparse.Namespace, out: TextIO) -> int:
 
 # The commands defined in this file; the others come from the modules in _EXTENSIONS.
 _CORE_COMMANDS = frozenset({"check", "rule", "ops", "compile", "build", "lsp"})
-_EXTENSIONS = ("archspec.cli.views", "archspec.cli.train", "archspec.cli.deploy")
+_EXTENSIONS = ("archspec.cli.views", "archspec.cli.train", "archspec.cli.deploy", "archspec.cli.sweep")
 
 
 def make_parser(command: str | None = None) -> argparse.ArgumentParser:

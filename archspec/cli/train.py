@@ -9,14 +9,13 @@ import argparse
 import signal
 import threading
 from contextlib import contextmanager
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
 from archspec.cli import _batch_size as at_least_one
 from archspec.language.errors import ArchspecError, UsageError
 from archspec.pytorch.extra import require_torch
-from archspec.training.recipes import NORMALIZE, RECIPES, TrainConfig, make_config
+from archspec.training.recipes import NORMALIZE, RECIPES, make_config, parse_settings
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 _TRAIN_PARSER: argparse.ArgumentParser | None = None  # kept to rebuild a worker's command line (--nproc-per-node)
@@ -83,33 +82,6 @@ def _data_args(p: argparse.ArgumentParser, default: str | None = "cifar10") -> N
     p.add_argument("--data-dir", type=Path, help="cache directory for downloads and decoded data (default: ~/.cache/archspec)")
     p.add_argument("--limit", type=at_least_one, metavar="N",
                    help="at most N images per split (train and test), each class keeping its share: for a quick try")
-
-
-def parse_settings(pairs: list[str]) -> dict[str, Any]:
-    """`--set key=value` pairs, each value converted to the type of that TrainConfig field."""
-    types = {f.name: f.type for f in fields(TrainConfig) if f.name != "recipe"}
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in types:
-            raise UsageError(f"--set {pair!r}: expected KEY=VALUE with KEY one of the recipe settings",
-                             f"settings are: {', '.join(sorted(types))}")
-        kind = str(types[key])
-        try:
-            if kind == "bool":
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-                    raise ValueError(value)
-                out[key] = value.lower() in ("true", "1", "yes", "on")
-            elif kind == "int":
-                out[key] = int(value)
-            elif "float" in kind:
-                out[key] = None if value.lower() == "none" else float(value)
-            else:
-                out[key] = value
-        except ValueError:
-            raise UsageError(f"--set {pair!r}: {value!r} is not a valid {kind}") from None
-    return out
 
 
 def worker_argv(args: argparse.Namespace) -> list[str]:

@@ -17,7 +17,8 @@ from archspec.language import codes
 from archspec.language.binding import Binder, language_form
 from archspec.language.diagnostics import Diagnostic, Reporter, Span, suggest
 from archspec.language.files import Unreadable, display_path, read_arch_file, resolved_path, source_text, use_base
-from archspec.language.nodes import BlockCall, Branch, Deferred, Invalid, Model, Node, Residual, Seq, Trace, Value
+from archspec.language.nodes import (BlockCall, Branch, Deferred, Invalid, Model, Node, Residual, Seq, SweepParam, Trace,
+                                     Value)
 from archspec.language.ops import OPS, resolve_op_name
 from archspec.language.gcpause import without_gc_pauses
 from archspec.language.syntax import MAX_NESTING, ParseFailed, parse_tree, token_span, too_deep, tree_span
@@ -230,8 +231,9 @@ class _Builder:
             return self.repeat(stmt, path, env, trace, namer)
         if kind == "call":
             return self.call(stmt, path, env, trace, namer)
-        if kind in ("block_def", "use", "budget"):
-            self.error(codes.UNDEFINED_NAME, f"`{kind.split('_')[0]}` is only allowed at the top level of a file", span, trace)
+        if kind in ("block_def", "use", "budget", "sweep_param"):
+            keyword = "param" if kind == "sweep_param" else kind.split('_')[0]
+            self.error(codes.UNDEFINED_NAME, f"`{keyword}` is only allowed at the top level of a file", span, trace)
             return []
         raise AssertionError(f"unhandled statement {kind}")  # the grammar has no other statement
 
@@ -282,6 +284,25 @@ class _Builder:
                 code = codes.INVALID_VALUE if str(metric) in METRICS else codes.UNKNOWN_ARGUMENT
                 self.error(code, str(exc), span, (), help=exc.help)
         return limits
+
+    def sweep_params(self, stmts: list[Tree], path: str) -> dict[str, SweepParam]:
+        """The `param` statements, each default computed from the ones before it; a mistake is reported and left out."""
+        params: dict[str, SweepParam] = {}
+        for stmt in stmts:
+            name_tok, default = stmt.children
+            name, span = str(name_tok), token_span(name_tok, path)
+            if name in params:
+                first = params[name].span
+                self.error(codes.UNDEFINED_NAME, f"param `{name}` is defined twice", span, (),
+                           notes=[f"first defined at {first.path}:{first.line}:{first.column}"], help="rename one of them")
+                continue
+            value = self.values.expr(default, path, {n: p.value for n, p in params.items()}, ())
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                self.error(codes.INVALID_VALUE, f"param `{name}` needs a number, not `{self.source_text(tree_span(default, path))}`",
+                           tree_span(default, path), (), help=f"e.g. `param {name} = 32`")
+                continue
+            params[name] = SweepParam(name, value, span, tree_span(default, path))
+        return params
 
     # ---- layers
 
@@ -460,15 +481,18 @@ def parse(text: str, path: str = "<string>") -> Model:
     if tree is None:
         return Model(path, Seq(), sources, diagnostics)
     builder.loading.append(resolved_path(path))
-    budgets = []
+    budgets, params = [], {}
     try:
         stmts = builder.collect_defs(tree, path, top_level=True)
         budgets = [limit for s in stmts if s.data == "budget" for limit in builder.budget(s, path)]
-        body = Seq(builder.statements([s for s in stmts if s.data != "budget"], path, {}, (), _Namer()))
+        params = builder.sweep_params([s for s in stmts if s.data == "sweep_param"], path)
+        env: dict[str, Value] = {name: p.value for name, p in params.items()}
+        body = Seq(builder.statements([s for s in stmts if s.data not in ("budget", "sweep_param")], path, env, (), _Namer()))
     except _Refused as refused:
         diagnostics.append(refused.diagnostic)
         body = Seq()
-    return Model(path, body, sources, dedupe(diagnostics), blocks=sorted(builder.blocks), budgets=budgets)
+    return Model(path, body, sources, dedupe(diagnostics), blocks=sorted(builder.blocks), budgets=budgets,
+                 sweep_params=params)
 
 
 def dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
@@ -496,3 +520,18 @@ def load(path: str | Path) -> Model:
     except Unreadable as exc:
         raise UsageError(f"{p}: {exc.reason}", exc.help) from None
     return parse(text, str(path))
+
+
+def with_param_values(model: Model, values: dict[str, int | float]) -> str:
+    """The model's file text with the given `param` defaults written in place of the file's: a variant as
+    self-contained .arch text (what a sweep checks, trains and writes out). Names must be the model's params."""
+    text = model.text
+    spans = sorted(((model.sweep_params[name].value_span, value) for name, value in values.items()),
+                   key=lambda item: item[0].start, reverse=True)
+    for span, value in spans:  # from the end, so earlier offsets stay valid
+        text = text[:span.start] + _number_text(value) + text[span.end:]
+    return text
+
+
+def _number_text(value: int | float) -> str:
+    return repr(value) if isinstance(value, float) else str(value)

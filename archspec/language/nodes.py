@@ -88,6 +88,19 @@ class Deferred:
 Node = Union[LayerSpec, Residual, Branch, BlockCall, Invalid, Deferred]
 
 
+@dataclass(frozen=True)
+class SweepParam:
+    """A `param NAME = VALUE` statement: a top-level value `archspec sweep` may vary.
+
+    `value` is the default (what the file checks and trains with); `value_span` is where it is written,
+    so a sweep can write a variant's value in its place."""
+
+    name: str
+    value: int | float
+    span: Span
+    value_span: Span
+
+
 @dataclass
 class Model:
     """A parsed .arch file: its expanded body, every source it read, and parse/bind diagnostics."""
@@ -98,6 +111,7 @@ class Model:
     diagnostics: list[Diagnostic]
     blocks: list[str] = field(default_factory=list)
     budgets: list["Limit"] = field(default_factory=list)  # from `budget` statements; `archspec check` enforces them
+    sweep_params: dict[str, SweepParam] = field(default_factory=dict)  # `param` statements, in file order
 
     @property
     def input(self) -> Input | None:

@@ -33,6 +33,7 @@ KEYWORDS = {
     "add": "add { a } { b } ...: sums branches element-wise",
     "repeat": "repeat N { ... }: the body N times",
     "use": 'use "file.arch": brings in the block definitions of another file',
+    "param": "param NAME = VALUE: a value `archspec sweep` may vary; the file checks and trains with VALUE",
 }
 
 

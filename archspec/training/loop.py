@@ -319,7 +319,8 @@ class Run:
 def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, arch_source: str = "",
         arch_path: str = "", device: str = "auto", resume: bool = False, log: Log = print, quiet: bool = False,
         progress_every: float = 10.0, stop_after_epoch: int | None = None, reporter: Reporter | None = None,
-        world: World = World(), sync_bn: bool = False) -> dict[str, Any]:
+        world: World = World(), sync_bn: bool = False,
+        on_epoch: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
     """Train `model` (freshly built, seeded by the caller) and write every output; returns report.json's dict.
 
     Unless `quiet`, progress shows as a bar when stderr is a terminal, else as a line every
@@ -327,6 +328,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
     interruption would (for tests). `reporter` replaces the bar or lines (archspec.train's notebook display). SIGINT (or SIGTERM, see `Terminated`) raises `Interrupted`.
     Under torchrun (`world`, see distributed.py) every rank trains its shard and rank 0 alone logs and
     writes; `sync_bn` takes BatchNorm statistics over the global batch.
+    `on_epoch` gets each epoch's metrics row once it is saved; True ends the run there (a sweep's pruner).
     """
     if not world.main:
         log, quiet = (lambda line: None), True
@@ -346,6 +348,8 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Path, *, 
             save(run)
             if stop_after_epoch is not None and stop_after_epoch <= run.epoch < run.epochs:
                 return {"interrupted_after_epoch": run.epoch}
+            if on_epoch is not None and on_epoch(row) and run.epoch < run.epochs:
+                return {"stopped_after_epoch": run.epoch}
         report = final_report(run)
         if world.main:
             write_report(run.out_dir, report, run.metrics)

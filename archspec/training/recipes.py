@@ -166,3 +166,30 @@ def _check_type(name: str, value: Any) -> None:
         ok = isinstance(value, str)
     if not ok:
         raise UsageError(f"{name} must be of type {kind}, not {value!r}", f"settings are typed: {name} is of type {kind}")
+
+
+def parse_settings(pairs: list[str]) -> dict[str, Any]:
+    """`--set key=value` pairs, each value converted to the type of that TrainConfig field."""
+    types = {f.name: f.type for f in fields(TrainConfig) if f.name != "recipe"}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in types:
+            raise UsageError(f"--set {pair!r}: expected KEY=VALUE with KEY one of the recipe settings",
+                             f"settings are: {', '.join(sorted(types))}")
+        kind = str(types[key])
+        try:
+            if kind == "bool":
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                out[key] = value.lower() in ("true", "1", "yes", "on")
+            elif kind == "int":
+                out[key] = int(value)
+            elif "float" in kind:
+                out[key] = None if value.lower() == "none" else float(value)
+            else:
+                out[key] = value
+        except ValueError:
+            raise UsageError(f"--set {pair!r}: {value!r} is not a valid {kind}") from None
+    return out

@@ -172,7 +172,8 @@ class _Printer:
             if sub.data == "body_braces":
                 self.anchors.append(sub.meta.start_pos + 1)  # just after `{`
                 self.bodies.append((sub.meta.start_pos, sub.meta.end_pos))
-            elif sub.data in ("layer", "residual", "branch", "repeat", "call", "block_def", "use", "budget"):
+            elif sub.data in ("layer", "residual", "branch", "repeat", "call", "block_def", "use", "budget",
+                              "sweep_param"):
                 self.anchors.append(sub.meta.end_pos)
                 self.statements.append((sub.meta.start_pos, sub.meta.end_pos))
             if sub.data == "branch":
@@ -371,6 +372,9 @@ class _Printer:
 
     def st_budget(self, t: Tree) -> None:
         self.write("budget " + ", ".join(" ".join(str(tok) for tok in item.children) for item in t.children))
+
+    def st_sweep_param(self, t: Tree) -> None:
+        self.write(f"param {t.children[0]} = {expr_text(t.children[1], compact=False)}")
 
     def run(self, tree: Tree) -> str:
         self.classify(tree)
