@@ -7,7 +7,8 @@ Markers in docs/*.md (HTML comments, on the line before a fenced block):
   block is that command's output, regenerated here (ARCHSPEC_REGEN=1 rewrites the block);
 - `archspec ...` lines in ```bash blocks must parse with the command line's own parser, except in a block
   after `<!-- pending: ... -->` (a step whose command is not in this version yet);
-- `<!-- neovim-config: VERSION -->` before a ```lua block: run by Neovim (if at least VERSION) headless.
+- `<!-- neovim-config: VERSION -->` before a ```lua block (here and in README.md): run by Neovim (if at least
+  VERSION) headless.
 """
 from __future__ import annotations
 
@@ -43,9 +44,9 @@ class Block:
         return f"{self.page.relative_to(REPO)}:{self.line}"
 
 
-def blocks(lang: str, marker: str | None = None) -> list[Block]:
+def blocks(lang: str, marker: str | None = None, pages: list[Path] = PAGES) -> list[Block]:
     found = []
-    for page in PAGES:
+    for page in pages:
         text = page.read_text()
         for m in _FENCE.finditer(text):
             if m.group("lang") == lang and (marker is None or (m.group("marker") or "").startswith(marker)):
@@ -178,7 +179,7 @@ def neovim_version(nvim: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-@pytest.mark.parametrize("block", blocks("lua", "neovim-config"), ids=lambda b: b.marker)
+@pytest.mark.parametrize("block", blocks("lua", "neovim-config", [*PAGES, REPO / "README.md"]), ids=str)
 def test_neovim_config_starts_archspec_lsp(block, tmp_path):
     """As a user would: the config as init.lua, a broken .arch opened; the filetype, the server and its diagnostic."""
     nvim = shutil.which("nvim")
