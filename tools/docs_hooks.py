@@ -13,6 +13,7 @@ tests/test_docs.py builds the site with `mkdocs build --strict`.
 from __future__ import annotations
 
 import argparse
+import html
 import io
 import os
 import re
@@ -50,7 +51,7 @@ def ops_reference() -> str:
     for name, spec in OPS.items():
         family = spec.__module__.rsplit(".", 1)[-1]
         families.setdefault(family, []).append(
-            f"| `{name}` | `{_cell(spec.usage)}` | {_cell(spec.summary)} |")
+            f"| `{name}` | {_code_cell(spec.usage)} | {_cell(spec.summary)} |")
     parts = [f"{len(OPS)} ops, as `archspec ops` lists them. Arguments in `[...]` are optional.\n"]
     for family, rows in families.items():
         parts.append(f"## {family.capitalize()}\n\n| op | usage | what it does |\n|---|---|---|\n" + "\n".join(rows) + "\n")
@@ -136,6 +137,11 @@ def _flag_row(action: argparse.Action) -> str:
     if action.choices and not isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
         what += f" (one of {', '.join(f'`{c}`' for c in action.choices)})"
     return f"| {name} | {_cell(what)} |"
+
+
+def _code_cell(text: str) -> str:
+    # A backslash-escaped `|` inside backticks stays a backslash in a table: an entity in an HTML <code> does not.
+    return "<code>" + html.escape(text).replace("|", "&#124;") + "</code>"
 
 
 def _cell(text: str) -> str:
