@@ -126,7 +126,7 @@ def test_pre_commit_hooks_fail_a_broken_file_and_pass_a_good_one(hooks_repo, tmp
 
 
 def test_the_vscode_extension_packages_with_the_locked_tools(tmp_path):
-    """`npm ci` then `npm run package` (vsce, a locked dev dependency: no download) makes the .vsix the docs install."""
+    """`npm ci` then `npx @vscode/vsce package` (a locked dev dependency: no download) makes the .vsix the docs install."""
     npm = shutil.which("npm")
     if npm is None or not (VSCODE / "node_modules" / "@vscode" / "vsce").is_dir():
         why = "npm is not installed" if npm is None else "run `npm ci --prefix editors/vscode` first"
@@ -134,8 +134,9 @@ def test_the_vscode_extension_packages_with_the_locked_tools(tmp_path):
             pytest.fail(f"CI is set but {why}; .ci/run installs the extension's dependencies where npm exists")
         pytest.skip(why)
     vsix = tmp_path / "archspec.vsix"
-    cp = subprocess.run([npm, "run", "package", "--", "--out", str(vsix)], cwd=VSCODE, capture_output=True, text=True,
-                        timeout=300, env={**os.environ, "npm_config_offline": "true"})
+    npx = shutil.which("npx") or "npx"
+    cp = subprocess.run([npx, "--no-install", "@vscode/vsce", "package", "--out", str(vsix)], cwd=VSCODE, capture_output=True,
+                        text=True, timeout=300, env={**os.environ, "npm_config_offline": "true"})
     assert cp.returncode == 0, cp.stdout + cp.stderr
     names = set(zipfile.ZipFile(vsix).namelist())
     manifest = json.loads(zipfile.ZipFile(vsix).read("extension/package.json"))
