@@ -159,7 +159,7 @@ def main() -> int:
     big_rep = max(1, rep // 2)
     T = a.timeout
 
-    emit("# Checker speed (issue 13)")
+    emit("# Checker speed")
     emit("")
     emit(f"Machine: {machine()}")
     emit(f"Run: {time.strftime('%Y-%m-%d %H:%M:%S')}; `{' '.join(['python', 'benchmarks/checker_speed.py', *sys.argv[1:]])}`; "

@@ -1267,7 +1267,7 @@ def main() -> int:
 
     # output
     L: list[str] = []
-    L.append("# Fuzz campaign (issue 14, point 5)")
+    L.append("# Fuzz campaign")
     L.append("")
     load_end = os.getloadavg()
     L.append(f"Machine: {machine()}; Python {sys.version.split()[0]}; load average (1/5/15 min) at the start "
