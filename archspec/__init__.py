@@ -121,12 +121,13 @@ def fmt(source: "str | Path") -> str:
     return format_text(source)
 
 
-def train(model_or_path: "CheckReport | str | Path", data: Any = "cifar10", out: "str | Path | None" = None,
+def train(model_or_path: "CheckReport | str | Path | None" = None, data: Any = None, out: "str | Path | None" = None,
           **settings: Any) -> "TrainResult":
     """Train a spec from Python (a path, .arch text, or a CheckReport such as `%%arch NAME` binds); needs the torch extra.
 
-    `data` is `cifar10`, an ImageFolder directory or a loaded Dataset; `settings` are the recipe
-    settings `archspec train --set` takes (epochs=1, lr=0.05, recipe="fast", device="cpu", ...).
+    `data` is `cifar10` (the default), an ImageFolder directory or a loaded Dataset; `settings` are the recipe
+    settings `archspec train --set` takes (epochs=1, lr=0.05, val=0.1, patience=3, recipe="fast", device="cpu", ...).
+    `archspec.train(out="runs/lenet", resume=True)` continues a run with the spec, settings and data it stored.
     Returns report.json's content with the trained model (`.model`); in Jupyter the progress is
     one display updated in place. See archspec.training.api.
     """

@@ -46,7 +46,8 @@ flatten | linear 84 | relu | linear 10
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> tuple[Path, Path]:
-    """80 train and 10 test real JPEGs per class (800 / 100: 3 steps of 256 per epoch), decoded once into a cache."""
+    """80 train and 10 test real JPEGs per class (800 / 100: 3 steps of 256 per epoch, 2 with the default --val 0.1),
+    decoded once into a cache."""
     root = real_subset(tmp_path_factory.mktemp("cifar"), 80, 10)
     cache = tmp_path_factory.mktemp("cache")
     load_data(str(root), cache, lambda _: None)
@@ -98,13 +99,18 @@ def test_two_ranks_of_128_match_one_process_of_256(data, tmp_path):
     ok(archspec(command(lenet, data, tmp_path / "one", 1)))
     two = ok(archspec(command(lenet, data, tmp_path / "two", 1, "--nproc-per-node", "2")))
     assert max_difference(weights(tmp_path / "one"), weights(tmp_path / "two")) < 1e-5
-    assert Checkpoint.load(tmp_path / "two" / "checkpoint.pt").step == 3
+    assert Checkpoint.load(tmp_path / "two" / "checkpoint.pt").step == 2  # 720 images train, 80 are held out
+    # Validation is sharded and summed like the test set: the same figures as one process, on all 80 images.
+    one_rows, two_rows = ([json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("one", "two"))
+    assert [r["val_acc"] for r in one_rows] == [r["val_acc"] for r in two_rows]
+    assert two_rows[0]["val_loss"] == pytest.approx(one_rows[0]["val_loss"], abs=1e-5)
     # Rank 0 alone logs: one epoch line, one summary; and the sharded evaluation sums to the whole test set.
     lines = two.stdout.splitlines()
     assert sum(line.startswith("epoch ") for line in lines) == 1 and sum(line.startswith("done:") for line in lines) == 1
     assert "distributed: 2 processes x 128 images per step (global batch 256)" in two.stdout
     one_report, two_report = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("one", "two"))
     assert two_report["world_size"] == 2 and one_report["world_size"] == 1
+    assert two_report["val_accuracy"] == one_report["val_accuracy"] and two_report["val_images"] == 80
     assert two_report["confusion_matrix"] == one_report["confusion_matrix"]
     assert sum(map(sum, two_report["confusion_matrix"])) == 100
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
@@ -122,7 +128,7 @@ from archspec.training.recipes import make_config
 arch, data, cache, out = sys.argv[1:]
 world = distributed.init("cpu")
 source = Path(arch).read_text()
-config = make_config("default", epochs=1, batch_size=256, precision="fp32")
+config = make_config("default", epochs=1, batch_size=256, precision="fp32", val=0)
 fit(build_model(source, arch, config.seed), load_data(data, Path(cache), lambda _: None), config, Path(out),
     arch_source=source, arch_path=arch, device="cpu", world=world, progress_every=0.0)
 distributed.shutdown(world)

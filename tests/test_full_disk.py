@@ -71,7 +71,7 @@ def archspec(*args: str) -> subprocess.CompletedProcess:
 
 def train_args(images: Path, cache: Path, out: Path, epochs: int = 3) -> list[str]:
     return ["train", str(LENET), "--data", str(images), "--data-dir", str(cache), "--epochs", str(epochs),
-            "--batch-size", "256", "--precision", "fp32", "--quiet", "--out", str(out)]
+            "--batch-size", "256", "--precision", "fp32", "--val", "0", "--quiet", "--out", str(out)]  # val 0: no best.pt
 
 
 def free_mb(message: str, directory: Path) -> None:
@@ -120,12 +120,12 @@ def test_a_full_run_directory_stops_with_the_pair_intact_and_resumes_exactly(ima
                         rf"\([\d.]+ (KB|MB) free in {re.escape(str(out))}\)", error), error
     free_mb(error, out)
     assert help_line == (f"help: free space in {out} (a save needs room for the new checkpoint beside the old); "
-                         f"{out}/checkpoint.pt holds epoch 1/3; then continue with `archspec train {LENET} --resume "
-                         f"--out {out}` and the same flags")
+                         f"{out}/checkpoint.pt holds epoch 1/3; then continue with `archspec train --resume "
+                         f"--out {out} --data-dir {cache}`")
     saved = Checkpoint.load(out / "checkpoint.pt")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert saved.epoch == 1 and rows == saved.metrics  # the pair holds the same epoch
-    assert sorted(os.listdir(out)) == ["checkpoint.pt", "filler", "metrics.jsonl"]
+    assert sorted(os.listdir(out)) == ["checkpoint.pt", "filler", "metrics.jsonl", "tensorboard"]
     (out / "filler").unlink()  # space freed, as the help says: the run continues to the uninterrupted weights
     resumed = archspec(*train_args(images, cache, out), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -160,7 +160,7 @@ def small(images, tmp_path_factory):
 
 
 def train(small, out: Path, epochs: int = 3) -> dict:
-    config = make_config("default", epochs=epochs, batch_size=256, precision="fp32")
+    config = make_config("default", epochs=epochs, batch_size=256, precision="fp32", val=0)  # no best.pt: one file per save
     source = LENET.read_text()
     return fit(build_model(source, str(LENET), config.seed), small, config, out, arch_source=source, arch_path=str(LENET),
                device="cpu", log=lambda _: None, quiet=True)
@@ -187,11 +187,11 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_pair(form, small
         train(small, tmp_path)
     assert exc.value.message.startswith(f"cannot write {tmp_path}/checkpoint.pt: {REASONS[form]} (")
     assert exc.value.message.endswith(f" free in {tmp_path})")
-    assert f"{tmp_path}/checkpoint.pt holds epoch 1/3; then continue with `archspec train" in exc.value.help
+    assert f"{tmp_path}/checkpoint.pt holds epoch 1/3; then continue with `archspec train --resume --out {tmp_path}`" in exc.value.help
     monkeypatch.undo()
     saved = Checkpoint.load(tmp_path / "checkpoint.pt")
     assert saved.epoch == 1 and [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == saved.metrics
-    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt", "metrics.jsonl"]
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt", "metrics.jsonl", "tensorboard"]
 
 
 @pytest.mark.parametrize("form", sorted(FAULTS))
@@ -216,7 +216,7 @@ def test_metrics_that_cannot_be_written_keep_the_previous_checkpoint_too(form, s
     assert exc.value.message.startswith(f"cannot write {tmp_path}/metrics.jsonl: {REASONS[form]} (")
     assert Checkpoint.load(tmp_path / "checkpoint.pt").epoch == 1  # not renamed over: the pair stays at epoch 1
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
-    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt", "metrics.jsonl"]
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt", "metrics.jsonl", "tensorboard"]
 
 
 @pytest.mark.parametrize("form", sorted(FAULTS))

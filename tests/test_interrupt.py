@@ -52,10 +52,11 @@ def test_sigterm_after_an_epoch_says_what_was_saved(setup, tmp_path):
     assert code == 143 and len(err) == 1, err
     assert err[0].startswith("error: interrupted (SIGTERM) in epoch ") and "Traceback" not in err[0]
     ckpt = Checkpoint.load(tmp_path / "run" / "checkpoint.pt")
-    assert f"checkpoint.pt holds epoch {ckpt.epoch}/200" in err[0] and f"--resume --out {tmp_path / 'run'}" in err[0]
+    assert f"checkpoint.pt holds epoch {ckpt.epoch}/200; continue with `archspec train --resume --out {tmp_path / 'run'} " \
+           f"--data-dir {root / 'cache'}`" in err[0]  # the command as it works, without the flags the checkpoint stores
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == list(range(1, ckpt.epoch + 1)) and ckpt.metrics == metrics
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.pt", "metrics.jsonl"]  # no temp file
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best.pt", "checkpoint.pt", "metrics.jsonl", "tensorboard"]  # no temp file
 
 
 def test_sigint_before_any_epoch_saves_nothing(setup, tmp_path):

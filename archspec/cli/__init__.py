@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator, Sequence, TextIO
 
 from archspec.language.errors import ArchError, ArchspecError, UsageError
+from archspec.language.files import new_file_mode
 
 
 class _Parser(argparse.ArgumentParser):
@@ -342,7 +343,7 @@ def write_atomically(target: Path, text: str) -> None:
     if target.is_dir():
         raise ArchspecError(f"{target}: is a directory", "give a file name, e.g. -o net.py")
     try:
-        mode = target.stat().st_mode & 0o777 if target.exists() else _default_file_mode()
+        mode = target.stat().st_mode & 0o777 if target.exists() else new_file_mode()
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
         raise ArchspecError(f"{target}: cannot write ({exc.strerror})") from None
@@ -356,13 +357,6 @@ def write_atomically(target: Path, text: str) -> None:
         if isinstance(exc, OSError):
             raise ArchspecError(f"{target}: cannot write ({exc.strerror})") from None
         raise
-
-
-def _default_file_mode() -> int:
-    """The mode a plain open(..., "w") would give a new file (0o666 less the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def cmd_build(args: argparse.Namespace, out: TextIO) -> int:

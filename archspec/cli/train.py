@@ -25,9 +25,10 @@ def add_parsers(subparsers: Any) -> None:
     p = subparsers.add_parser("train", help="train a .arch network on MNIST, CIFAR-10, ... or an ImageFolder directory",
                               description="Train a .arch network. Explicit flags override the recipe's settings; "
                                           "report.json records every effective setting.")
-    p.add_argument("arch", help="the .arch file")
+    p.add_argument("arch", nargs="?", help="the .arch file (with --resume it may be left out: the checkpoint holds it)")
     _data_args(p)
-    p.add_argument("--recipe", default="default", choices=sorted(RECIPES), help="named settings (default: %(default)s)")
+    p.set_defaults(data=None)  # cifar10 for a new run; a resume reads the data it was trained on
+    p.add_argument("--recipe", choices=sorted(RECIPES), help="named settings (default: default)")
     p.add_argument("--epochs", type=float, help="epochs (fractions allowed)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="peak learning rate (SGD on the mean loss)")
@@ -35,6 +36,13 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--tta", type=int, choices=(0, 1, 2), help="test-time augmentation: 0 none, 1 mirror, 2 mirror + translate")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="auto: bf16 autocast where the hardware has it")
     p.add_argument("--compile", action="store_const", const=True, help="torch.compile the network")
+    p.add_argument("--val", type=holdout, metavar="N|FRACTION",
+                   help="hold out this part of the training images, stratified by class, as a validation set evaluated "
+                        "every epoch (a fraction below 1, or a number of images; 0: none). Default: 0.1 with the default "
+                        "recipe, 0 with fast. The test set is evaluated once, at the end")
+    p.add_argument("--patience", type=int, metavar="N",
+                   help="stop early after N epochs without a better validation accuracy (default: 0, never); "
+                        "the test set is then evaluated on the best epoch's weights (best.pt)")
     p.add_argument("--normalize", choices=NORMALIZE,
                    help="input normalisation: `data` (default) the training images' per-channel mean and std; "
                         "`0.5` mean=std=0.5 (the PyTorch tutorial's Normalize((0.5,)*3, (0.5,)*3)); `none` pixels in [0, 1]. "
@@ -42,8 +50,13 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                    help="override any recipe setting, e.g. --set lookahead=false --set flip=random (repeatable)")
     p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--threads", type=thread_count, default="auto", metavar="auto|N",
+                   help="CPU threads: auto (default) times the first steps at 1, half and all cores and takes the fastest "
+                        "(OMP_NUM_THREADS, when set, is used as given)")
     p.add_argument("--out", type=Path, help="output directory (default: runs/<arch name>)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint.pt with the architecture, settings and data it stores "
+                        "(`archspec train --resume --out OUT`; a flag given again must agree)")
     p.add_argument("--quiet", action="store_true", help="no progress bar: one line per epoch and a summary")
     p.add_argument("--allow-softmax", action="store_true",
                    help="train even though the network ends with softmax (W205: cross-entropy applies log-softmax itself)")
@@ -84,6 +97,26 @@ def _data_args(p: argparse.ArgumentParser, default: str | None = "cifar10") -> N
                    help="at most N images per split (train and test), each class keeping its share: for a quick try")
 
 
+def holdout(text: str) -> float:
+    """--val: a fraction in [0, 1) or a whole number of images."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (a fraction such as 0.1, or a count such as 5000)") from None
+    if not (value >= 0 and (value < 1 or value.is_integer())):
+        raise argparse.ArgumentTypeError(f"{text!r}: pass a fraction in [0, 1) such as 0.1, or a whole number of images such as 5000")
+    return value
+
+
+def thread_count(text: str) -> int | str:
+    """--threads: `auto` or a positive whole number."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: pass auto or a number of threads, at least 1")
+    return int(text)
+
+
 def worker_argv(args: argparse.Namespace) -> list[str]:
     """The `train ...` command line of `args` without --nproc-per-node: what each torchrun worker runs."""
     assert _TRAIN_PARSER is not None
@@ -91,7 +124,8 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     for action in _TRAIN_PARSER._actions:
         value = getattr(args, action.dest, None)
         if not action.option_strings:
-            argv.append(str(value))
+            if value is not None:
+                argv.append(str(value))
         elif action.dest in ("help", "nproc_per_node") or value is None or value == action.default:
             continue
         elif isinstance(action, (argparse._StoreTrueAction, argparse._StoreConstAction)):
@@ -134,28 +168,19 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
 
 def _train(args: argparse.Namespace, world: Any) -> int:
     """The run itself; `world` is None for one process, else this rank's distributed.World."""
-    from archspec.cli import read_source
     from archspec.training.preflight import check_against_source, check_spec, refuse_final_softmax
 
-    arch_path, source = read_source(args.arch)
-    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-             "tta": args.tta, "precision": args.precision, "compile": args.compile, "normalize": args.normalize}
-    given = {k: v for k, v in flags.items() if v is not None}
-    config = make_config(args.recipe, **{**parse_settings(args.settings), **given})
-    run_dir = args.out or Path("runs") / Path(arch_path).stem
-    main = world is None or world.main
-    if args.resume and main and not (run_dir / "checkpoint.pt").is_file():  # rank 0 reads it and sends it on
-        raise ArchspecError(f"--resume: no checkpoint in {run_dir}", "pass the --out directory of the interrupted run")
+    arch_path, source, config, data_source, run_dir = _what_to_train(args, world)
     # Before torch is imported or an image decoded: a broken spec, or one for other data, fails in a moment.
     report = check_spec(source, arch_path)
     if not args.allow_softmax:
         refuse_final_softmax(report)
-    check_against_source(report, arch_path, args.data)
+    check_against_source(report, arch_path, data_source)
     require_torch()
     from archspec.training.data import check_cache_dir, load_data
     from archspec.training.loop import build_model, check_against_data, fit, prepare_out_dir
 
-    from archspec.training.distributed import World, data_source
+    from archspec.training.distributed import World, data_source as rank_data_source
 
     world = world or World()
     log = _log if world.main else (lambda line: None)
@@ -163,13 +188,41 @@ def _train(args: argparse.Namespace, world: Any) -> int:
         prepare_out_dir(run_dir)  # an unusable --out or cache fails now, not after decoding
     check_cache_dir(args.data_dir)
     with interruptible("decoding the data: nothing saved; run it again"):
-        data = load_data(data_source(world, args.data), args.data_dir, log, limit=args.limit, live=_live(args.quiet))
+        data = load_data(rank_data_source(world, data_source), args.data_dir, log, limit=args.limit,
+                         live=_live(args.quiet))
     check_against_data(report, arch_path, data)
     model = build_model(source, arch_path, config.seed)
     with interruptible("nothing saved; run it again"):  # fit says what it saved once an epoch has finished
         fit(model, data, config, run_dir, arch_source=source, arch_path=arch_path, device=args.device,
-            resume=args.resume, log=_log, quiet=args.quiet, world=world, sync_bn=args.sync_bn)
+            resume=args.resume, log=_log, quiet=args.quiet, world=world, sync_bn=args.sync_bn, threads=args.threads,
+            data_dir=args.data_dir)
     return 0
+
+
+def _what_to_train(args: argparse.Namespace, world: Any) -> tuple[str, str, Any, str, Path]:
+    """(arch path, .arch text, TrainConfig, data source, run directory): from the flags, or for --resume from the
+    checkpoint in --out with the flags given again on top."""
+    from archspec.cli import read_source
+
+    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "val": args.val,
+             "patience": args.patience, "tta": args.tta, "precision": args.precision, "compile": args.compile,
+             "normalize": args.normalize}
+    settings = {**parse_settings(args.settings), **{k: v for k, v in flags.items() if v is not None}}
+    if args.arch is None and not (args.resume and args.out):
+        raise UsageError("archspec train needs an .arch file", "pass FILE.arch, or `--resume --out DIR` to continue a run")
+    arch = read_source(args.arch) if args.arch is not None else None
+    run_dir = args.out or Path("runs") / Path(arch[0]).stem  # type: ignore[index]
+    if not args.resume:
+        return (*arch, make_config(args.recipe or "default", **settings), args.data or "cifar10", run_dir)  # type: ignore[misc]
+    main = world is None or world.main
+    if main and not (run_dir / "checkpoint.pt").is_file():  # rank 0 reads it and sends it on
+        raise ArchspecError(f"--resume: no checkpoint in {run_dir}", "pass the --out directory of the interrupted run")
+    require_torch()
+    from archspec.training.distributed import World
+    from archspec.training.resume import continuation
+
+    plan = continuation(run_dir, arch, args.recipe, settings, args.data, world or World())
+    return plan.arch_path, plan.source, plan.config, plan.data, run_dir
 
 
 @contextmanager

@@ -89,3 +89,18 @@ def resolved_path(path: str) -> str:
 def use_base(path: str) -> Path:
     """The folder a `use "file"` in `path` is relative to: the file's own, or the working directory for text."""
     return Path(path).parent if path not in ("<string>", "<stdin>", "-") else Path.cwd()
+
+
+def new_file_mode() -> int:
+    """The mode open() gives a new file: 0666 less the umask (for files written through a temp file, which
+    mkstemp creates 0600). Read from /proc where it can be: setting the umask to read it, the other way,
+    briefly changes it for every thread of the process."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return 0o666 & ~mask

@@ -27,23 +27,36 @@ from archspec.training.data import Dataset, load_data
 from archspec.training.loop import Reporter, build_model, check_against_data, counted, fit
 from archspec.training.preflight import check_against_source, check_spec, refuse_final_softmax
 from archspec.training.recipes import make_config
+from archspec.training.resume import continuation
 
 
-def train(model_or_path: "CheckReport | str | Path", data: "str | Path | Dataset" = "cifar10", out: "str | Path | None" = None,
-          *, recipe: str = "default", device: str = "auto", data_dir: "str | Path | None" = None, limit: int | None = None,
-          resume: bool = False, quiet: bool = False, allow_softmax: bool = False, **settings: Any) -> "TrainResult":
+def train(model_or_path: "CheckReport | str | Path | None" = None, data: "str | Path | Dataset | None" = None,
+          out: "str | Path | None" = None, *, recipe: str | None = None, device: str = "auto",
+          data_dir: "str | Path | None" = None, limit: int | None = None, resume: bool = False, quiet: bool = False,
+          allow_softmax: bool = False, threads: int | str = "auto", **settings: Any) -> "TrainResult":
     """Train a spec (a path, .arch text, or a CheckReport such as `%%arch NAME` binds) and return its report.
 
-    `data`: a dataset name (`mnist`, `fashion-mnist`, `cifar10`, `cifar100`, `svhn`), an ImageFolder directory
-    with train/ and test/, or a loaded Dataset. `limit`: at most that many images per split, stratified by class.
+    `data`: a dataset name (`mnist`, `fashion-mnist`, `cifar10` (the default), `cifar100`, `svhn`), an ImageFolder
+    directory with train/ and test/, or a loaded Dataset. `limit`: at most that many images per split, stratified by class.
     `out`: the run directory (default runs/NAME), with the same files as `archspec train --out`.
-    `settings`: recipe settings (epochs=1, batch_size=64, lr=0.05, ...), as `--set KEY=VALUE` takes them.
+    `resume=True` continues the run in `out` with the spec, settings and data its checkpoint stores
+    (`archspec.train(out="runs/lenet", resume=True)`); anything given again must agree.
+    `threads`: CPU threads, or "auto" (the fastest of 1, half and all cores, timed on the first steps).
+    `settings`: recipe settings (epochs=1, batch_size=64, lr=0.05, val=0.1, patience=3, ...), as `--set KEY=VALUE` takes them.
     """
-    arch_path, source = spec_source(model_or_path)
-    config = make_config(recipe, **settings)
-    run_dir = Path(out) if out is not None else Path("runs") / run_name(arch_path)
+    if model_or_path is None and not (resume and out is not None):
+        raise UsageError("archspec.train needs a spec", "pass a path, .arch text or a CheckReport, or out=DIR with resume=True")
+    given = spec_source(model_or_path) if model_or_path is not None else None
+    run_dir = Path(out) if out is not None else Path("runs") / run_name(given[0])  # type: ignore[index]
     if resume and not (run_dir / "checkpoint.pt").is_file():
         raise ArchspecError(f"resume: no checkpoint in {run_dir}", "pass the `out` directory of the interrupted run")
+    if resume:
+        plan = continuation(run_dir, given, recipe, settings, None if isinstance(data, Dataset) or data is None else str(data))
+        arch_path, source, config = plan.arch_path, plan.source, plan.config
+        data = data if isinstance(data, Dataset) else plan.data
+    else:
+        (arch_path, source), config = given, make_config(recipe or "default", **settings)  # type: ignore[misc]
+        data = "cifar10" if data is None else data
     report = check_spec(source, arch_path)
     if not allow_softmax:
         refuse_final_softmax(report, "pass allow_softmax=True")
@@ -59,7 +72,7 @@ def train(model_or_path: "CheckReport | str | Path", data: "str | Path | Dataset
     check_against_data(report, arch_path, data)
     model = build_model(source, arch_path, config.seed)
     result = fit(model, data, config, run_dir, arch_source=source, arch_path=arch_path, device=device, resume=resume,
-                 log=log, quiet=quiet, reporter=progress)
+                 log=log, quiet=quiet, reporter=progress, threads=threads)
     model.eval()
     return TrainResult(run_name(arch_path), result, model.cpu(), run_dir, read_metrics(run_dir))
 
@@ -130,16 +143,20 @@ class TrainResult:
         r = self.report
         rows = "".join(
             f"<tr><td>{m['epoch']}</td><td>{m['train_loss']:.4f}</td><td>{m['train_acc']:.2%}</td>"
-            f"<td>{m['test_acc']:.2%}</td><td>{m['images_per_s']:,.0f}</td><td>{m['elapsed_s']:.1f}</td></tr>"
+            f"<td>{_percent(m.get('val_acc'))}</td><td>{m['images_per_s']:,.0f}</td><td>{m['elapsed_s']:.1f}</td></tr>"
             for m in self.metrics)
         per_class = ", ".join(f"{html.escape(c)} {a:.0%}" for c, a in r["per_class_accuracy"].items())
         return (f"<div><b>{html.escape(self.name)}</b>: test accuracy <b>{r['test_accuracy']:.2%}</b> "
                 f"on {r['test_images']:,} images after {counted(r['epochs'], 'epoch')} &middot; {r['params']:,} params &middot; "
                 f"{r['wall_time_s']:.1f}s on {html.escape(r['device'])} ({r['dtype']})"
-                "<table><tr><th>epoch</th><th>train loss</th><th>train acc</th><th>test acc</th><th>img/s</th>"
+                "<table><tr><th>epoch</th><th>train loss</th><th>train acc</th><th>val acc</th><th>img/s</th>"
                 f"<th>elapsed s</th></tr>{rows}</table>"
                 f"<small>per class: {per_class}<br>recipe {html.escape(r['settings']['recipe'])}; "
                 f"outputs in <code>{html.escape(str(self.out_dir))}</code></small></div>")
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
 
 
 @dataclass

@@ -28,13 +28,14 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_
 from torch import nn
 
 from archspec.language.errors import ArchError, ArchspecError
+from archspec.language.files import new_file_mode
 from archspec.training.recipes import NORMALIZE, TrainConfig, make_config
 
 FILENAME = "checkpoint.pt"
 MAX_PARAMS = 2_000_000_000  # a stored architecture above this is refused before anything is allocated
 REQUIRED = ("model", "arch_source", "config", "classes", "input_shape", "mean", "std")
 # Settings that checkpoints written before they existed lack; those runs used these values.
-OLD_DEFAULTS: dict[str, Any] = {"normalize": "data"}
+OLD_DEFAULTS: dict[str, Any] = {"normalize": "data", "val": 0.0, "patience": 0}
 _REWRITE = "pass the checkpoint.pt that `archspec train --out DIR` wrote, or re-run `archspec train` to write a new one"
 
 
@@ -64,6 +65,7 @@ def write_atomic_all(files: Sequence[tuple[Path, Callable[[Any], None]]]) -> Non
                 current = Path(path)
                 fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=Path(path).parent)
                 temps.append(tmp)
+                os.chmod(tmp, new_file_mode())  # mkstemp's 0600 is for secrets; these files are like any other
                 with os.fdopen(fd, "wb") as f:
                     write(f)
                     f.flush()
@@ -254,6 +256,7 @@ class Checkpoint(BaseModel):
     optimizer: Optional[dict[str, Any]] = None
     lookahead: Optional[dict[str, Any]] = None
     rng: Optional[Any] = None
+    threads: int = 0  # the CPU threads it trained with (0: not recorded), which a resume keeps for exact arithmetic
     _report: Any = PrivateAttr(default=None)  # the stored architecture's check report, once checked
 
     @field_validator("model")
@@ -308,7 +311,7 @@ class Checkpoint(BaseModel):
             raise ValueError(f"must be one of {NORMALIZE}")
         return v
 
-    @field_validator("epoch", "step")
+    @field_validator("epoch", "step", "threads")
     @classmethod
     def _count(cls, v: int) -> int:
         if not 0 <= v < 2**53:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from archspec.language.errors import ArchspecError, UsageError
-from archspec.training.checkpoint import WriteFailed, write_failure
+from archspec.training.checkpoint import WriteFailed, new_file_mode, write_failure
 
 INPUT_FLOAT = "input"   # float32 [B, C, H, W], already normalised
 INPUT_UINT8 = "image"   # uint8 [B, C, H, W] in 0..255, normalised inside the graph (--embed-preprocess)
@@ -180,6 +180,7 @@ def _save_atomically(program: Any, target: Path) -> None:
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         os.close(fd)
+        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 is for secrets; a model file is like any other
         program.save(tmp)  # by path: onnx writes the file itself
         os.replace(tmp, target)
     except BaseException as exc:  # an interruption too: no temp file stays

@@ -1,9 +1,12 @@
 """Hardware: which device, which dtype, how many CPU threads, and the device's name for the report."""
 from __future__ import annotations
 
+import math
 import os
 import platform
+import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -79,3 +82,47 @@ def device_name(dev: torch.device) -> str:
     if dev.type == "cpu":
         return f"cpu: {platform.processor() or platform.machine()}, {physical_cores()} cores"
     return dev.type
+
+
+def thread_candidates(cores: int) -> list[int]:
+    """The thread counts `--threads auto` tries: one, half the cores and all of them."""
+    return sorted({1, max(1, cores // 2), cores})
+
+
+def seconds_per_step(step: Callable[[], None], candidates: list[int], rounds: int = 3) -> dict[int, float]:
+    """The fastest of `rounds` timed steps at each thread count, after one warm-up step each.
+
+    The rounds interleave the counts, so a burst of load from another process hits them alike.
+    """
+    best = {t: math.inf for t in candidates}
+    for threads in candidates:
+        torch.set_num_threads(threads)
+        step()
+    for _ in range(rounds):
+        for threads in candidates:
+            torch.set_num_threads(threads)
+            t0 = time.perf_counter()
+            step()
+            best[threads] = min(best[threads], time.perf_counter() - t0)
+    return best
+
+
+def choose_threads(requested: int | str, step: Callable[[], None], resumed_with: int = 0) -> tuple[int, str]:
+    """(CPU threads to train with, why): `--threads N`, OMP_NUM_THREADS, the count a resumed run began with, or measured.
+
+    Measured: the fastest per step on this machine now; on a machine busy with other work one thread is
+    often several times faster than all cores, whose OpenMP barriers wait for the slowest core.
+    """
+    if requested != "auto":
+        return int(requested), "as --threads asks"
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return cpu_threads(), "from OMP_NUM_THREADS"
+    if resumed_with:  # the arithmetic depends on the thread count: the same count continues the run exactly
+        return resumed_with, "the count the run began with, for an exact continuation (--threads N to change it)"
+    cores = physical_cores()
+    if cores == 1:
+        return 1, "one core"
+    times = seconds_per_step(step, thread_candidates(cores))
+    chosen = min(times, key=lambda t: (times[t], t))
+    measured = ", ".join(f"{t} {'thread' if t == 1 else 'threads'} {s * 1000:,.0f} ms" for t, s in times.items())
+    return chosen, f"the fastest per training step on this machine now (timed: {measured}; --threads N to choose)"

@@ -46,6 +46,8 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     normalize: str = "data"  # data: the training images' mean/std | 0.5: Normalize((0.5,)*3, (0.5,)*3) | none
+    val: float = 0.1  # held out of the training images, stratified by class: a fraction (< 1) or a count (>= 1); 0: none
+    patience: int = 0  # stop after this many epochs without a better validation accuracy; 0: never stop early
 
     def normalization(self, data_mean: list[float], data_std: list[float]) -> tuple[list[float], list[float]]:
         """The per-channel (mean, std) this setting subtracts and divides by, on images in [0, 1]."""
@@ -84,6 +86,7 @@ RECIPES: dict[str, TrainConfig] = {
         translate=2,
         tta=2,
         logit_scale=1 / 9,
+        val=0.0,  # airbench's schedule on all the training images, as published; --val 0.1 to validate
     ),
 }
 
@@ -108,7 +111,18 @@ def make_config(recipe: str = "default", **overrides: Any) -> TrainConfig:
                              f"choose one of: {', '.join(map(str, allowed))}")
     for name, bounds in RANGES.items():
         _check_range(name, getattr(config, name), bounds)
+    _check_validation(config)
     return config
+
+
+def _check_validation(config: TrainConfig) -> None:
+    """`val` is a fraction below 1 or a whole number of images; early stopping needs a validation set."""
+    if config.val >= 1 and not float(config.val).is_integer():
+        raise UsageError(f"val must be a fraction below 1 or a whole number of images, not {config.val!r}",
+                         "pass a fraction such as --val 0.1, or a count of images such as --val 5000")
+    if config.patience and not config.val:
+        raise UsageError(f"patience {config.patience} needs a validation set, and val is 0",
+                         "pass --val FRACTION (e.g. --val 0.1) with --patience, or drop --patience")
 
 
 # The allowed range of each numeric setting: (low, high, low included, high included).
@@ -131,6 +145,8 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "translate": (0, 64, True, True),
     "logit_scale": (0, 1_000, False, True),
     "seed": (0, 2**63 - 1, True, True),
+    "val": (0, 1_000_000, True, True),
+    "patience": (0, 10_000, True, True),
 }
 
 
