@@ -134,7 +134,8 @@ def _row(trial: Any) -> RunRow:
     attrs = trial.user_attrs
     state = "removed" if attrs.get("removed") else trial.state.name.lower()
     metrics = _metrics(Path(attrs["run_dir"])) if attrs.get("run_dir") else []
-    val = metric_of(metrics[-1]) if metrics else None
+    # a finished trial: its score (the best epoch's validation accuracy); a pruned one: where it stopped
+    val = trial.value if state == "complete" else (metric_of(metrics[-1]) if metrics else None)
     return RunRow(trial.number, state, dict(trial.params), attrs.get("params"), attrs.get("macs"),
                   val if state in ("complete", "pruned") else None, attrs.get("test_accuracy"), attrs.get("seconds"),
                   attrs.get("run_dir", ""), attrs.get("removed") or attrs.get("reason", ""))

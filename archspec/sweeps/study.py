@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from archspec.language.errors import ArchspecError, UsageError
 from archspec.sweeps.space import Space, Variant
-from archspec.sweeps.worker import metric_name, metric_of
+from archspec.sweeps.worker import metric_of
 
 STUDY = "sweep"
 DB = "sweep.db"
@@ -204,9 +204,8 @@ class Driver:
         with self.lock:
             self.counts[outcome.state] += 1
             if outcome.state == "done":
-                rows = outcome.result.get("metrics") or []
                 trial.set_user_attr("test_accuracy", outcome.result.get("test_accuracy"))
-                self.study.tell(trial, metric_of(rows[-1]) if rows else outcome.result["test_accuracy"])
+                self.study.tell(trial, _val_accuracy(outcome.result))
             elif outcome.state == "pruned":
                 self.study.tell(trial, state=TrialState.PRUNED)
             else:
@@ -232,9 +231,15 @@ def _outcome_line(number: int, variant: Variant, outcome: Any) -> str:
     return f"trial {number} {variant.key}: {what}"
 
 
+def _val_accuracy(result: dict[str, Any]) -> float:
+    """A finished trial's score: the best epoch's validation accuracy (the weights its test accuracy is of)."""
+    if result.get("val_accuracy") is not None:
+        return result["val_accuracy"]
+    return metric_of((result.get("metrics") or [{}])[-1])  # a clear error where the trial held out nothing
+
+
 def _acc(result: dict[str, Any]) -> str:
-    rows = result.get("metrics") or [{"test_acc": result.get("test_accuracy", 0.0)}]
-    return f"{metric_name(rows[-1])} {metric_of(rows[-1]):.2%}"
+    return f"val_acc {_val_accuracy(result):.2%}"
 
 
 def default_workers(config: SweepConfig, trials: int) -> int:
@@ -249,7 +254,11 @@ def run_sweep(space: Space, config: SweepConfig, log: Callable[[str], None] = pr
     """Train the kept variants (resuming a sweep already in config.out); Ctrl-C stops between epochs and keeps the record."""
     from archspec.training.recipes import make_config
 
-    epochs = math.ceil(make_config(config.recipe, **config.settings).epochs)
+    fixed = make_config(config.recipe, **config.settings)
+    if fixed.val == 0 and "val" not in space.setting_names:
+        raise UsageError(f"a sweep compares its variants on a validation split, and the `{config.recipe}` recipe holds "
+                         "none out (val=0)", "hold out part of the training set: --set val=0.1 (or a count, val=5000)")
+    epochs = math.ceil(fixed.epochs)
     executor = _executor(config)  # an unreachable Ray cluster fails before the record is opened
     study = open_study(config, epochs)
     stale = recover(study)

@@ -20,27 +20,22 @@ OnEpoch = Callable[[dict[str, Any]], bool]
 
 
 def metric_of(row: dict[str, Any]) -> float:
-    """The per-epoch value a sweep optimises and prunes on: the validation accuracy.
-    Until training records `val_acc`, the per-epoch metric is `test_acc` (the one fallback)."""
-    return row["val_acc"] if "val_acc" in row else row["test_acc"]
-
-
-def metric_name(row: dict[str, Any]) -> str:
-    return "val_acc" if "val_acc" in row else "test_acc"
+    """The per-epoch value a sweep optimises and prunes on: the validation accuracy (never the test set's)."""
+    if "val_acc" not in row:
+        raise ArchspecError("this trial holds out no validation images (val=0): a sweep compares its variants on them",
+                            "give every trial a validation split, e.g. --set val=0.1")
+    return row["val_acc"]
 
 
 def run_trial(job: dict[str, Any], on_epoch: OnEpoch) -> dict[str, Any]:
     """Train the job's variant into job["out"]; an interrupted run there is resumed, its epochs replayed to on_epoch."""
-    import torch
-
     from archspec.training.api import read_metrics
     from archspec.training.data import load_data
     from archspec.training.loop import build_model, check_against_data, fit, prepare_out_dir
     from archspec.training.preflight import check_against_source, check_spec
     from archspec.training.recipes import make_config
 
-    if job.get("threads"):
-        torch.set_num_threads(job["threads"])
+    threads = job.get("threads") or "auto"  # the sweep splits the cores between its workers
     source, arch_path, run_dir = job["source"], job["arch_path"], Path(job["out"])
     config = make_config(job["recipe"], **job["settings"])
     report = check_spec(source, arch_path)
@@ -56,7 +51,7 @@ def run_trial(job: dict[str, Any], on_epoch: OnEpoch) -> dict[str, Any]:
             return {"stopped_after_epoch": row["epoch"]}
     model = build_model(source, arch_path, config.seed)
     result = fit(model, data, config, run_dir, arch_source=source, arch_path=arch_path, device=job.get("device", "auto"),
-                 resume=resume, log=log, quiet=True, on_epoch=on_epoch)
+                 resume=resume, log=log, quiet=True, on_epoch=on_epoch, threads=threads)
     return {**result, "metrics": read_metrics(run_dir)}
 
 
