@@ -13,7 +13,7 @@ import math
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
+from archspec.language.tree import Branch, Call, CheckedNode, Layer, Visitor
 
 if TYPE_CHECKING:
     from archspec.language.ops.base import Shape
@@ -95,14 +95,9 @@ class _ReceptiveFields(Visitor[Any]):
         node.rf = self.seq(node.body, state)
         return node.rf
 
-    def visit_residual(self, node: Residual, state: RF | None) -> RF | None:
-        body = self.seq(node.body, state)
-        skip = self.seq(node.shortcut, state) if node.shortcut is not None else state
-        node.rf = max_rf([body, skip])
-        return node.rf
-
     def visit_branch(self, node: Branch, state: RF | None) -> RF | None:
-        node.rf = max_rf([self.seq(b, state) for b in node.branches])
+        # Every join sees what each of its operands saw: the widest of its bodies (and its input, when it is one).
+        node.rf = max_rf([self.seq(b, state) for b in node.branches] + ([state] if node.identity else []))
         return node.rf
 
 

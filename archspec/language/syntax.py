@@ -18,11 +18,28 @@ from archspec.language.diagnostics import Diagnostic, Span
 _CHECKOUT_GRAMMAR = Path(__file__).resolve().parents[2] / "grammar" / "archspec.lark"
 
 
-def open_grammar(**options) -> Lark:
-    """The language's grammar with these lark options: the checkout's copy, else the package's."""
+# The alternation of JOIN_WORD in the grammar file; the registry's words replace it.
+_JOIN_WORDS = re.compile(r"^(JOIN_WORD\.2: /\()[^)]*(\))", re.M)
+
+
+def grammar_text() -> str:
+    """The grammar (the checkout's copy, else the package's), with the join registry's words in JOIN_WORD:
+    adding a join needs no grammar change."""
+    from archspec.language.joins import JOINS
+
     if _CHECKOUT_GRAMMAR.is_file():
-        return Lark.open(str(_CHECKOUT_GRAMMAR), **options)
-    return Lark.open_from_package("archspec.grammar", "archspec.lark", **options)
+        text = _CHECKOUT_GRAMMAR.read_text(encoding="utf-8")
+    else:
+        from importlib.resources import files
+
+        text = files("archspec.grammar").joinpath("archspec.lark").read_text(encoding="utf-8")
+    words = "|".join(re.escape(w) for w in sorted(JOINS, key=len, reverse=True))
+    return _JOIN_WORDS.sub(lambda m: m.group(1) + words + m.group(2), text, count=1)
+
+
+def open_grammar(**options) -> Lark:
+    """The language's grammar with these lark options."""
+    return Lark(grammar_text(), **options)
 
 
 # Comments are ignored by the grammar but kept for `fmt`: the lexer hands each one to this list
@@ -97,8 +114,8 @@ _TERMINALS = {
     "NAME": "a name", "NUMBER": "a number", "DIMS": "dimensions like 3x32x32", "STRING": 'a "string"',
     "LBRACE": "`{`", "RBRACE": "`}`", "LPAR": "`(`", "RPAR": "`)`", "COMMA": "`,`", "EQUAL": "`=`",
     "_NL": "a newline", "VBAR": "`|`", "$END": "the end of the file", "STAR": "`*`", "MINUS": "`-`",
-    "ADD_OP": "`+` or `-`", "MUL_OP": "`*` or `/`", "SHORTCUT": "`shortcut`", "BRANCH_MODE": "`concat` or `add`",
-    "RESIDUAL": "`residual`", "REPEAT": "`repeat`", "BLOCK": "`block`", "USE": "`use`",
+    "ADD_OP": "`+` or `-`", "MUL_OP": "`*` or `/`", "SHORTCUT": "`shortcut`", "JOIN_WORD": "a join word",
+    "REPEAT": "`repeat`", "BLOCK": "`block`", "USE": "`use`",
 }
 
 
