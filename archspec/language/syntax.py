@@ -9,7 +9,7 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from archspec.language import codes
-from archspec.language.diagnostics import Diagnostic, Span
+from archspec.language.diagnostics import Diagnostic, Span, suggest
 
 
 # A source checkout (installed or not) keeps the grammar at the top level; a wheel ships it as
@@ -254,17 +254,19 @@ def recovering_parse(text: str, path: str) -> tuple[Tree | None, list[Diagnostic
     braces: list[bool] = []  # the `{` fed and not closed: True for a body, False for an expression
     diagnostics: list[Diagnostic] = []
     skipping: int | None = None  # while skipping a broken statement: the braces opened inside it
+    statement: dict[int, list[Token]] = {0: []}  # per depth: the first tokens of the statement being fed
     tokens = lexer.lex(interactive.parser_state)
 
     def go_back() -> None:
         nonlocal skipping
         state, open_braces = saved[depth]
         interactive.parser_state = state.copy()
+        # The `{`s of the broken statement still open (an expression's): their `}`s are part of it, not unmatched.
+        skipping = len(braces) - open_braces
         del braces[open_braces:]
-        skipping = 0
 
     def recover(err: UnexpectedInput) -> None:
-        diagnostics.append(_diagnostic(err, path, text))
+        diagnostics.append(_unknown_join(statement.get(depth, []), path) or _diagnostic(err, path, text))
         go_back()
 
     while True:
@@ -289,11 +291,14 @@ def recovering_parse(text: str, path: str) -> tuple[Tree | None, list[Diagnostic
                 if token.type == "LBRACE" or (token.type == "RBRACE" and skipping):
                     skipping += 1 if token.type == "LBRACE" else -1
                     break
-                if token.type not in ("_NL", "VBAR", "RBRACE"):
-                    break
+                if skipping or token.type not in ("_NL", "VBAR", "RBRACE"):
+                    break  # (inside braces of the broken statement, separators are its own)
                 skipping = None  # the separator or `}` after the broken statement: it goes on from here
             try:
                 interactive.feed_token(token)
+                head = statement.setdefault(depth, [])
+                if len(head) < 2:
+                    head.append(token)
             except UnexpectedToken as err:
                 if retried is token:  # refused again after going back (a stray `}`): leave it out
                     go_back()
@@ -311,6 +316,7 @@ def recovering_parse(text: str, path: str) -> tuple[Tree | None, list[Diagnostic
                 depth -= 1
             if token.type in ("_NL", "VBAR") or (token.type == "LBRACE" and braces[-1]):
                 saved[depth] = (interactive.parser_state.copy(), len(braces))
+                statement[depth] = []
             token = None
         tokens = lexer.lex(interactive.parser_state)  # the lexer follows the parser state (it may be restored)
     try:
@@ -318,6 +324,24 @@ def recovering_parse(text: str, path: str) -> tuple[Tree | None, list[Diagnostic
     except UnexpectedInput as err:
         diagnostics.append(_diagnostic(err, path, text))
         return None, diagnostics
+
+
+def _unknown_join(head: list[Token], path: str) -> Diagnostic | None:
+    """`mul { ... } { ... }` where `mul` is neither an op nor a join: a join word the registry does not have.
+
+    (Written `NAME {` and failing inside the braces: an op's `{expr}` argument would have parsed.)"""
+    if len(head) < 2 or head[0].type != "NAME" or head[1].type != "LBRACE":
+        return None
+    from archspec.language.joins import JOINS, join_list
+    from archspec.language.ops import OPS, resolve_op_name
+
+    word = str(head[0])
+    if word in OPS or resolve_op_name(word) is not None:
+        return None
+    hint = suggest(word, list(JOINS))
+    return Diagnostic(codes.SYNTAX_ERROR, f"unknown join `{word}`; joins are {join_list()}", token_span(head[0], path),
+                      help=f"did you mean `{hint}`?" if hint else "a join is a join word and its branches, "
+                      "`concat { conv 8 k1 } { conv 8 k3 p1 }`; a layer's `{...}` holds an expression, like `conv {c*2} k3`")
 
 
 def token_span(token: Token, path: str) -> Span:
