@@ -442,7 +442,8 @@ def _derive_exact(model: Model, probe: Any, c: int, concrete: list[int | None]) 
         elif isinstance(row, Layer) and row.op == "input":
             d.shapes[row.path] = tuple(str(x) for x in model.input.dims)  # type: ignore[union-attr]
     for row in probe.rows:
-        if row.op == "flatten" and row.path in shown[0].flattened and row.in_shape:
+        # (its channels unknown after an error at the probe's size: the second read, at an accepted size, has them)
+        if row.op == "flatten" and row.path in shown[0].flattened and row.in_shape and row.in_shape[0] is not None:
             h, w = shown[0].flattened[row.path], shown[1].flattened[row.path]
             d.shapes[row.path] = (features_text(row.in_shape[0], h, w),)
     features = None  # after `flatten`, until a `linear` fixes the count: it depends on the size
