@@ -22,7 +22,7 @@ from archspec.language.measure import set_receptive_fields
 from archspec.language.nodes import BlockCall, Deferred, Invalid, Model, Node, Seq
 from archspec.language.nodes import Join as JoinSpec
 from archspec.language.ops import Input, LayerSpec, Shape, fmt_shape
-from archspec.language.tree import Call, CheckedNode, Layer, json_shape, layers, seq_output, walk
+from archspec.language.tree import Branch, Call, CheckedNode, Layer, json_shape, layers, seq_output, walk
 from archspec.language.tree import stride_of  # noqa: F401  (its home was here)
 
 
@@ -227,9 +227,15 @@ class _Checker:
     def finish(self, classes: int | None) -> None:
         rows = self.report.rows
         conv_rows = [i for i, r in enumerate(rows) if r.op == "conv"]
+        # A 1x1 inside a join whose output is not 1x1 (a `mul` gate, broadcast back) collapses nothing; nor is it
+        # known to inside a join that does not join (its error says why).
+        wide = [n.path + "." for n in self.report.nodes() if isinstance(n, Branch) and
+                (n.out_shape is None or (len(n.out_shape) == 3 and n.out_shape[1:] != (1, 1)))]
         if conv_rows:
             last_conv = conv_rows[-1]
             for r in rows[:last_conv]:
+                if any(r.path.startswith(p) for p in wide):
+                    continue
                 if r.out_shape is not None and len(r.out_shape) == 3 and r.out_shape[1:] == (1, 1) and r.op != "input":
                     later = rows[last_conv].layer.span
                     self.emitter(r.layer)(

@@ -97,7 +97,7 @@ class _ReceptiveFields(Visitor[Any]):
 
     def visit_branch(self, node: Branch, state: RF | None) -> RF | None:
         # Every join sees what each of its operands saw: the widest of its bodies (and its input, when it is one).
-        node.rf = max_rf([self.seq(b, state) for b in node.branches] + ([state] if node.identity else []))
+        node.rf = node.rule.receptive_field(node, [self.seq(b, state) for b in node.branches] + ([state] if node.identity else []))
         return node.rf
 
 

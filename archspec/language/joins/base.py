@@ -110,6 +110,12 @@ class JoinKind:
             walk.equal.extend([(outs[0], o)] for o in outs[1:])  # type: ignore[misc]
         return outs[0]
 
+    def receptive_field(self, node: "Branch", states: list[Any]) -> Any:
+        """(RF, jump) after the join from each operand's (language/measure.py): the widest view of the inputs."""
+        from archspec.language.measure import max_rf
+
+        return max_rf(states)
+
     # ---- views (text only: the views draw it)
 
     def title(self, node: "Branch") -> str:
