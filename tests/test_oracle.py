@@ -1250,6 +1250,9 @@ JOIN_ORACLE: dict[str, JoinOracle] = {
                            # torchvision's downsample: a 1x1 conv with the body's stride, no bias, and bn
                            lambda m, x: m["res1.body"](x) + m["res1.shortcut.bn1"](nn.functional.conv2d(
                                x, m["res1.shortcut.conv1"].weight, stride=2)), "res1"),
+    # torch's broadcasting: a [B, 4, 1, 1] gate (squeeze-and-excitation) and a [B, 4, 1, 6] one scale [B, 4, 6, 6]
+    "mul": JoinOracle("input 4x6x6\nmul {} { gap | conv 2 k1 | relu | conv 4 k1 | sigmoid } { adaptiveavgpool 1x6 }\n",
+                      lambda m, x: x * m["mul1.branch2"](x) * m["mul1.branch3"](x), "mul1"),
 }
 
 
@@ -1280,3 +1283,23 @@ def test_each_join_computes_what_torch_computes(word):
         generated = namespace["Net"]()
         generated.load_state_dict(net.state_dict())
         assert torch.allclose(generated.eval()(x), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("gate", ["gap", "adaptiveavgpool 1x8", "adaptiveavgpool 8x1", "adaptiveavgpool 2x2",
+                                  "gap | conv 4 k1", "gap | conv 1 k1", "maxpool 2", "flatten", "gap | flatten",
+                                  "conv 8 k1", "conv 3 k3 p1"])
+def test_mul_reports_e115_exactly_where_torch_cannot_broadcast(gate):
+    """`mul {} { gate }` on [B, 8, 8, 8]: the checker's verdict against torch multiplying the two tensors."""
+    report = archspec.check(f"input 8x8x8\nmul {{}} {{ {gate} }}\n", classes=None)
+    x = torch.randn(2, 8, 8, 8)
+    with torch.no_grad():
+        g = archspec.build(f"input 8x8x8\n{gate}\n")(x)
+        try:
+            torch_ok, y = True, x * g
+        except RuntimeError:
+            torch_ok, y = False, None
+    assert report.ok == torch_ok, (gate, report.diagnostics)
+    if torch_ok:
+        assert report.output_shape == tuple(y.shape[1:])
+    else:
+        assert [d.code for d in report.errors] == ["E115"]

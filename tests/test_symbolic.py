@@ -274,3 +274,13 @@ def test_a_join_that_fails_at_the_probe_size_is_derived_at_an_accepted_one():
     for h in range(1, 20):  # the checker at each size agrees
         report = check(with_input(model, (3, h, 8)), classes=None)
         assert report.ok == (h in (7, 8)), h
+
+
+def test_mul_broadcasting_is_derived_exactly_and_agrees_size_by_size():
+    """A squeeze-and-excitation gate ([C, 1, 1]) joins at every size; a [C, 1, 4] gate only where W' is 4 or 1."""
+    model = parse("input 3xHxW\nconv 8 k3 s2 p1\nmul {} { gap | conv 2 k1 | relu | conv 8 k1 | sigmoid }\n"
+                  "mul {} { adaptiveavgpool 1x4 }\ngap | flatten | linear 10\n")
+    d = derive(model)
+    assert d.exact and [a.valid.rule(a.name) for a in d.axes] == ["any H", "W in {1-2, 7-8}"]
+    for w in range(1, 24):
+        assert check(with_input(model, (3, 9, w)), classes=None).ok == (w in d.axes[1].valid), w
