@@ -21,9 +21,8 @@ from archspec.language.gcpause import without_gc_pauses
 from archspec.language.measure import set_receptive_fields
 from archspec.language.nodes import BlockCall, Deferred, Invalid, Model, Node, Seq
 from archspec.language.nodes import Join as JoinSpec
-from archspec.language.ops import Input, LayerSpec, Shape, fmt_shape
-from archspec.language.tree import Branch, Call, CheckedNode, Layer, json_shape, layers, seq_output, walk
-from archspec.language.tree import stride_of  # noqa: F401  (its home was here)
+from archspec.language.ops import Input, LayerSpec, RFStep, Shape, fmt_shape
+from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, json_shape, layers, seq_output, stride_of, walk
 
 
 _HTML_ROWS = 300  # a notebook shows this many layers, then a count
@@ -159,10 +158,10 @@ class _Checker:
 
         return emit
 
-    def seq(self, seq: Seq, x: Shape | None, prefix: str, depth: int) -> list[CheckedNode]:
+    def seq(self, seq: "Seq | list[Node]", x: Shape | None, prefix: str, depth: int) -> list[CheckedNode]:
         out: list[CheckedNode] = []
         previous: Node | None = None
-        for node in seq.items:
+        for node in seq.items if isinstance(seq, Seq) else seq:
             if isinstance(node, LayerSpec) and node.is_activation and isinstance(previous, LayerSpec) and previous.is_activation:
                 self.emitter(node)(
                     codes.CONSECUTIVE_ACTIVATIONS,
@@ -197,6 +196,16 @@ class _Checker:
         if isinstance(node, JoinSpec):
             return node.kind.check(self, node, x, where)  # the join's shape rule (archspec/language/joins/)
         raise AssertionError(type(node))  # pragma: no cover - Node is closed
+
+    def joined(self, spec: JoinSpec, x: Shape | None, where: dict[str, Any], y: Shape | None, operands: list[Shape | None],
+               **fields: Any) -> Branch:
+        """The checked node of a join (its rule gives the shape and the bodies), ending in its `Join` node."""
+        join = Join(name=where["name"], path=where["path"], depth=where["depth"], span=spec.span, trace=spec.trace,
+                    in_shape=x, out_shape=y, mode=spec.kind.operator or spec.kind.word, operands=operands)
+        return Branch(**where, out_shape=y, rule=spec.kind, option=spec.option, join=join, **fields)
+
+    def stride_of(self, nodes: list[CheckedNode]) -> RFStep | None:
+        return stride_of(nodes)
 
     def resolve(self, node: Deferred, x: Shape | None) -> Node:
         """Bind a layer that reads the incoming shape, now that it is known (E112/E113 when it is not usable)."""

@@ -30,7 +30,7 @@ from archspec.language.errors import ArchspecError, UsageError
 from archspec.language.nodes import BlockCall, Deferred, Join, Model, Seq
 from archspec.language.ops import Input, LayerSpec
 from archspec.language.sizemap import Expr, Lin, Num, Same, Sym, Window
-from archspec.language.tree import Branch, Call, CheckedNode, Layer
+from archspec.language.tree import Branch, Call, CheckedNode, Layer, layers, stride_of
 
 AXES = ("H", "W")
 MAX_PERIOD = 1 << 16  # past this, residues are not enumerated: checked size by size instead
@@ -182,6 +182,12 @@ class AxisWalk:
         if y is not None:
             self.sizes[node.path] = y
         return y
+
+    def stride_of(self, nodes: list[CheckedNode]) -> Any:
+        return stride_of(nodes)
+
+    def layers(self, nodes: list[CheckedNode]) -> list[Layer]:
+        return layers(nodes)
 
     def layer(self, node: Layer, e: Expr | None, silent: bool) -> Expr | None:
         spec = node.layer

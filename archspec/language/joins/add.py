@@ -1,13 +1,8 @@
 """`add { a } { b } ...`: parallel branches on one input, summed element-wise (every shape equal)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from archspec.language.joins.base import Emit, JoinKind
+from archspec.language.joins.base import Branch, Emit, JoinKind
 from archspec.language.ops.base import Shape, fmt_shape
-
-if TYPE_CHECKING:
-    from archspec.language.tree import Branch
 
 
 class Add(JoinKind):
@@ -25,7 +20,7 @@ class Add(JoinKind):
                 return None
         return outs[0]
 
-    def explain_after(self, node: "Branch") -> list[str]:
+    def explain_after(self, node: Branch) -> list[str]:
         outs, y = node.join.operands, node.out_shape  # type: ignore[union-attr]
         return [f"add: {' + '.join(fmt_shape(o) for o in outs)} -> {fmt_shape(y)} "
                 "(element-wise sum: every branch must give the same shape)"]

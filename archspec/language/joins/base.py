@@ -6,27 +6,78 @@ input, and the join combines their outputs into one. A join class says how many 
 (`input 3xHxW`), how its branches are named, its explain, summary, hover and graph text, and the
 class of pytorch/runtime.py it compiles to. Defining a subclass with a `word` registers it (see
 `JOINS`); the files beside this one hold one join each. Nothing else dispatches on join words.
+
+Joins sit below the spec and the checked tree (syntax reads their words): they see the checked
+node, the checker and the symbolic walk only through the protocols below, which those implement.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Protocol
 
 from archspec.language import codes
-from archspec.language.ops.base import Shape, fmt_shape
-
-if TYPE_CHECKING:
-    from archspec.language.nodes import Join as JoinSpec
-    from archspec.language.sizemap import Expr
-    from archspec.language.symbolic import AxisWalk
-    from archspec.language.tree import Branch
+from archspec.language.ops.base import RFStep, Shape, fmt_shape
+from archspec.language.sizemap import Expr
 
 # Every join, by its word, in definition order: filled in as join classes are defined.
 JOINS: dict[str, "JoinKind"] = {}
 Emit = Callable[..., None]
 
 
+class JoinSpec(Protocol):
+    """A written join (nodes.Join): its bodies, option word and shortcut, where it was written."""
+
+    bodies: list[Any]
+    shortcut: Any
+    option: str | None
+    span: Any
+    trace: Any
+
+
+class Branch(Protocol):
+    """A checked join (tree.Branch): its bodies as checked sequences, and its `Join` node."""
+
+    branches: list[list[Any]]
+    identity: bool
+    projected: bool
+    option: str | None
+    in_shape: Shape | None
+    out_shape: Shape | None
+    join: Any
+
+
+class Checker(Protocol):
+    """What a join asks of the checker (check._Checker)."""
+
+    report: Any
+
+    def seq(self, seq: Any, x: Shape | None, prefix: str, depth: int) -> list[Any]: ...
+    def emitter(self, node: Any) -> Emit: ...
+    def joined(self, spec: Any, x: Shape | None, where: dict[str, Any], y: Shape | None, operands: list[Shape | None],
+               **fields: Any) -> Any: ...
+    def stride_of(self, nodes: list[Any]) -> RFStep | None: ...
+
+
+class AxisWalk(Protocol):
+    """What a join asks of the symbolic walk on one axis (symbolic.AxisWalk)."""
+
+    axis: int
+    equal: list[list[tuple[Expr, Expr]]]
+    sizes: dict[str, Expr]
+    exact: bool
+    why: str
+
+    def seq(self, nodes: list[Any], e: Expr | None, silent: bool = False) -> Expr | None: ...
+    def stride_of(self, nodes: list[Any]) -> RFStep | None: ...
+    def layers(self, nodes: list[Any]) -> list[Any]: ...
+
+
 def known(shape: Shape | None) -> bool:
     return shape is not None and None not in shape
+
+
+def output_of(nodes: list[Any], x: Shape | None) -> Shape | None:
+    """What a checked sequence gives: its last node's output, or its input when it is empty (the identity)."""
+    return nodes[-1].out_shape if nodes else x
 
 
 class JoinKind:
@@ -77,17 +128,13 @@ class JoinKind:
 
     # ---- shapes
 
-    def check(self, checker: Any, spec: "JoinSpec", x: Shape | None, where: dict[str, Any]) -> "Branch":
+    def check(self, checker: Checker, spec: JoinSpec, x: Shape | None, where: dict[str, Any]) -> Any:
         """The checked node: each body checked on x, then the outputs combined (`combine`)."""
-        from archspec.language.tree import Branch, Join, seq_output
-
         path, depth = where["path"], where["depth"]
         branches = [checker.seq(b, x, f"{path}.{self.label(i)}.", depth + 1) for i, b in enumerate(spec.bodies)]
-        outs = [seq_output(b, x) for b in branches]
-        y = self.combine(x, outs, checker.emitter(spec)) if all(known(o) for o in outs) else None
-        join = Join(name=where["name"], path=path, depth=depth, span=spec.span, trace=spec.trace, in_shape=x,
-                    out_shape=y, mode=self.word, operands=outs)
-        return Branch(**where, out_shape=y, rule=self, option=spec.option, branches=branches, join=join)
+        outs = [output_of(b, x) for b in branches]
+        y = self.combine(x, outs, checker.emitter(spec)) if all(known(o) for o in outs) else None  # type: ignore[arg-type]
+        return checker.joined(spec, x, where, y, outs, branches=branches)
 
     def combine(self, x: Shape | None, outs: list[Shape], emit: Emit) -> Shape | None:
         """The joined shape of the (known) outputs; reports E108 (or the join's own code) and gives None when they do not join."""
@@ -102,7 +149,7 @@ class JoinKind:
             help="change the strides, padding or channels of the branch that differs",
         )
 
-    def axis(self, walk: "AxisWalk", node: "Branch", e: "Expr | None", silent: bool) -> "Expr | None":
+    def axis(self, walk: AxisWalk, node: Branch, e: Expr | None, silent: bool) -> Expr | None:
         """Symbolic rule (`input 3xHxW`): the join's size on the walk's axis. By default every branch's
         size must be equal (a condition for the solver) and the join keeps it."""
         outs = [walk.seq(b, e, silent) for b in node.branches]
@@ -110,47 +157,46 @@ class JoinKind:
             walk.equal.extend([(outs[0], o)] for o in outs[1:])  # type: ignore[misc]
         return outs[0]
 
-    def receptive_field(self, node: "Branch", states: list[Any]) -> Any:
-        """(RF, jump) after the join from each operand's (language/measure.py): the widest view of the inputs."""
-        from archspec.language.measure import max_rf
-
-        return max_rf(states)
+    def jump_from(self, node: Branch) -> list[int] | None:
+        """The operands (bodies, then the input when it is one) whose jump the output keeps (language/measure.py);
+        None: all of them. The receptive field is always the widest of all."""
+        return None
 
     # ---- views (text only: the views draw it)
 
-    def title(self, node: "Branch") -> str:
+    def title(self, node: Branch) -> str:
         """The header of the join (summary, explain, hover): `concat of 3 branches`."""
         return f"{self.word} of {len(node.branches)} branches"
 
-    def header_args(self, node: "Branch") -> str:
+    def header_args(self, node: Branch) -> str:
         """The summary's header row arguments."""
         return f"{len(node.branches)} branches"
 
-    def operands_text(self, node: "Branch") -> str:
+    def operands_text(self, node: Branch) -> str:
         """The summary's join row: what is joined."""
         return " + ".join(f"branch{i + 1}" for i in range(len(node.branches)))
 
-    def explain_lines(self, node: "Branch") -> list[str]:
+    def explain_lines(self, node: Branch) -> list[str]:
         return [f"each branch gets the same input {fmt_shape(node.in_shape)}"]
 
-    def explain_after(self, node: "Branch") -> list[str]:
+    def explain_after(self, node: Branch) -> list[str]:
         """The join's arithmetic, after its branches (only when the network checks)."""
         return []
 
-    def graph_title(self, node: "Branch") -> str:
+    def graph_title(self, node: Branch) -> str:
         return self.word
 
-    def dashed(self, node: "Branch", i: int) -> bool:
+    def dashed(self, node: Branch, i: int) -> bool:
         """Whether body i is drawn dashed in `archspec graph` (a residual's shortcut)."""
         return False
 
-    def view_order(self, node: "Branch") -> list[int]:
+    def view_order(self, node: Branch) -> list[int]:
         """The order `archspec view` numbers the bodies' nodes in."""
         return list(range(len(node.branches)))
 
-    def view_parts(self, node: "Branch", seqs: list[list[dict]]) -> dict[str, Any]:
+    def view_parts(self, node: Branch, seqs: list[list[dict]]) -> dict[str, Any]:
         """The children of the join in `archspec view`'s JSON."""
         return {"branches": seqs}
 
-    def hover(self, node: "Branch") -> str:
+    def hover(self, node: Branch) -> str:
         return self.title(node)

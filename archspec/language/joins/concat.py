@@ -1,13 +1,8 @@
 """`concat { a } { b } ...`: parallel branches on one input, concatenated on channels (`{}` is the identity)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from archspec.language.joins.base import Emit, JoinKind
+from archspec.language.joins.base import Branch, Emit, JoinKind
 from archspec.language.ops.base import Shape, fmt_shape
-
-if TYPE_CHECKING:
-    from archspec.language.tree import Branch
 
 
 class Concat(JoinKind):
@@ -25,10 +20,10 @@ class Concat(JoinKind):
                 return None
         return (sum(o[0] for o in outs),) + tuple(first[1:])  # type: ignore[misc]
 
-    def operands_text(self, node: "Branch") -> str:
+    def operands_text(self, node: Branch) -> str:
         return " + ".join(str(c[0]) if c else "?" for c in node.join.operands) + " channels"  # type: ignore[union-attr]
 
-    def explain_after(self, node: "Branch") -> list[str]:
+    def explain_after(self, node: Branch) -> list[str]:
         outs, y = node.join.operands, node.out_shape  # type: ignore[union-attr]
         channels = " + ".join(str(o[0]) for o in outs if o)
         rest = "x".join(str(d) for d in (y or ())[1:])

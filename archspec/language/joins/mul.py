@@ -3,16 +3,10 @@ so that a [B, C, 1, 1] gate scales a [B, C, H, W] map: squeeze-and-excitation is
 `mul {} { gap | conv 8 k1 | relu | conv 32 k1 | sigmoid }`."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from archspec.language import codes
-from archspec.language.joins.base import Emit, JoinKind
+from archspec.language.joins.base import AxisWalk, Branch, Emit, JoinKind
 from archspec.language.ops.base import Shape, fmt_shape
-
-if TYPE_CHECKING:
-    from archspec.language.sizemap import Expr
-    from archspec.language.symbolic import AxisWalk
-    from archspec.language.tree import Branch
+from archspec.language.sizemap import Expr, Num
 
 
 def _axes(rank: int) -> str:
@@ -42,9 +36,7 @@ class Mul(JoinKind):
             y = joined
         return y
 
-    def axis(self, walk: "AxisWalk", node: "Branch", e: "Expr | None", silent: bool) -> "Expr | None":
-        from archspec.language.sizemap import Num
-
+    def axis(self, walk: AxisWalk, node: Branch, e: Expr | None, silent: bool) -> Expr | None:
         outs = [walk.seq(b, e, silent) for b in node.branches]
         if any(o is None for o in outs):
             return None
@@ -64,19 +56,17 @@ class Mul(JoinKind):
                 walk.why = "`mul` broadcasts two sizes that both depend on the input size"
         return y  # type: ignore[return-value]
 
-    def receptive_field(self, node: "Branch", states: list[Any]) -> Any:
+    def jump_from(self, node: Branch) -> list[int] | None:
         """Each pixel sees the widest view (a gate's whole image), one pixel apart as in the full-size branches:
         a broadcast gate's jump is not the output's."""
-        from archspec.language.measure import max_rf
+        y = node.out_shape
+        full = [i for i, o in enumerate(node.join.operands) if o is not None and y is not None and o[1:] == y[1:]]
+        return full or None
 
-        joined, y = max_rf(states), node.out_shape
-        full = [s for s, o in zip(states, node.join.operands) if o is not None and y is not None and o[1:] == y[1:]]  # type: ignore[union-attr]
-        return joined if joined is None or not full else (joined[0], max_rf(full)[1])  # type: ignore[index]
-
-    def operands_text(self, node: "Branch") -> str:
+    def operands_text(self, node: Branch) -> str:
         return " * ".join(f"branch{i + 1}" for i in range(len(node.branches)))
 
-    def explain_after(self, node: "Branch") -> list[str]:
+    def explain_after(self, node: Branch) -> list[str]:
         outs, y = node.join.operands, node.out_shape  # type: ignore[union-attr]
         return [f"mul: {' * '.join(fmt_shape(o) for o in outs)} -> {fmt_shape(y)} "
                 "(element-wise product: each size equal, or 1 and repeated to match, as torch broadcasts)"]
