@@ -98,6 +98,8 @@ def grammar_strategy(ops: tuple[str, ...]):
     import hypothesis.strategies as st
     from hypothesis.extra.lark import from_lark
 
+    from archspec.language.joins import JOINS
+
     g = lark.Lark(GRAMMAR.read_text(), start="start")
     sp = lambda s: st.tuples(st.sampled_from(["", " ", "  "]), s, st.sampled_from([" ", " ", "\t"])).map("".join)  # noqa: E731
     ascii_num = st.one_of(st.integers(0, 300).map(str), st.sampled_from(HOSTILE_NUMBERS),
@@ -110,9 +112,9 @@ def grammar_strategy(ops: tuple[str, ...]):
         "STRING": sp(st.sampled_from(['"blocks.arch"', '"missing.arch"', '""', '"/dev/null"', '"."'])),
         "COMMENT": st.sampled_from(["# c", "# noqa", "# noqa: E002", "#"]),
         "_NL": st.sampled_from(["\n", "\n\n", "\r\n"]),
-        "RESIDUAL": sp(st.just("residual")), "REPEAT": sp(st.just("repeat")), "BLOCK": sp(st.just("block")),
+        "REPEAT": sp(st.just("repeat")), "BLOCK": sp(st.just("block")),
         "USE": sp(st.just("use")), "SHORTCUT": sp(st.just("shortcut")),
-        "BRANCH_MODE": sp(st.sampled_from(["concat", "add"])),
+        "JOIN_WORD": sp(st.sampled_from(sorted(JOINS))),  # the join registry's words
     }
     strat = from_lark(g, start="start", explicit=explicit)
     prefix = st.sampled_from(["", "input 3x32x32\n", "input 3x32x32\n", "input 16x8x8\n", "input 10\n"])

@@ -121,3 +121,20 @@ def test_package_json_contributes_the_language_grammar_and_settings():
     start, end = re.compile(config["folding"]["markers"]["start"]), re.compile(config["folding"]["markers"]["end"])
     assert start.search("block basic(c, s=1) {") and start.search("residual project {   # comment")
     assert end.search("  }") and not start.search("conv 64 k3 s{s} p1")
+
+
+def test_grammar_colours_every_join_word_as_a_keyword():
+    """Every join of the registry (archspec.language.joins.JOINS) is a keyword to the editor: its word is
+    matched whole by repository.residual or the keyword.control pattern of repository.keywords."""
+    from archspec.language.joins import JOINS
+
+    repo = _grammar()["repository"]
+    patterns = [repo["residual"]["match"]] + [p["match"] for p in repo["keywords"]["patterns"]
+                                              if p.get("name", "").startswith("keyword.control.$1")]
+    for word in JOINS:
+        text = f"{word} {{ relu }} {{ relu }}"
+        assert any((m := re.match(p, text)) and m.group(1) == word for p in patterns), (
+            f"the editor grammar does not colour the join `{word}`: add it to the keyword.control.$1.arch "
+            f"pattern of repository.keywords in {GRAMMAR.relative_to(REPO)}, and a line using it to "
+            "editors/vscode/test/structure.arch")
+    assert not re.match(patterns[-1], "adder { relu }"), "a join word must be matched whole"

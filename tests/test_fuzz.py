@@ -26,6 +26,7 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra.lark import from_lark  # noqa: E402
 
 import archspec  # noqa: E402
+from archspec.language.joins import JOINS  # noqa: E402
 
 pytestmark = pytest.mark.fuzz
 
@@ -54,9 +55,9 @@ def _programs():
         "STRING": _sp(st.just('"missing.arch"')),
         "COMMENT": st.just("# c"),
         "_NL": st.just("\n"),
-        "RESIDUAL": _sp(st.just("residual")), "REPEAT": _sp(st.just("repeat")), "BLOCK": _sp(st.just("block")),
+        "REPEAT": _sp(st.just("repeat")), "BLOCK": _sp(st.just("block")),
         "USE": _sp(st.just("use")), "SHORTCUT": _sp(st.just("shortcut")),
-        "BRANCH_MODE": _sp(st.sampled_from(["concat", "add"])),
+        "JOIN_WORD": _sp(st.sampled_from(sorted(JOINS))),  # the join registry's words
     }
     prefix = st.sampled_from(["input 3x16x16\n", "input 8x8x8\n", "input 10\n", ""])
     return st.tuples(prefix, from_lark(g, start="start", explicit=explicit)).map("".join)

@@ -23,12 +23,17 @@ def test_every_op_has_an_oracle_entry():
     pytest.importorskip("torch")
     from test_oracle import ORACLE
 
-    missing = [op for op in OPS if op not in ORACLE]
-    assert not missing, (f"ops without a torch oracle entry: {', '.join(missing)}; add each to ORACLE in "
-                         "tests/test_oracle.py (its .arch text and its nn module, and how to draw it)")
-    assert not set(ORACLE) - set(OPS), f"oracle entries for ops that do not exist: {sorted(set(ORACLE) - set(OPS))}"
+    _covers("ops", OPS, ORACLE, "ORACLE", "its .arch text and its nn module, and how to draw it")
     for op, entry in ORACLE.items():
         assert entry.module is not None or op == "input", f"{op}: the oracle entry has no torch module"
+
+
+def _covers(kind: str, registry: dict, oracle: dict, name: str, what: str) -> None:
+    """Every entry of the registry has an oracle entry, and the oracle names nothing else."""
+    missing = [k for k in registry if k not in oracle]
+    assert not missing, (f"{kind} without a torch oracle entry: {', '.join(missing)}; add each to {name} in "
+                         f"tests/test_oracle.py ({what})")
+    assert not set(oracle) - set(registry), f"oracle entries for {kind} that do not exist: {sorted(set(oracle) - set(registry))}"
 
 
 @pytest.mark.parametrize("op", list(OPS))
@@ -67,3 +72,63 @@ def test_readme_op_table_is_the_registry():
     unknown = [n for n in names if n not in OPS]
     assert not missing, f"ops missing from the README op table (README.md, ### Ops): {', '.join(missing)}"
     assert not unknown, f"the README op table lists ops that do not exist: {', '.join(unknown)}"
+
+
+# --------------------------------------------------------------------------- joins
+# The join registry (archspec.language.joins.JOINS) is the one list of joins, like OPS for ops.
+
+from archspec.language.joins import JOINS  # noqa: E402
+
+
+def test_every_join_has_an_oracle_entry():
+    pytest.importorskip("torch")
+    from test_oracle import JOIN_ORACLE
+
+    _covers("joins", JOINS, JOIN_ORACLE, "JOIN_ORACLE", "a network using it and the torch expression it must equal")
+
+
+@pytest.mark.parametrize("word", list(JOINS))
+def test_every_join_has_a_doc_a_usage_and_a_runtime_module(word):
+    join = JOINS[word]
+    assert join.summary.strip() and "\n" not in join.summary, f"{word} has no one-line doc (its `summary`)"
+    assert join.usage.split()[0] == word, f"{word}'s usage should start with the join word: {join.usage!r}"
+    assert join.hint.strip(), f"{word} has no `hint` (the editor's keyword completion)"
+    assert word not in OPS, f"`{word}` is both an op and a join"
+    from archspec.pytorch.codegen import runtime_classes
+
+    for cls in (join.runtime_class, *join.runtime_needs):
+        assert cls in runtime_classes(), f"{word}: `{cls}` is not a class of archspec/pytorch/runtime.py"
+
+
+def test_the_grammar_reads_the_join_words_from_the_registry():
+    from archspec.language.syntax import grammar_text
+
+    line = next(x for x in grammar_text().splitlines() if x.startswith("JOIN_WORD"))
+    assert sorted(re.search(r"/\((.*?)\)", line).group(1).split("|")) == sorted(JOINS)
+    for word in JOINS:
+        report = archspec_check(f"input 3x8x8\n{word} {{ relu }} {{ relu }}\n")
+        assert "unknown join" not in " ".join(d.message for d in report.diagnostics), word
+
+
+def archspec_check(text: str):
+    import archspec
+
+    return archspec.check(text, classes=None)
+
+
+def _readme_join_table() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    start = text.index("| join | form | PyTorch | notes |")
+    names: list[str] = []
+    for row in text[start:].splitlines()[2:]:
+        if not row.strip().startswith("|"):
+            break
+        names += re.findall(r"`([a-z0-9]+)`", row.split("|")[1])
+    return names
+
+
+def test_readme_join_table_is_the_registry():
+    names = _readme_join_table()
+    assert sorted(names) == sorted(JOINS), (
+        f"the README join table (README.md, ### Blocks, ...: `| join | form | PyTorch | notes |`) lists {names}; "
+        f"the joins are {list(JOINS)}")

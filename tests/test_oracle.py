@@ -1227,3 +1227,79 @@ def test_projection_uses_the_body_stride():
     out = compare(Arch((3, 5, 5), [Res([conv(8, 3)], project=True)]))
     assert not out.torch_ok
     assert "E107" in out.codes and not out.problems, out.problems
+
+
+# --------------------------------------------------------------------------- joins
+# Each join's meaning written here in torch, independently of archspec's runtime: a network using
+# the join, and the torch expression its join must equal, over the built net's own bodies (`m`
+# maps module paths to modules). tests/test_ops_registry.py requires an entry for every join.
+
+@dataclass
+class JoinOracle:
+    text: str
+    reference: Callable[[dict[str, nn.Module], "torch.Tensor"], "torch.Tensor"]
+    join: str  # the module path of the join
+
+
+JOIN_ORACLE: dict[str, JoinOracle] = {
+    "concat": JoinOracle("input 3x8x8\nconcat {} { conv 4 k3 p1 } { maxpool 3 s1 p1 | conv 2 k1 }\n",
+                         lambda m, x: torch.cat([x, m["concat1.branch2"](x), m["concat1.branch3"](x)], dim=1), "concat1"),
+    "add": JoinOracle("input 3x8x8\nadd { conv 5 k3 p1 } { conv 5 k1 | bn }\n",
+                      lambda m, x: m["add1.branch1"](x) + m["add1.branch2"](x), "add1"),
+    "residual": JoinOracle("input 4x8x8\nresidual project { conv 6 k3 s2 p1 | bn | relu }\n",
+                           # torchvision's downsample: a 1x1 conv with the body's stride, no bias, and bn
+                           lambda m, x: m["res1.body"](x) + m["res1.shortcut.bn1"](nn.functional.conv2d(
+                               x, m["res1.shortcut.conv1"].weight, stride=2)), "res1"),
+    # torch's broadcasting: a [B, 4, 1, 1] gate (squeeze-and-excitation) and a [B, 4, 1, 6] one scale [B, 4, 6, 6]
+    "mul": JoinOracle("input 4x6x6\nmul {} { gap | conv 2 k1 | relu | conv 4 k1 | sigmoid } { adaptiveavgpool 1x6 }\n",
+                      lambda m, x: x * m["mul1.branch2"](x) * m["mul1.branch3"](x), "mul1"),
+}
+
+
+@pytest.mark.parametrize("word", list(JOIN_ORACLE))
+def test_each_join_computes_what_torch_computes(word):
+    """The checker's shape and params, the built module and the generated source, against the join written in torch."""
+    from archspec.pytorch.codegen import generate
+
+    entry = JOIN_ORACLE[word]
+    report = archspec.check(entry.text, classes=None)
+    assert report.ok, report.diagnostics
+    torch.manual_seed(0)
+    net = archspec.build(entry.text).eval()
+    for module in net.modules():  # non-trivial batch-norm statistics, so that `bn` is not the identity
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1), module.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, *report.input_shape)
+    modules = dict(net.named_modules())
+    with torch.no_grad():
+        expected = entry.reference(modules, x)
+        got = net(x)
+        join_row = next(n for n in report.nodes() if n.path == entry.join)
+        assert tuple(expected.shape[1:]) == report.output_shape == join_row.out_shape
+        assert sum(p.numel() for p in net.parameters()) == report.params
+        assert torch.allclose(got, expected, atol=1e-6)
+        namespace: dict[str, Any] = {}
+        exec(compile(generate(entry.text), "<generated>", "exec"), namespace)
+        generated = namespace["Net"]()
+        generated.load_state_dict(net.state_dict())
+        assert torch.allclose(generated.eval()(x), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("gate", ["gap", "adaptiveavgpool 1x8", "adaptiveavgpool 8x1", "adaptiveavgpool 2x2",
+                                  "gap | conv 4 k1", "gap | conv 1 k1", "maxpool 2", "flatten", "gap | flatten",
+                                  "conv 8 k1", "conv 3 k3 p1"])
+def test_mul_reports_e115_exactly_where_torch_cannot_broadcast(gate):
+    """`mul {} { gate }` on [B, 8, 8, 8]: the checker's verdict against torch multiplying the two tensors."""
+    report = archspec.check(f"input 8x8x8\nmul {{}} {{ {gate} }}\n", classes=None)
+    x = torch.randn(2, 8, 8, 8)
+    with torch.no_grad():
+        g = archspec.build(f"input 8x8x8\n{gate}\n")(x)
+        try:
+            torch_ok, y = True, x * g
+        except RuntimeError:
+            torch_ok, y = False, None
+    assert report.ok == torch_ok, (gate, report.diagnostics)
+    if torch_ok:
+        assert report.output_shape == tuple(y.shape[1:])
+    else:
+        assert [d.code for d in report.errors] == ["E115"]

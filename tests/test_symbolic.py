@@ -268,3 +268,24 @@ def test_explain_shows_the_arithmetic_at_the_checked_size_and_each_layer_in_h_an
     assert "the arithmetic below is at [B, 3, 32, 32], an accepted size" in text
     assert "[B, 6, 14, 14] -> [B, 16, 10, 10]" in text and f"= {conv2.params:,} (weights" in text
     assert "at every size: [B, 16, floor(H/2) - 6, floor(W/2) - 6]" in text
+
+
+def test_a_join_that_fails_at_the_probe_size_is_derived_at_an_accepted_one():
+    """`add {} { adaptiveavgpool 4x4 }` joins only where the map is 4x4: a traceback before (the flatten's
+    channels were unknown at the probe size)."""
+    model = parse("input 3xHxW\nconv 8 k3 s2 p1\nadd {} { adaptiveavgpool 4x4 }\ngap | flatten | linear 10\n")
+    d = derive(model)
+    assert d.exact and [a.valid.rule(a.name) for a in d.axes] == ["H in {7-8}", "W in {7-8}"]
+    for h in range(1, 20):  # the checker at each size agrees
+        report = check(with_input(model, (3, h, 8)), classes=None)
+        assert report.ok == (h in (7, 8)), h
+
+
+def test_mul_broadcasting_is_derived_exactly_and_agrees_size_by_size():
+    """A squeeze-and-excitation gate ([C, 1, 1]) joins at every size; a [C, 1, 4] gate only where W' is 4 or 1."""
+    model = parse("input 3xHxW\nconv 8 k3 s2 p1\nmul {} { gap | conv 2 k1 | relu | conv 8 k1 | sigmoid }\n"
+                  "mul {} { adaptiveavgpool 1x4 }\ngap | flatten | linear 10\n")
+    d = derive(model)
+    assert d.exact and [a.valid.rule(a.name) for a in d.axes] == ["any H", "W in {1-2, 7-8}"]
+    for w in range(1, 24):
+        assert check(with_input(model, (3, 9, w)), classes=None).ok == (w in d.axes[1].valid), w

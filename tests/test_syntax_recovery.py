@@ -7,6 +7,7 @@ import pytest
 from lark.exceptions import UnexpectedInput
 
 import archspec
+from archspec.language.joins import JOINS
 from archspec.language.syntax import ParseFailed, _diagnostic, parser, parse_tree
 from conftest import EXAMPLES
 
@@ -90,3 +91,19 @@ def test_recovery_ends_on_token_soup():
         except ParseFailed as failed:
             assert {d.code for d in failed.diagnostics} == {"E001"}, text
         assert time.perf_counter() - start < 2, text
+
+
+def test_the_braces_of_a_broken_statement_are_its_own_not_unmatched():
+    """`mu { conv 3 k3 }` and `gate {} { ... | ... }` used to add "unmatched `}`" at braces that are matched."""
+    text = "input 3x8x8\nmu { conv 3 k3 }\ngate {} { gap | conv 3 k1 | sigmoid }\nconv {c k3}\nrelu | bogus 3\n"
+    report = archspec.check(text, classes=None)
+    assert [(d.code, d.span.line, d.message.split(";")[0]) for d in report.diagnostics] == [
+        ("E001", 2, "unknown join `mu`"), ("E001", 3, "unknown join `gate`"),
+        ("E001", 4, "unexpected name `k3`"), ("E002", 5, "unknown op `bogus`")]
+
+
+def test_an_unknown_join_word_names_the_joins_and_the_closest():
+    report = archspec.check("input 3x8x8\ncocnat { relu } { conv 3 k1 }\n", classes=None)
+    (d,) = report.diagnostics
+    assert d.message == f"unknown join `cocnat`; joins are {', '.join(JOINS)}"  # the registry's, in its order
+    assert d.help == "did you mean `concat`?" and (d.span.column, d.span.end_column) == (1, 7)

@@ -21,10 +21,9 @@ from archspec.language.gcpause import without_gc_pauses
 from archspec.language.lost_size import name_where_size_was_lost
 from archspec.language.measure import set_receptive_fields
 from archspec.language.nodes import BlockCall, Deferred, Invalid, Model, Node, Seq
-from archspec.language.nodes import Branch as BranchSpec
-from archspec.language.nodes import Residual as ResidualSpec
-from archspec.language.ops import BatchNorm, Conv, Input, LayerSpec, Shape, fmt_shape
-from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Residual, json_shape, layers, seq_output, stride_of, walk
+from archspec.language.nodes import Join as JoinSpec
+from archspec.language.ops import Input, LayerSpec, RFStep, Shape, fmt_shape
+from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, json_shape, layers, seq_output, stride_of, walk
 
 
 _HTML_ROWS = 300  # a notebook shows this many layers, then a count
@@ -157,10 +156,6 @@ class CheckReport:
         return out
 
 
-def _known(shape: Shape | None) -> bool:
-    return shape is not None and None not in shape
-
-
 class _Checker:
     """Walks the spec tree once, building the checked tree and reporting every diagnostic."""
 
@@ -176,10 +171,10 @@ class _Checker:
 
         return emit
 
-    def seq(self, seq: Seq, x: Shape | None, prefix: str, depth: int) -> list[CheckedNode]:
+    def seq(self, seq: "Seq | list[Node]", x: Shape | None, prefix: str, depth: int) -> list[CheckedNode]:
         out: list[CheckedNode] = []
         previous: Node | None = None
-        for node in seq.items:
+        for node in seq.items if isinstance(seq, Seq) else seq:
             if isinstance(node, LayerSpec) and node.is_activation and isinstance(previous, LayerSpec) and previous.is_activation:
                 self.emitter(node)(
                     codes.CONSECUTIVE_ACTIVATIONS,
@@ -211,11 +206,19 @@ class _Checker:
             body = self.seq(node.body, x, path + ".", depth + 1)
             return Call(**where, out_shape=seq_output(body, x), block=node.block, args=dict(node.args),
                         def_span=node.def_span, body=body)
-        if isinstance(node, ResidualSpec):
-            return self.residual(node, x, where)
-        if isinstance(node, BranchSpec):
-            return self.branch(node, x, where)
+        if isinstance(node, JoinSpec):
+            return node.kind.check(self, node, x, where)  # the join's shape rule (archspec/language/joins/)
         raise AssertionError(type(node))  # pragma: no cover - Node is closed
+
+    def joined(self, spec: JoinSpec, x: Shape | None, where: dict[str, Any], y: Shape | None, operands: list[Shape | None],
+               **fields: Any) -> Branch:
+        """The checked node of a join (its rule gives the shape and the bodies), ending in its `Join` node."""
+        join = Join(name=where["name"], path=where["path"], depth=where["depth"], span=spec.span, trace=spec.trace,
+                    in_shape=x, out_shape=y, mode=spec.kind.operator or spec.kind.word, operands=operands)
+        return Branch(**where, out_shape=y, rule=spec.kind, option=spec.option, join=join, **fields)
+
+    def stride_of(self, nodes: list[CheckedNode]) -> RFStep | None:
+        return stride_of(nodes)
 
     def resolve(self, node: Deferred, x: Shape | None) -> Node:
         """Bind a layer that reads the incoming shape, now that it is known (E112/E113 when it is not usable)."""
@@ -243,92 +246,18 @@ class _Checker:
         self.report.diagnostics.extend(diagnostics)
         return bound
 
-    def residual(self, node: ResidualSpec, x: Shape | None, where: dict[str, Any]) -> Residual:
-        path, depth = where["path"], where["depth"]
-        body = self.seq(node.body, x, path + ".body.", depth + 1)
-        y = seq_output(body, x)
-        shortcut: list[CheckedNode] | None = None
-        projected = False
-        if node.shortcut is not None:
-            shortcut = self.seq(node.shortcut, x, path + ".shortcut.", depth + 1)
-        elif node.project and _known(x) and _known(y) and x != y:
-            projection = self.projection(node, body, x, y)  # type: ignore[arg-type]
-            if projection is not None:
-                # Checked silently: the user did not write these layers and cannot act on their warnings.
-                diagnostics, self.report.diagnostics = self.report.diagnostics, []
-                shortcut = self.seq(projection, x, path + ".shortcut.", depth + 1)
-                self.report.diagnostics = diagnostics
-                projected = True
-        s = seq_output(shortcut, x) if shortcut is not None else x
-        if _known(y) and _known(s) and y != s:
-            what = "shortcut" if shortcut is not None else "input"
-            self.emitter(node)(
-                codes.RESIDUAL_MISMATCH,
-                f"residual cannot add its body's output {fmt_shape(y)} to its {what} {fmt_shape(s)}",
-                notes=[f"residual input is {fmt_shape(x)}"],
-                help="keep the body's shape (stride 1, same channels), or write `residual project { ... }` for a 1x1 conv + bn "
-                "shortcut, or give an explicit `shortcut { ... }`" if what == "input" else "make the shortcut produce the body's shape",
-            )
-        join = Join(name=where["name"], path=path, depth=depth, span=node.span, trace=node.trace, in_shape=x,
-                    out_shape=y, mode="add", operands=[y, s])
-        return Residual(**where, out_shape=y, project=node.project, projected=projected, body=body, shortcut=shortcut,
-                        join=join)
-
-    def projection(self, node: ResidualSpec, body: list[CheckedNode], x: tuple[int, ...], y: tuple[int, ...]) -> Seq | None:
-        """torchvision ResNet's downsample: a 1x1 conv with the body's total stride (no bias) + bn.
-
-        None when that cannot produce the body's output shape (then the add is reported, E107).
-        """
-        stride = stride_of(body)
-        if len(x) != 3 or len(y) != 3 or stride is None:
-            return None
-        if any(not isinstance(s, int) or (n - 1) // s + 1 != m for n, s, m in zip(x[1:], stride, y[1:])):
-            return None
-        common = {"span": node.span, "trace": node.trace}
-        return Seq([
-            Conv(out_channels=y[0], kernel=(1, 1), stride=stride, bias=False, name="conv1", **common),
-            BatchNorm(name="bn1", **common),
-        ])
-
-    def branch(self, node: BranchSpec, x: Shape | None, where: dict[str, Any]) -> Branch:
-        path, depth = where["path"], where["depth"]
-        branches = [self.seq(b, x, f"{path}.branch{i + 1}.", depth + 1) for i, b in enumerate(node.branches)]
-        outs = [seq_output(b, x) for b in branches]
-        y = self.join_shape(node, x, outs)
-        join = Join(name=where["name"], path=path, depth=depth, span=node.span, trace=node.trace, in_shape=x,
-                    out_shape=y, mode=node.mode, operands=outs)
-        return Branch(**where, out_shape=y, mode=node.mode, branches=branches, join=join)
-
-    def join_shape(self, node: BranchSpec, x: Shape | None, outs: list[Shape | None]) -> Shape | None:
-        known = [(i, o) for i, o in enumerate(outs) if _known(o)]
-        if len(known) < len(outs):
-            return None
-        first_i, first = known[0]
-        for i, o in known[1:]:
-            if node.mode == "add":
-                bad = o != first
-            else:
-                bad = len(o) != len(first) or o[1:] != first[1:]  # type: ignore[index,arg-type]
-            if bad:
-                listing = [f"branch {j + 1} gives {fmt_shape(s)}" for j, s in known]
-                need = "the same shape" if node.mode == "add" else "the same rank and spatial size (only channels may differ)"
-                self.emitter(node)(
-                    codes.BRANCH_MISMATCH,
-                    f"branch {i + 1} gives {fmt_shape(o)} but branch {first_i + 1} gives {fmt_shape(first)}: `{node.mode}` needs {need}",
-                    notes=[f"input is {fmt_shape(x)}"] + listing,
-                    help="change the strides, padding or channels of the branch that differs",
-                )
-                return None
-        if node.mode == "add":
-            return first
-        return (sum(o[0] for _, o in known),) + tuple(first[1:])  # type: ignore[index,misc]
-
     def finish(self, classes: int | None) -> None:
         rows = self.report.rows
         conv_rows = [i for i, r in enumerate(rows) if r.op == "conv"]
+        # A 1x1 inside a join whose output is not 1x1 (a `mul` gate, broadcast back) collapses nothing; nor is it
+        # known to inside a join that does not join (its error says why).
+        wide = [n.path + "." for n in self.report.nodes() if isinstance(n, Branch) and
+                (n.out_shape is None or (len(n.out_shape) == 3 and n.out_shape[1:] != (1, 1)))]
         if conv_rows:
             last_conv = conv_rows[-1]
             for r in rows[:last_conv]:
+                if any(r.path.startswith(p) for p in wide):
+                    continue
                 if r.out_shape is not None and len(r.out_shape) == 3 and r.out_shape[1:] == (1, 1) and r.op != "input":
                     later = rows[last_conv].layer.span
                     self.emitter(r.layer)(

@@ -17,8 +17,8 @@ from archspec.language import codes
 from archspec.language.binding import Binder, language_form
 from archspec.language.diagnostics import Diagnostic, Reporter, Span, suggest
 from archspec.language.files import Unreadable, display_path, read_arch_file, resolved_path, source_text, use_base
-from archspec.language.nodes import (BlockCall, Branch, Deferred, Invalid, Model, Node, Residual, Seq, SweepParam, Trace,
-                                     Value)
+from archspec.language.joins import JOINS
+from archspec.language.nodes import BlockCall, Deferred, Invalid, Join, Model, Node, Seq, SweepParam, Trace, Value
 from archspec.language.ops import OPS, resolve_op_name
 from archspec.language.gcpause import without_gc_pauses
 from archspec.language.syntax import MAX_NESTING, ParseFailed, parse_tree, token_span, too_deep, tree_span
@@ -221,12 +221,9 @@ class _Builder:
         if kind == "layer":
             self.grow(1, span, trace)
             return [self.layer(stmt, path, env, trace, namer)]
-        if kind == "residual":
+        if kind == "join":
             self.grow(1, span, trace)
-            return [self.residual(stmt, path, env, trace, namer)]
-        if kind == "branch":
-            self.grow(1, span, trace)
-            return [self.branch(stmt, path, env, trace, namer)]
+            return self.join(stmt, path, env, trace, namer)
         if kind == "repeat":
             return self.repeat(stmt, path, env, trace, namer)
         if kind == "call":
@@ -237,22 +234,21 @@ class _Builder:
             return []
         raise AssertionError(f"unhandled statement {kind}")  # the grammar has no other statement
 
-    def residual(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> Residual:
-        mode, body, _, shortcut = stmt.children
-        if mode is not None and str(mode) != "project":
-            self.error(codes.UNKNOWN_ARGUMENT, f"unknown residual option `{mode}`", token_span(mode, path), trace,
-                       help="write `residual project { ... }` for an automatic 1x1 projection, or `residual { ... }`")
-        return Residual(
-            body=self.body(body, path, env, trace),
-            shortcut=self.body(shortcut, path, env, trace) if shortcut is not None else None,
-            project=mode is not None and str(mode) == "project",
-            span=_head_span(stmt, path, "residual"), trace=trace, name=namer("res"),
-        )
-
-    def branch(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> Branch:
-        mode_tok, *bodies = stmt.children
-        return Branch(str(mode_tok), [self.body(b, path, env, trace) for b in bodies],
-                      _head_span(stmt, path, str(mode_tok)), trace, namer(str(mode_tok)))
+    def join(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> list[Node]:
+        """A join word and its bodies: the join (archspec/language/joins/) says how many bodies and which option."""
+        word_tok, option, *bodies, _, shortcut = stmt.children
+        kind = JOINS[str(word_tok)]
+        head = _head_span(stmt, path, kind.word)
+        problem = kind.arity_problem(len(bodies), shortcut is not None)
+        if problem is not None:
+            self.error(codes.SYNTAX_ERROR, problem, head, trace, help=f"usage: `{kind.usage}`")
+            return []
+        if option is not None and str(option) not in kind.options:
+            self.error(codes.UNKNOWN_ARGUMENT, f"unknown {kind.word} option `{option}`", token_span(option, path), trace,
+                       help=kind.option_help or f"usage: `{kind.usage}`")
+        return [Join(kind, [self.body(b, path, env, trace) for b in bodies], head, trace,
+                     namer(kind.name_prefix or kind.word), option=str(option) if option is not None and str(option) in kind.options else None,
+                     shortcut=self.body(shortcut, path, env, trace) if shortcut is not None else None)]
 
     def repeat(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> list[Node]:
         count_tree, body = stmt.children

@@ -14,7 +14,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from archspec.language.ops import base
-from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
+from archspec.language.tree import Branch, Call, CheckedNode, Layer, Visitor
 
 if TYPE_CHECKING:
     from archspec.language.ops.base import Shape
@@ -96,14 +96,13 @@ class _ReceptiveFields(Visitor[Any]):
         node.rf = self.seq(node.body, state)
         return node.rf
 
-    def visit_residual(self, node: Residual, state: RF | None) -> RF | None:
-        body = self.seq(node.body, state)
-        skip = self.seq(node.shortcut, state) if node.shortcut is not None else state
-        node.rf = max_rf([body, skip])
-        return node.rf
-
     def visit_branch(self, node: Branch, state: RF | None) -> RF | None:
-        node.rf = max_rf([self.seq(b, state) for b in node.branches])
+        # Every join sees what each of its operands saw: the widest of its bodies (and its input, when it is one).
+        states = [self.seq(b, state) for b in node.branches] + ([state] if node.identity else [])
+        node.rf = max_rf(states)
+        keep = node.rule.jump_from(node)  # a broadcast `mul` gate's jump is not the output's
+        if node.rf is not None and keep:
+            node.rf = (node.rf[0], max_rf([states[i] for i in keep])[1])  # type: ignore[index]
         return node.rf
 
 

@@ -12,6 +12,7 @@ from archspec.language.diagnostics import Diagnostic, Span
 from archspec.language.ops import Input, LayerSpec
 
 if TYPE_CHECKING:
+    from archspec.language.joins import JoinKind
     from archspec.language.limits import Limit
 
 Value = Union[int, float, str, tuple]
@@ -26,26 +27,21 @@ class Seq:
 
 
 @dataclass
-class Residual:
-    """body(x) + shortcut(x); shortcut is identity, an explicit sequence, or (project) a 1x1 conv + bn the checker sizes."""
+class Join:
+    """A join word and its bodies (`concat { a } { b }`, `residual project { ... } shortcut { ... }`): each
+    body runs on the same input and `kind` (a registered join, archspec/language/joins/) combines them."""
 
-    body: Seq
-    shortcut: Seq | None
-    project: bool
+    kind: "JoinKind"
+    bodies: list[Seq]
     span: Span
     trace: Trace = ()
     name: str = ""
+    option: str | None = None  # the word after the join word (`project`)
+    shortcut: Seq | None = None  # `shortcut { ... }`, for the joins that take one
 
-
-@dataclass
-class Branch:
-    """Parallel sequences on the same input, joined by channel concat or elementwise add."""
-
-    mode: str  # "concat" | "add"
-    branches: list[Seq]
-    span: Span
-    trace: Trace = ()
-    name: str = ""
+    @property
+    def mode(self) -> str:
+        return self.kind.word
 
 
 @dataclass
@@ -85,7 +81,7 @@ class Deferred:
     name: str = ""
 
 
-Node = Union[LayerSpec, Residual, Branch, BlockCall, Invalid, Deferred]
+Node = Union[LayerSpec, Join, BlockCall, Invalid, Deferred]
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,10 @@ from typing import Any, Iterable
 from archspec.language import codes
 from archspec.language.diagnostics import Diagnostic
 from archspec.language.errors import ArchspecError, UsageError
-from archspec.language.nodes import BlockCall, Deferred, Model, Seq
-from archspec.language.nodes import Branch as BranchSpec
-from archspec.language.nodes import Residual as ResidualSpec
+from archspec.language.nodes import BlockCall, Deferred, Join, Model, Seq
 from archspec.language.ops import Input, LayerSpec
-from archspec.language.sizemap import Expr, Lin, Num, Same, Sym, Window, window
-from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual
+from archspec.language.sizemap import Expr, Lin, Num, Same, Sym, Window
+from archspec.language.tree import Branch, Call, CheckedNode, Layer, layers, stride_of
 
 AXES = ("H", "W")
 MAX_PERIOD = 1 << 16  # past this, residues are not enumerated: checked size by size instead
@@ -177,18 +175,19 @@ class AxisWalk:
             return self.layer(node, e, silent)
         if isinstance(node, Call):
             y = self.seq(node.body, e, silent)
-        elif isinstance(node, Residual):
-            y = self.residual(node, e, silent)
         elif isinstance(node, Branch):
-            outs = [self.seq(b, e, silent) for b in node.branches]
-            if all(o is not None for o in outs):
-                self.equal.extend([(outs[0], o)] for o in outs[1:])  # type: ignore[misc]
-            y = outs[0]
+            y = node.rule.axis(self, node, e, silent)  # each join's own rule (archspec/language/joins/)
         else:  # pragma: no cover
             raise AssertionError(type(node))
         if y is not None:
             self.sizes[node.path] = y
         return y
+
+    def stride_of(self, nodes: list[CheckedNode]) -> Any:
+        return stride_of(nodes)
+
+    def layers(self, nodes: list[CheckedNode]) -> list[Layer]:
+        return layers(nodes)
 
     def layer(self, node: Layer, e: Expr | None, silent: bool) -> Expr | None:
         spec = node.layer
@@ -215,42 +214,6 @@ class AxisWalk:
             self.windows.append((e, rule))
         self.sizes[node.path] = y
         return y
-
-    def residual(self, node: Residual, e: Expr | None, silent: bool) -> Expr | None:
-        y = self.seq(node.body, e, silent)
-        if node.shortcut is not None and not node.projected:
-            s = self.seq(node.shortcut, e, silent)
-            if y is not None and s is not None:
-                self.equal.append([(y, s)])
-            return y
-        if y is None or e is None:
-            return y
-        if not node.project:
-            self.equal.append([(y, e)])
-            return y
-        # torchvision's projection (a 1x1 conv with the body's total stride), used when the shapes differ:
-        # the check adds it silently, so its windows drop nothing anyone wrote.
-        from archspec.language.tree import stride_of
-
-        stride = stride_of(node.body)
-        steps = [n for n in _layers(node.body) if not isinstance(n.layer.axis_map(self.axis), (Same, Window)) or
-                 n.layer.op_name in ("gap", "adaptiveavgpool")] if stride is not None else []
-        if stride is None or steps or not isinstance(stride[self.axis], int):
-            self.exact = False  # the body's stride depends on the size (adaptive pooling, upsampling)
-            self.why = "a projected residual's stride depends on the size"
-            return y
-        projected = window(1, stride[self.axis], 0).apply(e)
-        for layer in _layers(node.shortcut or []):  # the projection at the probe's size: conv 1x1 + bn
-            self.sizes[layer.path] = projected
-        same_channels = node.in_shape is not None and node.out_shape is not None and node.in_shape[0] == node.out_shape[0]
-        self.equal.append([(y, projected)] + ([(y, e)] if same_channels else []))
-        return y
-
-
-def _layers(nodes: list[CheckedNode]) -> list[Layer]:
-    from archspec.language.tree import layers
-
-    return [n for n in layers(nodes) if isinstance(n.layer, LayerSpec)]
 
 
 def threshold(walk: AxisWalk) -> int | None:
@@ -426,10 +389,8 @@ def _shape_reads(items: Iterable[Any]) -> bool:
             return True
         if isinstance(node, BlockCall):
             stack.extend(node.body.items)
-        elif isinstance(node, ResidualSpec):
-            stack.extend(node.body.items + (node.shortcut.items if node.shortcut is not None else []))
-        elif isinstance(node, BranchSpec):
-            stack.extend(item for b in node.branches for item in b.items)
+        elif isinstance(node, Join):
+            stack.extend(item for b in node.bodies + ([node.shortcut] if node.shortcut is not None else []) for item in b.items)
     return False
 
 
@@ -487,7 +448,8 @@ def _derive_exact(model: Model, probe: Any, c: int, concrete: list[int | None]) 
         elif isinstance(row, Layer) and row.op == "input":
             d.shapes[row.path] = tuple(str(x) for x in model.input.dims)  # type: ignore[union-attr]
     for row in probe.rows:
-        if row.op == "flatten" and row.path in shown[0].flattened and row.in_shape:
+        # (its channels unknown after an error at the probe's size: the second read, at an accepted size, has them)
+        if row.op == "flatten" and row.path in shown[0].flattened and row.in_shape and row.in_shape[0] is not None:
             h, w = shown[0].flattened[row.path], shown[1].flattened[row.path]
             d.shapes[row.path] = (features_text(row.in_shape[0], h, w),)
     features = None  # after `flatten`, until a `linear` fixes the count: it depends on the size

@@ -9,7 +9,7 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from archspec.language import codes
-from archspec.language.diagnostics import Diagnostic, Span, normalize_newlines
+from archspec.language.diagnostics import Diagnostic, Span, normalize_newlines, suggest
 
 
 # A source checkout (installed or not) keeps the grammar at the top level; a wheel ships it as
@@ -18,11 +18,28 @@ from archspec.language.diagnostics import Diagnostic, Span, normalize_newlines
 _CHECKOUT_GRAMMAR = Path(__file__).resolve().parents[2] / "grammar" / "archspec.lark"
 
 
-def open_grammar(**options) -> Lark:
-    """The language's grammar with these lark options: the checkout's copy, else the package's."""
+# The alternation of JOIN_WORD in the grammar file; the registry's words replace it.
+_JOIN_WORDS = re.compile(r"^(JOIN_WORD\.2: /\()[^)]*(\))", re.M)
+
+
+def grammar_text() -> str:
+    """The grammar (the checkout's copy, else the package's), with the join registry's words in JOIN_WORD:
+    adding a join needs no grammar change."""
+    from archspec.language.joins import JOINS
+
     if _CHECKOUT_GRAMMAR.is_file():
-        return Lark.open(str(_CHECKOUT_GRAMMAR), **options)
-    return Lark.open_from_package("archspec.grammar", "archspec.lark", **options)
+        text = _CHECKOUT_GRAMMAR.read_text(encoding="utf-8")
+    else:
+        from importlib.resources import files
+
+        text = files("archspec.grammar").joinpath("archspec.lark").read_text(encoding="utf-8")
+    words = "|".join(re.escape(w) for w in sorted(JOINS, key=len, reverse=True))
+    return _JOIN_WORDS.sub(lambda m: m.group(1) + words + m.group(2), text, count=1)
+
+
+def open_grammar(**options) -> Lark:
+    """The language's grammar with these lark options."""
+    return Lark(grammar_text(), **options)
 
 
 # Comments are ignored by the grammar but kept for `fmt`: the lexer hands each one to this list
@@ -97,8 +114,8 @@ _TERMINALS = {
     "NAME": "a name", "NUMBER": "a number", "DIMS": "dimensions like 3x32x32", "STRING": 'a "string"',
     "LBRACE": "`{`", "RBRACE": "`}`", "LPAR": "`(`", "RPAR": "`)`", "COMMA": "`,`", "EQUAL": "`=`",
     "_NL": "a newline", "VBAR": "`|`", "$END": "the end of the file", "STAR": "`*`", "MINUS": "`-`",
-    "ADD_OP": "`+` or `-`", "MUL_OP": "`*` or `/`", "SHORTCUT": "`shortcut`", "BRANCH_MODE": "`concat` or `add`",
-    "RESIDUAL": "`residual`", "REPEAT": "`repeat`", "BLOCK": "`block`", "USE": "`use`",
+    "ADD_OP": "`+` or `-`", "MUL_OP": "`*` or `/`", "SHORTCUT": "`shortcut`", "JOIN_WORD": "a join word",
+    "REPEAT": "`repeat`", "BLOCK": "`block`", "USE": "`use`",
 }
 
 
@@ -248,6 +265,7 @@ def recovering_parse(text: str, path: str) -> tuple[Tree | None, list[Diagnostic
     braces: list[bool] = []  # the `{` fed and not closed: True for a body, False for an expression
     diagnostics: list[Diagnostic] = []
     skipping: int | None = None  # while skipping a broken statement: the braces opened inside it
+    statement: dict[int, list[Token]] = {0: []}  # per depth: the first tokens of the statement being fed
     tokens = lexer.lex(interactive.parser_state)
 
     def go_back() -> None:
@@ -256,11 +274,12 @@ def recovering_parse(text: str, path: str) -> tuple[Tree | None, list[Diagnostic
             raise _TooDeep
         state, open_braces = saved[depth]
         interactive.parser_state = state.copy(deepcopy_values=False)
+        # The `{`s of the broken statement still open (an expression's): their `}`s are part of it, not unmatched.
+        skipping = len(braces) - open_braces
         del braces[open_braces:]
-        skipping = 0
 
     def recover(err: UnexpectedInput) -> None:
-        diagnostics.append(_diagnostic(err, path, text))
+        diagnostics.append(_unknown_join(statement.get(depth, []), path) or _diagnostic(err, path, text))
         go_back()
 
     while True:
@@ -285,11 +304,14 @@ def recovering_parse(text: str, path: str) -> tuple[Tree | None, list[Diagnostic
                 if token.type == "LBRACE" or (token.type == "RBRACE" and skipping):
                     skipping += 1 if token.type == "LBRACE" else -1
                     break
-                if token.type not in ("_NL", "VBAR", "RBRACE"):
-                    break
+                if skipping or token.type not in ("_NL", "VBAR", "RBRACE"):
+                    break  # (inside braces of the broken statement, separators are its own)
                 skipping = None  # the separator or `}` after the broken statement: it goes on from here
             try:
                 interactive.feed_token(token)
+                head = statement.setdefault(depth, [])
+                if len(head) < 2:
+                    head.append(token)
             except UnexpectedToken as err:
                 if retried is token:  # refused again after going back (a stray `}`): leave it out
                     go_back()
@@ -305,8 +327,10 @@ def recovering_parse(text: str, path: str) -> tuple[Tree | None, list[Diagnostic
             elif token.type == "RBRACE" and braces.pop():
                 saved.pop(depth, None)
                 depth -= 1
-            if (token.type in ("_NL", "VBAR") or (token.type == "LBRACE" and braces[-1])) and depth <= MAX_NESTING:
-                saved[depth] = (interactive.parser_state.copy(deepcopy_values=False), len(braces))
+            if token.type in ("_NL", "VBAR") or (token.type == "LBRACE" and braces[-1]):
+                statement[depth] = []
+                if depth <= MAX_NESTING:  # deeper, recovery goes back to the nearest saved depth
+                    saved[depth] = (interactive.parser_state.copy(deepcopy_values=False), len(braces))
             token = None
         tokens = lexer.lex(interactive.parser_state)  # the lexer follows the parser state (it may be restored)
     try:
@@ -314,6 +338,24 @@ def recovering_parse(text: str, path: str) -> tuple[Tree | None, list[Diagnostic
     except UnexpectedInput as err:
         diagnostics.append(_diagnostic(err, path, text))
         return None, diagnostics
+
+
+def _unknown_join(head: list[Token], path: str) -> Diagnostic | None:
+    """`mul { ... } { ... }` where `mul` is neither an op nor a join: a join word the registry does not have.
+
+    (Written `NAME {` and failing inside the braces: an op's `{expr}` argument would have parsed.)"""
+    if len(head) < 2 or head[0].type != "NAME" or head[1].type != "LBRACE":
+        return None
+    from archspec.language.joins import JOINS, join_list
+    from archspec.language.ops import OPS, resolve_op_name
+
+    word = str(head[0])
+    if word in OPS or resolve_op_name(word) is not None:
+        return None
+    hint = suggest(word, list(JOINS))
+    return Diagnostic(codes.SYNTAX_ERROR, f"unknown join `{word}`; joins are {join_list()}", token_span(head[0], path),
+                      help=f"did you mean `{hint}`?" if hint else "a join is a join word and its branches, "
+                      "`concat { conv 8 k1 } { conv 8 k3 p1 }`; a layer's `{...}` holds an expression, like `conv {c*2} k3`")
 
 
 def token_span(token: Token, path: str) -> Span:

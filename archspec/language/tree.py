@@ -3,11 +3,12 @@
 Each node carries where it sits (module name, dotted path, depth), where it was written (span,
 block-call trace), what came in and out (shapes), and its cost (params, MACs). Layers also carry
 their receptive-field step. Structures hold their children as real nodes: a block call its body,
-a residual its body and shortcut (including the projection `residual project` sizes), a branch
-its branches; residuals and branches end in a `Join` node (the add or concat).
+a join (`Branch`: residual, concat, add, ...) its bodies (a residual's shortcut includes the
+projection `residual project` sizes), ending in a `Join` node (the add or concat).
 
 Consumers subclass `Visitor` (jinja2's NodeVisitor): `visit_layer`, `visit_call`,
-`visit_residual`, `visit_branch`, `visit_join`, and one generic walk for the rest.
+`visit_branch`, `visit_join`, and one generic walk for the rest; what differs between joins
+they ask the node's `rule`.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from archspec.language.diagnostics import Span
 from archspec.language.ops.base import LayerSpec
 
 if TYPE_CHECKING:
+    from archspec.language.joins import JoinKind
     from archspec.language.nodes import Invalid, Value
     from archspec.language.ops.base import RF, RFStep, Shape
 
@@ -98,10 +100,10 @@ class Layer(CheckedNode):
 
 @dataclass(eq=False)
 class Join(CheckedNode):
-    """The end of a residual (`add`) or a branch (`add` / `concat`): several inputs, one output."""
+    """The end of a join (a residual's add, a concat): several inputs, one output."""
 
     kind: ClassVar[str] = "join"
-    mode: str = "add"  # "add" | "concat"
+    mode: str = "add"  # what it does: the join's word (`add` for a residual)
     operands: list["Shape | None"] = field(default_factory=list)
 
 
@@ -120,28 +122,24 @@ class Call(CheckedNode):
 
 
 @dataclass(eq=False)
-class Residual(CheckedNode):
-    """body(x) + shortcut(x). `shortcut` is None for the identity; `projected` when the checker sized it."""
-
-    kind: ClassVar[str] = "residual"
-    project: bool = False
-    projected: bool = False
-    body: list[CheckedNode] = field(default_factory=list)
-    shortcut: list[CheckedNode] | None = None
-    join: Join | None = None
-
-    def children(self) -> list[CheckedNode]:
-        return self.body + (self.shortcut or []) + ([self.join] if self.join else [])
-
-
-@dataclass(eq=False)
 class Branch(CheckedNode):
-    """Parallel sequences on one input, joined by `concat` (channels) or `add`."""
+    """A join and its bodies (`residual`, `concat`, `add`, ...): each body runs on the node's input and
+    `rule` (the registered join, archspec/language/joins/) combines their outputs in `join`.
+
+    `identity`: the input itself is one more operand (a residual with no written or sized shortcut);
+    `projected`: the last body is the 1x1 conv + bn that `residual project` sized."""
 
     kind: ClassVar[str] = "branch"
-    mode: str = "concat"
+    rule: "JoinKind" = None  # type: ignore[assignment]
+    option: str | None = None
     branches: list[list[CheckedNode]] = field(default_factory=list)
+    identity: bool = False
+    projected: bool = False
     join: Join | None = None
+
+    @property
+    def mode(self) -> str:
+        return self.rule.word
 
     def children(self) -> list[CheckedNode]:
         return [n for b in self.branches for n in b] + ([self.join] if self.join else [])
@@ -191,8 +189,8 @@ class Visitor(Generic[T]):
         return None  # type: ignore[return-value]
 
 
-def stride_of(nodes: list[CheckedNode]) -> RFStep | None:
-    """Product of the strides along a checked sequence (a branch counts its first path); None if unknown."""
+def stride_of(nodes: list[CheckedNode]) -> "RFStep | None":
+    """Product of the strides along a checked sequence (a join counts its first body); None if unknown."""
     sh: Any = 1
     sw: Any = 1
     for node in nodes:
@@ -201,7 +199,7 @@ def stride_of(nodes: list[CheckedNode]) -> RFStep | None:
                 return None
             step = node.rf_step[1]
         else:
-            inner = node.branches[0] if isinstance(node, Branch) else node.body  # type: ignore[attr-defined]
+            inner = node.branches[0] if isinstance(node, Branch) else node.children()
             step = stride_of(inner)  # type: ignore[assignment]
             if step is None:
                 return None

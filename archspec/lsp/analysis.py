@@ -22,15 +22,14 @@ from archspec.language.expand import MAX_USE_DEPTH
 from archspec.language.files import Unreadable, read_arch_file
 from archspec.language.pipeline import checked
 from archspec.language.ops import OPS, Input, fmt_shape, value_text
-from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Residual, Visitor
+from archspec.language.joins import JOINS
+from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Visitor
 
 # A document that is not a file on disk (an untitled buffer): `use` paths resolve from the cwd.
 UNSAVED = "<string>"
 KEYWORDS = {
     "block": "block NAME(param, param=default) { ... }: a named, reusable sequence of layers",
-    "residual": "residual [project] { body } [shortcut { ... }]: adds the block's input to the body's output",
-    "concat": "concat { a } { b } ...: joins branches on channels (`{ }` is the identity)",
-    "add": "add { a } { b } ...: sums branches element-wise",
+    **{word: join.keyword_doc for word, join in JOINS.items()},
     "repeat": "repeat N { ... }: the body N times",
     "use": 'use "file.arch": brings in the block definitions of another file',
     "param": "param NAME = VALUE: a value `archspec sweep` may vary; the file checks and trains with VALUE",
@@ -276,12 +275,8 @@ class _Hover(Visitor[str]):
         count = sum(1 for _ in _layers_under(node))
         return f"**{node.path}**: block `{node.block}({args})`, {count} layers\n\n{_totals(node, self.analysis)}"
 
-    def visit_residual(self, node: Residual) -> str:
-        how = "projection (1x1 conv + bn)" if node.projected else ("explicit shortcut" if node.shortcut is not None else "identity")
-        return f"**{node.path}**: residual with {how} shortcut\n\n{_totals(node, self.analysis)}"
-
     def visit_branch(self, node: Branch) -> str:
-        return f"**{node.path}**: {node.mode} of {len(node.branches)} branches\n\n{_totals(node, self.analysis)}"
+        return f"**{node.path}**: {node.rule.hover(node)}\n\n{_totals(node, self.analysis)}"
 
     def generic_visit(self, node: CheckedNode) -> str:
         return f"**{node.path}**\n\n{_totals(node, self.analysis)}"

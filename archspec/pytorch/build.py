@@ -2,7 +2,8 @@
 
 The module tree mirrors the checked tree, so `dict(net.named_modules())[row.path]` is the module
 of each checker row: top-level layers are named like `conv1`, `pool1`, `fc1`; a block call is
-an nn.Sequential of its body; `residual` has `body` and `shortcut`; branches `branch1`, ...
+an nn.Sequential of its body; a join is its runtime module, with its bodies named as the join names them
+(`residual`: `body` and `shortcut`; `concat`, `add`: `branch1`, ...)
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from archspec.language.pipeline import CheckOptions, checked
 from archspec.language.errors import ArchspecError
 from archspec.language.nodes import Model
 from archspec.language.ops import Input
-from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
+from archspec.language.tree import Branch, Call, CheckedNode, Layer, Visitor
 from archspec.pytorch import runtime
 
 
@@ -44,12 +45,8 @@ class _ModuleBuilder(Visitor[nn.Module]):
     def visit_call(self, node: Call) -> nn.Module:
         return nn.Sequential(self.sequential(node.body))
 
-    def visit_residual(self, node: Residual) -> nn.Module:
-        shortcut = nn.Sequential(self.sequential(node.shortcut)) if node.shortcut is not None else None
-        return runtime.Residual(nn.Sequential(self.sequential(node.body)), shortcut)
-
     def visit_branch(self, node: Branch) -> nn.Module:
-        join = runtime.Concat if node.mode == "concat" else runtime.Add
+        join = getattr(runtime, node.rule.runtime_class)  # the join's module (runtime.py), one argument per body
         return join(*(nn.Sequential(self.sequential(b)) for b in node.branches))
 
 

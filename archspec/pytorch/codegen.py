@@ -1,6 +1,6 @@
 """Checked tree -> readable PyTorch source: a `class Net(nn.Module)` as a person would write it.
 
-Generating needs no torch: the join modules (Residual, Concat, Add) are copied as source text
+Generating needs no torch: the join modules (Residual, Concat, Add, ...) are copied as source text
 from `runtime.py`, read as a file. The module names and nesting equal `archspec.build()`'s, so
 the generated class loads a built model's state_dict as is.
 """
@@ -15,7 +15,7 @@ from archspec.language.pipeline import CheckOptions, checked
 from archspec.language.errors import ArchspecError
 from archspec.language.nodes import Model
 from archspec.language.ops import Input, fmt_shape
-from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
+from archspec.language.tree import Branch, Call, CheckedNode, Layer, Visitor
 
 _RUNTIME = Path(__file__).with_name("runtime.py")
 
@@ -28,6 +28,12 @@ def runtime_source(class_name: str) -> str:
         if isinstance(node, ast.ClassDef) and node.name == class_name:
             return ast.get_source_segment(text, node) + "\n"  # type: ignore[operator]
     raise KeyError(class_name)
+
+
+@lru_cache(maxsize=None)
+def runtime_classes() -> tuple[str, ...]:
+    """The classes of runtime.py, in its order."""
+    return tuple(n.name for n in ast.parse(_RUNTIME.read_text(encoding="utf-8")).body if isinstance(n, ast.ClassDef))
 
 
 def _is_input(node: CheckedNode) -> bool:
@@ -53,14 +59,9 @@ class _SourceWriter(Visitor[str]):
     def visit_call(self, node: Call, indent: int) -> str:
         return self.sequential(node.body, indent)
 
-    def visit_residual(self, node: Residual, indent: int) -> str:
-        self.helpers.add("Residual")
-        parts = [node.body] + ([node.shortcut] if node.shortcut is not None else [])
-        return self.join_call("Residual", parts, indent)
-
     def visit_branch(self, node: Branch, indent: int) -> str:
-        name = "Concat" if node.mode == "concat" else "Add"
-        self.helpers.update({"Concat", name})  # Add is a Concat that sums (runtime.py): it needs its base
+        name = node.rule.runtime_class
+        self.helpers.update({name, *node.rule.runtime_needs})  # with the classes it derives from (Add is a Concat)
         return self.join_call(name, node.branches, indent)
 
     def join_call(self, name: str, parts: list[list[CheckedNode]], indent: int) -> str:
@@ -147,7 +148,7 @@ def generate(source: "CheckReport | Model | str", class_name: str = "Net") -> st
     if any("F." in line for line in forward):
         out.append("import torch.nn.functional as F")
     out += ["from torch import nn", ""]
-    for name in ("Residual", "Concat", "Add"):
+    for name in runtime_classes():  # in runtime.py's order: a base class before the classes derived from it
         if name in writer.helpers:
             out += ["", runtime_source(name)]
     out += ["", f"class {class_name}(nn.Module):"]

@@ -39,3 +39,14 @@ class Add(Concat):
         for branch in branches:
             out = out + branch(x)
         return out
+
+
+class Mul(Concat):
+    """Parallel branches on one input, multiplied elementwise with broadcasting (a [B, C, 1, 1] gate scales [B, C, H, W])."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branches = iter(self.children())
+        out = next(branches)(x)
+        for branch in branches:
+            out = out * branch(x)
+        return out

@@ -20,7 +20,7 @@ from archspec.language.diagnostics import Diagnostic
 from archspec.language.errors import UsageError
 from archspec.language.nodes import Model
 from archspec.language.ops import Input, Shape, fmt_shape, value_text
-from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
+from archspec.language.tree import Branch, Call, CheckedNode, Layer, Visitor
 from archspec.views.display import Text
 
 FORMULA = "out = floor((in + 2*padding - dilation*(kernel-1) - 1)/stride) + 1"
@@ -97,40 +97,12 @@ class _Explainer(Visitor[Entry]):
         e.children = self.seq(node.body)
         return e
 
-    def visit_residual(self, node: Residual) -> Entry:
-        e = Entry(node, node.path, f"{node.path}{self.where(node)}: residual{' project' if node.project else ''}")
-        if node.shortcut is not None and not node.projected:
-            e.lines.append("out = body(x) + shortcut(x): both paths start from the same x and are added")
-        elif node.projected:
-            e.lines.append("out = body(x) + projection(x): the body changes the shape, so x goes through "
-                           "a 1x1 conv (stride fitted to the body's) and bn to match it")
-        else:
-            e.lines.append("out = body(x) + x: the body must keep the shape, so its output can be added to x")
-        e.children = self.seq(node.body) + self.seq(node.shortcut or [])
-        if self.failed:
-            return e
-        body_out, skip_out = node.join.operands  # type: ignore[union-attr]
-        e.after.append(f"add: {fmt_shape(body_out)} + {fmt_shape(skip_out)} -> {fmt_shape(node.out_shape)} "
-                       "(element-wise sum: the two shapes must be equal)")
-        return e
-
     def visit_branch(self, node: Branch) -> Entry:
-        e = Entry(node, node.path, f"{node.path}{self.where(node)}: {node.mode} of {len(node.branches)} branches",
-                  [f"each branch gets the same input {fmt_shape(node.in_shape)}"])
+        e = Entry(node, node.path, f"{node.path}{self.where(node)}: {node.rule.title(node)}", node.rule.explain_lines(node))
         for b in node.branches:
             e.children += self.seq(b)
-        if self.failed:
-            return e
-        outs, y = node.join.operands, node.out_shape  # type: ignore[union-attr]
-        if node.mode == "concat":
-            channels = " + ".join(str(o[0]) for o in outs if o)
-            rest = "x".join(str(d) for d in (y or ())[1:])
-            e.after.append(f"concat on channels: C: {channels} = {y[0] if y else '?'}; "
-                           f"{'H and W must match: ' + rest if rest else 'the other dimensions must match'} "
-                           f"-> {fmt_shape(y)}")
-        else:
-            e.after.append(f"add: {' + '.join(fmt_shape(o) for o in outs)} -> {fmt_shape(y)} "
-                           "(element-wise sum: every branch must give the same shape)")
+        if not self.failed:
+            e.after += node.rule.explain_after(node)
         return e
 
 

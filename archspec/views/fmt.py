@@ -172,11 +172,10 @@ class _Printer:
             if sub.data == "body_braces":
                 self.anchors.append(sub.meta.start_pos + 1)  # just after `{`
                 self.bodies.append((sub.meta.start_pos, sub.meta.end_pos))
-            elif sub.data in ("layer", "residual", "branch", "repeat", "call", "block_def", "use", "budget",
-                              "sweep_param"):
+            elif sub.data in ("layer", "join", "repeat", "call", "block_def", "use", "budget", "sweep_param"):
                 self.anchors.append(sub.meta.end_pos)
                 self.statements.append((sub.meta.start_pos, sub.meta.end_pos))
-            if sub.data == "branch":
+            if sub.data == "join" and len(_join_parts(sub)[2]) > 1:
                 self.anchors.append(sub.children[0].end_pos)  # a comment after `concat` stays there
 
     def anchor(self, pos: int) -> None:
@@ -295,11 +294,16 @@ class _Printer:
             i += 1
         self.write(" ".join(parts))
 
-    def st_residual(self, t: Tree) -> None:
-        mode, body, keyword, shortcut = t.children
-        self.write("residual " + (f"{mode} " if mode is not None else ""))
-        self.body(body)
+    def st_join(self, t: Tree) -> None:
+        """A join with one body (`residual`) stays on its line; with several, `branches` lays them out."""
+        word, option, bodies, keyword, shortcut = _join_parts(t)
+        if len(bodies) > 1:
+            self.branches(word, option, bodies)
+        else:
+            self.write(f"{word} " + (f"{option} " if option is not None else ""))
+            self.body(bodies[0])
         if shortcut is not None:
+            body = bodies[-1]
             if "\n" in _real_newlines(self.text[body.meta.end_pos:keyword.start_pos]):
                 self.newline()  # `shortcut` written on the next line stays there
                 self.mark(keyword.start_pos)
@@ -308,9 +312,9 @@ class _Printer:
             self.write("shortcut ")
             self.body(shortcut)
 
-    def st_branch(self, t: Tree) -> None:
-        mode, *bodies = t.children
-        self.write(str(mode))
+    def branches(self, word: Token, option: Token | None, bodies: list[Tree]) -> None:
+        mode = option if option is not None else word  # (an option here is reported by the check; fmt keeps it)
+        self.write(f"{word} {option}" if option is not None else str(word))
         self.anchor(mode.end_pos)
         starts = [mode.end_pos, *(b.meta.end_pos for b in bodies[:-1])]
         one_per_line = any("\n" in _real_newlines(self.text[a:b.meta.start_pos]) for a, b in zip(starts, bodies))
@@ -480,3 +484,9 @@ def _noqa_moved(text: str, formatted: str, path: str) -> Diagnostic | None:
             return Diagnostic(codes.NOQA_WOULD_MOVE, f"formatting would {what.format(line=d.span.line)} the {d.code} here",
                               d.span, help=help)
     return None
+
+
+def _join_parts(t: Tree) -> tuple[Token, Token | None, list[Tree], Token | None, Tree | None]:
+    """A `join` statement's word, option word, bodies, `shortcut` keyword and shortcut body."""
+    word, option, *bodies, keyword, shortcut = t.children
+    return word, option, bodies, keyword, shortcut

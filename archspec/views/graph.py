@@ -15,7 +15,7 @@ from archspec.language.pipeline import CheckOptions, checked
 from archspec.language.errors import ArchspecError, UsageError
 from archspec.language.nodes import Model
 from archspec.language.ops import Input, fmt_shape, value_text
-from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
+from archspec.language.tree import Branch, Call, CheckedNode, Layer, Visitor
 from archspec.views.display import DotGraph, RenderedGraph
 
 if TYPE_CHECKING:
@@ -108,27 +108,22 @@ class _Builder(Visitor["str | None"]):
         g.node(nid, _label(op, fmt_shape(node.out_shape)), shape="ellipse", style="filled", fillcolor="#fff2cc", ordering="in")
         return nid
 
-    def visit_residual(self, node: Residual, g: "graphviz.Digraph", tail: str | None, dashed: bool) -> str:
-        kind = "residual project" if node.project else "residual"
-        with g.subgraph(name=f"cluster_{self.new_id()}") as c:
-            c.attr(label=_label(f"{node.path}: {kind}"), style="dashed", color="#666666", fontname="Helvetica", fontsize="10")
-            add = self.join_node(c, node, "add")
-            self.edge(self.seq(c, node.body, tail), add)
-            self.shortcut_ids.update(id(n) for n in node.shortcut or [])
-            skip_end = self.seq(c, node.shortcut, tail, dashed=True) if node.shortcut is not None else tail
-            # The skip edge: straight from the residual's input when the shortcut is the identity.
-            self.edge(skip_end, add, style="dashed", **({"label": "identity"} if node.shortcut is None else {}))
-        return add
-
     def visit_branch(self, node: Branch, g: "graphviz.Digraph", tail: str | None, dashed: bool) -> str:
+        rule = node.rule
         with g.subgraph(name=f"cluster_{self.new_id()}") as c:
-            c.attr(label=_label(f"{node.path}: {node.mode}"), style="dashed", color="#666666", fontname="Helvetica", fontsize="10")
-            join = self.join_node(c, node, node.mode)
+            c.attr(label=_label(f"{node.path}: {rule.graph_title(node)}"), style="dashed", color="#666666", fontname="Helvetica", fontsize="10")
+            join = self.join_node(c, node, rule.operator or rule.word)
             firsts = []
-            for b in node.branches:  # each branch's edge into the join right after it: an empty one keeps its place
+            for i, b in enumerate(node.branches):  # each branch's edge into the join right after it: an empty one keeps its place
+                if rule.dashed(node, i):  # a residual's shortcut: dashed, its projection named as the shortcut's
+                    self.shortcut_ids.update(id(n) for n in b)
+                    self.edge(self.seq(c, b, tail, dashed=True), join, style="dashed")
+                    continue
                 if b and isinstance(b[0], Layer):
                     firsts.append(f"n{self.next_id}")
                 self.edge(self.seq(c, b, tail), join)
+            if node.identity:  # the skip edge straight from the input
+                self.edge(tail, join, style="dashed", label="identity")
             self.keep_order(c, firsts)
         return join
 

@@ -24,7 +24,7 @@ from archspec.language.errors import UsageError
 from archspec.language.nodes import Model
 from archspec.language.ops import fmt_shape, value_text
 from archspec.language.pipeline import CheckOptions, checked
-from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Residual, Visitor, walk
+from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Visitor, walk
 from archspec.views.explain import Entry, _Explainer
 from archspec.views.summary import rf_text
 
@@ -100,21 +100,17 @@ class _Collector(Visitor[dict]):
         args = ", ".join(f"{k}={value_text(v)}" for k, v in node.args.items())
         return self.common(node, f"{node.block}({args})", op=node.block, body=self.seq(node.body))
 
-    def visit_residual(self, node: Residual) -> dict:
-        label = "residual project" if node.project else "residual"
-        shortcut = self.seq(node.shortcut) if node.shortcut is not None else None
-        for item in shortcut or []:  # a projection's conv1/bn1 would read as the body's own
-            item["name"] = f"shortcut.{item['name']}"
-        body = self.seq(node.body)
-        return self.common(node, label, op="residual", body=body, shortcut=shortcut, projected=node.projected,
-                           join=self.join_of(node))
-
     def visit_branch(self, node: Branch) -> dict:
-        branches = [self.seq(b) for b in node.branches]  # source order: branch1 first
-        return self.common(node, f"{node.mode} of {len(node.branches)}", op=node.mode, branches=branches,
-                           join=self.join_of(node))
+        rule = node.rule
+        seqs: list[list[dict]] = [[] for _ in node.branches]
+        for i in rule.view_order(node):
+            seqs[i] = self.seq(node.branches[i])
+        label = rule.title(node) if rule.view_kind == "residual" else f"{node.mode} of {len(node.branches)}"
+        data = self.common(node, label, op=node.mode, **rule.view_parts(node, seqs), join=self.join_of(node))
+        data["kind"] = rule.view_kind  # the page draws a residual's body and shortcut apart
+        return data
 
-    def join_of(self, node: Residual | Branch) -> dict | None:
+    def join_of(self, node: Branch) -> dict | None:
         if node.join is None:
             return None
         data = self.visit(node.join)

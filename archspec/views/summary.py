@@ -24,7 +24,7 @@ from archspec.language.errors import UsageError
 from archspec.language.measure import BYTES_PER_VALUE, Pair, divide, human_bytes, shape_bytes
 from archspec.language.nodes import Model
 from archspec.language.ops import Shape, fmt_shape, pair_text, value_text
-from archspec.language.tree import Branch, Call, CheckedNode, Layer, Residual, Visitor
+from archspec.language.tree import Branch, Call, CheckedNode, Layer, Visitor
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -126,24 +126,11 @@ class _Walker(Visitor[Any]):
         self.header(node, base, "block", f"{node.block}({args})")
         self.seq(node.body, node.path)
 
-    def visit_residual(self, node: Residual, base: str) -> None:
-        mode = "project" if node.project else ("shortcut" if node.shortcut is not None else "")
-        self.header(node, base, "residual", mode)
-        self.seq(node.body, node.path)
-        if node.shortcut is not None:
-            self.seq(node.shortcut, node.path)
-        operands = "body + shortcut" if node.shortcut is not None else "body + input"
-        self.join(node, base, "residual", operands)
-
     def visit_branch(self, node: Branch, base: str) -> None:
-        self.header(node, base, node.mode, f"{len(node.branches)} branches")
+        self.header(node, base, node.mode, node.rule.header_args(node))
         for b in node.branches:
             self.seq(b, node.path)
-        if node.mode == "concat":
-            operands = " + ".join(str(c[0]) if c else "?" for c in node.join.operands) + " channels"  # type: ignore[union-attr]
-        else:
-            operands = " + ".join(f"branch{i + 1}" for i in range(len(node.branches)))
-        self.join(node, base, node.mode, operands)
+        self.join(node, base, node.mode, node.rule.operands_text(node))
 
     def join(self, node: CheckedNode, base: str, op: str, operands: str) -> None:
         state = node.rf

@@ -1,0 +1,202 @@
+"""What every join is: `JoinKind`, the base class of `residual`, `concat`, `add`, ...
+
+A join is a word followed by bodies in braces (`concat { a } { b }`): each body runs on the same
+input, and the join combines their outputs into one. A join class says how many bodies it takes
+(and any option word or `shortcut { ... }`), its shape rule over the outputs, its symbolic rule
+(`input 3xHxW`), how its branches are named, its explain, summary, hover and graph text, and the
+class of pytorch/runtime.py it compiles to. Defining a subclass with a `word` registers it (see
+`JOINS`); the files beside this one hold one join each. Nothing else dispatches on join words.
+
+Joins sit below the spec and the checked tree (syntax reads their words): they see the checked
+node, the checker and the symbolic walk only through the protocols below, which those implement.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, Protocol
+
+from archspec.language import codes
+from archspec.language.ops.base import RFStep, Shape, fmt_shape
+from archspec.language.sizemap import Expr
+
+# Every join, by its word, in definition order: filled in as join classes are defined.
+JOINS: dict[str, "JoinKind"] = {}
+Emit = Callable[..., None]
+
+
+class JoinSpec(Protocol):
+    """A written join (nodes.Join): its bodies, option word and shortcut, where it was written."""
+
+    bodies: list[Any]
+    shortcut: Any
+    option: str | None
+    span: Any
+    trace: Any
+
+
+class Branch(Protocol):
+    """A checked join (tree.Branch): its bodies as checked sequences, and its `Join` node."""
+
+    branches: list[list[Any]]
+    identity: bool
+    projected: bool
+    option: str | None
+    in_shape: Shape | None
+    out_shape: Shape | None
+    join: Any
+
+
+class Checker(Protocol):
+    """What a join asks of the checker (check._Checker)."""
+
+    report: Any
+
+    def seq(self, seq: Any, x: Shape | None, prefix: str, depth: int) -> list[Any]: ...
+    def emitter(self, node: Any) -> Emit: ...
+    def joined(self, spec: Any, x: Shape | None, where: dict[str, Any], y: Shape | None, operands: list[Shape | None],
+               **fields: Any) -> Any: ...
+    def stride_of(self, nodes: list[Any]) -> RFStep | None: ...
+
+
+class AxisWalk(Protocol):
+    """What a join asks of the symbolic walk on one axis (symbolic.AxisWalk)."""
+
+    axis: int
+    equal: list[list[tuple[Expr, Expr]]]
+    sizes: dict[str, Expr]
+    exact: bool
+    why: str
+
+    def seq(self, nodes: list[Any], e: Expr | None, silent: bool = False) -> Expr | None: ...
+    def stride_of(self, nodes: list[Any]) -> RFStep | None: ...
+    def layers(self, nodes: list[Any]) -> list[Any]: ...
+
+
+def known(shape: Shape | None) -> bool:
+    return shape is not None and None not in shape
+
+
+def output_of(nodes: list[Any], x: Shape | None) -> Shape | None:
+    """What a checked sequence gives: its last node's output, or its input when it is empty (the identity)."""
+    return nodes[-1].out_shape if nodes else x
+
+
+class JoinKind:
+    """Base of every join. One instance per join word lives in `JOINS`; spec and checked nodes point at it."""
+
+    word: ClassVar[str] = ""
+    summary: ClassVar[str] = ""  # one line, for `archspec ops`, hover and the README table
+    usage: ClassVar[str] = ""
+    hint: ClassVar[str] = ""  # what it does, after its usage in the editor's keyword completion
+    options: ClassVar[tuple[str, ...]] = ()  # words allowed between the join word and its first body
+    option_help: ClassVar[str] = ""  # the help for a wrong option word (default: the usage)
+    takes_shortcut: ClassVar[bool] = False  # `shortcut { ... }` after the bodies
+    min_bodies: ClassVar[int] = 2
+    max_bodies: ClassVar[int | None] = None
+    name_prefix: ClassVar[str] = ""  # module names are prefix + counter; empty: the word
+    operator: ClassVar[str] = ""  # what the join node does (graph, summary): empty: the word
+    runtime_class: ClassVar[str] = ""  # its nn.Module class in pytorch/runtime.py
+    runtime_needs: ClassVar[tuple[str, ...]] = ()  # runtime classes that class derives from
+    view_kind: ClassVar[str] = "branch"  # how `archspec view` draws it
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.word:
+            JOINS[cls.word] = cls()
+
+    def __repr__(self) -> str:
+        return f"<join {self.word}>"
+
+    @property
+    def keyword_doc(self) -> str:
+        return f"{self.usage}: {self.hint}"
+
+    # ---- syntax
+
+    def arity_problem(self, bodies: int, shortcut: bool) -> str | None:
+        """Why this many bodies (and a shortcut or not) is wrong for the join, or None."""
+        if shortcut and not self.takes_shortcut:
+            return f"`{self.word}` takes no `shortcut {{ ... }}`"
+        if bodies < self.min_bodies:
+            return f"`{self.word}` needs at least {self.min_bodies} branches, got {bodies}"
+        if self.max_bodies is not None and bodies > self.max_bodies:
+            return f"`{self.word}` takes {self.max_bodies} body, got {bodies}"
+        return None
+
+    def label(self, i: int, projected: bool = False) -> str:
+        """The module name of body i inside the join: branch1, branch2, ..."""
+        return f"branch{i + 1}"
+
+    # ---- shapes
+
+    def check(self, checker: Checker, spec: JoinSpec, x: Shape | None, where: dict[str, Any]) -> Any:
+        """The checked node: each body checked on x, then the outputs combined (`combine`)."""
+        path, depth = where["path"], where["depth"]
+        branches = [checker.seq(b, x, f"{path}.{self.label(i)}.", depth + 1) for i, b in enumerate(spec.bodies)]
+        outs = [output_of(b, x) for b in branches]
+        y = self.combine(x, outs, checker.emitter(spec)) if all(known(o) for o in outs) else None  # type: ignore[arg-type]
+        return checker.joined(spec, x, where, y, outs, branches=branches)
+
+    def combine(self, x: Shape | None, outs: list[Shape], emit: Emit) -> Shape | None:
+        """The joined shape of the (known) outputs; reports E108 (or the join's own code) and gives None when they do not join."""
+        raise NotImplementedError
+
+    def mismatch(self, x: Shape | None, outs: list[Shape], i: int, first: int, need: str, emit: Emit) -> None:
+        """E108: branch i does not join with branch `first`."""
+        emit(
+            codes.BRANCH_MISMATCH,
+            f"branch {i + 1} gives {fmt_shape(outs[i])} but branch {first + 1} gives {fmt_shape(outs[first])}: `{self.word}` needs {need}",
+            notes=[f"input is {fmt_shape(x)}"] + [f"branch {j + 1} gives {fmt_shape(s)}" for j, s in enumerate(outs)],
+            help="change the strides, padding or channels of the branch that differs",
+        )
+
+    def axis(self, walk: AxisWalk, node: Branch, e: Expr | None, silent: bool) -> Expr | None:
+        """Symbolic rule (`input 3xHxW`): the join's size on the walk's axis. By default every branch's
+        size must be equal (a condition for the solver) and the join keeps it."""
+        outs = [walk.seq(b, e, silent) for b in node.branches]
+        if all(o is not None for o in outs):
+            walk.equal.extend([(outs[0], o)] for o in outs[1:])  # type: ignore[misc]
+        return outs[0]
+
+    def jump_from(self, node: Branch) -> list[int] | None:
+        """The operands (bodies, then the input when it is one) whose jump the output keeps (language/measure.py);
+        None: all of them. The receptive field is always the widest of all."""
+        return None
+
+    # ---- views (text only: the views draw it)
+
+    def title(self, node: Branch) -> str:
+        """The header of the join (summary, explain, hover): `concat of 3 branches`."""
+        return f"{self.word} of {len(node.branches)} branches"
+
+    def header_args(self, node: Branch) -> str:
+        """The summary's header row arguments."""
+        return f"{len(node.branches)} branches"
+
+    def operands_text(self, node: Branch) -> str:
+        """The summary's join row: what is joined."""
+        return " + ".join(f"branch{i + 1}" for i in range(len(node.branches)))
+
+    def explain_lines(self, node: Branch) -> list[str]:
+        return [f"each branch gets the same input {fmt_shape(node.in_shape)}"]
+
+    def explain_after(self, node: Branch) -> list[str]:
+        """The join's arithmetic, after its branches (only when the network checks)."""
+        return []
+
+    def graph_title(self, node: Branch) -> str:
+        return self.word
+
+    def dashed(self, node: Branch, i: int) -> bool:
+        """Whether body i is drawn dashed in `archspec graph` (a residual's shortcut)."""
+        return False
+
+    def view_order(self, node: Branch) -> list[int]:
+        """The order `archspec view` numbers the bodies' nodes in."""
+        return list(range(len(node.branches)))
+
+    def view_parts(self, node: Branch, seqs: list[list[dict]]) -> dict[str, Any]:
+        """The children of the join in `archspec view`'s JSON."""
+        return {"branches": seqs}
+
+    def hover(self, node: Branch) -> str:
+        return self.title(node)
