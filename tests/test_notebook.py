@@ -137,7 +137,9 @@ def test_training_from_a_cell_shows_one_updating_display_and_the_result(train_ou
     # One display, created empty and updated in place: every line below arrived as an update.
     (progress,) = [o for o in cell if o["output_type"] == "display_data"]
     text = progress["data"]["text/plain"]
-    assert "train: <cell lenet>, 62,006 params, 200 images" in text and "epoch   1/1" in text and "\r" not in text
+    # the default recipe holds 10% of the 200 training images out for validation
+    assert "train: <cell lenet>, 62,006 params, 180 images (and 20 held out for validation: val 0.1)" in text
+    assert "epoch   1/1" in text and "\r" not in text
     result = _data([o for o in cell if o["output_type"] == "execute_result"])
     written, params, model = "".join(o["text"] for o in train_outputs[3]).split()
     accuracy = float(written)  # report.json, as `archspec train` writes it
