@@ -96,7 +96,7 @@ def test_git_revision_and_textconv(cli, tmp_path, monkeypatch):
     assert result.stdout == expected
     bad = cli("diff", "--git", "nosuchrev", "net.arch")
     assert bad.returncode == 2 and "cannot read net.arch at nosuchrev" in bad.stderr
-    # the README's textconv set-up: `git diff` shows the summaries' difference
+    # the textconv set-up of docs/guide/diff.md: `git diff` shows the summaries' difference
     (tmp_path / ".gitattributes").write_text("*.arch diff=arch\n")
     git("config", "diff.arch.textconv", f"{shutil.which('python') or 'python'} -m archspec summary")
     env = dict(os.environ, PYTHONPATH=str(REPO))

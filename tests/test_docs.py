@@ -3,9 +3,9 @@ its commands parse, and its Neovim configurations start the language server.
 
 Markers in docs/*.md (HTML comments, on the line before a fenced block):
 - every ```arch block must check clean, or, if its first line is `# expect: CODE ...`, report exactly those codes;
-- `<!-- real-output -->` before a ```text block whose first line is `$ archspec ...`: the rest of the
-  block is that command's output, regenerated here (ARCHSPEC_REGEN=1 rewrites the block);
-- `archspec ...` lines in ```bash blocks must parse with the command line's own parser, except in a block
+- `<!-- real-output -->` before a ```text block whose first line is `$ archspec ...` (here and in README.md):
+  the rest of the block is that command's output, regenerated here (ARCHSPEC_REGEN=1 rewrites the block);
+- `archspec ...` lines in ```bash blocks (here and in README.md) must parse with the command line's own parser, except in a block
   after `<!-- pending: ... -->` (a step whose command is not in this version yet);
 - `<!-- neovim-config: VERSION -->` before a ```lua block (here and in README.md): run by Neovim (if at least
   VERSION) headless.
@@ -27,6 +27,8 @@ from conftest import REPO
 
 DOCS = REPO / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
+README = REPO / "README.md"
+README_MAX_LINES = 250  # the README is the front page; everything else is in the docs
 _FENCE = re.compile(r"^(?:<!-- (?P<marker>[^>]*) -->\n)?```(?P<lang>[\w-]*)\n(?P<body>.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
@@ -74,6 +76,19 @@ def test_the_site_builds_strictly(tmp_path):
     assert "Contributing to archspec" in (site / "contributing" / "index.html").read_text()
 
 
+def test_the_readme_is_short_and_links_only_to_files_that_exist():
+    """The README is the front page: under 250 lines, with its set-up commands, and its links resolve."""
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) < README_MAX_LINES, f"README.md has {len(text.splitlines())} lines; move detail into docs/"
+    for command in ("pip install . && archspec check examples/*.arch",
+                    "pip install -e '.[torch,plot,test,lsp,onnx]' && python -m pytest -q -n 2"):
+        assert command in text, f"README.md lost its set-up command `{command}` (.ci/run follows it)"
+    targets = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text)
+    assert targets, "the README links into the docs"
+    missing = [t for t in targets if not (REPO / t).exists()]
+    assert not missing, f"README.md links to files that do not exist: {missing}"
+
+
 def test_every_command_and_flag_is_in_the_cli_reference():
     sys.path.insert(0, str(REPO / "tools"))
     from docs_hooks import cli_reference
@@ -119,7 +134,7 @@ def run_shown(command: str) -> str:
     return cp.stdout + cp.stderr
 
 
-@pytest.mark.parametrize("block", blocks("text", "real-output"), ids=str)
+@pytest.mark.parametrize("block", blocks("text", "real-output", [*PAGES, README]), ids=str)
 def test_real_outputs_are_what_the_commands_print(block):
     first, _, shown = block.body.partition("\n")
     assert first.startswith("$ "), f"{block}: a real output starts with `$ command`"
@@ -133,13 +148,13 @@ def test_real_outputs_are_what_the_commands_print(block):
 
 def shown_commands() -> list[tuple[Block, str]]:
     found = []
-    for block in blocks("bash"):
+    for block in blocks("bash", pages=[*PAGES, README]):
         if block.marker.startswith("pending:"):
             continue
         for line in block.body.replace("\\\n", " ").splitlines():
             words = shlex.split(line, comments=True)
             if words[:1] == ["archspec"]:
-                cut = next((i for i, w in enumerate(words) if w in {">", "|", "||", "&&", ";"}), len(words))
+                cut = next((i for i, w in enumerate(words) if w in {">", "<", "|", "||", "&&", ";"}), len(words))
                 found.append((block, shlex.join(words[1:cut])))
     return found
 
@@ -179,7 +194,7 @@ def neovim_version(nvim: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-@pytest.mark.parametrize("block", blocks("lua", "neovim-config", [*PAGES, REPO / "README.md"]), ids=str)
+@pytest.mark.parametrize("block", blocks("lua", "neovim-config", [*PAGES, README]), ids=str)
 def test_neovim_config_starts_archspec_lsp(block, tmp_path):
     """As a user would: the config as init.lua, a broken .arch opened; the filetype, the server and its diagnostic."""
     nvim = shutil.which("nvim")

@@ -63,9 +63,10 @@ def test_distribution_name_differs_from_the_import_name():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert project["name"] == "archspec-cnn"
     assert project["scripts"] == {"archspec": "archspec.cli:main"}
-    readme = (REPO / "README.md").read_text()
-    assert "pip install 'archspec[" not in readme and "pip install archspec " not in readme
-    assert "pip install 'archspec-cnn[torch]'" in readme
+    for page in (REPO / "README.md", REPO / "docs" / "guide" / "installing.md"):  # where users read how to install
+        text = page.read_text()
+        assert "pip install 'archspec[" not in text and "pip install archspec " not in text, page
+        assert "pip install 'archspec-cnn[torch]'" in text, page
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from archspec.language.syntax import MAX_NESTING, ParseFailed, parse_tree, token
 from archspec.language.values import Evaluator
 
 # --------------------------------------------------------------------------- resource limits
-# Documented in the README (section "Limits"): past each, one diagnostic instead of the work.
+# Documented in docs/guide/limits.md: past each, one diagnostic instead of the work.
 # MAX_FILE_BYTES (the size of one file) lives with the file reading, in `files`.
 MAX_LAYERS = 50_000  # layers after expanding repeats, block calls and `use` (structures count one each)
 MAX_USE_DEPTH = 32  # files that `use` each other in a chain

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from archspec.language.diagnostics import normalize_newlines
 
-# Documented in the README (section "Limits"): past it, one diagnostic instead of the work.
+# Documented in docs/guide/limits.md: past it, one diagnostic instead of the work.
 MAX_FILE_BYTES = 1 << 20  # 1 MiB: a .arch file (main or `use`d); checked on the file's size before reading
 
 

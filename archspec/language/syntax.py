@@ -54,7 +54,7 @@ def parser() -> Lark:
                         lexer_callbacks={"COMMENT": _COMMENTS.append})
 
 
-# Documented in the README (section "Limits"). Lark takes tens of microseconds a token, so a
+# Documented in docs/guide/limits.md. Lark takes tens of microseconds a token, so a
 # file of a million tokens would parse for a minute: the count is estimated with one regex first.
 MAX_TOKENS = 50_000
 MAX_NESTING = 64  # nested bodies (blocks, residuals, branches, calls) and nested expression operators

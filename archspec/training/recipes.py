@@ -62,7 +62,7 @@ class TrainConfig:
 
 RECIPES: dict[str, TrainConfig] = {
     # Any network: SGD-nesterov, short warmup then linear decay to 0, label smoothing, random flip and
-    # 2-pixel translation. Tuned on lenet.arch (see the README, Training).
+    # 2-pixel translation. Tuned on lenet.arch (see docs/guide/training.md).
     "default": TrainConfig(),
     # airbench94's recipe, expressed as runner settings (KellerJordan/cifar10-airbench, legacy/airbench94.py).
     "fast": TrainConfig(

@@ -16,7 +16,7 @@ from archspec.language.nodes import Model
 from archspec.language.symbolic import Derivation, derive, ranges, with_input
 
 
-# Documented in the README (section "Symbolic input sizes"): the sets in 1..limit are listed size by
+# Documented in docs/guide/sizes.md: the sets in 1..limit are listed size by
 # size, and a network whose layers read `in.h` is checked at each size, so memory and time grow with
 # the limit; the rules hold for every size whatever the limit.
 MAX_LIMIT = 10_000
