@@ -237,7 +237,7 @@ def test_python_api_takes_a_name_and_a_limit(tmp_path, tiny_checksums, offline):
 
     write_named("mnist", tmp_path / "cache")
     result = archspec.train(NETS[(1, 28, 28, 10)], data="mnist", data_dir=tmp_path / "cache", limit=10, out=tmp_path / "run",
-                            quiet=True, device="cpu", epochs=1, batch_size=10)
+                            quiet=True, device="cpu", epochs=1, batch_size=10, val=0)  # one image a class: none to hold out
     assert result["data"] == "mnist" and result["test_images"] == 10
     with pytest.raises(UsageError, match="limit applies to data loaded by name or from a folder"):
         archspec.train(NETS[(1, 28, 28, 10)], data=load_data("mnist", tmp_path / "cache", quiet), limit=10, out=tmp_path / "r2")
