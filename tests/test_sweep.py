@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import assert_golden
 
 import archspec
 from archspec.language.expand import parse, with_param_values
 from archspec.language.limits import make_limit
 from archspec.language.pipeline import CheckOptions, checked
-from conftest import assert_golden
 
 GOLDEN = Path(__file__).parent / "golden" / "sweep"
 
@@ -178,6 +178,46 @@ def test_sweep_prunes_statically_trains_the_rest_and_runs_compares_them(net, ima
     params = [r["params"] for r in json.loads(as_json.stdout) if r["params"] is not None]
     assert params == sorted(params) and len(params) == 4
     assert "<table>" in runs._repr_html_()
+
+
+@pytest.fixture(scope="module")
+def more_images(tmp_path_factory) -> Path:
+    from test_data import real_subset
+
+    return real_subset(tmp_path_factory.mktemp("prune_subset"), 100, 10)  # 1,000 train (200 held out), 100 test
+
+
+@pytest.mark.slow
+def test_tpe_with_the_median_pruner_stops_a_clearly_worse_trial_after_its_first_epoch(net, more_images):
+    """lr=1e-5 leaves the weights where they started (about chance), while lr 0.02 and 0.1 learn in one epoch.
+    The median pruner lets the first two trials finish; seed 0's TPE order puts the bad one third, so it is
+    pruned after epoch 1. The oracle is Optuna's own record, read with Optuna's API."""
+    import optuna
+
+    proc = _sweep(net, more_images, "--grid", "width=8", "--set", "lr=0.00001,0.02,0.1", "--set", "val=0.2",
+                  "--epochs", "2", "--sampler", "tpe", "--pruner", "median", "--workers", "1", "--seed", "0")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{net.parent / 'sw' / 'sweep.db'}")
+    trained = {t.params["lr"]: t for t in study.get_trials() if t.intermediate_values}
+    bad, good = trained.pop(1e-05), list(trained.values())
+    assert bad.number > max(t.number for t in good), f"seed 0's TPE order changed: {out}"
+    assert bad.state == optuna.trial.TrialState.PRUNED and list(bad.intermediate_values) == [1]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE and list(t.intermediate_values) == [1, 2] for t in good)
+    assert bad.intermediate_values[1] < min(t.intermediate_values[1] for t in good)  # why the median pruned it
+    assert f"trial {bad.number} width=8_lr=1e-05: pruned after epoch 1" in out.splitlines()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    listed = subprocess.run([sys.executable, "-m", "archspec", "runs", "sw", "--format", "json"],
+                            capture_output=True, text=True, cwd=net.parent, env=env, check=True)
+    rows = {r["trial"]: r for r in json.loads(listed.stdout)}
+    assert sorted(rows) == sorted(t.number for t in [bad, *good])
+    for t in [bad, *good]:
+        row, steps = rows[t.number], t.intermediate_values
+        assert (row["state"], row["epochs"]) == (t.state.name.lower(), len(steps))
+        assert row["val_acc"] == (t.value if t.state.name == "COMPLETE" else steps[max(steps)])
+        written = (Path(row["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(x)["val_acc"] for x in written] == [steps[e] for e in sorted(steps)]
+        assert (Path(row["run_dir"]) / "report.json").is_file() == (t.state.name == "COMPLETE")
 
 
 def _children(pid: int) -> list[int]:
