@@ -323,3 +323,16 @@ def test_python_api_records_removed_variants_with_their_diagnostic(net, tmp_path
     assert runs.best is None and "removed" in runs._repr_html_()
     with pytest.raises(archspec.UsageError, match="has no param `height`"):
         archspec.sweep(net, grid={"height": [1]}, out=tmp_path / "sw2")
+
+
+@pytest.mark.parametrize("sampler, pruner", [("tpe", "hyperband"), ("random", "none"), ("grid", "none")])
+def test_python_api_defaults_its_pruner_as_the_command_line_does(cli, net, tmp_path, monkeypatch, sampler, pruner):
+    from archspec.sweeps import api
+    from archspec.sweeps.study import SweepResult
+
+    seen: list[str] = []
+    monkeypatch.setattr(api, "run_sweep", lambda space, config, log: seen.append(config.pruner) or SweepResult(config.out, 0, 0, 0))
+    monkeypatch.setattr(api, "read_runs", lambda out: None)  # nothing ran, so there is no record to read
+    assert cli("sweep", str(net), "--grid", "width=4,8", "--sampler", sampler, "--out", str(tmp_path / "a")).returncode == 0
+    archspec.sweep(net, grid={"width": [4, 8]}, sampler=sampler, out=tmp_path / "b", log=lambda _: None)
+    assert seen == [pruner, pruner]
