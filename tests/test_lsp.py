@@ -289,6 +289,49 @@ async def test_inlay_hints_give_each_line_its_output_shape_and_params(client: La
     await close(client, uri)
 
 
+async def _everything(client: LanguageClient, path: Path, text: str) -> tuple[list, dict[int, str], dict[tuple[int, int], str | None]]:
+    """Diagnostics, inlay hints and the hover at every character of every line."""
+    uri, diags = await open_doc(client, path, text)
+    lines = text.splitlines()
+    got_hints = await hints(client, uri, len(lines))
+    hovers = {}
+    for row, line in enumerate(lines):
+        for col in range(len(line)):
+            result = await client.text_document_hover_async(types.HoverParams(
+                types.TextDocumentIdentifier(uri=uri), types.Position(row, col)))
+            hovers[row, col] = result.contents.value if result is not None else None  # type: ignore[union-attr]
+    await close(client, uri)
+    summary = [(d.code, d.severity, d.message, d.range.start.line, d.range.start.character, d.range.end.line,
+                d.range.end.character) for d in diags]
+    return summary, got_hints, hovers
+
+
+# The same file twice: with `param` statements, and with their default values written in. A value is
+# as long as its `{name}` (or `name`) so every column lines up, and the param lines become comments.
+PARAMS_AND_LITERALS = {  # case: (with params, literal, the codes both get)
+    "warnings": ("param w = 128\nparam d = 2\ninput 3x15x15\nconv {w} k3 | relu | relu\nrepeat d { conv {w} k3 p1 | bn }\n"
+                 "maxpool 2\ngap | flatten | linear 10\n",
+                 "# w = 128\n# d = 2\ninput 3x15x15\nconv 128 k3 | relu | relu\nrepeat 2 { conv 128 k3 p1 | bn }\n"
+                 "maxpool 2\ngap | flatten | linear 10\n", ["W203", "W201"]),
+    "an error": ("param k = 100\ninput 3x32x32\nconv 8 k3 p1 | relu\nconv 8 k{k}\nflatten\nlinear 10\n",
+                 "# k = 100\ninput 3x32x32\nconv 8 k3 p1 | relu\nconv 8 k100\nflatten\nlinear 10\n", ["E101"]),
+}
+
+
+@pytest.mark.parametrize("case", PARAMS_AND_LITERALS)
+async def test_a_file_with_params_gets_what_the_file_with_their_values_gets(client: LanguageClient, tmp_path: Path,
+                                                                            case: str):
+    with_params, literal, codes = PARAMS_AND_LITERALS[case]
+    diags, got_hints, hovers = await _everything(client, tmp_path / "params.arch", with_params)
+    want_diags, want_hints, want_hovers = await _everything(client, tmp_path / "literal.arch", literal)
+    assert [d[0] for d in diags] == codes and diags == want_diags
+    params = sum(line.startswith("param ") for line in with_params.splitlines())
+    assert got_hints == want_hints and len(got_hints) >= 3
+    compared = {at: text for at, text in hovers.items() if at[0] >= params}  # the param lines are comments there
+    assert compared == {at: want_hovers[at] for at in compared}
+    assert sum(text is not None and "params" in text for text in compared.values()) > 20  # layers were hovered
+
+
 # --------------------------------------------------------------------------- completion
 
 async def test_completion_of_ops_arguments_blocks_and_use_paths(client: LanguageClient):

@@ -10,9 +10,13 @@ from archspec.training.recipes import RECIPES
 
 
 def add_parsers(subparsers: Any) -> None:
+    from archspec.training.datasets import names
+
     p = subparsers.add_parser("sweep", help="train many variants of a .arch file: checked first, searched and pruned by Optuna",
                               description="Every variant is checked before anything trains; those that do not check or break "
-                                          "a budget are listed and never trained. Rerun the same command to continue.")
+                                          "a budget are listed and never trained. Trials are scored and pruned on the validation accuracy, "
+                                          "so every trial must hold out validation images (the recipe's val, or --set "
+                                          "val=0.1). Rerun the same command to continue.")
     p.add_argument("arch", help="the .arch file, with `param NAME = DEFAULT` statements")
     p.add_argument("--grid", action="append", default=[], metavar="PARAM=V1,V2", help="values of a `param` of the file (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="SETTING=V1,V2", dest="sets",
@@ -28,9 +32,13 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--max-macs", metavar="N", help="remove variants with more MACs per sample, e.g. 600M")
     p.add_argument("--workers", type=int, metavar="N", help="trials at once (default: one per core, the cores split between them)")
     p.add_argument("--ray", metavar="auto|ADDRESS", help="run trials as tasks on a running Ray cluster")
-    p.add_argument("--data", default="cifar10", metavar="cifar10|DIR", help="cifar10 or a folder in ImageFolder layout (train/, test/)")
-    p.add_argument("--data-dir", type=Path, help="cache directory for downloads and decoded data")
-    p.add_argument("--recipe", default="default", choices=sorted(RECIPES))
+    p.add_argument("--data", default="cifar10", metavar=f"{names()}|DIR",
+                   help="a dataset by name or an ImageFolder directory with train/ and test/, as for `archspec train` "
+                        "(default: %(default)s)")
+    p.add_argument("--data-dir", type=Path, help="cache directory for downloads and decoded data (default: ~/.cache/archspec)")
+    p.add_argument("--recipe", default="default", choices=sorted(RECIPES),
+                   help="named settings every trial starts from (default: %(default)s; fast holds out no validation "
+                        "images, so add --set val=0.1)")
     p.add_argument("--epochs", type=float, help="epochs of every trial")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--out", type=Path, help="the sweep directory (default: sweeps/<arch name>)")

@@ -39,12 +39,14 @@ def check_choices(sampler: str, pruner: str) -> None:
 
 
 def sweep(arch: str | Path, grid: dict[str, list[Any]] | None = None, settings: dict[str, list[Any]] | None = None,
-          out: str | Path | None = None, *, data: str = "cifar10", sampler: str = "grid", pruner: str = "none",
+          out: str | Path | None = None, *, data: str = "cifar10", sampler: str = "grid", pruner: str | None = None,
           trials: int | None = None, seed: int = 0, workers: int | None = None, ray: str | None = None,
           device: str = "auto", max_trials: int | None = None, log: Callable[[str], None] = print,
           **fixed: Any) -> Runs:
     """Sweep a file's `param`s (`grid`) and training settings (`settings`), each a list of values;
-    `fixed` are recipe settings every trial shares (epochs=2, ...). Returns the runs (`archspec.runs(out)`)."""
+    `fixed` are recipe settings every trial shares (epochs=2, ...); `pruner` defaults as on the command line
+    (hyperband with tpe, else none). Returns the runs (`archspec.runs(out)`)."""
+    pruner = pruner or ("hyperband" if sampler == "tpe" else "none")
     check_choices(sampler, pruner)
     space = plan(str(arch), _flags(grid), _flags(settings), max_trials=max_trials, seed=seed)
     log(space.headline())

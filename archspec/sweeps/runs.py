@@ -18,7 +18,7 @@ from archspec.language.errors import UsageError
 from archspec.sweeps.study import DB, STUDY, require_optuna
 from archspec.sweeps.worker import metric_of
 
-COLUMNS = ("trial", "state", "values", "params", "macs", "val_acc", "test_acc", "seconds")
+COLUMNS = ("trial", "state", "values", "params", "macs", "val_acc", "test_acc", "seconds", "epochs")
 
 
 @dataclass
@@ -33,11 +33,12 @@ class RunRow:
     seconds: float | None
     run_dir: str = ""
     note: str = ""  # why it failed or was removed
+    epochs: int | None = None  # epochs trained (rows in metrics.jsonl): where a pruned trial stopped
 
     def flat(self) -> dict[str, Any]:
         return {"trial": self.trial, "state": self.state, **self.values, "params": self.params, "macs": self.macs,
-                "val_acc": self.val_acc, "test_acc": self.test_acc, "seconds": self.seconds, "run_dir": self.run_dir,
-                "note": self.note}
+                "val_acc": self.val_acc, "test_acc": self.test_acc, "seconds": self.seconds, "epochs": self.epochs,
+                "run_dir": self.run_dir, "note": self.note}
 
 
 @dataclass
@@ -56,7 +57,7 @@ class Runs:
         names = set(COLUMNS) | {k for r in self.rows for k in r.values}
         if key not in names:
             raise UsageError(f"--sort {key}: no such column", f"columns: {', '.join(sorted(names))}")
-        ascending = key in ("trial", "params", "macs", "seconds") or key in {k for r in self.rows for k in r.values}
+        ascending = key in ("trial", "params", "macs", "seconds", "epochs") or key in {k for r in self.rows for k in r.values}
         present = [r for r in self.rows if r.flat().get(key) is not None]
         missing = [r for r in self.rows if r.flat().get(key) is None]
         present.sort(key=lambda r: r.flat()[key], reverse=not ascending)
@@ -138,7 +139,8 @@ def _row(trial: Any) -> RunRow:
     val = trial.value if state == "complete" else (metric_of(metrics[-1]) if metrics else None)
     return RunRow(trial.number, state, dict(trial.params), attrs.get("params"), attrs.get("macs"),
                   val if state in ("complete", "pruned") else None, attrs.get("test_accuracy"), attrs.get("seconds"),
-                  attrs.get("run_dir", ""), attrs.get("removed") or attrs.get("reason", ""))
+                  attrs.get("run_dir", ""), attrs.get("removed") or attrs.get("reason", ""),
+                  len(metrics) if attrs.get("run_dir") else None)
 
 
 def _metrics(run_dir: Path) -> list[dict[str, Any]]:

@@ -63,6 +63,14 @@ class Space:
     def removed(self) -> list[Variant]:
         return [v for v in self.variants if v.removed]
 
+    @property
+    def setting_names(self) -> set[str]:
+        """The training settings the sweep varies (`--set KEY=V1,V2`)."""
+        return {a.name for a in self.axes if a.setting}
+
+    def setting_values(self, name: str) -> tuple[Any, ...]:
+        return next((a.values for a in self.axes if a.setting and a.name == name), ())
+
     def headline(self) -> str:
         """The first line of a sweep's output: how many variants, how many the checker removed, and why."""
         removed = self.removed

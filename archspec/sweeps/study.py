@@ -214,15 +214,11 @@ class Driver:
         self.log(_outcome_line(trial.number, variant, outcome))
 
     def job(self, variant: Variant, number: int) -> dict[str, Any]:
-        settings = {**self.config.settings, **{k: v for k, v in variant.values.items() if k in self.setting_names}}
+        settings = {**self.config.settings, **{k: v for k, v in variant.values.items() if k in self.space.setting_names}}
         return {"key": variant.key, "trial": number, "source": variant.text, "arch_path": self.config.arch_path,
                 "settings": settings, "recipe": self.config.recipe, "data": self.config.data,
                 "data_dir": self.config.data_dir, "out": str(self.config.out / "runs" / variant.key),
                 "device": self.config.device, "threads": self.threads}
-
-    @property
-    def setting_names(self) -> set[str]:
-        return {a.name for a in self.space.axes if a.setting}
 
 
 def _outcome_line(number: int, variant: Variant, outcome: Any) -> str:
@@ -242,6 +238,17 @@ def _acc(result: dict[str, Any]) -> str:
     return f"val_acc {_val_accuracy(result):.2%}"
 
 
+def require_validation(space: Space, config: SweepConfig, fixed_val: float) -> None:
+    """Every trial is scored and pruned on its validation split, so none may hold out nothing (refused before any training)."""
+    why = "a sweep compares its variants on a validation split, and"
+    if "val" in space.setting_names:
+        if 0 in space.setting_values("val"):
+            raise UsageError(f"{why} --set val=0 holds none out", "give val only values above 0, e.g. --set val=0.1,0.2")
+    elif fixed_val == 0:
+        who = "--set val=0" if "val" in config.settings else f"the `{config.recipe}` recipe (val=0)"
+        raise UsageError(f"{why} {who} holds none out", "hold out part of the training set: --set val=0.1 (or a count, val=5000)")
+
+
 def default_workers(config: SweepConfig, trials: int) -> int:
     if config.workers is not None:
         if config.workers < 1:
@@ -255,9 +262,7 @@ def run_sweep(space: Space, config: SweepConfig, log: Callable[[str], None] = pr
     from archspec.training.recipes import make_config
 
     fixed = make_config(config.recipe, **config.settings)
-    if fixed.val == 0 and "val" not in space.setting_names:
-        raise UsageError(f"a sweep compares its variants on a validation split, and the `{config.recipe}` recipe holds "
-                         "none out (val=0)", "hold out part of the training set: --set val=0.1 (or a count, val=5000)")
+    require_validation(space, config, fixed.val)
     epochs = math.ceil(fixed.epochs)
     executor = _executor(config)  # an unreachable Ray cluster fails before the record is opened
     study = open_study(config, epochs)
