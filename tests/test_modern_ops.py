@@ -33,14 +33,13 @@ def _torchvision_block() -> CNBlock:
 
 
 def _loaded(block: CNBlock) -> nn.Module:
-    """The archspec block with torchvision's tensors, each copied as it is (no reshape, no transpose)."""
+    """The archspec block with torchvision's tensors through load_weights, each as it is (no reshape, no transpose)."""
     net = archspec.build(CNBLOCK).double()
     theirs = block.state_dict()
     order = ["block.0.weight", "block.0.bias", "block.2.weight", "block.2.bias", "block.3.weight", "block.3.bias",
              "block.5.weight", "block.5.bias", "layer_scale"]
-    mine = net.state_dict()
-    assert [tuple(v.shape) for v in mine.values()] == [tuple(theirs[k].shape) for k in order]
-    net.load_state_dict(dict(zip(mine, (theirs[k] for k in order))))
+    assert archspec.load_weights(net, block) == []  # by structure: CNBlock's own layer_scale comes after its block
+    assert all(torch.equal(mine, theirs[k]) for mine, k in zip(net.state_dict().values(), order, strict=True))
     return net
 
 

@@ -44,6 +44,8 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--out", type=Path, help="output directory (default: runs/<arch name>)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--init", metavar="WEIGHTS.pt|MODULE:CALLABLE",
+                   help="start from torch weights (a saved state dict, or e.g. torchvision.models:resnet18), matched by structure")
     p.add_argument("--quiet", action="store_true", help="no progress bar: one line per epoch and a summary")
     p.add_argument("--allow-softmax", action="store_true",
                    help="train even though the network ends with softmax (W205: cross-entropy applies log-softmax itself)")
@@ -166,6 +168,11 @@ def _train(args: argparse.Namespace, world: Any) -> int:
         data = load_data(data_source(world, args.data), args.data_dir, log, limit=args.limit, live=_live(args.quiet))
     check_against_data(report, arch_path, data)
     model = build_model(source, arch_path, config.seed)
+    if args.init:
+        from archspec.pytorch.weights import init_from
+
+        for line in init_from(model, args.init):
+            log(line)
     with interruptible("nothing saved; run it again"):  # fit says what it saved once an epoch has finished
         fit(model, data, config, run_dir, arch_source=source, arch_path=arch_path, device=args.device,
             resume=args.resume, log=_log, quiet=args.quiet, world=world, sync_bn=args.sync_bn)
