@@ -389,8 +389,10 @@ ORACLE: dict[str, OracleOp] = {
         draw=lambda draw, shape: draw_convtranspose(draw, shape), aligned=lambda draw, c: aligned_convtranspose(draw, c),
         fault=lambda draw, shape: convtranspose_fault(draw, shape), fault_codes=("E103", "E104", "E110", "E111")),
     "groupnorm": OracleOp(
-        lambda a: f"groupnorm {a['g']}", lambda a, x, env: nn.GroupNorm(a["g"], x.shape[1]),
-        draw=lambda draw, shape: (Layer("groupnorm", {"g": draw(st.sampled_from(divisors(shape[0])))}), shape),
+        lambda a: f"groupnorm {a['g']}" + (f" eps={a['eps']}" if "eps" in a else ""),
+        lambda a, x, env: nn.GroupNorm(a["g"], x.shape[1], eps=a.get("eps", 1e-5)),
+        draw=lambda draw, shape: (Layer("groupnorm", {"g": draw(st.sampled_from(divisors(shape[0]))),
+                                                      **({"eps": 0.5} if draw(st.booleans()) else {})}), shape),
         aligned=lambda draw, c: [Layer("groupnorm", {"g": draw(st.sampled_from(divisors(c)))})],
         fault=lambda draw, shape: [Layer("groupnorm", {"g": draw(st.sampled_from([g for g in range(2, 9) if shape[0] % g]))})],
         fault_codes=("E109",)),

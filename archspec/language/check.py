@@ -157,6 +157,14 @@ class CheckReport:
         return out
 
 
+def _joined_back_paths(report: CheckReport) -> list[str]:
+    """Path prefixes of the branches and residual bodies whose join gives a map larger than 1x1: a 1x1 map
+    inside one is a global context (SE's gate, ASPP's image pooling), not a network that downsampled too far."""
+    return [node.path + "." for node in report.nodes()
+            if isinstance(node, (Branch, Residual)) and node.out_shape is not None and len(node.out_shape) == 3
+            and node.out_shape[1:] != (1, 1)]
+
+
 def _known(shape: Shape | None) -> bool:
     return shape is not None and None not in shape
 
@@ -328,8 +336,10 @@ class _Checker:
         conv_rows = [i for i, r in enumerate(rows) if r.op == "conv"]
         if conv_rows:
             last_conv = conv_rows[-1]
+            widened = _joined_back_paths(self.report)
             for r in rows[:last_conv]:
-                if r.out_shape is not None and len(r.out_shape) == 3 and r.out_shape[1:] == (1, 1) and r.op != "input":
+                if r.out_shape is not None and len(r.out_shape) == 3 and r.out_shape[1:] == (1, 1) and r.op != "input" \
+                        and not any(r.path.startswith(p) for p in widened):
                     later = rows[last_conv].layer.span
                     self.emitter(r.layer)(
                         codes.SPATIAL_COLLAPSED,

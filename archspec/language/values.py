@@ -80,11 +80,11 @@ class Evaluator:
         return 1
 
     def count(self, tree: Any, path: str, env: dict[str, Value], trace: Trace) -> int:
-        """A repeat count (`* 3`, `repeat 3`): a whole number of at least 1, else 0 (nothing made)."""
+        """A repeat count (`* 3`, `repeat 3`): a whole number, 0 for none (a stage a variant leaves out); else an error and 0."""
         value = self.value(tree, path, env, trace)
         span = _any_span(tree, path)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            self.report.error(codes.INVALID_VALUE, f"a repeat count must be a whole number of at least 1, got `{value}`", span, trace)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            self.report.error(codes.INVALID_VALUE, f"a repeat count must be a whole number of at least 0, got `{value}`", span, trace)
             return 0
         return value
 

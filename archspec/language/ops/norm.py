@@ -52,12 +52,14 @@ class BatchNorm(LayerSpec):
 class GroupNorm(LayerSpec):
     op: Literal["groupnorm"] = "groupnorm"
     groups: int = Field(ge=1)
+    eps: float = Field(default=1e-5, gt=0, allow_inf_nan=False)
     positional: ClassVar = ("groups",)
+    keys: ClassVar = {"eps": "eps"}
     name_prefix: ClassVar = "gn"
     torch_order: ClassVar = ("", "in")
     torch_note: ClassVar = "the channels come from the previous layer"
-    summary: ClassVar = "Group normalisation (nn.GroupNorm(G, C)): normalises each of G channel groups per sample."
-    usage: ClassVar = "groupnorm 8"
+    summary: ClassVar = "Group normalisation (nn.GroupNorm(G, C)): normalises each of G channel groups per sample; eps=E (default 1e-5)."
+    usage: ClassVar = "groupnorm 8 [eps=1e-5]"
     checks_features: ClassVar = True  # G must divide the channels, or the features after `flatten`
 
     def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
@@ -72,10 +74,11 @@ class GroupNorm(LayerSpec):
         return 2 * x[0] if x and x[0] is not None else 0
 
     def torch_call(self, x: Shape | None) -> TorchCall:
-        return TorchCall(cls="GroupNorm", args=(self.groups, x[0]))  # type: ignore[index]
+        return TorchCall(cls="GroupNorm", args=(self.groups, x[0]),  # type: ignore[index]
+                         kwargs={"eps": self.eps} if self.eps != 1e-5 else {})
 
     def describe(self) -> str:
-        return str(self.groups)
+        return str(self.groups) + (f" eps={self.eps:g}" if self.eps != 1e-5 else "")
 
     def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
         if x is None or x[0] is None:

@@ -1,0 +1,45 @@
+"""Small forms met writing modern networks: a repeat count of 0, W202 on a joined-back 1x1 branch,
+and `archspec sizes` naming the file's own size and an empty set without "never"."""
+from __future__ import annotations
+
+import pytest
+
+import archspec
+from archspec.views.sizes import input_sizes
+
+
+def test_a_count_of_zero_makes_nothing_and_torch_agrees():
+    torch = pytest.importorskip("torch")
+    text = ("input 3x8x8\nblock b(c) { conv c k3 p1 }\nconv 4 k1\nb(5) * 0\nrepeat 0 { relu | conv 7 k1 }\n"
+            "gap | flatten | linear 10\n")
+    report = archspec.check(text)
+    assert report.ok and not report.diagnostics
+    assert [r.op for r in report.rows] == ["input", "conv", "gap", "flatten", "linear"]
+    net = archspec.build(text).eval()
+    reference = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                    torch.nn.Linear(4, 10))
+    reference.load_state_dict(dict(zip(reference.state_dict(), net.state_dict().values())))
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(net(x), reference(x))
+    (d,) = archspec.check(text.replace("* 0", "* -1")).errors
+    assert (d.code, d.message) == ("E004", "a repeat count must be a whole number of at least 0, got `-1`")
+
+
+def test_no_w202_for_a_global_context_branch_joined_back():
+    # ASPP's image pooling: gap to 1x1, conv, upsample back; the later conv sees 8x8 again.
+    aspp = "input 8x8x8\nconcat { conv 4 k1 } { gap | conv 4 k1 | upsample 8 }\nconv 8 k3 p1 | gap | flatten | linear 10\n"
+    assert archspec.check(aspp).diagnostics == []
+    collapsed = "input 8x8x8\nmaxpool 8 | conv 8 k3 p1 | gap | flatten | linear 10\n"  # the whole network at 1x1
+    assert [d.code for d in archspec.check(collapsed).diagnostics] == ["W202"]
+
+
+def test_sizes_names_the_files_own_size_and_reaches_it():
+    sizes = input_sizes(archspec.parse("input 3x200x40\nconv 8 k3 s2\ngap | flatten | linear 10\n", "n.arch"), 64)
+    assert sizes.limit == 200 and 200 in sizes.axes[0].valid and sizes.own_accepted()
+    assert sizes.render().endswith("  the file's own size 200x40: accepted\n")
+    assert sizes.to_dict()["own"] == {"H": 200, "W": 40, "accepted": True}
+    none = input_sizes(archspec.parse("input 3x8x8\nconv 8 k3 s2\nadd { conv 8 k1 } { conv 8 k3 }\n", "n.arch"), 16)
+    text = none.render()
+    assert "H accepted: none at any size" in text and "never" not in text
+    assert text.endswith("the file's own size 8x8: not accepted\n")
+    assert none.to_dict()["axes"][0]["valid"] == []
