@@ -43,3 +43,37 @@ def test_sizes_names_the_files_own_size_and_reaches_it():
     assert "H accepted: none at any size" in text and "never" not in text
     assert text.endswith("the file's own size 8x8: not accepted\n")
     assert none.to_dict()["axes"][0]["valid"] == []
+
+
+RECTANGULAR = """input 3x16x16
+block factorised(kh, kw, c=8) { conv c k{kh}x{kw} p{kh//2}x{kw//2} | conv c k{kh}x3 s1x{kh} | conv c k1x{kw} }
+block square_or_not(k) { conv 4 k{k} }
+factorised(1, 7)
+factorised(3, 1, c=6)
+square_or_not(3x1)
+"""
+
+
+def test_rectangular_kernels_from_block_parameters_build_torchs_convs():
+    torch = pytest.importorskip("torch")
+    report = archspec.check(RECTANGULAR, classes=None)
+    assert report.ok, [d.message for d in report.errors]
+    convs = [m for m in archspec.build(RECTANGULAR).modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(m.kernel_size, m.stride, m.padding) for m in convs] == [
+        ((1, 7), (1, 1), (0, 3)), ((1, 3), (1, 1), (0, 0)), ((1, 7), (1, 1), (0, 0)),
+        ((3, 1), (1, 1), (1, 0)), ((3, 3), (1, 3), (0, 0)), ((1, 1), (1, 1), (0, 0)),
+        ((3, 1), (1, 1), (0, 0))]
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        y = archspec.build(RECTANGULAR)(x)
+    assert tuple(y.shape[1:]) == report.output_shape
+    # A pair divided like a number is refused at the argument, not by torch.
+    (d,) = archspec.check("input 3x8x8\nblock b(k) { conv 4 k{k} p{k//2} }\nb(3x3)\n", classes=None).errors
+    assert (d.code, d.message) == ("E004", "`//` needs numbers")
+
+
+def test_fmt_keeps_a_pair_written_glued():
+    from archspec.views.fmt import format_text
+
+    assert format_text(RECTANGULAR) == RECTANGULAR
+    assert format_text("input 3x8x8\nblock b(k) { conv 4 k{k} }\nb( 1x7 )\n") == "input 3x8x8\nblock b(k) { conv 4 k{k} }\nb(1x7)\n"

@@ -129,6 +129,8 @@ class Evaluator:
             return self.number(to_number(str(tree.children[0])), tree_span(tree, path), trace)
         if kind == "word":
             return self.lookup(tree.children[0], path, env, trace)
+        if kind == "dims":  # a pair as a call argument, `1x7`: a block's rectangular kernel
+            return self.value(tree, path, env, trace)
         if kind == "neg":
             v = self.expr(tree.children[0], path, env, trace)
             return -v if isinstance(v, (int, float)) else v
