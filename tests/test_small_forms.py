@@ -77,3 +77,16 @@ def test_fmt_keeps_a_pair_written_glued():
 
     assert format_text(RECTANGULAR) == RECTANGULAR
     assert format_text("input 3x8x8\nblock b(k) { conv 4 k{k} }\nb( 1x7 )\n") == "input 3x8x8\nblock b(k) { conv 4 k{k} }\nb(1x7)\n"
+
+
+def test_a_block_without_parameters_takes_a_count():
+    from archspec.views.fmt import format_text
+
+    bare = "input 3x8x8\nblock dense { conv 4 k1 | relu }\ndense * 3\nrepeat 2 { dense * {1+1} }\n"
+    called = bare.replace("dense * 3", "dense() * 3").replace("dense * {1+1}", "dense() * {1+1}")
+    mine, theirs = archspec.check(bare, classes=None), archspec.check(called, classes=None)
+    assert mine.ok and [(r.path, r.out_shape) for r in mine.rows] == [(r.path, r.out_shape) for r in theirs.rows]
+    assert len([r for r in mine.rows if r.op == "conv"]) == 7
+    assert format_text(bare) == bare
+    (d,) = archspec.check("input 3x8x8\nrelu * 3\n", classes=None).errors
+    assert (d.code, d.message) == ("E007", "`relu` is an op, not a block")

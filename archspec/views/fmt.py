@@ -172,7 +172,7 @@ class _Printer:
             if sub.data == "body_braces":
                 self.anchors.append(sub.meta.start_pos + 1)  # just after `{`
                 self.bodies.append((sub.meta.start_pos, sub.meta.end_pos))
-            elif sub.data in ("layer", "residual", "branch", "repeat", "call", "block_def", "use", "budget",
+            elif sub.data in ("layer", "residual", "branch", "repeat", "call", "bare_call", "block_def", "use", "budget",
                               "sweep_param"):
                 self.anchors.append(sub.meta.end_pos)
                 self.statements.append((sub.meta.start_pos, sub.meta.end_pos))
@@ -360,6 +360,10 @@ class _Printer:
             else:
                 parts.append(expr_text(a.children[0], compact=False))
         self.write(f"{name}({', '.join(parts)})" + (f" * {value_text(times)}" if times is not None else ""))
+
+    def st_bare_call(self, t: Tree) -> None:
+        name, _, times = t.children
+        self.write(f"{name} * {value_text(times)}")
 
     def st_block_def(self, t: Tree) -> None:
         name, params, body = t.children
