@@ -83,3 +83,31 @@ def test_channel_shuffle_is_shufflenets():
     net = archspec.build("input 12x3x5\nchannelshuffle 3\n").eval()
     x = torch.randn(2, 12, 3, 5)
     assert torch.equal(net(x), channel_shuffle(x, 3))
+
+
+def test_the_modern_ops_export_to_onnx_and_agree_on_onnxruntime(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from archspec.training.export import export_onnx, source_from_arch
+
+    path = tmp_path / "modern.arch"
+    path.write_text(CNBLOCK + "channelshuffle 4 | hardsigmoid | groupnorm 4 eps=0.1\n"
+                    "gap | flatten | layernorm eps=1e-6 | layerscale 0.5 | linear 10\n")
+    src = source_from_arch(path)
+    export_onnx(src, tmp_path / "m.onnx")
+    x = torch.randn(2, 32, 7, 9, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = src.model(x).numpy()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), options, providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    assert got.shape == expected.shape == (2, 10) and abs(got - expected).max() < 1e-4
+
+
+def test_the_modern_ops_keep_every_size_of_a_symbolic_input():
+    from archspec.views.sizes import input_sizes
+
+    text = CNBLOCK.replace("input 32x7x9", "input 32xHxW") + "channelshuffle 4 | hardsigmoid\ngap | flatten | layernorm | linear 10\n"
+    assert archspec.check(text).ok
+    sizes = input_sizes(archspec.parse(text, "m.arch"), 32)
+    assert sizes.derivation.exact and [a.valid_rule for a in sizes.axes] == ["any H", "any W"]
