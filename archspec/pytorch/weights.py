@@ -48,14 +48,9 @@ def slots(state: Mapping[str, torch.Tensor], modules: Mapping[str, nn.Module] | 
     groups: dict[str, list[str]] = {}
     for key in state:
         groups.setdefault(key.rpartition(".")[0], []).append(key)
-    paths = list(groups)
-    ordered: list[str] = []
-    for path in paths:  # a parent's own tensors go after its last descendant's
-        if path not in ordered:
-            ordered.append(path)
-    for path in list(ordered):
-        descendants = [p for p in ordered if path == "" or p.startswith(path + ".")]
-        descendants = [p for p in descendants if p != path]
+    ordered = list(groups)
+    for path in list(groups):  # a parent's own tensors go after its last descendant's
+        descendants = [p for p in ordered if p != path and (path == "" or p.startswith(path + "."))]
         if descendants:
             ordered.remove(path)
             ordered.insert(ordered.index(descendants[-1]) + 1, path)
@@ -69,12 +64,16 @@ def _mismatch(mine: Slot, theirs: Slot) -> str | None:
         return "the kinds differ"
     if len(mine.tensors) != len(theirs.tensors):
         return "they hold different numbers of tensors"
-    if mine.kind and theirs.kind is None:  # a state dict: torch.nn layers name their tensors the same everywhere
-        if [k.rsplit(".", 1)[-1] for k, _ in mine.tensors] != [k.rsplit(".", 1)[-1] for k, _ in theirs.tensors]:
-            return "their tensors have different names"
+    # A state dict has no classes, but torch.nn layers name their tensors the same everywhere.
+    if mine.kind and theirs.kind is None and _local_names(mine) != _local_names(theirs):
+        return "their tensors have different names"
     if [s for _, s in mine.tensors] != [s for _, s in theirs.tensors]:
         return "the shapes differ"
     return None
+
+
+def _local_names(slot: Slot) -> list[str]:
+    return [key.rsplit(".", 1)[-1] for key, _ in slot.tensors]
 
 
 def _as_state(source: Any) -> tuple[Mapping[str, torch.Tensor], dict[str, nn.Module] | None]:
