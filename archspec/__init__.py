@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from archspec._version import VERSION as __version__  # noqa: E402
-__all__ = ["parse", "load", "check", "build", "train", "load_checkpoint", "summary", "graph", "view", "explain", "fmt", "sweep", "runs", "CheckReport",
+__all__ = ["parse", "load", "check", "build", "load_weights", "train", "load_checkpoint", "summary", "graph", "view", "explain", "fmt", "sweep", "runs", "CheckReport",
            "Model", "ArchError", "ArchspecError", "UsageError"]
 
 if TYPE_CHECKING:
@@ -53,6 +53,18 @@ def build(source: "Model | str | Path", classes: int | None = None) -> "nn.Modul
     from archspec.pytorch.build import build as _build
 
     return _build(source, classes=classes)
+
+
+def load_weights(net: "nn.Module", source: Any) -> list[str]:
+    """Copy torch weights (an nn.Module, or a state dict) onto a built network by structure: the n-th layer
+    holding tensors of the source goes to the n-th of `net`, each kind and shape checked; raises
+    ArchspecError naming the first mismatch on both sides. Needs the torch extra."""
+    from archspec.pytorch.extra import require_torch
+
+    require_torch()
+    from archspec.pytorch.weights import load_weights as _load
+
+    return _load(net, source)
 
 
 def load_checkpoint(path: "str | Path") -> "tuple[nn.Module, Any, list[str]]":

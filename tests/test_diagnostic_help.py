@@ -114,6 +114,14 @@ def test_torch_and_keras_names_suggest_the_op():
         assert (d.code, d.help) == ("E002", f"did you mean `{op}`?"), word
 
 
+def test_hardsigmoid_typos_never_suggest_sigmoid():
+    # sigmoid is a different function: a typo of hardsigmoid (or MobileNetV3's h-sigmoid) gets hardsigmoid.
+    for word in ("hsigmoid", "hsigmod", "hsgmoid", "hardsigmod", "hardsigmiod", "hrdsigmoid", "hard_sigmoid", "Hardsigmoid"):
+        d = only(f"input 3x32x32\n{word}\n")
+        assert (d.code, d.help) == ("E002", "did you mean `hardsigmoid`?"), word
+    assert only("input 3x32x32\nsigmod\n").help == "did you mean `sigmoid`?"
+
+
 def test_a_forgotten_pipe_is_one_diagnostic():
     d = only("input 3x32x32\nconv 6 k5 relu maxpool 2\nflatten\nlinear 10\n")
     assert (d.code, d.message) == ("E003", "missing `|` before `relu`?")

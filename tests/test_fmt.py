@@ -453,7 +453,7 @@ def test_fmt_cli_leaves_a_refused_file_unchanged(tmp_path, capsys):
 def test_fmt_refuses_to_join_a_line_onto_a_noqa():
     """Found by benchmarks/fuzz.py: an empty body over two lines with `# noqa` after its `}`: fmt writes
     `{}` on the head's line, where the noqa would then silence the head's E004."""
-    text = "input 3x32x32\nrepeat 0 {\n}  # noqa\nflatten | linear 10\n"
+    text = "input 3x32x32\nrepeat -1 {\n}  # noqa\nflatten | linear 10\n"
     assert [d.code for d in filter_diagnostics(archspec.check(text).diagnostics, {"<string>": text})] == ["E004"]
     with pytest.raises(FormatError) as refused:
         format_text(text)

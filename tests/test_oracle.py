@@ -112,7 +112,7 @@ class Arch:
     fault: str = ""  # what an invalid generator injected (for the statistics)
 
 
-ACTIVATIONS = ["relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "leakyrelu", "softmax"]
+ACTIVATIONS = ["relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "leakyrelu", "softmax"]
 POOLS = ["maxpool", "avgpool"]
 
 
@@ -293,6 +293,67 @@ class OracleOp:
     fault_codes: tuple[str, ...] = ()
 
 
+class LayerScale(nn.Module):
+    """The oracle's layer scale: torchvision's CNBlock multiplies by a [C, 1, 1] parameter (a [F] one on features)."""
+
+    def __init__(self, shape: tuple[int, ...], init: float) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.full(shape, init))
+
+    def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+        return self.scale * x
+
+
+class PointwiseLinear(nn.Linear):
+    """The oracle's pointwise linear: the channels of each pixel times nn.Linear's [out, in] weight, transposed."""
+
+    def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+        y = (x.transpose(1, 3) @ self.weight.T).transpose(1, 3)  # [B, W, H, C] @ [C, out]: a matmul, as FlopCounterMode counts
+        return y if self.bias is None else y + self.bias[:, None, None]
+
+
+def layernorm_module(a: dict, x: "torch.Tensor", env: dict) -> nn.Module:
+    from torchvision.models.convnext import LayerNorm2d
+
+    return (LayerNorm2d if x.dim() == 4 else nn.LayerNorm)(x.shape[1], eps=a.get("eps", 1e-5))
+
+
+def draw_layernorm(draw, shape: tuple) -> "tuple[Layer, tuple]":
+    return Layer("layernorm", {"eps": draw(st.sampled_from([1e-5, 1e-6, 0.001]))} if draw(st.booleans()) else {}), shape
+
+
+def draw_layerscale(draw, shape: tuple) -> "tuple[Layer, tuple]":
+    return Layer("layerscale", {"init": draw(st.sampled_from([1e-6, 0.5, 1.0, -2.0]))}), shape
+
+
+def draw_pwlinear(draw, shape: tuple) -> "tuple[Layer, tuple] | None":
+    if len(shape) != 3:
+        return None
+    n = draw(st.integers(1, 12))
+    return Layer("pwlinear", {"n": n, "bias": draw(st.booleans())}), (n, *shape[1:])
+
+
+def draw_stochasticdepth(draw, shape: tuple) -> "tuple[Layer, tuple]":
+    return Layer("stochasticdepth", {"p": draw(st.sampled_from([0.0, 0.1, 0.5])), "mode": draw(st.sampled_from(["row", "batch"]))}), shape
+
+
+def draw_channelshuffle(draw, shape: tuple) -> "tuple[Layer, tuple] | None":
+    return (Layer("channelshuffle", {"g": draw(st.sampled_from(divisors(shape[0])))}), shape) if len(shape) == 3 else None
+
+
+def channelshuffle_fault(draw, shape: tuple) -> list:
+    bad = [g for g in range(2, 9) if shape[0] % g]
+    if draw(st.booleans()) or not bad:
+        return [Layer("flatten"), Layer("channelshuffle", {"g": draw(st.integers(1, 4))})]
+    return [Layer("channelshuffle", {"g": draw(st.sampled_from(bad))})]
+
+
+def torchvision_ops(name: str) -> type:
+    import torchvision.ops
+
+    return getattr(torchvision.ops, name)
+
+
 def _plain(op: str, cls: type) -> OracleOp:
     return OracleOp(lambda a: op, lambda a, x, env: cls())
 
@@ -328,8 +389,10 @@ ORACLE: dict[str, OracleOp] = {
         draw=lambda draw, shape: draw_convtranspose(draw, shape), aligned=lambda draw, c: aligned_convtranspose(draw, c),
         fault=lambda draw, shape: convtranspose_fault(draw, shape), fault_codes=("E103", "E104", "E110", "E111")),
     "groupnorm": OracleOp(
-        lambda a: f"groupnorm {a['g']}", lambda a, x, env: nn.GroupNorm(a["g"], x.shape[1]),
-        draw=lambda draw, shape: (Layer("groupnorm", {"g": draw(st.sampled_from(divisors(shape[0])))}), shape),
+        lambda a: f"groupnorm {a['g']}" + (f" eps={a['eps']}" if "eps" in a else ""),
+        lambda a, x, env: nn.GroupNorm(a["g"], x.shape[1], eps=a.get("eps", 1e-5)),
+        draw=lambda draw, shape: (Layer("groupnorm", {"g": draw(st.sampled_from(divisors(shape[0]))),
+                                                      **({"eps": 0.5} if draw(st.booleans()) else {})}), shape),
         aligned=lambda draw, c: [Layer("groupnorm", {"g": draw(st.sampled_from(divisors(c)))})],
         fault=lambda draw, shape: [Layer("groupnorm", {"g": draw(st.sampled_from([g for g in range(2, 9) if shape[0] % g]))})],
         fault_codes=("E109",)),
@@ -337,10 +400,26 @@ ORACLE: dict[str, OracleOp] = {
         lambda a: f"dropout2d {a['p']}", lambda a, x, env: nn.Dropout2d(a["p"]),
         draw=lambda draw, shape: (Layer("dropout2d", {"p": draw(st.sampled_from([0.0, 0.1, 0.5]))}), shape) if len(shape) == 3 else None,
         aligned=lambda draw, c: [Layer("dropout2d", {"p": draw(st.sampled_from([0.0, 0.2]))})]),
+    "layernorm": OracleOp(lambda a: "layernorm" + (f" eps={a['eps']}" if "eps" in a else ""), layernorm_module,
+                          draw=draw_layernorm, aligned=lambda draw, c: [draw_layernorm(draw, (c,))[0]]),
+    "layerscale": OracleOp(lambda a: f"layerscale {a['init']}",
+                           lambda a, x, env: LayerScale((x.shape[1], 1, 1) if x.dim() == 4 else (x.shape[1],), a["init"]),
+                           draw=draw_layerscale, aligned=lambda draw, c: [draw_layerscale(draw, (c,))[0]]),
+    "pwlinear": OracleOp(lambda a: f"pwlinear {a['n']}" + ("" if a.get("bias", True) else " nobias"),
+                         lambda a, x, env: PointwiseLinear(x.shape[1], a["n"], bias=a.get("bias", True)),
+                         draw=draw_pwlinear, aligned=lambda draw, c: [Layer("pwlinear", {"n": c, "bias": draw(st.booleans())})],
+                         fault=lambda draw, shape: [Layer("flatten"), draw_pwlinear(draw, shape)[0]], fault_codes=("E103",)),
+    "stochasticdepth": OracleOp(lambda a: f"stochasticdepth {a['p']}" + ("" if a["mode"] == "row" else " batch"),
+                                lambda a, x, env: torchvision_ops("StochasticDepth")(a["p"], a["mode"]),
+                                draw=draw_stochasticdepth, aligned=lambda draw, c: [draw_stochasticdepth(draw, (c,))[0]]),
+    "channelshuffle": OracleOp(lambda a: f"channelshuffle {a['g']}", lambda a, x, env: nn.ChannelShuffle(a["g"]),
+                               draw=draw_channelshuffle, aligned=lambda draw, c: [draw_channelshuffle(draw, (c, 1, 1))[0]],
+                               fault=channelshuffle_fault, fault_codes=("E103", "E104")),
     "identity": OracleOp(lambda a: "identity", lambda a, x, env: nn.Identity(),
                          draw=lambda draw, shape: (Layer("identity"), shape), aligned=lambda draw, c: [Layer("identity")]),
     **{op: _plain(op, cls) for op, cls in {"relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "silu": nn.SiLU,
-                                            "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "hardswish": nn.Hardswish}.items()},
+                                            "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "hardswish": nn.Hardswish,
+                                            "hardsigmoid": nn.Hardsigmoid}.items()},
 }
 
 
@@ -530,7 +609,9 @@ def compare_build(text: str, rows: list, oracle: TorchOracle, x: "torch.Tensor",
         m = modules.get(row.path)
         if m is None:
             return [f"build has no module {row.path}"]
-        if type(m) is not type(mine):
+        # archspec's own layers (archspec/pytorch/layers.py) stand for the oracle's class of the same name.
+        own = type(m).__module__ == "archspec.pytorch.layers" and type(m).__name__ == type(mine).__name__
+        if type(m) is not type(mine) and not own:
             return [f"{row.path}: build made {type(m).__name__}, torch oracle {type(mine).__name__}"]
         if n_params(m) != row.params:
             problems.append(f"{row.path}: build has {n_params(m)} params, checker {row.params}")

@@ -21,7 +21,7 @@ def test_rules():
     assert constraint("H", list(range(32, 129, 32)), 128) == "H = 32k (k >= 1)"
     assert constraint("W", list(range(5, 65, 4)), 64) == "W = 4k + 1 (k >= 1)"
     assert constraint("H", [3, 4, 5, 9], 64) == "H in {3-5, 9}"
-    assert constraint("H", [], 8) == "never (no H in 1..8)"
+    assert constraint("H", [], 8) == "none in 1..8"
 
 
 def test_lenet():

@@ -57,6 +57,8 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoint.pt with the architecture, settings and data it stores "
                         "(`archspec train --resume --out OUT`; a flag given again must agree)")
+    p.add_argument("--init", metavar="WEIGHTS.pt|MODULE:CALLABLE",
+                   help="start from torch weights (a saved state dict, or e.g. torchvision.models:resnet18), matched by structure")
     p.add_argument("--quiet", action="store_true", help="no progress bar: one line per epoch and a summary")
     p.add_argument("--allow-softmax", action="store_true",
                    help="train even though the network ends with softmax (W205: cross-entropy applies log-softmax itself)")
@@ -192,6 +194,11 @@ def _train(args: argparse.Namespace, world: Any) -> int:
                          live=_live(args.quiet))
     check_against_data(report, arch_path, data)
     model = build_model(source, arch_path, config.seed)
+    if args.init:
+        from archspec.pytorch.weights import init_from
+
+        for line in init_from(model, args.init):
+            log(line)
     with interruptible("nothing saved; run it again"):  # fit says what it saved once an epoch has finished
         fit(model, data, config, run_dir, arch_source=source, arch_path=arch_path, device=args.device,
             resume=args.resume, log=_log, quiet=args.quiet, world=world, sync_bn=args.sync_bn, threads=args.threads,

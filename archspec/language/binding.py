@@ -3,6 +3,7 @@ PyTorch users bring (a missing `|`, torch's argument order, long names) and pyda
 translated into one plain sentence per field."""
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +48,7 @@ class Binder:
     def spec(self, cls: type[LayerSpec], op: str, arg_trees: list[Tree], path: str, env: dict[str, Value],
              trace: Trace, span: Span, name: str) -> LayerSpec | None:
         """The layer's spec; None once its mistakes are reported (the caller keeps an Invalid node)."""
-        args = [self.arg(t, path, env, trace) for t in arg_trees]
+        args = _glue_pairs(cls, [self.arg(t, path, env, trace) for t in arg_trees])
         if self.misplaced_symbol(op, args, trace):
             return None
         if (self.missing_separator(cls, op, args, span, trace) or self.torch_order(cls, op, args, span, trace)
@@ -237,6 +238,44 @@ class Binder:
                 hint += stem["value"]
         self.report.error(codes.UNKNOWN_ARGUMENT, f"unknown argument `{word}` for `{op}`", span, trace,
                    help=(f"did you mean `{hint}`? " if hint else "") + f"usage: `{cls.usage}`")
+
+
+_PAIR_TAIL = re.compile(r"^x(?P<second>\d+)?$")  # `x` before `{kw}`, or `x7`, after `k{kh}`
+_PAIR_HEAD = re.compile(r"^(?P<key>[a-z]+?)(?P<first>\d+)x$")  # `k1x` before `{kw}`
+
+
+def _glue_pairs(cls: type[LayerSpec], args: list[_Arg]) -> list[_Arg]:
+    """`k{kh}x{kw}`, `k{kh}x7` and `k1x{kw}` (written without spaces) as one key with a pair, like `k1x7`."""
+    out: list[_Arg] = []
+    i = 0
+    while i < len(args):
+        arg, rest = args[i], args[i + 1:i + 4]
+        glued = 0  # how many of `rest` follow on with no space between
+        while glued < len(rest) and args[i + glued].span.end == rest[glued].span.start:
+            glued += 1
+        head = _PAIR_HEAD.match(str(arg.value)) if arg.kind == "word" else None
+        if head and head["key"] in cls.keys and glued >= 1 and rest[0].kind == "value":
+            out.append(_Arg("word", head["key"], _joined(arg, rest[0])))
+            out.append(_Arg("value", (int(head["first"]), rest[0].value), rest[0].span))
+            i += 2
+            continue
+        if arg.kind == "word" and arg.value in cls.keys and glued >= 2 and rest[0].kind == "value" \
+                and rest[1].kind == "word" and (tail := _PAIR_TAIL.match(str(rest[1].value))):
+            if tail["second"] is not None:
+                out += [arg, _Arg("value", (rest[0].value, int(tail["second"])), _joined(rest[0], rest[1]))]
+                i += 3
+                continue
+            if glued == 3 and rest[2].kind == "value":
+                out += [arg, _Arg("value", (rest[0].value, rest[2].value), _joined(rest[0], rest[2]))]
+                i += 4
+                continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def _joined(first: _Arg, last: _Arg) -> Span:
+    return dataclasses.replace(first.span, end=last.span.end, end_line=last.span.end_line, end_column=last.span.end_column)
 
 
 def _is_key(cls: type[LayerSpec], arg: _Arg) -> bool:

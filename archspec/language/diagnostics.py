@@ -271,8 +271,11 @@ def suggest(word: str, choices: list[str]) -> str | None:
     """The closest of `choices` to a mistyped word, for a `did you mean` help; None when none is close."""
     import difflib  # only a mistake needs it: kept off the import path of every run
 
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return close[0] if close else None
+    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.6)
+    # A first letter is rarely the typo: `hsigmod` means `hardsigmoid`, not `sigmoid` (a different function),
+    # though `sigmoid` shares more letters with it.
+    same_start = [c for c in close if word[:1] and c[:1] == word[:1]]
+    return (same_start or close or [None])[0]
 
 
 class Reporter:

@@ -228,6 +228,9 @@ class _Builder:
             return self.repeat(stmt, path, env, trace, namer)
         if kind == "call":
             return self.call(stmt, path, env, trace, namer)
+        if kind == "bare_call":  # `dense * 6` is `dense() * 6`
+            name_tok, star, times = stmt.children
+            return self.call(Tree("call", [name_tok, None, star, times], stmt.meta), path, env, trace, namer)
         if kind in ("block_def", "use", "budget", "sweep_param"):
             keyword = "param" if kind == "sweep_param" else kind.split('_')[0]
             self.error(codes.UNDEFINED_NAME, f"`{keyword}` is only allowed at the top level of a file", span, trace)

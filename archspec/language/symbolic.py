@@ -109,12 +109,12 @@ class SizeSet:
         return dataclasses.replace(norm, points=frozenset(x for x in points if x >= 1 and x not in norm))
 
     def rule(self, name: str) -> str:
-        """`H >= 16`, `H = 16 + 4k (k >= 0)`, `H % 32 == 0`, `H in {3-5, 9}`, or `never`."""
+        """`H >= 16`, `H = 16 + 4k (k >= 0)`, `H % 32 == 0`, `H in {3-5, 9}`, or `none at any size`."""
         s = self.normalized()
         parts = [f"{name} in {{{ranges(sorted(s.points))}}}"] if s.points else []
         if s.residues:
             parts.append(_tail_rule(name, s))
-        return " or ".join(parts) or "never"
+        return " or ".join(parts) or "none at any size"
 
     def to_dict(self) -> dict[str, Any]:
         s = self.normalized()

@@ -80,11 +80,11 @@ class Evaluator:
         return 1
 
     def count(self, tree: Any, path: str, env: dict[str, Value], trace: Trace) -> int:
-        """A repeat count (`* 3`, `repeat 3`): a whole number of at least 1, else 0 (nothing made)."""
+        """A repeat count (`* 3`, `repeat 3`): a whole number, 0 for none (a stage a variant leaves out); else an error and 0."""
         value = self.value(tree, path, env, trace)
         span = _any_span(tree, path)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            self.report.error(codes.INVALID_VALUE, f"a repeat count must be a whole number of at least 1, got `{value}`", span, trace)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            self.report.error(codes.INVALID_VALUE, f"a repeat count must be a whole number of at least 0, got `{value}`", span, trace)
             return 0
         return value
 
@@ -129,6 +129,8 @@ class Evaluator:
             return self.number(to_number(str(tree.children[0])), tree_span(tree, path), trace)
         if kind == "word":
             return self.lookup(tree.children[0], path, env, trace)
+        if kind == "dims":  # a pair as a call argument, `1x7`: a block's rectangular kernel
+            return self.value(tree, path, env, trace)
         if kind == "neg":
             v = self.expr(tree.children[0], path, env, trace)
             return -v if isinstance(v, (int, float)) else v

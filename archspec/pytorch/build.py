@@ -16,9 +16,9 @@ from archspec.language.check import CheckReport
 from archspec.language.pipeline import CheckOptions, checked
 from archspec.language.errors import ArchspecError
 from archspec.language.nodes import Model
-from archspec.language.ops import Input
+from archspec.language.ops import Input, TorchCall
 from archspec.language.tree import Branch, Call, CheckedNode, Layer, Visitor
-from archspec.pytorch import runtime
+from archspec.pytorch import layers, runtime
 
 
 class Net(nn.Sequential):
@@ -40,7 +40,7 @@ class _ModuleBuilder(Visitor[nn.Module]):
 
     def visit_layer(self, node: Layer) -> nn.Module:
         call = node.layer.torch_call(node.in_shape)  # type: ignore[union-attr]
-        return getattr(nn, call.cls)(*call.args, **call.kwargs)
+        return _module_class(call)(*call.args, **call.kwargs)
 
     def visit_call(self, node: Call) -> nn.Module:
         return nn.Sequential(self.sequential(node.body))
@@ -48,6 +48,15 @@ class _ModuleBuilder(Visitor[nn.Module]):
     def visit_branch(self, node: Branch) -> nn.Module:
         join = getattr(runtime, node.rule.runtime_class)  # the join's module (runtime.py), one argument per body
         return join(*(nn.Sequential(self.sequential(b)) for b in node.branches))
+
+
+def _module_class(call: TorchCall) -> type[nn.Module]:
+    """The class a layer's torch call names, from torch.nn, torchvision.ops or archspec's own layers."""
+    if call.home == "torchvision.ops":
+        import torchvision.ops
+
+        return getattr(torchvision.ops, call.cls)
+    return getattr(layers if call.home == "layers" else nn, call.cls)
 
 
 def _is_input(node: CheckedNode) -> bool:

@@ -18,12 +18,13 @@ from archspec.language.ops import Input, fmt_shape
 from archspec.language.tree import Branch, Call, CheckedNode, Layer, Visitor
 
 _RUNTIME = Path(__file__).with_name("runtime.py")
+_LAYERS = Path(__file__).with_name("layers.py")
 
 
 @lru_cache(maxsize=None)
-def runtime_source(class_name: str) -> str:
-    """The source text of one class of runtime.py (so the generated file needs no archspec)."""
-    text = _RUNTIME.read_text(encoding="utf-8")
+def runtime_source(class_name: str, module: Path = _RUNTIME) -> str:
+    """The source text of one class of runtime.py, or of `module` (so the generated file needs no archspec)."""
+    text = module.read_text(encoding="utf-8")
     for node in ast.parse(text).body:
         if isinstance(node, ast.ClassDef) and node.name == class_name:
             return ast.get_source_segment(text, node) + "\n"  # type: ignore[operator]
@@ -52,9 +53,13 @@ class _SourceWriter(Visitor[str]):
 
     def __init__(self) -> None:
         self.helpers: set[str] = set()
+        self.layer_classes: set[tuple[str, str]] = set()  # (home, class) of layers not in torch.nn
 
     def visit_layer(self, node: Layer, indent: int) -> str:
-        return node.layer.torch_call(node.in_shape).source()  # type: ignore[union-attr]
+        call = node.layer.torch_call(node.in_shape)  # type: ignore[union-attr]
+        if call.home != "nn":
+            self.layer_classes.add((call.home, call.cls))
+        return call.source()
 
     def visit_call(self, node: Call, indent: int) -> str:
         return self.sequential(node.body, indent)
@@ -91,6 +96,12 @@ def _inline(node: CheckedNode) -> str | None:
     if layer.functional and not layer.torch_call(node.in_shape).args:  # type: ignore[union-attr]
         return layer.functional.format(x="x")  # type: ignore[union-attr]
     return None
+
+
+def _layer_imports(classes: set[tuple[str, str]]) -> list[str]:
+    """`from torchvision.ops import StochasticDepth` for the torchvision layers a network uses."""
+    names = sorted(cls for home, cls in classes if home == "torchvision.ops")
+    return [f"from torchvision.ops import {', '.join(names)}"] if names else []
 
 
 def _init_and_forward(report: CheckReport, writer: _SourceWriter) -> tuple[list[str], list[str]]:
@@ -147,10 +158,11 @@ def generate(source: "CheckReport | Model | str", class_name: str = "Net") -> st
     out.append("import torch")
     if any("F." in line for line in forward):
         out.append("import torch.nn.functional as F")
-    out += ["from torch import nn", ""]
+    out += ["from torch import nn", *_layer_imports(writer.layer_classes), ""]
     for name in runtime_classes():  # in runtime.py's order: a base class before the classes derived from it
         if name in writer.helpers:
             out += ["", runtime_source(name)]
+    out += [part for home, cls in sorted(writer.layer_classes) if home == "layers" for part in ("", runtime_source(cls, _LAYERS))]
     out += ["", f"class {class_name}(nn.Module):"]
     if hints:
         out += ["    # Data-dependent initialisers by module path, applied by `archspec train`.",

@@ -172,7 +172,8 @@ class _Printer:
             if sub.data == "body_braces":
                 self.anchors.append(sub.meta.start_pos + 1)  # just after `{`
                 self.bodies.append((sub.meta.start_pos, sub.meta.end_pos))
-            elif sub.data in ("layer", "join", "repeat", "call", "block_def", "use", "budget", "sweep_param"):
+            elif sub.data in ("layer", "join", "repeat", "call", "bare_call", "block_def", "use", "budget",
+                              "sweep_param"):
                 self.anchors.append(sub.meta.end_pos)
                 self.statements.append((sub.meta.start_pos, sub.meta.end_pos))
             if sub.data == "join" and len(_join_parts(sub)[2]) > 1:
@@ -289,9 +290,12 @@ class _Printer:
             if arg.data == "word" and str(arg.children[0]) in keys and nxt is not None and _gluable(nxt):
                 parts.append(str(arg.children[0]) + value_text(nxt))
                 i += 2
-                continue
-            parts.append(value_text(arg))
-            i += 1
+            else:
+                parts.append(value_text(arg))
+                i += 1
+            while i < len(args) and _pair_piece(args[i - 1], args[i]):  # `k{kh}x{kw}`: one argument, kept glued
+                parts[-1] += value_text(args[i])
+                i += 1
         self.write(" ".join(parts))
 
     def st_join(self, t: Tree) -> None:
@@ -362,6 +366,10 @@ class _Printer:
                 parts.append(expr_text(a.children[0], compact=False))
         self.write(f"{name}({', '.join(parts)})" + (f" * {value_text(times)}" if times is not None else ""))
 
+    def st_bare_call(self, t: Tree) -> None:
+        name, _, times = t.children
+        self.write(f"{name} * {value_text(times)}")
+
     def st_block_def(self, t: Tree) -> None:
         name, params, body = t.children
         parts = []
@@ -394,6 +402,18 @@ class _Printer:
         return "\n".join(self.lines) + "\n"
 
 
+def _pair_piece(before: Tree, after: Tree) -> bool:
+    """`after` continues a pair written glued to `before` (`k{kh}` `x` `{kw}`, `k{kh}` `x7`, `k1x` `{kw}`), as binding reads it."""
+    if before.meta.end_pos != after.meta.start_pos:
+        return False
+    return ((before.data == "braced" and re.fullmatch(r"x\d*", _word_of(after)) is not None)
+            or (after.data == "braced" and _word_of(before).endswith("x")))
+
+
+def _word_of(t: Tree) -> str:
+    return str(t.children[0]) if t.data == "word" else ""
+
+
 def _gluable(value: Tree) -> bool:
     """A key's value that can be glued to it and still read as that key: `k5`, `k3x3`, `s{s}`."""
     if value.data == "braced":
@@ -419,7 +439,7 @@ def expr_text(t: Tree | Token, compact: bool) -> str:
     """
     if isinstance(t, Token):
         return str(t)
-    if t.data in ("number", "word"):
+    if t.data in ("number", "word", "dims"):
         return str(t.children[0])
     if t.data == "neg":
         inner = t.children[0]

@@ -70,6 +70,19 @@ class Sizes:
     in_features: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)  # linear path -> (H, W, in_features)
     anchor: tuple[int, int] | None = None  # an accepted (H, W)
     derivation: Derivation | None = None
+    own: tuple[int, int] | None = None  # the file's own `input CxHxW` size, when it has numbers
+
+    def own_accepted(self) -> bool | None:
+        """Whether the file's own size is among the accepted ones (None: the file's input is symbolic)."""
+        if self.own is None:
+            return None
+        return all(size in axis.valid for size, axis in zip(self.own, self.axes))
+
+    def own_line(self) -> list[str]:
+        if self.own is None:
+            return []
+        verdict = "accepted" if self.own_accepted() else "not accepted"
+        return [f"  the file's own size {self.own[0]}x{self.own[1]}: {verdict}"]
 
     def to_dict(self) -> dict[str, Any]:
         d = self.derivation
@@ -77,7 +90,8 @@ class Sizes:
                 "axes": [a.to_dict() for a in self.axes],
                 "in_features": {k: [{"H": h, "W": w, "in_features": f} for h, w, f in v] for k, v in self.in_features.items()},
                 "in_features_rule": {k: d.features_text(k) for k in d.in_features} if d else {},
-                "shapes": {k: list(v) for k, v in d.shapes.items()} if d else {}}
+                "shapes": {k: list(v) for k, v in d.shapes.items()} if d else {},
+                "own": None if self.own is None else {"H": self.own[0], "W": self.own[1], "accepted": self.own_accepted()}}
 
     def render(self) -> str:
         d = self.derivation
@@ -87,13 +101,13 @@ class Sizes:
         lines = [f"{self.path}: input {self.channels}xHxW, {how}"]
         if d is not None:
             lines += d.lines()[1:]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + self.own_line()) + "\n"
 
 
 def constraint(name: str, sizes: list[int], limit: int) -> str:
     """A readable rule for a set of sizes in 1..limit: `H >= 16`, `H = 32k + 1 (k >= 0)`, or ranges."""
     if not sizes:
-        return f"never (no {name} in 1..{limit})"
+        return f"none in 1..{limit}"
     if sizes == list(range(sizes[0], limit + 1)):
         return f"{name} >= {sizes[0]}" if sizes[0] > 1 else f"any {name}"
     if len(sizes) >= 3:
@@ -114,6 +128,9 @@ def input_sizes(model: Model, limit: int = 128) -> Sizes:
     if refused is not None:
         raise refused
     c = inp.dims[0]
+    own = (inp.dims[1], inp.dims[2]) if all(isinstance(n, int) for n in inp.dims[1:]) else None
+    if own is not None:  # the sets listed size by size reach the file's own size (within the bound)
+        limit = min(max(limit, *own), MAX_LIMIT)
     d = derive(with_input(model, (c, "H", "W")), limit)
     axes = [Axis(a.name, a.valid.upto(limit), a.drop_free.upto(limit), limit, a.valid.rule(a.name), a.drop_free.rule(a.name))
             for a in d.axes]
@@ -121,4 +138,4 @@ def input_sizes(model: Model, limit: int = 128) -> Sizes:
     for path in d.in_features:
         pairs = list(zip(axes[0].valid, axes[1].valid))[:32]
         features[path] = [(h, w, d.features_at(path, h, w)) for h, w in pairs]
-    return Sizes(model.path, c, limit, axes, features, d.at, d)
+    return Sizes(model.path, c, limit, axes, features, d.at, d, own)

@@ -71,6 +71,8 @@ OP_ALIASES: dict[str, str] = {
     "maxpool2d": "maxpool", "maxpooling2d": "maxpool", "avgpool2d": "avgpool", "averagepooling2d": "avgpool",
     "adaptiveavgpool2d": "adaptiveavgpool", "globalaveragepooling2d": "gap", "globalavgpool": "gap",
     "swish": "silu", "logsoftmax": "softmax",
+    # MobileNetV3's paper writes h-sigmoid and h-swish (`hsigmoid` is closer to `sigmoid`, a different function).
+    "hsigmoid": "hardsigmoid", "hswish": "hardswish",
 }
 _TORCH_PREFIXES = ("torch.nn.functional.", "torch.nn.", "nn.functional.", "nn.", "f.", "layers.", "keras.layers.")
 

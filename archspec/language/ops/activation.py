@@ -72,6 +72,14 @@ class Hardswish(_Activation):
     usage: ClassVar = "hardswish"
 
 
+class Hardsigmoid(_Activation):
+    op: Literal["hardsigmoid"] = "hardsigmoid"
+    torch_cls: ClassVar = "Hardsigmoid"
+    functional: ClassVar = "F.hardsigmoid({x})"
+    summary: ClassVar = "relu6(x + 3) / 6 (nn.Hardsigmoid), the gate of MobileNetV3's squeeze-and-excitation."
+    usage: ClassVar = "hardsigmoid"
+
+
 class LeakyReLU(_Activation):
     op: Literal["leakyrelu"] = "leakyrelu"
     slope: float = Field(default=0.01, ge=0)

@@ -15,7 +15,7 @@ is None when an earlier error left it unknown; rules then do what they can (best
 
 import math
 from fractions import Fraction
-from typing import Annotated, Any, Callable, ClassVar, Union
+from typing import Annotated, Any, Callable, ClassVar, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
@@ -81,10 +81,13 @@ class TorchCall(BaseModel):
     cls: str
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = {}
+    # Where `cls` lives: torch.nn, torchvision.ops, or archspec/pytorch/layers.py (ops torch has no class for,
+    # whose source codegen copies into the generated file).
+    home: Literal["nn", "torchvision.ops", "layers"] = "nn"
 
     def source(self) -> str:
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
-        return f"nn.{self.cls}({', '.join(parts)})"
+        return f"{'nn.' if self.home == 'nn' else ''}{self.cls}({', '.join(parts)})"
 
 
 class LayerSpec(BaseModel):

@@ -81,3 +81,48 @@ class Linear(LayerSpec):
             f"params: {f_in}*{f_out}{bias} = {params:,}" + (" (weights + biases)" if self.bias else " (weights, no bias)"),
             f"MACs: {f_in}*{f_out} = {macs:,}",
         ]
+
+
+class PointwiseLinear(Linear):
+    """`linear`'s arguments, over the channels of an image."""
+
+    op: Literal["pwlinear"] = "pwlinear"  # type: ignore[assignment]
+    name_prefix: ClassVar = "pwfc"
+    torch_note: ClassVar = "in-channels come from the previous layer"
+    summary: ClassVar = ("A linear layer over the channels at each pixel of [B, C, H, W]: N output channels, "
+                         "weight [N, C] laid out as nn.Linear's (ConvNeXt's Linear after a permute).")
+    usage: ClassVar = "pwlinear 384 [nobias]"
+
+    def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
+        if x is not None and len(x) != 3:
+            emit(codes.WRONG_RANK, f"`pwlinear` needs a 4-D tensor [B, C, H, W], got {fmt_shape(x)}",
+                 notes=["`pwlinear` maps the channels at each pixel; on features that is `linear`"],
+                 help=f"write `linear {self.out_features}` on [B, F]")
+            return None
+        return None if x is None else (self.out_features, x[1], x[2])
+
+    def params(self, x: Shape | None) -> int:
+        if not x or len(x) != 3 or x[0] is None:
+            return 0
+        return x[0] * self.out_features + (self.out_features if self.bias else 0)
+
+    def macs(self, x: Shape | None, y: Shape | None) -> int:
+        if not x or len(x) != 3 or None in x:
+            return 0
+        return x[0] * x[1] * x[2] * self.out_features  # type: ignore[operator]
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        return TorchCall(cls="PointwiseLinear", args=(x[0], self.out_features),  # type: ignore[index]
+                         kwargs={} if self.bias else {"bias": False}, home="layers")
+
+    def describe(self) -> str:
+        return str(self.out_features) + ("" if self.bias else " nobias")
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        if x is None or y is None or len(x) != 3 or None in x:
+            return super().explain(x, y, params, macs)
+        bias = f" + {self.out_features}" if self.bias else ""
+        return [f"{fmt_shape(x)} -> {fmt_shape(y)}: at each of the {x[1]} x {x[2]} pixels, every output channel is a "
+                f"weighted sum of the {x[0]} input channels (a 1x1 conv, its weight laid out [out, in] as nn.Linear's)",
+                f"params: {x[0]}*{self.out_features}{bias} = {params:,}",
+                f"MACs: {x[0]}*{self.out_features}*{x[1]}*{x[2]} = {macs:,}"]

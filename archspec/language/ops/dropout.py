@@ -50,3 +50,34 @@ class Dropout2d(Dropout):
     def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
         return [f"{fmt_shape(x)} -> {fmt_shape(y)}: while training, zeroes each whole channel (all of its H x W) with "
                 f"probability {self.p:g} and scales the rest by 1/{number_text(1 - self.p)}; does nothing at evaluation"]
+
+
+class StochasticDepth(LayerSpec):
+    op: Literal["stochasticdepth"] = "stochasticdepth"
+    p: float = 0.1
+    mode: Literal["row", "batch"] = "row"
+    positional: ClassVar = ("p",)
+    flags: ClassVar = {"row": ("mode", "row"), "batch": ("mode", "batch")}
+    name_prefix: ClassVar = "droppath"
+    summary: ClassVar = ("Drop the whole tensor of each sample (`row`, default) or of the batch (`batch`) with probability P "
+                         "during training, inside a residual body (torchvision.ops.StochasticDepth).")
+    usage: ClassVar = "stochasticdepth 0.1 [row|batch]"
+
+    @field_validator("p")
+    @classmethod
+    def _prob(cls, v: float) -> float:
+        if not 0 <= v <= 1:
+            raise ValueError(f"stochastic depth probability must be in [0, 1], got {v}")
+        return v
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        return TorchCall(cls="StochasticDepth", args=(self.p, self.mode), home="torchvision.ops")
+
+    def describe(self) -> str:
+        return f"{self.p:g}" + ("" if self.mode == "row" else " batch")
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        what = "each sample's whole tensor" if self.mode == "row" else "the whole batch"
+        rest = f" and scales the rest by 1/{number_text(1 - self.p)}" if self.p < 1 else ""
+        return [f"{fmt_shape(x)} -> {fmt_shape(y)}: while training, zeroes {what} with probability {self.p:g}"
+                f"{rest}; does nothing at evaluation (put it last in a residual body)"]

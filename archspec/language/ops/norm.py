@@ -52,12 +52,14 @@ class BatchNorm(LayerSpec):
 class GroupNorm(LayerSpec):
     op: Literal["groupnorm"] = "groupnorm"
     groups: int = Field(ge=1)
+    eps: float = Field(default=1e-5, gt=0, allow_inf_nan=False)
     positional: ClassVar = ("groups",)
+    keys: ClassVar = {"eps": "eps"}
     name_prefix: ClassVar = "gn"
     torch_order: ClassVar = ("", "in")
     torch_note: ClassVar = "the channels come from the previous layer"
-    summary: ClassVar = "Group normalisation (nn.GroupNorm(G, C)): normalises each of G channel groups per sample."
-    usage: ClassVar = "groupnorm 8"
+    summary: ClassVar = "Group normalisation (nn.GroupNorm(G, C)): normalises each of G channel groups per sample; eps=E (default 1e-5)."
+    usage: ClassVar = "groupnorm 8 [eps=1e-5]"
     checks_features: ClassVar = True  # G must divide the channels, or the features after `flatten`
 
     def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
@@ -72,10 +74,11 @@ class GroupNorm(LayerSpec):
         return 2 * x[0] if x and x[0] is not None else 0
 
     def torch_call(self, x: Shape | None) -> TorchCall:
-        return TorchCall(cls="GroupNorm", args=(self.groups, x[0]))  # type: ignore[index]
+        return TorchCall(cls="GroupNorm", args=(self.groups, x[0]),  # type: ignore[index]
+                         kwargs={"eps": self.eps} if self.eps != 1e-5 else {})
 
     def describe(self) -> str:
-        return str(self.groups)
+        return str(self.groups) + (f" eps={self.eps:g}" if self.eps != 1e-5 else "")
 
     def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
         if x is None or x[0] is None:
@@ -85,3 +88,62 @@ class GroupNorm(LayerSpec):
                 "normalises each group over its channels" + (" and H, W" if len(x) == 3 else "")
                 + " in each sample (no batch statistics), then scales and shifts each channel",
                 f"params: 2*{x[0]} = {params:,} (a scale and a shift per channel)"]
+
+
+class LayerNorm(LayerSpec):
+    op: Literal["layernorm"] = "layernorm"
+    eps: float = Field(default=1e-5, gt=0, allow_inf_nan=False)
+    keys: ClassVar = {"eps": "eps"}
+    name_prefix: ClassVar = "ln"
+    summary: ClassVar = ("Layer normalisation over the channels at each pixel on [B, C, H, W] (ConvNeXt's LayerNorm2d), "
+                         "over the features on [B, F] (nn.LayerNorm); eps=E (default 1e-5).")
+    usage: ClassVar = "layernorm [eps=1e-5]"
+
+    def params(self, x: Shape | None) -> int:
+        return 2 * x[0] if x and x[0] is not None else 0
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        kw = {"eps": self.eps} if self.eps != 1e-5 else {}
+        if x is not None and len(x) == 3:
+            return TorchCall(cls="LayerNorm2d", args=(x[0],), kwargs=kw, home="layers")
+        return TorchCall(cls="LayerNorm", args=(x[0],), kwargs=kw)  # type: ignore[index]
+
+    def describe(self) -> str:
+        return f"eps={self.eps:g}" if self.eps != 1e-5 else ""
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        if x is None or x[0] is None:
+            return super().explain(x, y, params, macs)
+        where = (f"at each of the {x[1]} x {x[2]} pixels, normalises its {x[0]} channels" if len(x) == 3
+                 else f"normalises the {x[0]} features of each sample")
+        return [f"{fmt_shape(x)} -> {fmt_shape(y)}: {where} to mean 0 and variance 1 (no batch statistics), "
+                "then scales and shifts each one",
+                f"params: 2*{x[0]} = {params:,} (a scale and a shift per {'channel' if len(x) == 3 else 'feature'})"]
+
+
+class LayerScale(LayerSpec):
+    op: Literal["layerscale"] = "layerscale"
+    init: float = Field(default=1e-6, allow_inf_nan=False)
+    positional: ClassVar = ("init",)
+    name_prefix: ClassVar = "scale"
+    summary: ClassVar = ("A learnable scale per channel ([C, 1, 1] on images, [F] on features), starting at the value given "
+                         "(default 1e-6): ConvNeXt's layer scale.")
+    usage: ClassVar = "layerscale [1e-6]"
+
+    def params(self, x: Shape | None) -> int:
+        return x[0] if x and x[0] is not None else 0
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        shape = (x[0], 1, 1) if x is not None and len(x) == 3 else (x[0],)  # type: ignore[index]
+        return TorchCall(cls="LayerScale", args=(shape, self.init), home="layers")
+
+    def describe(self) -> str:
+        return f"{self.init:g}"
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        if x is None or x[0] is None:
+            return super().explain(x, y, params, macs)
+        what = "channel" if len(x) == 3 else "feature"
+        return [f"{fmt_shape(x)} -> {fmt_shape(y)}: multiplies each {what} by its own learnable scale, "
+                f"which starts at {self.init:g}",
+                f"params: {x[0]:,} (one scale per {what})"]
