@@ -1253,6 +1253,10 @@ JOIN_ORACLE: dict[str, JoinOracle] = {
     # torch's broadcasting: a [B, 4, 1, 1] gate (squeeze-and-excitation) and a [B, 4, 1, 6] one scale [B, 4, 6, 6]
     "mul": JoinOracle("input 4x6x6\nmul {} { gap | conv 2 k1 | relu | conv 4 k1 | sigmoid } { adaptiveavgpool 1x6 }\n",
                       lambda m, x: x * m["mul1.branch2"](x) * m["mul1.branch3"](x), "mul1"),
+    # ShuffleNetV2's unit: half the channels as they are, the other half through the branch (torchvision's x.chunk(2, dim=1))
+    "split": JoinOracle("input 6x6x6\nsplit {} { conv 3 k1 | bn | relu | conv 3 k3 p1 g3 | bn } { conv 5 k1 }\n",
+                        lambda m, x: torch.cat([x[:, :2], m["split1.branch2"](x[:, 2:4]), m["split1.branch3"](x[:, 4:])], dim=1),
+                        "split1"),
 }
 
 

@@ -50,3 +50,13 @@ class Mul(Concat):
         for branch in branches:
             out = out * branch(x)
         return out
+
+
+class Split(Concat):
+    """ShuffleNetV2's channel split: the input's channels cut into equal parts, one per branch, concatenated back."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branches = list(self.children())
+        parts = x.chunk(len(branches), dim=1)
+        return torch.cat([branch(part) for branch, part in zip(branches, parts)], dim=1)
+
