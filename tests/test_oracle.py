@@ -1257,7 +1257,19 @@ JOIN_ORACLE: dict[str, JoinOracle] = {
     "split": JoinOracle("input 6x6x6\nsplit {} { conv 3 k1 | bn | relu | conv 3 k3 p1 g3 | bn } { conv 5 k1 }\n",
                         lambda m, x: torch.cat([x[:, :2], m["split1.branch2"](x[:, 2:4]), m["split1.branch3"](x[:, 4:])], dim=1),
                         "split1"),
+    # DeepLabV3's image pooling (torchvision's ASPPPooling) inside a head resized back to the input's size
+    "resize": JoinOracle("input 3x13x10\nresize { conv 4 k3 s2 p1 | concat { conv 2 k1 } { resize { gap | conv 2 k1 nobias | bn | relu } } }\n",
+                         lambda m, x: nn.functional.interpolate(_aspp(m, m["resize1.body.conv1"](x)), size=(13, 10),
+                                                                mode="bilinear", align_corners=False), "resize1"),
 }
+
+
+def _aspp(m: dict[str, nn.Module], x: "torch.Tensor") -> "torch.Tensor":
+    """torchvision's ASPPPooling next to a 1x1 branch: pool, conv, bn, relu, upsampled to the map's size."""
+    pool = "resize1.body.concat1.branch2.resize1.body."
+    pooled = m[pool + "bn1"](m[pool + "conv1"](nn.functional.adaptive_avg_pool2d(x, 1))).relu()
+    pooled = nn.functional.interpolate(pooled, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.cat([m["resize1.body.concat1.branch1"](x), pooled], dim=1)
 
 
 @pytest.mark.parametrize("word", list(JOIN_ORACLE))

@@ -60,3 +60,14 @@ class Split(Concat):
         parts = x.chunk(len(branches), dim=1)
         return torch.cat([branch(part) for branch, part in zip(branches, parts)], dim=1)
 
+
+class Resize(nn.Module):
+    """body(x) resized bilinearly back to x's height and width (torchvision's segmentation heads and models)."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.interpolate(self.body(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
