@@ -1261,6 +1261,9 @@ JOIN_ORACLE: dict[str, JoinOracle] = {
     "resize": JoinOracle("input 3x13x10\nresize { conv 4 k3 s2 p1 | concat { conv 2 k1 } { resize { gap | conv 2 k1 nobias | bn | relu } } }\n",
                          lambda m, x: nn.functional.interpolate(_aspp(m, m["resize1.body.conv1"](x)), size=(13, 10),
                                                                 mode="bilinear", align_corners=False), "resize1"),
+    # the unpadded U-Net's skip: the 10x9 map center-cropped to the 6x4 path's size (an odd margin rounds the top down)
+    "crop": JoinOracle("input 3x10x9\ncrop {} { conv 2 k4 | relu | conv 3 k1 }\n",
+                       lambda m, x: torch.cat([x[:, :, 1:8, 1:7], m["crop1.branch2"](x)], dim=1), "crop1"),
 }
 
 
@@ -1319,3 +1322,14 @@ def test_mul_reports_e115_exactly_where_torch_cannot_broadcast(gate):
         assert report.output_shape == tuple(y.shape[1:])
     else:
         assert [d.code for d in report.errors] == ["E115"]
+
+
+@pytest.mark.parametrize("size", [12, 13, 16, 21])
+def test_crop_unet_level_shapes_agree_with_torch_at_each_size(size):
+    """An unpadded U-Net level: the checker's output shape (and E121's verdict) against the built network's."""
+    text = f"input 1x{size}x{size}\ncrop {{}} {{ maxpool 2 | conv 4 k3 | relu | convtranspose 2 k2 s2 }}\n"
+    report = archspec.check(text, classes=None)
+    assert report.ok, report.diagnostics
+    with torch.no_grad():
+        y = archspec.build(text)(torch.randn(1, 1, size, size))
+    assert tuple(y.shape[1:]) == report.output_shape == (3, 2 * (size // 2 - 2), 2 * (size // 2 - 2))

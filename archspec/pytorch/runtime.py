@@ -71,3 +71,15 @@ class Resize(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.interpolate(self.body(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
+
+class Crop(Concat):
+    """Parallel branches on one input, each center-cropped to the last one's height and width, then concatenated."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [branch(x) for branch in self.children()]
+        h, w = outs[-1].shape[-2:]
+        cropped = []
+        for out in outs:  # top = (H - h) // 2, left = (W - w) // 2
+            top, left = (out.shape[-2] - h) // 2, (out.shape[-1] - w) // 2
+            cropped.append(out[..., top:top + h, left:left + w])
+        return torch.cat(cropped, dim=1)
