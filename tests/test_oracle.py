@@ -1334,7 +1334,26 @@ JOIN_ORACLE: dict[str, JoinOracle] = {
     # torch's broadcasting: a [B, 4, 1, 1] gate (squeeze-and-excitation) and a [B, 4, 1, 6] one scale [B, 4, 6, 6]
     "mul": JoinOracle("input 4x6x6\nmul {} { gap | conv 2 k1 | relu | conv 4 k1 | sigmoid } { adaptiveavgpool 1x6 }\n",
                       lambda m, x: x * m["mul1.branch2"](x) * m["mul1.branch3"](x), "mul1"),
+    # ShuffleNetV2's unit: half the channels as they are, the other half through the branch (torchvision's x.chunk(2, dim=1))
+    "split": JoinOracle("input 6x6x6\nsplit {} { conv 3 k1 | bn | relu | conv 3 k3 p1 g3 | bn } { conv 5 k1 }\n",
+                        lambda m, x: torch.cat([x[:, :2], m["split1.branch2"](x[:, 2:4]), m["split1.branch3"](x[:, 4:])], dim=1),
+                        "split1"),
+    # DeepLabV3's image pooling (torchvision's ASPPPooling) inside a head resized back to the input's size
+    "resize": JoinOracle("input 3x13x10\nresize { conv 4 k3 s2 p1 | concat { conv 2 k1 } { resize { gap | conv 2 k1 nobias | bn | relu } } }\n",
+                         lambda m, x: nn.functional.interpolate(_aspp(m, m["resize1.body.conv1"](x)), size=(13, 10),
+                                                                mode="bilinear", align_corners=False), "resize1"),
+    # the unpadded U-Net's skip: the 10x9 map center-cropped to the 6x4 path's size (an odd margin rounds the top down)
+    "crop": JoinOracle("input 3x10x9\ncrop {} { conv 2 k4 | relu | conv 3 k1 }\n",
+                       lambda m, x: torch.cat([x[:, :, 1:8, 1:7], m["crop1.branch2"](x)], dim=1), "crop1"),
 }
+
+
+def _aspp(m: dict[str, nn.Module], x: "torch.Tensor") -> "torch.Tensor":
+    """torchvision's ASPPPooling next to a 1x1 branch: pool, conv, bn, relu, upsampled to the map's size."""
+    pool = "resize1.body.concat1.branch2.resize1.body."
+    pooled = m[pool + "bn1"](m[pool + "conv1"](nn.functional.adaptive_avg_pool2d(x, 1))).relu()
+    pooled = nn.functional.interpolate(pooled, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.cat([m["resize1.body.concat1.branch1"](x), pooled], dim=1)
 
 
 @pytest.mark.parametrize("word", list(JOIN_ORACLE))
@@ -1384,3 +1403,14 @@ def test_mul_reports_e115_exactly_where_torch_cannot_broadcast(gate):
         assert report.output_shape == tuple(y.shape[1:])
     else:
         assert [d.code for d in report.errors] == ["E115"]
+
+
+@pytest.mark.parametrize("size", [12, 13, 16, 21])
+def test_crop_unet_level_shapes_agree_with_torch_at_each_size(size):
+    """An unpadded U-Net level: the checker's output shape (and E121's verdict) against the built network's."""
+    text = f"input 1x{size}x{size}\ncrop {{}} {{ maxpool 2 | conv 4 k3 | relu | convtranspose 2 k2 s2 }}\n"
+    report = archspec.check(text, classes=None)
+    assert report.ok, report.diagnostics
+    with torch.no_grad():
+        y = archspec.build(text)(torch.randn(1, 1, size, size))
+    assert tuple(y.shape[1:]) == report.output_shape == (3, 2 * (size // 2 - 2), 2 * (size // 2 - 2))

@@ -289,3 +289,17 @@ def test_mul_broadcasting_is_derived_exactly_and_agrees_size_by_size():
     assert d.exact and [a.valid.rule(a.name) for a in d.axes] == ["any H", "W in {1-2, 7-8}"]
     for w in range(1, 24):
         assert check(with_input(model, (3, 9, w)), classes=None).ok == (w in d.axes[1].valid), w
+
+
+def test_resize_reads_its_size_from_the_network_so_a_segmentation_head_checks_at_every_size():
+    """DeepLabV3's shape: a stride-4 backbone, an ASPP whose pooling branch is resized back to the map's size, and a
+    final resize to the input's size. Every size is accepted, exactly, and the output is the input's size."""
+    model = parse("input 3xHxW\nresize {\n  conv 8 k3 s2 p1 | relu | conv 8 k3 s2 p1 | relu\n"
+                  "  concat { conv 4 k1 } { conv 4 k3 p2 d2 } { resize { gap | conv 4 k1 nobias | bn | relu } }\n"
+                  "  conv 5 k1\n}\n")
+    d = derive(model)
+    assert d.exact and [a.valid.rule(a.name) for a in d.axes] == ["any H", "any W"]
+    assert d.shapes["resize1"] == ("5", "H", "W")
+    for h in (1, 2, 7, 30):
+        report = check(with_input(model, (3, h, 9)), classes=None)
+        assert report.ok and report.output_shape == (5, h, 9), h

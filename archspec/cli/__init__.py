@@ -168,7 +168,7 @@ def _check_title(display: str, report) -> str:
     d = report.symbolic
     if d is None:
         return f"{display}: {fmt_shape(report.input_shape)} -> {fmt_shape(report.output_shape)}, {report.params:,} params"
-    last = report.rows[-1] if report.rows else None
+    last = report.body[-1] if report.body else None  # the last node: a join's shape is not its last layer's
     out = d.shapes.get(last.path, report.output_shape) if last is not None else report.output_shape
     return (f"{display}: {fmt_shape(d.dims)} -> {fmt_shape(out)}, {report.params:,} params "
             f"at {d.at[0]}x{d.at[1]}")

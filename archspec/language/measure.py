@@ -98,11 +98,12 @@ class _ReceptiveFields(Visitor[Any]):
 
     def visit_branch(self, node: Branch, state: RF | None) -> RF | None:
         # Every join sees what each of its operands saw: the widest of its bodies (and its input, when it is one).
-        states = [self.seq(b, state) for b in node.branches] + ([state] if node.identity else [])
-        node.rf = max_rf(states)
-        keep = node.rule.jump_from(node)  # a broadcast `mul` gate's jump is not the output's
+        bodies = [self.seq(b, state) for b in node.branches]
+        node.rf = max_rf(bodies + ([state] if node.identity else []))
+        keep = node.rule.jump_from(node)  # a broadcast `mul` gate's jump is not the output's; `resize` keeps the input's
         if node.rf is not None and keep:
-            node.rf = (node.rf[0], max_rf([states[i] for i in keep])[1])  # type: ignore[index]
+            operands = bodies + [state]  # index len(branches): the input
+            node.rf = (node.rf[0], max_rf([operands[i] for i in keep])[1])  # type: ignore[index]
         return node.rf
 
 

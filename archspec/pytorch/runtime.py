@@ -50,3 +50,36 @@ class Mul(Concat):
         for branch in branches:
             out = out * branch(x)
         return out
+
+
+class Split(Concat):
+    """ShuffleNetV2's channel split: the input's channels cut into equal parts, one per branch, concatenated back."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branches = list(self.children())
+        parts = x.chunk(len(branches), dim=1)
+        return torch.cat([branch(part) for branch, part in zip(branches, parts)], dim=1)
+
+
+class Resize(nn.Module):
+    """body(x) resized bilinearly back to x's height and width (torchvision's segmentation heads and models)."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.interpolate(self.body(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class Crop(Concat):
+    """Parallel branches on one input, each center-cropped to the last one's height and width, then concatenated."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [branch(x) for branch in self.children()]
+        h, w = outs[-1].shape[-2:]
+        cropped = []
+        for out in outs:  # top = (H - h) // 2, left = (W - w) // 2
+            top, left = (out.shape[-2] - h) // 2, (out.shape[-1] - w) // 2
+            cropped.append(out[..., top:top + h, left:left + w])
+        return torch.cat(cropped, dim=1)

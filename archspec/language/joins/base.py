@@ -158,8 +158,8 @@ class JoinKind:
         return outs[0]
 
     def jump_from(self, node: Branch) -> list[int] | None:
-        """The operands (bodies, then the input when it is one) whose jump the output keeps (language/measure.py);
-        None: all of them. The receptive field is always the widest of all."""
+        """The operands (the bodies, then the input at index len(branches)) whose jump the output keeps
+        (language/measure.py); None: all of them. The receptive field is always the widest of all."""
         return None
 
     # ---- views (text only: the views draw it)
