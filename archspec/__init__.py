@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from archspec._version import VERSION as __version__  # noqa: E402
-__all__ = ["parse", "load", "check", "build", "load_weights", "train", "load_checkpoint", "summary", "graph", "view", "explain", "fmt", "sweep", "runs", "CheckReport",
+__all__ = ["parse", "load", "check", "build", "load_weights", "from_torch", "train", "load_checkpoint", "summary", "graph", "view", "explain", "fmt", "sweep", "runs", "CheckReport",
            "Model", "ArchError", "ArchspecError", "UsageError"]
 
 if TYPE_CHECKING:
@@ -65,6 +65,17 @@ def load_weights(net: "nn.Module", source: Any) -> list[str]:
     from archspec.pytorch.weights import load_weights as _load
 
     return _load(net, source)
+
+
+def from_torch(module: "nn.Module", input_shape: "tuple[int, ...] | str") -> str:
+    """The .arch text of a torch module, traced with torch.fx at `input_shape` (C, H, W or "3x224x224"); needs the
+    torch extra. Raises ArchspecError naming each construct the language cannot express (see `archspec import`)."""
+    from archspec.pytorch.extra import require_torch
+
+    require_torch()
+    from archspec.importers.api import from_torch as _from_torch
+
+    return _from_torch(module, input_shape)
 
 
 def load_checkpoint(path: "str | Path") -> "tuple[nn.Module, Any, list[str]]":

@@ -47,6 +47,8 @@ def read_source(path: str) -> tuple[str, str]:
     if path == "-":
         return "<stdin>", read_stdin(MAX_FILE_BYTES)
     p = Path(path)
+    if not p.exists() and not p.is_symlink() and _is_import_spec(path):
+        return path, imported_text(path)
     if not p.exists() and not p.is_symlink():
         raise UsageError(f"{path}: no such file", _missing_file_help(p))
     if p.is_dir():
@@ -55,6 +57,22 @@ def read_source(path: str) -> tuple[str, str]:
         return path, read_arch_file(p)
     except Unreadable as exc:
         raise UsageError(f"{path}: {exc.reason}", exc.help) from None
+
+
+def _is_import_spec(path: str) -> bool:
+    import re
+
+    return re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", path) is not None
+
+
+def imported_text(spec: str) -> str:
+    """`MODULE:CALLABLE` as a file argument: the network it builds, imported (`archspec import`) at 3x224x224."""
+    from archspec.pytorch.extra import require_torch
+
+    require_torch()
+    from archspec.importers.api import import_module, load_spec
+
+    return import_module(load_spec(spec), (3, 224, 224), title=f"{spec}, imported by `archspec import`").text
 
 
 def read_stdin(limit: int) -> str:
@@ -398,7 +416,7 @@ def cmd_lsp(args: argparse.Namespace, out: TextIO) -> int:
 
 # The commands defined in this file; the others come from the modules in _EXTENSIONS.
 _CORE_COMMANDS = frozenset({"check", "rule", "ops", "compile", "build", "lsp"})
-_EXTENSIONS = ("archspec.cli.views", "archspec.cli.train", "archspec.cli.deploy", "archspec.cli.sweep")
+_EXTENSIONS = ("archspec.cli.views", "archspec.cli.train", "archspec.cli.deploy", "archspec.cli.sweep", "archspec.cli.importer")
 
 
 def make_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -1,0 +1,154 @@
+"""`archspec.from_torch`, `archspec import`: a torch module -> checked .arch text, and its weights."""
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from archspec.importers.render import render
+from archspec.importers.statements import Imported, Refusal, weight_order
+from archspec.importers.trace import trace
+from archspec.language.errors import ArchspecError
+
+SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class ImportRefused(ArchspecError):
+    """The module uses constructs the language cannot express: one line per distinct construct."""
+
+    def __init__(self, refusals: list[Refusal], partial: Imported | None = None) -> None:
+        self.lines = _distinct(refusals)
+        # One `error:` line per construct: the CLI prints the message after `error: `.
+        super().__init__("\nerror: ".join(self.lines),
+                         "the language cannot express these; `archspec import --partial` writes what comes before the first")
+        self.partial = partial
+
+
+def _distinct(refusals: list[Refusal]) -> list[str]:
+    seen: dict[tuple[str, str], list[Refusal]] = {}
+    for r in refusals:
+        seen.setdefault((r.construct, r.why), []).append(r)
+    out = []
+    for same in seen.values():
+        more = len(same) - 1
+        out.append(same[0].text() + (f" (and in {more} more place{'s' if more != 1 else ''})" if more else ""))
+    return out
+
+
+@dataclass
+class Result:
+    """An imported network: its .arch text, and where it stopped when only a prefix could be written."""
+
+    text: str
+    imported: Imported
+    stopped_at: str | None = None  # the module path of the first statement left out (--partial)
+
+
+def from_torch(module: nn.Module, input_shape: tuple[int, ...] | str, title: str | None = None) -> str:
+    """The .arch text of a torch module, checked clean at `input_shape` (C, H, W, or "3x224x224")."""
+    return import_module(module, input_shape, title).text
+
+
+def import_module(module: nn.Module, input_shape: tuple[int, ...] | str, title: str | None = None,
+                  partial: bool = False) -> Result:
+    shape = parse_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
+    imported = trace(module, shape)
+    title = title or f"{type(module).__name__}, imported from PyTorch"
+    if imported.refusals and not partial:
+        raise ImportRefused(imported.refusals)
+    text = render(imported, title)
+    stopped_at = None
+    if imported.refusals:
+        stopped_at = imported.refusals[0].path or "(top)"
+        text += f"# stopped here: {_distinct(imported.refusals)[0]}\n"
+    _verify(text, imported, partial=bool(imported.refusals))
+    return Result(text, imported, stopped_at)
+
+
+def _verify(text: str, imported: Imported, partial: bool) -> None:
+    """The text must check clean and give the traced output shape: anything else is a bug here, said plainly."""
+    from archspec.language.pipeline import CheckOptions, checked
+
+    report = checked(text, CheckOptions(classes=None), name="<imported>")
+    if report.errors:
+        first = report.errors[0]
+        raise ArchspecError(f"the imported text does not check: {first.message}",
+                            "please report this with the module you imported") from None
+    if not partial and tuple(report.output_shape or ()) != tuple(imported.output_shape):
+        raise ArchspecError(f"the imported text gives {list(report.output_shape or ())}, the module {list(imported.output_shape)}",
+                            "please report this with the module you imported")
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    parts = text.lower().split("x")
+    if not all(p.isdigit() and int(p) > 0 for p in parts) or len(parts) not in (1, 3):
+        raise ArchspecError(f"--input {text!r} is not an input size", "write C x H x W, e.g. 3x224x224 (or F for features, e.g. 784)")
+    return tuple(int(p) for p in parts)
+
+
+def load_spec(spec: str, kwargs: str | dict[str, Any] | None = None) -> nn.Module:
+    """The module `MODULE:CALLABLE` builds (called with `kwargs`; `weights=None` is never overridden)."""
+    if not SPEC.match(spec):
+        raise ArchspecError(f"{spec!r} is not MODULE:CALLABLE", "e.g. torchvision.models:resnet18 or mypkg.nets:Net")
+    options = _kwargs(kwargs)
+    name, attr = spec.split(":")
+    try:
+        found = getattr(importlib.import_module(name), attr)
+    except ModuleNotFoundError as exc:
+        raise ArchspecError(f"{spec}: no module named {exc.name!r}", "install it, or check the spelling and PYTHONPATH") from None
+    except AttributeError:
+        raise ArchspecError(f"{spec}: {name} has no {attr!r}", f"check the name: `python -c 'import {name}; print(dir({name}))'`") from None
+    try:
+        module = found(**options) if not isinstance(found, nn.Module) else found
+    except Exception as exc:  # noqa: BLE001 - the user's constructor can raise anything
+        raise ArchspecError(f"{spec}({_call_args(options)}) failed: {type(exc).__name__}: {exc}",
+                            "pass the arguments it needs with --kwargs '{\"num_classes\": 10}'") from None
+    if not isinstance(module, nn.Module):
+        raise ArchspecError(f"{spec} gave a {type(module).__name__}, not a torch.nn.Module", "name a class or a function that builds an nn.Module")
+    return module
+
+
+def _kwargs(kwargs: str | dict[str, Any] | None) -> dict[str, Any]:
+    if kwargs is None:
+        return {}
+    if isinstance(kwargs, dict):
+        return kwargs
+    try:
+        value = json.loads(kwargs)
+    except json.JSONDecodeError as exc:
+        raise ArchspecError(f"--kwargs is not JSON: {exc.msg} at character {exc.pos + 1}", "write a JSON object, e.g. '{\"num_classes\": 10}'") from None
+    if not isinstance(value, dict):
+        raise ArchspecError(f"--kwargs must be a JSON object, got {type(value).__name__}", "write a JSON object, e.g. '{\"num_classes\": 10}'")
+    return value
+
+
+def _call_args(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in options.items())
+
+
+def imported_weights(module: nn.Module, result: Result) -> dict[str, torch.Tensor]:
+    """The module's tensors as the state dict of `archspec.build(result.text)`: what `train --init`, `eval` and `export` read.
+
+    Mapped by structure: the n-th layer holding tensors in the built network is the n-th in the import's order."""
+    from archspec.pytorch.build import build
+
+    net = build(result.text)
+    mine = [(path, m) for path, m in net.named_modules() if any(True for _ in m.state_dict(keep_vars=True)) and not list(m.children())]
+    theirs = [dict(module.named_modules())[p] for p in weight_order(result.imported.statements[:result.imported.stopped]
+                                                                      if result.imported.stopped is not None else result.imported.statements)]
+    if len(mine) != len(theirs):
+        raise ArchspecError(f"the imported network has {len(mine)} layers with tensors, the module {len(theirs)}",
+                            "please report this with the module you imported")
+    state = {}
+    for (path, a), b in zip(mine, theirs):
+        ours, source = a.state_dict(), b.state_dict()
+        if type(a) is not type(b) or [v.shape for v in ours.values()] != [v.shape for v in source.values()]:
+            raise ArchspecError(f"the imported layer `{path}` ({type(a).__name__}) does not match the module's ({type(b).__name__})",
+                                "please report this with the module you imported")
+        state.update({f"{path}.{k}": v.detach().clone() for k, v in source.items()})
+    return state

@@ -1,0 +1,154 @@
+"""One torch layer -> one .arch layer (the op tables of docs/guide/language.md, read backwards).
+
+Each function returns the layer's text, or raises Inexpressible with what the language lacks.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+
+class Inexpressible(Exception):
+    """The layer has a setting the language cannot write; the message says which."""
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def _size(prefix: str, value: Any, default: int | None = None) -> str:
+    """`k3`, `k1x7`; '' when both sides equal the default."""
+    a, b = _pair(value)
+    if default is not None and a == b == default:
+        return ""
+    return f" {prefix}{a}" if a == b else f" {prefix}{a}x{b}"
+
+
+def _number(x: float) -> str:
+    return repr(float(x))  # 0.5, 0.001: the shortest text that reads back as the same float
+
+
+def conv(m: nn.Conv2d) -> str:
+    if m.padding_mode != "zeros":
+        raise Inexpressible(f"padding_mode={m.padding_mode!r} (the language pads with zeros)")
+    # Every argument written, defaults too, so that repeated blocks line up; render drops the defaults last.
+    padding = f" p {m.padding}" if isinstance(m.padding, str) else _size("p", m.padding)
+    return (f"conv {m.out_channels}{_size('k', m.kernel_size)}{_size('s', m.stride)}{padding}"
+            f"{_size('d', m.dilation)} g{m.groups}{'' if m.bias is not None else ' nobias'}")
+
+
+def conv_transpose(m: nn.ConvTranspose2d) -> str:
+    if m.padding_mode != "zeros":
+        raise Inexpressible(f"padding_mode={m.padding_mode!r} (the language pads with zeros)")
+    return (f"convtranspose {m.out_channels}{_size('k', m.kernel_size)}{_size('s', m.stride, 1)}{_size('p', m.padding, 0)}"
+            f"{_size('op', m.output_padding, 0)}{_size('d', m.dilation, 1)}{f' g{m.groups}' if m.groups != 1 else ''}"
+            f"{'' if m.bias is not None else ' nobias'}")
+
+
+def batchnorm(m: nn.BatchNorm2d) -> str:
+    if not m.track_running_stats:
+        raise Inexpressible("track_running_stats=False (the language's bn keeps running statistics)")
+    if m.momentum is None:
+        raise Inexpressible("momentum=None (a cumulative average)")
+    eps = "" if m.eps == 1e-5 else f" eps={_number(m.eps)}"
+    momentum = "" if math.isclose(m.momentum, 0.1) else f" momentum={_number(m.momentum)}"
+    return f"bn{eps}{momentum}{'' if m.affine else ' noaffine'}"
+
+
+def groupnorm(m: nn.GroupNorm) -> str:
+    if m.eps != 1e-5 or not m.affine:
+        raise Inexpressible("a GroupNorm with another eps or without affine")
+    return f"groupnorm {m.num_groups}"
+
+
+def _pool_size(m: Any) -> str:
+    k, s = _pair(m.kernel_size), _pair(m.stride if m.stride is not None else m.kernel_size)
+    if k[0] != k[1]:
+        raise Inexpressible(f"a {k[0]}x{k[1]} pooling window (the language's pools are square)")
+    return f"{k[0]}{'' if s == k else _size('s', s)}{_size('p', m.padding, 0)}"
+
+
+def maxpool(m: nn.MaxPool2d) -> str:
+    if m.return_indices:
+        raise Inexpressible("return_indices=True")
+    return f"maxpool {_pool_size(m)}{_size('d', m.dilation, 1)}{' ceil' if m.ceil_mode else ''}"
+
+
+def avgpool(m: nn.AvgPool2d) -> str:
+    if m.divisor_override is not None:
+        raise Inexpressible("divisor_override")
+    return f"avgpool {_pool_size(m)}{' ceil' if m.ceil_mode else ''}{'' if m.count_include_pad else ' noinclude'}"
+
+
+def adaptive_avgpool(m: nn.AdaptiveAvgPool2d) -> str:
+    return adaptive_size(m.output_size)
+
+
+def adaptive_size(size: Any) -> str:
+    h, w = _pair(size)
+    return "gap" if h == w == 1 else f"adaptiveavgpool {h}x{w}"
+
+
+def linear(m: nn.Linear) -> str:
+    return f"linear {m.out_features}{'' if m.bias is not None else ' nobias'}"
+
+
+def flatten(m: nn.Flatten) -> str:
+    if m.start_dim != 1 or m.end_dim != -1:
+        raise Inexpressible(f"Flatten(start_dim={m.start_dim}, end_dim={m.end_dim}) (the language flattens from dim 1 on)")
+    return "flatten"
+
+
+def dropout(m: nn.Dropout) -> str:
+    return f"{'dropout2d' if isinstance(m, nn.Dropout2d) else 'dropout'} {_number(m.p)}"
+
+
+def gelu(m: nn.GELU) -> str:
+    if m.approximate != "none":
+        raise Inexpressible(f"GELU(approximate={m.approximate!r})")
+    return "gelu"
+
+
+def leaky_relu(m: nn.LeakyReLU) -> str:
+    return "leakyrelu" if m.negative_slope == 0.01 else f"leakyrelu {_number(m.negative_slope)}"
+
+
+def softmax(m: nn.Softmax) -> str:
+    if m.dim not in (1, -3):
+        raise Inexpressible(f"Softmax(dim={m.dim}) (the language's softmax is over the channels, dim 1)")
+    return "softmax"
+
+
+def upsample(m: nn.Upsample) -> str:
+    factor = m.scale_factor
+    if m.size is not None or factor is None or (isinstance(factor, tuple) and len(set(factor)) != 1):
+        raise Inexpressible("an Upsample to a fixed size or by different factors per side")
+    factor = factor[0] if isinstance(factor, tuple) else factor
+    if factor != int(factor) or m.mode not in ("nearest", "bilinear") or m.align_corners:
+        raise Inexpressible(f"Upsample(scale_factor={factor}, mode={m.mode!r}, align_corners={m.align_corners})")
+    return f"upsample {int(factor)}" + ("" if m.mode == "nearest" else " bilinear")
+
+
+def _plain(word: str) -> Callable[[nn.Module], str]:
+    return lambda m: word
+
+
+LAYERS: dict[type, Callable[[Any], str]] = {
+    nn.Conv2d: conv, nn.ConvTranspose2d: conv_transpose, nn.BatchNorm2d: batchnorm, nn.BatchNorm1d: batchnorm,
+    nn.GroupNorm: groupnorm, nn.MaxPool2d: maxpool, nn.AvgPool2d: avgpool, nn.AdaptiveAvgPool2d: adaptive_avgpool,
+    nn.Linear: linear, nn.Flatten: flatten, nn.Dropout: dropout, nn.Dropout2d: dropout, nn.GELU: gelu,
+    nn.LeakyReLU: leaky_relu, nn.Softmax: softmax, nn.Upsample: upsample,
+    nn.ReLU: _plain("relu"), nn.ReLU6: _plain("relu6"), nn.SiLU: _plain("silu"), nn.Sigmoid: _plain("sigmoid"),
+    nn.Tanh: _plain("tanh"), nn.Hardswish: _plain("hardswish"), nn.Identity: _plain("identity"),
+}
+
+
+def layer_text(module: nn.Module) -> str:
+    """The .arch layer for a torch layer module; Inexpressible when the language has no such layer."""
+    writer = LAYERS.get(type(module))
+    if writer is None:
+        raise Inexpressible("")
+    return writer(module)
