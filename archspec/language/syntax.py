@@ -156,8 +156,21 @@ def _diagnostic(err: UnexpectedInput, path: str, text: str) -> Diagnostic:
                 token.end_line or token.line or 1, token.end_column or (token.column or 1) + 1)
     if token.type == "RBRACE":
         return Diagnostic(codes.SYNTAX_ERROR, "unmatched `}`", span, help="remove it, or open the block it closes with `{`")
+    expected = _without_option_word(expected, text[:token.start_pos or 0])
     return Diagnostic(codes.SYNTAX_ERROR, f"unexpected {_describe_unexpected(token)}; expected {_describe_expected(expected)}",
                       span, help=_help_for(token, expected, text))
+
+
+def _without_option_word(expected: set[str], before: str) -> set[str]:
+    """After a join word, the grammar's generic form accepts any name where the join takes only its own
+    option words (`residual project`) or none (`concat`): say which, not "a name"."""
+    from archspec.language.joins import JOINS
+
+    word = re.search(r"([A-Za-z_][A-Za-z0-9_]*)\s*$", before)
+    join = JOINS.get(word.group(1)) if word else None
+    if join is None or "NAME" not in expected:
+        return expected
+    return (expected - {"NAME"}) | {f"`{option}`" for option in join.options}
 
 
 def _describe_unexpected(token: Token) -> str:
