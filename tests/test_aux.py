@@ -3,7 +3,6 @@ runner's loss against the weighted sum computed from the model's own outputs."""
 from __future__ import annotations
 
 import json
-from collections import namedtuple
 
 import pytest
 
@@ -121,3 +120,15 @@ def test_one_training_step_adds_the_weighted_aux_losses(tmp_path, monkeypatch):
     assert not torch.allclose(loss, ce(out.logits, y).detach())  # the heads' losses are really in it
     metrics = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     assert metrics["train_loss"] == pytest.approx(by_hand.item(), rel=1e-5)
+
+
+def test_eval_onnx_graph_leaves_the_heads_out():
+    """The exported eval model is the main network: no head weight among the ONNX initializers."""
+    onnx = pytest.importorskip("onnx")
+    import io
+
+    net = archspec.build(TWO_HEADS, classes=5).eval()
+    buffer = io.BytesIO()
+    torch.onnx.export(net, torch.randn(1, 3, 16, 16), buffer, dynamo=False)
+    names = {i.name for i in onnx.load_from_string(buffer.getvalue()).graph.initializer}
+    assert names == {"conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc1.weight", "fc1.bias"}
