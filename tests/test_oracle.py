@@ -1345,6 +1345,8 @@ JOIN_ORACLE: dict[str, JoinOracle] = {
     # the unpadded U-Net's skip: the 10x9 map center-cropped to the 6x4 path's size (an odd margin rounds the top down)
     "crop": JoinOracle("input 3x10x9\ncrop {} { conv 2 k4 | relu | conv 3 k1 }\n",
                        lambda m, x: torch.cat([x[:, :, 1:8, 1:7], m["crop1.branch2"](x)], dim=1), "crop1"),
+    # an auxiliary head in eval: the identity on the main path (training mode: tests/test_aux.py)
+    "aux": JoinOracle("input 4x6x6\naux 0.3 { conv 4 k3 p1 | bn }\n", lambda m, x: x, "aux1"),
 }
 
 

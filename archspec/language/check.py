@@ -253,6 +253,9 @@ class _Checker:
         # known to inside a join that does not join (its error says why).
         wide = [n.path + "." for n in self.report.nodes() if isinstance(n, Branch) and
                 (n.out_shape is None or (len(n.out_shape) == 3 and n.out_shape[1:] != (1, 1)))]
+        for n in self.report.nodes():
+            if isinstance(n, Branch):
+                n.rule.finish(n, self.report.output_shape, self.emitter(n))  # e.g. an auxiliary head's shape
         if conv_rows:
             last_conv = conv_rows[-1]
             for r in rows[:last_conv]:

@@ -246,11 +246,13 @@ class _Builder:
         if problem is not None:
             self.error(codes.SYNTAX_ERROR, problem, head, trace, help=f"usage: `{kind.usage}`")
             return []
-        if option is not None and str(option) not in kind.options:
-            self.error(codes.UNKNOWN_ARGUMENT, f"unknown {kind.word} option `{option}`", token_span(option, path), trace,
-                       help=kind.option_help or f"usage: `{kind.usage}`")
+        written = str(option) if option is not None else None
+        problem = kind.option_problem(written, option is not None and option.type == "NUMBER")
+        if problem is not None:
+            code, message, help = problem
+            self.error(code, message, token_span(option, path) if option is not None else head, trace, help=help)
         return [Join(kind, [self.body(b, path, env, trace) for b in bodies], head, trace,
-                     namer(kind.name_prefix or kind.word), option=str(option) if option is not None and str(option) in kind.options else None,
+                     namer(kind.name_prefix or kind.word), option=written if problem is None else None,
                      shortcut=self.body(shortcut, path, env, trace) if shortcut is not None else None)]
 
     def repeat(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> list[Node]:

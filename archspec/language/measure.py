@@ -99,6 +99,9 @@ class _ReceptiveFields(Visitor[Any]):
     def visit_branch(self, node: Branch, state: RF | None) -> RF | None:
         # Every join sees what each of its operands saw: the widest of its bodies (and its input, when it is one).
         bodies = [self.seq(b, state) for b in node.branches]
+        if not node.rule.output_sees_bodies:  # `aux`: the main path goes on with its input; the head's view is its own
+            node.rf = state
+            return node.rf
         node.rf = max_rf(bodies + ([state] if node.identity else []))
         keep = node.rule.jump_from(node)  # a broadcast `mul` gate's jump is not the output's; `resize` keeps the input's
         if node.rf is not None and keep:

@@ -162,15 +162,16 @@ def _diagnostic(err: UnexpectedInput, path: str, text: str) -> Diagnostic:
 
 
 def _without_option_word(expected: set[str], before: str) -> set[str]:
-    """After a join word, the grammar's generic form accepts any name where the join takes only its own
-    option words (`residual project`) or none (`concat`): say which, not "a name"."""
+    """After a join word, the grammar's generic form accepts any name or number where the join takes only its
+    own option words (`residual project`), its number (`aux 0.3`) or none (`concat`): say which, not "a name"."""
     from archspec.language.joins import JOINS
 
     word = re.search(r"([A-Za-z_][A-Za-z0-9_]*)\s*$", before)
     join = JOINS.get(word.group(1)) if word else None
     if join is None or "NAME" not in expected:
         return expected
-    return (expected - {"NAME"}) | {f"`{option}`" for option in join.options}
+    number = {"NUMBER"} if join.takes_number else set()
+    return (expected - {"NAME", "NUMBER"}) | number | {f"`{option}`" for option in join.options}
 
 
 def _describe_unexpected(token: Token) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
+import torch
 from torch import nn
 
 from archspec.language.check import CheckReport
@@ -33,6 +35,10 @@ class Net(nn.Sequential):
         # Module path -> data-dependent initialiser (`whiten`), from the checked tree: the runner applies them.
         self.init_hints = init_hints
 
+    def forward(self, x: torch.Tensor) -> Any:
+        # In training, with `aux` heads: a namedtuple (logits, aux_logits...) as torchvision's GoogLeNet gives.
+        return runtime.Aux.outputs(self, super().forward(x))
+
 
 class _ModuleBuilder(Visitor[nn.Module]):
     def sequential(self, nodes: list[CheckedNode]) -> "OrderedDict[str, nn.Module]":
@@ -47,7 +53,7 @@ class _ModuleBuilder(Visitor[nn.Module]):
 
     def visit_branch(self, node: Branch) -> nn.Module:
         join = getattr(runtime, node.rule.runtime_class)  # the join's module (runtime.py), one argument per body
-        return join(*(nn.Sequential(self.sequential(b)) for b in node.branches))
+        return join(*(nn.Sequential(self.sequential(b)) for b in node.branches), *node.rule.runtime_args(node))
 
 
 def _module_class(call: TorchCall) -> type[nn.Module]:

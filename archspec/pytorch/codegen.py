@@ -67,11 +67,12 @@ class _SourceWriter(Visitor[str]):
     def visit_branch(self, node: Branch, indent: int) -> str:
         name = node.rule.runtime_class
         self.helpers.update({name, *node.rule.runtime_needs})  # with the classes it derives from (Add is a Concat)
-        return self.join_call(name, node.branches, indent)
+        return self.join_call(name, node.branches, indent, node.rule.runtime_args(node))
 
-    def join_call(self, name: str, parts: list[list[CheckedNode]], indent: int) -> str:
+    def join_call(self, name: str, parts: list[list[CheckedNode]], indent: int, args: tuple = ()) -> str:
         pad = " " * indent
         inner = "".join(f"\n{pad}    {self.sequential(p, indent + 4)}," for p in parts)
+        inner += "".join(f"\n{pad}    {a!r}," for a in args)
         return f"{name}({inner}\n{pad})"
 
     def sequential(self, nodes: list[CheckedNode], indent: int) -> str:
@@ -153,8 +154,10 @@ def generate(source: "CheckReport | Model | str", class_name: str = "Net") -> st
         "from __future__ import annotations",
         "",
     ]
-    if any("OrderedDict" in line for line in init):
-        out += ["from collections import OrderedDict", ""]
+    aux = "Aux" in writer.helpers  # `aux` heads: forward returns torchvision's (logits, aux_logits...) in training
+    collections = [n for n, used in (("OrderedDict", any("OrderedDict" in line for line in init)), ("namedtuple", aux)) if used]
+    if collections:
+        out += [f"from collections import {', '.join(collections)}", *(["from typing import Any"] if aux else []), ""]
     out.append("import torch")
     if any("F." in line for line in forward):
         out.append("import torch.nn.functional as F")
@@ -172,10 +175,10 @@ def generate(source: "CheckReport | Model | str", class_name: str = "Net") -> st
         "        super().__init__()",
         *[f"        {line}" for line in init],
         "",
-        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        f"    def forward(self, x: torch.Tensor) -> {'Any' if aux else 'torch.Tensor'}:",
         f"        # x: {fmt_shape(report.input_shape)}",
         *[f"        {line}" for line in forward],
-        "        return x",
+        "        return Aux.outputs(self, x)" if aux else "        return x",
         "",
     ]
     return "\n".join(out)

@@ -2,6 +2,9 @@
 copies their source text into generated files (reading this file, without importing torch)."""
 from __future__ import annotations
 
+from collections import namedtuple
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -83,3 +86,37 @@ class Crop(Concat):
             top, left = (out.shape[-2] - h) // 2, (out.shape[-1] - w) // 2
             cropped.append(out[..., top:top + h, left:left + w])
         return torch.cat(cropped, dim=1)
+
+
+class Aux(nn.Module):
+    """An auxiliary head: the identity on the main path. In training it also runs head(x) and keeps the result
+    until `Aux.outputs` hands it to the network's output; in eval the head does not run."""
+
+    def __init__(self, head: nn.Module, loss_weight: float) -> None:
+        super().__init__()
+        self.head = head
+        self.loss_weight = loss_weight  # the head's loss is added times this (`aux 0.3 { ... }`)
+        self.output: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.output = self.head(x) if self.training else None
+        return x
+
+    @staticmethod
+    def weights(net: nn.Module) -> tuple[float, ...]:
+        """The heads' loss weights in the order `outputs` gives their outputs (the last head first)."""
+        return tuple(m.loss_weight for m in net.modules() if isinstance(m, Aux))[::-1]
+
+    @staticmethod
+    def outputs(net: nn.Module, logits: torch.Tensor) -> Any:
+        """In training, torchvision's structure: (logits, aux_logits) with one head, (logits, aux_logits2,
+        aux_logits1) with two (GoogLeNetOutputs: the last head first); in eval, or without heads, the logits."""
+        heads = [m for m in net.modules() if isinstance(m, Aux)]
+        if not net.training or not heads:
+            return logits
+        names = ["aux_logits"] if len(heads) == 1 else [f"aux_logits{i}" for i in range(len(heads), 0, -1)]
+        outs = []
+        for head in reversed(heads):
+            outs.append(head.output)
+            head.output = None  # not kept alive (with its graph) past this step
+        return namedtuple("NetOutputs", ["logits", *names])(logits, *outs)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from archspec.language.errors import ArchspecError
+from archspec.pytorch import runtime
 from archspec.training.board import Board, confusion_figure, mistakes_figure
 from archspec.training.board import available as tensorboard_available
 from archspec.training.augment import epoch_generator, flip_mask, normalize, random_shifts, translate, tta_logits
@@ -326,6 +327,7 @@ class Run:
     board: Board = field(default_factory=Board)
     pictured: Eval | None = None  # final_report's evaluation that TensorBoard's pictures show
     resume_flags: str = ""  # what the resume command needs besides --out (--data-dir, --nproc-per-node)
+    aux_weights: tuple[float, ...] = ()  # the loss weights of `aux` heads, in the order of the model's extra outputs
 
     @property
     def checkpoint_path(self) -> Path:
@@ -451,6 +453,16 @@ def pick_threads(run: Run, requested: int | str, resumed_with: int) -> str:
     return why
 
 
+def training_loss(run: Run, out: Any, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the step's loss, the main logits): the criterion on the logits, plus each `aux` head's loss times its
+    weight (in training a model with heads returns (logits, aux_logits...), as torchvision's GoogLeNet does)."""
+    logits, *aux = out if isinstance(out, tuple) else (out,)
+    loss = run.criterion(logits.float() * run.config.logit_scale, y)
+    for weight, extra in zip(run.aux_weights, aux):
+        loss = loss + weight * run.criterion(extra.float() * run.config.logit_scale, y)
+    return loss, logits
+
+
 def probe_step(run: Run) -> Callable[[], None]:
     """One forward and backward pass of a training batch on a copy of the model (the run's weights and
     BatchNorm statistics stay as they are): what `--threads auto` times."""
@@ -460,7 +472,7 @@ def probe_step(run: Run) -> Callable[[], None]:
 
     def step() -> None:
         with run.autocast():
-            loss = run.criterion(model(x).float() * run.config.logit_scale, y)
+            loss = training_loss(run, model(x), y)[0]
         loss.backward()
         model.zero_grad(set_to_none=True)
 
@@ -517,7 +529,7 @@ def start_run(model: nn.Module, data: Dataset, config: TrainConfig, out_dir: Pat
                train_x, train_y, val_x, val_y, mean_list, std_list, mean, std, batch, steps_per_epoch, total_steps,
                math.ceil(total_steps / steps_per_epoch), optimizer, lookahead, whiten_biases,
                _step_fn(model, config, world, dev, bool(whiten_biases)), nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
-               init_time, train_time=init_time, world=world, sync_bn=sync_bn)
+               init_time, train_time=init_time, world=world, sync_bn=sync_bn, aux_weights=runtime.Aux.weights(model))
 
 
 def hold_out(data: Dataset, val: float) -> tuple[Dataset, torch.Tensor, torch.Tensor]:
@@ -591,8 +603,7 @@ def run_epoch(run: Run, reporter: Reporter) -> tuple[int, torch.Tensor, torch.Te
         for group in run.optimizer.param_groups:
             group["lr"] = group["peak_lr"] * factor
         with run.autocast():
-            logits = run.step_fn(x)
-            loss = run.criterion(logits.float() * config.logit_scale, y)
+            loss, logits = training_loss(run, run.step_fn(x), y)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()

@@ -108,8 +108,21 @@ class _Builder(Visitor["str | None"]):
         g.node(nid, _label(op, fmt_shape(node.out_shape)), shape="ellipse", style="filled", fillcolor="#fff2cc", ordering="in")
         return nid
 
+    def side_head(self, g: "graphviz.Digraph", node: Branch, tail: str | None) -> str | None:
+        """`aux`: the head branches off, dashed, into an extra output node; the main path goes on from its input."""
+        with g.subgraph(name=f"cluster_{self.new_id()}") as c:
+            c.attr(label=_label(f"{node.path}: {node.rule.graph_title(node)}"), style="dashed", color="#666666", fontname="Helvetica", fontsize="10")
+            end = self.seq(c, node.branches[0], tail, dashed=True)
+            out = self.new_id()
+            c.node(out, _label("training output", fmt_shape(node.join.operands[0])),  # type: ignore[union-attr]
+                   shape="ellipse", style="filled", fillcolor="#fff2cc")
+            self.edge(end, out, style="dashed")
+        return tail
+
     def visit_branch(self, node: Branch, g: "graphviz.Digraph", tail: str | None, dashed: bool) -> str:
         rule = node.rule
+        if not rule.output_sees_bodies:
+            return self.side_head(g, node, tail)
         with g.subgraph(name=f"cluster_{self.new_id()}") as c:
             c.attr(label=_label(f"{node.path}: {rule.graph_title(node)}"), style="dashed", color="#666666", fontname="Helvetica", fontsize="10")
             join = self.join_node(c, node, rule.operator or rule.word)

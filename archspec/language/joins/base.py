@@ -89,6 +89,7 @@ class JoinKind:
     hint: ClassVar[str] = ""  # what it does, after its usage in the editor's keyword completion
     options: ClassVar[tuple[str, ...]] = ()  # words allowed between the join word and its first body
     option_help: ClassVar[str] = ""  # the help for a wrong option word (default: the usage)
+    takes_number: ClassVar[bool] = False  # a number between the word and its first body (`aux 0.3`)
     takes_shortcut: ClassVar[bool] = False  # `shortcut { ... }` after the bodies
     min_bodies: ClassVar[int] = 2
     max_bodies: ClassVar[int | None] = None
@@ -97,6 +98,7 @@ class JoinKind:
     runtime_class: ClassVar[str] = ""  # its nn.Module class in pytorch/runtime.py
     runtime_needs: ClassVar[tuple[str, ...]] = ()  # runtime classes that class derives from
     view_kind: ClassVar[str] = "branch"  # how `archspec view` draws it
+    output_sees_bodies: ClassVar[bool] = True  # False: the output is the input (`aux`), for the receptive field
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -121,6 +123,20 @@ class JoinKind:
         if self.max_bodies is not None and bodies > self.max_bodies:
             return f"`{self.word}` takes {self.max_bodies} body, got {bodies}"
         return None
+
+    def option_problem(self, option: str | None, number: bool) -> tuple[str, str, str] | None:
+        """(code, message, help) when the option written after the join word (a name, or a number when
+        `number`) is wrong, or missing where the join needs one; None when it is fine."""
+        if option is None or (not number and option in self.options):
+            return None
+        return codes.UNKNOWN_ARGUMENT, f"unknown {self.word} option `{option}`", self.option_help or f"usage: `{self.usage}`"
+
+    def runtime_args(self, node: Branch) -> tuple[Any, ...]:
+        """Arguments of its runtime class after the bodies (`aux`'s loss weight)."""
+        return ()
+
+    def finish(self, node: Branch, output: Shape | None, emit: Emit) -> None:
+        """Whole-network checks once the network's output is known (an auxiliary head's shape)."""
 
     def label(self, i: int, projected: bool = False) -> str:
         """The module name of body i inside the join: branch1, branch2, ..."""
