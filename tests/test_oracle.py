@@ -454,7 +454,7 @@ class TorchOracle:
         self.visits.append(self.where)
 
     def leaf(self, op: str, module_factory: Callable[[], nn.Module], x: "torch.Tensor") -> "torch.Tensor":
-        m = module_factory()
+        m = module_factory().double()  # float64: a deep random net (softmax, then layernorm) amplifies float32's rounding
         m.eval()
         before = self.counted()
         y = m(x)
@@ -557,7 +557,7 @@ def compare(arch: Arch, sep: str = "nl", build: bool = True) -> Outcome:
     text = r.render(arch)
     report = archspec.check(text, classes=None)
     oracle = TorchOracle(r.line_of)
-    x = torch.randn(2, *arch.input)
+    x = torch.randn(2, *arch.input, dtype=torch.float64)
     problems: list[str] = []
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as oracle.flops:
@@ -600,7 +600,7 @@ def compare_build(text: str, rows: list, oracle: TorchOracle, x: "torch.Tensor",
         net = archspec.build(text)
     except Exception as exc:  # noqa: BLE001 - any failure to build a checked spec is a disagreement
         return [f"archspec.build raises {type(exc).__name__}: {exc}"]
-    net.eval()
+    net.eval().double()  # as the oracle runs
     modules = dict(net.named_modules())
     problems: list[str] = []
     seen: dict[str, tuple[int, ...]] = {}
