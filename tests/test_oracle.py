@@ -454,7 +454,7 @@ class TorchOracle:
         self.visits.append(self.where)
 
     def leaf(self, op: str, module_factory: Callable[[], nn.Module], x: "torch.Tensor") -> "torch.Tensor":
-        m = module_factory().double()  # float64: a deep random net (softmax, then layernorm) amplifies float32's rounding
+        m = module_factory().to(x.dtype)  # compare() runs float64: a deep random net amplifies float32's rounding
         m.eval()
         before = self.counted()
         y = m(x)

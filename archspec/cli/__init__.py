@@ -128,22 +128,20 @@ def shape_table(report, title: str | None = None, full: bool = False):
     table = TableData([Column("line", "right", "dim"), Column("module", style="dim"), Column("layer"), Column("output shape"),
                        Column("params", "right")],
                       title=title)
-    shapes = report.symbolic.shapes if getattr(report, "symbolic", None) is not None else {}
-    for row in _shape_rows(report.body if not full else report.rows, full, shapes):
+    for row in _shape_rows(report.body if not full else report.rows, full):
         table.add_row(*row)
     return table
 
 
-def _shape_rows(nodes: list, full: bool, shapes: dict | None = None) -> list[tuple]:
+def _shape_rows(nodes: list, full: bool) -> list[tuple]:
     """(line, module, layer, shape, params) per layer, or per run of repeated block calls unless `full`."""
     from archspec.language.ops import fmt_shape, value_text
     from archspec.language.tree import Call, Layer
 
     rows: list[tuple] = []
-    shapes = shapes or {}
 
     def shape(node) -> str:  # `input 3xHxW`: each size as an expression in H and W
-        return fmt_shape(shapes.get(node.path, node.out_shape))
+        return fmt_shape(node.symbolic_shape or node.out_shape)  # `input 3xHxW`: in H and W
 
     i = 0
     while i < len(nodes):
@@ -165,7 +163,7 @@ def _shape_rows(nodes: list, full: bool, shapes: dict | None = None) -> list[tup
             rows.append((_line(node), path, f"{'  ' * node.depth}{node.block}({args}){times}", shape(run[-1]),
                          _params(sum(c.params for c in run))))
         else:  # a residual or a branch outside a block: its layers, with the block calls in it folded
-            rows.extend(_shape_rows(node.children(), full, shapes))
+            rows.extend(_shape_rows(node.children(), full))
         i += 1
     return rows
 
@@ -187,7 +185,7 @@ def _check_title(display: str, report) -> str:
     if d is None:
         return f"{display}: {fmt_shape(report.input_shape)} -> {fmt_shape(report.output_shape)}, {report.params:,} params"
     last = report.body[-1] if report.body else None  # the last node: a join's shape is not its last layer's
-    out = d.shapes.get(last.path, report.output_shape) if last is not None else report.output_shape
+    out = (last.symbolic_shape or report.output_shape) if last is not None else report.output_shape
     return (f"{display}: {fmt_shape(d.dims)} -> {fmt_shape(out)}, {report.params:,} params "
             f"at {d.at[0]}x{d.at[1]}")
 

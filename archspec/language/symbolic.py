@@ -556,5 +556,13 @@ def check_symbolic(model: Model, classes: int | None) -> Any:
     first = report.body[0] if report.body else None
     if isinstance(first, Layer) and isinstance(first.layer, Input):
         first.layer = inp  # the table shows `input 3xHxW` as written
-    report.symbolic = d
+    attach(report, d)
     return report
+
+
+def attach(report: Any, d: Derivation) -> None:
+    """The derivation on the report, and each node's shape in H and W on the node itself."""
+    report.symbolic = d
+    for node in report.nodes():
+        found = d.shapes.get(node.path)
+        node.symbolic_shape = tuple(found) if found is not None else None

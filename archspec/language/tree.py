@@ -42,6 +42,9 @@ class CheckedNode:
     # (receptive field, jump) per axis after this node (a residual or branch: after its join), set
     # by the checker through language/measure.py; None where unknown or on feature vectors.
     rf: "RF | None" = field(default=None, kw_only=True)
+    # `input 3xHxW`: the output shape in H and W where the checker derived it ("16", "floor(H/4) - 3", ...),
+    # set by the symbolic derivation; None otherwise.
+    symbolic_shape: tuple[str, ...] | None = field(default=None, kw_only=True)
 
     def children(self) -> list["CheckedNode"]:
         return []

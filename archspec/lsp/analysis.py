@@ -287,10 +287,10 @@ def _totals(node: CheckedNode, a: Analysis) -> str:
     if not counted(node):
         numbers += " (partial: an error leaves shapes unknown here, and what they decide is not counted)"
     derived = getattr(a.tree, "symbolic", None)  # `input 3xHxW`: the shape in H and W, the numbers at one size
-    if derived is None or node.path not in derived.shapes:
+    if derived is None or node.symbolic_shape is None:
         return numbers
     at = "x".join(map(str, derived.at)) if derived.at else "the checked size"
-    return f"`-> {fmt_shape(derived.shapes[node.path])}`; at {at}: {numbers}"
+    return f"`-> {fmt_shape(node.symbolic_shape)}`; at {at}: {numbers}"
 
 
 def _layers_under(node: CheckedNode) -> Iterator[Layer]:
@@ -324,15 +324,13 @@ def inlay_hints(a: Analysis) -> dict[int, str]:
     shapes depend on its call; hover shows them)."""
     shapes: dict[int, str] = {}
     params: dict[int, int] = {}
-    derived = getattr(a.tree, "symbolic", None)  # `input 3xHxW`: sizes as expressions in H and W
-    symbolic = derived.shapes if derived is not None else {}
     for node in post_order(a.tree.body):
         if node.trace or not _own(node, a.path) or node.out_shape is None:  # after an error: nothing to say
             continue
         line = a.here(node.span.line - 1)  # type: ignore[union-attr]
         if line is None:
             continue
-        shapes[line] = fmt_shape(symbolic.get(node.path, node.out_shape))
+        shapes[line] = fmt_shape(node.symbolic_shape or node.out_shape)  # `input 3xHxW`: in H and W
         if isinstance(node, (Layer, Call)) and params.get(line, 0) is not None:
             params[line] = params.get(line, 0) + node.params if counted(node) else None  # type: ignore[operator]
     return {line: f"-> {shape}" + (f"  {params[line]:,} params" if params.get(line) else "") for line, shape in shapes.items()}

@@ -85,10 +85,9 @@ class _Explainer(Visitor[Entry]):
 
     def in_h_and_w(self, node: Layer) -> list[str]:
         """For `input 3xHxW`: the layer's output at every size, beside the arithmetic at one size."""
-        derived = self.report.symbolic
-        if derived is None or node.path not in derived.shapes or isinstance(node.layer, Input):
+        if node.symbolic_shape is None or isinstance(node.layer, Input):
             return []
-        return [f"at every size: {fmt_shape(derived.shapes[node.path])}"]
+        return [f"at every size: {fmt_shape(node.symbolic_shape)}"]
 
     def visit_call(self, node: Call) -> Entry:
         args = ", ".join(f"{k}={value_text(v)}" for k, v in node.args.items())

@@ -59,7 +59,6 @@ class _Collector(Visitor[dict]):
     def __init__(self, report: CheckReport) -> None:
         self.report = report
         self.explain = _explanations(report)
-        self.symbolic = report.symbolic.shapes if report.symbolic is not None else {}
         self.ids = 0
 
     def seq(self, nodes: list[CheckedNode]) -> list[dict]:
@@ -69,7 +68,7 @@ class _Collector(Visitor[dict]):
         self.ids += 1
         span = node.span
         rf = node.rf
-        symbolic = self.symbolic.get(node.path)
+        symbolic = node.symbolic_shape
         return {
             "id": f"n{self.ids}", "kind": node.kind, "name": node.name, "path": node.path, "label": label,
             "in": fmt_shape(node.in_shape) if node.in_shape is not None else None,

@@ -115,7 +115,12 @@ class _Walker(Visitor[Any]):
             node.path, _relative(node.path, base), node.op, node.layer.describe(), "layer", node.depth,  # type: ignore[union-attr]
             self.line_of(node), node.out_shape, node.params, node.macs,
             state[0] if state else None, state[1] if state else None, shape_bytes(node.out_shape),
+            self.shape_text(node),
         ))
+
+    def shape_text(self, node: CheckedNode) -> tuple[str, ...] | None:
+        """`input 3xHxW`: the node's shape in H and W (its numbers where none was derived); else None."""
+        return symbolic_text(node) if self.report.symbolic is not None else None
 
     def header(self, node: CheckedNode, base: str, op: str, args: str) -> None:
         self.rows.append(SummaryRow(node.path, _relative(node.path, base), op, args, "group", node.depth,
@@ -137,6 +142,7 @@ class _Walker(Visitor[Any]):
         self.rows.append(SummaryRow(
             node.path, _relative(node.path, base), op, operands, "join", node.depth, self.line_of(node),
             node.out_shape, 0, 0, state[0] if state else None, state[1] if state else None, shape_bytes(node.out_shape),
+            self.shape_text(node),
         ))
 
     def line_of(self, node: CheckedNode) -> int | None:
@@ -174,12 +180,6 @@ class Summary:
         """The concrete input size the numbers are at, e.g. `3x32x32`."""
         return "x".join(map(str, self.report.input_shape or ()))
 
-    def symbolic_shape(self, path: str, shape: Shape | None) -> tuple[str, ...] | None:
-        """A node's shape in H and W where the checker derived one, else its numbers as text."""
-        found = self.symbolic.shapes.get(path)
-        if found is not None:
-            return tuple(found)
-        return None if shape is None else tuple("?" if d is None else str(d) for d in shape)
 
     @property
     def accepted(self) -> dict[str, str]:
@@ -239,7 +239,7 @@ class Summary:
 
     def _symbolic_output(self) -> tuple[str, ...] | None:
         last = self.report.body[-1] if self.report.body else None
-        return self.symbolic_shape(last.path, self.report.output_shape) if last is not None else None
+        return symbolic_text(last) if last is not None else None
 
     def title(self) -> str:
         """`file: [B, 3, 32, 32] -> [B, 10]`; for `input 3xHxW`, the shapes in H and W and the size the numbers are at."""
@@ -386,7 +386,9 @@ def _at_size(report: CheckReport, size: tuple[int, int, int], classes: int | Non
     first = at.body[0] if at.body else None
     if isinstance(first, Layer):
         first.layer = report.body[0].layer  # type: ignore[union-attr]  # the table shows `input 3xHxW` as written
-    at.symbolic = d
+    from archspec.language.symbolic import attach
+
+    attach(at, d)
     return at
 
 
@@ -411,8 +413,12 @@ def summarize(source: "CheckReport | Model | str | Path", batch_size: int = 1, o
     walker = _Walker(report)
     walker.seq(report.body, "")
     summary = Summary(report, walker.rows, batch_size, optimizer, _assumptions(optimizer))
-    if report.symbolic is not None:
-        for row in summary.rows:
-            if row.kind != "group":
-                row.shape_text = summary.symbolic_shape(row.name, row.output_shape)
     return summary
+
+
+def symbolic_text(node: CheckedNode) -> tuple[str, ...] | None:
+    """A node's shape in H and W where the checker derived one, else its numbers as text."""
+    if node.symbolic_shape is not None:
+        return node.symbolic_shape
+    shape = node.out_shape
+    return None if shape is None else tuple("?" if d is None else str(d) for d in shape)
