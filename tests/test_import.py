@@ -135,6 +135,23 @@ def test_refusal_names_each_construct_once() -> None:
     ]
 
 
+def test_a_channels_last_tensor_that_is_not_permuted_back_is_refused() -> None:
+    """LayerNorm after a permute reads as `layernorm` only when the tensor is permuted back before other layers."""
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.norm, self.fc = nn.Conv2d(3, 8, 3), nn.LayerNorm(8), nn.Linear(8 * 14 * 14, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.norm(self.conv(x).permute(0, 2, 3, 1)).flatten(1))
+
+    with pytest.raises(ImportRefused) as info:
+        import_module(Net(), (3, 16, 16))
+    assert info.value.lines == ["`(top)` uses Tensor.flatten: a channels-last tensor (after a permute) that the language has no layer for"]
+
+
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "archspec", *args], check=False, capture_output=True, text=True, cwd=cwd, timeout=300)
 
