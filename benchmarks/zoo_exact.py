@@ -7,7 +7,7 @@ difference <= 1e-9 at both sizes), refused (the first construct the language lac
 else: must be none), or not run (over --max-params, or past --timeout). Each model runs in its own
 process, so memory goes back between models. Run from a checkout:
 
-    python benchmarks/zoo_exact.py [--sizes 64 96] [--max-params 200e6] [--timeout 600] [--write DIR] [NAME ...]
+    python benchmarks/zoo_exact.py [--sizes 64 96] [--max-params 200e6] [--timeout 600] [--jobs 2] [--write DIR] [NAME ...]
 
 It prints the table and writes it to benchmarks/results/zoo_exact.md and docs/benchmarks/zoo_exact.md;
 --write DIR also writes each exact model's text to DIR/NAME.arch (`input 3x224x224`): examples/zoo/ is made so.
@@ -21,6 +21,7 @@ import platform
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,9 +53,12 @@ def example_text(name: str, text: str, size: int) -> str:
     paper = next((v for k, v in sorted(PAPERS.items(), key=lambda kv: -len(kv[0])) if name.startswith(k)), "")
     head = [f"# torchvision.models.{name}: {paper}" if paper else f"# torchvision.models.{name}",
             f"# Written by `archspec import torchvision.models:{name}`. Exact: given the builder's weights as",
-            "# `archspec import --weights` writes them, the same outputs in float64 (benchmarks/zoo_exact.py)."]
+            "# `archspec import --weights` writes them, the same outputs in float64 (benchmarks/zoo_exact.py).",
+            "# ImageNet's 1000 classes: `archspec check --classes 1000`."]
+    if "stochasticdepth" in text:
+        head.append("# The stochastic depth rate grows linearly with the block's index (torchvision's schedule), so each call has its own.")
     body = text.split("\n", 1)[1].replace(f"input 3x{size}x{size}\n", "input 3x224x224\n", 1)
-    return "\n".join(head) + "\n" + body
+    return "\n".join(head) + "\n\n" + body
 
 
 def builders() -> list[str]:
@@ -164,6 +168,7 @@ def main() -> None:
     parser.add_argument("--max-params", type=float, default=200e6)
     parser.add_argument("--timeout", type=int, default=600)
     parser.add_argument("--write", type=Path)
+    parser.add_argument("--jobs", type=int, default=1, help="models run at once, each in its own process")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--no-results", action="store_true", help="print only; leave the results files as they are")
     args = parser.parse_args()
@@ -171,11 +176,13 @@ def main() -> None:
         print(json.dumps(round_trip(args.one, tuple(args.sizes), args.max_params, args.write)), flush=True)
         return
     where, start = machine(), time.perf_counter()
-    rows = []
+    names = args.names or builders()
     print("\n".join(table([])), flush=True)
-    for name in args.names or builders():
-        rows.append(run_one(name, args))
-        print(table([rows[-1]])[-1], flush=True)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # threads that each wait on one model's process
+        futures = [pool.submit(run_one, name, args) for name in names]
+        for done in as_completed(futures):
+            print(table([done.result()])[-1], flush=True)
+    rows = [f.result() for f in futures]
     if not args.no_results:
         argv = [a for i, a in enumerate(sys.argv[1:]) if a != "--write" and (i == 0 or sys.argv[i] != "--write")]
         text = report(rows, time.perf_counter() - start, where, argv)
