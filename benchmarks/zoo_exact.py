@@ -49,7 +49,7 @@ PAPERS = {  # builder prefix -> the paper, for the head of each examples/zoo fil
 
 
 def example_text(name: str, text: str, size: int) -> str:
-    """The imported text as an examples/zoo file: the paper and the provenance on top, at the paper's 224x224."""
+    """The imported text as an examples/zoo file: the paper and the provenance on top, at the paper's input size."""
     paper = next((v for k, v in sorted(PAPERS.items(), key=lambda kv: -len(kv[0])) if name.startswith(k)), "")
     head = [f"# torchvision.models.{name}: {paper}" if paper else f"# torchvision.models.{name}",
             f"# Written by `archspec import torchvision.models:{name}`. Exact: given the builder's weights as",
@@ -57,7 +57,8 @@ def example_text(name: str, text: str, size: int) -> str:
             "# ImageNet's 1000 classes: `archspec check --classes 1000`."]
     if "stochasticdepth" in text:
         head.append("# The stochastic depth rate grows linearly with the block's index (torchvision's schedule), so each call has its own.")
-    body = text.split("\n", 1)[1].replace(f"input 3x{size}x{size}\n", "input 3x224x224\n", 1)
+    paper_size = 299 if name == "inception_v3" else 224  # Inception v3 is laid out for 299x299
+    body = text.split("\n", 1)[1].replace(f"input 3x{size}x{size}\n", f"input 3x{paper_size}x{paper_size}\n", 1)
     return "\n".join(head) + "\n\n" + body
 
 
