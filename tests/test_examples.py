@@ -51,6 +51,18 @@ def test_example_checks_clean(path: Path):
     assert "error[" not in out.stdout and "Traceback" not in out.stderr
 
 
+ZOO = sorted((EXAMPLES / "zoo").glob("*.arch"))
+
+
+def test_zoo_files_check_clean():
+    """examples/zoo/: one file per torchvision builder that imports exactly, all checked in one run (in process: 60+ files)."""
+    assert len(ZOO) >= 40
+    rc, stdout = cli_in_process("check", "--classes", "1000", "--format", "json", *map(str, ZOO))
+    files = json.loads(stdout)["files"]
+    assert rc == 0 and len(files) == len(ZOO)
+    assert [f["diagnostics"] for f in files if f["diagnostics"]] == []
+
+
 @pytest.mark.parametrize("path", BROKEN, ids=lambda p: p.name)
 def test_broken_example_reports_its_designed_codes(path: Path):
     expected = expected_codes(path)

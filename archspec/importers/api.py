@@ -14,6 +14,7 @@ from archspec.importers.render import render
 from archspec.importers.statements import Imported, Refusal, weight_order
 from archspec.importers.trace import trace
 from archspec.language.errors import ArchspecError
+from archspec.pytorch.weights import torch_kind
 
 SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -139,16 +140,25 @@ def imported_weights(module: nn.Module, result: Result) -> dict[str, torch.Tenso
 
     net = build(result.text)
     mine = [(path, m) for path, m in net.named_modules() if any(True for _ in m.state_dict(keep_vars=True)) and not list(m.children())]
-    theirs = [dict(module.named_modules())[p] for p in weight_order(result.imported.statements[:result.imported.stopped]
-                                                                      if result.imported.stopped is not None else result.imported.statements)]
+    modules = dict(module.named_modules())
+    statements = result.imported.statements
+    theirs = [_tensors_at(module, modules, p) for p in weight_order(statements[:result.imported.stopped]
+                                                                      if result.imported.stopped is not None else statements)]
     if len(mine) != len(theirs):
         raise ArchspecError(f"the imported network has {len(mine)} layers with tensors, the module {len(theirs)}",
                             "please report this with the module you imported")
     state = {}
-    for (path, a), b in zip(mine, theirs):
-        ours, source = a.state_dict(), b.state_dict()
-        if type(a) is not type(b) or [v.shape for v in ours.values()] != [v.shape for v in source.values()]:
-            raise ArchspecError(f"the imported layer `{path}` ({type(a).__name__}) does not match the module's ({type(b).__name__})",
+    for (path, a), (kind, source) in zip(mine, theirs):
+        ours = a.state_dict()
+        if torch_kind(a) != kind or [v.shape for v in ours.values()] != [v.shape for v in source.values()]:
+            raise ArchspecError(f"the imported layer `{path}` ({type(a).__name__}) does not match the module's ({kind or 'a parameter'})",
                                 "please report this with the module you imported")
-        state.update({f"{path}.{k}": v.detach().clone() for k, v in source.items()})
+        state.update({f"{path}.{k}": v.detach().clone() for k, v in zip(ours, source.values())})
     return state
+
+
+def _tensors_at(module: nn.Module, modules: dict[str, nn.Module], path: str) -> tuple[str | None, dict[str, torch.Tensor]]:
+    """(the torch.nn kind, the tensors) of the layer at `path`; a bare parameter (a layer scale) has no kind."""
+    if path in modules:
+        return torch_kind(modules[path]), modules[path].state_dict()
+    return None, {path: module.get_parameter(path)}

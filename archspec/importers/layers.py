@@ -27,8 +27,9 @@ def _size(prefix: str, value: Any, default: int | None = None) -> str:
     return f" {prefix}{a}" if a == b else f" {prefix}{a}x{b}"
 
 
-def _number(x: float) -> str:
-    return repr(float(x))  # 0.5, 0.001: the shortest text that reads back as the same float
+def number(x: float) -> str:
+    # 0.5, 0.001, 1e-6; 12 digits, so that 0.07500000000000001 (a schedule's sum) reads 0.075
+    return repr(float(f"{x:.12g}")).replace("e-0", "e-")
 
 
 def conv(m: nn.Conv2d) -> str:
@@ -53,8 +54,8 @@ def batchnorm(m: nn.BatchNorm2d) -> str:
         raise Inexpressible("track_running_stats=False (the language's bn keeps running statistics)")
     if m.momentum is None:
         raise Inexpressible("momentum=None (a cumulative average)")
-    eps = "" if m.eps == 1e-5 else f" eps={_number(m.eps)}"
-    momentum = "" if math.isclose(m.momentum, 0.1) else f" momentum={_number(m.momentum)}"
+    eps = "" if m.eps == 1e-5 else f" eps={number(m.eps)}"
+    momentum = "" if math.isclose(m.momentum, 0.1) else f" momentum={number(m.momentum)}"
     return f"bn{eps}{momentum}{'' if m.affine else ' noaffine'}"
 
 
@@ -103,7 +104,7 @@ def flatten(m: nn.Flatten) -> str:
 
 
 def dropout(m: nn.Dropout) -> str:
-    return f"{'dropout2d' if isinstance(m, nn.Dropout2d) else 'dropout'} {_number(m.p)}"
+    return f"{'dropout2d' if isinstance(m, nn.Dropout2d) else 'dropout'} {number(m.p)}"
 
 
 def gelu(m: nn.GELU) -> str:
@@ -113,7 +114,7 @@ def gelu(m: nn.GELU) -> str:
 
 
 def leaky_relu(m: nn.LeakyReLU) -> str:
-    return "leakyrelu" if m.negative_slope == 0.01 else f"leakyrelu {_number(m.negative_slope)}"
+    return "leakyrelu" if m.negative_slope == 0.01 else f"leakyrelu {number(m.negative_slope)}"
 
 
 def softmax(m: nn.Softmax) -> str:
@@ -132,6 +133,19 @@ def upsample(m: nn.Upsample) -> str:
     return f"upsample {int(factor)}" + ("" if m.mode == "nearest" else " bilinear")
 
 
+def layernorm(m: nn.LayerNorm) -> str:
+    """The layer itself; whether it normalises channels or features is read from its input (trace.py)."""
+    if len(m.normalized_shape) != 1 or not m.elementwise_affine or m.bias is None:
+        raise Inexpressible(f"LayerNorm({list(m.normalized_shape)}, elementwise_affine={m.elementwise_affine}) "
+                            "(the language's layernorm is over one dimension, with weight and bias)")
+    return "layernorm" if m.eps == 1e-5 else f"layernorm eps={number(m.eps)}"
+
+
+def stochastic_depth(m: nn.Module) -> str:
+    """torchvision.ops.StochasticDepth(p, mode)."""
+    return f"stochasticdepth {number(m.p)}{' batch' if m.mode == 'batch' else ''}"
+
+
 def _plain(word: str) -> Callable[[nn.Module], str]:
     return lambda m: word
 
@@ -143,12 +157,23 @@ LAYERS: dict[type, Callable[[Any], str]] = {
     nn.LeakyReLU: leaky_relu, nn.Softmax: softmax, nn.Upsample: upsample,
     nn.ReLU: _plain("relu"), nn.ReLU6: _plain("relu6"), nn.SiLU: _plain("silu"), nn.Sigmoid: _plain("sigmoid"),
     nn.Tanh: _plain("tanh"), nn.Hardswish: _plain("hardswish"), nn.Identity: _plain("identity"),
+    nn.Hardsigmoid: _plain("hardsigmoid"), nn.LayerNorm: layernorm,
+    nn.ChannelShuffle: lambda m: f"channelshuffle {m.groups}",
 }
+# torchvision's layers, named so that torchvision stays optional: the tracer keeps them whole (leaves).
+LEAVES: dict[str, Callable[[Any], str]] = {
+    "torchvision.models.convnext.LayerNorm2d": layernorm,
+    "torchvision.ops.stochastic_depth.StochasticDepth": stochastic_depth,
+}
+
+
+def qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def layer_text(module: nn.Module) -> str:
     """The .arch layer for a torch layer module; Inexpressible when the language has no such layer."""
-    writer = LAYERS.get(type(module))
+    writer = LAYERS.get(type(module)) or LEAVES.get(qualified(type(module)))
     if writer is None:
         raise Inexpressible("")
     return writer(module)

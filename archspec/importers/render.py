@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from archspec.importers.statements import Imported, Join, Op, Scope
 
 WIDTH = 100
-_NUMBER = re.compile(r"(?<![A-Za-z0-9_.])(?P<pre>k|s|p|d|g|op)?(?P<num>\d+)(?![A-Za-z0-9_.])")
+_NUMBER = re.compile(r"(?<![A-Za-z0-9_.])(?P<pre>k|s|p|d|g|op)?(?P<num>\d+(?:\.\d+)?(?:e-?\d+)?)(?![A-Za-z0-9_.])")
 _DEFAULTS = re.compile(r"\b(conv(?:transpose)? [^|{}]*)")
 _CALL = re.compile(r"^[a-z_][a-z0-9_]*(\(.*\))?$")
 _OP_WORDS = {"conv", "convtranspose", "maxpool", "avgpool", "linear", "bn", "groupnorm", "dropout", "dropout2d", "upsample",
@@ -112,7 +112,7 @@ class Renderer:
         body = [[line] for line in template.split("\n")]
         self.blocks.append(Block(name, params, body, [g.scope.path for g, _ in members], cls))
         for (g, _), vals in zip(members, values):
-            self.calls[id(g)] = f"{name}({', '.join(map(str, vals))})"  # `name()`: a bare name cannot take `* N`
+            self.calls[id(g)] = f"{name}({', '.join(map(_text, vals))})"  # `name()`: a bare name cannot take `* N`
 
     def statements(self, items: list) -> list[Statement]:
         """The statements for a sequence of items, runs of identical ones folded."""
@@ -197,7 +197,7 @@ class Renderer:
 
 
 def _weighted(part: str) -> bool:
-    return part.split(" ", 1)[0] in ("conv", "linear", "convtranspose")
+    return part.split(" ", 1)[0] in ("conv", "linear", "convtranspose", "pwlinear")
 
 
 def _inline(statements: list[Statement]) -> str | None:
@@ -232,7 +232,7 @@ def _runs(statements: list[Statement]) -> list[Statement]:
 def _parameters(texts: list[str]) -> tuple[str, list[str], list[list[int]]]:
     """(the block body with parameters, their names, each occurrence's values) from same-layout texts."""
     matches = [list(_NUMBER.finditer(t)) for t in texts]
-    columns = list(zip(*[[int(m["num"]) for m in ms] for ms in matches]))
+    columns = list(zip(*[[_value(m["num"]) for m in ms] for ms in matches]))
     names: list[str] = []
     vectors: list[tuple[int, ...]] = []
     pieces: list[str] = []
@@ -253,11 +253,19 @@ def _parameters(texts: list[str]) -> tuple[str, list[str], list[list[int]]]:
             names.append(name)
             vectors.append(column)
             expr = name
-        bare = in_call or (not pre and re.search(r"\b(conv|convtranspose|linear) $", template[:m.start()]) and "*" not in expr)
+        bare = in_call or (not pre and re.search(r"\b(conv|convtranspose|linear|pwlinear) $", template[:m.start()]) and "*" not in expr)
         pieces.append(f"{pre}{expr}" if bare else f"{pre}{{{expr}}}")
     pieces.append(template[last:])
     values = [[vectors[names.index(n)][i] for n in names] for i in range(len(texts))]
     return "".join(pieces), names, values
+
+
+def _value(token: str) -> int | float:
+    return int(token) if token.isdigit() else float(token)
+
+
+def _text(value: float) -> str:
+    return str(value) if isinstance(value, int) else repr(value).replace("e-0", "e-")
 
 
 def _expression(column: tuple[int, ...], vectors: list[tuple[int, ...]], names: list[str]) -> str | None:
@@ -265,8 +273,10 @@ def _expression(column: tuple[int, ...], vectors: list[tuple[int, ...]], names: 
     for name, v in zip(names, vectors):
         if v == column:
             return name
+    if not all(isinstance(a, int) for a in column):
+        return None
     for name, v in zip(names, vectors):
-        if all(b != 0 for b in v) and all(a % b == 0 for a, b in zip(column, v)):
+        if all(isinstance(b, int) for b in v) and all(b != 0 for b in v) and all(a % b == 0 for a, b in zip(column, v)):
             ratios = {a // b for a, b in zip(column, v)}
             if len(ratios) == 1 and (k := ratios.pop()) > 1:
                 return f"{name}*{k}"
@@ -277,7 +287,8 @@ def _param_name(pre: str, before: str) -> str:
     if pre:
         return pre
     word = before.rstrip().rsplit(None, 1)[-1] if before.strip() else ""
-    return {"conv": "c", "convtranspose": "c", "linear": "f", "repeat": "n", "*": "n", "groupnorm": "groups"}.get(word, "n")
+    return {"conv": "c", "convtranspose": "c", "linear": "f", "pwlinear": "c", "repeat": "n", "*": "n", "groupnorm": "groups", "stochasticdepth": "drop",
+            "dropout": "drop", "layerscale": "scale"}.get(word, "n")
 
 
 def _fresh(base: str, taken: list[str]) -> str:

@@ -11,6 +11,12 @@ The graph is read back from its output: a node with one tensor input is a layer 
 cat or mul is a join whose branches run from the join's immediate dominator (the fork where they
 meet) to its inputs. DenseNet's `torch.cat(features)` over a growing list is read as a chain of
 two-way concats, each extending the previous one.
+
+A few torch idioms are read as the one layer they stand for: permute to channels-last, then
+nn.LayerNorm / nn.Linear / activations, then permute back (ConvNeXt's block: `layernorm`, `pwlinear`);
+a `[C, 1, 1]` parameter times the tensor (`layerscale`); view/transpose/view (`channelshuffle`);
+`x.chunk(n, dim=1)` whose parts are concatenated back in order (`split`). torchvision's LayerNorm2d
+and StochasticDepth are traced as leaves, whole.
 """
 from __future__ import annotations
 
@@ -21,7 +27,14 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from archspec.importers.layers import Inexpressible, adaptive_size, layer_text
+from archspec.importers.layers import (
+    LEAVES,
+    Inexpressible,
+    adaptive_size,
+    layer_text,
+    number,
+    qualified,
+)
 from archspec.importers.statements import Imported, Join, Op, Refusal, Scope
 from archspec.language.errors import ArchspecError
 
@@ -33,8 +46,12 @@ _ACTIVATIONS = {
     torch.relu: "relu", torch.nn.functional.relu: "relu", "relu": "relu", "relu_": "relu",
     torch.nn.functional.relu6: "relu6", torch.sigmoid: "sigmoid", "sigmoid": "sigmoid",
     torch.nn.functional.silu: "silu", torch.nn.functional.hardswish: "hardswish", torch.tanh: "tanh",
-    torch.nn.functional.gelu: "gelu",
+    torch.nn.functional.gelu: "gelu", torch.nn.functional.hardsigmoid: "hardsigmoid",
 }
+_POOLS = {torch.nn.functional.max_pool2d: nn.MaxPool2d, torch.nn.functional.avg_pool2d: nn.AvgPool2d}
+_TO_CHANNELS_LAST, _TO_CHANNELS_FIRST = [0, 2, 3, 1], [0, 3, 1, 2]
+# What may run on a channels-last tensor: it acts on the last dimension (the channels) or elementwise.
+_CHANNELS_LAST_OK = (nn.LayerNorm, nn.Linear, nn.GELU, nn.ReLU, nn.SiLU, nn.Dropout, nn.Identity)
 
 
 class NotNested(Exception):
@@ -57,9 +74,16 @@ def trace(module: nn.Module, input_shape: tuple[int, ...]) -> Imported:
         module.train(was_training)
 
 
+class _Tracer(fx.Tracer):
+    """fx's tracer, keeping torchvision's LayerNorm2d and StochasticDepth whole like torch.nn's layers."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return qualified(type(m)) in LEAVES or super().is_leaf_module(m, qualname)
+
+
 def _traced(module: nn.Module) -> fx.GraphModule:
     try:
-        return fx.symbolic_trace(module)
+        return fx.GraphModule(module, _Tracer().trace(module))
     except Exception as exc:  # noqa: BLE001 - fx raises many kinds: TraceError, TypeError, NotImplementedError...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ArchspecError(f"torch.fx cannot trace {type(module).__name__}: {first}",
@@ -110,7 +134,14 @@ class _Reader:
         self.nodes = [n for n in graph.graph.nodes if n.op == "placeholder" or _is_tensor(n)]
         self.order = {n: i for i, n in enumerate(self.nodes)}
         self.cats: dict[tuple[fx.Node, ...], fx.Node] = {}
+        self.absorbed: set[fx.Node] = set()  # inner nodes of an idiom read as one layer (channel shuffle)
+        self.shuffles: dict[fx.Node, int] = {}  # the last view of a channel shuffle -> its groups
+        self.parts: dict[fx.Node, tuple[int, int]] = {}  # x.chunk(n, dim=1)[i] -> (i, n)
+        self.scales: dict[fx.Node, fx.Node] = {}  # param * x -> the parameter (layer scale)
+        self.layout: dict[fx.Node, bool] = {}  # True where the tensor is channels-last (after a permute)
         self.inputs = {n: self._inputs(n) for n in self.nodes}
+        for n in self.nodes:
+            self.layout[n] = self._channels_last(n)
         self.dominators = self._dominators()
         self.refusals: list[Refusal] = []
         self.seen: set[fx.Node] = set()
@@ -126,7 +157,44 @@ class _Reader:
             if len(parts) > 2 and earlier is not None:  # DenseNet: cat(x0..xk) = cat(cat(x0..xk-1), xk)
                 return [earlier, parts[-1]]
             return parts
+        idiom = self._idiom_input(node)
+        if idiom is not None:
+            return [idiom]
         return _nodes_in(list(node.args) + list(node.kwargs.values()))
+
+    def _idiom_input(self, node: fx.Node) -> fx.Node | None:
+        """The input of a node that an idiom reads as one layer (recorded), or None."""
+        shuffled = _channel_shuffle(node)
+        if shuffled is not None:
+            source, groups, inner = shuffled
+            self.shuffles[node] = groups
+            self.absorbed.update(inner)
+            return source
+        if node.op == "call_function" and node.target is operator.getitem and _is_chunk(node.args[0]):
+            chunk = node.args[0]
+            self.parts[node] = (node.args[1], chunk.args[1] if len(chunk.args) > 1 else chunk.kwargs["chunks"])
+            return chunk.args[0]
+        scaled = _layer_scale(node)
+        if scaled is not None:
+            self.scales[node] = scaled[0]
+            return scaled[1]
+        return None
+
+    def _channels_last(self, node: fx.Node) -> bool:
+        """Whether the node's tensor is a [B, C, H, W] network tensor permuted to [B, H, W, C]."""
+        inputs = self.inputs[node]
+        if len(inputs) != 1:
+            return False
+        if _permute(node) == _TO_CHANNELS_LAST and len(_shape(inputs[0])) == 4:
+            return not self.layout[inputs[0]]
+        if _permute(node) == _TO_CHANNELS_FIRST:
+            return False
+        return self.layout[inputs[0]] and self._runs_channels_last(node)
+
+    def _runs_channels_last(self, node: fx.Node) -> bool:
+        if node.op == "call_module":
+            return isinstance(self.modules[node.target], _CHANNELS_LAST_OK)
+        return node.op == "call_function" and node.target in _ACTIVATIONS
 
     def _dominators(self) -> dict[fx.Node, frozenset[fx.Node]]:
         dom: dict[fx.Node, frozenset[fx.Node]] = {}
@@ -179,7 +247,7 @@ class _Reader:
         """Record every layer and call the language cannot write, in forward order; the first such node."""
         first = None
         for node in self.nodes:
-            if node.op == "placeholder" or self.join_word(node) is not None:
+            if node.op == "placeholder" or node in self.absorbed or self.join_word(node) is not None:
                 continue
             if node.op in ("get_attr", "output"):
                 continue
@@ -231,7 +299,13 @@ class _Reader:
             raise NotNested(node)
         if text is None:  # refused (recorded by the scan): keep walking from its input, for the other refusals
             return _Refused(self.scopes(node)), self.idom(node)
+        if node in self.parts:
+            return _Part(self.scopes(node), *self.parts[node]), inputs[0]
+        if not text:  # a permute around channels-last layers: the layers say it
+            return None, inputs[0]
         weights = str(node.target) if node.op == "call_module" and any(True for _ in self.modules[node.target].state_dict()) else None
+        if node in self.scales:
+            weights = str(self.scales[node].target)
         return Op(text, self.scopes(node), weights), inputs[0]
 
     def join_word(self, node: fx.Node) -> str | None:
@@ -243,7 +317,7 @@ class _Reader:
             return "concat" if dim in (1, -3) else None
         if target in _ADD:
             return "add"
-        if target in _MUL:
+        if target in _MUL and node not in self.scales:
             return "mul"
         return None
 
@@ -256,6 +330,13 @@ class _Reader:
             return _Refused(self.scopes(node))
         inner = [s.scopes for b in branches for s in b]
         scopes = _common(self.scopes(node), *inner)
+        if word == "concat" and _splits(branches):
+            return Join("split", [b[1:] for b in branches], scopes)
+        if any(b and isinstance(b[0], _Part) for b in branches):
+            self.refuse(node, "parts of Tensor.chunk that are not concatenated back in order (the language's `split`)")
+            return _Refused(scopes)
+        if word == "mul":  # the identity first: `mul {} { gate }` reads as squeeze-and-excitation does
+            return Join(word, sorted(branches, key=bool), scopes)
         if word != "add":
             return Join(word, branches, scopes)
         return self.residual(node, branches, scopes)
@@ -274,13 +355,31 @@ class _Reader:
 
     def op_text(self, node: fx.Node) -> str | None:
         """The layer's text; '' for a no-op; None when refused (recorded)."""
+        inputs = self.inputs.get(node, [])
+        if any(self.layout[i] for i in inputs) and not (self.layout[node] or _permute(node) == _TO_CHANNELS_FIRST):
+            self.refuse(node, "a channels-last tensor (after a permute) that the language has no layer for")
+            return None
+        if node in self.shuffles:
+            return f"channelshuffle {self.shuffles[node]}"
+        if node in self.parts:
+            return "split"
+        if node in self.scales:
+            return _layer_scale_text(self.scales[node], self.graph)
+        if _permute(node) in (_TO_CHANNELS_LAST, _TO_CHANNELS_FIRST) and (self.layout[node] or any(self.layout[i] for i in inputs)):
+            return ""
         if node.op == "call_module":
             module = self.modules[node.target]
             try:
-                return layer_text(module)
+                text = layer_text(module)
             except Inexpressible as exc:
                 self.refuse(node, str(exc))
                 return None
+            if isinstance(module, nn.Linear) and inputs and self.layout[inputs[0]]:
+                return "pw" + text  # nn.Linear over the channels: `pwlinear`, with nn.Linear's weight layout
+            if type(module) is nn.LayerNorm and not (inputs and (self.layout[inputs[0]] or len(_shape(inputs[0])) == 2)):
+                self.refuse(node, "a LayerNorm over other dimensions than the channels (or a vector's features)")
+                return None
+            return text
         target, args = node.target, node.args
         if target in _ACTIVATIONS and not node.kwargs.get("approximate"):
             return _ACTIVATIONS[target]
@@ -290,13 +389,89 @@ class _Reader:
             return "gap | flatten"  # x.mean([2, 3]): the global average, flattened
         if target is torch.nn.functional.adaptive_avg_pool2d and len(args) == 2:
             return adaptive_size(args[1])
+        if target in _POOLS and all(not isinstance(a, fx.Node) for a in list(args[1:]) + list(node.kwargs.values())):
+            return self.op_text_of(node, _POOLS[target](*args[1:], **node.kwargs))  # F.max_pool2d(x, 3, 2): nn.MaxPool2d's text
         self.refuse(node, "")
         return None
+
+    def op_text_of(self, node: fx.Node, module: nn.Module) -> str | None:
+        try:
+            return layer_text(module)
+        except Inexpressible as exc:
+            self.refuse(node, str(exc))
+            return None
 
     def refuse(self, node: fx.Node, why: str) -> None:
         if self.quiet:
             return
         self.refusals.append(Refusal(self.path(node), call_name(node, self.modules), why))
+
+
+class _Part(Op):
+    """One part of `x.chunk(n, dim=1)`: it starts a branch of a `split` when the parts are concatenated back in order."""
+
+    def __init__(self, scopes: tuple[Scope, ...], index: int, count: int) -> None:
+        super().__init__("split", scopes, None)
+        self.index, self.count = index, count
+
+
+def _splits(branches: list[list]) -> bool:
+    return all(b and isinstance(b[0], _Part) and (b[0].index, b[0].count) == (i, len(branches)) for i, b in enumerate(branches))
+
+
+def _is_chunk(node: Any) -> bool:
+    if not (isinstance(node, fx.Node) and node.op == "call_method" and node.target == "chunk"):
+        return False
+    dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+    return dim in (1, -3) and len(_shape(node.args[0])) == 4
+
+
+def _permute(node: fx.Node) -> list[int] | None:
+    """The dims of a permute (x.permute(0, 2, 3, 1), torch.permute(x, [...])), or None."""
+    if not ((node.op == "call_method" and node.target == "permute") or (node.op == "call_function" and node.target is torch.permute)):
+        return None
+    dims = node.args[1:] if len(node.args) > 2 else node.args[1] if len(node.args) > 1 else node.kwargs.get("dims")
+    return list(dims) if isinstance(dims, (list, tuple)) and all(isinstance(d, int) for d in dims) else None
+
+
+def _channel_shuffle(node: fx.Node) -> tuple[fx.Node, int, list[fx.Node]] | None:
+    """ShuffleNet's view(B, g, C/g, H, W) -> transpose(1, 2) -> contiguous -> view(B, C, H, W): (input, g, inner nodes)."""
+    if not (node.op == "call_method" and node.target in ("view", "reshape")) or not _is_tensor(node.args[0]):
+        return None
+    inner = [node.args[0]]
+    if inner[-1].op == "call_method" and inner[-1].target == "contiguous":
+        inner.append(inner[-1].args[0])
+    swap = inner[-1]
+    if not (swap.target in (torch.transpose, "transpose") and set(swap.args[1:3]) == {1, 2} and _is_tensor(swap.args[0])):
+        return None
+    grouped = swap.args[0]
+    if not (grouped.op == "call_method" and grouped.target in ("view", "reshape") and _is_tensor(grouped.args[0])):
+        return None
+    source = grouped.args[0]
+    wide, out = _shape(grouped), _shape(node)
+    if len(wide) != 5 or _shape(source) != out or len(out) != 4 or wide[1] * wide[2] != out[1]:
+        return None
+    return source, wide[1], inner + [grouped]
+
+
+def _layer_scale(node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
+    """`param * x` (or `x * param`) with a [C, 1, 1] parameter on a [B, C, H, W] tensor: (the parameter, x)."""
+    if not (node.target in _MUL and len(node.args) == 2 and not node.kwargs):
+        return None
+    for param, x in (node.args, node.args[::-1]):
+        if (isinstance(param, fx.Node) and param.op == "get_attr" and _is_tensor(param) and _is_tensor(x)
+                and len(_shape(x)) == 4 and _shape(param) == (_shape(x)[1], 1, 1)):
+            return param, x
+    return None
+
+
+def _layer_scale_text(param: fx.Node, graph: fx.GraphModule) -> str:
+    """`layerscale V` with the parameter's value when every channel has the same one (its initial value, to float32's 7 digits)."""
+    value: Any = graph
+    for name in str(param.target).split("."):
+        value = getattr(value, name)
+    values = value.detach().unique()
+    return f"layerscale {number(float(f'{values[0].item():.7g}'))}" if len(values) == 1 else "layerscale"
 
 
 class _Refused(Op):
