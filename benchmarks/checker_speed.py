@@ -1,4 +1,4 @@
-"""How fast the static checker is (issue 13): every figure printed beside what it is compared with.
+"""How fast the static checker is: every figure printed beside what it is compared with.
 
 How to rerun: from the repository root, `PYTHONPATH=$PWD python benchmarks/checker_speed.py`
 (add `--quick` for smaller sizes and fewer repeats, `--repeat N` to change the number of cold runs

@@ -1,4 +1,4 @@
-"""A fuzz campaign against archspec's CLI and public API (issue 14, point 5).
+"""A fuzz campaign against archspec's CLI and public API.
 
 How to rerun: from the repository root, `PYTHONPATH=$PWD python benchmarks/fuzz.py --runs 20000`
 (`--seconds S` for a time budget instead, default 600; `--seed S` for a reproducible campaign;

@@ -44,9 +44,6 @@ class CheckOptions:
 
 DEFAULT = CheckOptions()
 
-Source = "CheckReport | Model | str | Path"
-
-
 def as_model(source: "Model | str | Path", name: str | None = None) -> Model:
     """A Model from a Model, a path (a Path, or a one-line str ending in `.arch`), or .arch text.
 
