@@ -73,3 +73,15 @@ def test_select_ignore_and_noqa():
     assert [d.code for d in library.silenced] == ["W201"]
     out = json.loads(run_cli("check", "--format", "json", "-", stdin=noqa).stdout)
     assert [d["code"] for d in out["files"][0]["diagnostics"]] == ["W203"]
+
+
+def test_a_per_pixel_output_at_the_input_size_is_scored_by_its_channels():
+    """Segmentation networks end with a class map at the input's size: W204 counts its channels, not features."""
+    dense = "input 3x16x16\nconv 8 k3 p1 | relu\nconv 10 k1\n"
+    assert [d.code for d in archspec.check(dense, classes=10).diagnostics] == []
+    (wrong,) = archspec.check(dense, classes=5).diagnostics
+    assert (wrong.code, wrong.message, wrong.help) == (
+        "W204", "the network ends with per-pixel scores for 10 classes [B, 10, 16, 16], but there are 5 classes",
+        "make the last layer `conv 5 k1` (or pass `--classes 10`)")
+    (smaller,) = archspec.check("input 3x16x16\nconv 10 k3 s2 p1\n", classes=10).diagnostics  # not at the input's size
+    assert smaller.message == "the network ends with a 4-D tensor [B, 10, 8, 8], not 10 class scores"

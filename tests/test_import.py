@@ -186,3 +186,72 @@ def test_views_take_module_callable(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[0] == "torchvision.models:resnet18: [B, 3, 224, 224] -> [B, 1000]"
     assert "11,689,512" in run.stdout  # torchvision's resnet18 parameter count
+
+
+# torchvision's segmentation builders return {"out": ...} and resize back to a size read from the network
+# (`F.interpolate(x, size=t.shape[-2:])`): the importer writes `resize { ... }` from `t` on.
+SEGMENTATION = ["deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"]
+
+
+@pytest.mark.parametrize("name", SEGMENTATION)
+def test_segmentation_models_round_trip_exactly_at_two_sizes(name: str) -> None:
+    torch.manual_seed(0)
+    original = getattr(torchvision.models.segmentation, name)(weights=None, weights_backbone=None).eval()
+    result = import_module(original, (3, SIZE, SIZE), title=name)
+    assert "resize {" in result.text
+    weights = imported_weights(original, result)
+    original.double()
+    for size in (SIZE, 80):  # the imported text at another input size: the resizes follow it
+        text = result.text.replace(f"input 3x{SIZE}x{SIZE}", f"input 3x{size}x{size}")
+        report = checked(text, CheckOptions(classes=21))
+        assert not report.errors and not report.warnings, report.diagnostics
+        assert report.output_shape == (21, size, size)
+        net = archspec.build(text)
+        net.load_state_dict(weights)
+        x = torch.randn(2, 3, size, size, dtype=torch.float64)
+        with torch.no_grad():
+            want, got = original(x)["out"], net.double().eval()(x)
+        assert ((got - want).abs().max() / want.abs().max()).item() <= 1e-9
+
+
+DOWNLOADING_NET = """
+from urllib.error import URLError
+from torch import nn
+
+
+def segmenter(num_classes=21, weights=None, weights_backbone="IMAGENET1K_V1"):
+    if weights_backbone is not None:
+        raise URLError("[Errno -2] Name or service not known")
+    return nn.Sequential(nn.Conv2d(3, num_classes, 1))
+"""
+
+
+def test_a_builder_that_downloads_is_told_which_arguments_skip_it(tmp_path: Path) -> None:
+    (tmp_path / "downloading_net.py").write_text(DOWNLOADING_NET)
+    run = _cli("import", "downloading_net:segmenter", "--kwargs", '{"num_classes": 5}', "-o", "s.arch", cwd=tmp_path)
+    assert run.returncode == 1 and not (tmp_path / "s.arch").exists()
+    assert run.stderr.splitlines() == [
+        "error: downloading_net:segmenter(num_classes=5) failed: URLError: <urlopen error [Errno -2] Name or service not known>",
+        "help: it tried to download pretrained weights; import reads the structure only: "
+        "pass --kwargs '{\"num_classes\": 5, \"weights_backbone\": null}'",
+    ]
+    run = _cli("import", "downloading_net:segmenter", "--kwargs", '{"num_classes": 5, "weights_backbone": null}',
+               "--input", "3x8x8", "-o", "s.arch", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+
+
+class _TwoOutputs(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head, self.aux = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(3, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        return {"out": self.head(x), "aux": self.aux(x)}
+
+
+def test_a_dict_with_more_than_out_is_refused_by_its_keys() -> None:
+    with pytest.raises(archspec.ArchspecError) as info:
+        import_module(_TwoOutputs(), (3, 8, 8))
+    assert (info.value.message, info.value.help) == (
+        "the module returns a dict with keys 'out', 'aux', not one tensor",
+        "archspec imports one output (a dict with only 'out' is read as it); build it without the others, e.g. aux_loss=False")

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.error import URLError
 
 import torch
 from torch import nn
@@ -107,11 +109,26 @@ def load_spec(spec: str, kwargs: str | dict[str, Any] | None = None) -> nn.Modul
     try:
         module = found(**options) if not isinstance(found, nn.Module) else found
     except Exception as exc:  # noqa: BLE001 - the user's constructor can raise anything
-        raise ArchspecError(f"{spec}({_call_args(options)}) failed: {type(exc).__name__}: {exc}",
-                            "pass the arguments it needs with --kwargs '{\"num_classes\": 10}'") from None
+        raise ArchspecError(f"{spec}({_call_args(options)}) failed: {type(exc).__name__}: {exc}", _build_help(found, options, exc)) from None
     if not isinstance(module, nn.Module):
         raise ArchspecError(f"{spec} gave a {type(module).__name__}, not a torch.nn.Module", "name a class or a function that builds an nn.Module")
     return module
+
+
+def _build_help(builder: Any, options: dict[str, Any], exc: Exception) -> str:
+    """What to pass instead; a builder that tried to download pretrained weights is told which argument skips them."""
+    if isinstance(exc, URLError) or isinstance(exc.__cause__, URLError):
+        try:
+            parameters = inspect.signature(builder).parameters
+        except (TypeError, ValueError):
+            parameters = {}  # type: ignore[assignment]
+        skip = {k: None for k in ("weights", "weights_backbone", "pretrained", "pretrained_backbone")
+                if k in parameters and k not in options and parameters[k].default not in (None, False)}
+        if skip:
+            return (f"it tried to download pretrained weights; import reads the structure only: "
+                    f"pass --kwargs '{json.dumps({**options, **skip})}'")
+        return "it tried to download something; import needs a builder that runs without a network"
+    return "pass the arguments it needs with --kwargs '{\"num_classes\": 10}'"
 
 
 def _kwargs(kwargs: str | dict[str, Any] | None) -> dict[str, Any]:

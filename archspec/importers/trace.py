@@ -225,7 +225,12 @@ class _Reader:
     def read(self, input_shape: tuple[int, ...]) -> Imported:
         placeholders = [n for n in self.nodes if n.op == "placeholder"]
         output = next(n for n in self.graph.graph.nodes if n.op == "output")
-        result = output.args[0]
+        result = _main_output(output.args[0])
+        if len(placeholders) == 1 and isinstance(result, dict):
+            keys = ", ".join(repr(k) for k in result)
+            raise ArchspecError(f"the module returns a dict with keys {keys}, not one tensor",
+                                "archspec imports one output (a dict with only 'out' is read as it); build it without the others, "
+                                "e.g. aux_loss=False")
         if len(placeholders) != 1 or not _is_tensor(result):
             raise ArchspecError(f"the module takes {len(placeholders)} inputs and returns {type(result).__name__}",
                                 "archspec imports a network with one input tensor and one output tensor")
@@ -291,6 +296,8 @@ class _Reader:
         """(the statement for `node` or None, the node its input comes from)."""
         inputs = self.inputs[node]
         word = self.join_word(node)
+        if word == "resize":
+            return self.resize(node)
         if word is not None and inputs:
             fork = self.idom(node)
             return self.join(node, word, [self.chain(fork, i) for i in inputs]), fork
@@ -319,6 +326,8 @@ class _Reader:
             return "add"
         if target in _MUL and node not in self.scales:
             return "mul"
+        if _resized_to(node) is not None:
+            return "resize"
         return None
 
     def join(self, node: fx.Node, word: str, branches: list[list]) -> Any:
@@ -340,6 +349,15 @@ class _Reader:
         if word != "add":
             return Join(word, branches, scopes)
         return self.residual(node, branches, scopes)
+
+    def resize(self, node: fx.Node) -> tuple[Join, fx.Node]:
+        """`F.interpolate(x, size=t.shape[-2:])` with `t` an earlier tensor that x is computed from: `resize { t -> x }`."""
+        source = _resized_to(node)
+        body = self.inputs[node][0]
+        if source not in self.dominators[body]:
+            raise NotNested(node)
+        branch = self.chain(source, body)
+        return Join("resize", [branch], _common(self.scopes(node), *[s.scopes for s in branch])), source
 
     def residual(self, node: fx.Node, branches: list[list], scopes: tuple[Scope, ...]) -> Join:
         if len(branches) == 2 and not all(branches):  # `project` is the identity here too, and lines blocks up
@@ -413,6 +431,30 @@ class _Part(Op):
     def __init__(self, scopes: tuple[Scope, ...], index: int, count: int) -> None:
         super().__init__("split", scopes, None)
         self.index, self.count = index, count
+
+
+def _main_output(result: Any) -> Any:
+    """The network's output: the tensor itself, or `out` of a dict with only that key (torchvision's segmentation models)."""
+    if isinstance(result, dict) and list(result) == ["out"]:
+        return result["out"]
+    return result
+
+
+def _resized_to(node: fx.Node) -> fx.Node | None:
+    """The tensor `t` of `F.interpolate(x, size=t.shape[-2:], mode="bilinear", align_corners=False)`, or None."""
+    if not (node.op == "call_function" and node.target is torch.nn.functional.interpolate and len(node.args) == 1):
+        return None
+    options = {"scale_factor": None, "mode": "nearest", "align_corners": None, "recompute_scale_factor": None, "antialias": False}
+    options.update(node.kwargs)
+    size = options.pop("size", None)
+    if options != {"scale_factor": None, "mode": "bilinear", "align_corners": False, "recompute_scale_factor": None, "antialias": False}:
+        return None
+    if not (isinstance(size, fx.Node) and size.target is operator.getitem and size.args[1] == slice(-2, None, None)):
+        return None
+    shape = size.args[0]
+    if not (isinstance(shape, fx.Node) and shape.target is getattr and shape.args[1] == "shape" and _is_tensor(shape.args[0])):
+        return None
+    return shape.args[0]
 
 
 def _splits(branches: list[list]) -> bool:

@@ -287,12 +287,24 @@ class _Checker:
                 f"the network ends with {y[0]} features but there are {classes} classes",
                 help=f"make the last layer `linear {classes}` (or pass `--classes {y[0]}`)",
             )
+        elif len(y) == 3 and self._dense(y):
+            if y[0] != classes:  # per-pixel scores (segmentation): the channels are the classes
+                self.emitter(last.layer)(
+                    codes.CLASSES_MISMATCH,
+                    f"the network ends with per-pixel scores for {y[0]} classes {fmt_shape(y)}, but there are {classes} classes",
+                    help=f"make the last layer `conv {classes} k1` (or pass `--classes {y[0]}`)",
+                )
         elif len(y) == 3:
             self.emitter(last.layer)(
                 codes.CLASSES_MISMATCH,
                 f"the network ends with a 4-D tensor {fmt_shape(y)}, not {classes} class scores",
                 help=f"end with `gap | flatten | linear {classes}` (or `flatten | linear {classes}`)",
             )
+
+    def _dense(self, y: Shape) -> bool:
+        """The output is a map at the input's height and width: a score per pixel (segmentation), not per image."""
+        x = self.report.input_shape
+        return x is not None and len(x) == 3 and tuple(y[1:]) == tuple(x[1:])
 
 
 def _invalid_input(model: Model) -> bool:
