@@ -152,18 +152,21 @@ def json_shape(shape: "Shape | None") -> list[int] | None:
     return None if shape is None or None in shape else list(shape)  # type: ignore[arg-type]
 
 
-def walk(nodes: list[CheckedNode]) -> Iterator[CheckedNode]:
-    """Every node in execution order, parents before their children (iterative: no depth limit)."""
-    stack: list[Iterator[CheckedNode]] = [iter(nodes)]
+def walk(nodes: list[CheckedNode], children_first: bool = False) -> Iterator[CheckedNode]:
+    """Every node in execution order, parents before their children, or after them with `children_first`
+    (the last node of a line is then the one whose output leaves it). Iterative: no depth limit."""
+    stack: list[tuple[CheckedNode | None, Iterator[CheckedNode]]] = [(None, iter(nodes))]
     while stack:
-        node = next(stack[-1], None)
+        parent, kids = stack[-1]
+        node = next(kids, None)
         if node is None:
             stack.pop()
+            if children_first and parent is not None:
+                yield parent
             continue
-        yield node
-        kids = node.children()
-        if kids:
-            stack.append(iter(kids))
+        if not children_first:
+            yield node
+        stack.append((node, iter(node.children())))
 
 
 def layers(nodes: list[CheckedNode]) -> list[Layer]:
