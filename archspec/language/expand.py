@@ -253,6 +253,9 @@ class _Builder(Interpreter):
 
     block_def = use = budget = sweep_param = top_level_only
 
+    def __default__(self, stmt: Tree) -> list[Node]:
+        raise AssertionError(f"unhandled statement {stmt.data}")  # the grammar has no other statement
+
     def join(self, stmt: Tree) -> list[Node]:
         """A join word and its bodies: the join (archspec/language/joins/) says how many bodies and which option."""
         path, env, trace, namer = self.scope
