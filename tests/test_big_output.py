@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import archspec
-from archspec.cli import shape_table
+from archspec.views.shape_table import shape_table
 from archspec.language.diagnostics import clip_line, render_text
 from archspec.views.summary import summarize
 from archspec.views.table import Column, TableData, cell_text

@@ -289,6 +289,40 @@ def test_cli_errors_are_one_line_with_help(tmp_path):
     assert run_cli("view", str(default)).returncode == 0 and (tmp_path / "net.html").is_file()
 
 
+def _json_nodes(items: list[dict]):
+    """Every node of the view's JSON, a structure before what it holds."""
+    for item in items:
+        yield item
+        for part in ("body", "shortcut"):
+            yield from _json_nodes(item.get(part) or [])
+        for branch in item.get("branches") or []:
+            yield from _json_nodes(branch)
+        if item.get("join"):
+            yield item["join"]
+
+
+def test_each_node_carries_the_explanation_archspec_explain_prints():
+    data = view_data(RESNET18)
+    text = str(archspec.explain(RESNET18))
+    nodes = list(_json_nodes(data["body"]))
+    layers = [n for n in nodes if n["kind"] == "layer"]
+    assert len(layers) == len(archspec.check(RESNET18).rows) and all(n["explain"] for n in layers)
+    for n in nodes:
+        assert all(line in text for line in n["explain"]), n["path"]
+
+
+def test_a_diagnostic_is_on_the_innermost_node_written_where_it_points():
+    """The error at `concat` belongs to the branch node: its join node shares its span and comes after it.
+    The explanation stops at the node that fails (as `archspec explain` does)."""
+    data = view_data(EXAMPLES / "broken" / "branch_mismatch.arch")
+    nodes = {n["id"]: n for n in _json_nodes(data["body"])}
+    (diagnostic,) = data["diagnostics"]
+    assert diagnostic["code"] == "E108"
+    assert (nodes[diagnostic["node"]]["kind"], nodes[diagnostic["node"]]["path"]) == ("branch", "concat1")
+    assert [n["path"] for n in nodes.values() if n["explain"]] == [
+        "input1", "concat1", "concat1.branch1.conv1", "concat1.branch2.conv1", "concat1.branch3.conv1"]
+
+
 def test_the_page_is_self_contained():
     html = page(view_data(EXAMPLES / "lenet.arch"))
     assert not re.search(r"""<(script|link|img)[^>]+(src|href)=""", html)

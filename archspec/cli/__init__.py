@@ -117,65 +117,6 @@ def arch_files(paths: list[str]) -> list[str]:
     return files
 
 
-def shape_table(report, title: str | None = None, full: bool = False):
-    """The compact table `check` prints on success: module, layer, output shape, params.
-
-    Each block call is one row (a `block(...) * N` statement is one row for its N calls) with its
-    output shape and params, so a 600-layer network prints a screen; `full` lists every layer.
-    """
-    from archspec.views.table import Column, TableData
-
-    table = TableData([Column("line", "right", "dim"), Column("module", style="dim"), Column("layer"), Column("output shape"),
-                       Column("params", "right")],
-                      title=title)
-    for row in _shape_rows(report.body if not full else report.rows, full):
-        table.add_row(*row)
-    return table
-
-
-def _shape_rows(nodes: list, full: bool) -> list[tuple]:
-    """(line, module, layer, shape, params) per layer, or per run of repeated block calls unless `full`."""
-    from archspec.language.ops import fmt_shape, value_text
-    from archspec.language.tree import Call, Layer
-
-    rows: list[tuple] = []
-
-    def shape(node) -> str:  # `input 3xHxW`: each size as an expression in H and W
-        return fmt_shape(node.symbolic_shape or node.out_shape)  # `input 3xHxW`: in H and W
-
-    i = 0
-    while i < len(nodes):
-        node = nodes[i]
-        if isinstance(node, Layer):
-            layer = node.layer
-            desc = layer.describe() if hasattr(layer, "describe") else ""
-            rows.append((_line(node), node.path, f"{'  ' * node.depth}{node.op} {desc}".rstrip(), shape(node),
-                         _params(node.params)))
-        elif isinstance(node, Call) and not full:
-            run = [node]
-            while (i + 1 < len(nodes) and isinstance(nodes[i + 1], Call) and nodes[i + 1].block == node.block
-                   and nodes[i + 1].args == node.args and nodes[i + 1].span == node.span):
-                i += 1
-                run.append(nodes[i])
-            args = ", ".join(f"{k}={value_text(v)}" for k, v in node.args.items())
-            times = f" * {len(run)}" if len(run) > 1 else ""
-            path = node.path if len(run) == 1 else f"{node.path}..{run[-1].path}"
-            rows.append((_line(node), path, f"{'  ' * node.depth}{node.block}({args}){times}", shape(run[-1]),
-                         _params(sum(c.params for c in run))))
-        else:  # a residual or a branch outside a block: its layers, with the block calls in it folded
-            rows.extend(_shape_rows(node.children(), full))
-        i += 1
-    return rows
-
-
-def _line(node) -> str:
-    return str(node.span.line) if node.span else ""
-
-
-def _params(n: int) -> str:
-    return f"{n:,}" if n else "--"
-
-
 def _check_title(display: str, report) -> str:
     """`file: [B, 3, 32, 32] -> [B, 10], 62,006 params`; for `input 3xHxW` the shapes in H and W, the
     params (and the table's) at the size named."""
@@ -222,6 +163,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
             for d in report.diagnostics:
                 out.write(render_text(d, report.model.sources, color=color) + "\n")
             if report.ok and not args.quiet:
+                from archspec.views.shape_table import shape_table
                 from archspec.views.table import print_table
 
                 table = shape_table(report, title=_check_title(display, report), full=args.full)

@@ -29,6 +29,7 @@ class Group:
 
     scope: Scope
     members: list = field(default_factory=list)
+    call: str | None = None  # the call text, once the module's class became a block
 
 
 Statement = list[str]  # one statement: its physical lines
@@ -66,7 +67,6 @@ class Block:
 class Renderer:
     def __init__(self, items: list) -> None:
         self.items = items
-        self.calls: dict[int, str] = {}  # id(Group) -> its call text
         self.blocks: list[Block] = []
         self._fold()
 
@@ -112,7 +112,7 @@ class Renderer:
         body = [[line] for line in template.split("\n")]
         self.blocks.append(Block(name, params, body, [g.scope.path for g, _ in members], cls))
         for (g, _), vals in zip(members, values):
-            self.calls[id(g)] = f"{name}({', '.join(map(_text, vals))})"  # `name()`: a bare name cannot take `* N`
+            g.call = f"{name}({', '.join(map(_text, vals))})"  # `name()`: a bare name cannot take `* N`
 
     def statements(self, items: list) -> list[Statement]:
         """The statements for a sequence of items, runs of identical ones folded."""
@@ -131,9 +131,9 @@ class Renderer:
             elif isinstance(item, Join):
                 flush()
                 out.append(self.join(item))
-            elif id(item) in self.calls:
+            elif item.call is not None:
                 flush()
-                out.append([self.calls[id(item)]])
+                out.append([item.call])
             elif item.scope.container and item.scope.path.count(".") > 0:
                 for s in self.statements(item.members):  # a nested Sequential flows into the lines around it
                     if len(s) == 1 and not s[0].startswith("#") and not _CALL.match(s[0]) and not s[0].startswith(("residual", "concat", "add", "mul", "repeat")):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lark import Token, Tree
+from lark.visitors import Interpreter
 
 from archspec.language import codes
 from archspec.language.binding import Binder, language_form
@@ -64,8 +65,21 @@ class _Namer:
         return f"{prefix}{self.counts[prefix]}"
 
 
-class _Builder:
-    """Expands one file (and those it `use`s) into nodes; binding and values are delegated."""
+class _Scope(NamedTuple):
+    """Where statements are expanded: their file, the names they can read, the block calls they
+    are inside, and the module names of their container."""
+
+    path: str
+    env: dict[str, Value]
+    trace: Trace
+    namer: _Namer
+
+
+class _Builder(Interpreter):
+    """Expands one file (and those it `use`s) into nodes; binding and values are delegated.
+
+    A lark Interpreter: each statement is expanded by the method of its rule (`layer`, `join`,
+    `repeat`, `call`, `bare_call`, ...) under `scope`, the body it is in."""
 
     def __init__(self, sources: dict[str, str], diagnostics: list[Diagnostic]) -> None:
         self.report = Reporter(sources, diagnostics)
@@ -79,6 +93,7 @@ class _Builder:
         self.expanded = 0  # nodes made so far (MAX_LAYERS)
         self.values = Evaluator(self.report)
         self.binder = Binder(self.report, self.values)
+        self.scope = _Scope("", {}, (), _Namer())  # set by `statements` for the statements it expands
 
     def grow(self, count: int, span: Span, trace: Trace, what: str = "") -> None:
         """Count `count` more nodes; past MAX_LAYERS stop the expansion, naming the number it would reach."""
@@ -119,7 +134,7 @@ class _Builder:
             if stmt.data == "block_def":
                 self.define(stmt, path)
             elif stmt.data == "use":
-                self.use(stmt, path)
+                self.use_file(stmt, path)
             elif top_level:
                 statements.append(stmt)
             else:
@@ -144,7 +159,7 @@ class _Builder:
             params.append((str(pname), default))
         self.blocks[str(name_tok)] = _BlockDef(str(name_tok), params, body, span, path)
 
-    def use(self, stmt: Tree, path: str) -> None:
+    def use_file(self, stmt: Tree, path: str) -> None:
         tok = stmt.children[0]
         span = token_span(tok, path)
         rel = str(tok)[1:-1]
@@ -187,10 +202,12 @@ class _Builder:
     # ---- statements
 
     def statements(self, stmts: list[Tree], path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> list[Node]:
-        out: list[Node] = []
-        for stmt in stmts:
-            out.extend(self.statement(stmt, path, env, trace, namer))
-        return out
+        """The nodes of the statements, each made by its rule's method under this scope."""
+        outer, self.scope = self.scope, _Scope(path, env, trace, namer)
+        try:
+            return [node for stmt in stmts for node in self.visit(stmt)]
+        finally:
+            self.scope = outer
 
     def body(self, body: Tree, path: str, env: dict[str, Value], trace: Trace) -> Seq:
         self.nesting += 1
@@ -212,33 +229,37 @@ class _Builder:
         stmts = [s for s in stmts if s.data not in ("block_def", "use")]
         return Seq(self.statements(stmts, path, env, trace, _Namer()))
 
-    def statement(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> list[Node]:
-        span = tree_span(stmt, path)
-        kind = stmt.data
-        if kind == "layer" and len(stmt.children) == 1 and str(stmt.children[0]) not in OPS and str(stmt.children[0]) in self.blocks:
-            # A bare block name calls it without arguments, like `stem()`.
-            return self.call(Tree("call", [stmt.children[0], None, None, None], stmt.meta), path, env, trace, namer)
-        if kind == "layer":
-            self.grow(1, span, trace)
-            return [self.layer(stmt, path, env, trace, namer)]
-        if kind == "join":
-            self.grow(1, span, trace)
-            return self.join(stmt, path, env, trace, namer)
-        if kind == "repeat":
-            return self.repeat(stmt, path, env, trace, namer)
-        if kind == "call":
-            return self.call(stmt, path, env, trace, namer)
-        if kind == "bare_call":  # `dense * 6` is `dense() * 6`
-            name_tok, star, times = stmt.children
-            return self.call(Tree("call", [name_tok, None, star, times], stmt.meta), path, env, trace, namer)
-        if kind in ("block_def", "use", "budget", "sweep_param"):
-            keyword = "param" if kind == "sweep_param" else kind.split('_')[0]
-            self.error(codes.UNDEFINED_NAME, f"`{keyword}` is only allowed at the top level of a file", span, trace)
-            return []
-        raise AssertionError(f"unhandled statement {kind}")  # the grammar has no other statement
+    # ---- one method per statement rule (the grammar has no other statement)
 
-    def join(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> list[Node]:
+    def layer(self, stmt: Tree) -> list[Node]:
+        path, env, trace, namer = self.scope
+        name_tok = stmt.children[0]
+        if len(stmt.children) == 1 and str(name_tok) not in OPS and str(name_tok) in self.blocks:
+            # A bare block name calls it without arguments, like `stem()`.
+            return self.call(Tree("call", [name_tok, None, None, None], stmt.meta))
+        self.grow(1, tree_span(stmt, path), trace)
+        return [self.bound_layer(stmt, path, env, trace, namer)]
+
+    def bare_call(self, stmt: Tree) -> list[Node]:
+        """`dense * 6` is `dense() * 6`."""
+        name_tok, star, times = stmt.children
+        return self.call(Tree("call", [name_tok, None, star, times], stmt.meta))
+
+    def top_level_only(self, stmt: Tree) -> list[Node]:
+        keyword = "param" if stmt.data == "sweep_param" else stmt.data.split('_')[0]
+        self.error(codes.UNDEFINED_NAME, f"`{keyword}` is only allowed at the top level of a file",
+                   tree_span(stmt, self.scope.path), self.scope.trace)
+        return []
+
+    block_def = use = budget = sweep_param = top_level_only
+
+    def __default__(self, stmt: Tree) -> list[Node]:
+        raise AssertionError(f"unhandled statement {stmt.data}")  # the grammar has no other statement
+
+    def join(self, stmt: Tree) -> list[Node]:
         """A join word and its bodies: the join (archspec/language/joins/) says how many bodies and which option."""
+        path, env, trace, namer = self.scope
+        self.grow(1, tree_span(stmt, path), trace)
         word_tok, option, *bodies, _, shortcut = stmt.children
         kind = JOINS[str(word_tok)]
         head = _head_span(stmt, path, kind.word)
@@ -255,7 +276,8 @@ class _Builder:
                      namer(kind.name_prefix or kind.word), option=written if problem is None else None,
                      shortcut=self.body(shortcut, path, env, trace) if shortcut is not None else None)]
 
-    def repeat(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> list[Node]:
+    def repeat(self, stmt: Tree) -> list[Node]:
+        path, env, trace, namer = self.scope
         count_tree, body = stmt.children
         count = self.values.count(count_tree, path, env, trace)
         items: list[Node] = []
@@ -268,7 +290,7 @@ class _Builder:
                                  f"`repeat {count}`")
         return items
 
-    def budget(self, stmt: Tree, path: str) -> list["Limit"]:
+    def budget_limits(self, stmt: Tree, path: str) -> list["Limit"]:
         """The limits of a `budget` statement; a wrong one is reported (E003/E004) and left out."""
         from archspec.language.limits import BudgetError, make_limit
 
@@ -307,7 +329,7 @@ class _Builder:
 
     # ---- layers
 
-    def layer(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> Node:
+    def bound_layer(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> Node:
         op_tok, *arg_trees = stmt.children
         span = tree_span(stmt, path)
         op = str(op_tok)
@@ -347,7 +369,7 @@ class _Builder:
             mine: list[Diagnostic] = []
             saved, self.report.diags = self.report.diags, mine  # this layer's binding diagnostics go to the checker
             try:
-                return self.layer(stmt, path, {**env, **sizes}, trace, lambda _prefix: name), mine
+                return self.bound_layer(stmt, path, {**env, **sizes}, trace, lambda _prefix: name), mine
             finally:
                 self.report.diags = saved
 
@@ -355,7 +377,8 @@ class _Builder:
 
     # ---- blocks
 
-    def call(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> list[Node]:
+    def call(self, stmt: Tree) -> list[Node]:
+        path, env, trace, namer = self.scope
         name_tok, args_tree, _, times_tree = stmt.children
         name = str(name_tok)
         span = tree_span(stmt, path)
@@ -485,7 +508,7 @@ def parse(text: str, path: str = "<string>") -> Model:
     budgets, params = [], {}
     try:
         stmts = builder.collect_defs(tree, path, top_level=True)
-        budgets = [limit for s in stmts if s.data == "budget" for limit in builder.budget(s, path)]
+        budgets = [limit for s in stmts if s.data == "budget" for limit in builder.budget_limits(s, path)]
         params = builder.sweep_params([s for s in stmts if s.data == "sweep_param"], path)
         env: dict[str, Value] = {name: p.value for name, p in params.items()}
         body = Seq(builder.statements([s for s in stmts if s.data not in ("budget", "sweep_param")], path, env, (), _Namer()))

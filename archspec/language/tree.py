@@ -152,18 +152,21 @@ def json_shape(shape: "Shape | None") -> list[int] | None:
     return None if shape is None or None in shape else list(shape)  # type: ignore[arg-type]
 
 
-def walk(nodes: list[CheckedNode]) -> Iterator[CheckedNode]:
-    """Every node in execution order, parents before their children (iterative: no depth limit)."""
-    stack: list[Iterator[CheckedNode]] = [iter(nodes)]
+def walk(nodes: list[CheckedNode], children_first: bool = False) -> Iterator[CheckedNode]:
+    """Every node in execution order, parents before their children, or after them with `children_first`
+    (the last node of a line is then the one whose output leaves it). Iterative: no depth limit."""
+    stack: list[tuple[CheckedNode | None, Iterator[CheckedNode]]] = [(None, iter(nodes))]
     while stack:
-        node = next(stack[-1], None)
+        parent, kids = stack[-1]
+        node = next(kids, None)
         if node is None:
             stack.pop()
+            if children_first and parent is not None:
+                yield parent
             continue
-        yield node
-        kids = node.children()
-        if kids:
-            stack.append(iter(kids))
+        if not children_first:
+            yield node
+        stack.append((node, iter(node.children())))
 
 
 def layers(nodes: list[CheckedNode]) -> list[Layer]:
@@ -194,18 +197,31 @@ class Visitor(Generic[T]):
 
 def stride_of(nodes: list[CheckedNode]) -> "RFStep | None":
     """Product of the strides along a checked sequence (a join counts its first body); None if unknown."""
-    sh: Any = 1
-    sw: Any = 1
-    for node in nodes:
-        if isinstance(node, Layer):
-            if node.rf_step is None:
-                return None
-            step = node.rf_step[1]
-        else:
-            inner = node.branches[0] if isinstance(node, Branch) else node.children()
-            step = stride_of(inner)  # type: ignore[assignment]
+    return _STRIDES.seq(nodes)
+
+
+class _Strides(Visitor["RFStep | None"]):
+    """The stride each node applies: a layer's own, a join's first body's, a block call's body's."""
+
+    def seq(self, nodes: list[CheckedNode]) -> "RFStep | None":
+        sh: Any = 1
+        sw: Any = 1
+        for node in nodes:
+            step = self.visit(node)
             if step is None:
                 return None
-        sh, sw = sh * step[0], sw * step[1]
-    # An upsampling's 1/F times a later stride F is a whole stride again: a plain int for the projection.
-    return tuple(int(v) if v == int(v) else v for v in (sh, sw))  # type: ignore[return-value]
+            sh, sw = sh * step[0], sw * step[1]
+        # An upsampling's 1/F times a later stride F is a whole stride again: a plain int for the projection.
+        return tuple(int(v) if v == int(v) else v for v in (sh, sw))  # type: ignore[return-value]
+
+    def visit_layer(self, node: Layer) -> "RFStep | None":
+        return node.rf_step[1] if node.rf_step is not None else None  # type: ignore[return-value]
+
+    def visit_branch(self, node: Branch) -> "RFStep | None":
+        return self.seq(node.branches[0])
+
+    def generic_visit(self, node: CheckedNode) -> "RFStep | None":
+        return self.seq(node.children())
+
+
+_STRIDES = _Strides()

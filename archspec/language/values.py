@@ -6,7 +6,8 @@ import math
 import re
 from typing import Any
 
-from lark import Token
+from lark import Token, Tree
+from lark.visitors import Interpreter
 
 from archspec.language import codes
 from archspec.language.diagnostics import Reporter, Span, suggest
@@ -89,24 +90,21 @@ class Evaluator:
         return value
 
     def value(self, tree: Any, path: str, env: dict[str, Value], trace: Trace) -> Value:
+        """A layer's argument or a repeat count: a bare word is a parameter's value or the word itself."""
         if isinstance(tree, Token):
-            if tree.type == "NAME":
-                return self.lookup(tree, path, env, trace)
-            return self.number(to_number(str(tree)), token_span(tree, path), trace)
-        kind = tree.data
-        if kind == "number":
-            return self.number(to_number(str(tree.children[0])), tree_span(tree, path), trace)
-        if kind == "dims":  # `3xHxW`: a letter stands for any size (only `input` takes one)
-            return self.number(tuple(t if t.isalpha() else to_number(t) for t in str(tree.children[0]).split("x")),
-                               tree_span(tree, path), trace)
-        if kind == "word":
-            tok = tree.children[0]
-            return env[str(tok)] if str(tok) in env else str(tok)
-        if kind == "string":
-            return str(tree.children[0])[1:-1]
-        if kind == "braced":
-            return self.expr(tree.children[0], path, env, trace)
-        return self.expr(tree, path, env, trace)
+            return self.token(tree, path, env, trace)
+        return _Argument(self, path, env, trace).visit(tree)
+
+    def expr(self, tree: Any, path: str, env: dict[str, Value], trace: Trace) -> Value:
+        """An expression (inside `{...}`, a call's argument, a default): a bare word must be a parameter."""
+        if isinstance(tree, Token):
+            return self.token(tree, path, env, trace)
+        return _Expression(self, path, env, trace).visit(tree)
+
+    def token(self, tok: Token, path: str, env: dict[str, Value], trace: Trace) -> Value:
+        if tok.type == "NAME":
+            return self.lookup(tok, path, env, trace)
+        return self.number(to_number(str(tok)), token_span(tok, path), trace)
 
     def lookup(self, tok: Token, path: str, env: dict[str, Value], trace: Trace) -> Value:
         if str(tok) in env:
@@ -121,28 +119,57 @@ class Evaluator:
                    help=f"did you mean `{hint}`?" if hint else "only a block's parameters can be used in `{...}` and call arguments")
         return 1
 
-    def expr(self, tree: Any, path: str, env: dict[str, Value], trace: Trace) -> Value:
-        if isinstance(tree, Token):
-            return self.value(tree, path, env, trace)
-        kind = tree.data
-        if kind == "number":
-            return self.number(to_number(str(tree.children[0])), tree_span(tree, path), trace)
-        if kind == "word":
-            return self.lookup(tree.children[0], path, env, trace)
-        if kind == "dims":  # a pair as a call argument, `1x7`: a block's rectangular kernel
-            return self.value(tree, path, env, trace)
-        if kind == "neg":
-            v = self.expr(tree.children[0], path, env, trace)
-            return -v if isinstance(v, (int, float)) else v
-        if kind == "binop":
-            left, op, right = tree.children
-            a, b = self.expr(left, path, env, trace), self.expr(right, path, env, trace)
-            if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
-                self.report.error(codes.INVALID_VALUE, f"`{op}` needs numbers", tree_span(tree, path), trace)
-                return 1
-            if op in ("/", "//") and b == 0:
-                self.report.error(codes.INVALID_VALUE, "division by zero", tree_span(tree, path), trace)
-                return 1
-            # Each result is range-checked, so repeated squaring never builds a huge number.
-            return self.number(arithmetic(str(op), a, b), tree_span(tree, path), trace)
-        raise AssertionError(f"unhandled expression {kind}")
+
+class _Expression(Interpreter):
+    """The value of an expression under a block's parameters: a lark Interpreter, one method per rule."""
+
+    def __init__(self, evaluator: Evaluator, path: str, env: dict[str, Value], trace: Trace) -> None:
+        self.evaluator, self.path, self.env, self.trace = evaluator, path, env, trace
+
+    def number(self, tree: Tree) -> Value:
+        return self.evaluator.number(to_number(str(tree.children[0])), tree_span(tree, self.path), self.trace)
+
+    def dims(self, tree: Tree) -> Value:
+        """`3xHxW`: a letter stands for any size (only `input` takes one); `1x7` as a call argument: a block's rectangular kernel."""
+        sizes = tuple(t if t.isalpha() else to_number(t) for t in str(tree.children[0]).split("x"))
+        return self.evaluator.number(sizes, tree_span(tree, self.path), self.trace)
+
+    def word(self, tree: Tree) -> Value:
+        return self.evaluator.lookup(tree.children[0], self.path, self.env, self.trace)
+
+    def neg(self, tree: Tree) -> Value:
+        v = self.visit(tree.children[0])
+        return -v if isinstance(v, (int, float)) else v
+
+    def binop(self, tree: Tree) -> Value:
+        left, op, right = tree.children
+        a, b = self.visit(left), self.visit(right)
+        report = self.evaluator.report
+        if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+            report.error(codes.INVALID_VALUE, f"`{op}` needs numbers", tree_span(tree, self.path), self.trace)
+            return 1
+        if op in ("/", "//") and b == 0:
+            report.error(codes.INVALID_VALUE, "division by zero", tree_span(tree, self.path), self.trace)
+            return 1
+        # Each result is range-checked, so repeated squaring never builds a huge number.
+        return self.evaluator.number(arithmetic(str(op), a, b), tree_span(tree, self.path), self.trace)
+
+
+class _Argument(_Expression):
+    """A layer's argument or a count: a bare word is a parameter's value or itself (`same`, `whiten`), a string its
+    text, `{...}` an expression; an operator's operands are expressions (a bare word there must be a parameter)."""
+
+    def word(self, tree: Tree) -> Value:
+        word = str(tree.children[0])
+        return self.env[word] if word in self.env else word
+
+    def string(self, tree: Tree) -> Value:
+        return str(tree.children[0])[1:-1]
+
+    def braced(self, tree: Tree) -> Value:
+        return self.evaluator.expr(tree.children[0], self.path, self.env, self.trace)
+
+    def neg(self, tree: Tree) -> Value:
+        return self.evaluator.expr(tree, self.path, self.env, self.trace)
+
+    binop = neg

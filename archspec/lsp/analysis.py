@@ -23,7 +23,7 @@ from archspec.language.files import Unreadable, read_arch_file
 from archspec.language.pipeline import checked
 from archspec.language.ops import OPS, Input, fmt_shape, value_text
 from archspec.language.joins import JOINS
-from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Visitor
+from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Visitor, layers, walk
 
 # A document that is not a file on disk (an untitled buffer): `use` paths resolve from the cwd.
 UNSAVED = "<string>"
@@ -181,18 +181,11 @@ def _own(node: CheckedNode, path: str) -> bool:
     return node.span is not None and node.span.path == path
 
 
-def post_order(nodes: list[CheckedNode]) -> Iterator[CheckedNode]:
-    """Children before their parent: the last node of a line is the one whose output leaves it."""
-    for node in nodes:
-        yield from post_order(node.children())
-        yield node
-
-
 def nodes_at(a: Analysis, line: int, column: int) -> list[CheckedNode]:
     """Nodes written at this position of the document (in execution order): one for a line of the
     network, one per call for a layer inside a block definition. Innermost spans only."""
     hits = []
-    for node in post_order(a.tree.body):  # a join has its residual's or branch's span: that node speaks for it
+    for node in walk(a.tree.body, children_first=True):  # a join has its residual's or branch's span: that node speaks for it
         span = node.span
         if isinstance(node, Join) or not _own(node, a.path) or span.line != span.end_line or a.here(span.line - 1) != line:  # type: ignore[union-attr]
             continue
@@ -272,7 +265,7 @@ class _Hover(Visitor[str]):
 
     def visit_call(self, node: Call) -> str:
         args = ", ".join(f"{k}={value_text(v)}" for k, v in node.args.items())
-        count = sum(1 for _ in _layers_under(node))
+        count = len(layers(node.children()))
         return f"**{node.path}**: block `{node.block}({args})`, {count} layers\n\n{_totals(node, self.analysis)}"
 
     def visit_branch(self, node: Branch) -> str:
@@ -291,13 +284,6 @@ def _totals(node: CheckedNode, a: Analysis) -> str:
         return numbers
     at = "x".join(map(str, derived.at)) if derived.at else "the checked size"
     return f"`-> {fmt_shape(node.symbolic_shape)}`; at {at}: {numbers}"
-
-
-def _layers_under(node: CheckedNode) -> Iterator[Layer]:
-    for child in node.children():
-        if isinstance(child, Layer):
-            yield child
-        yield from _layers_under(child)
 
 
 def _layer_hover(node: Layer, a: Analysis) -> str:
@@ -324,7 +310,7 @@ def inlay_hints(a: Analysis) -> dict[int, str]:
     shapes depend on its call; hover shows them)."""
     shapes: dict[int, str] = {}
     params: dict[int, int] = {}
-    for node in post_order(a.tree.body):
+    for node in walk(a.tree.body, children_first=True):
         if node.trace or not _own(node, a.path) or node.out_shape is None:  # after an error: nothing to say
             continue
         line = a.here(node.span.line - 1)  # type: ignore[union-attr]
@@ -341,8 +327,8 @@ def counted(node: CheckedNode) -> bool:
     channels (or features), the one size a layer's params depend on. After an error they can be
     unknown, and a conv there counts nothing (a `cbr(32)` showed only its bn's 64 params): such a
     count is not shown, or is said to be partial."""
-    layers = [node] if isinstance(node, Layer) else list(_layers_under(node))
-    return all(layer.valid and bool(layer.in_shape) and layer.in_shape[0] is not None for layer in layers)  # type: ignore[index]
+    under = [node] if isinstance(node, Layer) else layers(node.children())
+    return all(layer.valid and bool(layer.in_shape) and layer.in_shape[0] is not None for layer in under)  # type: ignore[index]
 
 
 # --------------------------------------------------------------------------- completion

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Union
+from typing import NamedTuple, Union
 
-from lark import Token, Tree
+from lark import Token, Transformer, Tree
+from lark.visitors import Interpreter, Visitor
 
 from archspec.language import codes
 from archspec.language.diagnostics import Diagnostic, is_continued
@@ -119,7 +120,36 @@ def _line_of_code_start(text: str, pos: int) -> int:
     return start
 
 
-class _Printer:
+class _Anchors(Visitor):
+    """Where trailing comments can attach (the end of each statement, just after each body's `{`,
+    just after a join's word when its bodies may go one per line), and the source spans of the
+    statements and bodies: a lark Visitor, one method per rule that has some."""
+
+    def __init__(self) -> None:
+        self.anchors: list[int] = []
+        self.statements: list[tuple[int, int]] = []
+        self.bodies: list[tuple[int, int]] = []
+
+    def body_braces(self, t: Tree) -> None:
+        self.anchors.append(t.meta.start_pos + 1)  # just after `{`
+        self.bodies.append((t.meta.start_pos, t.meta.end_pos))
+
+    def statement(self, t: Tree) -> None:
+        self.anchors.append(t.meta.end_pos)
+        self.statements.append((t.meta.start_pos, t.meta.end_pos))
+
+    layer = repeat = call = bare_call = block_def = use = budget = sweep_param = statement
+
+    def join(self, t: Tree) -> None:
+        self.statement(t)
+        if len(_join_parts(t)[2]) > 1:
+            self.anchors.append(t.children[0].end_pos)  # a comment after `concat` stays there
+
+
+class _Printer(Interpreter):
+    """The canonical text of a parse tree: a lark Interpreter, one method per statement rule
+    (`layer`, `join`, `repeat`, ...) and `body_braces`; comments are placed as it writes."""
+
     def __init__(self, text: str, comments: list[Token]) -> None:
         self.text = text
         self.lines: list[str] = []
@@ -129,7 +159,6 @@ class _Printer:
         self.pending: list[_Comment] = []  # trailing comments for the end of the current line
         self.own: list[_Comment] = []
         self.trailing: dict[int, list[_Comment]] = {}
-        self.anchors: list[int] = []
         self.statements: list[tuple[int, int]] = []  # source spans, for comments inside a statement
         self.bodies: list[tuple[int, int]] = []
         self.placed = 0  # own-line comments given to a body so far
@@ -140,8 +169,10 @@ class _Printer:
     def classify(self, tree: Tree) -> None:
         """Own-line comments become items of the body they sit in; a trailing comment waits for
         the end of the output line that holds the code just before it (its anchor)."""
-        self.collect_anchors(tree)
-        anchors = sorted(self.anchors)
+        found = _Anchors()
+        found.visit(tree)
+        anchors = sorted(found.anchors)
+        self.statements, self.bodies = found.statements, found.bodies
         for tok in self.comments:
             c = _Comment(tok)
             line_start = _line_of_code_start(self.text, c.start)
@@ -166,18 +197,6 @@ class _Printer:
             return False
         innermost = max(start for start, _ in around)
         return not any(innermost < start < pos < end for start, end in self.bodies)
-
-    def collect_anchors(self, tree: Tree) -> None:
-        for sub in tree.iter_subtrees():
-            if sub.data == "body_braces":
-                self.anchors.append(sub.meta.start_pos + 1)  # just after `{`
-                self.bodies.append((sub.meta.start_pos, sub.meta.end_pos))
-            elif sub.data in ("layer", "join", "repeat", "call", "bare_call", "block_def", "use", "budget",
-                              "sweep_param"):
-                self.anchors.append(sub.meta.end_pos)
-                self.statements.append((sub.meta.start_pos, sub.meta.end_pos))
-            if sub.data == "join" and len(_join_parts(sub)[2]) > 1:
-                self.anchors.append(sub.children[0].end_pos)  # a comment after `concat` stays there
 
     def anchor(self, pos: int) -> None:
         self.pending += self.trailing.pop(pos, [])
@@ -243,7 +262,7 @@ class _Printer:
             else:
                 self.statement(item)
 
-    def body(self, tree: Tree) -> None:
+    def body_braces(self, tree: Tree) -> None:
         stmts = [c for c in tree.children if isinstance(c, Tree)]
         lo, hi = tree.meta.start_pos + 1, tree.meta.end_pos - 1
         items = self.items(stmts, lo, hi)
@@ -277,10 +296,10 @@ class _Printer:
 
     def statement(self, t: Tree) -> None:
         self.mark(t.meta.start_pos)
-        getattr(self, f"st_{t.data}")(t)
+        self.visit(t)  # by the statement's rule: layer, join, repeat, ...
         self.anchor(t.meta.end_pos)
 
-    def st_layer(self, t: Tree) -> None:
+    def layer(self, t: Tree) -> None:
         op, *args = t.children
         keys = OPS[str(op)].keys if str(op) in OPS else {}
         parts = [str(op)]
@@ -298,14 +317,14 @@ class _Printer:
                 i += 1
         self.write(" ".join(parts))
 
-    def st_join(self, t: Tree) -> None:
+    def join(self, t: Tree) -> None:
         """A join with one body (`residual`) stays on its line; with several, `branches` lays them out."""
         word, option, bodies, keyword, shortcut = _join_parts(t)
         if len(bodies) > 1:
             self.branches(word, option, bodies)
         else:
             self.write(f"{word} " + (f"{option} " if option is not None else ""))
-            self.body(bodies[0])
+            self.body_braces(bodies[0])
         if shortcut is not None:
             body = bodies[-1]
             if "\n" in _real_newlines(self.text[body.meta.end_pos:keyword.start_pos]):
@@ -314,7 +333,7 @@ class _Printer:
             else:
                 self.write(" ")
             self.write("shortcut ")
-            self.body(shortcut)
+            self.body_braces(shortcut)
 
     def branches(self, word: Token, option: Token | None, bodies: list[Tree]) -> None:
         mode = option if option is not None else word  # (an option here is reported by the check; fmt keeps it)
@@ -327,7 +346,7 @@ class _Printer:
             lines = len(self.lines)
             for b in bodies:
                 self.write(" ")
-                self.body(b)
+                self.body_braces(b)
             if max(len(line) for line in [*self.lines[lines:], self.cur or ""]) <= MAX_BRANCH_LINE:
                 return
             self.restore(saved)  # too long on one line: one body per line
@@ -340,7 +359,7 @@ class _Printer:
                 self.placed += 1
             self.newline()
             self.mark(b.meta.start_pos)
-            self.body(b)
+            self.body_braces(b)
         self.indent -= 1
 
     def snapshot(self) -> tuple:
@@ -351,12 +370,12 @@ class _Printer:
         lines, self.cur, self.line_src, pending, trailing, self.placed = saved
         self.lines, self.pending, self.trailing = list(lines), list(pending), dict(trailing)
 
-    def st_repeat(self, t: Tree) -> None:
+    def repeat(self, t: Tree) -> None:
         count, body = t.children
         self.write(f"repeat {value_text(count)} ")
-        self.body(body)
+        self.body_braces(body)
 
-    def st_call(self, t: Tree) -> None:
+    def call(self, t: Tree) -> None:
         name, args, _, times = t.children
         parts = []
         for a in args.children if args is not None else []:
@@ -366,26 +385,26 @@ class _Printer:
                 parts.append(expr_text(a.children[0], compact=False))
         self.write(f"{name}({', '.join(parts)})" + (f" * {value_text(times)}" if times is not None else ""))
 
-    def st_bare_call(self, t: Tree) -> None:
+    def bare_call(self, t: Tree) -> None:
         name, _, times = t.children
         self.write(f"{name} * {value_text(times)}")
 
-    def st_block_def(self, t: Tree) -> None:
+    def block_def(self, t: Tree) -> None:
         name, params, body = t.children
         parts = []
         for p in params.children if params is not None else []:
             pname, default = p.children
             parts.append(str(pname) + (f"={expr_text(default, compact=False)}" if default is not None else ""))
         self.write(f"block {name}({', '.join(parts)}) " if parts else f"block {name} ")
-        self.body(body)
+        self.body_braces(body)
 
-    def st_use(self, t: Tree) -> None:
+    def use(self, t: Tree) -> None:
         self.write(f"use {t.children[0]}")
 
-    def st_budget(self, t: Tree) -> None:
+    def budget(self, t: Tree) -> None:
         self.write("budget " + ", ".join(" ".join(str(tok) for tok in item.children) for item in t.children))
 
-    def st_sweep_param(self, t: Tree) -> None:
+    def sweep_param(self, t: Tree) -> None:
         self.write(f"param {t.children[0]} = {expr_text(t.children[1], compact=False)}")
 
     def run(self, tree: Tree) -> str:
@@ -421,45 +440,58 @@ def _gluable(value: Tree) -> bool:
     return value.data in ("number", "dims") and bool(_GLUE_VALUE.fullmatch(str(value.children[0])))
 
 
-def value_text(t: Tree | Token) -> str:
-    if isinstance(t, Token):
-        return str(t)
-    if t.data == "kwarg":
-        return f"{t.children[0]}={value_text(t.children[1])}"
-    if t.data == "braced":
-        return "{" + expr_text(t.children[0], compact=True) + "}"
-    return str(t.children[0])
+class _Text(NamedTuple):
+    text: str
+    precedence: int  # of its outermost operator; 9 for an operand
 
 
-def expr_text(t: Tree | Token, compact: bool) -> str:
-    """An expression with the parentheses its precedence needs (the tree does not keep them).
+class _ExprText(Transformer):
+    """An argument's or an expression's text, bottom up, one method per rule: with the parentheses its
+    precedence needs (the tree does not keep them).
 
     A right operand of the same precedence keeps its parentheses too: `a - (b - c)`, and
     `a * (b // c)`, whose integer result differs from `a * b // c`.
     """
-    if isinstance(t, Token):
-        return str(t)
-    if t.data in ("number", "word", "dims"):
-        return str(t.children[0])
-    if t.data == "neg":
-        inner = t.children[0]
-        text = expr_text(inner, compact)
-        return "-" + (f"({text})" if isinstance(inner, Tree) and inner.data == "binop" else text)
-    if t.data == "binop":
-        left, op, right = t.children
+
+    def __init__(self, compact: bool) -> None:
+        super().__init__()
+        self.sep = "" if compact else " "
+
+    def number(self, children: list[Token]) -> _Text:
+        return _Text(str(children[0]), 9)
+
+    word = dims = string = number
+
+    def neg(self, children: list[_Text]) -> _Text:
+        (inner,) = children
+        return _Text("-" + (f"({inner.text})" if inner.precedence < 9 else inner.text), 9)
+
+    def binop(self, children: list) -> _Text:
+        left, op, right = children
         prec = _PRECEDENCE[str(op)]
-        lt, rt = expr_text(left, compact), expr_text(right, compact)
-        if _prec(left) < prec:
-            lt = f"({lt})"
-        if _prec(right) <= prec:
-            rt = f"({rt})"
-        sep = "" if compact else " "
-        return f"{lt}{sep}{op}{sep}{rt}"
-    raise AssertionError(f"unhandled expression {t.data}")
+        lt = f"({left.text})" if left.precedence < prec else left.text
+        rt = f"({right.text})" if right.precedence <= prec else right.text
+        return _Text(f"{lt}{self.sep}{op}{self.sep}{rt}", prec)
+
+    def braced(self, children: list[_Text]) -> _Text:
+        return _Text("{" + children[0].text + "}", 9)
+
+    def kwarg(self, children: list) -> _Text:
+        key, value = children
+        return _Text(f"{key}={value.text}", 9)
 
 
-def _prec(t: Tree | Token) -> int:
-    return _PRECEDENCE[str(t.children[1])] if isinstance(t, Tree) and t.data == "binop" else 9
+_COMPACT, _SPACED = _ExprText(compact=True), _ExprText(compact=False)
+
+
+def value_text(t: Tree | Token) -> str:
+    """An argument as fmt writes it: `k5`'s parts, `name=value`, `{c*4}` (compact inside braces)."""
+    return str(t) if isinstance(t, Token) else _COMPACT.transform(t).text
+
+
+def expr_text(t: Tree | Token, compact: bool) -> str:
+    """An expression, compact (`{c*4}`) or spaced (`cbr(c * 2)`)."""
+    return str(t) if isinstance(t, Token) else (_COMPACT if compact else _SPACED).transform(t).text
 
 
 def format_text(text: str, path: str = "<string>") -> str:

@@ -59,7 +59,6 @@ class _Builder(Visitor["str | None"]):
         self.report = report
         self.next_id = 0
         self.edges: list[tuple[str, str, dict[str, str]]] = []
-        self.shortcut_ids: set[int] = set()  # layers written directly in a residual's shortcut
         title = f"{report.path}: {fmt_shape(report.input_shape)} -> {fmt_shape(report.output_shape)}, {report.params:,} params"
         self.dot = graphviz.Digraph(
             "archspec",
@@ -78,26 +77,26 @@ class _Builder(Visitor["str | None"]):
         if tail is not None:
             self.edges.append((tail, head, attrs))
 
-    def seq(self, g: "graphviz.Digraph", nodes: list[CheckedNode], tail: str | None, dashed: bool = False) -> str | None:
+    def seq(self, g: "graphviz.Digraph", nodes: list[CheckedNode], tail: str | None, dashed: bool = False,
+            owner: str = "") -> str | None:
+        """Draw the nodes one after another; `owner`: the prefix of the names of the layers written right here."""
         for node in nodes:
-            tail = self.visit(node, g, tail, dashed)
+            tail = self.visit(node, g, tail, dashed, owner)
         return tail
 
-    def visit_call(self, node: Call, g: "graphviz.Digraph", tail: str | None, dashed: bool) -> str | None:
+    def visit_call(self, node: Call, g: "graphviz.Digraph", tail: str | None, dashed: bool, owner: str) -> str | None:
         args = ", ".join(f"{k}={value_text(v)}" for k, v in node.args.items())
         with g.subgraph(name=f"cluster_{self.new_id()}") as c:
             c.attr(label=_label(f"{node.path}: {node.block}({args})"), style="rounded,filled", fillcolor="#fafafa",
                    color="#999999", fontname="Helvetica", fontsize="10")
             return self.seq(c, node.body, tail, dashed)
 
-    def visit_layer(self, node: Layer, g: "graphviz.Digraph", tail: str | None, dashed: bool) -> str:
+    def visit_layer(self, node: Layer, g: "graphviz.Digraph", tail: str | None, dashed: bool, owner: str) -> str:
         layer = node.layer
         kind = ("input" if isinstance(layer, Input) else "learnable" if node.params else
                 "activation" if layer.is_activation else "other")  # type: ignore[union-attr]
         nid = self.new_id()
-        # a projection's conv1/bn1 would read as the body's own: name them as the shortcut's
-        name = f"shortcut.{node.name}" if id(node) in self.shortcut_ids else node.name
-        g.node(nid, _label(f"{name}: {node.op} {layer.describe()}".rstrip(),  # type: ignore[union-attr]
+        g.node(nid, _label(f"{owner}{node.name}: {node.op} {layer.describe()}".rstrip(),  # type: ignore[union-attr]
                            fmt_shape(node.out_shape), f"{node.params:,} params" if node.params else ""),
                fillcolor=_FILL[kind], **({"style": "rounded,filled,dashed"} if dashed else {}))
         self.edge(tail, nid, **({"style": "dashed"} if dashed else {}))
@@ -119,7 +118,7 @@ class _Builder(Visitor["str | None"]):
             self.edge(end, out, style="dashed")
         return tail
 
-    def visit_branch(self, node: Branch, g: "graphviz.Digraph", tail: str | None, dashed: bool) -> str:
+    def visit_branch(self, node: Branch, g: "graphviz.Digraph", tail: str | None, dashed: bool, owner: str) -> str:
         rule = node.rule
         if not rule.output_sees_bodies:
             return self.side_head(g, node, tail)
@@ -129,8 +128,8 @@ class _Builder(Visitor["str | None"]):
             firsts = []
             for i, b in enumerate(node.branches):  # each branch's edge into the join right after it: an empty one keeps its place
                 if rule.dashed(node, i):  # a residual's shortcut: dashed, its projection named as the shortcut's
-                    self.shortcut_ids.update(id(n) for n in b)
-                    self.edge(self.seq(c, b, tail, dashed=True), join, style="dashed")
+                    # (a projection's conv1/bn1 would read as the body's own)
+                    self.edge(self.seq(c, b, tail, dashed=True, owner="shortcut."), join, style="dashed")
                     continue
                 if b and isinstance(b[0], Layer):
                     firsts.append(f"n{self.next_id}")

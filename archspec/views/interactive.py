@@ -15,6 +15,7 @@ import html
 import json
 import os
 from dataclasses import dataclass
+from itertools import islice, zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from archspec.language.errors import UsageError
 from archspec.language.nodes import Model
 from archspec.language.ops import fmt_shape, value_text
 from archspec.language.pipeline import CheckOptions, checked
-from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Visitor, walk
+from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Visitor
 from archspec.views.explain import Entry, _Explainer
 from archspec.views.summary import rf_text
 
@@ -35,17 +36,6 @@ STYLES = ("view.css",)
 NOTEBOOK_HEIGHT = 640  # pixels: the notebook's frame around the view
 
 
-def _explanations(report: CheckReport) -> dict[int, list[str]]:
-    """explain's lines for each node (keyed by id), up to the first node that fails to check."""
-    out: dict[int, list[str]] = {}
-    stack: list[Entry] = list(_Explainer(report).seq(report.body))
-    while stack:
-        entry = stack.pop()
-        out[id(entry.node)] = entry.lines + entry.after
-        stack.extend(entry.children)
-    return out
-
-
 def _belongs_to(d: Diagnostic, node: CheckedNode) -> bool:
     """A diagnostic belongs to the innermost node written where it points, in the same block call."""
     span = node.span
@@ -54,17 +44,29 @@ def _belongs_to(d: Diagnostic, node: CheckedNode) -> bool:
 
 
 class _Collector(Visitor[dict]):
-    """One JSON object per node; structures hold their children in source order."""
+    """One JSON object per node; structures hold their children in source order.
+
+    Each node is visited with explain's entry for it (None past the node the explanation stops at),
+    and `placed` pairs every node with its JSON, structures before their children (`tree.walk`'s order),
+    for the diagnostics to find the node they belong to."""
 
     def __init__(self, report: CheckReport) -> None:
         self.report = report
-        self.explain = _explanations(report)
         self.ids = 0
+        self.placed: list[tuple[CheckedNode, dict]] = []
 
-    def seq(self, nodes: list[CheckedNode]) -> list[dict]:
-        return [self.visit(n) for n in nodes]
+    def visit(self, node: CheckedNode, entry: Entry | None = None) -> dict:  # type: ignore[override]
+        place = len(self.placed)
+        self.placed.append((node, {}))  # its place before its children's; its JSON once made
+        data = super().visit(node, entry)
+        self.placed[place] = (node, data)
+        return data
 
-    def common(self, node: CheckedNode, label: str, **extra: Any) -> dict:
+    def seq(self, nodes: list[CheckedNode], entries: list[Entry]) -> list[dict]:
+        """The JSON of a sequence; `entries`: explain's for its first nodes (it stops at the first that fails)."""
+        return [self.visit(n, e) for n, e in zip_longest(nodes, entries)]
+
+    def common(self, node: CheckedNode, entry: Entry | None, label: str, **extra: Any) -> dict:
         self.ids += 1
         span = node.span
         rf = node.rf
@@ -75,7 +77,7 @@ class _Collector(Visitor[dict]):
             "out": fmt_shape(symbolic if symbolic is not None else node.out_shape) if node.out_shape is not None else None,
             "params": node.params, "macs": node.macs,
             "rf": rf_text(rf[0]) if rf else None, "jump": rf_text(rf[1]) if rf else None,
-            "explain": self.explain.get(id(node), []),
+            "explain": entry.lines + entry.after if entry is not None else [],
             "file": span.path if span else None, "line": span.line if span else None,
             "call_line": self.call_line(node),
             **extra,
@@ -88,24 +90,28 @@ class _Collector(Visitor[dict]):
                 return site.line
         return None
 
-    def visit_layer(self, node: Layer) -> dict:
+    def visit_layer(self, node: Layer, entry: Entry | None) -> dict:
         desc = node.layer.describe() if node.valid else ""  # type: ignore[union-attr]
-        return self.common(node, f"{node.op} {desc}".strip(), op=node.op, valid=node.valid)
+        return self.common(node, entry, f"{node.op} {desc}".strip(), op=node.op, valid=node.valid)
 
-    def visit_join(self, node: Join) -> dict:
-        return self.common(node, node.mode, op=node.mode)
+    def visit_join(self, node: Join, entry: Entry | None) -> dict:
+        return self.common(node, entry, node.mode, op=node.mode)
 
-    def visit_call(self, node: Call) -> dict:
+    def visit_call(self, node: Call, entry: Entry | None) -> dict:
         args = ", ".join(f"{k}={value_text(v)}" for k, v in node.args.items())
-        return self.common(node, f"{node.block}({args})", op=node.block, body=self.seq(node.body))
+        body = self.seq(node.body, entry.children if entry is not None else [])
+        return self.common(node, entry, f"{node.block}({args})", op=node.block, body=body)
 
-    def visit_branch(self, node: Branch) -> dict:
+    def visit_branch(self, node: Branch, entry: Entry | None) -> dict:
         rule = node.rule
+        # explain's entries for the bodies come one after another, as far as the explanation went
+        written = iter(entry.children if entry is not None else [])
+        entries = [list(islice(written, len(b))) for b in node.branches]
         seqs: list[list[dict]] = [[] for _ in node.branches]
         for i in rule.view_order(node):
-            seqs[i] = self.seq(node.branches[i])
+            seqs[i] = self.seq(node.branches[i], entries[i])
         label = rule.title(node) if rule.view_kind == "residual" else f"{node.mode} of {len(node.branches)}"
-        data = self.common(node, label, op=node.mode, **rule.view_parts(node, seqs), join=self.join_of(node))
+        data = self.common(node, entry, label, op=node.mode, **rule.view_parts(node, seqs), join=self.join_of(node))
         data["kind"] = rule.view_kind  # the page draws a residual's body and shortcut apart
         return data
 
@@ -118,16 +124,15 @@ class _Collector(Visitor[dict]):
         return data
 
 
-def _diagnostics(report: CheckReport, index: dict[int, str]) -> list[dict]:
+def _diagnostics(report: CheckReport, placed: list[tuple[CheckedNode, dict]]) -> list[dict]:
     """Each diagnostic, with the id of the innermost node it belongs to (None: the file as a whole)."""
-    nodes = list(walk(report.body))
     out = []
     for d in report.diagnostics:
-        owners = [n for n in nodes if _belongs_to(d, n) and id(n) in index]
-        owner = min(owners, key=lambda n: n.span.end - n.span.start) if owners else None  # type: ignore[union-attr]
+        owners = [(n, data) for n, data in placed if _belongs_to(d, n)]
+        owner = min(owners, key=lambda pair: pair[0].span.end - pair[0].span.start) if owners else None  # type: ignore[union-attr]
         out.append({"severity": d.severity, "code": d.code, "message": d.message, "help": d.help,
                     "file": d.span.path if d.span else None, "line": d.span.line if d.span else None,
-                    "node": index[id(owner)] if owner is not None else None,
+                    "node": owner[1]["id"] if owner is not None else None,
                     "text": render_text(d, report.sources)})
     return out
 
@@ -136,9 +141,7 @@ def view_data(source: "CheckReport | Model | str | Path", classes: int | None = 
     """The view's JSON: the checked tree, totals, sources and diagnostics (also for a file with errors)."""
     report = checked(source, CheckOptions(classes=classes))
     collector = _Collector(report)
-    body = collector.seq(report.body)
-    index: dict[int, str] = {}
-    _index(report.body, body, index)
+    body = collector.seq(report.body, _Explainer(report).seq(report.body))
     return {
         "version": 1,
         "path": report.path,
@@ -147,33 +150,9 @@ def view_data(source: "CheckReport | Model | str | Path", classes: int | None = 
         "params": sum(n.params for n in report.body), "macs": sum(n.macs for n in report.body),
         "ok": report.ok,
         "body": body,
-        "diagnostics": _diagnostics(report, index),
+        "diagnostics": _diagnostics(report, collector.placed),
         "sources": dict(report.sources),
     }
-
-
-def _index(nodes: list[CheckedNode], data: list[dict], out: dict[int, str]) -> None:
-    """id(tree node) -> view id, pairing the tree with its JSON in the order both were made."""
-    tree_nodes = list(walk(nodes))
-    json_nodes = list(_walk_json(data))
-    for node, item in zip(tree_nodes, json_nodes):
-        out[id(node)] = item["id"]
-
-
-def _walk_json(items: list[dict]):
-    """The JSON nodes in `tree.walk` order: a structure, then its children (body, shortcut, join)."""
-    for item in items:
-        yield item
-        yield from _walk_json(_children(item))
-
-
-def _children(item: dict) -> list[dict]:
-    kids = list(item.get("body") or []) + list(item.get("shortcut") or [])
-    for branch in item.get("branches") or []:
-        kids += branch
-    if item.get("join"):
-        kids.append(item["join"])
-    return kids
 
 
 def _read(name: str) -> str:
