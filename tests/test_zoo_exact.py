@@ -32,3 +32,33 @@ def test_zoo_file_is_torchvisions_network(name: str) -> None:
         want, got = original(x), net(x)
     assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in original.parameters())
     assert ((got - want).abs().max() / want.abs().max()).item() <= 1e-9
+
+
+def _relative_difference(got: "torch.Tensor", want: "torch.Tensor") -> float:
+    return ((got - want).abs().max() / want.abs().max()).item()
+
+
+def test_googlenet_with_its_auxiliary_heads_is_torchvisions_in_eval_and_in_training() -> None:
+    # The heads run in training only, so eval compares the main network and training compares all three outputs.
+    torch.manual_seed(0)
+    original = torchvision.models.googlenet(weights=None, init_weights=True)  # aux_logits=True, transform_input=False
+    net = archspec.build(EXAMPLES / "zoo" / "googlenet.arch")
+    assert archspec.load_weights(net, original) == []
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in original.parameters())
+    original, net = original.double().eval(), net.double().eval()
+    for size in (SIZE, 96):
+        x = torch.randn(2, 3, size, size, dtype=torch.float64)
+        with torch.no_grad():
+            assert _relative_difference(net(x), original(x)) <= 1e-9
+    original.train()
+    net.train()
+    x = torch.randn(2, 3, SIZE, SIZE, dtype=torch.float64)
+    outputs = {}
+    with torch.no_grad():  # the same seed before each: dropout (0.2 on the main path, 0.7 in the heads) draws the same masks
+        for seed, side, module in ((5, "theirs", original), (5, "ours", net), (6, "ours again", net)):
+            torch.manual_seed(seed)
+            outputs[side] = module(x)
+    assert outputs["ours"]._fields == outputs["theirs"]._fields == ("logits", "aux_logits2", "aux_logits1")
+    for ours, theirs, other_seed in zip(outputs["ours"], outputs["theirs"], outputs["ours again"]):
+        assert _relative_difference(ours, theirs) <= 1e-9
+        assert _relative_difference(other_seed, theirs) > 1e-3  # dropout is on: the equality above is not trivial
