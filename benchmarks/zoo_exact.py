@@ -224,11 +224,14 @@ def report(rows: list[dict], seconds: float, where: str, argv: list[str]) -> str
     counts = {v: sum(r["verdict"] == v for r in rows) for v in ("exact", "refused", "wrong", "not run")}
     summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     return "\n".join([
-        "# Zoo: torchvision's convolutional classifiers through `archspec import`", "",
+        "# Zoo: torchvision's convolutional classifiers and segmentation networks, exactly", "",
         f"Machine: {where}. torch {torch.__version__}, torchvision {torchvision.__version__}, {seconds / 60:.1f} minutes.", "",
         "Each builder (weights=None, seeded) is imported at the first size, checked, built, given the original's",
         "weights, and compared with the original in eval, in float64, at both sizes: exact means a relative",
-        f"difference of at most {TOLERANCE:g} (max |ours - theirs| / max |theirs|) at both.", "",
+        f"difference of at most {TOLERANCE:g} (max |ours - theirs| / max |theirs|) at both. The files written or",
+        "edited by hand (googlenet and inception_v3 with their auxiliary heads, segmentation/*) are checked as they",
+        "stand in examples/zoo/, given the original's weights by `archspec.load_weights`; the first two also in",
+        "training (every output, the same seed before each), a segmentation network on its \"out\".", "",
         f"**{len(rows)} builders: {summary}.**", "",
         *table(rows), "",
         "Rerun (from a checkout, with torch and torchvision installed):", "",
