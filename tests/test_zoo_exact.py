@@ -37,7 +37,7 @@ def test_zoo_file_is_torchvisions_network(name: str) -> None:
     assert ((got - want).abs().max() / want.abs().max()).item() <= 1e-9
 
 
-def _relative_difference(got: "torch.Tensor", want: "torch.Tensor") -> float:
+def _relative_difference(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got - want).abs().max() / want.abs().max()).item()
 
 
