@@ -2,7 +2,11 @@
 
 For each builder (torchvision.models.list_models(module=torchvision.models), less vit/swin/maxvit): build it
 (weights=None, seeded), import it at a small input size, check the text, build it, load the original's
-weights, and compare the outputs in eval, in float64, at two input sizes. Verdict: exact (relative
+weights, and compare the outputs in eval, in float64, at two input sizes. The files written by hand, or
+edited after the import (HAND_WRITTEN: GoogLeNet's and Inception v3's auxiliary heads, the segmentation
+networks), are checked as they stand in examples/zoo/ instead: built, given the original's weights by
+`archspec.load_weights`, compared in eval at both sizes (a segmentation network's "out"), and those with
+auxiliary heads also in training, every output, with the same seed before each. Verdict: exact (relative
 difference <= 1e-9 at both sizes), refused (the first construct the language lacks), wrong (anything
 else: must be none), or not run (over --max-params, or past --timeout). Each model runs in its own
 process, so memory goes back between models. Run from a checkout:
@@ -27,14 +31,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-9
 SIZES = {"inception_v3": (96, 128)}  # its stem needs at least 75 pixels
+# examples/zoo/ files that are not the import's text -> the input size of the training comparison (None: eval only).
+HAND_WRITTEN: dict[str, int | None] = {
+    "googlenet": 64,
+    "inception_v3": 299,  # its auxiliary head's 5x5 convolution needs the 17x17 map of a 299x299 input
+    "segmentation/fcn_resnet50": None,
+    "segmentation/deeplabv3_resnet50": None,
+    "segmentation/deeplabv3_mobilenet_v3_large": None,
+    "segmentation/lraspp_mobilenet_v3_large": None,
+}
 PAPERS = {  # builder prefix -> the paper, for the head of each examples/zoo file (longest prefix first)
     "alexnet": "AlexNet (Krizhevsky et al., 2012), torchvision's one-tower variant",
     "convnext": "ConvNeXt (Liu et al., 2022, A ConvNet for the 2020s)",
     "densenet": "DenseNet (Huang et al., 2017, Densely Connected Convolutional Networks)",
     "efficientnet_v2": "EfficientNetV2 (Tan and Le, 2021)",
     "efficientnet": "EfficientNet (Tan and Le, 2019)",
-    "googlenet": "GoogLeNet (Szegedy et al., 2015, Going Deeper with Convolutions); the auxiliary heads, training-only, are left out",
-    "inception_v3": "Inception v3 (Szegedy et al., 2016); the auxiliary head, training-only, is left out",
+    "googlenet": "GoogLeNet (Szegedy et al., 2015, Going Deeper with Convolutions)",
+    "inception_v3": "Inception v3 (Szegedy et al., 2016)",
     "mnasnet": "MnasNet (Tan et al., 2019)",
     "mobilenet_v2": "MobileNetV2 (Sandler et al., 2018)",
     "mobilenet_v3": "MobileNetV3 (Howard et al., 2019, Searching for MobileNetV3)",
@@ -65,11 +78,71 @@ def example_text(name: str, text: str, size: int) -> str:
 def builders() -> list[str]:
     import torchvision
 
-    return [m for m in torchvision.models.list_models(module=torchvision.models) if not m.startswith(("vit", "swin", "maxvit"))]
+    classifiers = [m for m in torchvision.models.list_models(module=torchvision.models) if not m.startswith(("vit", "swin", "maxvit"))]
+    return classifiers + [n for n in HAND_WRITTEN if n.startswith("segmentation/")]
+
+
+def _relative_difference(got, want) -> float:  # torch tensors (torch is imported lazily)
+    return ((got - want).abs().max() / want.abs().max()).item()
+
+
+def zoo_file_row(name: str, sizes: tuple[int, int]) -> dict:
+    """The row of a file in HAND_WRITTEN: the file as it stands, given the original's weights by load_weights."""
+    import torch
+    import torchvision
+
+    import archspec
+    from archspec.language.errors import ArchspecError
+    from archspec.language.pipeline import CheckOptions, checked
+    from archspec.pytorch.build import build_checked
+
+    torch.manual_seed(0)
+    if name.startswith("segmentation/"):
+        original = getattr(torchvision.models.segmentation, name.split("/")[1])(weights=None, weights_backbone=None)
+    else:
+        original = getattr(torchvision.models, name)(weights=None, init_weights=True)
+    path = ROOT / "examples" / "zoo" / f"{name}.arch"
+    row: dict = {"model": name, "params": sum(p.numel() for p in original.parameters()), "sizes": list(sizes),
+                 "lines": len(path.read_text().splitlines())}
+    # Built at the file's own input size (Inception v3's head needs its 299x299), or at the first size where that
+    # is symbolic (`input 3xHxW`); either runs at both sizes.
+    report = checked(path, CheckOptions(classes=None))
+    if report.symbolic is not None:
+        report = checked(path, CheckOptions(classes=None, input_size=(3, sizes[0], sizes[0])))
+    net = build_checked(report)
+    try:
+        archspec.load_weights(net, original)
+    except ArchspecError as exc:
+        return row | {"verdict": "wrong", "detail": f"load_weights: {exc.message}"}
+    original, net = original.double().eval(), net.double().eval()
+    diffs = []
+    for size in sizes:
+        x = torch.randn(2, 3, size, size, dtype=torch.float64)
+        with torch.no_grad():
+            want, got = original(x), net(x)
+        diffs.append(_relative_difference(got, want["out"] if isinstance(want, dict) else want))
+    train_size = HAND_WRITTEN[name]
+    if train_size is not None:  # every output in training, the same dropout masks from the same seed
+        original.train()
+        net.train()
+        x = torch.randn(2, 3, train_size, train_size, dtype=torch.float64)
+        with torch.no_grad():
+            torch.manual_seed(1)
+            want = original(x)
+            torch.manual_seed(1)
+            got = net(x)
+        if list(got._fields) != list(want._fields):
+            return row | {"verdict": "wrong", "detail": f"training outputs {got._fields}, torchvision's {want._fields}"}
+        diffs += [_relative_difference(a, b) for a, b in zip(got, want)]
+        row["sizes"] = [*sizes, f"{train_size} (training)"]
+    row["diff"] = max(diffs)
+    return row | {"verdict": "exact" if row["diff"] <= TOLERANCE else "wrong", "detail": ""}
 
 
 def round_trip(name: str, sizes: tuple[int, int], max_params: float, write: Path | None) -> dict:
     """One builder's row: params, verdict, max relative difference, lines of the imported text."""
+    if name in HAND_WRITTEN:
+        return zoo_file_row(name, sizes)
     import torch
     import torchvision
 
@@ -151,11 +224,14 @@ def report(rows: list[dict], seconds: float, where: str, argv: list[str]) -> str
     counts = {v: sum(r["verdict"] == v for r in rows) for v in ("exact", "refused", "wrong", "not run")}
     summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     return "\n".join([
-        "# Zoo: torchvision's convolutional classifiers through `archspec import`", "",
+        "# Zoo: torchvision's convolutional classifiers and segmentation networks, exactly", "",
         f"Machine: {where}. torch {torch.__version__}, torchvision {torchvision.__version__}, {seconds / 60:.1f} minutes.", "",
         "Each builder (weights=None, seeded) is imported at the first size, checked, built, given the original's",
         "weights, and compared with the original in eval, in float64, at both sizes: exact means a relative",
-        f"difference of at most {TOLERANCE:g} (max |ours - theirs| / max |theirs|) at both.", "",
+        f"difference of at most {TOLERANCE:g} (max |ours - theirs| / max |theirs|) at both. The files written or",
+        "edited by hand (googlenet and inception_v3 with their auxiliary heads, segmentation/*) are checked as they",
+        "stand in examples/zoo/, given the original's weights by `archspec.load_weights`; the first two also in",
+        "training (every output, the same seed before each), a segmentation network on its \"out\".", "",
         f"**{len(rows)} builders: {summary}.**", "",
         *table(rows), "",
         "Rerun (from a checkout, with torch and torchvision installed):", "",

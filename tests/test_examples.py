@@ -51,11 +51,11 @@ def test_example_checks_clean(path: Path):
     assert "error[" not in out.stdout and "Traceback" not in out.stderr
 
 
-ZOO = sorted((EXAMPLES / "zoo").glob("*.arch"))
+ZOO = sorted((EXAMPLES / "zoo").rglob("*.arch"))  # segmentation/ too
 
 
 def test_zoo_files_check_clean():
-    """examples/zoo/: one file per torchvision builder that imports exactly, all checked in one run (in process: 60+ files)."""
+    """examples/zoo/: one file per torchvision classifier and segmentation network, all checked in one run (in process: 70+ files)."""
     assert len(ZOO) >= 40
     rc, stdout = cli_in_process("check", "--classes", "1000", "--format", "json", *map(str, ZOO))
     files = json.loads(stdout)["files"]

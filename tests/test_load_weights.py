@@ -50,6 +50,59 @@ def test_a_mismatch_names_the_first_layer_on_both_sides():
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # nothing half-loaded
 
 
+@pytest.mark.parametrize("name", ["regnet_x_400mf", "regnet_y_400mf"])
+def test_regnet_registers_its_shortcut_first_and_still_loads(name):
+    # ResBottleneckBlock registers `proj` before `f` and computes proj(x) + f(x); the zoo file's residual is body + shortcut.
+    torch.manual_seed(0)
+    reference = getattr(torchvision.models, name)(weights=None).eval()
+    net = archspec.build(EXAMPLES / "zoo" / f"{name}.arch")
+    assert archspec.load_weights(net, reference) == []
+    net, reference = net.double().eval(), reference.double()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert _relative_difference(net(x), reference(x)) <= 1e-9
+
+
+class _RegisteredBackwards(nn.Module):
+    """Registers its classifier first and its shortcut before its body, and adds the shortcut on the left."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.shortcut = nn.Sequential(nn.Conv2d(3, 4, 1, bias=False), nn.BatchNorm2d(4))
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                                  nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4))
+
+    def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+        return self.fc(torch.relu(self.shortcut(x) + self.body(x)).mean((2, 3)))
+
+
+_HANDMADE = ("input 3x8x8\nresidual project { conv 4 k3 p1 nobias | bn | relu | conv 4 k3 p1 nobias | bn }\n"
+             "relu | gap | flatten | linear 3\n")
+
+
+def test_layers_are_matched_in_the_order_they_run_not_the_order_they_are_registered():
+    torch.manual_seed(0)
+    reference = _RegisteredBackwards().eval()
+    before = {k: v.clone() for k, v in reference.state_dict().items()}
+    net = archspec.build(_HANDMADE)
+    assert archspec.load_weights(net, reference) == []
+    assert not reference.training and all(not m.training for m in reference.modules())  # its modes as they were
+    assert all(torch.equal(before[k], v) for k, v in reference.state_dict().items())  # its statistics untouched
+    net, reference = net.double().eval(), reference.double()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert _relative_difference(net(x), reference(x)) <= 1e-9
+
+
+def test_a_state_dict_keeps_its_key_order_and_the_refusal_says_so():
+    net = archspec.build(_HANDMADE)
+    with pytest.raises(ArchspecError) as exc:
+        archspec.load_weights(net, _RegisteredBackwards().state_dict())
+    text = f"error: {exc.value.message}\nhelp: {exc.value.help}\n"
+    assert_golden(GOLDEN / "load_weights_state_dict_order.txt", SimpleNamespace(returncode=1, stdout="", stderr=text))
+
+
 def test_sources_that_are_not_weights_are_refused():
     net = archspec.build("input 3x8x8\nconv 4 k3\n")
     with pytest.raises(ArchspecError, match="cannot load weights from a list"):

@@ -2,11 +2,13 @@
 
 Names differ between an .arch network (`stage1.basic1.res1.body.conv1`) and torch code
 (`layer1.0.conv1`), so tensors are matched by order instead: each side is read as its layers that
-hold tensors (parameters and buffers), in the order the code registers them, and the n-th layer of
-the source goes to the n-th layer of the network, tensor by tensor, after checking both are the same
-kind of layer with the same shapes. A module that holds tensors of its own besides children (the
-layer scale of torchvision's ConvNeXt block) counts as a layer after its children, where its forward
-uses it.
+hold tensors (parameters and buffers), in the order its forward pass uses them (run_order.py: data
+flow on the meta device, the operands of `+` and `*` in a fixed order), and the n-th layer of the
+source goes to the n-th layer of the network, tensor by tensor, after checking both are the same
+kind of layer with the same shapes. A state dict has no forward pass: its layers keep the order of
+its keys, the order the code registered them in, each module's own tensors (the layer scale of
+torchvision's ConvNeXt block) after its children's; so does a module whose forward pass cannot run
+on the meta device.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from archspec.language.errors import ArchspecError
+from archspec.pytorch.run_order import run_order
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,9 @@ def torch_kind(module: nn.Module) -> str | None:
     return None
 
 
-def slots(state: Mapping[str, torch.Tensor], modules: Mapping[str, nn.Module] | None = None) -> list[Slot]:
-    """The layers of a state dict in order, each module's own tensors after those of its children."""
+def slots(state: Mapping[str, torch.Tensor], modules: Mapping[str, nn.Module] | None = None,
+          run: list[str] | None = None) -> list[Slot]:
+    """The layers of a state dict in order: `run`'s (run_order's), else each module's own tensors after its children's."""
     groups: dict[str, list[str]] = {}
     for key in state:
         groups.setdefault(key.rpartition(".")[0], []).append(key)
@@ -54,6 +58,8 @@ def slots(state: Mapping[str, torch.Tensor], modules: Mapping[str, nn.Module] | 
         if descendants:
             ordered.remove(path)
             ordered.insert(ordered.index(descendants[-1]) + 1, path)
+    if run is not None:  # layers it lists in its order; any other tensors (none in practice) after them
+        ordered = [p for p in run if p in groups] + [p for p in ordered if p not in run]
     return [Slot(path, torch_kind(modules[path]) if modules is not None and path in modules else None,
                  tuple((key, tuple(state[key].shape)) for key in groups[path])) for path in ordered]
 
@@ -76,11 +82,34 @@ def _local_names(slot: Slot) -> list[str]:
     return [key.rsplit(".", 1)[-1] for key, _ in slot.tensors]
 
 
-def _as_state(source: Any) -> tuple[Mapping[str, torch.Tensor], dict[str, nn.Module] | None]:
+@dataclass(frozen=True)
+class Side:
+    """One side of the match: its layers in order, and why that order is registration order when it is."""
+
+    state: Mapping[str, torch.Tensor]
+    slots: list[Slot]
+    registered: str | None  # None: the order its forward pass uses them
+
+
+def _side(source: nn.Module | Mapping[str, torch.Tensor], input_shape: tuple[int, ...] | None) -> Side:
+    if not isinstance(source, nn.Module):
+        return Side(source, slots(source), "a state dict has no forward pass to order them by "
+                    "(give the nn.Module itself to match its layers in the order they run)")
+    state, modules = source.state_dict(), dict(source.named_modules())
+    if input_shape is None:
+        return Side(state, slots(state, modules), "the network has no `input_shape` to run a forward pass at")
+    try:
+        return Side(state, slots(state, modules, run_order(source, input_shape)), None)
+    except Exception as exc:  # noqa: BLE001 - any forward pass that cannot run on meta tensors: registration order
+        return Side(state, slots(state, modules), f"its forward pass did not run on the meta device "
+                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+
+
+def _as_state(source: Any) -> nn.Module | Mapping[str, torch.Tensor]:
     if isinstance(source, nn.Module):
-        return source.state_dict(), dict(source.named_modules())
+        return source
     if isinstance(source, Mapping) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in source.items()):
-        return source, None
+        return source
     raise ArchspecError(f"cannot load weights from a {type(source).__name__}",
                         "give an nn.Module or a state dict (a mapping of names to tensors, as torch.save(model.state_dict()) writes)")
 
@@ -91,8 +120,10 @@ def load_weights(net: nn.Module, source: Any, *, reinit_classifier: bool = False
     With reinit_classifier, a last layer that differs only in its output size (another class count)
     keeps `net`'s initial values. Returns one line for each thing worth saying (that re-initialisation).
     """
-    state, modules = _as_state(source)
-    theirs, mine = slots(state, modules), slots(net.state_dict(), dict(net.named_modules()))
+    shape = getattr(net, "input_shape", None)
+    source_side, net_side = _side(_as_state(source), shape), _side(net, shape)
+    state, theirs, mine = source_side.state, source_side.slots, net_side.slots
+    help_ = _order_help(source_side, net_side)
     notes: list[str] = []
     if reinit_classifier and _other_class_count(mine, theirs):
         notes.append(f"{mine[-1].text()} is initialised afresh: the source's {theirs[-1].text()} has another class count")
@@ -101,19 +132,26 @@ def load_weights(net: nn.Module, source: Any, *, reinit_classifier: bool = False
         why = _mismatch(a, b)
         if why:
             raise ArchspecError(f"the weights do not fit layer {i + 1} of the network: {why}: "
-                                f"the network's {a.text()}, the source's {b.text()}",
-                                "the source must have the network's layers in the same order, with the same shapes")
+                                f"the network's {a.text()}, the source's {b.text()}", help_)
     if len(mine) != len(theirs):
         extra, side = (mine[len(theirs)], "network's") if len(mine) > len(theirs) else (theirs[len(mine)], "source's")
         raise ArchspecError(f"the weights do not fit: the network has {len(mine)} layers with tensors, the source {len(theirs)}; "
-                            f"the first without a counterpart is the {side} {extra.text()}",
-                            "the source must have the network's layers in the same order, with the same shapes")
+                            f"the first without a counterpart is the {side} {extra.text()}", help_)
     loaded = dict(net.state_dict())
     for a, b in zip(mine, theirs):
         for (key, _), (src, _) in zip(a.tensors, b.tensors):
             loaded[key] = state[src]
     net.load_state_dict(loaded)
     return notes
+
+
+def _order_help(source: Side, net: Side) -> str:
+    """The help of a mismatch, saying which side was taken in registration order (which can differ from its run)."""
+    text = "the source must have the network's layers in the same order, with the same shapes"
+    for side, whose in ((source, "the source's"), (net, "the network's")):
+        if side.registered:
+            text += f"; {whose} layers were taken in the order its code registers them: {side.registered}"
+    return text
 
 
 def _other_class_count(mine: list[Slot], theirs: list[Slot]) -> bool:
