@@ -16,7 +16,7 @@ from archspec.language.symbolic import derive, drops_on, with_input
 from conftest import REPO
 
 torch = pytest.importorskip("torch")
-from test_oracle import Renderer, TorchOracle, flat_archs, one_thread, structured_archs  # noqa: E402,F401 (one_thread: a fixture)
+from test_oracle import FIXED, Renderer, TorchOracle, flat_archs, one_thread, structured_archs  # noqa: E402,F401 (one_thread: a fixture)
 
 
 def check(source, classes=10):
@@ -101,6 +101,14 @@ def test_flat_networks_agree_with_torch_at_every_size(arch, one_thread):
 @given(arch=structured_archs())
 def test_residuals_and_branches_agree_with_torch_at_every_size(arch, one_thread):
     event(f"torch ran {'some' if agrees(arch, 32) else 'no'} sizes")
+
+
+@pytest.mark.parametrize("name", [name for name, arch in FIXED.items() if len(arch.input) == 3])
+def test_the_oracles_fixed_corners_agree_with_torch_at_every_size(name, one_thread):
+    """The torch oracle's hand-picked corners (ceil windows, `p same`, grouped convs, a projected residual around an
+    upsampling, `in.*` reads) read as `input CxHxW`: the accepted sizes, the W201-free ones and every layer's size
+    agree with torch and the checker at every size 1..24, whatever the random networks happen to draw."""
+    agrees(FIXED[name], 24)
 
 
 @pytest.mark.slow
@@ -366,3 +374,21 @@ def test_sizes_of_a_failing_join_print_without_a_traceback(cli, tmp_path):
     assert "  H accepted: none at any size" in sizes.stdout and "  fc1: in_features = 32 at every size" in sizes.stdout
     report = cli("check", "--format", "json", str(path))
     assert report.returncode == 1 and [d["code"] for d in json.loads(report.stdout)["files"][0]["diagnostics"]] == ["E114", "E108"]
+
+
+def test_a_rules_integer_arithmetic_on_h_is_the_size_expression():
+    """A shape rule's own arithmetic (+, -, and * and // by whole numbers) works on H as on a number: the
+    expression equals that arithmetic at every integer, and is the window the size functions build."""
+    from itertools import product
+
+    from archspec.language.sizemap import Sym, scaled_size, window_size
+
+    h = Sym("H")
+    for k, s, p, d in product((1, 2, 3, 5), (1, 2, 3), (0, 1, 2), (1, 2)):
+        e = (h + 2 * p - d * (k - 1) - 1) // s + 1
+        assert e == window_size(h, k, s, p, d), (k, s, p, d)
+        assert all(e.at(x) == (x + 2 * p - d * (k - 1) - 1) // s + 1 for x in range(1, 60)), (k, s, p, d)
+        t = (h - 1) * s - 2 * p + d * (k - 1) + 1  # a transposed conv
+        assert t == scaled_size(h, s, -s - 2 * p + d * (k - 1) + 1) and t.at(7) == 6 * s - 2 * p + d * (k - 1) + 1
+    with pytest.raises(TypeError, match="record it as a condition"):
+        assert h < 1

@@ -206,7 +206,10 @@ class _Checker:
         where = dict(name=node.name, path=path, depth=depth, span=node.span, trace=node.trace, in_shape=x)
         if isinstance(node, Invalid):
             self.layers_seen += 1
-            return Layer(**where, out_shape=None, layer=node)
+            # An error at every size: on a symbolic input the sizes go on unchanged, so the conditions of the
+            # layers after it still count (`archspec sizes` on a broken file), the channels unknown.
+            kept = (None, *x[1:]) if self.sizes is not None and x is not None and len(x) == 3 else None
+            return Layer(**where, out_shape=kept, layer=node)
         if isinstance(node, Deferred):
             return self.node(self.resolve(node, x), x, prefix, depth)
         if isinstance(node, LayerSpec):

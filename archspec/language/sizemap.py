@@ -2,7 +2,8 @@
 
 A size is an int (`input 3x32x32`) or an `Expr` in H or W (`input 3xHxW`). Every op's one shape rule
 (`infer`) computes its sizes with the functions at the end of this file, which give an int for ints and
-an expression for expressions. The spatial ops map a size by one of a few rules:
+an expression for expressions (an `Expr` also takes `+`, `-`, and `*` and `//` by whole numbers, as an
+int does). The spatial ops map a size by one of a few rules:
 
 - a window:  out = floor((x + offset) / stride) + 1 (convs and pools; `ceil` folds into the offset),
 - a scale:   out = factor * x + offset (upsampling, transposed convs),
@@ -39,6 +40,40 @@ class Expr:
 
         A constant at least v holds everywhere: returned as a very small number (below any size)."""
         raise NotImplementedError
+
+    # A shape rule's arithmetic on a size works on an expression as on an int (`(n + 2*p - k) // s + 1`,
+    # `n * f`): whole numbers only, and only what keeps the expression non-decreasing.
+    def __add__(self, other: int) -> "Expr":
+        return lin(self, 1, _whole(other, "+"))
+
+    __radd__ = __add__
+
+    def __sub__(self, other: int) -> "Expr":
+        return lin(self, 1, -_whole(other, "-"))
+
+    def __mul__(self, other: int) -> "Expr":
+        if _whole(other, "*") < 0:
+            raise TypeError("a size in H or W times a negative number is not a size")
+        return lin(self, other, 0)
+
+    __rmul__ = __mul__
+
+    def __floordiv__(self, other: int) -> "Expr":
+        if _whole(other, "//") < 1:
+            raise TypeError("a size in H or W divides by a whole number >= 1 only")
+        return floor_div(self, other)
+
+    def __lt__(self, other: object) -> bool:
+        raise TypeError("a size in H or W has no answer to a comparison: record it as a condition "
+                        "(ops.base.fits, emit.sizes.at_least_one / .same)")
+
+    __le__ = __gt__ = __ge__ = __lt__
+
+
+def _whole(n: object, op: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"a size in H or W {op} {type(n).__name__}: only whole numbers")
+    return n
 
 
 EVERYWHERE = -(1 << 62)
