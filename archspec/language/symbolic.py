@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Iterable
 
 from archspec.language import codes
@@ -244,7 +245,7 @@ class Derivation:
     dims: tuple[Any, ...]  # as written: (3, "H", "W")
     axes: list[Axis]
     exact: bool
-    tree: list[CheckedNode] = field(default_factory=list)  # exact derivations: the checked tree in H and W
+    tree: list[CheckedNode] = field(default_factory=list, repr=False)  # exact derivations: the checked tree in H and W
     limit: int = 128  # only for inexact derivations: the sizes checked
     at: tuple[int, int] | None = None  # a size the network checks at (for the table's params and MACs)
     why: str = ""  # when not exact: why the sizes were checked one by one
@@ -273,10 +274,10 @@ class Derivation:
     def shapes(self) -> dict[str, tuple[str, ...]]:
         """Every node's symbolic shape, by path (read from the nodes): images first, then feature vectors."""
         nodes = [n for n in walk(self.tree) if n.symbolic_shape is not None]
-        flat = [n for n in nodes if len(n.symbolic_shape) == 1]  # type: ignore[arg-type]
-        return {n.path: n.symbolic_shape for n in [n for n in nodes if n not in flat] + flat}  # type: ignore[misc]
+        ordered = [n for n in nodes if len(n.symbolic_shape) != 1] + [n for n in nodes if len(n.symbolic_shape) == 1]  # type: ignore[arg-type]
+        return {n.path: n.symbolic_shape for n in ordered}  # type: ignore[misc]
 
-    @property
+    @cached_property  # read once per size shown (`archspec sizes`); the tree does not change
     def in_features(self) -> dict[str, Features]:
         """Each `linear` that reads a flattened image: C*h*w in H and W, by path (read from the nodes)."""
         return {n.path: self.shown(n.in_shape[0]) for n in walk(self.tree)  # type: ignore[index]
