@@ -5,6 +5,7 @@ piece fails here by name.
 * the torch oracle (tests/test_oracle.py) has an entry for every op: its .arch text and its
   torch.nn module (test_oracle's random nets then generate every op and compare it with torch);
 * every op has a one-line doc and a usage line;
+* every op and join has one shape rule, for numbers and `input 3xHxW` alike (no symbolic second rule);
 * `archspec ops` prints exactly the registry, in order;
 * the user guide's op table (docs/guide/language.md) names exactly the registry's ops in its first column
   (the generated reference, docs/reference/ops.md, is built from the registry and cannot drift).
@@ -35,6 +36,17 @@ def _covers(kind: str, registry: dict, oracle: dict, name: str, what: str) -> No
     assert not missing, (f"{kind} without a torch oracle entry: {', '.join(missing)}; add each to {name} in "
                          f"tests/test_oracle.py ({what})")
     assert not set(oracle) - set(registry), f"oracle entries for {kind} that do not exist: {sorted(set(oracle) - set(registry))}"
+
+
+def test_every_op_and_join_has_one_shape_rule():
+    """`infer` (a join's `combine`) serves numbers and `input 3xHxW` alike, through sizemap's size functions
+    and `emit.sizes` (CONTRIBUTING.md, "Add an op"): a second, symbolic rule would be dead code beside it."""
+    from archspec.language.joins import JOINS
+
+    ops = [name for name, cls in OPS.items() if hasattr(cls, "axis_map")]
+    joins = [word for word, kind in JOINS.items() if hasattr(kind, "axis")]
+    assert not ops and not joins, (f"ops with an `axis_map`: {ops}; joins with an `axis` rule: {joins}: "
+                                   "fold it into the shape rule (sizemap.window_size / scaled_size, emit.sizes)")
 
 
 @pytest.mark.parametrize("op", list(OPS))

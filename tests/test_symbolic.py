@@ -16,7 +16,7 @@ from archspec.language.symbolic import derive, drops_on, with_input
 from conftest import REPO
 
 torch = pytest.importorskip("torch")
-from test_oracle import Renderer, TorchOracle, flat_archs, one_thread, structured_archs  # noqa: E402,F401 (one_thread: a fixture)
+from test_oracle import FIXED, Renderer, TorchOracle, flat_archs, one_thread, structured_archs  # noqa: E402,F401 (one_thread: a fixture)
 
 
 def check(source, classes=10):
@@ -101,6 +101,14 @@ def test_flat_networks_agree_with_torch_at_every_size(arch, one_thread):
 @given(arch=structured_archs())
 def test_residuals_and_branches_agree_with_torch_at_every_size(arch, one_thread):
     event(f"torch ran {'some' if agrees(arch, 32) else 'no'} sizes")
+
+
+@pytest.mark.parametrize("name", [name for name, arch in FIXED.items() if len(arch.input) == 3])
+def test_the_oracles_fixed_corners_agree_with_torch_at_every_size(name, one_thread):
+    """The torch oracle's hand-picked corners (ceil windows, `p same`, grouped convs, a projected residual around an
+    upsampling, `in.*` reads) read as `input CxHxW`: the accepted sizes, the W201-free ones and every layer's size
+    agree with torch and the checker at every size 1..24, whatever the random networks happen to draw."""
+    agrees(FIXED[name], 24)
 
 
 @pytest.mark.slow
@@ -303,3 +311,84 @@ def test_resize_reads_its_size_from_the_network_so_a_segmentation_head_checks_at
     for h in (1, 2, 7, 30):
         report = check(with_input(model, (3, h, 9)), classes=None)
         assert report.ok and report.output_shape == (5, h, 9), h
+
+
+SE_RESIDUALS = """input 4xHxW
+conv 8 k3 p1
+residual project { conv 8 k3 s2 p1 | mul {} { gap | conv 8 k1 | sigmoid } }
+residual project { conv 16 k3 p1 | mul {} { gap | conv 16 k1 | sigmoid } }
+"""
+
+
+def test_squeeze_excitation_inside_projected_residuals_is_exact_and_agrees_with_torch(one_thread):
+    """SE gates (a `mul` with a `gap` branch) inside `residual project`, as EfficientNet and MobileNetV3 write them:
+    one check in H and W gives every size exactly (these were checked size by size), and torch runs at each size
+    with the output size the derivation gives."""
+    import archspec
+
+    d = derive(parse(SE_RESIDUALS))
+    assert d.exact and [a.valid.rule(a.name) for a in d.axes] == ["any H", "any W"]
+    channels, eh, ew = d.exprs["res2"]
+    assert d.shapes["res2"] == ("16", "ceil(H/2)", "ceil(W/2)")
+    for h, w in ((1, 1), (2, 5), (7, 4), (16, 17)):
+        net = archspec.build(SE_RESIDUALS.replace("HxW", f"{h}x{w}")).eval()
+        with torch.no_grad():
+            y = net(torch.zeros(1, 4, h, w))
+        assert tuple(y.shape) == (1, channels, eh.at(h), ew.at(w)), (h, w)
+
+
+BROKEN = sorted((REPO / "examples" / "broken").glob("*.arch"))
+
+
+@pytest.mark.parametrize("path", BROKEN, ids=[p.stem for p in BROKEN])
+def test_broken_examples_read_as_hxw_report_what_the_checker_finds_at_numbers(path):
+    """Every broken example with its input written `CxHxW` checks, and reports the concrete checker's own
+    diagnostics at the size it names, with E114 first when no size checks; its derivation's JSON and text (what
+    `check --format json` and `sizes` print) come out too (after a join that fails, or an op whose arguments
+    are wrong, they raised TypeError: the flatten's channels were unknown)."""
+    from archspec.language import codes
+
+    text = path.read_text()
+    written = re.search(r"^input (\d+)x\d+x\d+", text, re.MULTILINE)
+    if written is None:
+        pytest.skip("no image input")
+    report = check(text.replace(written.group(0), f"input {written.group(1)}xHxW"), classes=None)
+    d = report.symbolic
+    if d is None:
+        pytest.skip("the file does not parse far enough to have an input")
+    size = d.at or tuple(a.fits_from or 1 for a in d.axes)
+    at = check(text.replace(written.group(0), f"input {written.group(1)}x{size[0]}x{size[1]}"), classes=None)
+    one_size = (codes.FLOOR_DROPS_PIXELS, codes.SPATIAL_COLLAPSED)
+    assert [x.message for x in report.diagnostics if x.code != codes.NO_INPUT_SIZE] == \
+        [x.message for x in at.diagnostics if x.code not in one_size]
+    assert (codes.NO_INPUT_SIZE in [x.code for x in report.diagnostics[:1]]) == (d.at is None)
+    assert json.loads(json.dumps(d.to_dict()))["input"] == f"{written.group(1)}xHxW" and d.lines()[0].startswith("input sizes")
+
+
+def test_sizes_of_a_failing_join_print_without_a_traceback(cli, tmp_path):
+    """`archspec sizes` and `check --format json` on a network whose branches never join: E114, no traceback."""
+    path = tmp_path / "branches.arch"
+    path.write_text("input 3xHxW\nconcat { conv 16 k1 } { conv 16 k5 }\ngap | flatten | linear 10\n")
+    sizes = cli("sizes", str(path))
+    assert sizes.returncode == 0 and "Traceback" not in sizes.stderr
+    assert "  H accepted: none at any size" in sizes.stdout and "  fc1: in_features = 32 at every size" in sizes.stdout
+    report = cli("check", "--format", "json", str(path))
+    assert report.returncode == 1 and [d["code"] for d in json.loads(report.stdout)["files"][0]["diagnostics"]] == ["E114", "E108"]
+
+
+def test_a_rules_integer_arithmetic_on_h_is_the_size_expression():
+    """A shape rule's own arithmetic (+, -, and * and // by whole numbers) works on H as on a number: the
+    expression equals that arithmetic at every integer, and is the window the size functions build."""
+    from itertools import product
+
+    from archspec.language.sizemap import Sym, scaled_size, window_size
+
+    h = Sym("H")
+    for k, s, p, d in product((1, 2, 3, 5), (1, 2, 3), (0, 1, 2), (1, 2)):
+        e = (h + 2 * p - d * (k - 1) - 1) // s + 1
+        assert e == window_size(h, k, s, p, d), (k, s, p, d)
+        assert all(e.at(x) == (x + 2 * p - d * (k - 1) - 1) // s + 1 for x in range(1, 60)), (k, s, p, d)
+        t = (h - 1) * s - 2 * p + d * (k - 1) + 1  # a transposed conv
+        assert t == scaled_size(h, s, -s - 2 * p + d * (k - 1) + 1) and t.at(7) == 6 * s - 2 * p + d * (k - 1) + 1
+    with pytest.raises(TypeError, match="record it as a condition"):
+        assert h < 1

@@ -23,6 +23,7 @@ from archspec.language.measure import set_receptive_fields
 from archspec.language.nodes import BlockCall, Deferred, Invalid, Model, Node, Seq
 from archspec.language.nodes import Join as JoinSpec
 from archspec.language.ops import Input, LayerSpec, RFStep, Shape, fmt_shape
+from archspec.language.sizemap import Constraints, Features
 from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, json_shape, layers, seq_output, stride_of, walk
 
 
@@ -156,20 +157,33 @@ class CheckReport:
         return out
 
 
-class _Checker:
-    """Walks the spec tree once, building the checked tree and reporting every diagnostic."""
+class _Emit:
+    """The `emit` every shape rule gets: reports at one node, and hands down the symbolic size conditions."""
 
-    def __init__(self, report: CheckReport) -> None:
+    __slots__ = ("node", "report", "sizes")
+
+    def __init__(self, report: CheckReport, node: Any, sizes: Constraints | None) -> None:
+        self.report, self.node, self.sizes = report, node, sizes
+
+    def __call__(self, code: str, message: str, notes: list[str] | None = None, help: str | None = None,
+                 span: Span | None = None) -> None:
+        self.report.diagnostics.append(
+            Diagnostic(code, message, span or self.node.span, help=help, notes=list(notes or []), trace=self.node.trace))
+
+
+class _Checker:
+    """Walks the spec tree once, building the checked tree and reporting every diagnostic.
+
+    With `sizes` (a symbolic input, `input 3xHxW`) H and W are expressions: the rules record the
+    conditions on them there, and the totals (params, MACs, receptive fields) are left for a check at numbers."""
+
+    def __init__(self, report: CheckReport, sizes: Constraints | None = None) -> None:
         self.report = report
+        self.sizes = sizes
         self.layers_seen = 0  # `input` must come before every other layer, valid or not
 
-    def emitter(self, node: Any):
-        def emit(code: str, message: str, notes: list[str] | None = None, help: str | None = None, span: Span | None = None) -> None:
-            self.report.diagnostics.append(
-                Diagnostic(code, message, span or node.span, help=help, notes=list(notes or []), trace=node.trace)
-            )
-
-        return emit
+    def emitter(self, node: Any) -> _Emit:
+        return _Emit(self.report, node, self.sizes)
 
     def seq(self, seq: "Seq | list[Node]", x: Shape | None, prefix: str, depth: int) -> list[CheckedNode]:
         out: list[CheckedNode] = []
@@ -192,13 +206,19 @@ class _Checker:
         where = dict(name=node.name, path=path, depth=depth, span=node.span, trace=node.trace, in_shape=x)
         if isinstance(node, Invalid):
             self.layers_seen += 1
-            return Layer(**where, out_shape=None, layer=node)
+            # An error at every size: on a symbolic input the sizes go on unchanged, so the conditions of the
+            # layers after it still count (`archspec sizes` on a broken file), the channels unknown.
+            kept = (None, *x[1:]) if self.sizes is not None and x is not None and len(x) == 3 else None
+            return Layer(**where, out_shape=kept, layer=node)
         if isinstance(node, Deferred):
             return self.node(self.resolve(node, x), x, prefix, depth)
         if isinstance(node, LayerSpec):
             if isinstance(node, Input) and self.layers_seen:
                 self.emitter(node)(codes.INPUT_LAYER, "`input` must be the first layer, and only one", help="remove this line, or move it to the top of the file")
             self.layers_seen += 1
+            if self.sizes is not None:  # the step where it does not depend on the size (a residual's projection reads its stride)
+                return Layer(**where, out_shape=node.infer(self.features(node, x), self.emitter(node)), layer=node,
+                             rf_step=node.rf(None))
             y = node.infer(x, self.emitter(node))
             return Layer(**where, out_shape=y, layer=node, own_params=node.params(x), own_macs=node.macs(x, y),
                          rf_step=node.rf(x))
@@ -210,6 +230,16 @@ class _Checker:
             return node.kind.check(self, node, x, where)  # the join's shape rule (archspec/language/joins/)
         raise AssertionError(type(node))  # pragma: no cover - Node is closed
 
+    def features(self, spec: LayerSpec, x: Shape | None) -> Shape | None:
+        """What an op that checks the features count (groupnorm) reads after flattening a symbolic image:
+        the number when it is one; otherwise a condition on C*h*w, both axes at once, which no per-axis rule covers."""
+        if not spec.checks_features or x is None or len(x) != 1 or not isinstance(x[0], Features):
+            return x
+        if x[0].constant:
+            return (x[0].at(0, 0),)
+        self.sizes.inexact(f"`{spec.op_name}` after `flatten` needs a condition on C*H'*W', both axes at once")  # type: ignore[union-attr]
+        return (None,)
+
     def joined(self, spec: JoinSpec, x: Shape | None, where: dict[str, Any], y: Shape | None, operands: list[Shape | None],
                **fields: Any) -> Branch:
         """The checked node of a join (its rule gives the shape and the bodies), ending in its `Join` node."""
@@ -219,6 +249,9 @@ class _Checker:
 
     def stride_of(self, nodes: list[CheckedNode]) -> RFStep | None:
         return stride_of(nodes)
+
+    def layers(self, nodes: list[CheckedNode]) -> list[Layer]:
+        return layers(nodes)
 
     def resolve(self, node: Deferred, x: Shape | None) -> Node:
         """Bind a layer that reads the incoming shape, now that it is known (E112/E113 when it is not usable)."""
@@ -343,14 +376,17 @@ def _first_content(model: Model) -> Span:
 
 
 @without_gc_pauses
-def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
-    """Check a parsed model (or .arch text): every diagnostic, and each layer's shapes and params."""
+def check(source: "Model | str", classes: int | None = 10, sizes: Constraints | None = None) -> CheckReport:
+    """Check a parsed model (or .arch text): every diagnostic, and each layer's shapes and params.
+
+    `input 3xHxW` is checked with `sizes`, which collects the conditions on H and W (symbolic.py solves
+    them); the report's shapes are then expressions, and its totals and whole-network checks are left out."""
     model = parse(source) if isinstance(source, str) else source
-    if model.input is not None and model.input.symbols:
+    if model.input is not None and model.input.symbols and sizes is None:
         raise ValueError("check() takes an input in numbers; pipeline.checked() derives `input 3xHxW`")
     report = CheckReport(model=model, classes=classes)
     report.diagnostics.extend(model.diagnostics)
-    checker = _Checker(report)
+    checker = _Checker(report, sizes)
     # After syntax errors the statements that parse are still checked (the broken ones are left
     # out), without the whole-network checks that the missing statements would upset.
     syntax_errors = any(d.code == codes.SYNTAX_ERROR for d in model.diagnostics)
@@ -366,6 +402,8 @@ def check(source: "Model | str", classes: int | None = 10) -> CheckReport:
             )
         report.body = checker.seq(model.body, None, "", 0)
         report.output_shape = seq_output(report.body, None)
+        if sizes is not None:  # the conditions on H and W are all it is for
+            return report
         set_receptive_fields(report.body, report.input_shape)
         if not syntax_errors:
             checker.finish(classes)

@@ -1,22 +1,27 @@
-"""Sizes as expressions in a symbolic input size (H or W), and the per-op maps that build them.
+"""Spatial sizes that are numbers or expressions in a symbolic input size (H or W), and their arithmetic.
 
-Every spatial op maps one axis's size by one of a few rules (each op says which, in `axis_map`,
-next to its shape rule):
+A size is an int (`input 3x32x32`) or an `Expr` in H or W (`input 3xHxW`). Every op's one shape rule
+(`infer`) computes its sizes with the functions at the end of this file, which give an int for ints and
+an expression for expressions (an `Expr` also takes `+`, `-`, and `*` and `//` by whole numbers, as an
+int does). The spatial ops map a size by one of a few rules:
 
-- `Window`: out = floor((x + offset) / stride) + 1 (convs and pools; `ceil` folds into the offset),
-- `Scale`:  out = factor * x + offset (upsampling, transposed convs),
-- `Fixed`:  out = n (adaptive pooling),
-- `SAME`:   out = x (everything pointwise).
+- a window:  out = floor((x + offset) / stride) + 1 (convs and pools; `ceil` folds into the offset),
+- a scale:   out = factor * x + offset (upsampling, transposed convs),
+- a fixed size (adaptive pooling), or the same size (everything pointwise).
 
 Each is monotone (non-decreasing) and has a shift: g(x + P) = g(x) + q (a window: P = stride,
 q = 1; a scale: P = 1, q = factor; fixed: q = 0). Expressions compose these with simplification
 (nested floors merge: floor((floor((x+a)/s1) + b)/s2) = floor((x + a + b*s1)/(s1*s2))), and keep
 their shift, which is what makes the derived size sets exact rather than sampled.
+
+Where a rule compares sizes (an output of at least 1, equal sizes at a join), an expression cannot say
+yes or no: the rule records the condition in the check's `Constraints` instead, and the solver
+(symbolic.py) turns them into the sizes each axis accepts.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Union
 
 
@@ -35,6 +40,40 @@ class Expr:
 
         A constant at least v holds everywhere: returned as a very small number (below any size)."""
         raise NotImplementedError
+
+    # A shape rule's arithmetic on a size works on an expression as on an int (`(n + 2*p - k) // s + 1`,
+    # `n * f`): whole numbers only, and only what keeps the expression non-decreasing.
+    def __add__(self, other: int) -> "Expr":
+        return lin(self, 1, _whole(other, "+"))
+
+    __radd__ = __add__
+
+    def __sub__(self, other: int) -> "Expr":
+        return lin(self, 1, -_whole(other, "-"))
+
+    def __mul__(self, other: int) -> "Expr":
+        if _whole(other, "*") < 0:
+            raise TypeError("a size in H or W times a negative number is not a size")
+        return lin(self, other, 0)
+
+    __rmul__ = __mul__
+
+    def __floordiv__(self, other: int) -> "Expr":
+        if _whole(other, "//") < 1:
+            raise TypeError("a size in H or W divides by a whole number >= 1 only")
+        return floor_div(self, other)
+
+    def __lt__(self, other: object) -> bool:
+        raise TypeError("a size in H or W has no answer to a comparison: record it as a condition "
+                        "(ops.base.fits, emit.sizes.at_least_one / .same)")
+
+    __le__ = __gt__ = __ge__ = __lt__
+
+
+def _whole(n: object, op: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"a size in H or W {op} {type(n).__name__}: only whole numbers")
+    return n
 
 
 EVERYWHERE = -(1 << 62)
@@ -158,22 +197,11 @@ def floor_div(e: Expr, s: int) -> Expr:
     return Floor(e, s)
 
 
-# --------------------------------------------------------------------------- per-op maps
-
-@dataclass(frozen=True)
-class Same:
-    """The size does not change (pointwise ops)."""
-
-    def apply(self, e: Expr) -> Expr:
-        return e
-
-
-SAME = Same()
-
+# --------------------------------------------------------------------------- windows
 
 @dataclass(frozen=True)
 class Window:
-    """A sliding window: out = floor((x + offset)/stride) + 1, valid when out >= 1.
+    """A sliding window on one axis: out = floor((x + offset)/stride) + 1, valid when out >= 1.
 
     padding, eff (the dilated kernel) and ceil say where the floor drops input pixels (W201), by
     the checker's rule: never in ceil mode or when the window is narrower than its stride."""
@@ -200,25 +228,87 @@ def window(k: int, s: int, p: int, d: int = 1, ceil: bool = False) -> Window:
     return Window(offset, s, p, eff, ceil)
 
 
+# --------------------------------------------------------------------------- sizes: numbers or expressions
+
+Size = Union[int, Expr]
+
+
+def as_expr(n: Size) -> Expr:
+    return Num(n) if isinstance(n, int) else n
+
+
+def window_size(n: Size, k: int, s: int, p: int, d: int = 1, ceil: bool = False) -> Size:
+    """PyTorch's output size of a sliding window over n (may be below 1: the caller checks)."""
+    if isinstance(n, Expr):
+        return window(k, s, p, d, ceil).apply(n)
+    span = n + 2 * p - d * (k - 1) - 1
+    if not ceil:
+        return span // s + 1
+    out = -(-span // s) + 1
+    return out - 1 if (out - 1) * s >= n + p else out  # PyTorch: the last window starts inside the input or left padding
+
+
+def scaled_size(n: Size, factor: int, offset: int = 0) -> Size:
+    """factor * n + offset (upsampling; a transposed conv's affine rule)."""
+    return lin(n, factor, offset) if isinstance(n, Expr) else factor * n + offset
+
+
 @dataclass(frozen=True)
-class Scale:
-    """out = factor * x + offset, valid when out >= 1."""
+class Features:
+    """C*h*w: the features `flatten` gives on a symbolic image (a `linear` after it takes this many)."""
 
-    factor: int
-    offset: int
+    channels: int
+    h: Expr
+    w: Expr
 
-    def apply(self, e: Expr) -> Expr:
-        return lin(e, self.factor, self.offset)
+    def at(self, h: int, w: int) -> int:
+        return self.channels * self.h.at(h) * self.w.at(w)
+
+    @property
+    def constant(self) -> bool:
+        return isinstance(self.h, Num) and isinstance(self.w, Num)
+
+    def __str__(self) -> str:
+        """`16*(floor(H/4) - 3)*(floor(W/4) - 3)`, or its number when both sizes are constants."""
+        number = self.channels * math.prod(e.value for e in (self.h, self.w) if isinstance(e, Num))
+        sizes = [f"({e})" if isinstance(e, Lin) and e.offset else str(e) for e in (self.h, self.w) if not isinstance(e, Num)]
+        return "*".join(([str(number)] if number != 1 or not sizes else []) + sizes)
 
 
-@dataclass(frozen=True)
-class Fixed:
-    """out = size, whatever the input (adaptive pooling)."""
+# --------------------------------------------------------------------------- what a symbolic check collects
 
-    size: int
+@dataclass
+class Constraints:
+    """The conditions on a symbolic input size that a check of `input 3xHxW` collects, per axis (0: H, 1: W).
 
-    def apply(self, e: Expr) -> Expr:
-        return Num(self.size)
+    Every expression in `need` must be >= 1; the pairs of each entry of `equal` are alternatives, one of
+    which must be equal; `windows` are where floors may drop pixels (W201). `why` is set when a rule
+    compares sizes no exact rule covers: the sizes are then checked one by one."""
 
+    need: tuple[list[Expr], list[Expr]] = field(default_factory=lambda: ([], []))
+    windows: tuple[list[tuple[Expr, Window]], list[tuple[Expr, Window]]] = field(default_factory=lambda: ([], []))
+    equal: tuple[list[list[tuple[Expr, Expr]]], list[list[tuple[Expr, Expr]]]] = field(default_factory=lambda: ([], []))
+    why: str = ""
+    quiet: int = 0  # > 0 while checking layers nobody wrote (a residual's projection): their floors are not W201's
 
-SizeMap = Union[Same, Window, Scale, Fixed]
+    def at_least_one(self, axis: int, e: Size) -> None:
+        self.need[axis].append(as_expr(e))
+
+    def window(self, axis: int, e: Size, w: Window) -> None:
+        if not self.quiet:
+            self.windows[axis].append((as_expr(e), w))
+
+    def equal_to(self, axis: int, *alternatives: tuple[Size, Size]) -> None:
+        """One of the pairs must be equal (a join's sizes)."""
+        self.equal[axis].append([(as_expr(a), as_expr(b)) for a, b in alternatives])
+
+    def same(self, axis: int, a: Size, b: Size) -> bool:
+        """Whether two sizes are equal: for numbers, the answer; with an expression, a condition (recorded) and True."""
+        if isinstance(a, int) and isinstance(b, int):
+            return a == b
+        if a != b:
+            self.equal_to(axis, (a, b))
+        return True
+
+    def inexact(self, why: str) -> None:
+        self.why = self.why or why

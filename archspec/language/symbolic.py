@@ -1,8 +1,10 @@
 """Symbolic input sizes: `input 3xHxW` checked for every H and W at once.
 
-Each op maps one axis's size by a monotone rule with a shift property, g(x + P) = g(x) + q
-(`sizemap.py`; each op says which in `axis_map`). Composing them along the checked tree gives
-every layer's size as an expression in H (or W), and the whole set of sizes is then exact:
+The checker checks the network once with H and W as expressions (sizemap.py): every op's shape rule
+computes its sizes with them, and where a rule compares sizes it records the condition (sizemap.
+Constraints). This module is the solver that turns those conditions into the sizes each axis accepts.
+Each op maps a size by a monotone rule with a shift property, g(x + P) = g(x) + q, so composing them
+gives every layer's size as an expression in H (or W) with a shift too, and the set of sizes is exact:
 
 - every window and transposed conv needs its output >= 1: maps are non-decreasing, so together
   they hold exactly from a threshold T on (inverted exactly, `Expr.least`);
@@ -13,7 +15,7 @@ every layer's size as an expression in H (or W), and the whole set of sizes is t
   the same P beyond T.
 
 So the accepted sizes are a threshold, a periodic pattern and finitely many pinned points, read off
-the concrete rules on [T, T + P). Both axes are independent (each rule is per axis), so the
+the conditions on [T, T + P). Both axes are independent (each condition is on one axis), so the
 accepted inputs are a product set. A layer that reads `in.h`/`in.w` makes the network's structure
 depend on the size itself; those networks are checked size by size instead (`exact` is False).
 """
@@ -22,19 +24,19 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Iterable
 
 from archspec.language import codes
 from archspec.language.diagnostics import Diagnostic
 from archspec.language.errors import ArchspecError, UsageError
 from archspec.language.nodes import BlockCall, Deferred, Join, Model, Seq
-from archspec.language.ops import Input, LayerSpec
-from archspec.language.sizemap import Expr, Lin, Num, Same, Sym, Window
-from archspec.language.tree import Branch, Call, CheckedNode, Layer, layers, stride_of
+from archspec.language.ops import Input
+from archspec.language.sizemap import Constraints, Expr, Features, Num, as_expr
+from archspec.language.tree import CheckedNode, Layer, walk
 
 AXES = ("H", "W")
 MAX_PERIOD = 1 << 16  # past this, residues are not enumerated: checked size by size instead
-PROBE = 4096  # the size the checked tree's structure is read at (any size gives the same layers)
 
 
 def with_input(model: Model, dims: tuple[Any, ...]) -> Model:
@@ -148,78 +150,12 @@ def ranges(sizes: list[int]) -> str:
 EMPTY = SizeSet()
 
 
-# --------------------------------------------------------------------------- walking one axis
+# --------------------------------------------------------------------------- solving the conditions
 
-@dataclass
-class AxisWalk:
-    """One axis through the checked tree: each layer's size, and the conditions on the input size."""
-
-    axis: int
-    need: list[Expr] = field(default_factory=list)  # each must be >= 1
-    windows: list[tuple[Expr, Window]] = field(default_factory=list)  # (input size, window): where floors drop pixels
-    equal: list[list[tuple[Expr, Expr]]] = field(default_factory=list)  # each: one of these pairs must be equal
-    sizes: dict[str, Expr] = field(default_factory=dict)  # path -> output size (image layers)
-    flattened: dict[str, Expr] = field(default_factory=dict)  # flatten path -> the size it flattens
-    feeds: dict[str, str] = field(default_factory=dict)  # linear path -> the flatten whose output it reads
-    exact: bool = True
-    why: str = ""  # when not exact: why the sizes are checked one by one
-    _flat: str | None = None
-
-    def seq(self, nodes: Iterable[CheckedNode], e: Expr | None, silent: bool = False) -> Expr | None:
-        for node in nodes:
-            e = self.node(node, e, silent)
-        return e
-
-    def node(self, node: CheckedNode, e: Expr | None, silent: bool) -> Expr | None:
-        if isinstance(node, Layer):
-            return self.layer(node, e, silent)
-        if isinstance(node, Call):
-            y = self.seq(node.body, e, silent)
-        elif isinstance(node, Branch):
-            y = node.rule.axis(self, node, e, silent)  # each join's own rule (archspec/language/joins/)
-        else:  # pragma: no cover
-            raise AssertionError(type(node))
-        if y is not None:
-            self.sizes[node.path] = y
-        return y
-
-    def stride_of(self, nodes: list[CheckedNode]) -> Any:
-        return stride_of(nodes)
-
-    def layers(self, nodes: list[CheckedNode]) -> list[Layer]:
-        return layers(nodes)
-
-    def layer(self, node: Layer, e: Expr | None, silent: bool) -> Expr | None:
-        spec = node.layer
-        if not isinstance(spec, LayerSpec) or isinstance(spec, Input):
-            return e  # an input, or a layer whose arguments are wrong (an error at every size)
-        # The rank from the ops, not from the probe's shapes (after an error at the probe's size they are unknown).
-        if e is not None and spec.op_name == "flatten":
-            self.flattened[node.path] = e
-            self._flat = node.path
-            return None
-        if e is None:
-            if spec.checks_features and self._flat is not None and not isinstance(self.flattened[self._flat], Num):
-                self.exact = False  # a condition on F = C*h(H)*w(W): not one axis at a time
-                self.why = f"`{spec.op_name}` after `flatten` needs a condition on C*H'*W', both axes at once"
-            if spec.op_name == "linear" and self._flat is not None:
-                self.feeds[node.path] = self._flat
-                self._flat = None
-            return None
-        rule = spec.axis_map(self.axis)
-        y = rule.apply(e)
-        if not isinstance(rule, Same):
-            self.need.append(y)
-        if isinstance(rule, Window) and not silent:
-            self.windows.append((e, rule))
-        self.sizes[node.path] = y
-        return y
-
-
-def threshold(walk: AxisWalk) -> int | None:
+def threshold(need: list[Expr]) -> int | None:
     """The least size from which every window fits (outputs >= 1), or None when none does."""
     start = 1
-    for y in walk.need:
+    for y in need:
         least = y.least(1)
         if least is None:
             return None
@@ -227,12 +163,13 @@ def threshold(walk: AxisWalk) -> int | None:
     return start
 
 
-def solve(walk: AxisWalk) -> tuple[SizeSet, SizeSet]:
-    """The exact sets of sizes with no error, and those of them where no floor drops pixels."""
-    start = threshold(walk)
+def solve(sizes: Constraints, axis: int) -> tuple[SizeSet, SizeSet]:
+    """The exact sets of sizes with no error on one axis, and those of them where no floor drops pixels."""
+    need, windows, equal = sizes.need[axis], sizes.windows[axis], sizes.equal[axis]
+    start = threshold(need)
     if start is None:
         return EMPTY, EMPTY
-    exprs = walk.need + [e for e, _ in walk.windows] + [x for alts in walk.equal for pair in alts for x in pair]
+    exprs = need + [e for e, _ in windows] + [x for alts in equal for pair in alts for x in pair]
     period = 1
     for e in exprs:
         period = math.lcm(period, e.shift()[0])
@@ -240,13 +177,13 @@ def solve(walk: AxisWalk) -> tuple[SizeSet, SizeSet]:
         raise _Inexact(f"the strides' common period {period:,} is too long to enumerate")
     tail, points = set(), set()
     for r in range(start, start + period):
-        ks = _ks(walk.equal, r, period)
+        ks = _ks(equal, r, period)
         if ks is None:
             tail.add(r - start)
         else:
             points.update(r + k * period for k in ks)
     valid = SizeSet(start, period, frozenset(tail), frozenset(points))
-    drops = [lambda x, e=e, w=w: w.drops(e.at(x)) for e, w in walk.windows]
+    drops = [lambda x, e=e, w=w: w.drops(e.at(x)) for e, w in windows]
     clean_tail = {r for r in tail if not any(d(start + r) for d in drops)}
     clean_points = {x for x in points if not any(d(x) for d in drops)}
     return valid.normalized(), SizeSet(start, period, frozenset(clean_tail), frozenset(clean_points)).normalized()
@@ -301,15 +238,14 @@ class Axis:
 
 @dataclass
 class Derivation:
-    """What `input CxHxW` accepts: per axis, and every layer's size as an expression."""
+    """What `input CxHxW` accepts: per axis; every layer's size in H and W is on the nodes of `tree`
+    (`symbolic_shape`, and the sizes themselves in `out_shape`), the tree checked with H and W as expressions."""
 
     channels: int
     dims: tuple[Any, ...]  # as written: (3, "H", "W")
     axes: list[Axis]
     exact: bool
-    shapes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # path -> ("16", "floor(H/4) - 3", ...)
-    exprs: dict[str, tuple[int, Expr, Expr]] = field(default_factory=dict)  # path -> (C, H's size, W's size) for images
-    in_features: dict[str, tuple[int, Expr, Expr]] = field(default_factory=dict)  # linear path -> C, h, w
+    tree: list[CheckedNode] = field(default_factory=list, repr=False)  # exact derivations: the checked tree in H and W
     limit: int = 128  # only for inexact derivations: the sizes checked
     at: tuple[int, int] | None = None  # a size the network checks at (for the table's params and MACs)
     why: str = ""  # when not exact: why the sizes were checked one by one
@@ -318,12 +254,50 @@ class Derivation:
     def ok(self) -> bool:
         return all(not a.valid.empty for a in self.axes)
 
+    def shown(self, size: Any) -> Any:
+        """A size as the tables show it: an axis written as a number (`input 3xHx32`) at that number."""
+        if isinstance(size, Features):
+            return Features(size.channels, self.shown(size.h), self.shown(size.w))
+        if not isinstance(size, (int, Expr)):
+            return size
+        e = as_expr(size)
+        fixed = next((a.size for a in self.axes if a.name == _symbol(e) and a.size is not None), None)
+        return Num(e.at(fixed)) if fixed is not None else e
+
+    @property
+    def exprs(self) -> dict[str, tuple[int, Expr, Expr]]:
+        """(C, H's size, W's size) of every image node in the tree, by path (read from the nodes)."""
+        return {n.path: (n.out_shape[0], *(self.shown(v) for v in n.out_shape[1:]))  # type: ignore[index,misc]
+                for n in walk(self.tree) if _image(n) and not _is_input(n)}
+
+    @property
+    def shapes(self) -> dict[str, tuple[str, ...]]:
+        """Every node's symbolic shape, by path (read from the nodes): images first, then feature vectors."""
+        nodes = [n for n in walk(self.tree) if n.symbolic_shape is not None]
+        ordered = [n for n in nodes if len(n.symbolic_shape) != 1] + [n for n in nodes if len(n.symbolic_shape) == 1]  # type: ignore[arg-type]
+        return {n.path: n.symbolic_shape for n in ordered}  # type: ignore[misc]
+
+    @cached_property  # read once per size shown (`archspec sizes`); the tree does not change
+    def in_features(self) -> dict[str, Features]:
+        """Each `linear` that reads a flattened image: C*h*w in H and W, by path (read from the nodes)."""
+        return {n.path: self.shown(n.in_shape[0]) for n in walk(self.tree)  # type: ignore[index]
+                if isinstance(n, Layer) and n.valid and n.op == "linear" and n.in_shape and isinstance(n.in_shape[0], Features)}
+
     def features_text(self, path: str) -> str:
-        return features_text(*self.in_features[path])
+        return str(self.in_features[path])
 
     def features_at(self, path: str, h: int, w: int) -> int:
-        c, eh, ew = self.in_features[path]
-        return c * eh.at(h) * ew.at(w)
+        return self.in_features[path].at(h, w)
+
+    def set_shapes(self) -> None:
+        """Each node's shape in H and W as text (`symbolic_shape`): images, and the features after `flatten`."""
+        for n in walk(self.tree):
+            if _is_input(n):
+                n.symbolic_shape = tuple(str(x) for x in self.dims)
+            elif _image(n):
+                n.symbolic_shape = (str(n.out_shape[0]), *(str(self.shown(v)) for v in n.out_shape[1:]))  # type: ignore[index]
+            elif n.out_shape is not None and len(n.out_shape) == 1 and isinstance(n.out_shape[0], Features):
+                n.symbolic_shape = (str(self.shown(n.out_shape[0])),)
 
     def lines(self) -> list[str]:
         """The readable constraints: per axis, valid and no-drop sizes; which sizes give which in_features."""
@@ -345,8 +319,7 @@ class Derivation:
         h_axis, w_axis = self.axes
         hs = [h_axis.size] if h_axis.size is not None else _some(h_axis.drop_free, 3) or _some(h_axis.valid, 3)
         ws = [w_axis.size] if w_axis.size is not None else _some(w_axis.drop_free, 3) or _some(w_axis.valid, 3)
-        c, eh, ew = self.in_features[path]
-        if not hs or not ws or (isinstance(eh, Num) and isinstance(ew, Num)):
+        if not hs or not ws or self.in_features[path].constant:
             return " at every size"
         pairs = list(zip(hs, ws)) if len(hs) == len(ws) else [(h, w) for h in hs for w in ws][:3]
         values = {self.features_at(path, h, w) for h, w in pairs}
@@ -361,11 +334,24 @@ class Derivation:
                 "in_features": {p: self.features_text(p) for p in self.in_features}}
 
 
-def features_text(c: int, h: Expr, w: Expr) -> str:
-    """C*h*w as an expression: `16*(floor(H/4) - 3)*(floor(W/4) - 3)`, or its number when both are concrete."""
-    constant = c * math.prod(e.value for e in (h, w) if isinstance(e, Num))
-    sizes = [f"({e})" if isinstance(e, Lin) and e.offset else str(e) for e in (h, w) if not isinstance(e, Num)]
-    return "*".join(([str(constant)] if constant != 1 or not sizes else []) + sizes)
+def _image(n: CheckedNode) -> bool:
+    """A node whose output is an image with known channels and sizes."""
+    y = n.out_shape
+    return y is not None and len(y) == 3 and isinstance(y[0], int) and all(isinstance(v, (int, Expr)) for v in y[1:])
+
+
+def _is_input(n: CheckedNode) -> bool:
+    return isinstance(n, Layer) and n.op == "input"
+
+
+def _symbol(e: Expr) -> str | None:
+    """The symbol (H or W) an expression is in; None for a constant."""
+    while not hasattr(e, "name"):
+        inner = getattr(e, "inner", None)
+        if inner is None:
+            return None
+        e = inner
+    return e.name  # type: ignore[attr-defined]
 
 
 def _some(s: SizeSet, n: int) -> list[int]:
@@ -398,73 +384,40 @@ def derive(model: Model, limit: int = 128) -> Derivation:
     """The sizes `model`'s input accepts: its symbolic axes (H, W), the concrete ones held at their size.
 
     A concrete `input 3x32x32` is read as `3xHxW` (what `archspec sizes` asks)."""
-    from archspec.language.check import check
-
     inp = model.input
     if inp is None or len(inp.dims) != 3 or not isinstance(inp.dims[0], int):
         raise ArchspecError(f"{model.path}: input sizes need an image input `input CxHxW`",
                             "a feature input (`input 784`) has no H or W")
     c = inp.dims[0]
     concrete = [d if isinstance(d, int) else None for d in inp.dims[1:]]
-    probe = check(with_input(model, (c, PROBE, PROBE)), classes=None)
     try:
         if _shape_reads(model.body.items):
             raise _Inexact("a layer reads in.h, in.w or in.f")
-        derivation = _derive_exact(model, probe, c, concrete)
-        derivation.at = at = representative(derivation)
-        if not probe.ok and at is not None:
-            # An error at the probe's size leaves later shapes unknown (a layer reading `in.c` there does
-            # not bind): read the tree again at an accepted size. A partial walk can only miss conditions,
-            # so when it finds no accepted size there is none.
-            probe = check(with_input(model, (c, *at)), classes=None)
-            derivation = _derive_exact(model, probe, c, concrete)
-            derivation.at = representative(derivation)
+        derivation = _derive_exact(model, c, concrete)
+        derivation.at = representative(derivation)
     except _Inexact as exc:
         derivation = _derive_by_checking(model, c, concrete, limit)
         derivation.why = str(exc)
     return derivation
 
 
-def _derive_exact(model: Model, probe: Any, c: int, concrete: list[int | None]) -> Derivation:
-    axes, shown = [], []
+def _derive_exact(model: Model, c: int, concrete: list[int | None]) -> Derivation:
+    """One check with H and W as expressions (every axis symbolic, a concrete one then held at its size),
+    and the solver on the conditions it collected."""
+    from archspec.language.check import check
+
+    sizes = Constraints()
+    tree = check(with_input(model, (c, *AXES)), classes=None, sizes=sizes).body
+    if sizes.why:
+        raise _Inexact(sizes.why)
+    axes = []
     for i, name in enumerate(AXES):
-        walk = AxisWalk(i)
-        walk.seq(probe.body, Sym(name))
-        if not walk.exact:
-            raise _Inexact(walk.why)
-        valid, clean = solve(walk)
-        axes.append(Axis(name, valid, clean, concrete[i], threshold(walk)))
-        if concrete[i] is not None:  # the shapes shown with the concrete size in place of the symbol
-            walk = AxisWalk(i)
-            walk.seq(probe.body, Num(concrete[i]))  # type: ignore[arg-type]
-        shown.append(walk)
+        valid, clean = solve(sizes, i)
+        axes.append(Axis(name, valid, clean, concrete[i], threshold(sizes.need[i])))
     if any(a.size is not None and a.size not in a.valid for a in axes):  # a concrete size that fails fails every size
         axes = [a if a.size is not None else Axis(a.name, EMPTY, EMPTY, None, a.fits_from) for a in axes]
-    d = Derivation(c, tuple(model.input.dims), axes, exact=True)  # type: ignore[union-attr]
-    for row in probe.nodes():  # layers, and block calls, residuals and branches (a table's folded rows)
-        if row.out_shape is not None and len(row.out_shape) == 3 and row.path in shown[0].sizes:
-            d.exprs[row.path] = (row.out_shape[0], shown[0].sizes[row.path], shown[1].sizes[row.path])  # type: ignore[assignment]
-            d.shapes[row.path] = tuple(map(str, d.exprs[row.path]))
-        elif isinstance(row, Layer) and row.op == "input":
-            d.shapes[row.path] = tuple(str(x) for x in model.input.dims)  # type: ignore[union-attr]
-    for row in probe.rows:
-        # (its channels unknown after an error at the probe's size: the second read, at an accepted size, has them)
-        if row.op == "flatten" and row.path in shown[0].flattened and row.in_shape and row.in_shape[0] is not None:
-            h, w = shown[0].flattened[row.path], shown[1].flattened[row.path]
-            d.shapes[row.path] = (features_text(row.in_shape[0], h, w),)
-    features = None  # after `flatten`, until a `linear` fixes the count: it depends on the size
-    for row in probe.rows:
-        if row.op == "flatten" and row.path in d.shapes:
-            features = d.shapes[row.path]
-        elif row.op == "linear" or (row.out_shape is not None and len(row.out_shape) == 3):
-            features = None
-        elif features is not None:
-            d.shapes[row.path] = features
-    for linear, flat in shown[0].feeds.items():
-        flat_row = next(r for r in probe.rows if r.path == flat)
-        if flat_row.in_shape is None:  # a mistake before the flatten: its channels are unknown, so is the rule
-            continue
-        d.in_features[linear] = (flat_row.in_shape[0], shown[0].flattened[flat], shown[1].flattened[flat])  # type: ignore[index]
+    d = Derivation(c, tuple(model.input.dims), axes, exact=True, tree=tree)  # type: ignore[union-attr]
+    d.set_shapes()
     return d
 
 
@@ -561,8 +514,9 @@ def check_symbolic(model: Model, classes: int | None) -> Any:
 
 
 def attach(report: Any, d: Derivation) -> None:
-    """The derivation on the report, and each node's shape in H and W on the node itself."""
+    """The derivation on the report, and each node's shape in H and W (from the tree checked in H and W) on
+    the report's own node at the same place."""
     report.symbolic = d
+    shapes = {n.path: n.symbolic_shape for n in walk(d.tree)}  # (a residual's projection is there at some sizes only)
     for node in report.nodes():
-        found = d.shapes.get(node.path)
-        node.symbolic_shape = tuple(found) if found is not None else None
+        node.symbolic_shape = shapes.get(node.path)

@@ -1,7 +1,7 @@
 """`add { a } { b } ...`: parallel branches on one input, summed element-wise (every shape equal)."""
 from __future__ import annotations
 
-from archspec.language.joins.base import Branch, Emit, JoinKind
+from archspec.language.joins.base import Branch, Emit, JoinKind, same_size
 from archspec.language.ops.base import Shape, fmt_shape
 
 
@@ -15,7 +15,7 @@ class Add(JoinKind):
 
     def combine(self, x: Shape | None, outs: list[Shape], emit: Emit) -> Shape | None:
         for i, o in enumerate(outs[1:], 1):
-            if o != outs[0]:
+            if not same_size(o, outs[0], emit):
                 self.mismatch(x, outs, i, 0, "the same shape", emit)
                 return None
         return outs[0]

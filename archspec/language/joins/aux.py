@@ -9,9 +9,8 @@ import math
 from typing import Any
 
 from archspec.language import codes
-from archspec.language.joins.base import AxisWalk, Branch, Checker, Emit, JoinKind, JoinSpec, known, output_of
+from archspec.language.joins.base import Branch, Checker, Emit, JoinKind, JoinSpec, known, output_of
 from archspec.language.ops.base import Shape, fmt_shape
-from archspec.language.sizemap import Expr
 
 _WEIGHT_HELP = "write the weight of its loss after the word: `aux 0.3 { ... }` (torchvision's reference uses 0.3)"
 
@@ -64,10 +63,6 @@ class Aux(JoinKind):
                  notes=[f"the head taps {fmt_shape(node.in_shape)}",
                         "its loss compares its output with the same labels as the network's"],
                  help=_same_end(output))  # type: ignore[arg-type]
-
-    def axis(self, walk: AxisWalk, node: Branch, e: Expr | None, silent: bool) -> Expr | None:
-        walk.seq(node.branches[0], e, silent)  # the head's own conditions hold; the main path goes on with e
-        return e
 
     # ---- views
 

@@ -2,25 +2,24 @@
 
 A join is a word followed by bodies in braces (`concat { a } { b }`): each body runs on the same
 input, and the join combines their outputs into one. A join class says how many bodies it takes
-(and any option word or `shortcut { ... }`), its shape rule over the outputs, its symbolic rule
-(`input 3xHxW`), how its branches are named, its explain, summary, hover and graph text, and the
+(and any option word or `shortcut { ... }`), its shape rule over the outputs (one rule, over numbers and,
+for `input 3xHxW`, expressions: `same_size`), how its branches are named, its explain, summary, hover and graph text, and the
 class of pytorch/runtime.py it compiles to. Defining a subclass with a `word` registers it (see
 `JOINS`); the files beside this one hold one join each. Nothing else dispatches on join words.
 
 Joins sit below the spec and the checked tree (syntax reads their words): they see the checked
-node, the checker and the symbolic walk only through the protocols below, which those implement.
+node and the checker only through the protocols below, which those implement.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from archspec.language import codes
-from archspec.language.ops.base import RFStep, Shape, fmt_shape
-from archspec.language.sizemap import Expr
+from archspec.language.ops.base import Emit, RFStep, Shape, fmt_shape
+from archspec.language.sizemap import Constraints
 
 # Every join, by its word, in definition order: filled in as join classes are defined.
 JOINS: dict[str, "JoinKind"] = {}
-Emit = Callable[..., None]
 
 
 class JoinSpec(Protocol):
@@ -49,30 +48,29 @@ class Checker(Protocol):
     """What a join asks of the checker (check._Checker)."""
 
     report: Any
+    sizes: Constraints | None  # `input 3xHxW`: the conditions on H and W the rules record
 
     def seq(self, seq: Any, x: Shape | None, prefix: str, depth: int) -> list[Any]: ...
     def emitter(self, node: Any) -> Emit: ...
     def joined(self, spec: Any, x: Shape | None, where: dict[str, Any], y: Shape | None, operands: list[Shape | None],
                **fields: Any) -> Any: ...
     def stride_of(self, nodes: list[Any]) -> RFStep | None: ...
-
-
-class AxisWalk(Protocol):
-    """What a join asks of the symbolic walk on one axis (symbolic.AxisWalk)."""
-
-    axis: int
-    equal: list[list[tuple[Expr, Expr]]]
-    sizes: dict[str, Expr]
-    exact: bool
-    why: str
-
-    def seq(self, nodes: list[Any], e: Expr | None, silent: bool = False) -> Expr | None: ...
-    def stride_of(self, nodes: list[Any]) -> RFStep | None: ...
     def layers(self, nodes: list[Any]) -> list[Any]: ...
 
 
 def known(shape: Shape | None) -> bool:
     return shape is not None and None not in shape
+
+
+def same_size(a: Shape, b: Shape, emit: Emit, channels: bool = True) -> bool:
+    """Whether two known shapes are equal (their channels too unless `channels` is False). On a symbolic input
+    (`input 3xHxW`) H and W are conditions for the solver: recorded, and taken as equal here."""
+    if len(a) != len(b):
+        return False
+    if emit.sizes is None or len(a) != 3:
+        return a == b if channels else a[1:] == b[1:]
+    sizes = [emit.sizes.same(i, a[i + 1], b[i + 1]) for i in (0, 1)]  # type: ignore[arg-type]  # both recorded
+    return all(sizes) and (not channels or a[0] == b[0])
 
 
 def output_of(nodes: list[Any], x: Shape | None) -> Shape | None:
@@ -164,14 +162,6 @@ class JoinKind:
             notes=[f"input is {fmt_shape(x)}"] + [f"branch {j + 1} gives {fmt_shape(s)}" for j, s in enumerate(outs)],
             help="change the strides, padding or channels of the branch that differs",
         )
-
-    def axis(self, walk: AxisWalk, node: Branch, e: Expr | None, silent: bool) -> Expr | None:
-        """Symbolic rule (`input 3xHxW`): the join's size on the walk's axis. By default every branch's
-        size must be equal (a condition for the solver) and the join keeps it."""
-        outs = [walk.seq(b, e, silent) for b in node.branches]
-        if all(o is not None for o in outs):
-            walk.equal.extend([(outs[0], o)] for o in outs[1:])  # type: ignore[misc]
-        return outs[0]
 
     def jump_from(self, node: Branch) -> list[int] | None:
         """The operands (the bodies, then the input at index len(branches)) whose jump the output keeps

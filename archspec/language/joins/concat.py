@@ -1,7 +1,7 @@
 """`concat { a } { b } ...`: parallel branches on one input, concatenated on channels (`{}` is the identity)."""
 from __future__ import annotations
 
-from archspec.language.joins.base import Branch, Emit, JoinKind
+from archspec.language.joins.base import Branch, Emit, JoinKind, same_size
 from archspec.language.ops.base import Shape, fmt_shape
 
 
@@ -15,7 +15,7 @@ class Concat(JoinKind):
     def combine(self, x: Shape | None, outs: list[Shape], emit: Emit) -> Shape | None:
         first = outs[0]
         for i, o in enumerate(outs[1:], 1):
-            if len(o) != len(first) or o[1:] != first[1:]:
+            if not same_size(o, first, emit, channels=False):
                 self.mismatch(x, outs, i, 0, "the same rank and spatial size (only channels may differ)", emit)
                 return None
         return (sum(o[0] for o in outs),) + tuple(first[1:])  # type: ignore[misc]

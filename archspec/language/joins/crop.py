@@ -5,10 +5,10 @@ upsampled map's size."""
 from __future__ import annotations
 
 from archspec.language import codes
-from archspec.language.joins.base import AxisWalk, Branch, Emit
+from archspec.language.joins.base import Branch, Emit
 from archspec.language.joins.concat import Concat
 from archspec.language.ops.base import Shape, fmt_shape
-from archspec.language.sizemap import Expr, Num, lin
+from archspec.language.sizemap import Constraints, Num, as_expr, lin
 
 
 class Crop(Concat):
@@ -25,7 +25,9 @@ class Crop(Concat):
             if len(o) != 3 or len(target) != 3:
                 self.mismatch(x, outs, i if len(o) != 3 else len(outs) - 1, 0, "images [B, C, H, W] to crop", emit)
                 return None
-            if o[1] < target[1] or o[2] < target[2]:
+            if emit.sizes is not None:
+                _at_least(o, target, emit.sizes)
+            elif o[1] < target[1] or o[2] < target[2]:
                 emit(codes.CROP_TOO_LARGE,
                      f"`crop` cannot center-crop branch {i + 1}'s {fmt_shape(o)} to {target[1]}x{target[2]} "
                      f"(the last branch's size): the crop is larger than its input",
@@ -34,21 +36,6 @@ class Crop(Concat):
                      "upsampled path last, or crop less in the last branch")
                 return None
         return (sum(o[0] for o in outs),) + tuple(target[1:])  # type: ignore[misc]
-
-    def axis(self, walk: AxisWalk, node: Branch, e: Expr | None, silent: bool) -> Expr | None:
-        outs = [walk.seq(b, e, silent) for b in node.branches]
-        if any(o is None for o in outs):
-            return None
-        target = outs[-1]
-        for o in outs[:-1]:
-            if o == target:
-                continue
-            if isinstance(target, Num):
-                walk.need.append(lin(o, 1, 1 - target.value))  # type: ignore[arg-type]  # o >= target
-            else:  # target <= o with both depending on the size (or a fixed o): checked size by size
-                walk.exact = False
-                walk.why = "`crop` compares two sizes that both depend on the input size"
-        return target
 
     def explain_lines(self, node: Branch) -> list[str]:
         return [f"each branch gets the same input {fmt_shape(node.in_shape)}; every output but the last is then "
@@ -63,3 +50,15 @@ class Crop(Concat):
                 lines.append(f"crop branch {i + 1}: {fmt_shape(o)} -> rows {top}..{top + y[1] - 1}, "
                              f"columns {left}..{left + y[2] - 1} (top = (H - h) // 2, left = (W - w) // 2)")
         return lines + super().explain_after(node)
+
+
+def _at_least(o: Shape, target: Shape, sizes: Constraints) -> None:
+    """On `input 3xHxW`: each of o's H and W at least the target's, a condition for the solver."""
+    for i in (0, 1):
+        a, t = as_expr(o[i + 1]), as_expr(target[i + 1])  # type: ignore[arg-type]
+        if a == t:
+            continue
+        if isinstance(t, Num):
+            sizes.at_least_one(i, lin(a, 1, 1 - t.value))  # a >= t
+        else:  # t <= a with both depending on the size (or a fixed a): checked size by size
+            sizes.inexact("`crop` compares two sizes that both depend on the input size")

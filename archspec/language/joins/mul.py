@@ -4,9 +4,9 @@ so that a [B, C, 1, 1] gate scales a [B, C, H, W] map: squeeze-and-excitation is
 from __future__ import annotations
 
 from archspec.language import codes
-from archspec.language.joins.base import AxisWalk, Branch, Emit, JoinKind
+from archspec.language.joins.base import Branch, Emit, JoinKind
 from archspec.language.ops.base import Shape, fmt_shape
-from archspec.language.sizemap import Expr, Num
+from archspec.language.sizemap import Constraints, Num, Size, as_expr
 
 
 def _axes(rank: int) -> str:
@@ -22,6 +22,8 @@ class Mul(JoinKind):
     runtime_needs = ("Concat",)  # runtime.Mul is a Concat that multiplies
 
     def combine(self, x: Shape | None, outs: list[Shape], emit: Emit) -> Shape | None:
+        if emit.sizes is not None and all(len(o) == 3 for o in outs):
+            return _symbolic_product(outs, emit.sizes)
         y = outs[0]
         for i, o in enumerate(outs[1:], 1):
             joined = _broadcast(y, o)
@@ -35,26 +37,6 @@ class Mul(JoinKind):
                 return None
             y = joined
         return y
-
-    def axis(self, walk: AxisWalk, node: Branch, e: Expr | None, silent: bool) -> Expr | None:
-        outs = [walk.seq(b, e, silent) for b in node.branches]
-        if any(o is None for o in outs):
-            return None
-        y = outs[0]
-        one = Num(1)
-        for o in outs[1:]:
-            if o == one or o == y:
-                continue
-            if y == one:
-                y = o
-            elif isinstance(y, Num) or isinstance(o, Num):
-                fixed, other = (y, o) if isinstance(y, Num) else (o, y)
-                walk.equal.append([(other, fixed), (other, one)])  # equal, or 1 and broadcast (never, for two numbers)
-                y = fixed
-            else:  # two sizes that both depend on the input: which one is 1 depends on the size itself
-                walk.exact = False
-                walk.why = "`mul` broadcasts two sizes that both depend on the input size"
-        return y  # type: ignore[return-value]
 
     def jump_from(self, node: Branch) -> list[int] | None:
         """Each pixel sees the widest view (a gate's whole image), one pixel apart as in the full-size branches:
@@ -82,3 +64,29 @@ def _broadcast(a: Shape, b: Shape) -> Shape | str:
             return f"{name} is {m} and {n} (sizes must be equal, or one of them 1)"
         out.append(n if m == 1 else m)
     return tuple(out)
+
+
+def _symbolic_product(outs: list[Shape], sizes: Constraints) -> Shape | None:
+    """The product's shape on `input 3xHxW`: channels broadcast as numbers; each of H and W is equal in every
+    branch or 1, a condition for the solver where a size depends on the input."""
+    channels = {o[0] for o in outs} - {1}
+    if len(channels) > 1:
+        return None  # different channels at every size: the check at numbers reports it
+    return (channels.pop() if channels else 1,) + tuple(_broadcast_size([o[i + 1] for o in outs], i, sizes) for i in (0, 1))  # type: ignore[misc]
+
+
+def _broadcast_size(operands: list[Size], axis: int, sizes: Constraints) -> Size:
+    one = Num(1)
+    y = as_expr(operands[0])
+    for o in map(as_expr, operands[1:]):
+        if o == one or o == y:
+            continue
+        if y == one:
+            y = o
+        elif isinstance(y, Num) or isinstance(o, Num):
+            fixed, other = (y, o) if isinstance(y, Num) else (o, y)
+            sizes.equal_to(axis, (other, fixed), (other, one))  # equal, or 1 and broadcast (never, for two numbers)
+            y = fixed
+        else:  # two sizes that both depend on the input: which one is 1 depends on the size itself
+            sizes.inexact("`mul` broadcasts two sizes that both depend on the input size")
+    return y

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from archspec.language import codes
-from archspec.language.joins.base import AxisWalk, Branch, Checker, JoinKind, JoinSpec, known, output_of
+from archspec.language.joins.base import Branch, Checker, JoinKind, JoinSpec, known, output_of, same_size
 from archspec.language.ops.base import LayerSpec, Shape, fmt_shape
-from archspec.language.sizemap import Expr, Same, Window, window
 
 
 class Residual(JoinKind):
@@ -39,8 +38,11 @@ class Residual(JoinKind):
         y = output_of(body, x)
         shortcut: list[Any] | None = None
         projected = False
+        emit = checker.emitter(spec)
         if spec.shortcut is not None:
             shortcut = checker.seq(spec.shortcut, x, path + ".shortcut.", depth + 1)
+        elif spec.option == "project" and known(x) and known(y) and x != y and checker.sizes is not None:
+            return self.symbolic_projection(checker, spec, x, where, body)  # type: ignore[arg-type]
         elif spec.option == "project" and known(x) and known(y) and x != y:
             projection = self.projection(spec, checker.stride_of(body), x, y)  # type: ignore[arg-type]
             if projection is not None:
@@ -50,9 +52,9 @@ class Residual(JoinKind):
                 checker.report.diagnostics = diagnostics
                 projected = True
         s = output_of(shortcut, x) if shortcut is not None else x
-        if known(y) and known(s) and y != s:
+        if known(y) and known(s) and not same_size(y, s, emit):  # type: ignore[arg-type]
             what = "shortcut" if shortcut is not None else "input"
-            checker.emitter(spec)(
+            emit(
                 codes.RESIDUAL_MISMATCH,
                 f"residual cannot add its body's output {fmt_shape(y)} to its {what} {fmt_shape(s)}",
                 notes=[f"residual input is {fmt_shape(x)}"],
@@ -67,47 +69,49 @@ class Residual(JoinKind):
 
         None when that cannot produce the body's output shape (then the add is reported, E107).
         """
-        from archspec.language.ops import BatchNorm, Conv
-
         if len(x) != 3 or len(y) != 3 or stride is None:
             return None
         if any(not isinstance(s, int) or (n - 1) // s + 1 != m for n, s, m in zip(x[1:], stride, y[1:])):
             return None
+        return self.conv_bn(spec, y[0], stride)
+
+    def conv_bn(self, spec: JoinSpec, channels: int, stride: Any) -> list[LayerSpec]:
+        """The projection's layers: a 1x1 conv with that stride (no bias), then bn."""
+        from archspec.language.ops import BatchNorm, Conv
+
         common = {"span": spec.span, "trace": spec.trace}
         return [
-            Conv(out_channels=y[0], kernel=(1, 1), stride=stride, bias=False, name="conv1", **common),
+            Conv(out_channels=channels, kernel=(1, 1), stride=stride, bias=False, name="conv1", **common),
             BatchNorm(name="bn1", **common),
         ]
 
-    def axis(self, walk: AxisWalk, node: Branch, e: Expr | None, silent: bool) -> Expr | None:
-        body = node.branches[0]
-        y = walk.seq(body, e, silent)
-        if not node.identity and not node.projected:
-            s = walk.seq(node.branches[1], e, silent)
-            if y is not None and s is not None:
-                walk.equal.append([(y, s)])
-            return y
-        if y is None or e is None:
-            return y
-        if node.option != "project":
-            walk.equal.append([(y, e)])
-            return y
-        # torchvision's projection (a 1x1 conv with the body's total stride), used when the shapes differ:
-        # the check adds it silently, so its windows drop nothing anyone wrote.
-        stride = walk.stride_of(body)
-        valid = [n for n in walk.layers(body) if n.valid]
-        steps = [n for n in valid if not isinstance(n.layer.axis_map(walk.axis), (Same, Window)) or  # type: ignore[union-attr]
-                 n.op in ("gap", "adaptiveavgpool")] if stride is not None else []
-        if stride is None or steps or not isinstance(stride[walk.axis], int):
-            walk.exact = False  # the body's stride depends on the size (adaptive pooling, upsampling)
-            walk.why = "a projected residual's stride depends on the size"
-            return y
-        projected = window(1, stride[walk.axis], 0).apply(e)
-        for layer in walk.layers(node.branches[1] if node.projected else []):  # the projection at the probe's size: conv 1x1 + bn
-            walk.sizes[layer.path] = projected
-        same_channels = node.in_shape is not None and node.out_shape is not None and node.in_shape[0] == node.out_shape[0]
-        walk.equal.append([(y, projected)] + ([(y, e)] if same_channels else []))
-        return y
+    def symbolic_projection(self, checker: Checker, spec: JoinSpec, x: tuple[Any, ...], where: dict[str, Any],
+                            body: list[Any]) -> Any:
+        """`residual project` on `input 3xHxW`: at each size either the body keeps the input's shape (same channels)
+        or torchvision's projection, a 1x1 conv with the body's total stride, gives the body's size (both are
+        conditions for the solver)."""
+        sizes, path, depth = checker.sizes, where["path"], where["depth"]
+        y = output_of(body, x)
+        stride = checker.stride_of(body)  # along the body's main path, as the check at numbers takes it
+        if stride is None:  # adaptive or global pooling on the main path: a stride that is the size itself
+            sizes.inexact("a projected residual's stride depends on the size")  # type: ignore[union-attr]
+            return checker.joined(spec, x, where, y, [y, x], projected=False, identity=True, branches=[body])
+        if not all(isinstance(v, int) for v in stride):  # no 1x1 conv has it: the input is added as it is (E107 elsewhere)
+            if not same_size(y, x, checker.emitter(spec)):  # type: ignore[arg-type]
+                y = None
+            return checker.joined(spec, x, where, y, [y, x], projected=False, identity=True, branches=[body])
+        # Checked quietly: the user did not write these layers and cannot act on their warnings.
+        diagnostics, checker.report.diagnostics = checker.report.diagnostics, []
+        sizes.quiet += 1  # type: ignore[union-attr]
+        shortcut = checker.seq(self.conv_bn(spec, y[0], stride), x, path + ".shortcut.", depth + 1)  # type: ignore[index,arg-type]
+        sizes.quiet -= 1  # type: ignore[union-attr]
+        checker.report.diagnostics = diagnostics
+        s = output_of(shortcut, x)
+        if known(y) and known(s) and len(y) == 3:  # type: ignore[arg-type]
+            for i in (0, 1):
+                kept = [(y[i + 1], x[i + 1])] if x[0] == y[0] else []  # type: ignore[index]
+                sizes.equal_to(i, (y[i + 1], s[i + 1]), *kept)  # type: ignore[index,union-attr]
+        return checker.joined(spec, x, where, y, [y, s], projected=True, identity=False, branches=[body, shortcut])
 
     # ---- views
 

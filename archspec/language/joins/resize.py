@@ -7,9 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from archspec.language import codes
-from archspec.language.joins.base import AxisWalk, Branch, Checker, JoinKind, JoinSpec, known, output_of
+from archspec.language.joins.base import Branch, Checker, JoinKind, JoinSpec, known, output_of
 from archspec.language.ops.base import Shape, fmt_shape
-from archspec.language.sizemap import Expr
 
 
 class Resize(JoinKind):
@@ -46,10 +45,6 @@ class Resize(JoinKind):
             notes=[f"input is {fmt_shape(x)}", f"the body gives {fmt_shape(y)}"],
             help="resize image maps only: keep `flatten` and `linear` out of the body (a 1x1 map from `gap` is an image)")
         return None
-
-    def axis(self, walk: AxisWalk, node: Branch, e: Expr | None, silent: bool) -> Expr | None:
-        walk.seq(node.branches[0], e, silent)  # the body's own conditions hold; its output size is replaced
-        return e
 
     def jump_from(self, node: Branch) -> list[int] | None:
         return [len(node.branches)]  # the input's: the output pixels are the input's pixels

@@ -7,7 +7,10 @@ Defining a subclass with an `op` literal registers it (see `REGISTRY`); the file
 hold the ops by family. Nothing else in archspec dispatches on op names.
 
 Shapes exclude the batch dimension: (C, H, W) for images, (F,) after `flatten`. A dimension
-is None when an earlier error left it unknown; rules then do what they can (best effort).
+is None when an earlier error left it unknown; rules then do what they can (best effort). On a
+symbolic input (`input 3xHxW`) H and W are expressions (sizemap.Expr) and F after `flatten` is a
+sizemap.Features: each op's one shape rule computes them with sizemap's size functions, and where
+it compares sizes it records the condition in `emit.sizes` instead of reporting (see `spatial`).
 """
 # No `from __future__ import annotations` here: pydantic evaluates LayerSpec's annotations again
 # for every op class, and real objects cost it nothing to evaluate where strings cost an eval each
@@ -15,18 +18,30 @@ is None when an earlier error left it unknown; rules then do what they can (best
 
 import math
 from fractions import Fraction
-from typing import Annotated, Any, Callable, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Protocol, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from archspec.language import codes
 from archspec.language.diagnostics import Span
-from archspec.language.sizemap import SAME, SizeMap
+from archspec.language.sizemap import Constraints, Expr, Features, Size, window, window_size
 
-Dim = Union[int, None]
+# A dimension: a number, an expression in H or W (`input 3xHxW`), C*h*w after flattening one, or None (unknown).
+Dim = Union[int, Expr, Features, None]
 Shape = tuple[Dim, ...]
-# emit(code, message, notes=[...], help="...") reports a problem at the current layer.
-Emit = Callable[..., None]
+
+
+class Emit(Protocol):
+    """emit(code, message, notes=[...], help="...") reports a problem at the current layer.
+
+    `sizes` collects the conditions on a symbolic input size (`input 3xHxW`); None when sizes are numbers."""
+
+    sizes: Constraints | None
+
+    def __call__(self, code: str, message: str, notes: list[str] | None = None, help: str | None = None,
+                 span: Span | None = None) -> None: ...
+
+
 # Receptive-field step per axis (H, W): (effective kernel, stride). A stride may be a fraction
 # (upsampling halves the jump), so strides are Fractions where they are not whole.
 Step = Union[int, Fraction]
@@ -141,11 +156,6 @@ class LayerSpec(BaseModel):
     def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
         return x
 
-    def axis_map(self, axis: int) -> SizeMap:
-        """How this op maps the size of spatial axis `axis` (0: H, 1: W), for sizes derived symbolically
-        (`input 3xHxW`); it must agree with `infer`. Pointwise ops keep the size."""
-        return SAME
-
     def params(self, x: Shape | None) -> int:
         return 0
 
@@ -218,15 +228,11 @@ def window_out(
     if size is None:
         return None, "", 0
     span = size + 2 * p - d * (k - 1) - 1
+    out = window_size(size, k, s, p, d, ceil_mode)  # type: ignore[assignment]
     if ceil_mode:
-        out = -(-span // s) + 1
-        # PyTorch: the last window must start inside the input or left padding.
-        if (out - 1) * s >= size + p:
-            out -= 1
         formula = f"{axis}_out = ceil(({size} + 2*{p} - {d}*({k}-1) - 1)/{s}) + 1 = {out}"
         dropped = 0
     else:
-        out = math.floor(span / s + 1)
         formula = f"{axis}_out = floor(({size} + 2*{p} - {d}*({k}-1) - 1)/{s} + 1) = {out}"
         # Uncovered trailing positions, less the bottom/right padding among them: real rows lost.
         # A window narrower than its stride skips rows by design (a strided 1x1 conv): no warning.
@@ -258,7 +264,10 @@ def spatial(
     too_small_code: str,
     ceil_mode: bool = False,
 ) -> tuple[Dim, Dim]:
-    """Output H and W; reports a window too large for the input, and rows the floor drops."""
+    """Output H and W; reports a window too large for the input, and rows the floor drops (on a
+    symbolic input: records that each output is at least 1, and where floors may drop rows)."""
+    if emit.sizes is not None:
+        return tuple(symbolic_window(emit.sizes, i, x[i + 1], k[i], s[i], p[i], d[i], ceil_mode) for i in (0, 1))  # type: ignore[return-value]
     h, fh, dh = window_out("H", x[1], k[0], s[0], p[0], d[0], ceil_mode)
     w, fw, dw = window_out("W", x[2], k[1], s[1], p[1], d[1], ceil_mode)
     bad = [(axis, f) for axis, v, f in (("H", h, fh), ("W", w, fw)) if v is not None and v < 1]
@@ -291,6 +300,23 @@ def spatial(
     return h, w
 
 
+def symbolic_window(sizes: Constraints, axis: int, n: Size | None, k: int, s: int, p: int, d: int, ceil: bool) -> Size | None:
+    """A window's output size on a symbolic size, with its conditions: at least 1, and where the floor drops rows."""
+    if n is None:
+        return None
+    y = window_size(n, k, s, p, d, ceil)
+    sizes.at_least_one(axis, y)
+    sizes.window(axis, n, window(k, s, p, d, ceil))
+    return y
+
+
+def fits(emit: Emit, axis: int, size: Size | None) -> bool:
+    """Whether an output size is at least 1: for a number, the answer; on a symbolic input, a condition (recorded) and True."""
+    if emit.sizes is None:
+        return size is None or size >= 1  # type: ignore[operator]
+    if size is not None:
+        emit.sizes.at_least_one(axis, size)
+    return True
 
 
 def window_line(axis: str, size: int, k: int, s: int, p: int, d: int, out: Any, ceil_mode: bool = False) -> str:

@@ -8,8 +8,8 @@ from typing import Any, ClassVar, Literal, Union
 from pydantic import Field, field_validator
 
 from archspec.language import codes
-from archspec.language.sizemap import SAME, Scale, SizeMap, window
-from archspec.language.ops.base import (Emit, LayerSpec, Pair, RFStep, Shape, TorchCall, fmt_shape, need_rank,
+from archspec.language.sizemap import Size, scaled_size
+from archspec.language.ops.base import (Emit, LayerSpec, Pair, RFStep, Shape, TorchCall, fits, fmt_shape, need_rank,
                                         nonnegative_pair, pair_text, positive_pair, spatial, window_failure_lines,
                                         window_line)
 
@@ -71,11 +71,6 @@ class Conv(LayerSpec):
             return (self.out_channels, x[1], x[2])
         h, w = spatial("conv", x, self.kernel, self.stride, self.resolved_padding(), self.dilation, emit, codes.KERNEL_TOO_LARGE)
         return (self.out_channels, h, w)
-
-    def axis_map(self, axis: int) -> SizeMap:
-        if self.padding == "same":
-            return SAME
-        return window(self.kernel[axis], self.stride[axis], self.resolved_padding()[axis], self.dilation[axis])
 
     def rf(self, x: Shape | None) -> RFStep | None:
         eff = (self.dilation[0] * (self.kernel[0] - 1) + 1, self.dilation[1] * (self.kernel[1] - 1) + 1)
@@ -169,13 +164,10 @@ class ConvTranspose(LayerSpec):
     _positive = field_validator("kernel", "stride", "dilation")(positive_pair)
     _padding = field_validator("padding", "output_padding")(nonnegative_pair)
 
-    def axis_out(self, i: int, n: int) -> int:
-        """PyTorch: H_out = (H-1)*s - 2p + d*(k-1) + op + 1."""
-        return ((n - 1) * self.stride[i] - 2 * self.padding[i] + self.dilation[i] * (self.kernel[i] - 1)
-                + self.output_padding[i] + 1)
-
-    def axis_map(self, axis: int) -> SizeMap:
-        return Scale(self.stride[axis], self.axis_out(axis, 0))  # axis_out is affine in n: s*n + axis_out(0)
+    def axis_out(self, i: int, n: Size) -> Size:
+        """PyTorch: H_out = (H-1)*s - 2p + d*(k-1) + op + 1, i.e. s*H + (the size at H = 0)."""
+        at_zero = -self.stride[i] - 2 * self.padding[i] + self.dilation[i] * (self.kernel[i] - 1) + self.output_padding[i] + 1
+        return scaled_size(n, self.stride[i], at_zero)
 
     def formula(self, i: int, n: int) -> str:
         return (f"({n}-1)*{self.stride[i]} - 2*{self.padding[i]} + {self.dilation[i]}*({self.kernel[i]}-1) "
@@ -201,7 +193,7 @@ class ConvTranspose(LayerSpec):
         if x is None:
             return (self.out_channels, None, None)
         dims = [None if n is None else self.axis_out(i, n) for i, n in enumerate(x[1:])]
-        small = [i for i, v in enumerate(dims) if v is not None and v < 1]
+        small = [i for i, v in enumerate(dims) if not fits(emit, i, v)]
         if small:
             emit(codes.TRANSPOSE_TOO_SMALL,
                  f"padding p{pair_text(self.padding)} leaves an output size below 1",

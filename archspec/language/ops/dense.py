@@ -8,6 +8,7 @@ from pydantic import Field
 
 from archspec.language import codes
 from archspec.language.ops.base import Emit, LayerSpec, RFStep, Shape, TorchCall, fmt_shape, whole_image_step
+from archspec.language.sizemap import Features, as_expr
 
 
 class Flatten(LayerSpec):
@@ -20,7 +21,9 @@ class Flatten(LayerSpec):
     def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
         if x is None or None in x:
             return (None,)
-        return (math.prod(x),)  # type: ignore[arg-type]
+        if len(x) == 3 and emit.sizes is not None:  # a symbolic image: C*h*w, a number only at a given size
+            return (Features(x[0], as_expr(x[1]), as_expr(x[2])),)  # type: ignore[arg-type]
+        return x if len(x) == 1 else (math.prod(x),)  # type: ignore[arg-type]
 
     def torch_call(self, x: Shape | None) -> TorchCall:
         return TorchCall(cls="Flatten")

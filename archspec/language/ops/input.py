@@ -6,6 +6,7 @@ from typing import Any, ClassVar, Literal, Union
 from pydantic import field_validator
 
 from archspec.language.ops.base import Emit, LayerSpec, Shape, fmt_shape
+from archspec.language.sizemap import Sym
 
 
 class Input(LayerSpec):
@@ -36,9 +37,12 @@ class Input(LayerSpec):
         return tuple(d for d in self.dims if isinstance(d, str))
 
     def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
-        # A symbolic input is read by the symbolic checker, which puts numbers in its place; reached here
-        # it is not the file's first layer (E006), and its size is unknown rather than a string.
-        return None if self.symbols else self.dims
+        # A symbolic input's H and W are expressions when the checker collects their conditions (`emit.sizes`);
+        # otherwise the check is at numbers put in its place, and reached here it is not the file's first
+        # layer (E006): its size is unknown rather than a string.
+        if not self.symbols:
+            return self.dims
+        return tuple(Sym(d) if isinstance(d, str) else d for d in self.dims) if emit.sizes is not None else None
 
     def describe(self) -> str:
         return "x".join(map(str, self.dims))

@@ -6,7 +6,6 @@ from typing import Any, ClassVar, Literal
 from pydantic import field_validator
 
 from archspec.language import codes
-from archspec.language.sizemap import Fixed, SizeMap, window
 from archspec.language.ops.base import (Emit, LayerSpec, Pair, RFStep, Shape, TorchCall, fmt_shape, need_rank,
                                         nonnegative_pair, pair_text, positive_pair, spatial, whole_image_step,
                                         window_failure_lines, window_line)
@@ -46,9 +45,6 @@ class _Pool(LayerSpec):
 
     def rf(self, x: Shape | None) -> RFStep | None:
         return self.eff_kernel, self.eff_stride
-
-    def axis_map(self, axis: int) -> SizeMap:
-        return window(self.kernel[axis], self.eff_stride[axis], self.padding[axis], self.window_dilation[axis], self.ceil_mode)
 
     def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
         op = self.op_name
@@ -165,9 +161,6 @@ class AdaptiveAvgPool(LayerSpec):
             return None
         return (x[0] if x else None, self.size[0], self.size[1])
 
-    def axis_map(self, axis: int) -> SizeMap:
-        return Fixed(self.size[axis])
-
     def torch_call(self, x: Shape | None) -> TorchCall:
         return TorchCall(cls="AdaptiveAvgPool2d", args=(self.size[0] if self.size[0] == self.size[1] else self.size,))
 
@@ -206,9 +199,6 @@ class GlobalAvgPool(LayerSpec):
         if not need_rank(self.op, x, 3, emit):
             return None
         return (x[0] if x else None, 1, 1)
-
-    def axis_map(self, axis: int) -> SizeMap:
-        return Fixed(1)
 
     def torch_call(self, x: Shape | None) -> TorchCall:
         return TorchCall(cls="AdaptiveAvgPool2d", args=(1,))

@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from archspec.language.sizemap import Scale, SizeMap
+from archspec.language.sizemap import scaled_size
 from archspec.language.ops.base import Emit, LayerSpec, RFStep, Shape, TorchCall, fmt_shape, need_rank
 
 
@@ -27,10 +27,7 @@ class Upsample(LayerSpec):
             return None
         if x is None:
             return None
-        return (x[0], *(None if n is None else n * self.scale for n in x[1:]))
-
-    def axis_map(self, axis: int) -> SizeMap:
-        return Scale(self.scale, 0)
+        return (x[0], *(None if n is None else scaled_size(n, self.scale) for n in x[1:]))
 
     def rf(self, x: Shape | None) -> RFStep | None:
         # Each output pixel reads one input pixel (nearest; bilinear blends neighbours, 2 at most), and
