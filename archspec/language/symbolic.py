@@ -30,7 +30,7 @@ from archspec.language.errors import ArchspecError, UsageError
 from archspec.language.nodes import BlockCall, Deferred, Join, Model, Seq
 from archspec.language.ops import Input, LayerSpec
 from archspec.language.sizemap import Expr, Lin, Num, Same, Sym, Window
-from archspec.language.tree import Branch, Call, CheckedNode, Layer, layers, stride_of
+from archspec.language.tree import Branch, Call, CheckedNode, Layer, TensorRead, layers, stride_of
 
 AXES = ("H", "W")
 MAX_PERIOD = 1 << 16  # past this, residues are not enumerated: checked size by size instead
@@ -190,6 +190,11 @@ class AxisWalk:
         return layers(nodes)
 
     def layer(self, node: Layer, e: Expr | None, silent: bool) -> Expr | None:
+        if isinstance(node, TensorRead):  # `from NAME`: the size where it was named (None: features or unknown)
+            y = self.sizes.get(node.source.path) if node.source is not None else None
+            if y is not None:
+                self.sizes[node.path] = y
+            return y
         spec = node.layer
         if not isinstance(spec, LayerSpec) or isinstance(spec, Input):
             return e  # an input, or a layer whose arguments are wrong (an error at every size)

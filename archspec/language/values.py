@@ -106,6 +106,8 @@ class Evaluator:
             return str(tree.children[0])[1:-1]
         if kind == "braced":
             return self.expr(tree.children[0], path, env, trace)
+        if kind == "range":  # `0:64`: a pair of channel numbers
+            return tuple(self.value(end, path, env, trace) for end in tree.children)
         return self.expr(tree, path, env, trace)
 
     def lookup(self, tok: Token, path: str, env: dict[str, Value], trace: Trace) -> Value:

@@ -428,6 +428,8 @@ def value_text(t: Tree | Token) -> str:
         return f"{t.children[0]}={value_text(t.children[1])}"
     if t.data == "braced":
         return "{" + expr_text(t.children[0], compact=True) + "}"
+    if t.data == "range":
+        return ":".join(value_text(end) for end in t.children)
     return str(t.children[0])
 
 
