@@ -365,7 +365,7 @@ class _Builder:
     def named_tensor(self, word: Token, arg_trees: list[Tree], span: Span, path: str, trace: Trace, namer: _Namer) -> Node:
         """`as NAME` (name the running tensor) or `from NAME` (read a named one): see language/named.py."""
         op = str(word)
-        example = "as stem" if op == named.KEEP_WORD else "from stem"
+        example = "as stage1" if op == named.KEEP_WORD else "from stem"
         written = arg_trees[0] if len(arg_trees) == 1 else None
         if written is None or written.data != "word" or not str(written.children[0]).isidentifier():
             where = tree_span(written, path) if written is not None else token_span(word, path)
