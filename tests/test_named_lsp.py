@@ -2,23 +2,13 @@
 go to the `as NAME` that gives it, and completion of the names after `from `."""
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
-import pytest_lsp
 from lsprotocol import types
-from pytest_lsp import ClientServerConfig, LanguageClient
+from pytest_lsp import LanguageClient
 
-from conftest import REPO
-from test_lsp import close, open_doc
+from test_lsp import client, close, open_doc  # noqa: F401 - `client` is the server fixture, shared
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-SERVER = ClientServerConfig(
-    server_command=[sys.executable, "-m", "archspec", "lsp"],
-    server_env={**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")},
-)
 
 TEXT = """input 3x16x16
 conv 8 k3 p1 | relu | as stem
@@ -26,14 +16,6 @@ conv 16 k3 s2 p1 | relu
 concat {} { from stem | maxpool 2 }
 concat {} { from stme }
 """
-
-
-@pytest_lsp.fixture(scope="module", config=SERVER)
-async def client(lsp_client: LanguageClient):
-    await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=pytest_lsp.client_capabilities("visual-studio-code"), root_uri=REPO.as_uri()))
-    yield
-    await lsp_client.shutdown_session()
 
 
 async def test_names_get_diagnostics_hover_definition_and_completion(client: LanguageClient, tmp_path):
