@@ -181,3 +181,11 @@ def test_onnx_export_of_a_network_with_named_tensors_matches_torch(tmp_path):
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     assert abs(got - expected).max() < 1e-4
+
+
+def test_explain_says_which_branch_starts_from_a_named_tensor():
+    from archspec.views.explain import explain
+
+    text = explain("input 3x8x8\nconv 4 k3 p1 | as stem\nconv 4 k3 p1\nconcat {} { from stem | maxpool 1 }\n", classes=None)
+    assert "each branch gets the same input [B, 4, 8, 8] (branch 2 starts from a named tensor instead)" in text
+    assert "the tensor named `stem`, in place of the running [B, 4, 8, 8]" in text
