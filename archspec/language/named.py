@@ -154,11 +154,15 @@ class Scopes:
         outside = self.visible(through_barrier=True)
         if not written and name in outside:
             notes.append(f"`{name}` is named outside the block this line is in: a block sees only the names its own body gives")
+        inside = [] if written or name in outside else _blocks_naming(self.frames[0].barrier, name)
+        notes += [f"`{name}` is named inside block `{block}` (line {line}): a block's names stay inside it" for block, line in inside[:1]]
         hint = suggest(name, list(self.visible()))
         if hint:
             help = f"did you mean `{hint}`?"
         elif written:
             help = f"read it inside that branch, or name the tensor before the join (`... | as {name}`) so both see it"
+        elif inside:
+            help = f"name what the block gives where it is called: `{inside[0][0]}(...) | as {name}`"
         elif name in outside:
             help = "a block reads its input and its own names: write the join that reads it outside the block, or name it inside"
         else:
@@ -167,6 +171,18 @@ class Scopes:
 
     def _barrier_tree(self) -> Tree | None:
         return next((f.barrier for f in reversed(self.frames) if f.barrier is not None), None)
+
+
+def _blocks_naming(top: Tree | None, name: str) -> list[tuple[str, int]]:
+    """(block, line) of each block defined in the file whose body gives `name` with `as`."""
+    defs = [t for t in top.children if isinstance(t, Tree) and t.data == "block_def"] if top is not None else []
+    found = []
+    for block in defs:
+        body = block.children[-1]
+        tokens = _keeps(body, name) if isinstance(body, Tree) else []
+        if tokens:
+            found.append((str(block.children[0]), tokens[0].line or 0))
+    return found
 
 
 def _keeps(tree: Tree | None, name: str) -> list[Token]:
