@@ -74,9 +74,11 @@ def test_channel_slices_import_as_slice():
     assert "slice 0:8" in text and "slice 8:12" in text
 
 
-def test_timm_dla34_round_trips_exactly():
+@pytest.mark.parametrize("name", ["dla34", "selecsls42b", "hrnet_w18_small"])
+def test_timm_models_that_aggregate_earlier_stages_round_trip_exactly(name: str):
+    """DLA's trees, SelecSLS's skips into later stages, HRNet's streams: every one needs named tensors."""
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
-    text, diff = _round_trip(timm.create_model("dla34", pretrained=False, num_classes=10), (3, 32, 32))
+    text, diff = _round_trip(timm.create_model(name, pretrained=False, num_classes=10), (3, 32, 32))
     assert diff <= 1e-9
-    assert text.count("| as ") + text.count("\nas ") >= 10
+    assert "| as " in text or "\nas " in text
