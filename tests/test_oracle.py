@@ -348,6 +348,26 @@ def channelshuffle_fault(draw, shape: tuple) -> list:
     return [Layer("channelshuffle", {"g": draw(st.sampled_from(bad))})]
 
 
+class ChannelSlice(nn.Module):
+    """The oracle's channel slice, x[:, a:b]; a range past the channels is refused here, where Python's slice would
+    clamp it silently (the checker reports E133 there: the network would get fewer channels than written)."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__()
+        self.a, self.b = a, b
+
+    def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+        if not 0 <= self.a < self.b <= x.shape[1]:
+            raise ValueError(f"slice {self.a}:{self.b} of {x.shape[1]} channels")
+        return x[:, self.a:self.b]
+
+
+def draw_slice(draw, shape: tuple) -> "tuple[Layer, tuple]":
+    a = draw(st.integers(0, shape[0] - 1))
+    b = draw(st.integers(a + 1, shape[0]))
+    return Layer("slice", {"a": a, "b": b}), (b - a, *shape[1:])
+
+
 def torchvision_ops(name: str) -> type:
     import torchvision.ops
 
@@ -415,6 +435,8 @@ ORACLE: dict[str, OracleOp] = {
     "channelshuffle": OracleOp(lambda a: f"channelshuffle {a['g']}", lambda a, x, env: nn.ChannelShuffle(a["g"]),
                                draw=draw_channelshuffle, aligned=lambda draw, c: [draw_channelshuffle(draw, (c, 1, 1))[0]],
                                fault=channelshuffle_fault, fault_codes=("E103", "E104")),
+    "slice": OracleOp(lambda a: f"slice {a['a']}:{a['b']}", lambda a, x, env: ChannelSlice(a["a"], a["b"]),
+                      draw=draw_slice, aligned=lambda draw, c: [Layer("slice", {"a": 0, "b": c})]),
     "identity": OracleOp(lambda a: "identity", lambda a, x, env: nn.Identity(),
                          draw=lambda draw, shape: (Layer("identity"), shape), aligned=lambda draw, c: [Layer("identity")]),
     **{op: _plain(op, cls) for op, cls in {"relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "silu": nn.SiLU,
@@ -1405,6 +1427,20 @@ def test_mul_reports_e115_exactly_where_torch_cannot_broadcast(gate):
         assert report.output_shape == tuple(y.shape[1:])
     else:
         assert [d.code for d in report.errors] == ["E115"]
+
+
+@pytest.mark.parametrize("a, b", [(0, 8), (2, 6), (7, 8), (0, 9), (6, 12), (8, 9), (3, 3), (5, 2), (-2, 4)])
+def test_slice_reports_e133_exactly_where_torch_gives_fewer_channels_than_written(a, b):
+    """`slice A:B` on 8 channels: torch's x[:, A:B] clamps a range past the end (and gives nothing for an empty one)
+    where the checker reports E133; elsewhere both give B - A channels."""
+    report = archspec.check(f"input 8x4x4\nslice {a}:{b}\n", classes=None)
+    y = torch.randn(2, 8, 4, 4)[:, a:b]
+    exact = a >= 0 and y.shape[1] == b - a > 0
+    assert report.ok == exact, report.diagnostics
+    if exact:
+        assert report.output_shape == tuple(y.shape[1:])
+    else:
+        assert [d.code for d in report.errors] == ["E133"]
 
 
 @pytest.mark.parametrize("size", [12, 13, 16, 21])

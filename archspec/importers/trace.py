@@ -238,6 +238,9 @@ class _Reader:
         try:
             statements = self.chain(placeholders[0], result)
         except NotNested as exc:
+            named = None if self.refusals else _NamedReading(self).read(placeholders[0], result)
+            if named is not None:  # branches that do not nest: the graph in order, with named tensors
+                return Imported(tuple(input_shape), _shape(result)[1:], named, [], None)
             if not self.refusals:  # otherwise most often a consequence of those
                 self.refusals.append(Refusal(self.path(exc.node), f"the result of `{exc.node.name}` in more than one place",
                                              "branches that do not nest (the language's joins run branches from one input to one join)"))
@@ -409,6 +412,9 @@ class _Reader:
             return adaptive_size(args[1])
         if target in _POOLS and all(not isinstance(a, fx.Node) for a in list(args[1:]) + list(node.kwargs.values())):
             return self.op_text_of(node, _POOLS[target](*args[1:], **node.kwargs))  # F.max_pool2d(x, 3, 2): nn.MaxPool2d's text
+        sliced = _channel_slice(node)
+        if sliced is not None:
+            return sliced
         self.refuse(node, "")
         return None
 
@@ -423,6 +429,136 @@ class _Reader:
         if self.quiet:
             return
         self.refusals.append(Refusal(self.path(node), call_name(node, self.modules), why))
+
+
+class _NamedReading:
+    """A graph whose branches do not nest, read in forward order: each layer reads the running tensor, or starts with
+    `from NAME` where it reads another; each join takes the running tensor as `{}` and the others as `{ from NAME }`;
+    `as NAME` follows each statement whose tensor is read out of order. A run of layers that only feeds a join, from
+    a tensor other than the running one, is written inside that join's branch (`{ from stem | maxpool 2 }`). The
+    statements are flat (no module scopes): a block would not see the names around it."""
+
+    def __init__(self, reader: _Reader) -> None:
+        self.reader = reader
+        self.needed: dict[fx.Node, str] = {}
+        self.same: dict[fx.Node, fx.Node] = {}  # a node that writes nothing (a permute the layers say) -> its input
+        self.pending: dict[fx.Node, list] = {}  # a run of layers kept for the branch of the join it feeds
+        self.users: dict[fx.Node, list[fx.Node]] = {}
+
+    def name(self, node: fx.Node) -> str:
+        node = self.same.get(node, node)
+        return self.needed.setdefault(node, _tensor_name(node.name))
+
+    def read(self, start: fx.Node, result: fx.Node) -> list | None:
+        """The statements, or None when a node has no statement here (refused, or read in a way this does not write)."""
+        reader, written = self.reader, []
+        current, live = start, _ancestors(result)
+        for node in reader.nodes:
+            for i in reader.inputs[node] if node in live else []:
+                self.users.setdefault(i, []).append(node)
+        for node in reader.nodes:
+            if node is start or node not in live or node in reader.absorbed:
+                continue
+            statements = self.statements(node, current)
+            if statements is None:
+                return None
+            if node in self.pending:
+                continue  # written in the branch of the join it feeds
+            written.append((node, statements))
+            current = node
+        if self.same.get(current, current) is not self.same.get(result, result):
+            written.append((result, [Op(f"from {self.name(result)}", ())]))
+        out = [Op(f"as {self.needed[start]}", ())] if start in self.needed else []
+        for node, statements in written:
+            out += statements + ([Op(f"as {self.needed[node]}", ())] if node in self.needed else [])
+        return out
+
+    def statements(self, node: fx.Node, current: fx.Node) -> list | None:
+        reader = self.reader
+        inputs, word = reader.inputs[node], reader.join_word(node)
+        running = self.same.get(current, current)
+        if word is not None and len(inputs) >= 2 and not (word in ("add", "mul") and (len(node.args) != 2 or node.kwargs)):
+            branches = [self.pending.pop(i) if i in self.pending else [] if self.same.get(i, i) is running
+                        else [Op(f"from {self.name(i)}", ())] for i in inputs]
+            return [Join(word, branches, ())]
+        if len(inputs) != 1 or word is not None and word != "concat":
+            return None
+        text = _part_slice(node, reader.parts[node]) if node in reader.parts else reader.op_text(node)
+        if text is None:
+            return None
+        source = inputs[0]
+        if source in self.pending:  # the run goes on towards its join
+            start = self.pending.pop(source)
+        else:
+            start = [] if self.same.get(source, source) is running else [Op(f"from {self.name(source)}", ())]
+        if not text or (word == "concat"):  # a permute the layers around it say, a cat of one tensor
+            self.same[node] = self.same.get(source, source)
+            if start and self.feeds_a_join(node):
+                self.pending[node] = start
+            return start
+        weights = str(node.target) if node.op == "call_module" and any(True for _ in reader.modules[node.target].state_dict()) else None
+        if node in reader.scales:
+            weights = str(reader.scales[node].target)
+        out = start + [Op(text, (), weights)]
+        if start and self.feeds_a_join(node):
+            self.pending[node] = out
+        return out
+
+    def feeds_a_join(self, node: fx.Node) -> bool:
+        """Whether the node's tensor goes, through layers each read once, into one join only."""
+        while True:
+            users = self.users.get(node, [])
+            if len(users) != 1:
+                return False
+            user = users[0]
+            if self.reader.join_word(user) is not None and len(self.reader.inputs[user]) >= 2:
+                return True
+            if len(self.reader.inputs[user]) != 1:
+                return False
+            node = user
+
+
+def _tensor_name(name: str) -> str:
+    """fx's node name as a tensor name: `layer1_relu_2`; one that the grammar reads as a keyword gets `_out`."""
+    from archspec.language.joins import JOINS
+
+    return f"{name}_out" if name in JOINS or name in ("shortcut", "repeat", "block", "use", "param", "budget") else name
+
+
+def _ancestors(node: fx.Node) -> set[fx.Node]:
+    """The nodes `node` is computed from, and itself."""
+    seen, stack = {node}, [node]
+    while stack:
+        for parent in stack.pop().all_input_nodes:
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return seen
+
+
+def _part_slice(node: fx.Node, part: tuple[int, int]) -> str:
+    """`x.chunk(n, dim=1)[i]` as the slice of channels it is (torch.chunk's parts: ceil(C/n) channels each)."""
+    index, count = part
+    channels = _shape(node.args[0].args[0])[1]
+    size = -(-channels // count)
+    return f"slice {index * size}:{min(channels, (index + 1) * size)}"
+
+
+def _channel_slice(node: fx.Node) -> str | None:
+    """`x[:, a:b]` (or `x[:, a:b, :, :]`) on a [B, C, H, W] or [B, F] tensor: `slice a:b`; None for other indexing."""
+    if not (node.op == "call_function" and node.target is operator.getitem and _is_tensor(node.args[0])):
+        return None
+    index = node.args[1]
+    if not (isinstance(index, tuple) and len(index) >= 2 and index[0] == slice(None) and isinstance(index[1], slice)):
+        return None
+    if any(i not in (slice(None), Ellipsis) for i in index[2:]) or index[1].step not in (None, 1):
+        return None
+    channels = _shape(node.args[0])[1]
+    first, stop = index[1].start, index[1].stop
+    if not all(v is None or isinstance(v, int) for v in (first, stop)):
+        return None
+    first, stop, _ = slice(first, stop).indices(channels)
+    return f"slice {first}:{stop}" if stop > first else None
 
 
 class _Part(Op):

@@ -20,11 +20,13 @@ from archspec.language.expand import dedupe, parse
 from archspec.language.gcpause import without_gc_pauses
 from archspec.language.lost_size import name_where_size_was_lost
 from archspec.language.measure import set_receptive_fields
+from archspec.language.named import KeepTensor, ReadTensor
 from archspec.language.nodes import BlockCall, Deferred, Invalid, Model, Node, Seq
 from archspec.language.nodes import Join as JoinSpec
 from archspec.language.ops import Input, LayerSpec, RFStep, Shape, fmt_shape
 from archspec.language.sizemap import Constraints, Features
-from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, json_shape, layers, seq_output, stride_of, walk
+from archspec.language.tree import (Branch, Call, CheckedNode, Join, Layer, TensorRead, json_shape, layers, seq_output, stride_of,
+                                    walk)
 
 
 _HTML_ROWS = 300  # a notebook shows this many layers, then a count
@@ -181,6 +183,7 @@ class _Checker:
         self.report = report
         self.sizes = sizes
         self.layers_seen = 0  # `input` must come before every other layer, valid or not
+        self.kept: dict[int, Layer] = {}  # each `as NAME` checked so far, by its number (`ref`)
 
     def emitter(self, node: Any) -> _Emit:
         return _Emit(self.report, node, self.sizes)
@@ -212,6 +215,8 @@ class _Checker:
             return Layer(**where, out_shape=kept, layer=node)
         if isinstance(node, Deferred):
             return self.node(self.resolve(node, x), x, prefix, depth)
+        if isinstance(node, (KeepTensor, ReadTensor)):
+            return self.named_tensor(node, x, where, prefix)
         if isinstance(node, LayerSpec):
             if isinstance(node, Input) and self.layers_seen:
                 self.emitter(node)(codes.INPUT_LAYER, "`input` must be the first layer, and only one", help="remove this line, or move it to the top of the file")
@@ -239,6 +244,19 @@ class _Checker:
             return (x[0].at(0, 0),)
         self.sizes.inexact(f"`{spec.op_name}` after `flatten` needs a condition on C*H'*W', both axes at once")  # type: ignore[union-attr]
         return (None,)
+
+    def named_tensor(self, node: "KeepTensor | ReadTensor", x: Shape | None, where: dict[str, Any], prefix: str) -> Layer:
+        """`as NAME` keeps x (its key: the body's module path and the name, unique in the network); `from NAME`
+        gives the shape kept there (expansion has matched each `from` with its `as`)."""
+        self.layers_seen += 1
+        if isinstance(node, KeepTensor):
+            kept = Layer(**where, out_shape=x, layer=node.model_copy(update={"key": prefix + node.tensor}), rf_step=node.rf(x))
+            self.kept[node.ref] = kept
+            return kept
+        source = self.kept.get(node.ref)
+        key = source.layer.key if source is not None else node.tensor  # type: ignore[union-attr]
+        return TensorRead(**where, out_shape=source.out_shape if source is not None else None,
+                          layer=node.model_copy(update={"key": key}), source=source)
 
     def joined(self, spec: JoinSpec, x: Shape | None, where: dict[str, Any], y: Shape | None, operands: list[Shape | None],
                **fields: Any) -> Branch:

@@ -19,6 +19,7 @@ from archspec.language.binding import Binder, language_form
 from archspec.language.diagnostics import Diagnostic, Reporter, Span, suggest
 from archspec.language.files import Unreadable, display_path, read_arch_file, resolved_path, source_text, use_base
 from archspec.language.joins import JOINS
+from archspec.language import named
 from archspec.language.nodes import BlockCall, Deferred, Invalid, Join, Model, Node, Seq, SweepParam, Trace, Value
 from archspec.language.ops import OPS, resolve_op_name
 from archspec.language.gcpause import without_gc_pauses
@@ -94,6 +95,7 @@ class _Builder(Interpreter):
         self.values = Evaluator(self.report)
         self.binder = Binder(self.report, self.values)
         self.scope = _Scope("", {}, (), _Namer())  # set by `statements` for the statements it expands
+        self.scopes = named.Scopes(Tree("start", []))  # the names `as` gives (parse() sets the file's tree)
 
     def grow(self, count: int, span: Span, trace: Trace, what: str = "") -> None:
         """Count `count` more nodes; past MAX_LAYERS stop the expansion, naming the number it would reach."""
@@ -145,8 +147,9 @@ class _Builder(Interpreter):
     def define(self, stmt: Tree, path: str) -> None:
         name_tok, params_tree, body = stmt.children
         span = token_span(name_tok, path)
-        if str(name_tok) in OPS:
-            self.error(codes.UNDEFINED_NAME, f"block `{name_tok}` has the name of an op", span, (), help="rename the block")
+        if str(name_tok) in OPS or str(name_tok) in named.WORDS:
+            what = "an op" if str(name_tok) in OPS else "a word of the language"
+            self.error(codes.UNDEFINED_NAME, f"block `{name_tok}` has the name of {what}", span, (), help="rename the block")
             return
         if str(name_tok) in self.blocks:
             prev = self.blocks[str(name_tok)].span
@@ -227,7 +230,11 @@ class _Builder(Interpreter):
                 self.error(codes.UNDEFINED_NAME if s.data == "block_def" else codes.IMPORT_ERROR, f"`{s.data.split('_')[0]}` is only allowed at the top level of a file",
                            tree_span(s, path), trace)
         stmts = [s for s in stmts if s.data not in ("block_def", "use")]
-        return Seq(self.statements(stmts, path, env, trace, _Namer()))
+        self.scopes.open()  # a body's names are its own (and those of the bodies inside it)
+        try:
+            return Seq(self.statements(stmts, path, env, trace, _Namer()))
+        finally:
+            self.scopes.close()
 
     # ---- one method per statement rule (the grammar has no other statement)
 
@@ -333,6 +340,8 @@ class _Builder(Interpreter):
         op_tok, *arg_trees = stmt.children
         span = tree_span(stmt, path)
         op = str(op_tok)
+        if op in named.WORDS:
+            return self.named_tensor(op_tok, arg_trees, span, path, trace, namer)
         cls = OPS.get(op)
         if cls is None:
             if op in self.blocks:
@@ -374,6 +383,32 @@ class _Builder(Interpreter):
                 self.report.diags = saved
 
         return Deferred(op, tree_span(stmt, path), {str(t): token_span(t, path) for t in reads}, resolve, trace, name)
+
+    def named_tensor(self, word: Token, arg_trees: list[Tree], span: Span, path: str, trace: Trace, namer: _Namer) -> Node:
+        """`as NAME` (name the running tensor) or `from NAME` (read a named one): see language/named.py."""
+        op = str(word)
+        example = "as stage1" if op == named.KEEP_WORD else "from stem"
+        written = arg_trees[0] if len(arg_trees) == 1 else None
+        if written is None or written.data != "word" or not str(written.children[0]).isidentifier():
+            where = tree_span(written, path) if written is not None else token_span(word, path)
+            what = ("needs the name of a tensor" if not arg_trees else
+                    "takes one name" if len(arg_trees) > 1 else
+                    f"takes a name (letters, digits and `_`), not `{self.source_text(where)}`")
+            self.error(codes.MISSING_ARGUMENT if not arg_trees else codes.INVALID_VALUE, f"`{op}` {what}", where, trace,
+                       help=f"e.g. `{example}`")
+            return Invalid(op, span, trace, namer(op))
+        tok = written.children[0]
+        tensor, where = str(tok), token_span(tok, path)
+        if op == named.KEEP_WORD:
+            found, problem = self.scopes.define(tensor, where)
+        else:
+            found, problem = self.scopes.read(tensor, where)
+        if problem is not None or found is None:
+            assert problem is not None
+            self.error(problem.code, problem.message, where, trace, help=problem.help, notes=problem.notes)
+            return Invalid(op, span, trace, namer(op))
+        spec = named.KeepTensor if op == named.KEEP_WORD else named.ReadTensor
+        return spec(op=op, tensor=tensor, ref=found.ref, span=span, trace=trace, name=namer(op))
 
     # ---- blocks
 
@@ -463,7 +498,11 @@ class _Builder(Interpreter):
                 before = self.expanded
                 self.grow(1, span, trace)
                 inner = trace + ((name, span),)
-                body = self.body(block.body, block.path, bound, inner)
+                self.scopes.open(barrier=block.body)  # a block sees only the names its own body gives
+                try:
+                    body = self.body(block.body, block.path, bound, inner)
+                finally:
+                    self.scopes.close()
                 nodes.append(BlockCall(name, dict(bound), body, span, block.span, trace, namer(name)))
                 if i == 0:  # refuse before making the other copies: one call's size is known now
                     self.refuse_past(before + (self.expanded - before) * times, span, trace, f"`{name}(...) * {times}`")
@@ -505,6 +544,7 @@ def parse(text: str, path: str = "<string>") -> Model:
     if tree is None:
         return Model(path, Seq(), sources, diagnostics)
     builder.loading.append(resolved_path(path))
+    builder.scopes = named.Scopes(tree)
     budgets, params = [], {}
     try:
         stmts = builder.collect_defs(tree, path, top_level=True)

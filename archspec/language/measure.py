@@ -14,7 +14,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from archspec.language.ops import base
-from archspec.language.tree import Branch, Call, CheckedNode, Layer, Visitor
+from archspec.language.tree import Branch, Call, CheckedNode, Layer, TensorRead, Visitor
 
 if TYPE_CHECKING:
     from archspec.language.ops.base import Shape
@@ -89,6 +89,9 @@ class _ReceptiveFields(Visitor[Any]):
         return state
 
     def visit_layer(self, node: Layer, state: RF | None) -> RF | None:
+        if isinstance(node, TensorRead):  # `from NAME`: what the tensor saw where it was named
+            node.rf = node.source.rf if node.source is not None else None
+            return node.rf
         node.rf = None if state is None or node.rf_step is None else rf_step(state, *node.rf_step)
         return node.rf
 

@@ -102,6 +102,13 @@ class Layer(CheckedNode):
 
 
 @dataclass(eq=False)
+class TensorRead(Layer):
+    """`from NAME`: a layer whose output is the tensor kept at `source` (its `as NAME`), not a function of its input."""
+
+    source: "Layer | None" = None
+
+
+@dataclass(eq=False)
 class Join(CheckedNode):
     """The end of a join (a residual's add, a concat): several inputs, one output."""
 

@@ -169,6 +169,10 @@ class _Argument(_Expression):
     def braced(self, tree: Tree) -> Value:
         return self.evaluator.expr(tree.children[0], self.path, self.env, self.trace)
 
+    def range(self, tree: Tree) -> Value:
+        """`0:64` (`slice`): a pair of channel numbers, each end an argument."""
+        return tuple(self.evaluator.value(end, self.path, self.env, self.trace) for end in tree.children)
+
     def neg(self, tree: Tree) -> Value:
         return self.evaluator.expr(tree, self.path, self.env, self.trace)
 

@@ -23,7 +23,8 @@ from archspec.language.files import Unreadable, read_arch_file
 from archspec.language.pipeline import checked
 from archspec.language.ops import OPS, Input, fmt_shape, value_text
 from archspec.language.joins import JOINS
-from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, Visitor, layers, walk
+from archspec.language.named import READ_WORD, KeepTensor
+from archspec.language.tree import Branch, Call, CheckedNode, Join, Layer, TensorRead, Visitor, layers, walk
 
 # A document that is not a file on disk (an untitled buffer): `use` paths resolve from the cwd.
 UNSAVED = "<string>"
@@ -33,6 +34,8 @@ KEYWORDS = {
     "repeat": "repeat N { ... }: the body N times",
     "use": 'use "file.arch": brings in the block definitions of another file',
     "param": "param NAME = VALUE: a value `archspec sweep` may vary; the file checks and trains with VALUE",
+    "as": "as NAME: names the running tensor, so that a later `from NAME` can read it",
+    "from": "from NAME: starts from the tensor named with `as NAME`, in place of the running one (a skip from an earlier stage)",
 }
 
 
@@ -355,6 +358,9 @@ def complete(a: Analysis, line_text: str, column: int) -> list[Completion]:
     if not words or (len(words) == 1 and not segment.endswith(" ")):
         return _first_words(a)
     head = words[0].split("(")[0]
+    if head == READ_WORD:  # `from ` + the names given in the file (the checker says which are seen where)
+        names = dict.fromkeys(r.layer.tensor for r in a.tree.rows if isinstance(r.layer, KeepTensor))
+        return [Completion(n, "parameter", f"as {n}", f"the tensor named with `as {n}`") for n in names]
     if head in OPS:
         return _op_arguments(head)
     block = next((b for b in a.blocks if b.name == head), None)
@@ -422,6 +428,9 @@ def definition(a: Analysis, line: int, column: int, line_text: str) -> tuple[str
     if word is None:
         return None
     for node in nodes_at(a, line, column):
+        if isinstance(node, TensorRead) and node.source is not None and node.source.span is not None:
+            s = node.source.span  # `from NAME`: the `as NAME` that gives it
+            return (str(Path(s.path).resolve()), s.line - 1, s.column - 1, s.end_line - 1, s.end_column - 1)
         if isinstance(node, Call) and node.block == word and node.def_span is not None:
             s = node.def_span
             return (str(Path(s.path).resolve()), s.line - 1, s.column - 1, s.end_line - 1, s.end_column - 1)

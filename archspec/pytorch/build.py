@@ -21,6 +21,7 @@ from archspec.language.nodes import Model
 from archspec.language.ops import Input, TorchCall
 from archspec.language.tree import Branch, Call, CheckedNode, Layer, Visitor
 from archspec.pytorch import layers, runtime
+from archspec.pytorch.layers import Keep
 
 
 class Net(nn.Sequential):
@@ -36,8 +37,12 @@ class Net(nn.Sequential):
         self.init_hints = init_hints
 
     def forward(self, x: torch.Tensor) -> Any:
-        # In training, with `aux` heads: a namedtuple (logits, aux_logits...) as torchvision's GoogLeNet gives.
-        return runtime.Aux.outputs(self, super().forward(x))
+        Keep.share(self)  # `as NAME` / `from NAME`: one dict of named tensors for this forward
+        try:
+            # In training, with `aux` heads: a namedtuple (logits, aux_logits...) as torchvision's GoogLeNet gives.
+            return runtime.Aux.outputs(self, super().forward(x))
+        finally:
+            Keep.release(self)
 
 
 class _ModuleBuilder(Visitor[nn.Module]):

@@ -119,6 +119,9 @@ def _init_and_forward(report: CheckReport, writer: _SourceWriter) -> tuple[list[
             init.append(comment)
         init.append(f"self.{node.name} = {writer.visit(node, 8)}")
         forward.append(f"x = self.{node.name}(x)  # {fmt_shape(node.out_shape)}")
+    if ("layers", "Keep") in writer.layer_classes:  # `as NAME`: one dict of named tensors per forward, emptied after it
+        forward.insert(0, "Keep.share(self)")
+        forward.append("Keep.release(self)")
     return init, forward
 
 

@@ -36,3 +36,53 @@ class PointwiseLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(x.permute(0, 2, 3, 1), self.weight, self.bias).permute(0, 3, 1, 2)
+
+
+class Keep(nn.Module):
+    """`as NAME`: the identity, keeping the running tensor under `key` for the `from NAME` layers after it (`Read`).
+    At the start of each forward the network gives all its Keep and Read layers one dict (`Keep.share`: done per
+    forward, as torch.export swaps module attributes for copies), and empties it at the end (`Keep.release`), so no
+    tensor outlives the forward that made it."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+        self.tensors: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.tensors[self.key] = x
+        return x
+
+    @staticmethod
+    def share(net: nn.Module) -> None:
+        """One dict of kept tensors for the whole network."""
+        tensors: dict[str, torch.Tensor] = {}
+        for module in net.modules():
+            if isinstance(module, Keep):
+                module.tensors = tensors
+
+    @staticmethod
+    def release(net: nn.Module) -> None:
+        """Forget the tensors kept during a forward (they would hold their memory until the next one)."""
+        for module in net.modules():
+            if isinstance(module, Keep):
+                module.tensors.clear()
+                return
+
+
+class Read(Keep):
+    """`from NAME`: the tensor `as NAME` kept (under `key`), in place of its input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tensors[self.key]
+
+
+class ChannelSlice(nn.Module):
+    """Channels start to stop-1 of the input, x[:, start:stop] (DPN's and GhostNet's cuts)."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        super().__init__()
+        self.start, self.stop = start, stop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, self.start:self.stop]

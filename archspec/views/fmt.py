@@ -480,6 +480,9 @@ class _ExprText(Transformer):
         key, value = children
         return _Text(f"{key}={value.text}", 9)
 
+    def range(self, children: list[_Text]) -> _Text:  # `slice 0:64`
+        return _Text(":".join(end.text for end in children), 9)
+
 
 _COMPACT, _SPACED = _ExprText(compact=True), _ExprText(compact=False)
 

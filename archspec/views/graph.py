@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 from archspec.language.check import CheckReport
 from archspec.language.pipeline import CheckOptions, checked
 from archspec.language.errors import ArchspecError, UsageError
+from archspec.language.named import KeepTensor
 from archspec.language.nodes import Model
 from archspec.language.ops import Input, fmt_shape, value_text
-from archspec.language.tree import Branch, Call, CheckedNode, Layer, Visitor
+from archspec.language.tree import Branch, Call, CheckedNode, Layer, TensorRead, Visitor
 from archspec.views.display import DotGraph, RenderedGraph
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ RENDER_FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf"}
 INSTALL_HELP = ("install graphviz's `dot`: `apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` (macOS), "
                 "`conda install graphviz`; or write DOT text with `-o model.dot` and render it elsewhere")
 
+_READ = "|from|"  # in a tail: the named point's node id, then the name (`from NAME` draws no box of its own)
 _FILL = {"input": "#e2f0d9", "learnable": "#dbe9f6", "activation": "#fdeada", "other": "#f2f2f2"}
 
 
@@ -59,6 +61,7 @@ class _Builder(Visitor["str | None"]):
         self.report = report
         self.next_id = 0
         self.edges: list[tuple[str, str, dict[str, str]]] = []
+        self.named: dict[str, str | None] = {}  # each `as NAME` (by its key): the graph node that gives its tensor
         title = f"{report.path}: {fmt_shape(report.input_shape)} -> {fmt_shape(report.output_shape)}, {report.params:,} params"
         self.dot = graphviz.Digraph(
             "archspec",
@@ -74,6 +77,9 @@ class _Builder(Visitor["str | None"]):
         return f"n{self.next_id - 1}"
 
     def edge(self, tail: str | None, head: str, **attrs: str) -> None:
+        if tail is not None and _READ in tail:  # the first edge after `from NAME`: from the named point, labelled
+            tail, name = tail.split(_READ)
+            attrs = {**attrs, "label": f"from {name}", "color": "#3465a4", "fontcolor": "#3465a4"}
         if tail is not None:
             self.edges.append((tail, head, attrs))
 
@@ -91,8 +97,14 @@ class _Builder(Visitor["str | None"]):
                    color="#999999", fontname="Helvetica", fontsize="10")
             return self.seq(c, node.body, tail, dashed)
 
-    def visit_layer(self, node: Layer, g: "graphviz.Digraph", tail: str | None, dashed: bool, owner: str) -> str:
+    def visit_layer(self, node: Layer, g: "graphviz.Digraph", tail: str | None, dashed: bool, owner: str) -> str | None:
         layer = node.layer
+        if isinstance(layer, KeepTensor):  # no box: the name goes on the edges of the `from`s that read it
+            self.named[layer.key] = tail.split(_READ)[0] if tail is not None else None
+            return tail
+        if isinstance(node, TensorRead):  # the sequence goes on from the named point
+            source = self.named.get(node.source.layer.key) if node.source is not None else None  # type: ignore[union-attr]
+            return f"{source}{_READ}{layer.describe()}" if source is not None else None  # type: ignore[union-attr]
         kind = ("input" if isinstance(layer, Input) else "learnable" if node.params else
                 "activation" if layer.is_activation else "other")  # type: ignore[union-attr]
         nid = self.new_id()
@@ -131,7 +143,7 @@ class _Builder(Visitor["str | None"]):
                     # (a projection's conv1/bn1 would read as the body's own)
                     self.edge(self.seq(c, b, tail, dashed=True, owner="shortcut."), join, style="dashed")
                     continue
-                if b and isinstance(b[0], Layer):
+                if b and isinstance(b[0], Layer) and not isinstance(b[0], TensorRead):
                     firsts.append(f"n{self.next_id}")
                 self.edge(self.seq(c, b, tail), join)
             if node.identity:  # the skip edge straight from the input

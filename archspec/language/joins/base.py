@@ -183,7 +183,9 @@ class JoinKind:
         return " + ".join(f"branch{i + 1}" for i in range(len(node.branches)))
 
     def explain_lines(self, node: Branch) -> list[str]:
-        return [f"each branch gets the same input {fmt_shape(node.in_shape)}"]
+        reads = [f"branch {i + 1}" for i, b in enumerate(node.branches) if b and getattr(b[0], "op", "") == "from"]
+        also = f" ({' and '.join(reads)} {'starts' if len(reads) == 1 else 'start'} from a named tensor instead)" if reads else ""
+        return [f"each branch gets the same input {fmt_shape(node.in_shape)}{also}"]
 
     def explain_after(self, node: Branch) -> list[str]:
         """The join's arithmetic, after its branches (only when the network checks)."""
