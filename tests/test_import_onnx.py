@@ -59,7 +59,7 @@ def _relative(got: torch.Tensor, want: np.ndarray) -> float:
     return float(np.abs(got.detach().numpy() - want).max() / np.abs(want).max())
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "squeezenet1_1"])
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "squeezenet1_1", "shufflenet_v2_x0_5"])
 def test_torchvision_onnx_imports_to_onnxruntime_outputs(name: str, tmp_path: Path) -> None:
     """torch.onnx.export with its defaults (batch norms fused into the convs) -> import -> outputs as onnxruntime's."""
     torch.manual_seed(0)
@@ -161,3 +161,59 @@ def test_without_onnx_installed_one_line_says_how_to_install(tmp_path: Path) -> 
     assert run.returncode != 0 and run.stderr == (
         "error: `archspec import MODEL.onnx` needs onnx, which is not installed\n"
         "help: install the extras: pip install 'archspec-cnn[torch,onnx]'\n")
+
+
+def _operators_graph(path: Path) -> None:
+    """One graph through the rarer operators: Pad+Conv, Clip, x*HardSigmoid(x), ConvTranspose, Resize,
+    Split and Concat, MaxPool, AveragePool, a [C,1,1] scale, GlobalAveragePool, Flatten, Gemm, MatMul+Add."""
+    rng = np.random.default_rng(0)
+
+    def const(name: str, *shape: int) -> Any:
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+    n = helper.make_node
+    nodes = [
+        n("Pad", ["x", "pads"], ["p"], name="stem/Pad"),
+        n("Conv", ["p", "w1", "b1"], ["c"], name="stem/Conv", kernel_shape=[3, 3]),
+        n("Clip", ["c", "lo", "hi"], ["r6"], name="stem/Clip"),
+        n("HardSigmoid", ["r6"], ["hs"], name="act/HardSigmoid", alpha=1 / 6, beta=0.5),
+        n("Mul", ["r6", "hs"], ["hw"], name="act/Mul"),
+        n("ConvTranspose", ["hw", "w2"], ["up"], name="up/ConvTranspose", kernel_shape=[2, 2], strides=[2, 2]),
+        n("Resize", ["up", "", "scales"], ["big"], name="up/Resize", mode="nearest",
+          coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+        n("Split", ["big", "halves"], ["h0", "h1"], name="mix/Split", axis=1),
+        n("Relu", ["h0"], ["a0"], name="mix/Relu"),
+        n("Sigmoid", ["h1"], ["a1"], name="mix/Sigmoid"),
+        n("Concat", ["a0", "a1"], ["cat"], name="mix/Concat", axis=1),
+        n("MaxPool", ["cat"], ["mp"], name="pool/MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
+        n("AveragePool", ["mp"], ["ap"], name="pool/AveragePool", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        n("Mul", ["ap", "gamma"], ["ls"], name="scale/Mul"),
+        n("GlobalAveragePool", ["ls"], ["g"], name="head/GlobalAveragePool"),
+        n("Flatten", ["g"], ["f"], name="head/Flatten"),
+        n("Gemm", ["f", "w3", "b3"], ["l1"], name="head/Gemm", transB=1),
+        n("MatMul", ["l1", "w4"], ["l2"], name="head/MatMul"),
+        n("Add", ["l2", "b4"], ["y"], name="head/Add"),
+    ]
+    inits = [numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"),
+             const("w1", 8, 3, 3, 3), const("b1", 8), numpy_helper.from_array(np.array(0, np.float32), "lo"),
+             numpy_helper.from_array(np.array(6, np.float32), "hi"), const("w2", 8, 4, 2, 2),
+             numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+             numpy_helper.from_array(np.array([2, 2], np.int64), "halves"), const("gamma", 4, 1, 1),
+             const("w3", 6, 4), const("b3", 6), const("w4", 6, 3), const("b4", 3)]
+    graph = helper.make_graph(nodes, "ops", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 3])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_rarer_operators_read_as_their_layers_and_match_onnxruntime(tmp_path: Path) -> None:
+    _operators_graph(tmp_path / "ops.onnx")
+    text, net = _imported(tmp_path / "ops.onnx", tmp_path)
+    body = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert body == ["input 3x8x8",
+                    "conv 8 k3 p1 | relu6 | hardswish",
+                    "convtranspose 4 k2 s2 nobias | upsample 2",
+                    "split { relu } { sigmoid }",
+                    "maxpool 2 | avgpool 3 s1 p1 noinclude | layerscale | gap | flatten",
+                    "linear 6",
+                    "linear 3"]
+    x = torch.randn(2, 3, 8, 8)
+    assert _relative(net(x), _onnxruntime(tmp_path / "ops.onnx", x.numpy())) <= TOLERANCE

@@ -10,8 +10,9 @@ exported from torch reads back with its blocks; a graph without them reads back 
 
 A few ONNX idioms are read as the one layer they stand for: `Mul(x, Sigmoid(x))` is `silu`,
 `Mul(x, HardSigmoid(x))` `hardswish`, `MatMul` then `Add` of a constant a `linear`, a `Reshape` or
-`Squeeze` to `[B, F]` a `flatten`, a zero `Pad` before a `Conv` that conv's padding, and `Slice`s
-that cut the channels into equal parts the parts of `Tensor.chunk`.
+`Squeeze` to `[B, F]` a `flatten`, a zero `Pad` before a `Conv` that conv's padding, `Slice`s
+that cut the channels into equal parts the parts of `Tensor.chunk`, and Reshape, Transpose, Reshape
+back ShuffleNet's `channelshuffle`.
 """
 from __future__ import annotations
 
@@ -353,10 +354,12 @@ class _Lifter:
     def _convtranspose(self, node: Any) -> None:
         a = self.attrs(node)
         w, b = self.const(node.input[1]), self.const(node.input[2]) if len(node.input) > 2 else None
-        auto = a.get("auto_pad", b"NOTSET")
-        if w is None or w.ndim != 4 or "output_shape" in a or auto not in (b"NOTSET", "NOTSET"):
-            self.unreadable(node, self.network_inputs(node), "a weight computed in the graph, output_shape or auto_pad" if w is not None
-                            else "a weight computed in the graph")
+        if w is None or w.ndim != 4:
+            self.unreadable(node, self.network_inputs(node), "a weight computed in the graph" if w is None
+                            else f"a {w.ndim - 2}-D transposed convolution (the language's are 2-D)")
+            return
+        if "output_shape" in a or _text(a.get("auto_pad", b"NOTSET")) != "NOTSET":
+            self.unreadable(node, [node.input[0]], "output_shape or auto_pad (the language's convtranspose is given its padding)")
             return
         pads = list(a.get("pads", [0, 0, 0, 0]))
         if pads[:2] != pads[2:]:
@@ -498,7 +501,25 @@ class _Lifter:
             shape = tuple(value.reshape(_reshape_dims(value.shape, target, self.attrs(node).get("allowzero", 0))).shape)
         except (RuntimeError, TypeError, ValueError):
             shape = None
-        self.reshaped(node, value, shape)
+        if not self.channel_shuffle(node, value, shape):
+            self.reshaped(node, value, shape)
+
+    def channel_shuffle(self, node: Any, value: torch.Tensor, shape: tuple[int, ...] | None) -> bool:
+        """ShuffleNet's Reshape to [B, g, C/g, H, W], Transpose(0, 2, 1, 3, 4), Reshape back: `channelshuffle g`."""
+        if shape is None or len(shape) != 5 or value.dim() != 4 or shape[1] * shape[2] != value.shape[1]:
+            return False
+        swap = self.only_user(node, "Transpose")
+        back = self.only_user(swap, "Reshape") if swap is not None and list(self.attrs(swap).get("perm", [])) == [0, 2, 1, 3, 4] else None
+        target = self.const(back.input[1]) if back is not None else None
+        if target is None or [int(d) if d > 0 else n for d, n in zip(np.ravel(target), value.shape)] != list(value.shape):
+            return False
+        self.absorbed.update({id(swap), id(back)})
+        self.emit(node, nn.ChannelShuffle(shape[1]), node.input[0], back.output[0])
+        return True
+
+    def only_user(self, node: Any, op_type: str) -> Any:
+        users = self.users.get(node.output[0], [])
+        return users[0] if len(users) == 1 and users[0] is not None and users[0].op_type == op_type else None
 
     def _squeeze(self, node: Any) -> None:
         value = self.network(node.input[0])[1]
@@ -540,10 +561,9 @@ class _Lifter:
         self.linear(node, w.T, None if bias is None else np.broadcast_to(bias, (w.shape[1],)), node.input[0], output)
 
     def bias_add(self, node: Any) -> Any:
-        users = self.users.get(node.output[0], [])
-        if len(users) != 1 or users[0] is None or users[0].op_type != "Add":
+        add = self.only_user(node, "Add")
+        if add is None:
             return None
-        add = users[0]
         other = next((n for n in add.input if n != node.output[0]), None)
         value = self.const(other) if other else None
         return add if value is not None and value.size == self.const(node.input[1]).shape[1] else None
