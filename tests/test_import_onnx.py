@@ -79,12 +79,15 @@ def _layers(net: torch.nn.Module) -> list[tuple[str | None, list[tuple[int, ...]
             for m in net.modules() if not list(m.children()) and m.state_dict()]
 
 
-@pytest.mark.parametrize("example", ["lenet.arch", "resnet18_cifar.arch", "mobilenet_v2.arch"])
-def test_exported_arch_reads_back_to_the_same_network(example: str, tmp_path: Path) -> None:
-    """`archspec export` keeps the layers (no batch-norm fusion): the same layers, parameters and outputs come back."""
+@pytest.mark.parametrize("example,blocks", [("lenet.arch", []), ("resnet18_cifar.arch", ["basic", "stage"]),
+                                            ("mobilenet_v2.arch", ["inverted"])])
+def test_exported_arch_reads_back_to_the_same_network(example: str, blocks: list[str], tmp_path: Path) -> None:
+    """`archspec export` keeps the layers (no batch-norm fusion): the same layers, parameters and outputs come
+    back, and the blocks under their names (a block call is a module named after it)."""
     src = source_from_arch(ROOT / "examples" / example, seed=0)
     export_onnx(src, tmp_path / "m.onnx")
     text, net = _imported(tmp_path / "m.onnx", tmp_path)
+    assert all(f"\nblock {name}(" in text for name in blocks), text
     original = src.model.eval()
     assert _layers(net) == _layers(original)
     options = CheckOptions(classes=None)

@@ -22,6 +22,7 @@ import operator
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,9 @@ class _Lifter:
         self.values: dict[str, tuple[fx.Node, torch.Tensor]] = {}
         self.lost: set[str] = set()
         self.absorbed: set[int] = set()  # id() of nodes read as part of another (the sigmoid of a silu)
-        self.pads: dict[str, tuple[Any, str, tuple[int, int]]] = {}  # a Pad's output -> (node, its input, (ph, pw))
+        # Outputs whose node is read with the next ones (a zero Pad with the conv after it, a channel shuffle's
+        # Reshape and Transpose with the Reshape back): lifted there, or refused if something else reads them.
+        self.pending: dict[str, _Pending] = {}
         self.chunks: dict[tuple[str, int], fx.Node] = {}
         self.inferred: dict[str, list[int | None]] | None = None
         self.names: set[str] = set()
@@ -134,10 +137,16 @@ class _Lifter:
         for node in self.nodes:
             if id(node) not in self.absorbed:
                 self.lift(node)
+        if self.output in self.pending:
+            self.network(self.output)  # a Pad at the very end: refused there
         if self.output in self.lost or self.output not in self.values:
             from archspec.importers.api import ImportRefused
 
-            raise ImportRefused(self.refusals_so_far())
+            refusals = self.refusals_so_far()
+            if not refusals:
+                raise ArchspecError(f"the model's output `{self.output}` is not computed from its input",
+                                    "archspec imports a network whose output is computed from its one input")
+            raise ImportRefused(refusals)
         self.graph.output(self.values[self.output][0])
         return fx.GraphModule(self.root, self.graph)
 
@@ -159,15 +168,15 @@ class _Lifter:
 
     def network(self, name: str) -> tuple[fx.Node, torch.Tensor]:
         """A tensor the network computes; a pending Pad that no conv took is refused here."""
-        if name in self.pads and name not in self.values:
-            pad, source, _ = self.pads[name]
-            self.unreadable(pad, [source], "a Pad the language can write only as a conv's padding (zeros, the same on each side)")
+        if name in self.pending and name not in self.values:
+            pending = self.pending.pop(name)
+            self.unreadable(pending.node, [pending.source], pending.why)
         if name in self.lost:
             raise _Lost(name)
         return self.values[name]
 
     def is_network(self, name: str) -> bool:
-        return bool(name) and (name in self.values or name in self.pads or name in self.lost)
+        return bool(name) and (name in self.values or name in self.pending or name in self.lost)
 
     # --- lifting ---------------------------------------------------------------------------------------
 
@@ -293,13 +302,19 @@ class _Lifter:
 
     def scopes(self, node: Any, layer: bool) -> dict[str, tuple[str, Any]]:
         """fx's nn_module_stack from torch.onnx's metadata: the modules around the node (and the layer itself)."""
-        meta = {p.key: p.value for p in node.metadata_props}
+        meta = _metadata(node)
+        if "pkg.torch.onnx.name_scopes" not in meta:  # a node an optimiser made (a Split from two Slices): its reader's
+            user = next((u for o in node.output for u in self.users.get(o, []) if u is not None
+                         and "pkg.torch.onnx.name_scopes" in _metadata(u)), None)
+            meta = _metadata(user) if user is not None else meta
         try:
             paths = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
             classes = ast.literal_eval(meta.get("pkg.torch.onnx.class_hierarchy", "[]"))
         except (ValueError, SyntaxError):
             paths, classes = [], []
         stack = [(p, c) for p, c in zip(paths[1:-1], classes[1:-1]) if isinstance(p, str) and isinstance(c, str)]
+        if classes[:1] == [_ARCHSPEC_NET]:
+            stack = [(p, _block_call(p, c)) for p, c in stack]
         if layer and not (stack and _is_layer_class(stack[-1][1])):
             stack.append((node.name, node.op_type))  # the reader drops a layer's own entry
         return {f"{i}:{p}": (p, _resolved(c)) for i, (p, c) in enumerate(stack)}
@@ -339,8 +354,9 @@ class _Lifter:
             return
         strides, dilations = list(a.get("strides", [1, 1])), list(a.get("dilations", [1, 1]))
         extra = (0, 0)
-        if source in self.pads and source not in self.values:  # Pad then Conv: the conv's padding
-            _, source, extra = self.pads[source]
+        if source in self.pending and self.pending[source].kind == "pad":  # Pad then Conv: the conv's padding
+            pending = self.pending[source]
+            source, extra = pending.source, pending.detail
         pads = self.spatial_pads(node, source, w.shape[2:], strides, dilations)
         if isinstance(pads, str):
             self.unreadable(node, [source], pads)
@@ -495,27 +511,34 @@ class _Lifter:
             self.emit(node, nn.Flatten(), node.input[0])
 
     def _reshape(self, node: Any) -> None:
-        value = self.network(node.input[0])[1]
-        target = self.const(node.input[1])
+        source = node.input[0]
+        pending = self.pending.get(source)
+        value = pending.detail[1] if pending is not None and pending.kind == "swapped" else self.network(source)[1]
         try:
-            shape = tuple(value.reshape(_reshape_dims(value.shape, target, self.attrs(node).get("allowzero", 0))).shape)
+            shape = tuple(value.reshape(_reshape_dims(value.shape, self.const(node.input[1]), self.attrs(node).get("allowzero", 0))).shape)
         except (RuntimeError, TypeError, ValueError):
             shape = None
-        if not self.channel_shuffle(node, value, shape):
-            self.reshaped(node, value, shape)
+        if pending is not None and pending.kind == "swapped":
+            groups, _, origin = pending.detail
+            if shape == tuple(self.network(origin)[1].shape):  # ShuffleNet's reshape back: the whole shuffle is one layer
+                del self.pending[source]
+                self.emit(node, nn.ChannelShuffle(groups), origin)
+                return
+            value = self.network(source)[1]
+        if shape is not None and len(shape) == 5 and value.dim() == 4 and shape[1] * shape[2] == value.shape[1]:
+            why = f"a reshape to {list(shape)} that is not a channel shuffle (the language's `channelshuffle`)"
+            self.pending[node.output[0]] = _Pending("grouped", node, source, (shape[1], value.reshape(shape), source), why)
+            return
+        self.reshaped(node, value, shape)
 
-    def channel_shuffle(self, node: Any, value: torch.Tensor, shape: tuple[int, ...] | None) -> bool:
-        """ShuffleNet's Reshape to [B, g, C/g, H, W], Transpose(0, 2, 1, 3, 4), Reshape back: `channelshuffle g`."""
-        if shape is None or len(shape) != 5 or value.dim() != 4 or shape[1] * shape[2] != value.shape[1]:
-            return False
-        swap = self.only_user(node, "Transpose")
-        back = self.only_user(swap, "Reshape") if swap is not None and list(self.attrs(swap).get("perm", [])) == [0, 2, 1, 3, 4] else None
-        target = self.const(back.input[1]) if back is not None else None
-        if target is None or [int(d) if d > 0 else n for d, n in zip(np.ravel(target), value.shape)] != list(value.shape):
-            return False
-        self.absorbed.update({id(swap), id(back)})
-        self.emit(node, nn.ChannelShuffle(shape[1]), node.input[0], back.output[0])
-        return True
+    def _transpose(self, node: Any) -> None:
+        pending = self.pending.get(node.input[0])
+        if pending is not None and pending.kind == "grouped" and list(self.attrs(node).get("perm", [])) == [0, 2, 1, 3, 4]:
+            groups, grouped, origin = pending.detail
+            self.pending[node.output[0]] = _Pending("swapped", node, node.input[0], (groups, grouped.transpose(1, 2), origin),
+                                                    "a transpose that is not a channel shuffle (the language's `channelshuffle`)")
+            return
+        self.unreadable(node, [node.input[0]], "")
 
     def only_user(self, node: Any, op_type: str) -> Any:
         users = self.users.get(node.output[0], [])
@@ -692,9 +715,24 @@ class _Lifter:
         pads = None if pads is None else [int(p) for p in np.ravel(pads)]
         if (mode == "constant" and fill is not None and not np.any(fill) and value.dim() == 4 and pads is not None
                 and len(pads) == 8 and pads[:2] == pads[4:6] == [0, 0] and pads[2:4] == pads[6:8]):
-            self.pads[node.output[0]] = (node, node.input[0], (pads[2], pads[3]))  # for the conv that reads it
+            self.pending[node.output[0]] = _Pending("pad", node, node.input[0], (pads[2], pads[3]), _PAD)
             return
-        self.unreadable(node, [node.input[0]], "a Pad the language can write only as a conv's padding (zeros, the same on each side)")
+        self.unreadable(node, [node.input[0]], _PAD)
+
+
+_PAD = "a Pad the language can write only as a conv's padding (zeros, the same on each side)"
+
+
+@dataclass
+class _Pending:
+    """A node read together with the ones after it: `pad` (detail: (ph, pw)), or a channel shuffle's
+    `grouped` Reshape and `swapped` Transpose (detail: (groups, the example tensor, the shuffled input))."""
+
+    kind: str
+    node: Any
+    source: str
+    detail: Any
+    why: str
 
 
 class _OnnxReader(GraphReader):
@@ -774,6 +812,10 @@ def _resize_factor(node: Any, a: dict, value: torch.Tensor, const: Callable, ops
     return int(factors[0]), ""
 
 
+def _metadata(node: Any) -> dict[str, str]:
+    return {p.key: p.value for p in node.metadata_props}
+
+
 def _operator(node: Any) -> str:
     """The operator as a refusal names it: `Elu`, or `com.example.Frobnicate` outside the standard's domain."""
     return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
@@ -802,6 +844,20 @@ def _load(layer: nn.Module, weight: np.ndarray, bias: np.ndarray | None) -> None
 
 def _is_torch_hardsigmoid(a: dict) -> bool:
     return math.isclose(a.get("alpha", 0.2), 1 / 6, rel_tol=1e-6) and math.isclose(a.get("beta", 0.5), 0.5)
+
+
+_ARCHSPEC_NET = "archspec.pytorch.build.Net"
+_SEQUENTIAL = "torch.nn.modules.container.Sequential"
+_JOIN_BODIES = ("body", "shortcut", "branch")
+
+
+def _block_call(path: str, cls: str) -> str:
+    """In a network `archspec export` wrote, a block call is an nn.Sequential named after the block
+    (`basic1`, `basic2`): read back as a module of class `basic`, so the renderer names the block so."""
+    name = re.fullmatch(r"([a-z_][a-z0-9_]*?)(\d+)", path.rsplit(".", 1)[-1])
+    if cls != _SEQUENTIAL or name is None or name[1] in _JOIN_BODIES:
+        return cls
+    return f"{_ARCHSPEC_NET}.{name[1]}"
 
 
 def _is_layer_class(name: str) -> bool:
