@@ -42,7 +42,7 @@ def round_trip(name: str, size: int) -> dict:
     from archspec.training.export import export_onnx, source_from_arch
 
     original = (ZOO / f"{name}.arch").read_text()
-    text = re.sub(r"^input 3x\d+x\d+", f"input 3x{size}x{size}", original, count=1, flags=re.M)
+    text = re.sub(r"^input 3x\d+x\d+", f"input 3x{size}x{size}", original, count=1, flags=re.MULTILINE)
     options = CheckOptions(classes=None)
     row: dict = {"model": name, "params": checked(text, options).params, "zoo_lines": len(original.splitlines())}
     with tempfile.TemporaryDirectory() as tmp:

@@ -36,7 +36,12 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
 
     require_torch()
     from archspec.cli import write_atomically
-    from archspec.importers.api import import_module, import_onnx, imported_weights, load_spec
+    from archspec.importers.api import (
+        import_module,
+        import_onnx,
+        imported_weights,
+        load_spec,
+    )
     from archspec.importers.onnx_graph import is_onnx_path
 
     title = f"{args.spec}, imported by `archspec import`"

@@ -477,9 +477,10 @@ class _Lifter:
             self.unreadable(node, [node.input[0]], f"a {'x'.join(map(str, kernel))} window (the language's pools are square and 2-D)")
             return
         pads = self.spatial_pads(node, node.input[0], tuple(kernel), strides, dilations)
+        if isinstance(pads, str):
+            self.unreadable(node, [node.input[0]], pads)
+            return
         try:
-            if isinstance(pads, str):
-                raise ValueError(pads)
             module = make(kernel[0], tuple(strides), pads, tuple(dilations), bool(a.get("ceil_mode", 0)), a)
         except ValueError as exc:
             self.unreadable(node, [node.input[0]], str(exc))
