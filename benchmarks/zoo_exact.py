@@ -186,14 +186,19 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--one", name, "--sizes", *map(str, sizes), "--max-params", str(args.max_params)]
     if args.write:
         command += ["--write", str(args.write)]
+    return child_row(name, command, args.timeout)
+
+
+def child_row(name: str, command: list[str], timeout: int, failed: str = "wrong") -> dict:
+    """The JSON row the child process `command` prints last; `failed` with stderr's last line if it prints none."""
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, check=False)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        return {"model": name, "verdict": "not run", "detail": f"past --timeout {args.timeout} s"}
+        return {"model": name, "verdict": "not run", "detail": f"past --timeout {timeout} s"}
     lines = [x for x in done.stdout.splitlines() if x.startswith("{")]
     if done.returncode != 0 or not lines:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"model": name, "verdict": "wrong", "detail": f"failed: {last}"}
+        return {"model": name, "verdict": failed, "detail": f"failed: {last}"}
     return json.loads(lines[-1])
 
 

@@ -38,7 +38,7 @@ EXPRESSIONS = _trees_made_by({"sum", "product", "atom"})
 def test_the_grammar_reading_is_what_the_walks_name():
     assert STATEMENTS == {"layer", "join", "repeat", "call", "bare_call", "block_def", "use", "budget", "sweep_param"}
     assert EXPRESSIONS == {"number", "dims", "word", "neg", "binop"}
-    assert VALUES == {"number", "dims", "word", "string", "braced", "kwarg"}
+    assert VALUES == {"number", "dims", "word", "string", "braced", "kwarg", "range"}
 
 
 @pytest.mark.parametrize("walk, rules", [

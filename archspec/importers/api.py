@@ -6,6 +6,7 @@ import inspect
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.error import URLError
 
@@ -61,7 +62,23 @@ def import_module(module: nn.Module, input_shape: tuple[int, ...] | str, title: 
                   partial: bool = False) -> Result:
     shape = parse_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
     imported = trace(module, shape)
-    title = title or f"{type(module).__name__}, imported from PyTorch"
+    return written(imported, title or f"{type(module).__name__}, imported from PyTorch", partial)
+
+
+def import_onnx(path: str | Path, input_shape: tuple[int, ...] | str | None = None, title: str | None = None,
+                partial: bool = False) -> tuple[Result, nn.Module]:
+    """The .arch text of an ONNX model, and the module holding its initializers (for `imported_weights`).
+
+    The input size is the file's; `input_shape` (C, H, W or "3x224x224") gives it where the file leaves it open."""
+    from archspec.importers.onnx_graph import lift, load_model
+
+    shape = parse_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape) if input_shape else None
+    module, imported = lift(load_model(Path(path)), shape)
+    return written(imported, title or f"{Path(path).name}, imported from ONNX", partial), module
+
+
+def written(imported: Imported, title: str, partial: bool = False) -> Result:
+    """The text of imported statements (from torch or ONNX), checked; ImportRefused unless `partial`."""
     if imported.refusals and not partial:
         raise ImportRefused(imported.refusals)
     text = render(imported, title)

@@ -15,6 +15,20 @@ class Inexpressible(Exception):
     """The layer has a setting the language cannot write; the message says which."""
 
 
+class Unreadable(nn.Module):
+    """A stand-in for an ONNX node the language cannot write: it records why, and gives a tensor of
+    the node's shape (zeros) so that the rest of the graph is read too and every refusal is found."""
+
+    def __init__(self, why: str, shape: list[int]) -> None:
+        super().__init__()
+        self.why, self.shape = why, list(shape)
+
+    def forward(self, *inputs: Any) -> Any:
+        import torch
+
+        return torch.zeros([inputs[0].shape[0] if inputs else self.shape[0], *self.shape[1:]])
+
+
 def _pair(value: Any) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
@@ -173,6 +187,8 @@ def qualified(cls: type) -> str:
 
 def layer_text(module: nn.Module) -> str:
     """The .arch layer for a torch layer module; Inexpressible when the language has no such layer."""
+    if isinstance(module, Unreadable):
+        raise Inexpressible(module.why)
     writer = LAYERS.get(type(module)) or LEAVES.get(qualified(type(module)))
     if writer is None:
         raise Inexpressible("")

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 
 from archspec.importers.statements import Imported, Join, Op, Scope
+from archspec.language.joins import JOINS
+from archspec.language.ops import OPS
 
 WIDTH = 100
 _NUMBER = re.compile(r"(?<![A-Za-z0-9_.])(?P<pre>k|s|p|d|g|op)?(?P<num>\d+(?:\.\d+)?(?:e-?\d+)?)(?![A-Za-z0-9_.])")
@@ -19,8 +21,8 @@ _DEFAULTS = re.compile(r"\b(conv(?:transpose)? [^|{}]*)")
 _CALL = re.compile(r"^[a-z_][a-z0-9_]*(\(.*\))?$")
 _OP_WORDS = {"conv", "convtranspose", "maxpool", "avgpool", "linear", "bn", "groupnorm", "dropout", "dropout2d", "upsample",
              "adaptiveavgpool", "leakyrelu"}
-_RESERVED = {"conv", "convtranspose", "bn", "relu", "linear", "input", "block", "repeat", "use", "param", "budget",
-             "residual", "concat", "add", "mul", "shortcut", "project", "flatten", "gap", "identity", "dropout"}
+# A block may not take the name of a keyword, an op or a join (a module class `Split` would read as the join).
+_RESERVED = {"input", "block", "repeat", "use", "param", "budget", "shortcut", "project", *OPS, *JOINS}
 
 
 @dataclass

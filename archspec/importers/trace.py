@@ -69,7 +69,7 @@ def trace(module: nn.Module, input_shape: tuple[int, ...]) -> Imported:
     try:
         graph = _traced(module)
         _propagate_shapes(graph, input_shape)
-        return _Reader(graph).read(input_shape)
+        return GraphReader(graph).read(input_shape)
     finally:
         module.train(was_training)
 
@@ -127,7 +127,9 @@ def call_name(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     return f"{module}.{getattr(target, '__name__', str(target))}"
 
 
-class _Reader:
+class GraphReader:
+    """An fx graph (traced from torch, or lifted from ONNX) -> statements, rebuilding the nesting of its joins."""
+
     def __init__(self, graph: fx.GraphModule) -> None:
         self.graph = graph
         self.modules = dict(graph.named_modules())
@@ -428,7 +430,11 @@ class _Reader:
     def refuse(self, node: fx.Node, why: str) -> None:
         if self.quiet:
             return
-        self.refusals.append(Refusal(self.path(node), call_name(node, self.modules), why))
+        self.refusals.append(Refusal(self.path(node), self.construct(node), why))
+
+    def construct(self, node: fx.Node) -> str:
+        """What a refusal names as the call: the torch call here; the ONNX front end names the operator."""
+        return call_name(node, self.modules)
 
 
 class _NamedReading:
@@ -438,7 +444,7 @@ class _NamedReading:
     a tensor other than the running one, is written inside that join's branch (`{ from stem | maxpool 2 }`). The
     statements are flat (no module scopes): a block would not see the names around it."""
 
-    def __init__(self, reader: _Reader) -> None:
+    def __init__(self, reader: GraphReader) -> None:
         self.reader = reader
         self.needed: dict[fx.Node, str] = {}
         self.same: dict[fx.Node, fx.Node] = {}  # a node that writes nothing (a permute the layers say) -> its input
@@ -667,7 +673,12 @@ def _flattens_from_1(args: tuple, kwargs: dict) -> bool:
 
 
 def _is_container(cls: Any) -> bool:
-    """nn.Sequential, ModuleList, ModuleDict, or a subclass that keeps their forward (Conv2dNormActivation)."""
+    """nn.Sequential, ModuleList, ModuleDict, or a subclass that keeps their forward (Conv2dNormActivation).
+
+    A class named by a string (an ONNX file's module metadata, not importable here) counts by its name."""
+    if isinstance(cls, str):
+        return cls in ("torch.nn.modules.container.Sequential", "torch.nn.modules.container.ModuleList",
+                       "torch.nn.modules.container.ModuleDict")
     if not isinstance(cls, type):
         return False
     if issubclass(cls, nn.Sequential):

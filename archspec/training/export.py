@@ -165,12 +165,24 @@ def _run_exporter(module: nn.Module, x: torch.Tensor, input_name: str) -> Any:
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the exporter's own notices; a failure raises
-            return torch.onnx.export(module, (x,), None, dynamo=True, input_names=[input_name], output_names=[OUTPUT],
-                                     dynamic_shapes=({0: batch},), verbose=False)
+            program = torch.onnx.export(module, (x,), None, dynamo=True, input_names=[input_name], output_names=[OUTPUT],
+                                        dynamic_shapes=({0: batch},), verbose=False, optimize=False)
+            _fold_constants(program)
+            return program
     except Exception as exc:  # torch.onnx raises its own error types for unsupported graphs
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ArchspecError(f"torch.onnx.export failed: {type(exc).__name__}: {first}",
                             "please report it with the .arch file; `archspec build FILE` shows whether torch runs it") from None
+
+
+def _fold_constants(program: Any) -> None:
+    """Constant folding only: the default optimiser also fuses each BatchNormalization into the conv before
+    it, and the graph would no longer be the .arch's layers (`archspec import model.onnx` reads them back;
+    onnxruntime fuses them itself when it loads the model)."""
+    import onnxscript.optimizer
+
+    onnxscript.optimizer.fold_constants(program.model)
+    onnxscript.optimizer.remove_unused_nodes(program.model)
 
 
 def _save_atomically(program: Any, target: Path) -> None:
