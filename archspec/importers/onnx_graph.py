@@ -123,7 +123,7 @@ class _Lifter:
         self.root = nn.Module()
         self.values: dict[str, tuple[fx.Node, torch.Tensor]] = {}
         self.lost: set[str] = set()
-        self.absorbed: set[int] = set()  # id() of nodes read as part of another (the sigmoid of a silu)
+        self.absorbed: set[str] = set()  # nodes read as part of another (the Add of a MatMul), by their first output's name (unique in a graph)
         # Outputs whose node is read with the next ones (a zero Pad with the conv after it, a channel shuffle's
         # Reshape and Transpose with the Reshape back): lifted there, or refused if something else reads them.
         self.pending: dict[str, _Pending] = {}
@@ -135,7 +135,7 @@ class _Lifter:
         x = self.graph.placeholder("x")
         self.values[self.input.name] = (x, torch.zeros(self.batch, *self.shape))
         for node in self.nodes:
-            if id(node) not in self.absorbed:
+            if node.output[0] not in self.absorbed:
                 self.lift(node)
         if self.output in self.pending:
             self.network(self.output)  # a Pad at the very end: refused there
@@ -580,7 +580,7 @@ class _Lifter:
         output, bias = node.output[0], None
         add = self.bias_add(node)
         if add is not None:  # MatMul then Add of a constant: one linear
-            self.absorbed.add(id(add))
+            self.absorbed.add(add.output[0])
             bias, output = self.const(next(n for n in add.input if n != node.output[0])), add.output[0]
         self.linear(node, w.T, None if bias is None else np.broadcast_to(bias, (w.shape[1],)), node.input[0], output)
 
