@@ -150,6 +150,9 @@ def imported_weights(module: nn.Module, result: Result) -> dict[str, torch.Tenso
     state = {}
     for (path, a), (kind, source) in zip(mine, theirs):
         ours = a.state_dict()
+        if kind is None and len(ours) == 1 and next(iter(ours.values())).numel() == next(iter(source.values())).numel():
+            # a layer scale's [C] vector (timm's ConvNeXt `gamma`) in the language's [C, 1, 1] layout
+            source = {k: v.reshape(next(iter(ours.values())).shape) for k, v in source.items()}
         if torch_kind(a) != kind or [v.shape for v in ours.values()] != [v.shape for v in source.values()]:
             raise ArchspecError(f"the imported layer `{path}` ({type(a).__name__}) does not match the module's ({kind or 'a parameter'})",
                                 "please report this with the module you imported")

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 
 from archspec.importers.statements import Imported, Join, Op, Scope
+from archspec.language.joins import JOINS
+from archspec.language.ops import OPS
 
 WIDTH = 100
 _NUMBER = re.compile(r"(?<![A-Za-z0-9_.])(?P<pre>k|s|p|d|g|op)?(?P<num>\d+(?:\.\d+)?(?:e-?\d+)?)(?![A-Za-z0-9_.])")
@@ -19,8 +21,10 @@ _DEFAULTS = re.compile(r"\b(conv(?:transpose)? [^|{}]*)")
 _CALL = re.compile(r"^[a-z_][a-z0-9_]*(\(.*\))?$")
 _OP_WORDS = {"conv", "convtranspose", "maxpool", "avgpool", "linear", "bn", "groupnorm", "dropout", "dropout2d", "upsample",
              "adaptiveavgpool", "leakyrelu"}
-_RESERVED = {"conv", "convtranspose", "bn", "relu", "linear", "input", "block", "repeat", "use", "param", "budget",
-             "residual", "concat", "add", "mul", "shortcut", "project", "flatten", "gap", "identity", "dropout"}
+# A block may not take an op's or a join's name (timm has classes named Sigmoid, GELU...), nor a keyword's, nor
+# the prefix of their module names (a block `pool` would name its calls pool1, pool2 as maxpool's are).
+_RESERVED = {*OPS, *JOINS, *(c.name_prefix for c in OPS.values()), *(j.name_prefix for j in JOINS.values()),
+             "block", "repeat", "use", "param", "budget", "shortcut", "project"}
 
 
 @dataclass
@@ -102,10 +106,13 @@ class Renderer:
     def _block(self, cls: str, members: list[tuple[Group, str]], names: set[str]) -> None:
         base = re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", cls.strip("_")).lower() or "block"
         base = base if base not in _RESERVED else base + "_block"
+        # Calls are named block name + count: a name ending in digits (CrossStage3, a second variant) takes an
+        # underscore before them, so that `stage_3`'s calls (stage_31) never meet `stage`'s 31st (stage31).
+        base = re.sub(r"(?<=[^\d_])(\d+)$", r"_\1", base)
         name = base
         n = 2
         while name in names:
-            name, n = f"{base}{n}", n + 1
+            name, n = f"{base}_{n}", n + 1
         names.add(name)
         texts = [t for _, t in members]
         template, params, values = _parameters(texts)

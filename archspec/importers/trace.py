@@ -28,12 +28,11 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from archspec.importers.layers import (
-    LEAVES,
     Inexpressible,
     adaptive_size,
+    is_leaf,
     layer_text,
     number,
-    qualified,
 )
 from archspec.importers.statements import Imported, Join, Op, Refusal, Scope
 from archspec.language.errors import ArchspecError
@@ -78,7 +77,7 @@ class _Tracer(fx.Tracer):
     """fx's tracer, keeping torchvision's LayerNorm2d and StochasticDepth whole like torch.nn's layers."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return qualified(type(m)) in LEAVES or super().is_leaf_module(m, qualname)
+        return is_leaf(type(m)) or super().is_leaf_module(m, qualname)
 
 
 def _traced(module: nn.Module) -> fx.GraphModule:
@@ -170,13 +169,14 @@ class _Reader:
             self.shuffles[node] = groups
             self.absorbed.update(inner)
             return source
-        if node.op == "call_function" and node.target is operator.getitem and _is_chunk(node.args[0]):
+        if node.op == "call_function" and node.target is operator.getitem and _chunks(node.args[0]):
             chunk = node.args[0]
-            self.parts[node] = (node.args[1], chunk.args[1] if len(chunk.args) > 1 else chunk.kwargs["chunks"])
+            self.parts[node] = (node.args[1], _chunks(chunk))
             return chunk.args[0]
         scaled = _layer_scale(node)
         if scaled is not None:
             self.scales[node] = scaled[0]
+            self.absorbed.update(scaled[2])
             return scaled[1]
         return None
 
@@ -370,7 +370,7 @@ class _Reader:
         if node.op == "call_module":
             module = self.modules[node.target]
             try:
-                text = layer_text(module)
+                text = layer_text(module, _shape(inputs[0])[1:] if inputs else None)
             except Inexpressible as exc:
                 self.refuse(node, str(exc))
                 return None
@@ -381,12 +381,17 @@ class _Reader:
                 return None
             return text
         target, args = node.target, node.args
+        if target == "contiguous":
+            return ""  # memory layout only
+        if target is torch.nn.functional.dropout:
+            return _dropout_text(args, node.kwargs)
         if target in _ACTIVATIONS and not node.kwargs.get("approximate"):
             return _ACTIVATIONS[target]
         if target in (torch.flatten, "flatten") and _flattens_from_1(args, node.kwargs):
             return "flatten"
-        if target == "mean" and len(args) == 2 and list(args[1]) in ([2, 3], [-2, -1]) and not node.kwargs.get("keepdim"):
-            return "gap | flatten"  # x.mean([2, 3]): the global average, flattened
+        if target == "mean" and _means_over_hw(args, node.kwargs):
+            # x.mean([2, 3]): the global average, flattened; with keepdim=True (squeeze-and-excitation's) kept 1x1
+            return "gap" if _keepdim(args, node.kwargs) else "gap | flatten"
         if target is torch.nn.functional.adaptive_avg_pool2d and len(args) == 2:
             return adaptive_size(args[1])
         if target in _POOLS and all(not isinstance(a, fx.Node) for a in list(args[1:]) + list(node.kwargs.values())):
@@ -419,11 +424,19 @@ def _splits(branches: list[list]) -> bool:
     return all(b and isinstance(b[0], _Part) and (b[0].index, b[0].count) == (i, len(branches)) for i, b in enumerate(branches))
 
 
-def _is_chunk(node: Any) -> bool:
-    if not (isinstance(node, fx.Node) and node.op == "call_method" and node.target == "chunk"):
-        return False
+def _chunks(node: Any) -> int:
+    """n for `x.chunk(n, dim=1)`, or `x.split(C // n, dim=1)` (equal parts, as CSPNet's halves); 0 otherwise."""
+    if not (isinstance(node, fx.Node) and node.op == "call_method" and node.target in ("chunk", "split")):
+        return 0
     dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
-    return dim in (1, -3) and len(_shape(node.args[0])) == 4
+    if dim not in (1, -3) or not _is_tensor(node.args[0]) or len(_shape(node.args[0])) != 4:
+        return 0
+    key = "chunks" if node.target == "chunk" else "split_size"
+    n = node.args[1] if len(node.args) > 1 else node.kwargs.get(key)
+    channels = _shape(node.args[0])[1]
+    if node.target == "split":  # a part's size: equal parts only
+        return channels // n if isinstance(n, int) and n > 0 and channels % n == 0 else 0
+    return n if isinstance(n, int) and channels % n == 0 else 0
 
 
 def _permute(node: fx.Node) -> list[int] | None:
@@ -454,14 +467,21 @@ def _channel_shuffle(node: fx.Node) -> tuple[fx.Node, int, list[fx.Node]] | None
     return source, wide[1], inner + [grouped]
 
 
-def _layer_scale(node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
-    """`param * x` (or `x * param`) with a [C, 1, 1] parameter on a [B, C, H, W] tensor: (the parameter, x)."""
+def _layer_scale(node: fx.Node) -> tuple[fx.Node, fx.Node, list[fx.Node]] | None:
+    """`param * x` (or `x * param`) with a [C, 1, 1] parameter on a [B, C, H, W] tensor, or a [C] one
+    reshaped to [1, C, 1, 1] (timm's ConvNeXt): (the parameter, x, the reshape if any)."""
     if not (node.target in _MUL and len(node.args) == 2 and not node.kwargs):
         return None
     for param, x in (node.args, node.args[::-1]):
-        if (isinstance(param, fx.Node) and param.op == "get_attr" and _is_tensor(param) and _is_tensor(x)
-                and len(_shape(x)) == 4 and _shape(param) == (_shape(x)[1], 1, 1)):
-            return param, x
+        if not (isinstance(param, fx.Node) and _is_tensor(param) and _is_tensor(x) and len(_shape(x)) == 4):
+            continue
+        c = _shape(x)[1]
+        if param.op == "get_attr" and _shape(param) == (c, 1, 1):
+            return param, x, []
+        source = param.args[0] if param.op == "call_method" and param.target in ("reshape", "view") else None
+        if (isinstance(source, fx.Node) and source.op == "get_attr" and _is_tensor(source) and _shape(source) == (c,)
+                and _shape(param) == (1, c, 1, 1)):
+            return source, x, [param]
     return None
 
 
@@ -479,6 +499,21 @@ class _Refused(Op):
 
     def __init__(self, scopes: tuple[Scope, ...]) -> None:
         super().__init__("", scopes, None)
+
+
+def _dropout_text(args: tuple, kwargs: dict) -> str:
+    """F.dropout(x, p, training=self.training) (timm's heads): `dropout p`, nothing when p is 0."""
+    p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
+    return f"dropout {number(p)}" if p else ""
+
+
+def _means_over_hw(args: tuple, kwargs: dict) -> bool:
+    dims = args[1] if len(args) > 1 else kwargs.get("dim")
+    return isinstance(dims, (list, tuple)) and sorted(d % 4 for d in dims) == [2, 3]
+
+
+def _keepdim(args: tuple, kwargs: dict) -> bool:
+    return bool(args[2] if len(args) > 2 else kwargs.get("keepdim", False))
 
 
 def _flattens_from_1(args: tuple, kwargs: dict) -> bool:
