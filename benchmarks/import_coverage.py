@@ -16,6 +16,7 @@ import argparse
 import fnmatch
 import json
 import multiprocessing
+import os
 import resource
 import time
 import traceback
@@ -60,6 +61,15 @@ class Outcome:
     seconds: float = 0.0
 
 
+def machine() -> str:
+    """`2-core VM (Intel(R) Xeon(R) Processor)`: the cores and the CPU model, from /proc/cpuinfo where there is one."""
+    try:
+        cpus = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+    except OSError:
+        cpus = []
+    return f"{os.cpu_count()}-core machine" + (f" ({cpus[0]})" if cpus else "")
+
+
 def family(name: str) -> str:
     return model_entrypoint(name).__module__.rsplit(".", 1)[-1]
 
@@ -91,8 +101,9 @@ def round_trip(name: str) -> Outcome:
     except ImportRefused as exc:
         out.outcome, out.detail = "refused", exc.lines[0]
         return out
-    except ArchspecError as exc:
-        out.outcome, out.detail = "refused", exc.message
+    except ArchspecError as exc:  # fx cannot trace it (refused), or the importer's own check failed (wrong)
+        out.outcome = "wrong" if "please report" in (exc.help or "") else "refused"
+        out.detail = exc.message
         return out
     out.lines = len(result.text.splitlines())
     report = checked(result.text, CheckOptions(classes=None))
@@ -212,8 +223,12 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300, help="seconds per model")
     parser.add_argument("--memory", type=float, default=6, help="GiB of address space per model")
     parser.add_argument("--out", type=Path, default=RESULTS / "import_coverage")
+    parser.add_argument("--redo", type=Path, help="a previous run's .json: keep its exact models, run the others again")
     args = parser.parse_args()
     names = convolutional_models()
+    kept = [Outcome(**o) for o in json.loads(args.redo.read_text())] if args.redo else []
+    kept = [o for o in kept if o.outcome == "exact"]
+    names = [n for n in names if n not in {o.model for o in kept}]
     if args.only:
         names = [n for n in names if fnmatch.fnmatch(n, args.only)]
     if args.sample:
@@ -223,9 +238,15 @@ def main() -> None:
         names = list(firsts.values())
     names = names[:args.limit] if args.limit else names
     start = time.perf_counter()
-    outcomes = run_all(names, args.jobs, args.timeout, args.memory)
-    header = (f"# Import coverage: timm {timm.__version__}\n\n`python benchmarks/import_coverage.py` on {len(names)} convolutional "
-              f"timm models, {time.perf_counter() - start:.0f} s with {args.jobs} job(s).")
+    outcomes = kept + run_all(names, args.jobs, args.timeout, args.memory)
+    header = (f"# Import coverage: timm's convolutional models\n\nMachine: {machine()}, CPU only, shared with other jobs "
+              f"(load average {os.getloadavg()[0]:.1f} at the end). timm {timm.__version__}, torch {torch.__version__}. "
+              f"`python benchmarks/import_coverage.py` on {len(outcomes)} models, {time.perf_counter() - start:.0f} s with "
+              f"{args.jobs} job(s)" + (f" ({len(kept)} exact ones kept from an earlier run)." if kept else ".") + "\n\n"
+              f"Each model (pretrained=False, seeded) is imported at the smallest of {', '.join(map(str, SIZES))} it runs at, "
+              "checked, built, given the original's weights and compared with it in eval, in float64: exact means a "
+              "relative difference of at most 1e-9 (max |ours - theirs| / max |theirs|). A family is timm's module; "
+              "the families are the convolutional ones (no attention, token-mixing MLP or state-space layer).")
     text = table(outcomes, header)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -186,3 +186,32 @@ def test_views_take_module_callable(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[0] == "torchvision.models:resnet18: [B, 3, 224, 224] -> [B, 1000]"
     assert "11,689,512" in run.stdout  # torchvision's resnet18 parameter count
+
+
+class _Unit(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.act = torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x))
+
+
+class _Unit1(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = torch.nn.Conv2d(4, 4, 1, bias=False), torch.nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+def test_block_names_never_make_module_names_meet() -> None:
+    """Blocks `unit` and `unit1` would name unit1's first call and unit's 11th both `unit11`, and the
+    built network would keep one of them: a class name ending in digits takes an underscore (`unit_1`)."""
+    torch.manual_seed(0)
+    original = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), _Unit1(), _Unit1(), *[_Unit() for _ in range(11)],
+                                   torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))
+    text, diff = _round_trip_of(original, "units")
+    assert diff <= 1e-9
+    assert "block unit_1 {" in text and "block unit {" in text, text

@@ -204,8 +204,16 @@ LEAVES: dict[str, Callable[[Any], str]] = {
     "timm.layers.norm_act.GroupNormAct": norm_act(groupnorm),
     "timm.layers.norm_act.LayerNormAct2d": norm_act(layernorm),
     "timm.layers.norm.LayerNorm2d": layernorm,
+    "timm.layers.norm.LayerNorm": layernorm,
     "timm.layers.linear.Linear": linear,
+    # timm's own activation classes (get_act_layer gives them for 'sigmoid', 'tanh', ...): the same functions
+    **{f"timm.layers.activations.{cls}": _plain(word) for cls, word in (
+        ("Sigmoid", "sigmoid"), ("Tanh", "tanh"), ("Swish", "silu"), ("HardSwish", "hardswish"),
+        ("HardSigmoid", "hardsigmoid"), ("GELU", "gelu"))},
 }
+# The LayerNorms over the channels of a [B, C, H, W] tensor as it is (the others normalise the last dimension).
+CHANNELS_FIRST_NORMS = {"torchvision.models.convnext.LayerNorm2d", "timm.layers.norm.LayerNorm2d",
+                        "timm.layers.norm_act.LayerNormAct2d"}
 # Leaves whose text depends on the size of their input (C, H, W): padding computed from it at run time.
 SIZED: dict[str, Callable[[Any, tuple[int, ...]], str]] = {
     "timm.layers.conv2d_same.Conv2dSame": conv_same,

@@ -15,8 +15,9 @@ two-way concats, each extending the previous one.
 A few torch idioms are read as the one layer they stand for: permute to channels-last, then
 nn.LayerNorm / nn.Linear / activations, then permute back (ConvNeXt's block: `layernorm`, `pwlinear`);
 a `[C, 1, 1]` parameter times the tensor (`layerscale`); view/transpose/view (`channelshuffle`);
-`x.chunk(n, dim=1)` whose parts are concatenated back in order (`split`). torchvision's LayerNorm2d
-and StochasticDepth are traced as leaves, whole.
+`x.chunk(n, dim=1)` or `x.split(C // n, dim=1)` whose parts are concatenated back in order (`split`);
+`F.pad` with a constant (`pad`). torchvision's LayerNorm2d and StochasticDepth, and timm's fused and
+padded layers (BatchNormAct2d, Conv2dSame, ...: layers.LEAVES) are traced as leaves, whole.
 """
 from __future__ import annotations
 
@@ -28,11 +29,13 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from archspec.importers.layers import (
+    CHANNELS_FIRST_NORMS,
     Inexpressible,
     adaptive_size,
     is_leaf,
     layer_text,
     number,
+    qualified,
 )
 from archspec.importers.statements import Imported, Join, Op, Refusal, Scope
 from archspec.language.errors import ArchspecError
@@ -74,7 +77,7 @@ def trace(module: nn.Module, input_shape: tuple[int, ...]) -> Imported:
 
 
 class _Tracer(fx.Tracer):
-    """fx's tracer, keeping torchvision's LayerNorm2d and StochasticDepth whole like torch.nn's layers."""
+    """fx's tracer, keeping torchvision's and timm's layers that the language writes (layers.LEAVES) whole like torch.nn's."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return is_leaf(type(m)) or super().is_leaf_module(m, qualname)
@@ -193,7 +196,8 @@ class _Reader:
 
     def _runs_channels_last(self, node: fx.Node) -> bool:
         if node.op == "call_module":
-            return isinstance(self.modules[node.target], _CHANNELS_LAST_OK)
+            module = self.modules[node.target]
+            return isinstance(module, _CHANNELS_LAST_OK) or qualified(type(module)).startswith("timm.layers.activations.")
         return node.op == "call_function" and node.target in _ACTIVATIONS
 
     def _dominators(self) -> dict[fx.Node, frozenset[fx.Node]]:
@@ -301,7 +305,7 @@ class _Reader:
             return _Refused(self.scopes(node)), self.idom(node)
         if node in self.parts:
             return _Part(self.scopes(node), *self.parts[node]), inputs[0]
-        if not text:  # a permute around channels-last layers: the layers say it
+        if not text:  # a permute around channels-last layers (the layers say it), a place-holder
             return None, inputs[0]
         weights = str(node.target) if node.op == "call_module" and any(True for _ in self.modules[node.target].state_dict()) else None
         if node in self.scales:
@@ -374,9 +378,11 @@ class _Reader:
             except Inexpressible as exc:
                 self.refuse(node, str(exc))
                 return None
+            if isinstance(module, nn.Identity) or (isinstance(module, nn.Dropout) and module.p == 0):
+                return ""  # timm's place-holders (no attention, no drop): nothing a person would write
             if isinstance(module, nn.Linear) and inputs and self.layout[inputs[0]]:
                 return "pw" + text  # nn.Linear over the channels: `pwlinear`, with nn.Linear's weight layout
-            if type(module) is nn.LayerNorm and not (inputs and (self.layout[inputs[0]] or len(_shape(inputs[0])) == 2)):
+            if (isinstance(module, nn.LayerNorm) and qualified(type(module)) not in CHANNELS_FIRST_NORMS) and not (inputs and (self.layout[inputs[0]] or len(_shape(inputs[0])) == 2)):
                 self.refuse(node, "a LayerNorm over other dimensions than the channels (or a vector's features)")
                 return None
             return text
@@ -385,6 +391,8 @@ class _Reader:
             return ""  # memory layout only
         if target is torch.nn.functional.dropout:
             return _dropout_text(args, node.kwargs)
+        if target is torch.nn.functional.pad and _pad_text(args, node.kwargs):
+            return _pad_text(args, node.kwargs)
         if target in _ACTIVATIONS and not node.kwargs.get("approximate"):
             return _ACTIVATIONS[target]
         if target in (torch.flatten, "flatten") and _flattens_from_1(args, node.kwargs):
@@ -505,6 +513,19 @@ def _dropout_text(args: tuple, kwargs: dict) -> str:
     """F.dropout(x, p, training=self.training) (timm's heads): `dropout p`, nothing when p is 0."""
     p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
     return f"dropout {number(p)}" if p else ""
+
+
+def _pad_text(args: tuple, kwargs: dict) -> str | None:
+    """F.pad(x, (l, r, t, b)) with a constant (HGNetV2's stem): `pad l r t b [value=v]`; None for other modes."""
+    sides = args[1] if len(args) > 1 else kwargs.get("pad")
+    mode = args[2] if len(args) > 2 else kwargs.get("mode", "constant")
+    value = (args[3] if len(args) > 3 else kwargs.get("value")) or 0.0
+    if mode != "constant" or not isinstance(sides, (list, tuple)) or len(sides) not in (2, 4):
+        return None
+    if not all(isinstance(v, int) and v >= 0 for v in sides) or not isinstance(value, (int, float)):
+        return None
+    l, r, t, b = (*sides, 0, 0)[:4]
+    return f"pad {l} {r} {t} {b}" + ("" if value == 0 else f" value={number(value)}")
 
 
 def _means_over_hw(args: tuple, kwargs: dict) -> bool:
