@@ -215,3 +215,13 @@ def test_block_names_never_make_module_names_meet() -> None:
     text, diff = _round_trip_of(original, "units")
     assert diff <= 1e-9
     assert "block unit_1 {" in text and "block unit {" in text, text
+
+
+def test_a_module_that_fails_at_the_size_says_torchs_reason_without_a_traceback(capsys) -> None:
+    """torch.fx's ShapeProp prints the failing layer's traceback before raising: the user gets one error line."""
+    from archspec.language.errors import ArchspecError
+
+    with pytest.raises(ArchspecError) as caught:
+        import_module(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5)), (3, 2, 2))
+    assert caught.value.message.startswith("the module does not run on a 3x2x2 input: Calculated padded input size"), caught.value.message
+    assert "Traceback" not in capsys.readouterr().err

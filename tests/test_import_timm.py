@@ -56,3 +56,15 @@ def test_a_timm_construct_the_language_lacks_is_named() -> None:
     with pytest.raises(ImportRefused) as caught:
         import_module(original, (3, 32, 32))
     assert any(line.startswith("`layer1.0.se.conv` uses torch.nn.Conv1d") for line in caught.value.lines), caught.value.lines
+
+
+def test_cli_imports_timm_builders_by_name(tmp_path) -> None:
+    """`archspec import timm:NAME` (timm keeps its builders in timm.models), in a real subprocess."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "net.arch"
+    done = subprocess.run([sys.executable, "-m", "archspec", "import", "timm:resnet10t", "--input", "3x32x32", "-o", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert checked(out.read_text(), CheckOptions(classes=None)).errors == []

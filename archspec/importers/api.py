@@ -99,7 +99,7 @@ def load_spec(spec: str, kwargs: str | dict[str, Any] | None = None) -> nn.Modul
     options = _kwargs(kwargs)
     name, attr = spec.split(":")
     try:
-        found = getattr(importlib.import_module(name), attr)
+        found = getattr(_spec_module(name, attr), attr)
     except ModuleNotFoundError as exc:
         raise ArchspecError(f"{spec}: no module named {exc.name!r}", "install it, or check the spelling and PYTHONPATH") from None
     except AttributeError:
@@ -111,6 +111,14 @@ def load_spec(spec: str, kwargs: str | dict[str, Any] | None = None) -> nn.Modul
                             "pass the arguments it needs with --kwargs '{\"num_classes\": 10}'") from None
     if not isinstance(module, nn.Module):
         raise ArchspecError(f"{spec} gave a {type(module).__name__}, not a torch.nn.Module", "name a class or a function that builds an nn.Module")
+    return module
+
+
+def _spec_module(name: str, attr: str) -> Any:
+    """The module named; for `timm:resnet50d`, timm.models, where timm keeps its builders."""
+    module = importlib.import_module(name)
+    if name == "timm" and not hasattr(module, attr):
+        return importlib.import_module("timm.models")
     return module
 
 

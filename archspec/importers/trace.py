@@ -21,6 +21,8 @@ padded layers (BatchNormAct2d, Conv2dSame, ...: layers.LEAVES) are traced as lea
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import operator
 from typing import Any
 
@@ -94,12 +96,19 @@ def _traced(module: nn.Module) -> fx.GraphModule:
 
 def _propagate_shapes(graph: fx.GraphModule, input_shape: tuple[int, ...]) -> None:
     try:
-        with torch.no_grad():
+        # ShapeProp prints the traceback of a failing node before raising: the message below says it
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             ShapeProp(graph).propagate(torch.zeros(1, *input_shape))
     except Exception as exc:  # noqa: BLE001 - the user's forward can raise anything
         shape = "x".join(map(str, input_shape))
-        raise ArchspecError(f"the module does not run on a {shape} input: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+        cause = exc.__cause__ or exc  # ShapeProp wraps the layer's own error in one naming the fx node
+        raise ArchspecError(f"the module does not run on a {shape} input: {_first_line(cause)}",
                             "give the input size it takes with --input (e.g. --input 3x224x224)") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _is_tensor(node: Any) -> bool:
