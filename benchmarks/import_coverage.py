@@ -1,7 +1,7 @@
 """`archspec import` on every convolutional timm model: each imported, checked, built, given the
 original's weights and compared with it (eval, float64, relative difference <= 1e-9). Run from a checkout:
 
-    python benchmarks/import_coverage.py [--only PATTERN] [--limit N] [--jobs 2] [--sample] [--size 64]
+    python benchmarks/import_coverage.py [--only PATTERN] [--limit N] [--jobs 2] [--sample] [--redo EARLIER.json]
 
 A model is convolutional when its timm module (its family) is one of FAMILIES below: networks made of
 convolutions, norms, pools, activations and gates. Families with attention, token-mixing MLPs or
@@ -87,11 +87,15 @@ def _runs_at(model: torch.nn.Module, size: int) -> bool:
         return False
 
 
-def round_trip(name: str) -> Outcome:
+def round_trip(name: str, max_params: float = float("inf")) -> Outcome:
     """Import -> check -> build -> load the original's weights -> compare in float64."""
     out = Outcome(name, family(name), "wrong")
     torch.manual_seed(0)
     original = timm.create_model(name, pretrained=False).eval()
+    params = sum(p.numel() for p in original.parameters())
+    if params > max_params:  # both copies in float64 and float32: about 28 bytes a parameter
+        out.outcome, out.detail = "not run", f"{params / 1e6:.0f}M parameters, over --max-params {max_params / 1e6:g}M"
+        return out
     out.size = next((s for s in SIZES if _runs_at(original, s)), 0)
     if not out.size:
         out.outcome, out.detail = "not run", "the model does not run at any of the sizes tried"
@@ -121,12 +125,12 @@ def round_trip(name: str) -> Outcome:
     return out
 
 
-def _child(name: str, memory_gib: float, conn: Connection) -> None:
+def _child(name: str, memory_gib: float, max_params: float, conn: Connection) -> None:
     limit = int(memory_gib * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     torch.set_num_threads(1)
     try:
-        outcome = round_trip(name)
+        outcome = round_trip(name, max_params)
     except MemoryError:
         outcome = Outcome(name, family(name), "not run", f"over the {memory_gib:g} GiB memory limit")
     except Exception as exc:  # noqa: BLE001 - recorded as wrong, with where it failed
@@ -138,7 +142,7 @@ def _child(name: str, memory_gib: float, conn: Connection) -> None:
     conn.close()
 
 
-def run_all(names: list[str], jobs: int, timeout: float, memory_gib: float) -> list[Outcome]:
+def run_all(names: list[str], jobs: int, timeout: float, memory_gib: float, max_params: float) -> list[Outcome]:
     """Each model in a forked process; up to `jobs` at a time; printed as they finish."""
     ctx = multiprocessing.get_context("fork")
     pending, running, done = list(names), {}, []
@@ -146,7 +150,7 @@ def run_all(names: list[str], jobs: int, timeout: float, memory_gib: float) -> l
         while pending and len(running) < jobs:
             name = pending.pop(0)
             parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child, args=(name, memory_gib, child), daemon=True)
+            proc = ctx.Process(target=_child, args=(name, memory_gib, max_params, child), daemon=True)
             proc.start()
             child.close()
             running[name] = (proc, parent, time.perf_counter())
@@ -221,16 +225,18 @@ def main() -> None:
     parser.add_argument("--sample", action="store_true", help="the first model of each family")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=300, help="seconds per model")
-    parser.add_argument("--memory", type=float, default=6, help="GiB of address space per model")
+    parser.add_argument("--memory", type=float, default=12, help="GiB of address space per model (torch's libraries take a few)")
+    parser.add_argument("--max-params", type=float, default=150e6, help="models with more parameters are not run")
     parser.add_argument("--out", type=Path, default=RESULTS / "import_coverage")
-    parser.add_argument("--redo", type=Path, help="a previous run's .json: keep its exact models, run the others again")
+    parser.add_argument("--redo", type=Path, help="an earlier run's .json: keep its rows, run its misses (among those selected) again")
     args = parser.parse_args()
     names = convolutional_models()
-    kept = [Outcome(**o) for o in json.loads(args.redo.read_text())] if args.redo else []
-    kept = [o for o in kept if o.outcome == "exact"]
-    names = [n for n in names if n not in {o.model for o in kept}]
     if args.only:
         names = [n for n in names if fnmatch.fnmatch(n, args.only)]
+    earlier = [Outcome(**o) for o in json.loads(args.redo.read_text())] if args.redo else []
+    # --redo: the earlier run's rows stay, except its misses among the models selected, which run again
+    kept = [o for o in earlier if o.outcome == "exact" or o.model not in names]
+    names = [n for n in names if n not in {o.model for o in kept}]
     if args.sample:
         firsts: dict[str, str] = {}
         for n in names:
@@ -238,11 +244,11 @@ def main() -> None:
         names = list(firsts.values())
     names = names[:args.limit] if args.limit else names
     start = time.perf_counter()
-    outcomes = kept + run_all(names, args.jobs, args.timeout, args.memory)
+    outcomes = kept + run_all(names, args.jobs, args.timeout, args.memory, args.max_params)
     header = (f"# Import coverage: timm's convolutional models\n\nMachine: {machine()}, CPU only, shared with other jobs "
               f"(load average {os.getloadavg()[0]:.1f} at the end). timm {timm.__version__}, torch {torch.__version__}. "
               f"`python benchmarks/import_coverage.py` on {len(outcomes)} models, {time.perf_counter() - start:.0f} s with "
-              f"{args.jobs} job(s)" + (f" ({len(kept)} exact ones kept from an earlier run)." if kept else ".") + "\n\n"
+              f"{args.jobs} job(s)" + (f" ({len(kept)} rows kept from an earlier run, its misses run again)." if kept else ".") + "\n\n"
               f"Each model (pretrained=False, seeded) is imported at the smallest of {', '.join(map(str, SIZES))} it runs at, "
               "checked, built, given the original's weights and compared with it in eval, in float64: exact means a "
               "relative difference of at most 1e-9 (max |ours - theirs| / max |theirs|). A family is timm's module; "

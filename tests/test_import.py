@@ -225,3 +225,19 @@ def test_a_module_that_fails_at_the_size_says_torchs_reason_without_a_traceback(
         import_module(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5)), (3, 2, 2))
     assert caught.value.message.startswith("the module does not run on a 3x2x2 input: Calculated padded input size"), caught.value.message
     assert "Traceback" not in capsys.readouterr().err
+
+
+class _PlusOne(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + 1.0
+
+
+def test_a_join_the_language_lacks_is_refused_by_name_not_a_crash() -> None:
+    """`x + 1.0` is met while the graph is walked (after the scan of the layers): it is still refused, once."""
+    with pytest.raises(ImportRefused) as caught:
+        import_module(_PlusOne(), (3, 8, 8))
+    assert caught.value.lines == ["`(top)` uses operator.add: adding a constant or with alpha"]

@@ -155,6 +155,7 @@ class _Reader:
             self.layout[n] = self._channels_last(n)
         self.dominators = self._dominators()
         self.refusals: list[Refusal] = []
+        self.refused: set[fx.Node] = set()
         self.seen: set[fx.Node] = set()
         self.quiet = False
 
@@ -339,14 +340,15 @@ class _Reader:
             return None
         operands = [a for a in node.args if isinstance(a, fx.Node) or not isinstance(a, (list, tuple))]
         if word in ("add", "mul") and (len(node.args) != 2 or len(operands) != len(branches) or node.kwargs):
-            self.refuse(node, f"{'adding' if word == 'add' else 'multiplying by'} a constant or with alpha")
+            self.refuse(node, f"{'adding' if word == 'add' else 'multiplying by'} a constant or with alpha", walking=True)
             return _Refused(self.scopes(node))
         inner = [s.scopes for b in branches for s in b]
         scopes = _common(self.scopes(node), *inner)
         if word == "concat" and _splits(branches):
             return Join("split", [b[1:] for b in branches], scopes)
         if any(b and isinstance(b[0], _Part) for b in branches):
-            self.refuse(node, "parts of Tensor.chunk that are not concatenated back in order (the language's `split`)")
+            self.refuse(node, "parts of Tensor.chunk or Tensor.split that are not concatenated back in order (the language's `split`)",
+                        walking=True)
             return _Refused(scopes)
         if word == "mul":  # the identity first: `mul {} { gate }` reads as squeeze-and-excitation does
             return Join(word, sorted(branches, key=bool), scopes)
@@ -423,9 +425,11 @@ class _Reader:
             self.refuse(node, str(exc))
             return None
 
-    def refuse(self, node: fx.Node, why: str) -> None:
-        if self.quiet:
+    def refuse(self, node: fx.Node, why: str, walking: bool = False) -> None:
+        """Record a refusal: layers are recorded by the scan (quiet in the walk after it), joins in the walk, once each."""
+        if (self.quiet and not walking) or node in self.refused:
             return
+        self.refused.add(node)
         self.refusals.append(Refusal(self.path(node), call_name(node, self.modules), why))
 
 
