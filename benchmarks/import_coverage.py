@@ -17,6 +17,7 @@ import fnmatch
 import json
 import multiprocessing
 import os
+import re
 import resource
 import time
 import traceback
@@ -187,7 +188,9 @@ def _finished(name: str, proc: multiprocessing.Process, conn: Connection, start:
 def construct(detail: str) -> str:
     """A refusal's construct, without its place: `x.y` uses torch.roll: why (and in 3 more places) -> torch.roll: why."""
     text = detail.split(" (and in ")[0]
-    return text.split("` uses ", 1)[1] if "` uses " in text else text
+    text = text.split("` uses ", 1)[1] if "` uses " in text else text
+    text = re.sub(r"the result of `[^`]+`", "the result of a layer", text)  # the fx node differs from model to model
+    return re.sub(r"torch\.fx cannot trace \w+", "torch.fx cannot trace the model", text)
 
 
 def table(outcomes: list[Outcome], header: str) -> str:
@@ -205,8 +208,13 @@ def table(outcomes: list[Outcome], header: str) -> str:
         c = by_family[fam]
         lines.append(f"| {fam} | {sum(c.values())} | {c['exact']} | {c['refused']} | {c['wrong']} | {c['not run']} |")
     refusals = Counter(construct(o.detail) for o in outcomes if o.outcome == "refused")
-    lines += ["", "## What the refused models use (the first construct of each)", "", "| models | construct |", "|---|---|"]
-    lines += [f"| {n} | {c.replace('|', '/')} |" for c, n in refusals.most_common()]
+    families: dict[str, set[str]] = defaultdict(set)
+    for o in outcomes:
+        if o.outcome == "refused":
+            families[construct(o.detail)].add(o.family)
+    lines += ["", "## What the refused models use (the first construct of each)", "",
+              "| models | construct | families |", "|---|---|---|"]
+    lines += [f"| {n} | {c.replace('|', '/')} | {', '.join(sorted(families[c]))} |" for c, n in refusals.most_common()]
     for kind in ("wrong", "not run"):
         rows = [o for o in outcomes if o.outcome == kind]
         if rows:
@@ -229,13 +237,15 @@ def main() -> None:
     parser.add_argument("--max-params", type=float, default=150e6, help="models with more parameters are not run")
     parser.add_argument("--out", type=Path, default=RESULTS / "import_coverage")
     parser.add_argument("--redo", type=Path, help="an earlier run's .json: keep its rows, run its misses (among those selected) again")
+    parser.add_argument("--rerun", default="refused,wrong,not run", help="with --redo: the outcomes to run again")
     args = parser.parse_args()
     names = convolutional_models()
     if args.only:
         names = [n for n in names if fnmatch.fnmatch(n, args.only)]
     earlier = [Outcome(**o) for o in json.loads(args.redo.read_text())] if args.redo else []
     # --redo: the earlier run's rows stay, except its misses among the models selected, which run again
-    kept = [o for o in earlier if o.outcome == "exact" or o.model not in names]
+    rerun = set(args.rerun.split(","))
+    kept = [o for o in earlier if o.outcome not in rerun or o.model not in names]
     names = [n for n in names if n not in {o.model for o in kept}]
     if args.sample:
         firsts: dict[str, str] = {}

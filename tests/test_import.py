@@ -241,3 +241,17 @@ def test_a_join_the_language_lacks_is_refused_by_name_not_a_crash() -> None:
     with pytest.raises(ImportRefused) as caught:
         import_module(_PlusOne(), (3, 8, 8))
     assert caught.value.lines == ["`(top)` uses operator.add: adding a constant or with alpha"]
+
+
+class _PlusZero(_PlusOne):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x) + 0)  # MobileOne's sum when a block has no identity branch
+
+
+def test_adding_zero_is_the_tensor_as_it_is() -> None:
+    text, diff = _round_trip_of(_PlusZero(), "plus_zero")
+    assert diff <= 1e-9 and "add" not in text.split("input", 1)[1], text

@@ -339,6 +339,9 @@ class _Reader:
         if word == "concat" and len(branches) == 1:  # cat of one tensor (branch empty: the fork is its input)
             return None
         operands = [a for a in node.args if isinstance(a, fx.Node) or not isinstance(a, (list, tuple))]
+        constants = [a for a in operands if not isinstance(a, fx.Node)]
+        if len(branches) == 1 and not node.kwargs and constants == [{"add": 0, "mul": 1}.get(word)]:
+            return None  # x + 0 (MobileOne's missing identity branch), x * 1: the tensor as it is
         if word in ("add", "mul") and (len(node.args) != 2 or len(operands) != len(branches) or node.kwargs):
             self.refuse(node, f"{'adding' if word == 'add' else 'multiplying by'} a constant or with alpha", walking=True)
             return _Refused(self.scopes(node))
