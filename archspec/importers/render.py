@@ -102,17 +102,33 @@ class Renderer:
             for members in variants.values():
                 if len(members) > 1:
                     self._block(cls, members, names)
+        self._separate_module_names()
+
+    def _separate_module_names(self) -> None:
+        """Calls are named block name + count: when `stage` is called 21 times, a block `stage2` (a second variant,
+        or a class Stage2) would name its first call `stage21` too, and the built network would lose one of them;
+        such a block takes an underscore, `stage_2`."""
+        calls = {b.name: len(b.paths) for b in self.blocks}
+        renames = {}
+        for b in self.blocks:
+            for other, count in calls.items():
+                digits = b.name[len(other):]
+                if other != b.name and b.name.startswith(other) and digits.isdigit() and count >= int(digits + "1"):
+                    renames[b.name] = f"{other}_{digits}"
+        for old, new in renames.items():
+            called = re.compile(rf"(?<![\w.]){re.escape(old)}\(")
+            for b in self.blocks:
+                b.name = new if b.name == old else b.name
+                b.body = [[called.sub(f"{new}(", part) for part in line] for line in b.body]
+            self.calls = {k: called.sub(f"{new}(", v) for k, v in self.calls.items()}
 
     def _block(self, cls: str, members: list[tuple[Group, str]], names: set[str]) -> None:
         base = re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", cls.strip("_")).lower() or "block"
         base = base if base not in _RESERVED else base + "_block"
-        # Calls are named block name + count: a name ending in digits (CrossStage3, a second variant) takes an
-        # underscore before them, so that `stage_3`'s calls (stage_31) never meet `stage`'s 31st (stage31).
-        base = re.sub(r"(?<=[^\d_])(\d+)$", r"_\1", base)
         name = base
         n = 2
         while name in names:
-            name, n = f"{base}_{n}", n + 1
+            name, n = f"{base}{n}", n + 1
         names.add(name)
         texts = [t for _, t in members]
         template, params, values = _parameters(texts)
