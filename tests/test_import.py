@@ -255,3 +255,72 @@ def test_a_dict_with_more_than_out_is_refused_by_its_keys() -> None:
     assert (info.value.message, info.value.help) == (
         "the module returns a dict with keys 'out', 'aux', not one tensor",
         "archspec imports one output (a dict with only 'out' is read as it); build it without the others, e.g. aux_loss=False")
+
+
+class _Unit(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.act = torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x))
+
+
+class _Unit1(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = torch.nn.Conv2d(4, 4, 1, bias=False), torch.nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+def test_block_names_never_make_module_names_meet() -> None:
+    """Blocks `unit` and `unit1` would name unit1's first call and unit's 11th both `unit11`, and the
+    built network would keep one of them: a class name ending in digits takes an underscore (`unit_1`)."""
+    torch.manual_seed(0)
+    original = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), _Unit1(), _Unit1(), *[_Unit() for _ in range(11)],
+                                   torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))
+    text, diff = _round_trip_of(original, "units")
+    assert diff <= 1e-9
+    assert "block unit_1 {" in text and "block unit {" in text, text
+
+
+def test_a_module_that_fails_at_the_size_says_torchs_reason_without_a_traceback(capsys) -> None:
+    """torch.fx's ShapeProp prints the failing layer's traceback before raising: the user gets one error line."""
+    from archspec.language.errors import ArchspecError
+
+    with pytest.raises(ArchspecError) as caught:
+        import_module(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5)), (3, 2, 2))
+    assert caught.value.message.startswith("the module does not run on a 3x2x2 input: Calculated padded input size"), caught.value.message
+    assert "Traceback" not in capsys.readouterr().err
+
+
+class _PlusOne(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + 1.0
+
+
+def test_a_join_the_language_lacks_is_refused_by_name_not_a_crash() -> None:
+    """`x + 1.0` is met while the graph is walked (after the scan of the layers): it is still refused, once."""
+    with pytest.raises(ImportRefused) as caught:
+        import_module(_PlusOne(), (3, 8, 8))
+    assert caught.value.lines == ["`(top)` uses operator.add: adding a constant or with alpha"]
+
+
+class _PlusZero(_PlusOne):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x) + 0)  # MobileOne's sum when a block has no identity branch
+
+
+def test_adding_zero_is_the_tensor_as_it_is() -> None:
+    text, diff = _round_trip_of(_PlusZero(), "plus_zero")
+    assert diff <= 1e-9 and "add" not in text.split("input", 1)[1], text

@@ -368,6 +368,14 @@ def draw_slice(draw, shape: tuple) -> "tuple[Layer, tuple]":
     return Layer("slice", {"a": a, "b": b}), (b - a, *shape[1:])
 
 
+def draw_pad(draw, shape: tuple) -> "tuple[Layer, tuple] | None":
+    if len(shape) != 3:
+        return None
+    value = draw(st.sampled_from([0.0, 0.0, -1.5, 2.0]))
+    sides = draw(st.tuples(*[st.integers(0, 3)] * 4))
+    return Layer("pad", {"sides": sides, "value": value}), (shape[0], shape[1] + sides[2] + sides[3], shape[2] + sides[0] + sides[1])
+
+
 def torchvision_ops(name: str) -> type:
     import torchvision.ops
 
@@ -442,6 +450,9 @@ ORACLE: dict[str, OracleOp] = {
     **{op: _plain(op, cls) for op, cls in {"relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "silu": nn.SiLU,
                                             "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "hardswish": nn.Hardswish,
                                             "hardsigmoid": nn.Hardsigmoid}.items()},
+    "pad": OracleOp(lambda a: "pad " + " ".join(map(str, a["sides"])) + (f" value={a['value']}" if a["value"] else ""),
+                    lambda a, x, env: nn.ConstantPad2d(a["sides"], a["value"]) if a["value"] else nn.ZeroPad2d(a["sides"]),
+                    draw=draw_pad),  # no fault: on [B, F] torch pads the batch and features as an image's H, W
 }
 
 
@@ -750,7 +761,8 @@ def aligned_convtranspose(draw, c: int) -> list:
 
 def convtranspose_fault(draw, shape: tuple) -> list:
     c, h, w = shape
-    kind = draw(st.sampled_from(["output_padding", "too_small", "groups", "after_flatten"]))
+    # Output padding twice: E110 is this fault's own code (the others are E111, E104, E103, met elsewhere too).
+    kind = draw(st.sampled_from(["output_padding", "output_padding", "too_small", "groups", "after_flatten"]))
     a = {"c": draw(st.integers(1, 6)), "k": (1, 1), "s": (1, 1), "p": (0, 0), "op": (0, 0), "d": (1, 1), "g": 1, "bias": True}
     if kind == "output_padding":
         a |= {"k": (3, 3), "s": (draw(st.integers(1, 3)),) * 2, "d": (draw(st.integers(1, 2)),) * 2}
@@ -1280,6 +1292,9 @@ def conv(c, k, **a) -> Layer:
 FIXED = {
     "asymmetric `p same` padding": Arch((3, 8, 8), [conv(4, 3, p="same", d=(2, 2)), conv(4, 2, p="same"),
                                                     conv(4, (4, 1), p="same", d=(1, 3))]),
+    "TensorFlow SAME: pad right and bottom, then a strided conv": Arch((3, 7, 8), [
+        Layer("pad", {"sides": (0, 1, 0, 1), "value": 0.0}), conv(4, 3, s=(2, 2)),
+        Layer("pad", {"sides": (2, 0, 1, 3), "value": -1.5}), Layer("maxpool", {"k": (3, 3), "s": (2, 2)})]),
     "ceil windows": Arch((2, 5, 7), [Layer("maxpool", {"k": (2, 2), "s": (2, 2), "ceil": True}),
                                      Layer("avgpool", {"k": (3, 3), "s": (2, 2), "p": (1, 1), "ceil": True}),
                                      Layer("maxpool", {"k": (2, 2), "ceil": True})]),

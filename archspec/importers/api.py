@@ -118,7 +118,7 @@ def load_spec(spec: str, kwargs: str | dict[str, Any] | None = None) -> nn.Modul
     options = _kwargs(kwargs)
     name, attr = spec.split(":")
     try:
-        found = getattr(importlib.import_module(name), attr)
+        found = getattr(_spec_module(name, attr), attr)
     except ModuleNotFoundError as exc:
         raise ArchspecError(f"{spec}: no module named {exc.name!r}", "install it, or check the spelling and PYTHONPATH") from None
     except AttributeError:
@@ -146,6 +146,14 @@ def _build_help(builder: Any, options: dict[str, Any], exc: Exception) -> str:
                     f"pass --kwargs '{json.dumps({**options, **skip})}'")
         return "it tried to download something; import needs a builder that runs without a network"
     return "pass the arguments it needs with --kwargs '{\"num_classes\": 10}'"
+
+
+def _spec_module(name: str, attr: str) -> Any:
+    """The module named; for `timm:resnet50d`, timm.models, where timm keeps its builders."""
+    module = importlib.import_module(name)
+    if name == "timm" and not hasattr(module, attr):
+        return importlib.import_module("timm.models")
+    return module
 
 
 def _kwargs(kwargs: str | dict[str, Any] | None) -> dict[str, Any]:
@@ -184,6 +192,9 @@ def imported_weights(module: nn.Module, result: Result) -> dict[str, torch.Tenso
     state = {}
     for (path, a), (kind, source) in zip(mine, theirs):
         ours = a.state_dict()
+        if kind is None and len(ours) == 1 and next(iter(ours.values())).numel() == next(iter(source.values())).numel():
+            # a layer scale's [C] vector (timm's ConvNeXt `gamma`) in the language's [C, 1, 1] layout
+            source = {k: v.reshape(next(iter(ours.values())).shape) for k, v in source.items()}
         if torch_kind(a) != kind or [v.shape for v in ours.values()] != [v.shape for v in source.values()]:
             raise ArchspecError(f"the imported layer `{path}` ({type(a).__name__}) does not match the module's ({kind or 'a parameter'})",
                                 "please report this with the module you imported")

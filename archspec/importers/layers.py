@@ -174,10 +174,64 @@ LAYERS: dict[type, Callable[[Any], str]] = {
     nn.Hardsigmoid: _plain("hardsigmoid"), nn.LayerNorm: layernorm,
     nn.ChannelShuffle: lambda m: f"channelshuffle {m.groups}",
 }
-# torchvision's layers, named so that torchvision stays optional: the tracer keeps them whole (leaves).
+
+
+def _then(*modules: nn.Module) -> str:
+    """` | act` for the layers a fused module runs after its own (nn.Identity: nothing)."""
+    texts = [layer_text(m) for m in modules]
+    return "".join(f" | {t}" for t in texts if t != "identity")
+
+
+def norm_act(norm: Callable[[Any], str]) -> Callable[[Any], str]:
+    """timm's BatchNormAct2d and its kind: the norm, its dropout and its activation, fused in one module."""
+    return lambda m: norm(m) + _then(m.drop, m.act)
+
+
+def same_sides(size: tuple[int, int], kernel: Any, stride: Any, dilation: Any) -> tuple[int, int, int, int]:
+    """TensorFlow's SAME padding of an H x W input (timm's pad_same): (left, right, top, bottom), the odd one after."""
+    k, s, d = _pair(kernel), _pair(stride), _pair(dilation)
+    total = [max((-(-n // s[i]) - 1) * s[i] + (k[i] - 1) * d[i] + 1 - n, 0) for i, n in enumerate(size)]
+    return total[1] // 2, total[1] - total[1] // 2, total[0] // 2, total[0] - total[0] // 2
+
+
+def _pad_text(sides: tuple[int, int, int, int], value: float = 0.0) -> str:
+    if not any(sides):
+        return ""
+    return f"pad {' '.join(map(str, sides))}{'' if value == 0 else f' value={number(value)}'} | "
+
+
+def conv_same(m: nn.Conv2d, shape: tuple[int, ...]) -> str:
+    """timm's Conv2dSame: TensorFlow's SAME padding for the traced input size, then the conv without padding."""
+    return _pad_text(same_sides(shape[1:3], m.kernel_size, m.stride, m.dilation)) + conv(m)
+
+
+def avgpool_same(m: nn.Module, shape: tuple[int, ...]) -> str:
+    """timm's AvgPool2dSame: zeros padded as TensorFlow's SAME, counted in the average (count_include_pad)."""
+    return _pad_text(same_sides(shape[1:3], m.kernel_size, m.stride, 1)) + avgpool(m)
+
+
+# torchvision's and timm's layers, named so that neither is a dependency: the tracer keeps them whole (leaves).
 LEAVES: dict[str, Callable[[Any], str]] = {
     "torchvision.models.convnext.LayerNorm2d": layernorm,
     "torchvision.ops.stochastic_depth.StochasticDepth": stochastic_depth,
+    "timm.layers.norm_act.BatchNormAct2d": norm_act(batchnorm),
+    "timm.layers.norm_act.GroupNormAct": norm_act(groupnorm),
+    "timm.layers.norm_act.LayerNormAct2d": norm_act(layernorm),
+    "timm.layers.norm.LayerNorm2d": layernorm,
+    "timm.layers.norm.LayerNorm": layernorm,
+    "timm.layers.linear.Linear": linear,
+    # timm's own activation classes (get_act_layer gives them for 'sigmoid', 'tanh', ...): the same functions
+    **{f"timm.layers.activations.{cls}": _plain(word) for cls, word in (
+        ("Sigmoid", "sigmoid"), ("Tanh", "tanh"), ("Swish", "silu"), ("HardSwish", "hardswish"),
+        ("HardSigmoid", "hardsigmoid"), ("GELU", "gelu"))},
+}
+# The LayerNorms over the channels of a [B, C, H, W] tensor as it is (the others normalise the last dimension).
+CHANNELS_FIRST_NORMS = {"torchvision.models.convnext.LayerNorm2d", "timm.layers.norm.LayerNorm2d",
+                        "timm.layers.norm_act.LayerNormAct2d"}
+# Leaves whose text depends on the size of their input (C, H, W): padding computed from it at run time.
+SIZED: dict[str, Callable[[Any, tuple[int, ...]], str]] = {
+    "timm.layers.conv2d_same.Conv2dSame": conv_same,
+    "timm.layers.pool2d_same.AvgPool2dSame": avgpool_same,
 }
 
 
@@ -185,10 +239,18 @@ def qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def layer_text(module: nn.Module) -> str:
-    """The .arch layer for a torch layer module; Inexpressible when the language has no such layer."""
+def is_leaf(cls: type) -> bool:
+    return qualified(cls) in LEAVES or qualified(cls) in SIZED
+
+
+def layer_text(module: nn.Module, shape: tuple[int, ...] | None = None) -> str:
+    """The .arch layer for a torch layer module (on an input of `shape`, C, H, W); Inexpressible when the
+    language has no such layer."""
     if isinstance(module, Unreadable):
         raise Inexpressible(module.why)
+    sized = SIZED.get(qualified(type(module)))
+    if sized is not None and shape is not None and len(shape) == 3:
+        return sized(module, shape)
     writer = LAYERS.get(type(module)) or LEAVES.get(qualified(type(module)))
     if writer is None:
         raise Inexpressible("")

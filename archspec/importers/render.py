@@ -21,8 +21,10 @@ _DEFAULTS = re.compile(r"\b(conv(?:transpose)? [^|{}]*)")
 _CALL = re.compile(r"^[a-z_][a-z0-9_]*(\(.*\))?$")
 _OP_WORDS = {"conv", "convtranspose", "maxpool", "avgpool", "linear", "bn", "groupnorm", "dropout", "dropout2d", "upsample",
              "adaptiveavgpool", "leakyrelu"}
-# A block may not take the name of a keyword, an op or a join (a module class `Split` would read as the join).
-_RESERVED = {"input", "block", "repeat", "use", "param", "budget", "shortcut", "project", *OPS, *JOINS}
+# A block may not take an op's or a join's name (timm has classes named Sigmoid, GELU...), nor a keyword's, nor
+# the prefix of their module names (a block `pool` would name its calls pool1, pool2 as maxpool's are).
+_RESERVED = {*OPS, *JOINS, *(c.name_prefix for c in OPS.values()), *(j.name_prefix for j in JOINS.values()),
+             "input", "block", "repeat", "use", "param", "budget", "shortcut", "project"}
 
 
 @dataclass
@@ -70,6 +72,7 @@ class Renderer:
     def __init__(self, items: list) -> None:
         self.items = items
         self.blocks: list[Block] = []
+        self.called: list[Group] = []  # every group written as a block call (its text renamed with its block)
         self._fold()
 
     def _instances(self) -> dict[str, list[Group]]:
@@ -100,6 +103,26 @@ class Renderer:
             for members in variants.values():
                 if len(members) > 1:
                     self._block(cls, members, names)
+        self._separate_module_names()
+
+    def _separate_module_names(self) -> None:
+        """Calls are named block name + count: when `stage` is called 21 times, a block `stage2` (a second variant,
+        or a class Stage2) would name its first call `stage21` too, and the built network would lose one of them;
+        such a block takes an underscore, `stage_2`."""
+        calls = {b.name: len(b.paths) for b in self.blocks}
+        renames = {}
+        for b in self.blocks:
+            for other, count in calls.items():
+                digits = b.name[len(other):]
+                if other != b.name and b.name.startswith(other) and digits.isdigit() and count >= int(digits + "1"):
+                    renames[b.name] = f"{other}_{digits}"
+        for old, new in renames.items():
+            called = re.compile(rf"(?<![\w.]){re.escape(old)}\(")
+            for b in self.blocks:
+                b.name = new if b.name == old else b.name
+                b.body = [[called.sub(f"{new}(", part) for part in line] for line in b.body]
+            for g in self.called:
+                g.call = called.sub(f"{new}(", g.call)  # type: ignore[arg-type]
 
     def _block(self, cls: str, members: list[tuple[Group, str]], names: set[str]) -> None:
         base = re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", cls.strip("_")).lower() or "block"
@@ -115,6 +138,7 @@ class Renderer:
         self.blocks.append(Block(name, params, body, [g.scope.path for g, _ in members], cls))
         for (g, _), vals in zip(members, values):
             g.call = f"{name}({', '.join(map(_text, vals))})"  # `name()`: a bare name cannot take `* N`
+            self.called.append(g)
 
     def statements(self, items: list) -> list[Statement]:
         """The statements for a sequence of items, runs of identical ones folded."""

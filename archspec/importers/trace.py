@@ -15,11 +15,14 @@ two-way concats, each extending the previous one.
 A few torch idioms are read as the one layer they stand for: permute to channels-last, then
 nn.LayerNorm / nn.Linear / activations, then permute back (ConvNeXt's block: `layernorm`, `pwlinear`);
 a `[C, 1, 1]` parameter times the tensor (`layerscale`); view/transpose/view (`channelshuffle`);
-`x.chunk(n, dim=1)` whose parts are concatenated back in order (`split`). torchvision's LayerNorm2d
-and StochasticDepth are traced as leaves, whole.
+`x.chunk(n, dim=1)` or `x.split(C // n, dim=1)` whose parts are concatenated back in order (`split`);
+`F.pad` with a constant (`pad`). torchvision's LayerNorm2d and StochasticDepth, and timm's fused and
+padded layers (BatchNormAct2d, Conv2dSame, ...: layers.LEAVES) are traced as leaves, whole.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import operator
 from typing import Any
 
@@ -28,9 +31,10 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from archspec.importers.layers import (
-    LEAVES,
+    CHANNELS_FIRST_NORMS,
     Inexpressible,
     adaptive_size,
+    is_leaf,
     layer_text,
     number,
     qualified,
@@ -75,10 +79,10 @@ def trace(module: nn.Module, input_shape: tuple[int, ...]) -> Imported:
 
 
 class _Tracer(fx.Tracer):
-    """fx's tracer, keeping torchvision's LayerNorm2d and StochasticDepth whole like torch.nn's layers."""
+    """fx's tracer, keeping torchvision's and timm's layers that the language writes (layers.LEAVES) whole like torch.nn's."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return qualified(type(m)) in LEAVES or super().is_leaf_module(m, qualname)
+        return is_leaf(type(m)) or super().is_leaf_module(m, qualname)
 
 
 def _traced(module: nn.Module) -> fx.GraphModule:
@@ -92,12 +96,19 @@ def _traced(module: nn.Module) -> fx.GraphModule:
 
 def _propagate_shapes(graph: fx.GraphModule, input_shape: tuple[int, ...]) -> None:
     try:
-        with torch.no_grad():
+        # ShapeProp prints the traceback of a failing node before raising: the message below says it
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             ShapeProp(graph).propagate(torch.zeros(1, *input_shape))
     except Exception as exc:  # noqa: BLE001 - the user's forward can raise anything
         shape = "x".join(map(str, input_shape))
-        raise ArchspecError(f"the module does not run on a {shape} input: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+        cause = exc.__cause__ or exc  # ShapeProp wraps the layer's own error in one naming the fx node
+        raise ArchspecError(f"the module does not run on a {shape} input: {_first_line(cause)}",
                             "give the input size it takes with --input (e.g. --input 3x224x224)") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _is_tensor(node: Any) -> bool:
@@ -146,6 +157,7 @@ class GraphReader:
             self.layout[n] = self._channels_last(n)
         self.dominators = self._dominators()
         self.refusals: list[Refusal] = []
+        self.refused: set[fx.Node] = set()
         self.seen: set[fx.Node] = set()
         self.quiet = False
 
@@ -172,13 +184,14 @@ class GraphReader:
             self.shuffles[node] = groups
             self.absorbed.update(inner)
             return source
-        if node.op == "call_function" and node.target is operator.getitem and _is_chunk(node.args[0]):
+        if node.op == "call_function" and node.target is operator.getitem and _chunks(node.args[0]):
             chunk = node.args[0]
-            self.parts[node] = (node.args[1], chunk.args[1] if len(chunk.args) > 1 else chunk.kwargs["chunks"])
+            self.parts[node] = (node.args[1], _chunks(chunk))
             return chunk.args[0]
         scaled = _layer_scale(node)
         if scaled is not None:
             self.scales[node] = scaled[0]
+            self.absorbed.update(scaled[2])
             return scaled[1]
         return None
 
@@ -195,7 +208,8 @@ class GraphReader:
 
     def _runs_channels_last(self, node: fx.Node) -> bool:
         if node.op == "call_module":
-            return isinstance(self.modules[node.target], _CHANNELS_LAST_OK)
+            module = self.modules[node.target]
+            return isinstance(module, _CHANNELS_LAST_OK) or qualified(type(module)).startswith("timm.layers.activations.")
         return node.op == "call_function" and node.target in _ACTIVATIONS
 
     def _dominators(self) -> dict[fx.Node, frozenset[fx.Node]]:
@@ -313,7 +327,7 @@ class GraphReader:
             return _Refused(self.scopes(node)), self.idom(node)
         if node in self.parts:
             return _Part(self.scopes(node), *self.parts[node]), inputs[0]
-        if not text:  # a permute around channels-last layers: the layers say it
+        if not text:  # a permute around channels-last layers (the layers say it), a place-holder
             return None, inputs[0]
         weights = str(node.target) if node.op == "call_module" and any(True for _ in self.modules[node.target].state_dict()) else None
         if node in self.scales:
@@ -339,15 +353,19 @@ class GraphReader:
         if word == "concat" and len(branches) == 1:  # cat of one tensor (branch empty: the fork is its input)
             return None
         operands = [a for a in node.args if isinstance(a, fx.Node) or not isinstance(a, (list, tuple))]
+        constants = [a for a in operands if not isinstance(a, fx.Node)]
+        if len(branches) == 1 and not node.kwargs and constants == [{"add": 0, "mul": 1}.get(word)]:
+            return None  # x + 0 (MobileOne's missing identity branch), x * 1: the tensor as it is
         if word in ("add", "mul") and (len(node.args) != 2 or len(operands) != len(branches) or node.kwargs):
-            self.refuse(node, f"{'adding' if word == 'add' else 'multiplying by'} a constant or with alpha")
+            self.refuse(node, f"{'adding' if word == 'add' else 'multiplying by'} a constant or with alpha", walking=True)
             return _Refused(self.scopes(node))
         inner = [s.scopes for b in branches for s in b]
         scopes = _common(self.scopes(node), *inner)
         if word == "concat" and _splits(branches):
             return Join("split", [b[1:] for b in branches], scopes)
         if any(b and isinstance(b[0], _Part) for b in branches):
-            self.refuse(node, "parts of Tensor.chunk that are not concatenated back in order (the language's `split`)")
+            self.refuse(node, "parts of Tensor.chunk or Tensor.split that are not concatenated back in order (the language's `split`)",
+                        walking=True)
             return _Refused(scopes)
         if word == "mul":  # the identity first: `mul {} { gate }` reads as squeeze-and-excitation does
             return Join(word, sorted(branches, key=bool), scopes)
@@ -393,23 +411,32 @@ class GraphReader:
         if node.op == "call_module":
             module = self.modules[node.target]
             try:
-                text = layer_text(module)
+                text = layer_text(module, _shape(inputs[0])[1:] if inputs else None)
             except Inexpressible as exc:
                 self.refuse(node, str(exc))
                 return None
+            if isinstance(module, nn.Identity) or (isinstance(module, nn.Dropout) and module.p == 0):
+                return ""  # timm's place-holders (no attention, no drop): nothing a person would write
             if isinstance(module, nn.Linear) and inputs and self.layout[inputs[0]]:
                 return "pw" + text  # nn.Linear over the channels: `pwlinear`, with nn.Linear's weight layout
-            if type(module) is nn.LayerNorm and not (inputs and (self.layout[inputs[0]] or len(_shape(inputs[0])) == 2)):
+            if (isinstance(module, nn.LayerNorm) and qualified(type(module)) not in CHANNELS_FIRST_NORMS) and not (inputs and (self.layout[inputs[0]] or len(_shape(inputs[0])) == 2)):
                 self.refuse(node, "a LayerNorm over other dimensions than the channels (or a vector's features)")
                 return None
             return text
         target, args = node.target, node.args
+        if target == "contiguous":
+            return ""  # memory layout only
+        if target is torch.nn.functional.dropout:
+            return _dropout_text(args, node.kwargs)
+        if target is torch.nn.functional.pad and _pad_text(args, node.kwargs):
+            return _pad_text(args, node.kwargs)
         if target in _ACTIVATIONS and not node.kwargs.get("approximate"):
             return _ACTIVATIONS[target]
         if target in (torch.flatten, "flatten") and _flattens_from_1(args, node.kwargs):
             return "flatten"
-        if target == "mean" and len(args) == 2 and list(args[1]) in ([2, 3], [-2, -1]) and not node.kwargs.get("keepdim"):
-            return "gap | flatten"  # x.mean([2, 3]): the global average, flattened
+        if target == "mean" and _means_over_hw(args, node.kwargs):
+            # x.mean([2, 3]): the global average, flattened; with keepdim=True (squeeze-and-excitation's) kept 1x1
+            return "gap" if _keepdim(args, node.kwargs) else "gap | flatten"
         if target is torch.nn.functional.adaptive_avg_pool2d and len(args) == 2:
             return adaptive_size(args[1])
         if target in _POOLS and all(not isinstance(a, fx.Node) for a in list(args[1:]) + list(node.kwargs.values())):
@@ -427,9 +454,11 @@ class GraphReader:
             self.refuse(node, str(exc))
             return None
 
-    def refuse(self, node: fx.Node, why: str) -> None:
-        if self.quiet:
+    def refuse(self, node: fx.Node, why: str, walking: bool = False) -> None:
+        """Record a refusal: layers are recorded by the scan (quiet in the walk after it), joins in the walk, once each."""
+        if (self.quiet and not walking) or node in self.refused:
             return
+        self.refused.add(node)
         self.refusals.append(Refusal(self.path(node), self.construct(node), why))
 
     def construct(self, node: fx.Node) -> str:
@@ -603,11 +632,19 @@ def _splits(branches: list[list]) -> bool:
     return all(b and isinstance(b[0], _Part) and (b[0].index, b[0].count) == (i, len(branches)) for i, b in enumerate(branches))
 
 
-def _is_chunk(node: Any) -> bool:
-    if not (isinstance(node, fx.Node) and node.op == "call_method" and node.target == "chunk"):
-        return False
+def _chunks(node: Any) -> int:
+    """n for `x.chunk(n, dim=1)`, or `x.split(C // n, dim=1)` (equal parts, as CSPNet's halves); 0 otherwise."""
+    if not (isinstance(node, fx.Node) and node.op == "call_method" and node.target in ("chunk", "split")):
+        return 0
     dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
-    return dim in (1, -3) and len(_shape(node.args[0])) == 4
+    if dim not in (1, -3) or not _is_tensor(node.args[0]) or len(_shape(node.args[0])) != 4:
+        return 0
+    key = "chunks" if node.target == "chunk" else "split_size"
+    n = node.args[1] if len(node.args) > 1 else node.kwargs.get(key)
+    channels = _shape(node.args[0])[1]
+    if node.target == "split":  # a part's size: equal parts only
+        return channels // n if isinstance(n, int) and n > 0 and channels % n == 0 else 0
+    return n if isinstance(n, int) and channels % n == 0 else 0
 
 
 def _permute(node: fx.Node) -> list[int] | None:
@@ -638,14 +675,21 @@ def _channel_shuffle(node: fx.Node) -> tuple[fx.Node, int, list[fx.Node]] | None
     return source, wide[1], inner + [grouped]
 
 
-def _layer_scale(node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
-    """`param * x` (or `x * param`) with a [C, 1, 1] parameter on a [B, C, H, W] tensor: (the parameter, x)."""
+def _layer_scale(node: fx.Node) -> tuple[fx.Node, fx.Node, list[fx.Node]] | None:
+    """`param * x` (or `x * param`) with a [C, 1, 1] parameter on a [B, C, H, W] tensor, or a [C] one
+    reshaped to [1, C, 1, 1] (timm's ConvNeXt): (the parameter, x, the reshape if any)."""
     if not (node.target in _MUL and len(node.args) == 2 and not node.kwargs):
         return None
     for param, x in (node.args, node.args[::-1]):
-        if (isinstance(param, fx.Node) and param.op == "get_attr" and _is_tensor(param) and _is_tensor(x)
-                and len(_shape(x)) == 4 and _shape(param) == (_shape(x)[1], 1, 1)):
-            return param, x
+        if not (isinstance(param, fx.Node) and _is_tensor(param) and _is_tensor(x) and len(_shape(x)) == 4):
+            continue
+        c = _shape(x)[1]
+        if param.op == "get_attr" and _shape(param) == (c, 1, 1):
+            return param, x, []
+        source = param.args[0] if param.op == "call_method" and param.target in ("reshape", "view") else None
+        if (isinstance(source, fx.Node) and source.op == "get_attr" and _is_tensor(source) and _shape(source) == (c,)
+                and _shape(param) == (1, c, 1, 1)):
+            return source, x, [param]
     return None
 
 
@@ -663,6 +707,34 @@ class _Refused(Op):
 
     def __init__(self, scopes: tuple[Scope, ...]) -> None:
         super().__init__("", scopes, None)
+
+
+def _dropout_text(args: tuple, kwargs: dict) -> str:
+    """F.dropout(x, p, training=self.training) (timm's heads): `dropout p`, nothing when p is 0."""
+    p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
+    return f"dropout {number(p)}" if p else ""
+
+
+def _pad_text(args: tuple, kwargs: dict) -> str | None:
+    """F.pad(x, (l, r, t, b)) with a constant (HGNetV2's stem): `pad l r t b [value=v]`; None for other modes."""
+    sides = args[1] if len(args) > 1 else kwargs.get("pad")
+    mode = args[2] if len(args) > 2 else kwargs.get("mode", "constant")
+    value = (args[3] if len(args) > 3 else kwargs.get("value")) or 0.0
+    if mode != "constant" or not isinstance(sides, (list, tuple)) or len(sides) not in (2, 4):
+        return None
+    if not all(isinstance(v, int) and v >= 0 for v in sides) or not isinstance(value, (int, float)):
+        return None
+    l, r, t, b = (*sides, 0, 0)[:4]
+    return f"pad {l} {r} {t} {b}" + ("" if value == 0 else f" value={number(value)}")
+
+
+def _means_over_hw(args: tuple, kwargs: dict) -> bool:
+    dims = args[1] if len(args) > 1 else kwargs.get("dim")
+    return isinstance(dims, (list, tuple)) and sorted(d % 4 for d in dims) == [2, 3]
+
+
+def _keepdim(args: tuple, kwargs: dict) -> bool:
+    return bool(args[2] if len(args) > 2 else kwargs.get("keepdim", False))
 
 
 def _flattens_from_1(args: tuple, kwargs: dict) -> bool:
