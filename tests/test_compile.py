@@ -300,3 +300,26 @@ def test_class_name_must_be_a_python_identifier(cli, tmp_path):
     assert not out.exists()
     assert cli("compile", str(EXAMPLES / "lenet.arch"), "-o", str(out), "--class-name", "LeNet").returncode == 0
     assert hasattr(import_generated(out.read_text()), "LeNet")
+
+
+CLASHING_BLOCKS = """input 3x32x32
+block stage { conv 8 k3 p1 | relu }
+block stage2 { conv 8 k3 p1 | relu }
+stage2
+stage * 21
+gap | flatten | linear 10
+"""
+
+
+def test_block_names_that_meet_another_blocks_count_keep_every_module():
+    """`stage2`'s first call and `stage`'s 21st would both be `stage21`: the later one is `stage_21`, and
+    the built and generated networks keep every layer the checker counted (they used to lose one)."""
+    report = archspec.check(CLASHING_BLOCKS)
+    paths = [row.path for row in report.rows]
+    assert len(paths) == len(set(paths)) and "stage21.conv1" in paths and "stage_21.conv1" in paths
+    by_hand = (8 * 3 * 9 + 8) + 21 * (8 * 8 * 9 + 8) + (8 * 10 + 10)  # stage2's conv, stage's 21 convs, the linear
+    assert report.params == by_hand
+    built = archspec.build(CLASHING_BLOCKS)
+    generated = import_generated(codegen.generate(archspec.check(CLASHING_BLOCKS))).Net()
+    for net in (built, generated):
+        assert sum(p.numel() for p in net.parameters()) == by_hand

@@ -60,10 +60,15 @@ class _Namer:
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
+        self.given: set[str] = set()
 
     def __call__(self, prefix: str) -> str:
-        self.counts[prefix] = self.counts.get(prefix, 0) + 1
-        return f"{prefix}{self.counts[prefix]}"
+        self.counts[prefix] = n = self.counts.get(prefix, 0) + 1
+        name, sep = f"{prefix}{n}", "_"
+        while name in self.given:  # block `stage2`'s first call and `stage`'s 21st: the later one takes `stage_21`
+            name, sep = f"{prefix}{sep}{n}", sep + "_"
+        self.given.add(name)
+        return name
 
 
 class _Scope(NamedTuple):
