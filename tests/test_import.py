@@ -324,3 +324,29 @@ class _PlusZero(_PlusOne):
 def test_adding_zero_is_the_tensor_as_it_is() -> None:
     text, diff = _round_trip_of(_PlusZero(), "plus_zero")
     assert diff <= 1e-9 and "add" not in text.split("input", 1)[1], text
+
+
+class _MixedConv(torch.nn.Module):
+    """MixNet's MixedConv2d and FasterNet's partial conv: channels split unevenly, each part its own layers, then
+    concatenated back in order (`torch.split` with a list, and `x.split` by a size that leaves a smaller last part)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 12, 3, padding=1)
+        self.mixed = torch.nn.ModuleList([torch.nn.Conv2d(5, 5, 3, padding=1), torch.nn.Conv2d(7, 7, 5, padding=2)])
+        self.partial = torch.nn.Conv2d(5, 5, 3, padding=1)
+        self.head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(12, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        parts = torch.split(x, [5, 7], dim=1)
+        x = torch.cat([self.mixed[0](parts[0]), self.mixed[1](parts[1])], dim=1)
+        first, rest = x.split(5, dim=1)[0], x[:, 5:]  # 12 channels by 5: parts of 5, 5 and 2
+        return self.head(torch.cat((self.partial(first), rest), dim=1))
+
+
+def test_uneven_channel_splits_read_as_slices_in_a_concat() -> None:
+    torch.manual_seed(0)
+    text, diff = _round_trip_of(_MixedConv(), "mixed_conv")
+    assert diff <= 1e-9
+    assert "{ slice 0:5 | conv 5 k3 p1 }" in text and "{ slice 5:12 | conv 7 k5 p2 }" in text, text

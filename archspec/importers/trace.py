@@ -150,6 +150,7 @@ class GraphReader:
         self.absorbed: set[fx.Node] = set()  # inner nodes of an idiom read as one layer (channel shuffle)
         self.shuffles: dict[fx.Node, int] = {}  # the last view of a channel shuffle -> its groups
         self.parts: dict[fx.Node, tuple[int, int]] = {}  # x.chunk(n, dim=1)[i] -> (i, n)
+        self.slices: dict[fx.Node, tuple[int, int]] = {}  # a part of an uneven split -> its channels (`slice a:b`)
         self.scales: dict[fx.Node, fx.Node] = {}  # param * x -> the parameter (layer scale)
         self.layout: dict[fx.Node, bool] = {}  # True where the tensor is channels-last (after a permute)
         self.inputs = {n: self._inputs(n) for n in self.nodes}
@@ -188,6 +189,11 @@ class GraphReader:
             chunk = node.args[0]
             self.parts[node] = (node.args[1], _chunks(chunk))
             return chunk.args[0]
+        if node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[1], int):
+            ranges = _split_ranges(node.args[0])
+            if ranges is not None and -len(ranges) <= node.args[1] < len(ranges):  # MixNet's, FasterNet's parts
+                self.slices[node] = ranges[node.args[1]]
+                return node.args[0].args[0]
         scaled = _layer_scale(node)
         if scaled is not None:
             self.scales[node] = scaled[0]
@@ -402,6 +408,8 @@ class GraphReader:
             return None
         if node in self.shuffles:
             return f"channelshuffle {self.shuffles[node]}"
+        if node in self.slices:
+            return "slice {}:{}".format(*self.slices[node])
         if node in self.parts:
             return "split"
         if node in self.scales:
@@ -630,6 +638,30 @@ def _resized_to(node: fx.Node) -> fx.Node | None:
 
 def _splits(branches: list[list]) -> bool:
     return all(b and isinstance(b[0], _Part) and (b[0].index, b[0].count) == (i, len(branches)) for i, b in enumerate(branches))
+
+
+_SPLITS = {"chunk": "chunks", "split": "split_size", torch.chunk: "chunks", torch.split: "split_size_or_sections"}
+
+
+def _split_ranges(node: Any) -> list[tuple[int, int]] | None:
+    """The channel ranges of the parts of `x.split(sizes, dim=1)`, `torch.split(x, n, 1)` or `x.chunk(n, 1)` on a
+    [B, C, H, W] tensor, in torch's rules (a last smaller part; chunk's parts of ceil(C/n)); None for anything else."""
+    if not (isinstance(node, fx.Node) and node.op in ("call_method", "call_function") and node.target in _SPLITS):
+        return None
+    dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+    if dim not in (1, -3) or not _is_tensor(node.args[0]) or len(_shape(node.args[0])) != 4:
+        return None
+    n = node.args[1] if len(node.args) > 1 else node.kwargs.get(_SPLITS[node.target])
+    channels = _shape(node.args[0])[1]
+    if isinstance(n, int) and n > 0:
+        size = -(-channels // n) if _SPLITS[node.target] == "chunks" else n
+        sizes = [min(size, channels - start) for start in range(0, channels, size)]
+    elif isinstance(n, (list, tuple)) and all(isinstance(s, int) and s >= 0 for s in n) and sum(n) == channels:
+        sizes = list(n)
+    else:
+        return None
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    return [(a, a + s) for a, s in zip(starts, sizes)]
 
 
 def _chunks(node: Any) -> int:
