@@ -80,7 +80,7 @@ def _layers(net: torch.nn.Module) -> list[tuple[str | None, list[tuple[int, ...]
 
 
 @pytest.mark.parametrize("example,blocks", [("lenet.arch", []), ("resnet18_cifar.arch", ["basic", "stage"]),
-                                            ("mobilenet_v2.arch", ["inverted"])])
+                                            ("mobilenet_v2.arch", ["inverted"]), ("modern_blocks.arch", ["cnblock"])])
 def test_exported_arch_reads_back_to_the_same_network(example: str, blocks: list[str], tmp_path: Path) -> None:
     """`archspec export` keeps the layers (no batch-norm fusion): the same layers, parameters and outputs come
     back, and the blocks under their names (a block call is a module named after it)."""

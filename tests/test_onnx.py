@@ -91,6 +91,29 @@ def test_cli_export_from_arch_has_dynamic_batch_and_metadata(cli, tmp_path):
     assert meta["arch_source"] == (EXAMPLES / "lenet.arch").read_text()
 
 
+AUX_NET = """input 3x32x32
+conv 8 k3 p1 | relu
+aux 0.3 { gap | flatten | linear 100 }
+conv 16 k3 s2 p1 | relu | gap | flatten | linear 100
+"""
+
+
+def test_export_of_a_network_with_an_auxiliary_head_says_the_file_holds_the_eval_network(cli, tmp_path):
+    (tmp_path / "aux.arch").write_text(AUX_NET)
+    r = cli("export", str(tmp_path / "aux.arch"), "-o", str(tmp_path / "aux.onnx"))
+    assert r.returncode == 0, r.stderr
+    head = 8 * 100 + 100  # the head's linear
+    assert (f"note: the network's 1 auxiliary head(s) ({head:,} parameters) run only in training and are not in the file"
+            in r.stdout)
+    stored = {t.name for t in onnx.load(str(tmp_path / "aux.onnx")).graph.initializer}
+    params = dict(archspec.build(tmp_path / "aux.arch").named_parameters())
+    in_head = {name for name in params if ".head." in name}
+    assert sum(params[name].numel() for name in in_head) == head
+    assert set(params) - in_head <= stored and not in_head & stored
+    # 100 class names are not printed one by one
+    assert "100 classes: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ..., 99\n" in r.stdout
+
+
 def test_embed_preprocess_takes_uint8_and_normalises_like_training(tmp_path):
     base = source_from_arch(EXAMPLES / "vgg_bn.arch")
     mean, std = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]  # not 0 and 1: the scaling must really happen

@@ -45,7 +45,11 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
              else f"float32 [B, {shape}], normalised: (pixels/255 - mean) / std")
     out.write(f"wrote {args.output} ({size_mb:.1f} MB): {src.arch_path}, batch axis dynamic\n"
               f"  input: {takes}\n  mean {_floats(src.mean)}, std {_floats(src.std)}\n"
-              f"  {len(src.classes)} classes: {', '.join(src.classes)}\n")
+              f"  {len(src.classes)} classes: {_listed(src.classes)}\n")
+    heads = _aux_heads(src.model)
+    if heads:
+        out.write(f"  note: the network's {heads[0]} auxiliary head(s) ({heads[1]:,} parameters) run only in training and "
+                  "are not in the file: it holds the network as it runs in eval\n")
     if not src.trained:
         out.write(f"  note: {args.source} is not a checkpoint: the weights are random (seed {args.seed}), the classes are "
                   f"0..{len(src.classes) - 1} and the normalisation is mean 0, std 1\n")
@@ -55,6 +59,21 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     out.write(f"  onnxruntime vs torch on 2 random inputs: max abs difference {diff:.1e}\n")
     return 0 if diff < 1e-4 else 1
+
+
+def _listed(names: list[str], most: int = 12) -> str:
+    """Every name up to `most`; beyond, the first few and the last (a 1000-class list is not read)."""
+    if len(names) <= most:
+        return ", ".join(names)
+    return f"{', '.join(names[:most - 2])}, ..., {names[-1]}"
+
+
+def _aux_heads(model: Any) -> tuple[int, int] | None:
+    """How many auxiliary heads (`aux` joins) the network has and their parameters; None without."""
+    from archspec.pytorch.runtime import Aux
+
+    heads = [m for m in model.modules() if isinstance(m, Aux)]
+    return (len(heads), sum(p.numel() for h in heads for p in h.parameters())) if heads else None
 
 
 def _floats(values: list[float]) -> str:

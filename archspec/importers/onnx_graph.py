@@ -314,6 +314,8 @@ class _Lifter:
             paths, classes = [], []
         stack = [(p, c) for p, c in zip(paths[1:-1], classes[1:-1]) if isinstance(p, str) and isinstance(c, str)]
         if classes[:1] == [_ARCHSPEC_NET]:
+            if stack and stack[-1][1].startswith(_ARCHSPEC_LAYERS) and not layer:
+                stack = stack[:-1]  # a permute inside one of archspec's own layers (layernorm, pwlinear): part of it
             stack = [(p, _block_call(p, c)) for p, c in stack]
         if layer and not (stack and _is_layer_class(stack[-1][1])):
             stack.append((node.name, node.op_type))  # the reader drops a layer's own entry
@@ -530,7 +532,31 @@ class _Lifter:
             why = f"a reshape to {list(shape)} that is not a channel shuffle (the language's `channelshuffle`)"
             self.pending[node.output[0]] = _Pending("grouped", node, source, (shape[1], value.reshape(shape), source), why)
             return
+        users = self.users.get(node.output[0], [])
+        if shape is not None and len(shape) == 1 and users and all(u is not None and u.op_type == "Gather" for u in users):
+            self.pending[node.output[0]] = _Pending("flat", node, source, value, f"a reshape to {list(shape)}")
+            return
         self.reshaped(node, value, shape)
+
+    def _gather(self, node: Any) -> None:
+        """A Gather of fixed indices from a flattened tensor (torch.onnx writes as_strided so) that gives the tensor
+        back as it was (the pooled [B, C, 1, 1] before ConvNeXt's head), or only reorders its dimensions (a permute)."""
+        pending, indices = self.pending.get(node.input[0]), self.const(node.input[1])
+        if pending is None or pending.kind != "flat" or indices is None or self.attrs(node).get("axis", 0) != 0:
+            self.unreadable(node, self.network_inputs(node), "")
+            return
+        value, ids = pending.detail, torch.arange(pending.detail.numel()).reshape(pending.detail.shape)
+        gathered = ids.reshape(-1)[torch.from_numpy(np.asarray(indices, dtype=np.int64))]
+        if torch.equal(gathered, ids):  # every element where it was: the tensor itself
+            self.values[node.output[0]] = self.network(pending.source)
+            return
+        perm = next((p for p in (_TO_CHANNELS_LAST, _TO_CHANNELS_FIRST)
+                     if value.dim() == 4 and torch.equal(gathered, ids.permute(*p))), None)
+        if perm is None:
+            self.unreadable(node, [pending.source], "a gather that is not a permute of the channels")
+            return
+        x = self.network(pending.source)[0]
+        self.call(node, "permute", (x, *perm), value.permute(*perm), method=True)
 
     def _transpose(self, node: Any) -> None:
         pending = self.pending.get(node.input[0])
@@ -539,7 +565,32 @@ class _Lifter:
             self.pending[node.output[0]] = _Pending("swapped", node, node.input[0], (groups, grouped.transpose(1, 2), origin),
                                                     "a transpose that is not a channel shuffle (the language's `channelshuffle`)")
             return
+        perm, (x, value) = list(self.attrs(node).get("perm", [])), self.network(node.input[0])
+        if value.dim() == 4 and perm in (_TO_CHANNELS_LAST, _TO_CHANNELS_FIRST):
+            # the torch importer's reader takes permute -> layers on the channels -> permute back as those layers
+            self.call(node, "permute", (x, *perm), value.permute(*perm), method=True)
+            return
         self.unreadable(node, [node.input[0]], "")
+
+    def channels_last(self, node: fx.Node) -> bool:
+        """Whether a lifted 4-D tensor is an image permuted to [B, H, W, C] (layers on its last axis since)."""
+        while node.op == "call_module" and isinstance(self.root.get_submodule(node.target), _ON_LAST_AXIS):
+            node = node.args[0]
+        return _permute_dims(node) == _TO_CHANNELS_LAST
+
+    def _layernormalization(self, node: Any) -> None:
+        """LayerNormalization over the last axis (the channels of a permuted image, or features): nn.LayerNorm."""
+        a = self.attrs(node)
+        value = self.network(node.input[0])[1]
+        scale, bias = self.const(node.input[1]), self.const(node.input[2]) if len(node.input) > 2 else None
+        if a.get("axis", -1) % value.dim() != value.dim() - 1 or scale is None or bias is None or scale.ndim != 1:
+            self.unreadable(node, [node.input[0]], "a layer norm over more than the last axis, or without a constant scale and bias")
+            return
+        norm = nn.LayerNorm(len(scale), eps=_float32(a.get("epsilon", 1e-5)))
+        with torch.no_grad():
+            norm.weight.copy_(torch.from_numpy(np.array(scale, dtype=np.float32)))
+            norm.bias.copy_(torch.from_numpy(np.array(bias, dtype=np.float32)))
+        self.emit(node, norm, node.input[0])
 
     def only_user(self, node: Any, op_type: str) -> Any:
         users = self.users.get(node.output[0], [])
@@ -573,8 +624,10 @@ class _Lifter:
         self.linear(node, weight, bias, node.input[0], node.output[0])
 
     def _matmul(self, node: Any) -> None:
-        w = self.const(node.input[1])
-        if w is None or w.ndim != 2 or self.network(node.input[0])[1].dim() != 2:
+        w, x = self.const(node.input[1]), self.network(node.input[0])
+        # features, or the channels of a permuted [B, H, W, C] image (ConvNeXt's pointwise linear)
+        channels_last = x[1].dim() == 4 and self.channels_last(x[0])
+        if w is None or w.ndim != 2 or not (x[1].dim() == 2 or channels_last):
             self.unreadable(node, self.network_inputs(node), "a product that is not features times a constant weight")
             return
         output, bias = node.output[0], None
@@ -767,6 +820,15 @@ def _input_shape(value_info: Any, given: tuple[int, ...] | None) -> tuple[int, t
     return dims[0] or 1, tuple(int(d) for d in dims[1:])
 
 
+_TO_CHANNELS_LAST, _TO_CHANNELS_FIRST = [0, 2, 3, 1], [0, 3, 1, 2]
+# Layers that act on the last axis or elementwise: a permuted tensor stays channels-last through them.
+_ON_LAST_AXIS = (nn.LayerNorm, nn.Linear, nn.GELU, nn.ReLU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish)
+
+
+def _permute_dims(node: fx.Node) -> list[int] | None:
+    return list(node.args[1:]) if node.op == "call_method" and node.target == "permute" else None
+
+
 def _topological(graph: Any, known: set[str]) -> list[Any]:
     """The nodes in an order where each comes after its inputs (the ONNX standard asks for it; not every file keeps it)."""
     known, order, pending = set(known), [], list(graph.node)
@@ -849,6 +911,7 @@ def _is_torch_hardsigmoid(a: dict) -> bool:
 
 _ARCHSPEC_NET = "archspec.pytorch.build.Net"
 _SEQUENTIAL = "torch.nn.modules.container.Sequential"
+_ARCHSPEC_LAYERS = "archspec.pytorch.layers."  # the layers torch.nn has no class for (LayerNorm2d, LayerScale, ...)
 _JOIN_BODIES = ("body", "shortcut", "branch")
 
 
@@ -862,8 +925,8 @@ def _block_call(path: str, cls: str) -> str:
 
 
 def _is_layer_class(name: str) -> bool:
-    """A torch.nn layer (Conv2d, ReLU, ...), not a container: the node is that layer."""
-    return name.startswith("torch.nn.modules.") and ".container." not in name
+    """A torch.nn layer (Conv2d, ReLU, ...) or one of archspec's own, not a container: the node is that layer."""
+    return (name.startswith("torch.nn.modules.") and ".container." not in name) or name.startswith(_ARCHSPEC_LAYERS)
 
 
 def _resolved(name: str) -> Any:
