@@ -59,7 +59,7 @@ def _relative(got: torch.Tensor, want: np.ndarray) -> float:
     return float(np.abs(got.detach().numpy() - want).max() / np.abs(want).max())
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "squeezenet1_1", "shufflenet_v2_x0_5"])
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "squeezenet1_1", "shufflenet_v2_x0_5", "convnext_tiny"])
 def test_torchvision_onnx_imports_to_onnxruntime_outputs(name: str, tmp_path: Path) -> None:
     """torch.onnx.export with its defaults (batch norms fused into the convs) -> import -> outputs as onnxruntime's."""
     torch.manual_seed(0)

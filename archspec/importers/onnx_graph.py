@@ -31,7 +31,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from archspec.importers.layers import Unreadable
+from archspec.importers.layers import LEAVES, Unreadable
 from archspec.importers.statements import Imported
 from archspec.importers.trace import GraphReader
 from archspec.language.errors import ArchspecError
@@ -314,9 +314,9 @@ class _Lifter:
             paths, classes = [], []
         stack = [(p, c) for p, c in zip(paths[1:-1], classes[1:-1]) if isinstance(p, str) and isinstance(c, str)]
         if classes[:1] == [_ARCHSPEC_NET]:
-            if stack and stack[-1][1].startswith(_ARCHSPEC_LAYERS) and not layer:
-                stack = stack[:-1]  # a permute inside one of archspec's own layers (layernorm, pwlinear): part of it
             stack = [(p, _block_call(p, c)) for p, c in stack]
+        if stack and _is_layer_class(stack[-1][1]) and not stack[-1][1].startswith("torch.nn.") and not layer:
+            stack = stack[:-1]  # a permute inside a layer torch.nn has no class for (LayerNorm2d, PointwiseLinear): part of it
         if layer and not (stack and _is_layer_class(stack[-1][1])):
             stack.append((node.name, node.op_type))  # the reader drops a layer's own entry
         return {f"{i}:{p}": (p, _resolved(c)) for i, (p, c) in enumerate(stack)}
@@ -546,7 +546,7 @@ class _Lifter:
             self.unreadable(node, self.network_inputs(node), "")
             return
         value, ids = pending.detail, torch.arange(pending.detail.numel()).reshape(pending.detail.shape)
-        gathered = ids.reshape(-1)[torch.from_numpy(np.asarray(indices, dtype=np.int64))]
+        gathered = ids.reshape(-1)[torch.from_numpy(np.array(indices, dtype=np.int64))]  # a copy: onnx's arrays are read-only
         if torch.equal(gathered, ids):  # every element where it was: the tensor itself
             self.values[node.output[0]] = self.network(pending.source)
             return
@@ -925,8 +925,10 @@ def _block_call(path: str, cls: str) -> str:
 
 
 def _is_layer_class(name: str) -> bool:
-    """A torch.nn layer (Conv2d, ReLU, ...) or one of archspec's own, not a container: the node is that layer."""
-    return (name.startswith("torch.nn.modules.") and ".container." not in name) or name.startswith(_ARCHSPEC_LAYERS)
+    """A torch.nn layer (Conv2d, ReLU, ...), one of archspec's own, or one the torch importer keeps whole
+    (torchvision's LayerNorm2d: layers.LEAVES), not a container: the node is that layer."""
+    return ((name.startswith("torch.nn.modules.") and ".container." not in name) or name.startswith(_ARCHSPEC_LAYERS)
+            or name in LEAVES)
 
 
 def _resolved(name: str) -> Any:
