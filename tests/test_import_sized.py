@@ -121,6 +121,33 @@ def test_a_branch_on_a_tensors_values_is_refused(tmp_path: Path) -> None:
     assert run.stderr == (ROOT / "tests/golden/cli/import_value_branch.txt").read_text()
 
 
+def test_a_branch_on_a_tensors_values_that_the_forward_catches_is_refused_too() -> None:
+    """A forward that catches the refusal and goes on down another path still branched on a value."""
+    from torch import nn
+
+    from archspec.language.errors import ArchspecError
+
+    class Careful(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.conv(x)
+            if x.shape[-1] > 4:  # the symbolic trace stops here, the sized one goes on
+                x = x.relu()
+            try:
+                if x.mean() > 0:
+                    return x.relu()
+            except Exception:  # noqa: BLE001, S110 - what the test is about
+                pass
+            return x
+
+    with pytest.raises(ArchspecError) as info:
+        import_module(Careful().eval(), (3, 8, 8))
+    assert info.value.message == "`(top)` (Careful) branches on a tensor's values: the layers it runs would depend on the input's data"
+
+
 def test_a_sized_forward_that_fails_at_the_size_says_so() -> None:
     """The sized trace runs the forward: a wrong input size is the same error as where the symbolic trace succeeds."""
     from archspec.language.errors import ArchspecError

@@ -44,7 +44,7 @@ from archspec.importers.layers import (
     qualified,
 )
 from archspec.importers.statements import Imported, Join, Op, Refusal, Scope
-from archspec.importers.tracers import LeafTracer, RunFailed, SizedTracer, ValueBranch
+from archspec.importers.tracers import LeafTracer, SizedTracer, ValueBranch
 from archspec.language.errors import ArchspecError
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -99,19 +99,16 @@ def _traced(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[fx.GraphMo
     tracer = SizedTracer(torch.zeros(1, *input_shape))
     name, shape = type(module).__name__, "x".join(map(str, input_shape))
     try:
-        graph = fx.GraphModule(module, tracer.trace(module))
+        graph = fx.GraphModule(module, tracer.traced(module))
     except ValueBranch as exc:
         raise ArchspecError(f"`{exc.path or '(top)'}` ({exc.cls or name}) branches on a tensor's values: the layers it runs "
                             f"would depend on the input's data",
                             "archspec imports a forward that runs the same layers on every input; a branch on the input's "
                             "size is read at the size given with --input") from None
-    except RunFailed as exc:
-        raise ArchspecError(f"the module does not run on a {shape} input: {_first_line(exc.cause)}",
-                            "give the input size it takes with --input (e.g. --input 3x224x224)") from None
-    except Exception as exc:  # noqa: BLE001 - as above
+    except Exception as exc:  # noqa: BLE001 - as above, and the user's forward can raise anything
+        if tracer.failed_to_run(exc):
+            raise _does_not_run(input_shape, exc) from None
         raise ArchspecError(f"torch.fx cannot trace {name}: {_first_line(exc)}", _TRACE_HELP) from None
-    finally:
-        tracer.values.clear()
     return graph, [_sized_note(tracer.decisions, shape, symbolic)]
 
 
@@ -131,10 +128,13 @@ def _propagate_shapes(graph: fx.GraphModule, input_shape: tuple[int, ...]) -> No
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             ShapeProp(graph).propagate(torch.zeros(1, *input_shape))
     except Exception as exc:  # noqa: BLE001 - the user's forward can raise anything
-        shape = "x".join(map(str, input_shape))
-        cause = exc.__cause__ or exc  # ShapeProp wraps the layer's own error in one naming the fx node
-        raise ArchspecError(f"the module does not run on a {shape} input: {_first_line(cause)}",
-                            "give the input size it takes with --input (e.g. --input 3x224x224)") from None
+        raise _does_not_run(input_shape, exc.__cause__ or exc) from None  # ShapeProp wraps the layer's error in one naming the node
+
+
+def _does_not_run(input_shape: tuple[int, ...], cause: BaseException) -> ArchspecError:
+    shape = "x".join(map(str, input_shape))
+    return ArchspecError(f"the module does not run on a {shape} input: {_first_line(cause)}",
+                         "give the input size it takes with --input (e.g. --input 3x224x224)")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -43,14 +43,6 @@ class ValueBranch(Exception):
         self.path, self.cls = path, cls
 
 
-class RunFailed(Exception):
-    """A call of the forward failed on the real input (the module does not run at this size)."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
 class _Size(int):
     """A number read from a tensor's size: arithmetic on it stays one, and a comparison or truth test of it
     is recorded (through `decided`) as a decision the forward made on the input's size."""
@@ -144,6 +136,30 @@ class SizedTracer(LeafTracer):
         self.values: dict[fx.Node, Any] = {}
         self.decisions: dict[str, str] = {}  # module path -> class name, where a size decided something
         self.running = False  # inside a call run on values: modules run as themselves, attributes are themselves
+        self.run_error: Exception | None = None  # the last call that failed on the real input (the module does not run)
+        self.value_branch: ValueBranch | None = None  # the first branch on a tensor's values, even one the forward caught
+
+    def traced(self, module: nn.Module) -> fx.Graph:
+        """The module's graph at the example's size; ValueBranch where its forward tested a tensor's value."""
+        try:
+            graph = self.trace(module)
+        except Exception:
+            if self.value_branch is not None:  # what went wrong after the forward caught it is a consequence
+                raise self.value_branch from None
+            raise
+        finally:
+            self.values.clear()
+        if self.value_branch is not None:  # caught by the forward, which went on down another path
+            raise self.value_branch
+        return graph
+
+    def failed_to_run(self, exc: BaseException) -> bool:
+        """Whether `exc` is (or was raised while handling) a call's failure on the real input."""
+        while exc is not None:
+            if exc is self.run_error:
+                return True
+            exc = exc.__cause__ or exc.__context__
+        return False
 
     def proxy(self, node: fx.Node) -> fx.Proxy:
         return _SizedProxy(node, self)
@@ -186,10 +202,9 @@ class SizedTracer(LeafTracer):
                 if kind == "call_method":
                     return getattr(args[0], target)(*args[1:], **kwargs)
                 return self.root.get_submodule(target)(*args, **kwargs)
-        except (ValueBranch, RunFailed):
+        except Exception as exc:  # the user's forward can raise anything: raised as it is, for its own handlers
+            self.run_error = exc
             raise
-        except Exception as exc:  # noqa: BLE001 - the user's forward can raise anything
-            raise RunFailed(exc) from None
         finally:
             self.running = False
 
@@ -208,7 +223,9 @@ class SizedTracer(LeafTracer):
 
     def to_bool(self, obj: fx.Proxy) -> bool:
         """Sizes are numbers here: a proxy tested for truth is a tensor's value (or a number computed from one)."""
-        raise ValueBranch(self.scope.module_path, self.scope.module_type.__name__ if self.scope.module_type else "")
+        branch = ValueBranch(self.scope.module_path, self.scope.module_type.__name__ if self.scope.module_type else "")
+        self.value_branch = self.value_branch or branch
+        raise branch
 
     def iter(self, obj: fx.Proxy) -> Iterator:
         value = self.value(obj)
