@@ -104,6 +104,30 @@ def test_a_branch_on_the_input_size_is_the_branch_that_size_takes(size: int, poo
     assert _difference(original, result, size) <= 1e-12
 
 
+def test_a_loop_over_a_tensors_parts_is_traced_at_the_size_and_said() -> None:
+    """A loop over `x.chunk(2, dim=1)` (fx's symbolic trace cannot iterate a traced value): no branch on a size,
+    but the sizes were numbers, so the header says the text holds at this size."""
+    from torch import nn
+
+    class Parts(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.parts = nn.ModuleList([nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 1)])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.conv(x)
+            return torch.cat([conv(part) for conv, part in zip(self.parts, x.chunk(2, dim=1))], dim=1)
+
+    torch.manual_seed(0)
+    original = Parts().eval()
+    result = import_module(original, (3, 8, 8), title="Parts")
+    assert result.imported.notes == [("traced at 3x8x8 with the input's sizes as numbers (the symbolic trace stopped: Proxy object "
+                                     "cannot be iterated); the text holds at this size")]
+    assert "split { conv 4 k3 p1 } { conv 4 k1 }" in result.text, result.text
+    assert _difference(original, result, 8) <= 1e-12
+
+
 def test_cli_says_on_stderr_that_the_text_holds_at_its_size(tmp_path: Path) -> None:
     (tmp_path / "sized_net.py").write_text(SIZE_BRANCH)
     run = _cli("import", "sized_net:Net", "--input", "3x6x6", "-o", "n.arch", cwd=tmp_path)

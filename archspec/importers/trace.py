@@ -95,7 +95,7 @@ def _traced(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[fx.GraphMo
     try:
         return fx.GraphModule(module, LeafTracer().trace(module)), []
     except Exception as exc:  # noqa: BLE001 - fx raises many kinds: TraceError, TypeError, NotImplementedError...
-        symbolic = _first_line(exc)
+        symbolic = _first_line(exc).split(". ")[0].rstrip(".")  # fx's first sentence; the rest is its advice
     tracer = SizedTracer(torch.zeros(1, *input_shape))
     name, shape = type(module).__name__, "x".join(map(str, input_shape))
     try:
@@ -115,8 +115,7 @@ def _traced(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[fx.GraphMo
 def _sized_note(decisions: dict[str, str], shape: str, symbolic: str) -> str:
     """What the text says when it was traced at its size: where the forward decided on the size, or why."""
     if not decisions:
-        return (f"traced at {shape} with the sizes as numbers (torch.fx's symbolic trace failed: {symbolic}); "
-                f"the text holds at this input size")
+        return f"traced at {shape} with the input's sizes as numbers (the symbolic trace stopped: {symbolic}); the text holds at this size"
     places = [f"`{path or '(top)'}` ({cls})" if cls else f"`{path or '(top)'}`" for path, cls in decisions.items()]
     where = ", ".join(places[:3]) + (f" and {len(places) - 3} more" if len(places) > 3 else "")
     return f"traced at {shape}: the forward branches on the input size in {where}; the text is the branch taken at this size"
