@@ -109,14 +109,14 @@ def _traced(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[fx.GraphMo
         if tracer.failed_to_run(exc):
             raise _does_not_run(input_shape, exc) from None
         raise ArchspecError(f"torch.fx cannot trace {name}: {_first_line(exc)}", _TRACE_HELP) from None
-    return graph, [_sized_note(tracer.decisions, shape, symbolic)]
+    return graph, [_sized_note(tracer.decisions, name, shape, symbolic)]
 
 
-def _sized_note(decisions: dict[str, str], shape: str, symbolic: str) -> str:
+def _sized_note(decisions: dict[str, str], name: str, shape: str, symbolic: str) -> str:
     """What the text says when it was traced at its size: where the forward decided on the size, or why."""
     if not decisions:
         return f"traced at {shape} with the input's sizes as numbers (the symbolic trace stopped: {symbolic}); the text holds at this size"
-    places = [f"`{path or '(top)'}` ({cls})" if cls else f"`{path or '(top)'}`" for path, cls in decisions.items()]
+    places = [f"`{path or '(top)'}` ({cls or name})" for path, cls in decisions.items()]
     where = ", ".join(places[:3]) + (f" and {len(places) - 3} more" if len(places) > 3 else "")
     return f"traced at {shape}: the forward branches on the input size in {where}; the text is the branch taken at this size"
 

@@ -6,8 +6,8 @@ size: timm's VGG head, `if x.shape[-2] < 7: x = F.adaptive_avg_pool2d(x, 7)`, st
 
 `SizedTracer` traces the same way while running each call on a real input of the import's size: every
 traced value carries its value, sizes (`x.shape`, `x.size()`, `x.numel()`, `len(x)`) are numbers, and
-`x.dim()`, `x.dtype` are answered from them, so shape arithmetic folds into constants and an `if` on a
-size takes the branch that size takes. Each comparison or test of a size is recorded with the module
+`x.dim()`, `x.dtype` are answered from the value, so shape arithmetic folds into constants and an `if`
+on a size takes the branch that size takes. Each comparison or test of a size is recorded with the module
 that made it: the graph is the branch taken at that size. An `if` on a tensor's values (`if x.sum() > 0`)
 is refused (ValueBranch), never specialised.
 """
@@ -21,10 +21,11 @@ from torch import fx, nn
 
 from archspec.importers.layers import is_leaf
 
-# Tensor methods and attributes answered from the value: sizes (recorded when they decide something), and
-# what is the same at every size of the input (rank, dtype, device, layout).
+# Tensor methods and attributes answered from the value: sizes (recorded when they decide something), a
+# layout that can follow from them (recorded when read), and what is the same at every size (rank, dtype, device).
 _SIZE_METHODS = {"size", "numel", "nelement"}
-_STATIC_METHODS = {"dim", "ndimension", "is_contiguous", "is_floating_point", "is_complex", "element_size", "get_device"}
+_LAYOUT_METHODS = {"is_contiguous"}
+_STATIC_METHODS = {"dim", "ndimension", "is_floating_point", "is_complex", "element_size", "get_device"}
 _STATIC_ATTRIBUTES = {"ndim", "dtype", "device", "is_cuda", "layout", "requires_grad"}
 
 
@@ -180,7 +181,9 @@ class SizedTracer(LeafTracer):
             return self.sizes(value)
         if kind == "call_method" and target in _SIZE_METHODS:
             return _size(value, self.decide)
-        if kind == "call_method" and target in _STATIC_METHODS:
+        if kind == "call_method" and target in _LAYOUT_METHODS:
+            self.decide()
+        if kind == "call_method" and target in _STATIC_METHODS | _LAYOUT_METHODS:
             return value
         proxy = super().create_proxy(kind, target, _plain(args), _plain(kwargs), name, type_expr, proxy_factory_fn)
         self.values[proxy.node] = value
