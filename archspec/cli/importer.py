@@ -58,6 +58,8 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
         write_atomically(args.output, result.text)
     else:
         out.write(result.text)
+    for note in result.imported.notes:  # also in the text's header; said here for whoever reads only the terminal
+        print(f"warning: {note}", file=sys.stderr)
     if result.stopped_at is not None:
         print(f"warning: stopped at `{result.stopped_at}`: the text holds the layers before it", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ that multiple, `{c*4}`), and each occurrence is a call. Runs of identical statem
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass, field
 
 from archspec.importers.statements import Imported, Join, Op, Scope
@@ -347,5 +348,6 @@ def render(imported: Imported, title: str) -> str:
     statements = imported.statements if imported.stopped is None else imported.statements[:imported.stopped]
     renderer = Renderer(group(statements, 0))
     shape = "x".join(map(str, imported.input_shape))
-    lines = [f"# {title}", f"input {shape}", ""] + renderer.text()
+    notes = [f"# {line}" for note in imported.notes for line in textwrap.wrap(note, WIDTH - 2)]
+    lines = [f"# {title}", *notes, f"input {shape}", ""] + renderer.text()
     return "\n".join(_drop_defaults(line).rstrip() for line in lines) + "\n"

@@ -61,6 +61,7 @@ class Imported:
     statements: list = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
     stopped: int | None = None  # index of the first top-level statement that could not be written
+    notes: list[str] = field(default_factory=list)  # said in the text's header: how it was traced, where that matters
 
 
 def weight_order(statements: list) -> list[str]:

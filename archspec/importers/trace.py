@@ -4,8 +4,13 @@ The tracer is torch.fx's symbolic tracer (`torch.fx.symbolic_trace`): it records
 at the level of torch's layer modules (nn.Conv2d, nn.BatchNorm2d, ... stay single calls, with their
 module paths and the modules around them in `nn_module_stack`), which is the level the language
 writes at. torch.export and dynamo would lower the layers to aten operators and lose the module
-paths; TorchScript keeps them but not as a dataflow graph one can walk. Data-dependent Python control
-flow cannot be traced symbolically, and is refused with fx's message.
+paths; TorchScript keeps them but not as a dataflow graph one can walk. Python code that decides on a
+tensor's size (timm's VGG head pools a map smaller than its kernel) stops the symbolic tracer; such a
+module is traced again with tracers.SizedTracer, which runs each call on a real input of the import's
+size: sizes are numbers and each `if` on one takes the branch that size takes. The symbolic trace comes
+first because its graph holds at every size (and every import it can trace stays as it was); the sized
+one's holds at the size imported, which the text's header says (Imported.notes). A forward that branches
+on a tensor's values is refused by both.
 
 The graph is read back from its output: a node with one tensor input is a layer in a chain; an add,
 cat or mul is a join whose branches run from the join's immediate dominator (the fork where they
@@ -34,12 +39,12 @@ from archspec.importers.layers import (
     CHANNELS_FIRST_NORMS,
     Inexpressible,
     adaptive_size,
-    is_leaf,
     layer_text,
     number,
     qualified,
 )
 from archspec.importers.statements import Imported, Join, Op, Refusal, Scope
+from archspec.importers.tracers import LeafTracer, SizedTracer, ValueBranch
 from archspec.language.errors import ArchspecError
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -71,27 +76,49 @@ def trace(module: nn.Module, input_shape: tuple[int, ...]) -> Imported:
     was_training = module.training
     module.eval()
     try:
-        graph = _traced(module)
+        graph, notes = _traced(module, input_shape)
         _propagate_shapes(graph, input_shape)
-        return GraphReader(graph).read(input_shape)
+        imported = GraphReader(graph).read(input_shape)
+        imported.notes = notes
+        return imported
     finally:
         module.train(was_training)
 
 
-class _Tracer(fx.Tracer):
-    """fx's tracer, keeping torchvision's and timm's layers that the language writes (layers.LEAVES) whole like torch.nn's."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return is_leaf(type(m)) or super().is_leaf_module(m, qualname)
+_TRACE_HELP = "archspec traces the forward with torch.fx, reading the input's sizes as numbers where it decides on them"
 
 
-def _traced(module: nn.Module) -> fx.GraphModule:
+def _traced(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[fx.GraphModule, list[str]]:
+    """The module's graph, and what the text should say about how it was traced.
+
+    The symbolic trace first (its graph holds at every size); where it fails, the sized trace."""
     try:
-        return fx.GraphModule(module, _Tracer().trace(module))
+        return fx.GraphModule(module, LeafTracer().trace(module)), []
     except Exception as exc:  # noqa: BLE001 - fx raises many kinds: TraceError, TypeError, NotImplementedError...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ArchspecError(f"torch.fx cannot trace {type(module).__name__}: {first}",
-                            "the forward must not branch on tensor values; archspec imports what torch.fx.symbolic_trace can trace") from None
+        symbolic = _first_line(exc).split(". ")[0].rstrip(".")  # fx's first sentence; the rest is its advice
+    tracer = SizedTracer(torch.zeros(1, *input_shape))
+    name, shape = type(module).__name__, "x".join(map(str, input_shape))
+    try:
+        graph = fx.GraphModule(module, tracer.traced(module))
+    except ValueBranch as exc:
+        raise ArchspecError(f"`{exc.path or '(top)'}` ({exc.cls or name}) branches on a tensor's values: the layers it runs "
+                            f"would depend on the input's data",
+                            "archspec imports a forward that runs the same layers on every input; a branch on the input's "
+                            "size is read at the size given with --input") from None
+    except Exception as exc:  # noqa: BLE001 - as above, and the user's forward can raise anything
+        if tracer.failed_to_run(exc):
+            raise _does_not_run(input_shape, exc) from None
+        raise ArchspecError(f"torch.fx cannot trace {name}: {_first_line(exc)}", _TRACE_HELP) from None
+    return graph, [_sized_note(tracer.decisions, name, shape, symbolic)]
+
+
+def _sized_note(decisions: dict[str, str], name: str, shape: str, symbolic: str) -> str:
+    """What the text says when it was traced at its size: where the forward decided on the size, or why."""
+    if not decisions:
+        return f"traced at {shape} with the input's sizes as numbers (the symbolic trace stopped: {symbolic}); the text holds at this size"
+    places = [f"`{path or '(top)'}` ({cls or name})" for path, cls in decisions.items()]
+    where = ", ".join(places[:3]) + (f" and {len(places) - 3} more" if len(places) > 3 else "")
+    return f"traced at {shape}: the forward branches on the input size in {where}; the text is the branch taken at this size"
 
 
 def _propagate_shapes(graph: fx.GraphModule, input_shape: tuple[int, ...]) -> None:
@@ -100,10 +127,13 @@ def _propagate_shapes(graph: fx.GraphModule, input_shape: tuple[int, ...]) -> No
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             ShapeProp(graph).propagate(torch.zeros(1, *input_shape))
     except Exception as exc:  # noqa: BLE001 - the user's forward can raise anything
-        shape = "x".join(map(str, input_shape))
-        cause = exc.__cause__ or exc  # ShapeProp wraps the layer's own error in one naming the fx node
-        raise ArchspecError(f"the module does not run on a {shape} input: {_first_line(cause)}",
-                            "give the input size it takes with --input (e.g. --input 3x224x224)") from None
+        raise _does_not_run(input_shape, exc.__cause__ or exc) from None  # ShapeProp wraps the layer's error in one naming the node
+
+
+def _does_not_run(input_shape: tuple[int, ...], cause: BaseException) -> ArchspecError:
+    shape = "x".join(map(str, input_shape))
+    return ArchspecError(f"the module does not run on a {shape} input: {_first_line(cause)}",
+                         "give the input size it takes with --input (e.g. --input 3x224x224)")
 
 
 def _first_line(exc: BaseException) -> str:
