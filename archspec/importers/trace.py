@@ -16,8 +16,10 @@ A few torch idioms are read as the one layer they stand for: permute to channels
 nn.LayerNorm / nn.Linear / activations, then permute back (ConvNeXt's block: `layernorm`, `pwlinear`);
 a `[C, 1, 1]` parameter times the tensor (`layerscale`); view/transpose/view (`channelshuffle`);
 `x.chunk(n, dim=1)` or `x.split(C // n, dim=1)` whose parts are concatenated back in order (`split`);
-`F.pad` with a constant (`pad`). torchvision's LayerNorm2d and StochasticDepth, and timm's fused and
-padded layers (BatchNormAct2d, Conv2dSame, ...: layers.LEAVES) are traced as leaves, whole.
+`F.pad` with a constant (`pad`); ECA's `x.mean((2, 3))` viewed as [B, 1, C], `nn.Conv1d` across the channels,
+the gate viewed back and expanded (`mul {} { gap | chanconv kK | sigmoid }`). torchvision's LayerNorm2d and
+StochasticDepth, and timm's fused and padded layers (BatchNormAct2d, Conv2dSame, ...: layers.LEAVES) are traced as
+leaves, whole.
 """
 from __future__ import annotations
 
@@ -152,6 +154,8 @@ class GraphReader:
         self.parts: dict[fx.Node, tuple[int, int]] = {}  # x.chunk(n, dim=1)[i] -> (i, n)
         self.slices: dict[fx.Node, tuple[int, int]] = {}  # a part of an uneven split -> its channels (`slice a:b`)
         self.scales: dict[fx.Node, fx.Node] = {}  # param * x -> the parameter (layer scale)
+        self.chanconvs: dict[fx.Node, str] = {}  # ECA's nn.Conv1d across the channels -> its text (`gap | chanconv k3`)
+        self.passes: set[fx.Node] = set()  # read as nothing: ECA's view back to [B, C, 1, 1], an expand_as before a mul
         self.layout: dict[fx.Node, bool] = {}  # True where the tensor is channels-last (after a permute)
         self.inputs = {n: self._inputs(n) for n in self.nodes}
         for n in self.nodes:
@@ -199,7 +203,35 @@ class GraphReader:
             self.scales[node] = scaled[0]
             self.absorbed.update(scaled[2])
             return scaled[1]
+        return self._eca_input(node)
+
+    def _eca_input(self, node: fx.Node) -> fx.Node | None:
+        """ECA's gate (timm's EcaModule), `mul {} { gap | chanconv kK | sigmoid }`: its Conv1d reads the channels viewed as
+        [B, 1, C] (recorded with the view, and the mean before it, absorbed); the view back to [B, C, 1, 1] and the
+        expand_as(x) before the mul are read as nothing (the language's gate is [C, 1, 1] throughout, and mul broadcasts)."""
+        conv = _channel_conv(node, self.modules)
+        if conv is not None:
+            source, text, inner = conv
+            self.chanconvs[node] = text
+            self.absorbed.update(inner)
+            return source
+        back = _channel_rows_back(node)
+        if back is not None and self._from_channel_conv(back):
+            self.passes.add(node)
+            return back
+        if _expanded_for_mul(node):
+            self.passes.add(node)
+            return node.args[0]
         return None
+
+    def _from_channel_conv(self, node: fx.Node) -> bool:
+        """Whether a [B, 1, C] tensor is a channel conv's output, through layers that keep its shape (its gate)."""
+        while node not in self.chanconvs:
+            inputs = [i for i in node.all_input_nodes if _is_tensor(i)]  # read before self.inputs is complete
+            if len(inputs) != 1 or _shape(inputs[0]) != _shape(node):
+                return False
+            node = inputs[0]
+        return True
 
     def _channels_last(self, node: fx.Node) -> bool:
         """Whether the node's tensor is a [B, C, H, W] network tensor permuted to [B, H, W, C]."""
@@ -414,6 +446,10 @@ class GraphReader:
             return "split"
         if node in self.scales:
             return _layer_scale_text(self.scales[node], self.graph)
+        if node in self.chanconvs:
+            return self.chanconvs[node]
+        if node in self.passes:
+            return ""
         if _permute(node) in (_TO_CHANNELS_LAST, _TO_CHANNELS_FIRST) and (self.layout[node] or any(self.layout[i] for i in inputs)):
             return ""
         if node.op == "call_module":
@@ -723,6 +759,47 @@ def _layer_scale(node: fx.Node) -> tuple[fx.Node, fx.Node, list[fx.Node]] | None
                 and _shape(param) == (1, c, 1, 1)):
             return source, x, [param]
     return None
+
+
+def _channel_conv(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[fx.Node, str, list[fx.Node]] | None:
+    """ECA's nn.Conv1d(1, 1, k, padding=(k-1)//2, bias=False) on a [B, C, 1, 1] tensor viewed as [B, 1, C]
+    (`chanconv kK`), or on x.mean((2, 3)) so viewed (`gap | chanconv kK`): (its input, its text, the nodes it absorbs)."""
+    module = modules.get(str(node.target)) if node.op == "call_module" else None
+    if type(module) is not nn.Conv1d or not isinstance(node.args[0], fx.Node) or node.args[0].op != "call_method":
+        return None
+    k = module.kernel_size[0]
+    if (module.in_channels, module.out_channels, module.groups, module.stride, module.dilation, module.padding,
+            module.padding_mode, module.bias) != (1, 1, 1, (1,), (1,), ((k - 1) // 2,), "zeros", None) or k % 2 == 0:
+        return None
+    rows = node.args[0]
+    if rows.target not in ("view", "reshape") or not _is_tensor(rows.args[0]) or len(rows.users) != 1:
+        return None
+    source, shape = rows.args[0], _shape(rows)
+    if len(shape) != 3 or shape[1] != 1:
+        return None
+    if _shape(source) == (shape[0], shape[2], 1, 1):
+        return source, f"chanconv k{k}", [rows]
+    if (_shape(source) == (shape[0], shape[2]) and source.op == "call_method" and source.target == "mean" and len(source.users) == 1
+            and _means_over_hw(source.args, source.kwargs) and not _keepdim(source.args, source.kwargs)):
+        return source.args[0], f"gap | chanconv k{k}", [rows, source]
+    return None
+
+
+def _channel_rows_back(node: fx.Node) -> fx.Node | None:
+    """The input of a view or reshape of [B, 1, C] to [B, C, 1, 1] (the gate of ECA back in image layout), or None."""
+    if not (node.op == "call_method" and node.target in ("view", "reshape") and _is_tensor(node.args[0])):
+        return None
+    rows, out = _shape(node.args[0]), _shape(node)
+    return node.args[0] if len(rows) == 3 and rows[1] == 1 and out == (rows[0], rows[2], 1, 1) else None
+
+
+def _expanded_for_mul(node: fx.Node) -> bool:
+    """`y.expand_as(x)` whose only readers multiply it: the product broadcasts y as the expand does."""
+    if not (node.op == "call_method" and node.target == "expand_as" and _is_tensor(node.args[0]) and _is_tensor(node.args[1])):
+        return False
+    small, full = _shape(node.args[0]), _shape(node.args[1])
+    return (len(small) == len(full) and all(a in (b, 1) for a, b in zip(small, full))
+            and all(user.target in _MUL for user in node.users))
 
 
 def _layer_scale_text(param: fx.Node, graph: fx.GraphModule) -> str:
