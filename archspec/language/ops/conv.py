@@ -295,9 +295,9 @@ class ChannelConv(LayerSpec):
         if x is None or y is None or None in x:
             return super().explain(x, y, params, macs)
         half = (self.kernel - 1) // 2
-        return [f"{fmt_shape(x)} -> {fmt_shape(y)}: output channel c is the weighted sum of input channels "
-                f"c-{half}..c+{half} at the same pixel, with one kernel of {self.kernel} weights for every channel "
-                f"({half} channel{'s' if half != 1 else ''} of zeros past each end)",
+        return [(f"{fmt_shape(x)} -> {fmt_shape(y)}: output channel c is the weighted sum of input channels "
+                 f"c-{half}..c+{half} at the same pixel, with one kernel of {self.kernel} weights for every channel "
+                 f"({half} channel{'s' if half != 1 else ''} of zeros past each end)"),
                 f"params: {self.kernel} (the kernel, no bias)",
                 f"MACs: {y[0]}*{y[1]}*{y[2]} outputs * {self.kernel} each = {macs:,}"]
 
