@@ -779,8 +779,9 @@ def aligned_convtranspose(draw, c: int) -> list:
 
 def convtranspose_fault(draw, shape: tuple) -> list:
     c, h, w = shape
-    # Output padding twice: E110 is this fault's own code (the others are E111, E104, E103, met elsewhere too).
-    kind = draw(st.sampled_from(["output_padding", "output_padding", "too_small", "groups", "after_flatten"]))
+    # Output padding and too small twice each: E110 and E111 are this fault's own codes (E104 and E103 are met elsewhere
+    # too), and each must keep its ten cases however many ops the generators draw from.
+    kind = draw(st.sampled_from(["output_padding", "too_small", "output_padding", "too_small", "groups", "after_flatten"]))
     a = {"c": draw(st.integers(1, 6)), "k": (1, 1), "s": (1, 1), "p": (0, 0), "op": (0, 0), "d": (1, 1), "g": 1, "bias": True}
     if kind == "output_padding":
         a |= {"k": (3, 3), "s": (draw(st.integers(1, 3)),) * 2, "d": (draw(st.integers(1, 2)),) * 2}
