@@ -163,7 +163,7 @@ def stochastic_depth(m: nn.Module) -> str:
 def conv1d(m: nn.Conv1d) -> str:
     """A Conv1d the tracer did not read as ECA's (trace.py reads that one as `chanconv`): refused, saying which it reads."""
     raise Inexpressible("a 1-D convolution; the language's `chanconv kK` is ECA's: nn.Conv1d(1, 1, K, padding=(K-1)//2, "
-                        "bias=False) on the channels of a [B, C, 1, 1] tensor or of x.mean((2, 3)), viewed as [B, 1, C]")
+                        "bias=False) on the channels of a [B, C, 1, 1] tensor or of x.mean((2, 3)), reshaped to [B, 1, C]")
 
 
 def _plain(word: str) -> Callable[[nn.Module], str]:
