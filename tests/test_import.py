@@ -350,3 +350,33 @@ def test_uneven_channel_splits_read_as_slices_in_a_concat() -> None:
     text, diff = _round_trip_of(_MixedConv(), "mixed_conv")
     assert diff <= 1e-9
     assert "{ slice 0:5 | conv 5 k3 p1 }" in text and "{ slice 5:12 | conv 7 k5 p2 }" in text, text
+
+
+class _PaperECA(torch.nn.Module):
+    """ECA as the ECA-Net paper's code writes it: pool to [B, C, 1, 1], squeeze and transpose to [B, 1, C], a Conv1d across
+    the channels, back to [B, C, 1, 1], sigmoid, expand_as."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.avg_pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.conv = torch.nn.Conv1d(1, 1, k, padding=(k - 1) // 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(self.avg_pool(x).squeeze(-1).transpose(-1, -2)).transpose(-1, -2).unsqueeze(-1)
+        return x * torch.sigmoid(y).expand_as(x)
+
+
+def test_eca_gates_read_as_chanconv_in_a_mul() -> None:
+    """The paper's ECA after a conv, then timm's form (the mean over H and W viewed as [B, 1, C]) written by hand."""
+
+    class TimmECA(_PaperECA):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x.mean((2, 3)).view(x.shape[0], 1, -1))
+            return x * torch.sigmoid(y).view(x.shape[0], -1, 1, 1).expand_as(x)
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), _PaperECA(5), torch.nn.ReLU(), TimmECA(3),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10))
+    text, diff = _round_trip_of(net, "eca")
+    assert diff <= 1e-9
+    assert "mul {} { gap | chanconv k5 | sigmoid }" in text and "mul {} { gap | chanconv k3 | sigmoid }" in text, text

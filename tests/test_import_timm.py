@@ -22,6 +22,8 @@ MODELS = {
     "cs3darknet_focus_s": (32, ["\nsplit\n"]),
     # RegNetY: SE gated by timm's Sigmoid class, whose name must not become a block named `sigmoid`
     "regnety_002": (32, ["mul {} { gap | conv c k1 | relu | conv c2 k1 | sigmoid }"]),
+    # ECA: x.mean((2, 3)) viewed as [B, 1, C], nn.Conv1d across the channels, the gate viewed back and expanded
+    "eca_resnext26ts": (32, ["block eca_module(k) { mul {} { gap | chanconv k{k} | sigmoid } }", "eca_module(5)"]),
 }
 
 
@@ -51,11 +53,16 @@ def test_same_padding_follows_the_input_size() -> None:
 
 
 def test_a_timm_construct_the_language_lacks_is_named() -> None:
-    """ECA's 1-D conv across the channels: refused, naming the module path and the torch call."""
-    original = timm.create_model("ecaresnet26t", pretrained=False).eval()
+    """Circular ECA (timm's CecaModule) pads the channels circularly before its Conv1d: refused, naming the module path,
+    the torch call, and the Conv1d the language reads as `chanconv`."""
+    from timm.layers import CecaModule
+
+    original = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), CecaModule(16)).eval()
     with pytest.raises(ImportRefused) as caught:
-        import_module(original, (3, 32, 32))
-    assert any(line.startswith("`layer1.0.se.conv` uses torch.nn.Conv1d") for line in caught.value.lines), caught.value.lines
+        import_module(original, (3, 8, 8))
+    assert "`1` uses torch.nn.functional.pad" in caught.value.lines, caught.value.lines
+    assert any(line.startswith("`1.conv` uses torch.nn.Conv1d: a 1-D convolution; the language's `chanconv kK` is ECA's")
+               for line in caught.value.lines), caught.value.lines
 
 
 def test_cli_imports_timm_builders_by_name(tmp_path) -> None:

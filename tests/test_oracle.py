@@ -376,6 +376,22 @@ def draw_pad(draw, shape: tuple) -> "tuple[Layer, tuple] | None":
     return Layer("pad", {"sides": sides, "value": value}), (shape[0], shape[1] + sides[2] + sides[3], shape[2] + sides[0] + sides[1])
 
 
+class ChannelConv(nn.Conv1d):
+    """The oracle's channel conv, as the ECA paper writes it: nn.Conv1d(1, 1, k, padding=(k-1)//2, bias=False) over the
+    channels, each pixel's channels a sequence of its own."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__(1, 1, k, padding=(k - 1) // 2, bias=False)
+
+    def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+        b, c, h, w = x.shape  # a [B, F] tensor raises here, where the checker reports E103
+        rows = x.permute(0, 2, 3, 1).reshape(b * h * w, 1, c)
+        return super().forward(rows).reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def draw_chanconv(draw, shape: tuple) -> "tuple[Layer, tuple] | None":
+    return (Layer("chanconv", {"k": draw(st.sampled_from([1, 3, 3, 5, 9]))}), shape) if len(shape) == 3 else None
+
 def torchvision_ops(name: str) -> type:
     import torchvision.ops
 
@@ -453,6 +469,8 @@ ORACLE: dict[str, OracleOp] = {
     "pad": OracleOp(lambda a: "pad " + " ".join(map(str, a["sides"])) + (f" value={a['value']}" if a["value"] else ""),
                     lambda a, x, env: nn.ConstantPad2d(a["sides"], a["value"]) if a["value"] else nn.ZeroPad2d(a["sides"]),
                     draw=draw_pad),  # no fault: on [B, F] torch pads the batch and features as an image's H, W
+    "chanconv": OracleOp(lambda a: f"chanconv k{a['k']}", lambda a, x, env: ChannelConv(a["k"]),
+                         draw=draw_chanconv, aligned=lambda draw, c: [draw_chanconv(draw, (c, 1, 1))[0]]),
 }
 
 
@@ -761,8 +779,9 @@ def aligned_convtranspose(draw, c: int) -> list:
 
 def convtranspose_fault(draw, shape: tuple) -> list:
     c, h, w = shape
-    # Output padding twice: E110 is this fault's own code (the others are E111, E104, E103, met elsewhere too).
-    kind = draw(st.sampled_from(["output_padding", "output_padding", "too_small", "groups", "after_flatten"]))
+    # Output padding and too small twice each: E110 and E111 are this fault's own codes (E104 and E103 are met elsewhere
+    # too), and each must keep its ten cases however many ops the generators draw from.
+    kind = draw(st.sampled_from(["output_padding", "too_small", "output_padding", "too_small", "groups", "after_flatten"]))
     a = {"c": draw(st.integers(1, 6)), "k": (1, 1), "s": (1, 1), "p": (0, 0), "op": (0, 0), "d": (1, 1), "g": 1, "bias": True}
     if kind == "output_padding":
         a |= {"k": (3, 3), "s": (draw(st.integers(1, 3)),) * 2, "d": (draw(st.integers(1, 2)),) * 2}
@@ -1311,6 +1330,8 @@ FIXED = {
         Res([Layer("upsample", {"f": 2, "mode": "nearest"}), Layer("maxpool", {"k": (2, 2)}), conv(4, 3, s=(2, 2), p=(1, 1))],
             project=True)]),
     "empty residual body: x + x": Arch((3, 4, 4), [Res([]), Res([], shortcut=[conv(3, 1)])]),
+    "ECA's channel conv at every pixel and after gap, its kernel wider than the channels": Arch((4, 3, 5), [
+        Layer("chanconv", {"k": 3}), Layer("chanconv", {"k": 9}), Layer("gap"), Layer("chanconv", {"k": 5}), Layer("sigmoid")]),
 }
 
 

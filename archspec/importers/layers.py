@@ -160,6 +160,12 @@ def stochastic_depth(m: nn.Module) -> str:
     return f"stochasticdepth {number(m.p)}{' batch' if m.mode == 'batch' else ''}"
 
 
+def conv1d(m: nn.Conv1d) -> str:
+    """A Conv1d the tracer did not read as ECA's (trace.py reads that one as `chanconv`): refused, saying which it reads."""
+    raise Inexpressible("a 1-D convolution; the language's `chanconv kK` is ECA's: nn.Conv1d(1, 1, K, padding=(K-1)//2, "
+                        "bias=False) on the channels of a [B, C, 1, 1] tensor or of x.mean((2, 3)), reshaped to [B, 1, C]")
+
+
 def _plain(word: str) -> Callable[[nn.Module], str]:
     return lambda m: word
 
@@ -172,7 +178,7 @@ LAYERS: dict[type, Callable[[Any], str]] = {
     nn.ReLU: _plain("relu"), nn.ReLU6: _plain("relu6"), nn.SiLU: _plain("silu"), nn.Sigmoid: _plain("sigmoid"),
     nn.Tanh: _plain("tanh"), nn.Hardswish: _plain("hardswish"), nn.Identity: _plain("identity"),
     nn.Hardsigmoid: _plain("hardsigmoid"), nn.LayerNorm: layernorm,
-    nn.ChannelShuffle: lambda m: f"channelshuffle {m.groups}",
+    nn.ChannelShuffle: lambda m: f"channelshuffle {m.groups}", nn.Conv1d: conv1d,
 }
 
 

@@ -21,13 +21,16 @@ A few torch idioms are read as the one layer they stand for: permute to channels
 nn.LayerNorm / nn.Linear / activations, then permute back (ConvNeXt's block: `layernorm`, `pwlinear`);
 a `[C, 1, 1]` parameter times the tensor (`layerscale`); view/transpose/view (`channelshuffle`);
 `x.chunk(n, dim=1)` or `x.split(C // n, dim=1)` whose parts are concatenated back in order (`split`);
-`F.pad` with a constant (`pad`). torchvision's LayerNorm2d and StochasticDepth, and timm's fused and
-padded layers (BatchNormAct2d, Conv2dSame, ...: layers.LEAVES) are traced as leaves, whole.
+`F.pad` with a constant (`pad`); ECA's `x.mean((2, 3))` reshaped to [B, 1, C], `nn.Conv1d` across the channels,
+the gate reshaped back and expanded (`mul {} { gap | chanconv kK | sigmoid }`). torchvision's LayerNorm2d and
+StochasticDepth, and timm's fused and padded layers (BatchNormAct2d, Conv2dSame, ...: layers.LEAVES) are traced as
+leaves, whole.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import math
 import operator
 from typing import Any
 
@@ -182,6 +185,8 @@ class GraphReader:
         self.parts: dict[fx.Node, tuple[int, int]] = {}  # x.chunk(n, dim=1)[i] -> (i, n)
         self.slices: dict[fx.Node, tuple[int, int]] = {}  # a part of an uneven split -> its channels (`slice a:b`)
         self.scales: dict[fx.Node, fx.Node] = {}  # param * x -> the parameter (layer scale)
+        self.chanconvs: dict[fx.Node, str] = {}  # ECA's nn.Conv1d across the channels -> its text (`gap | chanconv k3`)
+        self.passes: set[fx.Node] = set()  # read as nothing: ECA's view back to [B, C, 1, 1], an expand_as before a mul
         self.layout: dict[fx.Node, bool] = {}  # True where the tensor is channels-last (after a permute)
         self.inputs = {n: self._inputs(n) for n in self.nodes}
         for n in self.nodes:
@@ -229,7 +234,40 @@ class GraphReader:
             self.scales[node] = scaled[0]
             self.absorbed.update(scaled[2])
             return scaled[1]
+        return self._eca_input(node)
+
+    def _eca_input(self, node: fx.Node) -> fx.Node | None:
+        """ECA's gate, `mul {} { gap | chanconv kK | sigmoid }`: its Conv1d reads the channels reshaped to [B, 1, C]
+        (recorded, with the reshapes and the mean before it absorbed); the reshapes back to [B, C, 1, 1] and the
+        expand_as(x) before the mul are read as nothing (the language's gate is [C, 1, 1] throughout, and mul broadcasts)."""
+        conv = _channel_conv(node, self.modules)
+        if conv is not None:
+            source, text, inner = conv
+            self.chanconvs[node] = text
+            self.absorbed.update(inner)
+            return source
+        if _channel_reshape(node) is not None and len(_shape(node)) == 4:
+            back = self._back_from_channel_conv(node)
+            if back:
+                self.passes.update(back)
+                return node.args[0]
+        if _expanded_for_mul(node):
+            self.passes.add(node)
+            return node.args[0]
         return None
+
+    def _back_from_channel_conv(self, node: fx.Node) -> list[fx.Node]:
+        """The reshapes from a channel conv's [B, 1, C] output to `node`'s [B, C, 1, 1], through layers that keep the
+        shape (its gate); [] when `node` does not come from one."""
+        reshapes = []
+        while node not in self.chanconvs:
+            inputs = [i for i in node.all_input_nodes if _is_tensor(i)]  # read before self.inputs is complete
+            if _channel_reshape(node) is not None:
+                reshapes.append(node)
+            elif len(inputs) != 1 or _shape(inputs[0]) != _shape(node):
+                return []
+            node = inputs[0]
+        return reshapes
 
     def _channels_last(self, node: fx.Node) -> bool:
         """Whether the node's tensor is a [B, C, H, W] network tensor permuted to [B, H, W, C]."""
@@ -444,6 +482,10 @@ class GraphReader:
             return "split"
         if node in self.scales:
             return _layer_scale_text(self.scales[node], self.graph)
+        if node in self.chanconvs:
+            return self.chanconvs[node]
+        if node in self.passes:
+            return ""
         if _permute(node) in (_TO_CHANNELS_LAST, _TO_CHANNELS_FIRST) and (self.layout[node] or any(self.layout[i] for i in inputs)):
             return ""
         if node.op == "call_module":
@@ -753,6 +795,66 @@ def _layer_scale(node: fx.Node) -> tuple[fx.Node, fx.Node, list[fx.Node]] | None
                 and _shape(param) == (1, c, 1, 1)):
             return source, x, [param]
     return None
+
+
+def _channel_conv(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[fx.Node, str, list[fx.Node]] | None:
+    """ECA's nn.Conv1d(1, 1, k, padding=(k-1)//2, bias=False) on a [B, C, 1, 1] tensor reshaped to [B, 1, C]
+    (`chanconv kK`), or on x.mean((2, 3)) so reshaped (`gap | chanconv kK`): (its input, its text, the nodes it absorbs)."""
+    module = modules.get(str(node.target)) if node.op == "call_module" else None
+    if type(module) is not nn.Conv1d or not _is_tensor(node.args[0]) or len(_shape(node.args[0])) != 3 or _shape(node.args[0])[1] != 1:
+        return None
+    k = module.kernel_size[0]
+    if (module.in_channels, module.out_channels, module.groups, module.stride, module.dilation, module.padding,
+            module.padding_mode, module.bias) != (1, 1, 1, (1,), (1,), ((k - 1) // 2,), "zeros", None) or k % 2 == 0:
+        return None
+    inner, source = [], node.args[0]
+    while _channel_reshape(source) is not None and len(source.users) == 1:  # timm: one view; ECA-Net: squeeze, transpose
+        inner.append(source)
+        source = source.args[0]
+    channels = _shape(node.args[0])[2]
+    if not inner:
+        return None
+    if _shape(source)[1:] == (channels, 1, 1):
+        return source, f"chanconv k{k}", inner
+    if (_shape(source)[1:] == (channels,) and source.op == "call_method" and source.target == "mean" and len(source.users) == 1
+            and _means_over_hw(source.args, source.kwargs) and not _keepdim(source.args, source.kwargs)):
+        return source.args[0], f"gap | chanconv k{k}", [*inner, source]
+    return None
+
+
+_RESHAPES = {"view", "reshape", "squeeze", "unsqueeze", "flatten", "transpose", "permute",
+             torch.reshape, torch.squeeze, torch.unsqueeze, torch.flatten, torch.transpose, torch.permute}
+
+
+def _channel_reshape(node: Any) -> fx.Node | None:
+    """The input of a reshape, squeeze, unsqueeze or transpose between two shapes of one vector per sample (every size but
+    the batch's and one other is 1: [B, C], [B, 1, C], [B, C, 1, 1]), which keeps the order of its values; else None."""
+    if not (isinstance(node, fx.Node) and node.target in _RESHAPES and node.args and _is_tensor(node.args[0]) and _is_tensor(node)):
+        return None
+    source = node.args[0]
+    before, after = _shape(source), _shape(node)
+    if not (_one_vector(before) and _one_vector(after) and math.prod(before) == math.prod(after)):
+        return None
+    if node.target in ("transpose", torch.transpose):  # the batch dimension stays first
+        swapped = node.args[1:3]
+        return source if len(swapped) == 2 and all(isinstance(d, int) and d % len(before) for d in swapped) else None
+    if node.target in ("permute", torch.permute):
+        dims = _permute(node)
+        return source if dims and dims[0] % len(before) == 0 else None
+    return source
+
+
+def _one_vector(shape: tuple[int, ...]) -> bool:
+    return len(shape) >= 2 and sum(n != 1 for n in shape[1:]) <= 1
+
+
+def _expanded_for_mul(node: fx.Node) -> bool:
+    """`y.expand_as(x)` whose only readers multiply it: the product broadcasts y as the expand does."""
+    if not (node.op == "call_method" and node.target == "expand_as" and _is_tensor(node.args[0]) and _is_tensor(node.args[1])):
+        return False
+    small, full = _shape(node.args[0]), _shape(node.args[1])
+    return (len(small) == len(full) and all(a in (b, 1) for a, b in zip(small, full))
+            and all(user.target in _MUL for user in node.users))
 
 
 def _layer_scale_text(param: fx.Node, graph: fx.GraphModule) -> str:

@@ -86,3 +86,16 @@ class ChannelSlice(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, self.start:self.stop]
+
+
+class ChannelConv(nn.Conv1d):
+    """One 1-D kernel across the channels of [B, C, H, W], at each pixel, zero-padded to keep C (ECA's gate). Its weight is
+    nn.Conv1d(1, 1, k)'s [1, 1, k], as timm's EcaModule holds it; run as a [k, 1] 2-D conv over [B, 1, C, H*W] (the ONNX
+    exporter gives a 3-D conv without bias a bias that onnxruntime refuses)."""
+
+    def __init__(self, kernel: int) -> None:
+        super().__init__(1, 1, kernel, padding=(kernel - 1) // 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = nn.functional.conv2d(x.flatten(2).unsqueeze(1), self.weight.unsqueeze(-1), None, 1, (self.padding[0], 0))
+        return y.reshape(x.shape)

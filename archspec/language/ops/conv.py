@@ -254,6 +254,54 @@ class ConvTranspose(LayerSpec):
         return lines
 
 
+class ChannelConv(LayerSpec):
+    """ECA's gate (Wang et al., 2020): one 1-D kernel slid across the channels, the same at every pixel."""
+
+    op: Literal["chanconv"] = "chanconv"
+    kernel: int = Field(ge=1)
+
+    positional: ClassVar = ("kernel",)  # `chanconv 5` as `maxpool 3`: the one number is the kernel
+    keys: ClassVar = {"k": "kernel"}
+    name_prefix: ClassVar = "chanconv"
+    summary: ClassVar = ("1-D convolution across the channels at each pixel (ECA's gate): one odd kernel kK of K weights, "
+                         "zero-padded by (K-1)/2 at both ends so the channels stay C; no bias.")
+    usage: ClassVar = "chanconv k3"
+
+    @field_validator("kernel")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"must be odd, so that (k-1)/2 channels of zeros at each end keep the channels, got {v}")
+        return v
+
+    def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
+        return x if need_rank("chanconv", x, 3, emit) else None
+
+    def params(self, x: Shape | None) -> int:
+        return self.kernel
+
+    def macs(self, x: Shape | None, y: Shape | None) -> int:
+        if not y or None in y:
+            return 0
+        return y[0] * y[1] * y[2] * self.kernel  # type: ignore[operator]
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        return TorchCall(cls="ChannelConv", args=(self.kernel,), home="layers")
+
+    def describe(self) -> str:
+        return f"k{self.kernel}"
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        if x is None or y is None or None in x:
+            return super().explain(x, y, params, macs)
+        half = (self.kernel - 1) // 2
+        return [(f"{fmt_shape(x)} -> {fmt_shape(y)}: output channel c is the weighted sum of input channels "
+                 f"c-{half}..c+{half} at the same pixel, with one kernel of {self.kernel} weights for every channel "
+                 f"({half} channel{'s' if half != 1 else ''} of zeros past each end)"),
+                f"params: {self.kernel} (the kernel, no bias)",
+                f"MACs: {y[0]}*{y[1]}*{y[2]} outputs * {self.kernel} each = {macs:,}"]
+
+
 def _conv_call(cls: str, spec: Any, x: Shape | None, pairs: tuple[tuple[str, Any, tuple[int, int]], ...]) -> TorchCall:
     """A Conv2d / ConvTranspose2d call: the kernel, each pair away from its default (one int when square,
     `padding="same"` as written), groups and bias only when not torch's defaults."""
