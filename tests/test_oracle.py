@@ -1379,6 +1379,12 @@ JOIN_ORACLE: dict[str, JoinOracle] = {
     "resize": JoinOracle("input 3x13x10\nresize { conv 4 k3 s2 p1 | concat { conv 2 k1 } { resize { gap | conv 2 k1 nobias | bn | relu } } }\n",
                          lambda m, x: nn.functional.interpolate(_aspp(m, m["resize1.body.conv1"](x)), size=(13, 10),
                                                                 mode="bilinear", align_corners=False), "resize1"),
+    # GhostNetV2's attention gate: computed at half the size (7x9 -> 3x4), back to 7x9 by nearest neighbour (torch's
+    # floor(i * in / out) picks rows 0,0,0,1,1,2,2), times the input
+    "resize nearest": JoinOracle("input 3x7x9\nmul {} { resize nearest { avgpool 2 | conv 3 k1 | sigmoid } }\n",
+                                 lambda m, x: x * nn.functional.interpolate(
+                                     m["mul1.branch2.resize1.body.conv1"](nn.functional.avg_pool2d(x, 2)).sigmoid(),
+                                     size=(7, 9), mode="nearest"), "mul1.branch2.resize1"),
     # the unpadded U-Net's skip: the 10x9 map center-cropped to the 6x4 path's size (an odd margin rounds the top down)
     "crop": JoinOracle("input 3x10x9\ncrop {} { conv 2 k4 | relu | conv 3 k1 }\n",
                        lambda m, x: torch.cat([x[:, :, 1:8, 1:7], m["crop1.branch2"](x)], dim=1), "crop1"),
