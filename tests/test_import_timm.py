@@ -22,6 +22,8 @@ MODELS = {
     "cs3darknet_focus_s": (32, ["\nsplit\n"]),
     # RegNetY: SE gated by timm's Sigmoid class, whose name must not become a block named `sigmoid`
     "regnety_002": (32, ["mul {} { gap | conv c k1 | relu | conv c2 k1 | sigmoid }"]),
+    # GhostNetV2: the DFC attention gate, computed at half the size and resized by nearest neighbour to the ghost output's
+    "ghostnetv2_100": (64, ["resize nearest {\n        avgpool 2 | conv {c*2} k1 nobias | bn"]),
 }
 
 
