@@ -16,9 +16,9 @@ A few torch idioms are read as the one layer they stand for: permute to channels
 nn.LayerNorm / nn.Linear / activations, then permute back (ConvNeXt's block: `layernorm`, `pwlinear`);
 a `[C, 1, 1]` parameter times the tensor (`layerscale`); view/transpose/view (`channelshuffle`);
 `x.chunk(n, dim=1)` or `x.split(C // n, dim=1)` whose parts are concatenated back in order (`split`);
-`F.pad` with a constant (`pad`);
-`F.interpolate` back to a size read from the network (`resize`, `resize nearest`). torchvision's LayerNorm2d and StochasticDepth, and timm's fused and
-padded layers (BatchNormAct2d, Conv2dSame, ...: layers.LEAVES) are traced as leaves, whole.
+`F.pad` with a constant (`pad`); `F.interpolate` back to a size read from the network (`resize`, `resize nearest`).
+torchvision's LayerNorm2d and StochasticDepth, and timm's fused and padded layers (BatchNormAct2d, Conv2dSame, ...:
+layers.LEAVES) are traced as leaves, whole.
 """
 from __future__ import annotations
 
