@@ -160,6 +160,14 @@ def stochastic_depth(m: nn.Module) -> str:
     return f"stochasticdepth {number(m.p)}{' batch' if m.mode == 'batch' else ''}"
 
 
+def blurpool(m: nn.Module) -> str:
+    """timm's BlurPool2d: its padding ((s-1) + (k-1)) // 2 by reflection (or zeros: 'blurpc'), its binomial filter."""
+    if m.pad_mode not in ("reflect", "constant"):
+        raise Inexpressible(f"BlurPool2d(pad_mode={m.pad_mode!r}) (the language's blurpool pads by reflection or with zeros)")
+    k, s = int(m.filt_size), int(m.stride)
+    return f"blurpool{'' if k == 3 else f' k{k}'}{'' if s == 2 else f' s{s}'}{' zeros' if m.pad_mode == 'constant' else ''}"
+
+
 def _plain(word: str) -> Callable[[nn.Module], str]:
     return lambda m: word
 
@@ -220,6 +228,7 @@ LEAVES: dict[str, Callable[[Any], str]] = {
     "timm.layers.norm.LayerNorm2d": layernorm,
     "timm.layers.norm.LayerNorm": layernorm,
     "timm.layers.linear.Linear": linear,
+    "timm.layers.blur_pool.BlurPool2d": blurpool,
     # timm's own activation classes (get_act_layer gives them for 'sigmoid', 'tanh', ...): the same functions
     **{f"timm.layers.activations.{cls}": _plain(word) for cls, word in (
         ("Sigmoid", "sigmoid"), ("Tanh", "tanh"), ("Swish", "silu"), ("HardSwish", "hardswish"),
