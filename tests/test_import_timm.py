@@ -24,6 +24,12 @@ MODELS = {
     "regnety_002": (32, ["mul {} { gap | conv c k1 | relu | conv c2 k1 | sigmoid }"]),
     # ECA: x.mean((2, 3)) viewed as [B, 1, C], nn.Conv1d across the channels, the gate viewed back and expanded
     "eca_resnext26ts": (32, ["block eca_module(k) { mul {} { gap | chanconv k{k} | sigmoid } }", "eca_module(5)"]),
+    # GhostNetV2: the DFC attention gate, computed at half the size and resized by nearest neighbour to the ghost output's
+    "ghostnetv2_100": (64, ["resize nearest {\n        avgpool 2 | conv {c*2} k1 nobias | bn"]),
+    # ResNet-blur: timm's BlurPool2d after the stem's stride-1 max pool and in the strided blocks (anti-aliasing)
+    "resnetblur18": (32, ["maxpool 3 s1 p1 | blurpool"]),
+    # EfficientNet-blur: the zero-padded variant ('blurpc')
+    "efficientnet_blur_b0": (32, ["blurpool zeros"]),
 }
 
 
@@ -63,6 +69,16 @@ def test_a_timm_construct_the_language_lacks_is_named() -> None:
     assert "`1` uses torch.nn.functional.pad" in caught.value.lines, caught.value.lines
     assert any(line.startswith("`1.conv` uses torch.nn.Conv1d: a 1-D convolution; the language's `chanconv kK` is ECA's")
                for line in caught.value.lines), caught.value.lines
+
+
+def test_a_blur_pool_padded_otherwise_is_refused_naming_its_mode() -> None:
+    from timm.layers.blur_pool import BlurPool2d
+
+    original = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), BlurPool2d(4, pad_mode="replicate")).eval()
+    with pytest.raises(ImportRefused) as caught:
+        import_module(original, (3, 16, 16))
+    assert caught.value.lines == ["`1` uses timm.layers.blur_pool.BlurPool2d: BlurPool2d(pad_mode='replicate') (the language's "
+                                  "blurpool pads by reflection or with zeros)"], caught.value.lines
 
 
 def test_cli_imports_timm_builders_by_name(tmp_path) -> None:

@@ -66,6 +66,38 @@ def test_example_network_matches_torch_on_onnxruntime(name, tmp_path):
     assert abs(got - expected).max() < 1e-4
 
 
+@pytest.mark.parametrize("h, w", [(7, 9), (13, 5), (6, 8)])
+def test_nearest_resize_exports_as_onnx_resize_and_picks_torchs_pixels(h, w, tmp_path):
+    """`resize nearest` back up from a half-size gate and from a ceil-pooled third (odd sizes: the source index is
+    floor(i * in / out)): onnxruntime's Resize gives torch's output, every pixel feeding the classifier."""
+    path = tmp_path / "nearest.arch"
+    path.write_text(f"input 3x{h}x{w}\nmul {{}} {{ resize nearest {{ avgpool 2 | conv 3 k1 | sigmoid }} }}\n"
+                    "resize nearest { maxpool 3 s3 ceil | conv 4 k1 }\nflatten | linear 10\n")
+    src = source_from_arch(path)
+    export_onnx(src, tmp_path / "m.onnx")
+    modes = {a.s for n in onnx.load(str(tmp_path / "m.onnx")).graph.node if n.op_type == "Resize" for a in n.attribute
+             if a.name == "mode"}
+    assert modes == {b"nearest"}
+    x = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = src.model(x).numpy()
+    got = session(tmp_path / "m.onnx").run(None, {"input": x.numpy()})[0]
+    assert got.shape == expected.shape and abs(got - expected).max() < 1e-5
+
+
+def test_blurpool_exports_to_onnx_and_agrees_on_onnxruntime(tmp_path):
+    """Reflect padding (ONNX Pad, mode reflect), zero padding, and the fixed binomial filters as constants."""
+    path = tmp_path / "blur.arch"
+    path.write_text("input 3x15x14\nconv 8 k3 p1 | blurpool | relu | blurpool k5 s1 zeros | blurpool k4\nflatten | linear 10\n")
+    src = source_from_arch(path)
+    export_onnx(src, tmp_path / "m.onnx")
+    x = torch.randn(2, 3, 15, 14, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = src.model(x).numpy()
+    got = session(tmp_path / "m.onnx").run(None, {"input": x.numpy()})[0]
+    assert got.shape == expected.shape == (2, 10) and abs(got - expected).max() < 1e-5
+
+
 def test_cli_export_from_arch_has_dynamic_batch_and_metadata(cli, tmp_path):
     out = tmp_path / "lenet.onnx"
     r = cli("export", str(EXAMPLES / "lenet.arch"), "-o", str(out))

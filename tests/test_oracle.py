@@ -392,6 +392,38 @@ class ChannelConv(nn.Conv1d):
 def draw_chanconv(draw, shape: tuple) -> "tuple[Layer, tuple] | None":
     return (Layer("chanconv", {"k": draw(st.sampled_from([1, 3, 3, 5, 9]))}), shape) if len(shape) == 3 else None
 
+
+class BlurPool(nn.Module):
+    """The oracle's blur pool, written from the paper's recipe (timm's BlurPool2d): pad ((s-1) + (k-1)) // 2 on each side
+    (reflect, or zeros), then a depthwise conv with the outer product of the binomial row C(k-1, i) / 2^(k-1), stride s."""
+
+    def __init__(self, channels: int, k: int, s: int, zeros: bool) -> None:
+        super().__init__()
+        taps = torch.tensor([math.comb(k - 1, i) for i in range(k)], dtype=torch.float32) / 2 ** (k - 1)
+        self.register_buffer("weight", torch.outer(taps, taps).repeat(channels, 1, 1, 1), persistent=False)
+        self.pad, self.stride, self.mode, self.groups = ((s - 1) + (k - 1)) // 2, s, "constant" if zeros else "reflect", channels
+
+    def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+        x = nn.functional.pad(x, (self.pad,) * 4, mode=self.mode)
+        return nn.functional.conv2d(x, self.weight, stride=self.stride, groups=self.groups)
+
+
+def blurpool_text(a: dict) -> str:
+    return f"blurpool k{a['k']} s{a['s']}" + (" zeros" if a["zeros"] else "")
+
+
+def draw_blurpool(draw, shape: tuple) -> "tuple[Layer, tuple] | None":
+    """A blur pool that torch runs on this image: reflect padding below H and W, the window within the padded input."""
+    if len(shape) != 3:
+        return None
+    k, s, zeros = draw(st.integers(2, 5)), draw(st.integers(1, 3)), draw(st.booleans())
+    p = ((s - 1) + (k - 1)) // 2
+    if (not zeros and min(shape[1:]) <= p) or min(shape[1:]) + 2 * p < k:
+        return None
+    return (Layer("blurpool", {"k": k, "s": s, "zeros": zeros}),
+            (shape[0], *((n + 2 * p - k) // s + 1 for n in shape[1:])))
+
+
 def torchvision_ops(name: str) -> type:
     import torchvision.ops
 
@@ -471,6 +503,9 @@ ORACLE: dict[str, OracleOp] = {
                     draw=draw_pad),  # no fault: on [B, F] torch pads the batch and features as an image's H, W
     "chanconv": OracleOp(lambda a: f"chanconv k{a['k']}", lambda a, x, env: ChannelConv(a["k"]),
                          draw=draw_chanconv, aligned=lambda draw, c: [draw_chanconv(draw, (c, 1, 1))[0]]),
+    "blurpool": OracleOp(blurpool_text, lambda a, x, env: BlurPool(x.shape[1], a["k"], a["s"], a["zeros"]), draw=draw_blurpool,
+                         aligned=lambda draw, c: [Layer("blurpool", {"k": draw(st.sampled_from([3, 5])), "s": 1, "zeros": True})]),
+    # (no fault: E122 has its own sweep below, so the other ops' faults keep their share of the invalid nets)
 }
 
 
@@ -1400,6 +1435,12 @@ JOIN_ORACLE: dict[str, JoinOracle] = {
     "resize": JoinOracle("input 3x13x10\nresize { conv 4 k3 s2 p1 | concat { conv 2 k1 } { resize { gap | conv 2 k1 nobias | bn | relu } } }\n",
                          lambda m, x: nn.functional.interpolate(_aspp(m, m["resize1.body.conv1"](x)), size=(13, 10),
                                                                 mode="bilinear", align_corners=False), "resize1"),
+    # GhostNetV2's attention gate: computed at half the size (7x9 -> 3x4), back to 7x9 by nearest neighbour (torch's
+    # floor(i * in / out) picks rows 0,0,0,1,1,2,2), times the input
+    "resize nearest": JoinOracle("input 3x7x9\nmul {} { resize nearest { avgpool 2 | conv 3 k1 | sigmoid } }\n",
+                                 lambda m, x: x * nn.functional.interpolate(
+                                     m["mul1.branch2.resize1.body.conv1"](nn.functional.avg_pool2d(x, 2)).sigmoid(),
+                                     size=(7, 9), mode="nearest"), "mul1.branch2.resize1"),
     # the unpadded U-Net's skip: the 10x9 map center-cropped to the 6x4 path's size (an odd margin rounds the top down)
     "crop": JoinOracle("input 3x10x9\ncrop {} { conv 2 k4 | relu | conv 3 k1 }\n",
                        lambda m, x: torch.cat([x[:, :, 1:8, 1:7], m["crop1.branch2"](x)], dim=1), "crop1"),
@@ -1463,6 +1504,26 @@ def test_mul_reports_e115_exactly_where_torch_cannot_broadcast(gate):
         assert report.output_shape == tuple(y.shape[1:])
     else:
         assert [d.code for d in report.errors] == ["E115"]
+
+
+@pytest.mark.parametrize("k, s, zeros", [(k, s, zeros) for k in (2, 3, 4, 5) for s in (1, 2, 3) for zeros in (False, True)])
+def test_blurpool_reports_e122_or_e102_exactly_where_torch_refuses(k, s, zeros):
+    """`blurpool` on every size from 1x1 to 6x5: the checker's verdict and shape against the oracle's blur pool in torch
+    (reflect padding must be below the size: E122; the window must fit in the padded input: E102)."""
+    for h, w in [(h, w) for h in range(1, 7) for w in (1, 2, 3, 5)]:
+        text = f"input 2x{h}x{w}\n" + blurpool_text({"k": k, "s": s, "zeros": zeros}) + "\n"
+        report = archspec.check(text, classes=None)
+        try:
+            with torch.no_grad():
+                y = BlurPool(2, k, s, zeros)(torch.randn(1, 2, h, w))
+        except RuntimeError:
+            y = None
+        assert report.ok == (y is not None), (text, report.diagnostics)
+        if y is None:
+            assert [d.code for d in report.errors] in (["E122"], ["E102"]), report.diagnostics
+            assert (report.errors[0].code == "E122") == (not zeros and min(h, w) <= ((s - 1) + (k - 1)) // 2)
+        else:
+            assert report.output_shape == tuple(y.shape[1:])
 
 
 @pytest.mark.parametrize("a, b", [(0, 8), (2, 6), (7, 8), (0, 9), (6, 12), (8, 9), (3, 3), (5, 2), (-2, 4)])

@@ -166,6 +166,14 @@ def conv1d(m: nn.Conv1d) -> str:
                         "bias=False) on the channels of a [B, C, 1, 1] tensor or of x.mean((2, 3)), reshaped to [B, 1, C]")
 
 
+def blurpool(m: nn.Module) -> str:
+    """timm's BlurPool2d: its padding ((s-1) + (k-1)) // 2 by reflection (or zeros: 'blurpc'), its binomial filter."""
+    if m.pad_mode not in ("reflect", "constant"):
+        raise Inexpressible(f"BlurPool2d(pad_mode={m.pad_mode!r}) (the language's blurpool pads by reflection or with zeros)")
+    k, s = int(m.filt_size), int(m.stride)
+    return f"blurpool{'' if k == 3 else f' k{k}'}{'' if s == 2 else f' s{s}'}{' zeros' if m.pad_mode == 'constant' else ''}"
+
+
 def _plain(word: str) -> Callable[[nn.Module], str]:
     return lambda m: word
 
@@ -226,6 +234,7 @@ LEAVES: dict[str, Callable[[Any], str]] = {
     "timm.layers.norm.LayerNorm2d": layernorm,
     "timm.layers.norm.LayerNorm": layernorm,
     "timm.layers.linear.Linear": linear,
+    "timm.layers.blur_pool.BlurPool2d": blurpool,
     # timm's own activation classes (get_act_layer gives them for 'sigmoid', 'tanh', ...): the same functions
     **{f"timm.layers.activations.{cls}": _plain(word) for cls, word in (
         ("Sigmoid", "sigmoid"), ("Tanh", "tanh"), ("Swish", "silu"), ("HardSwish", "hardswish"),

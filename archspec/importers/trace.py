@@ -22,9 +22,9 @@ nn.LayerNorm / nn.Linear / activations, then permute back (ConvNeXt's block: `la
 a `[C, 1, 1]` parameter times the tensor (`layerscale`); view/transpose/view (`channelshuffle`);
 `x.chunk(n, dim=1)` or `x.split(C // n, dim=1)` whose parts are concatenated back in order (`split`);
 `F.pad` with a constant (`pad`); ECA's `x.mean((2, 3))` reshaped to [B, 1, C], `nn.Conv1d` across the channels,
-the gate reshaped back and expanded (`mul {} { gap | chanconv kK | sigmoid }`). torchvision's LayerNorm2d and
-StochasticDepth, and timm's fused and padded layers (BatchNormAct2d, Conv2dSame, ...: layers.LEAVES) are traced as
-leaves, whole.
+the gate reshaped back and expanded (`mul {} { gap | chanconv kK | sigmoid }`); `F.interpolate` back to a size read
+from the network (`resize`, `resize nearest`). torchvision's LayerNorm2d and StochasticDepth, and timm's fused and
+padded layers (BatchNormAct2d, Conv2dSame, ...: layers.LEAVES) are traced as leaves, whole.
 """
 from __future__ import annotations
 
@@ -447,14 +447,22 @@ class GraphReader:
             return Join(word, branches, scopes)
         return self.residual(node, branches, scopes)
 
-    def resize(self, node: fx.Node) -> tuple[Join, fx.Node]:
-        """`F.interpolate(x, size=t.shape[-2:])` with `t` an earlier tensor that x is computed from: `resize { t -> x }`."""
-        source = _resized_to(node)
+    def resize(self, node: fx.Node) -> tuple[Any, fx.Node]:
+        """`F.interpolate(x, size=t.shape[-2:])` with `t` an earlier tensor that x is computed from: `resize { t -> x }`.
+        GhostNetV2 resizes to the size of a tensor computed beside x from the same fork, of the fork's height and width
+        (stride-1 layers): that is the resize back to the fork's size, `resize nearest { fork -> x }`."""
+        source, mode = _resized_to(node)  # type: ignore[misc]
         body = self.inputs[node][0]
         if source not in self.dominators[body]:
-            raise NotNested(node)
+            fork = max(self.dominators[body] & self.dominators[source], key=self.order.__getitem__, default=None)
+            if fork is None or _shape(fork)[-2:] != _shape(source)[-2:]:
+                self.refuse(node, "resizing to the size of a tensor of another height and width than the fork the resized branch "
+                            "starts from (the language's `resize` goes back to its body's input size)", walking=True)
+                return _Refused(self.scopes(node)), body
+            source = fork
         branch = self.chain(source, body)
-        return Join("resize", [branch], _common(self.scopes(node), *[s.scopes for s in branch])), source
+        word = f"resize {mode}" if mode else "resize"
+        return Join(word, [branch], _common(self.scopes(node), *[s.scopes for s in branch])), source
 
     def residual(self, node: fx.Node, branches: list[list], scopes: tuple[Scope, ...]) -> Join:
         if len(branches) == 2 and not all(branches):  # `project` is the identity here too, and lines blocks up
@@ -691,21 +699,39 @@ def _main_output(result: Any) -> Any:
     return result
 
 
-def _resized_to(node: fx.Node) -> fx.Node | None:
-    """The tensor `t` of `F.interpolate(x, size=t.shape[-2:], mode="bilinear", align_corners=False)`, or None."""
+# The `F.interpolate` options the `resize` join computes, by the join's mode word: bilinear (align_corners=False), nearest.
+_RESIZE_MODES = {
+    "": {"scale_factor": None, "mode": "bilinear", "align_corners": False, "recompute_scale_factor": None, "antialias": False},
+    "nearest": {"scale_factor": None, "mode": "nearest", "align_corners": None, "recompute_scale_factor": None, "antialias": False},
+}
+
+
+def _resized_to(node: fx.Node) -> tuple[fx.Node, str] | None:
+    """(the tensor `t`, the join's mode word) of `F.interpolate(x, size=t.shape[-2:], mode="bilinear", align_corners=False)`
+    or of `mode="nearest"` (the size also written `(t.shape[-2], t.shape[-1])`), or None."""
     if not (node.op == "call_function" and node.target is torch.nn.functional.interpolate and len(node.args) == 1):
         return None
     options = {"scale_factor": None, "mode": "nearest", "align_corners": None, "recompute_scale_factor": None, "antialias": False}
     options.update(node.kwargs)
     size = options.pop("size", None)
-    if options != {"scale_factor": None, "mode": "bilinear", "align_corners": False, "recompute_scale_factor": None, "antialias": False}:
+    mode = next((word for word, written in _RESIZE_MODES.items() if options == written), None)
+    if mode is None:
         return None
-    if not (isinstance(size, fx.Node) and size.target is operator.getitem and size.args[1] == slice(-2, None, None)):
+    if isinstance(size, fx.Node) and size.target is operator.getitem and size.args[1] == slice(-2, None, None):
+        source = _shape_of(size.args[0])
+    elif isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(s, fx.Node) and s.target is operator.getitem for s in size):
+        sources = {_shape_of(s.args[0]) for s in size}
+        source = sources.pop() if len(sources) == 1 and [s.args[1] for s in size] in ([-2, -1], [2, 3]) else None
+    else:
         return None
-    shape = size.args[0]
-    if not (isinstance(shape, fx.Node) and shape.target is getattr and shape.args[1] == "shape" and _is_tensor(shape.args[0])):
-        return None
-    return shape.args[0]
+    return (source, mode) if source is not None and len(_shape(source)) == 4 else None
+
+
+def _shape_of(node: Any) -> fx.Node | None:
+    """The tensor `t` of `t.shape`, or None."""
+    if isinstance(node, fx.Node) and node.target is getattr and node.args[1] == "shape" and _is_tensor(node.args[0]):
+        return node.args[0]
+    return None
 
 
 def _splits(branches: list[list]) -> bool:

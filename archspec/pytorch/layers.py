@@ -99,3 +99,23 @@ class ChannelConv(nn.Conv1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = nn.functional.conv2d(x.flatten(2).unsqueeze(1), self.weight.unsqueeze(-1), None, 1, (self.padding[0], 0))
         return y.reshape(x.shape)
+
+class BlurPool(nn.Module):
+    """timm's BlurPool2d: padded by ((stride-1) + (kernel-1)) // 2 on each side, by reflection (or with zeros), then
+    each channel filtered by the fixed kernel x kernel binomial filter with that stride (a buffer, not a parameter)."""
+
+    def __init__(self, channels: int, kernel: int = 3, stride: int = 2, padding_mode: str = "reflect") -> None:
+        super().__init__()
+        self.channels, self.stride = channels, stride
+        self.padding = ((stride - 1) + (kernel - 1)) // 2
+        self.mode = "reflect" if padding_mode == "reflect" else "constant"
+        row = [1.0]
+        for _ in range(kernel - 1):  # Pascal's triangle: row kernel-1 holds the binomial coefficients
+            row = [a + b for a, b in zip([0.0, *row], [*row, 0.0])]
+        taps = torch.tensor(row) / 2 ** (kernel - 1)
+        filt = (taps[:, None] * taps[None, :]).expand(channels, 1, kernel, kernel).clone()
+        self.register_buffer("filt", filt, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.pad(x, [self.padding] * 4, mode=self.mode)
+        return nn.functional.conv2d(x, self.filt, stride=self.stride, groups=self.channels)

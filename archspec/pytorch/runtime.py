@@ -65,13 +65,17 @@ class Split(Concat):
 
 
 class Resize(nn.Module):
-    """body(x) resized bilinearly back to x's height and width (torchvision's segmentation heads and models)."""
+    """body(x) resized back to x's height and width: bilinearly (torchvision's segmentation heads and models) or
+    with mode "nearest" by torch's nearest neighbour (GhostNetV2's attention gate)."""
 
-    def __init__(self, body: nn.Module) -> None:
+    def __init__(self, body: nn.Module, mode: str = "bilinear") -> None:
         super().__init__()
         self.body = body
+        self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "nearest":
+            return nn.functional.interpolate(self.body(x), size=x.shape[-2:], mode="nearest")
         return nn.functional.interpolate(self.body(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 

@@ -1,9 +1,10 @@
-"""Pooling: windows (max, average), adaptive and global average."""
+"""Pooling: windows (max, average), adaptive and global average, blur pooling (a fixed binomial filter)."""
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from archspec.language import codes
 from archspec.language.ops.base import (Emit, LayerSpec, Pair, RFStep, Shape, TorchCall, fmt_shape, need_rank,
@@ -211,3 +212,89 @@ class GlobalAvgPool(LayerSpec):
             return super().explain(x, y, params, macs)
         return [f"{fmt_shape(x)} -> {fmt_shape(y)}: the mean of each channel's {x[1]}x{x[2]} = "
                 f"{x[1] * x[2]:,} values"]  # type: ignore[operator]
+
+
+class BlurPool(LayerSpec):
+    """timm's BlurPool2d (Zhang, "Making Convolutional Networks Shift-Invariant Again"): anti-aliased downsampling."""
+
+    op: Literal["blurpool"] = "blurpool"
+    kernel: int = Field(default=3, ge=2, le=32)
+    stride: int = Field(default=2, ge=1)
+    reflect: bool = True
+
+    keys: ClassVar = {"k": "kernel", "s": "stride"}
+    flags: ClassVar = {"zeros": ("reflect", False)}
+    name_prefix: ClassVar = "blur"
+    summary: ClassVar = ("Blur pooling (timm's BlurPool2d): reflect padding of ((s-1) + (k-1)) // 2 on each side, then a fixed "
+                         "k x k binomial filter on each channel with stride s (k3: [1 2 1]/4 on each axis); `zeros` pads with "
+                         "zeros instead.")
+    usage: ClassVar = "blurpool [k3] [s2] [zeros]"
+
+    @property
+    def padding(self) -> int:
+        return ((self.stride - 1) + (self.kernel - 1)) // 2  # timm's get_padding(k, s)
+
+    def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
+        if not need_rank(self.op, x, 3, emit):
+            return None
+        if x is None:
+            return None
+        if self.reflect and not self._reflects(x, emit):
+            return (x[0], None, None)
+        k, s, p = (self.kernel,) * 2, (self.stride,) * 2, (self.padding,) * 2
+        h, w = spatial(self.op, x, k, s, p, (1, 1), emit, codes.OUTPUT_TOO_SMALL)
+        return (x[0], h, w)
+
+    def _reflects(self, x: Shape, emit: Emit) -> bool:
+        """Whether reflect padding fits: torch needs it smaller than H and W (on `input 3xHxW`, a condition recorded)."""
+        p = self.padding
+        if emit.sizes is not None:
+            for i in (0, 1):
+                if x[i + 1] is not None:
+                    emit.sizes.at_least_one(i, x[i + 1] - p)  # type: ignore[operator]
+            return True
+        if all(n is None or n > p for n in x[1:]):
+            return True
+        emit(codes.REFLECT_TOO_SMALL,
+             f"`blurpool` pads by reflection {p} on each side, which needs a height and width above {p}, but its input is "
+             f"{x[1]}x{x[2]}",
+             notes=[f"input is {fmt_shape(x)}", f"padding = ((s-1) + (k-1)) // 2 = (({self.stride}-1) + ({self.kernel}-1)) // 2 = {p}"],
+             help="blur-pool a larger map (downsample less before it), or pad with zeros: `blurpool zeros`")
+        return False
+
+    def macs(self, x: Shape | None, y: Shape | None) -> int:
+        if y is None or len(y) != 3 or None in y:
+            return 0
+        return y[0] * y[1] * y[2] * self.kernel * self.kernel  # type: ignore[operator]  # a depthwise conv with a fixed filter
+
+    def rf(self, x: Shape | None) -> RFStep | None:
+        return (self.kernel, self.kernel), (self.stride, self.stride)
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        kwargs = {} if self.reflect else {"padding_mode": "zeros"}
+        return TorchCall(cls="BlurPool", args=(x[0] if x else None, self.kernel, self.stride), kwargs=kwargs, home="layers")
+
+    def describe(self) -> str:
+        parts = [f"k{self.kernel}"] if self.kernel != 3 else []
+        parts += [f"s{self.stride}"] if self.stride != 2 else []
+        return " ".join(parts + ([] if self.reflect else ["zeros"]))
+
+    def taps(self) -> list[int]:
+        """The binomial filter's row, C(k-1, i) (divided by 2^(k-1))."""
+        return [math.comb(self.kernel - 1, i) for i in range(self.kernel)]
+
+    def explain_failure(self, x: Shape | None, y: Shape | None) -> list[str]:
+        k, s, p = (self.kernel,) * 2, (self.stride,) * 2, (self.padding,) * 2
+        return window_failure_lines(x, y, k, s, p, (1, 1))
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        if x is None or y is None or None in x or None in y:
+            return super().explain(x, y, params, macs)
+        k, s, p = self.kernel, self.stride, self.padding
+        taps = " ".join(map(str, self.taps()))
+        lines = [f"{fmt_shape(x)} -> {fmt_shape(y)}",
+                 f"C: {x[0]}: each channel on its own, {'reflect' if self.reflect else 'zero'}-padded by {p} on each side, then "
+                 f"filtered by the fixed {k}x{k} binomial filter [{taps}]/{2 ** (k - 1)} on each axis with stride {s}"]
+        for i, axis in enumerate("HW"):
+            lines.append(window_line(axis, x[i + 1], k, s, p, 1, y[i + 1]))  # type: ignore[arg-type]
+        return lines + [f"no params; MACs: {y[0]}*{y[1]}*{y[2]} outputs * {k}*{k} each = {macs:,}"]
