@@ -189,3 +189,16 @@ def test_explain_says_which_branch_starts_from_a_named_tensor():
     text = explain("input 3x8x8\nconv 4 k3 p1 | as stem\nconv 4 k3 p1\nconcat {} { from stem | maxpool 1 }\n", classes=None)
     assert "each branch gets the same input [B, 4, 8, 8] (branch 2 starts from a named tensor instead)" in text
     assert "the tensor named `stem`, in place of the running [B, 4, 8, 8]" in text
+
+
+def test_slice_of_flattened_features_on_a_symbolic_input_is_checked_size_by_size():
+    """`flatten | slice A:B` on `input CxHxW`: the feature count is C*h*w, so the range is checked at each size, and
+    the sizes accepted are those where torch's x[:, A:B] has B - A features (a regression: it raised a TypeError)."""
+    text = "input 1xHxW\nconv 2 k3 | flatten | slice 0:100 | linear 1\n"
+    report = archspec.check(text)
+    assert not report.errors
+    sizes = {n for n in range(3, 14) if not archspec.check(text.replace("HxW", f"{n}x{n}")).errors}
+    for n in range(3, 14):
+        with torch.no_grad():
+            features = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())(torch.zeros(1, 1, n, n))[:, 0:100]
+        assert (features.shape[1] == 100) == (n in sizes)

@@ -5,6 +5,7 @@ from typing import ClassVar, Literal
 
 from archspec.language import codes
 from archspec.language.ops.base import Emit, LayerSpec, Shape, TorchCall, fmt_shape, need_rank
+from archspec.language.sizemap import Features
 
 
 class Slice(LayerSpec):
@@ -22,6 +23,10 @@ class Slice(LayerSpec):
             return None
         a, b = self.channels
         c = x[0] if x else None
+        if isinstance(c, Features):  # after `flatten` on `input 3xHxW`: C*h*w features
+            if not c.constant and emit.sizes is not None:
+                emit.sizes.inexact("a slice of the features `flatten` gives")  # the range is checked size by size
+            c = c.at(1, 1) if c.constant else None
         problem = self.range_problem(c)
         if problem is not None:
             message, help = problem
