@@ -376,6 +376,27 @@ def draw_pad(draw, shape: tuple) -> "tuple[Layer, tuple] | None":
     return Layer("pad", {"sides": sides, "value": value}), (shape[0], shape[1] + sides[2] + sides[3], shape[2] + sides[0] + sides[1])
 
 
+class GlobalResponseNorm(nn.Module):
+    """The oracle's GRN, from ConvNeXt-V2's paper (Woo et al. 2023, Algorithm 1), written out: G = sqrt(sum of x^2 over
+    H, W) per channel, N = G / (mean of G over the channels + eps), gamma * (x * N) + beta + x. Its gamma and beta are
+    drawn (not zeros, the layer's initial identity), so the comparison sees every term."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.randn(channels))
+        self.bias = nn.Parameter(torch.randn(channels))
+
+    def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+        g = (x * x).sum(dim=(2, 3), keepdim=True).sqrt()
+        n = g / (g.mean(dim=1, keepdim=True) + self.eps)
+        return self.weight[:, None, None] * (x * n) + self.bias[:, None, None] + x
+
+
+def draw_grn(draw, shape: tuple) -> "tuple[Layer, tuple] | None":
+    return (Layer("grn", {"eps": draw(st.sampled_from([1e-6, 1e-3]))} if draw(st.booleans()) else {}), shape) if len(shape) == 3 else None
+
+
 def torchvision_ops(name: str) -> type:
     import torchvision.ops
 
@@ -453,6 +474,10 @@ ORACLE: dict[str, OracleOp] = {
     "pad": OracleOp(lambda a: "pad " + " ".join(map(str, a["sides"])) + (f" value={a['value']}" if a["value"] else ""),
                     lambda a, x, env: nn.ConstantPad2d(a["sides"], a["value"]) if a["value"] else nn.ZeroPad2d(a["sides"]),
                     draw=draw_pad),  # no fault: on [B, F] torch pads the batch and features as an image's H, W
+    "grn": OracleOp(lambda a: "grn" + (f" eps={a['eps']}" if "eps" in a else ""),
+                    lambda a, x, env: GlobalResponseNorm(x.shape[1], a.get("eps", 1e-6)),
+                    draw=draw_grn, aligned=lambda draw, c: [draw_grn(draw, (c, 1, 1))[0]],
+                    fault=lambda draw, shape: [Layer("flatten"), draw_grn(draw, shape)[0]], fault_codes=("E103",)),
 }
 
 
@@ -1311,6 +1336,9 @@ FIXED = {
         Res([Layer("upsample", {"f": 2, "mode": "nearest"}), Layer("maxpool", {"k": (2, 2)}), conv(4, 3, s=(2, 2), p=(1, 1))],
             project=True)]),
     "empty residual body: x + x": Arch((3, 4, 4), [Res([]), Res([], shortcut=[conv(3, 1)])]),
+    "ConvNeXt-V2's MLP: global response norm between the 1x1 convs": Arch((4, 5, 7), [
+        Res([conv(4, 3, p=(1, 1), g=4), Layer("layernorm"), conv(16, 1), Layer("gelu"), Layer("grn"), conv(4, 1)]),
+        Layer("grn", {"eps": 1e-3}), Layer("maxpool", {"k": (2, 2)}), Layer("grn")]),
 }
 
 

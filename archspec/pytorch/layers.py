@@ -86,3 +86,19 @@ class ChannelSlice(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, self.start:self.stop]
+
+
+class GlobalResponseNorm(nn.Module):
+    """ConvNeXt-V2's global response normalisation on [B, C, H, W] (timm's GlobalResponseNorm, channels first): G, each
+    channel's L2 norm over H and W; N = G / (mean of G over the channels + eps); x + weight * (x * N) + bias."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = x.norm(p=2, dim=(2, 3), keepdim=True)
+        n = g / (g.mean(dim=1, keepdim=True) + self.eps)
+        return x + torch.addcmul(self.bias.view(1, -1, 1, 1), self.weight.view(1, -1, 1, 1), x * n)

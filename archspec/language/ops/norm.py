@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from archspec.language import codes
-from archspec.language.ops.base import Emit, LayerSpec, Shape, TorchCall, fmt_shape
+from archspec.language.ops.base import Emit, LayerSpec, RFStep, Shape, TorchCall, fmt_shape
 
 
 class BatchNorm(LayerSpec):
@@ -147,3 +147,46 @@ class LayerScale(LayerSpec):
         return [f"{fmt_shape(x)} -> {fmt_shape(y)}: multiplies each {what} by its own learnable scale, "
                 f"which starts at {self.init:g}",
                 f"params: {x[0]:,} (one scale per {what})"]
+
+
+class GlobalResponseNorm(LayerSpec):
+    op: Literal["grn"] = "grn"
+    eps: float = Field(default=1e-6, gt=0, allow_inf_nan=False)
+    keys: ClassVar = {"eps": "eps"}
+    name_prefix: ClassVar = "grn"
+    summary: ClassVar = ("Global response normalisation (ConvNeXt-V2's GRN) on [B, C, H, W]: each channel's L2 norm over H, W, "
+                         "divided by the mean of those norms over the channels (+ eps), gives N; x + gamma * (x * N) + beta, "
+                         "gamma and beta per channel (zeros at first); eps=E (default 1e-6).")
+    usage: ClassVar = "grn [eps=1e-6]"
+
+    def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
+        if x is not None and len(x) != 3:
+            emit(codes.WRONG_RANK, f"`grn` needs a 4-D tensor [B, C, H, W], got {fmt_shape(x)}",
+                 notes=["`grn` compares each channel's norm over H and W with the others'; features have no H and W"],
+                 help="move `grn` before `gap` / `flatten`; on features use `layernorm`")
+            return None
+        return x
+
+    def params(self, x: Shape | None) -> int:
+        return 2 * x[0] if x and len(x) == 3 and x[0] is not None else 0
+
+    def rf(self, x: Shape | None) -> RFStep | None:
+        # Each output pixel depends on its channel's norm over the whole H x W: a window over all of it, stride 1.
+        if x is None or len(x) != 3 or x[1] is None or x[2] is None:
+            return None
+        return (x[1], x[2]), (1, 1)
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        return TorchCall(cls="GlobalResponseNorm", args=(x[0],), kwargs={"eps": self.eps} if self.eps != 1e-6 else {},  # type: ignore[index]
+                         home="layers")
+
+    def describe(self) -> str:
+        return f"eps={self.eps:g}" if self.eps != 1e-6 else ""
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        if x is None or len(x) != 3 or None in x:
+            return super().explain(x, y, params, macs)
+        return [f"{fmt_shape(x)} -> {fmt_shape(y)}: G = the L2 norm of each of the {x[0]} channels over its "
+                f"{x[1]} x {x[2]} pixels, N = G / (the mean of G over the channels + {self.eps:g}); "
+                "out = x + gamma * (x * N) + beta (no batch statistics)",
+                f"params: 2*{x[0]} = {params:,} (gamma and beta per channel, both 0 at first: the layer starts as the identity)"]
