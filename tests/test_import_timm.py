@@ -22,6 +22,8 @@ MODELS = {
     "cs3darknet_focus_s": (32, ["\nsplit\n"]),
     # RegNetY: SE gated by timm's Sigmoid class, whose name must not become a block named `sigmoid`
     "regnety_002": (32, ["mul {} { gap | conv c k1 | relu | conv c2 k1 | sigmoid }"]),
+    # timm's GELUTanh (F.gelu(x, approximate='tanh')) on the channels-last tensor of ConvNeXt's MLP
+    "test_convnext2": (32, ["pwlinear c | gelu tanh | pwlinear c2"]),
 }
 
 

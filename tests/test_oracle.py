@@ -468,7 +468,9 @@ ORACLE: dict[str, OracleOp] = {
                       draw=draw_slice, aligned=lambda draw, c: [Layer("slice", {"a": 0, "b": c})]),
     "identity": OracleOp(lambda a: "identity", lambda a, x, env: nn.Identity(),
                          draw=lambda draw, shape: (Layer("identity"), shape), aligned=lambda draw, c: [Layer("identity")]),
-    **{op: _plain(op, cls) for op, cls in {"relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "silu": nn.SiLU,
+    "gelu": OracleOp(lambda a: "gelu tanh" if a.get("tanh") else "gelu",
+                     lambda a, x, env: nn.GELU(approximate="tanh" if a.get("tanh") else "none")),
+    **{op: _plain(op, cls) for op, cls in {"relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU,
                                             "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "hardswish": nn.Hardswish,
                                             "hardsigmoid": nn.Hardsigmoid}.items()},
     "pad": OracleOp(lambda a: "pad " + " ".join(map(str, a["sides"])) + (f" value={a['value']}" if a["value"] else ""),
@@ -720,6 +722,8 @@ def draw_activation(draw) -> Layer:
     op = draw(st.sampled_from(ACTIVATIONS))
     if op == "leakyrelu":
         return Layer(op, {"slope": draw(st.sampled_from([0.01, 0.0, 0.1, 0.2, 0.3, 1.5]))})
+    if op == "gelu":  # exact, or torch's tanh approximation (timm's GELUTanh)
+        return Layer(op, {"tanh": draw(st.booleans())})
     return Layer(op)
 
 
@@ -1337,7 +1341,7 @@ FIXED = {
             project=True)]),
     "empty residual body: x + x": Arch((3, 4, 4), [Res([]), Res([], shortcut=[conv(3, 1)])]),
     "ConvNeXt-V2's MLP: global response norm between the 1x1 convs": Arch((4, 5, 7), [
-        Res([conv(4, 3, p=(1, 1), g=4), Layer("layernorm"), conv(16, 1), Layer("gelu"), Layer("grn"), conv(4, 1)]),
+        Res([conv(4, 3, p=(1, 1), g=4), Layer("layernorm"), conv(16, 1), Layer("gelu", {"tanh": True}), Layer("grn"), conv(4, 1)]),
         Layer("grn", {"eps": 1e-3}), Layer("maxpool", {"k": (2, 2)}), Layer("grn")]),
 }
 

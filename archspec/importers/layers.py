@@ -122,9 +122,14 @@ def dropout(m: nn.Dropout) -> str:
 
 
 def gelu(m: nn.GELU) -> str:
-    if m.approximate != "none":
-        raise Inexpressible(f"GELU(approximate={m.approximate!r})")
-    return "gelu"
+    return gelu_text(m.approximate)
+
+
+def gelu_text(approximate: str) -> str:
+    """`gelu`, or `gelu tanh` for torch's tanh approximation (nn.GELU(approximate='tanh'), F.gelu(x, approximate='tanh'))."""
+    if approximate not in ("none", "tanh"):
+        raise Inexpressible(f"GELU(approximate={approximate!r})")
+    return "gelu" if approximate == "none" else "gelu tanh"
 
 
 def leaky_relu(m: nn.LeakyReLU) -> str:
@@ -223,7 +228,7 @@ LEAVES: dict[str, Callable[[Any], str]] = {
     # timm's own activation classes (get_act_layer gives them for 'sigmoid', 'tanh', ...): the same functions
     **{f"timm.layers.activations.{cls}": _plain(word) for cls, word in (
         ("Sigmoid", "sigmoid"), ("Tanh", "tanh"), ("Swish", "silu"), ("HardSwish", "hardswish"),
-        ("HardSigmoid", "hardsigmoid"), ("GELU", "gelu"))},
+        ("HardSigmoid", "hardsigmoid"), ("GELU", "gelu"), ("GELUTanh", "gelu tanh"))},
 }
 # The LayerNorms over the channels of a [B, C, H, W] tensor as it is (the others normalise the last dimension).
 CHANNELS_FIRST_NORMS = {"torchvision.models.convnext.LayerNorm2d", "timm.layers.norm.LayerNorm2d",

@@ -55,7 +55,8 @@ _ACTIVATIONS = {
 _POOLS = {torch.nn.functional.max_pool2d: nn.MaxPool2d, torch.nn.functional.avg_pool2d: nn.AvgPool2d}
 _TO_CHANNELS_LAST, _TO_CHANNELS_FIRST = [0, 2, 3, 1], [0, 3, 1, 2]
 # What may run on a channels-last tensor: it acts on the last dimension (the channels) or elementwise.
-_CHANNELS_LAST_OK = (nn.LayerNorm, nn.Linear, nn.GELU, nn.ReLU, nn.SiLU, nn.Dropout, nn.Identity)
+_CHANNELS_LAST_OK = (nn.LayerNorm, nn.Linear, nn.GELU, nn.ReLU, nn.SiLU, nn.Dropout, nn.Identity, nn.ReLU6, nn.Sigmoid,
+                     nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.LeakyReLU)
 
 
 class NotNested(Exception):
@@ -216,7 +217,7 @@ class GraphReader:
         if node.op == "call_module":
             module = self.modules[node.target]
             return isinstance(module, _CHANNELS_LAST_OK) or qualified(type(module)).startswith("timm.layers.activations.")
-        return node.op == "call_function" and node.target in _ACTIVATIONS
+        return node.op in ("call_function", "call_method") and node.target in _ACTIVATIONS  # F.gelu(x), x.relu()
 
     def _dominators(self) -> dict[fx.Node, frozenset[fx.Node]]:
         dom: dict[fx.Node, frozenset[fx.Node]] = {}
@@ -438,6 +439,8 @@ class GraphReader:
             return _dropout_text(args, node.kwargs)
         if target is torch.nn.functional.pad and _pad_text(args, node.kwargs):
             return _pad_text(args, node.kwargs)
+        if target is torch.nn.functional.gelu and isinstance(node.kwargs.get("approximate", "none"), str):
+            return self.op_text_of(node, nn.GELU(approximate=node.kwargs.get("approximate", "none")))
         if target in _ACTIVATIONS and not node.kwargs.get("approximate"):
             return _ACTIVATIONS[target]
         if target in (torch.flatten, "flatten") and _flattens_from_1(args, node.kwargs):

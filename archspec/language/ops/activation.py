@@ -34,10 +34,21 @@ class ReLU6(_Activation):
 
 class GELU(_Activation):
     op: Literal["gelu"] = "gelu"
+    approximate: Literal["none", "tanh"] = "none"
+    flags: ClassVar = {"tanh": ("approximate", "tanh")}
     torch_cls: ClassVar = "GELU"
-    functional: ClassVar = "F.gelu({x})"
-    summary: ClassVar = "Gaussian error linear unit (nn.GELU)."
-    usage: ClassVar = "gelu"
+    summary: ClassVar = "Gaussian error linear unit (nn.GELU); `tanh`: its tanh approximation (nn.GELU(approximate='tanh'))."
+    usage: ClassVar = "gelu [tanh]"
+
+    @property
+    def functional(self) -> str:  # type: ignore[override]
+        return "F.gelu({x})" if self.approximate == "none" else "F.gelu({x}, approximate='tanh')"
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        return TorchCall(cls="GELU", kwargs={} if self.approximate == "none" else {"approximate": "tanh"})
+
+    def describe(self) -> str:
+        return "" if self.approximate == "none" else "tanh"
 
 
 class SiLU(_Activation):
