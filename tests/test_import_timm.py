@@ -45,6 +45,39 @@ def test_timm_model_round_trips_exactly(name: str) -> None:
     assert ((got - want).abs().max() / want.abs().max()).item() <= 1e-9
 
 
+@pytest.mark.parametrize("conv_mlp", [True, False])
+def test_convnext_v2_global_response_norm_round_trips_exactly(conv_mlp: bool) -> None:
+    """ConvNeXt-V2's GlobalResponseNorm, channels first between 1x1 convs (conv_mlp, atto's default) and channels last
+    between the Linears of the permuted block: `grn`, with its gamma and beta loaded. They are drawn first: at timm's
+    initial zeros the layer is the identity and the outputs would agree whatever `grn` computed."""
+    torch.manual_seed(0)
+    original = timm.create_model("convnextv2_atto", pretrained=False, conv_mlp=conv_mlp).eval()
+    with torch.no_grad():
+        for name, p in original.named_parameters():
+            if ".grn." in name:
+                p.copy_(torch.randn_like(p) * 0.5)
+    result = import_module(original, (3, 32, 32))
+    assert ("conv c k1 | gelu | grn" if conv_mlp else "pwlinear c | gelu | grn | pwlinear c2") in result.text, result.text
+    net = archspec.build(result.text)
+    net.load_state_dict(imported_weights(original, result))
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        want, got = original.double()(x), net.double().eval()(x)
+    assert ((got - want).abs().max() / want.abs().max()).item() <= 1e-9
+    assert archspec.check(result.text).params == sum(p.numel() for p in original.parameters())
+
+
+def test_a_global_response_norm_on_the_wrong_layout_is_refused() -> None:
+    """GlobalResponseNorm(channels_last=True) on [B, C, H, W] normalises over C and H: not the language's `grn`."""
+    from timm.layers.grn import GlobalResponseNorm
+
+    original = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3), GlobalResponseNorm(6, channels_last=True)).eval()
+    with pytest.raises(ImportRefused) as caught:
+        import_module(original, (3, 8, 8))
+    assert caught.value.lines == ["`1` uses timm.layers.grn.GlobalResponseNorm: a GlobalResponseNorm with channels_last=True "
+                                  "on a [B, C, H, W] tensor (the language's grn normalises over H and W)"]
+
+
 def test_same_padding_follows_the_input_size() -> None:
     """TensorFlow's SAME pads by what the input size leaves over: 1 at the bottom/right on an even size, 1 on each side on an odd one."""
     original = timm.create_model("tf_efficientnet_b0", pretrained=False).eval()

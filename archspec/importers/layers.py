@@ -160,6 +160,16 @@ def layernorm(m: nn.LayerNorm) -> str:
     return "layernorm" if m.eps == 1e-5 else f"layernorm eps={number(m.eps)}"
 
 
+def grn(m: nn.Module) -> str:
+    """timm's GlobalResponseNorm; whether its layout (channels_last) is its input's is checked where the input is known (trace.py)."""
+    return "grn" if m.eps == 1e-6 else f"grn eps={number(m.eps)}"
+
+
+def grn_channels_last(m: nn.Module) -> bool:
+    """Whether a timm GlobalResponseNorm takes [B, H, W, C] (its channels on the last dimension), not [B, C, H, W]."""
+    return qualified(type(m)) == "timm.layers.grn.GlobalResponseNorm" and m.channel_dim == -1
+
+
 def stochastic_depth(m: nn.Module) -> str:
     """torchvision.ops.StochasticDepth(p, mode)."""
     return f"stochasticdepth {number(m.p)}{' batch' if m.mode == 'batch' else ''}"
@@ -225,6 +235,7 @@ LEAVES: dict[str, Callable[[Any], str]] = {
     "timm.layers.norm.LayerNorm2d": layernorm,
     "timm.layers.norm.LayerNorm": layernorm,
     "timm.layers.linear.Linear": linear,
+    "timm.layers.grn.GlobalResponseNorm": grn,
     # timm's own activation classes (get_act_layer gives them for 'sigmoid', 'tanh', ...): the same functions
     **{f"timm.layers.activations.{cls}": _plain(word) for cls, word in (
         ("Sigmoid", "sigmoid"), ("Tanh", "tanh"), ("Swish", "silu"), ("HardSwish", "hardswish"),

@@ -17,7 +17,8 @@ nn.LayerNorm / nn.Linear / activations, then permute back (ConvNeXt's block: `la
 a `[C, 1, 1]` parameter times the tensor (`layerscale`); view/transpose/view (`channelshuffle`);
 `x.chunk(n, dim=1)` or `x.split(C // n, dim=1)` whose parts are concatenated back in order (`split`);
 `F.pad` with a constant (`pad`). torchvision's LayerNorm2d and StochasticDepth, and timm's fused and
-padded layers (BatchNormAct2d, Conv2dSame, ...: layers.LEAVES) are traced as leaves, whole.
+padded layers (BatchNormAct2d, Conv2dSame, ...: layers.LEAVES) are traced as leaves, whole; timm's
+GlobalResponseNorm is `grn` on either layout (channels_last inside the permutes, channels first outside).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from archspec.importers.layers import (
     CHANNELS_FIRST_NORMS,
     Inexpressible,
     adaptive_size,
+    grn_channels_last,
     is_leaf,
     layer_text,
     number,
@@ -216,7 +218,8 @@ class GraphReader:
     def _runs_channels_last(self, node: fx.Node) -> bool:
         if node.op == "call_module":
             module = self.modules[node.target]
-            return isinstance(module, _CHANNELS_LAST_OK) or qualified(type(module)).startswith("timm.layers.activations.")
+            return (isinstance(module, _CHANNELS_LAST_OK) or qualified(type(module)).startswith("timm.layers.activations.")
+                    or grn_channels_last(module))
         return node.op in ("call_function", "call_method") and node.target in _ACTIVATIONS  # F.gelu(x), x.relu()
 
     def _dominators(self) -> dict[fx.Node, frozenset[fx.Node]]:
@@ -426,6 +429,8 @@ class GraphReader:
                 return None
             if isinstance(module, nn.Identity) or (isinstance(module, nn.Dropout) and module.p == 0):
                 return ""  # timm's place-holders (no attention, no drop): nothing a person would write
+            if qualified(type(module)) == "timm.layers.grn.GlobalResponseNorm" and not self._grn_fits(node, module, inputs):
+                return None
             if isinstance(module, nn.Linear) and inputs and self.layout[inputs[0]]:
                 return "pw" + text  # nn.Linear over the channels: `pwlinear`, with nn.Linear's weight layout
             if (isinstance(module, nn.LayerNorm) and qualified(type(module)) not in CHANNELS_FIRST_NORMS) and not (inputs and (self.layout[inputs[0]] or len(_shape(inputs[0])) == 2)):
@@ -457,6 +462,18 @@ class GraphReader:
             return sliced
         self.refuse(node, "")
         return None
+
+    def _grn_fits(self, node: fx.Node, module: nn.Module, inputs: list[fx.Node]) -> bool:
+        """A GlobalResponseNorm reads H and W where its input has them: channels_last=True on a permuted tensor, False on
+        [B, C, H, W] (refused, recorded, otherwise)."""
+        if inputs and len(_shape(inputs[0])) == 4 and self.layout[inputs[0]] == grn_channels_last(module):
+            return True
+        rank = len(_shape(inputs[0])) if inputs else 0
+        tensor = ("a channels-last [B, H, W, C]" if inputs and self.layout[inputs[0]] else "a [B, C, H, W]" if rank == 4
+                  else f"a {rank}-D")
+        self.refuse(node, f"a GlobalResponseNorm with channels_last={grn_channels_last(module)} on {tensor} tensor "
+                          "(the language's grn normalises over H and W)")
+        return False
 
     def op_text_of(self, node: fx.Node, module: nn.Module) -> str | None:
         try:
