@@ -397,6 +397,25 @@ def draw_grn(draw, shape: tuple) -> "tuple[Layer, tuple] | None":
     return (Layer("grn", {"eps": draw(st.sampled_from([1e-6, 1e-3]))} if draw(st.booleans()) else {}), shape) if len(shape) == 3 else None
 
 
+class RmsNorm(nn.Module):
+    """The oracle's RMS norm: torch's own F.rms_norm (nn.RMSNorm's) over the last dimension, the channels moved there on
+    an image and back; its scale drawn (not ones, nn.RMSNorm's start) so the comparison sees it."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.randn(channels))
+
+    def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+        if x.dim() == 2:
+            return nn.functional.rms_norm(x, (x.shape[1],), self.weight, self.eps)
+        return nn.functional.rms_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.eps).permute(0, 3, 1, 2)
+
+
+def draw_rmsnorm(draw, shape: tuple) -> "tuple[Layer, tuple]":
+    return Layer("rmsnorm", {"eps": draw(st.sampled_from([1e-6, 1e-5, 0.1]))} if draw(st.booleans()) else {}), shape
+
+
 def torchvision_ops(name: str) -> type:
     import torchvision.ops
 
@@ -480,6 +499,9 @@ ORACLE: dict[str, OracleOp] = {
                     lambda a, x, env: GlobalResponseNorm(x.shape[1], a.get("eps", 1e-6)),
                     draw=draw_grn, aligned=lambda draw, c: [draw_grn(draw, (c, 1, 1))[0]],
                     fault=lambda draw, shape: [Layer("flatten"), draw_grn(draw, shape)[0]], fault_codes=("E103",)),
+    "rmsnorm": OracleOp(lambda a: "rmsnorm" + (f" eps={a['eps']}" if "eps" in a else ""),
+                        lambda a, x, env: RmsNorm(x.shape[1], a.get("eps", 1e-6)),
+                        draw=draw_rmsnorm, aligned=lambda draw, c: [draw_rmsnorm(draw, (c,))[0]]),
 }
 
 
@@ -1343,6 +1365,10 @@ FIXED = {
     "ConvNeXt-V2's MLP: global response norm between the 1x1 convs": Arch((4, 5, 7), [
         Res([conv(4, 3, p=(1, 1), g=4), Layer("layernorm"), conv(16, 1), Layer("gelu", {"tanh": True}), Layer("grn"), conv(4, 1)]),
         Layer("grn", {"eps": 1e-3}), Layer("maxpool", {"k": (2, 2)}), Layer("grn")]),
+    "timm's RMS-norm ConvNeXt: rmsnorm on images and on features": Arch((4, 5, 7), [
+        conv(8, 2, s=(2, 2)), Layer("rmsnorm"), Res([conv(8, 3, p=(1, 1), g=8), Layer("rmsnorm", {"eps": 0.1}), conv(16, 1),
+                                                     Layer("gelu"), conv(8, 1)]),
+        Layer("gap"), Layer("flatten"), Layer("rmsnorm", {"eps": 1e-5}), Layer("linear", {"n": 3})]),
 }
 
 

@@ -102,3 +102,17 @@ class GlobalResponseNorm(nn.Module):
         g = x.norm(p=2, dim=(2, 3), keepdim=True)
         n = g / (g.mean(dim=1, keepdim=True) + self.eps)
         return x + torch.addcmul(self.bias.view(1, -1, 1, 1), self.weight.view(1, -1, 1, 1), x * n)
+
+
+class RmsNorm(nn.Module):
+    """x / sqrt(mean of x^2 over dim 1 + eps) * weight: over the channels at each pixel of [B, C, H, W], over the features
+    of [B, F] (timm's RmsNorm2d and RmsNorm, nn.RMSNorm)."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + self.eps)
+        return x * self.weight.view(1, -1, *[1] * (x.dim() - 2))

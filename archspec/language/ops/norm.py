@@ -149,10 +149,21 @@ class LayerScale(LayerSpec):
                 f"params: {x[0]:,} (one scale per {what})"]
 
 
-class GlobalResponseNorm(LayerSpec):
-    op: Literal["grn"] = "grn"
+class _EpsNorm(LayerSpec):
+    """A norm with timm's eps=E, 1e-6 by default (grn, rmsnorm)."""
+
     eps: float = Field(default=1e-6, gt=0, allow_inf_nan=False)
     keys: ClassVar = {"eps": "eps"}
+
+    def eps_kwargs(self) -> dict[str, float]:
+        return {"eps": self.eps} if self.eps != 1e-6 else {}
+
+    def describe(self) -> str:
+        return f"eps={self.eps:g}" if self.eps != 1e-6 else ""
+
+
+class GlobalResponseNorm(_EpsNorm):
+    op: Literal["grn"] = "grn"
     name_prefix: ClassVar = "grn"
     summary: ClassVar = ("Global response normalisation (ConvNeXt-V2's GRN) on [B, C, H, W]: each channel's L2 norm over H, W, "
                          "divided by the mean of those norms over the channels (+ eps), gives N; x + gamma * (x * N) + beta, "
@@ -177,11 +188,7 @@ class GlobalResponseNorm(LayerSpec):
         return (x[1], x[2]), (1, 1)
 
     def torch_call(self, x: Shape | None) -> TorchCall:
-        return TorchCall(cls="GlobalResponseNorm", args=(x[0],), kwargs={"eps": self.eps} if self.eps != 1e-6 else {},  # type: ignore[index]
-                         home="layers")
-
-    def describe(self) -> str:
-        return f"eps={self.eps:g}" if self.eps != 1e-6 else ""
+        return TorchCall(cls="GlobalResponseNorm", args=(x[0],), kwargs=self.eps_kwargs(), home="layers")  # type: ignore[index]
 
     def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
         if x is None or len(x) != 3 or None in x:
@@ -190,3 +197,28 @@ class GlobalResponseNorm(LayerSpec):
                 f"{x[1]} x {x[2]} pixels, N = G / (the mean of G over the channels + {self.eps:g}); "
                 "out = x + gamma * (x * N) + beta (no batch statistics)",
                 f"params: 2*{x[0]} = {params:,} (gamma and beta per channel, both 0 at first: the layer starts as the identity)"]
+
+
+class RMSNorm(_EpsNorm):
+    op: Literal["rmsnorm"] = "rmsnorm"
+    name_prefix: ClassVar = "rms"
+    summary: ClassVar = ("RMS normalisation over the channels at each pixel on [B, C, H, W] (timm's RmsNorm2d), over the features "
+                         "on [B, F] (nn.RMSNorm): x / sqrt(mean of x^2 + eps), times a learnable scale per channel (no mean "
+                         "subtracted, no shift); eps=E (default 1e-6).")
+    usage: ClassVar = "rmsnorm [eps=1e-6]"
+
+    def params(self, x: Shape | None) -> int:
+        return x[0] if x and x[0] is not None else 0
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        return TorchCall(cls="RmsNorm", args=(x[0],), kwargs=self.eps_kwargs(), home="layers")  # type: ignore[index]
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        if x is None or x[0] is None:
+            return super().explain(x, y, params, macs)
+        where = (f"at each of the {x[1]} x {x[2]} pixels, divides its {x[0]} channels" if len(x) == 3
+                 else f"divides the {x[0]} features of each sample")
+        what = "channel" if len(x) == 3 else "feature"
+        return [f"{fmt_shape(x)} -> {fmt_shape(y)}: {where} by their root mean square (+ {self.eps:g} under the root; "
+                f"no mean subtracted, no batch statistics), then scales each one",
+                f"params: {x[0]:,} (a scale per {what}, no shift)"]

@@ -1,8 +1,9 @@
-"""`grn`, ConvNeXt-V2's global response normalisation: the built layer is timm's GlobalResponseNorm (channels
-first and, through the permute, channels last), the generated source is the built network, and it exports to ONNX
-with onnxruntime giving torch's outputs. gamma and beta are drawn first: at their initial zeros the layer is the
-identity, and every comparison would hold whatever the norm computed. (The random-network oracle in
-tests/test_oracle.py compares it with the paper's formula written out.)"""
+"""`grn`, ConvNeXt-V2's global response normalisation, and `rmsnorm`: the built layers are timm's GlobalResponseNorm
+(channels first and, through the permute, channels last), RmsNorm2d and RmsNorm; the generated source is the built
+network, and it exports to ONNX with onnxruntime giving torch's outputs. Their parameters are drawn first: at GRN's
+initial zeros the layer is the identity, and every comparison would hold whatever the norm computed. (The
+random-network oracle in tests/test_oracle.py compares grn with the paper's formula written out, rmsnorm with
+torch's F.rms_norm.)"""
 from __future__ import annotations
 
 import types
@@ -16,10 +17,10 @@ from archspec.pytorch import codegen  # noqa: E402
 
 NET = """input 8x5x6
 residual {
-  conv 8 k3 p1 g8 | layernorm eps=1e-6 | pwlinear 32 | gelu | grn | pwlinear 8
+  conv 8 k3 p1 g8 | rmsnorm | pwlinear 32 | gelu | grn | pwlinear 8
 }
 grn eps=0.001
-gap | flatten | linear 3
+gap | flatten | rmsnorm eps=1e-5 | linear 3
 """
 
 
@@ -44,9 +45,22 @@ def test_grn_is_timms_global_response_norm(channels_last: bool) -> None:
     assert ((got - want).abs().max() / want.abs().max()).item() <= 1e-12
 
 
-def test_generated_source_with_grn_matches_the_build() -> None:
+@pytest.mark.parametrize("name", ["RmsNorm2d", "RmsNorm"])
+def test_rmsnorm_is_timms_rms_norm(name: str) -> None:
+    norm = pytest.importorskip("timm.layers.norm")
+    theirs = _drawn(getattr(norm, name)(12, eps=1e-5)).double()
+    shape = (3, 12, 5, 7) if name == "RmsNorm2d" else (3, 12)
+    mine = archspec.build(f"input {'x'.join(map(str, shape[1:]))}\nrmsnorm eps=1e-5\n").double().eval()
+    mine.load_state_dict({"rms1." + k: v for k, v in theirs.state_dict().items()})
+    x = torch.randn(*shape, dtype=torch.float64)
+    with torch.no_grad():
+        want, got = theirs(x), mine(x)
+    assert ((got - want).abs().max() / want.abs().max()).item() <= 1e-12
+
+
+def test_generated_source_with_grn_and_rmsnorm_matches_the_build() -> None:
     source = codegen.generate(NET)
-    assert "class GlobalResponseNorm(nn.Module):" in source
+    assert "class GlobalResponseNorm(nn.Module):" in source and "class RmsNorm(nn.Module):" in source
     module = types.ModuleType("generated_grn")
     exec(compile(source, "<generated>", "exec"), module.__dict__)  # noqa: S102 - our own generated source
     built = _drawn(archspec.build(NET))
@@ -57,14 +71,14 @@ def test_generated_source_with_grn_matches_the_build() -> None:
         assert torch.allclose(generated(x), built(x), atol=1e-6)
 
 
-def test_grn_exports_to_onnx_and_agrees_on_onnxruntime(tmp_path) -> None:
+def test_grn_and_rmsnorm_export_to_onnx_and_agree_on_onnxruntime(tmp_path) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
     from archspec.training.export import export_onnx, source_from_arch
     from test_onnx import session
 
-    path = tmp_path / "grn.arch"
+    path = tmp_path / "norms.arch"
     path.write_text(NET)
     src = source_from_arch(path)
     _drawn(src.model)
