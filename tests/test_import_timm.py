@@ -45,26 +45,59 @@ def test_timm_model_round_trips_exactly(name: str) -> None:
     assert ((got - want).abs().max() / want.abs().max()).item() <= 1e-9
 
 
-@pytest.mark.parametrize("conv_mlp", [True, False])
-def test_convnext_v2_global_response_norm_round_trips_exactly(conv_mlp: bool) -> None:
-    """ConvNeXt-V2's GlobalResponseNorm, channels first between 1x1 convs (conv_mlp, atto's default) and channels last
-    between the Linears of the permuted block: `grn`, with its gamma and beta loaded. They are drawn first: at timm's
-    initial zeros the layer is the identity and the outputs would agree whatever `grn` computed."""
-    torch.manual_seed(0)
-    original = timm.create_model("convnextv2_atto", pretrained=False, conv_mlp=conv_mlp).eval()
-    with torch.no_grad():
-        for name, p in original.named_parameters():
-            if ".grn." in name:
-                p.copy_(torch.randn_like(p) * 0.5)
-    result = import_module(original, (3, 32, 32))
-    assert ("conv c k1 | gelu | grn" if conv_mlp else "pwlinear c | gelu | grn | pwlinear c2") in result.text, result.text
-    net = archspec.build(result.text)
-    net.load_state_dict(imported_weights(original, result))
-    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+def _relative_difference(original: torch.nn.Module, imported, size: int) -> float:
+    """max |ours - theirs| / max |theirs| in float64 (eval), the import built and given the original's tensors."""
+    net = archspec.build(imported.text)
+    net.load_state_dict(imported_weights(original, imported))
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
     with torch.no_grad():
         want, got = original.double()(x), net.double().eval()(x)
-    assert ((got - want).abs().max() / want.abs().max()).item() <= 1e-9
+    return ((got - want).abs().max() / want.abs().max()).item()
+
+
+@pytest.mark.parametrize(("name", "kwargs", "wanted"), [
+    ("convnextv2_atto", {"conv_mlp": True}, "conv c k1 | gelu | grn"),  # atto's default: between 1x1 convs
+    ("convnextv2_atto", {"conv_mlp": False}, "pwlinear c | gelu | grn | pwlinear c2"),  # channels last, between Linears
+    ("convnext_atto_rms", {}, "conv c k7 p3 g{c} | rmsnorm"),  # timm's RmsNorm2d
+])
+def test_convnext_norms_round_trip_exactly(name: str, kwargs: dict, wanted: str) -> None:
+    """ConvNeXt-V2's GlobalResponseNorm (channels first, and channels last inside the permuted block) as `grn`, timm's
+    RmsNorm2d as `rmsnorm`, their tensors loaded. Every 1-D parameter is drawn first: at timm's initial values (GRN's
+    zeros, the norms' ones) a norm's parameters would agree whatever was loaded where."""
+    torch.manual_seed(0)
+    original = timm.create_model(name, pretrained=False, **kwargs).eval()
+    with torch.no_grad():
+        for p in original.parameters():
+            if p.dim() == 1:
+                p.copy_(torch.randn_like(p) * 0.5)
+    result = import_module(original, (3, 32, 32))
+    assert wanted in result.text, result.text
+    assert _relative_difference(original, result, 32) <= 1e-9
     assert archspec.check(result.text).params == sum(p.numel() for p in original.parameters())
+
+
+def test_rms_norms_over_the_last_dimension_read_as_rmsnorm() -> None:
+    """timm's RmsNorm between a permute and its inverse normalises the channels, on a vector its features."""
+    from timm.layers.norm import RmsNorm
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.norm, self.fc = torch.nn.Conv2d(3, 8, 3), RmsNorm(8, eps=1e-5), torch.nn.Linear(8, 8)
+            self.head_norm, self.head = RmsNorm(8), torch.nn.Linear(8, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.fc(self.norm(self.conv(x).permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+            return self.head(self.head_norm(y.mean((2, 3))))
+
+    torch.manual_seed(0)
+    original = Net().eval()
+    with torch.no_grad():
+        for p in original.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+    result = import_module(original, (3, 16, 16))
+    assert "conv 8 k3 | rmsnorm eps=1e-5 | pwlinear 8 | gap | flatten\nrmsnorm | linear 10" in result.text, result.text
+    assert _relative_difference(original, result, 16) <= 1e-9
 
 
 def test_a_global_response_norm_on_the_wrong_layout_is_refused() -> None:

@@ -170,6 +170,14 @@ def grn_channels_last(m: nn.Module) -> bool:
     return qualified(type(m)) == "timm.layers.grn.GlobalResponseNorm" and m.channel_dim == -1
 
 
+def rmsnorm(m: nn.Module) -> str:
+    """timm's RmsNorm and RmsNorm2d; whether it normalises channels or features is read from its input (trace.py)."""
+    if len(m.normalized_shape) != 1 or m.weight is None:
+        raise Inexpressible(f"{type(m).__name__}({list(m.normalized_shape)}) without a weight or over more than one dimension "
+                            "(the language's rmsnorm is over one dimension, with a weight)")
+    return "rmsnorm" if m.eps == 1e-6 else f"rmsnorm eps={number(m.eps)}"
+
+
 def stochastic_depth(m: nn.Module) -> str:
     """torchvision.ops.StochasticDepth(p, mode)."""
     return f"stochasticdepth {number(m.p)}{' batch' if m.mode == 'batch' else ''}"
@@ -236,6 +244,8 @@ LEAVES: dict[str, Callable[[Any], str]] = {
     "timm.layers.norm.LayerNorm": layernorm,
     "timm.layers.linear.Linear": linear,
     "timm.layers.grn.GlobalResponseNorm": grn,
+    "timm.layers.norm.RmsNorm2d": rmsnorm,
+    "timm.layers.norm.RmsNorm": rmsnorm,
     # timm's own activation classes (get_act_layer gives them for 'sigmoid', 'tanh', ...): the same functions
     **{f"timm.layers.activations.{cls}": _plain(word) for cls, word in (
         ("Sigmoid", "sigmoid"), ("Tanh", "tanh"), ("Swish", "silu"), ("HardSwish", "hardswish"),
@@ -243,7 +253,7 @@ LEAVES: dict[str, Callable[[Any], str]] = {
 }
 # The LayerNorms over the channels of a [B, C, H, W] tensor as it is (the others normalise the last dimension).
 CHANNELS_FIRST_NORMS = {"torchvision.models.convnext.LayerNorm2d", "timm.layers.norm.LayerNorm2d",
-                        "timm.layers.norm_act.LayerNormAct2d"}
+                        "timm.layers.norm_act.LayerNormAct2d", "timm.layers.norm.RmsNorm2d"}
 # Leaves whose text depends on the size of their input (C, H, W): padding computed from it at run time.
 SIZED: dict[str, Callable[[Any, tuple[int, ...]], str]] = {
     "timm.layers.conv2d_same.Conv2dSame": conv_same,
@@ -253,6 +263,13 @@ SIZED: dict[str, Callable[[Any, tuple[int, ...]], str]] = {
 
 def qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def last_dim_norm(m: nn.Module) -> bool:
+    """A norm over the last dimension of what it gets (the channels after a permute, or a vector's features):
+    nn.LayerNorm, timm's LayerNorm and RmsNorm, not the channels-first ones (LayerNorm2d, RmsNorm2d)."""
+    name = qualified(type(m))
+    return (isinstance(m, nn.LayerNorm) or name == "timm.layers.norm.RmsNorm") and name not in CHANNELS_FIRST_NORMS
 
 
 def is_leaf(cls: type) -> bool:

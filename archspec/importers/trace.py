@@ -32,10 +32,10 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from archspec.importers.layers import (
-    CHANNELS_FIRST_NORMS,
     Inexpressible,
     adaptive_size,
     grn_channels_last,
+    last_dim_norm,
     is_leaf,
     layer_text,
     number,
@@ -219,7 +219,7 @@ class GraphReader:
         if node.op == "call_module":
             module = self.modules[node.target]
             return (isinstance(module, _CHANNELS_LAST_OK) or qualified(type(module)).startswith("timm.layers.activations.")
-                    or grn_channels_last(module))
+                    or grn_channels_last(module) or last_dim_norm(module))
         return node.op in ("call_function", "call_method") and node.target in _ACTIVATIONS  # F.gelu(x), x.relu()
 
     def _dominators(self) -> dict[fx.Node, frozenset[fx.Node]]:
@@ -433,8 +433,8 @@ class GraphReader:
                 return None
             if isinstance(module, nn.Linear) and inputs and self.layout[inputs[0]]:
                 return "pw" + text  # nn.Linear over the channels: `pwlinear`, with nn.Linear's weight layout
-            if (isinstance(module, nn.LayerNorm) and qualified(type(module)) not in CHANNELS_FIRST_NORMS) and not (inputs and (self.layout[inputs[0]] or len(_shape(inputs[0])) == 2)):
-                self.refuse(node, "a LayerNorm over other dimensions than the channels (or a vector's features)")
+            if last_dim_norm(module) and not (inputs and (self.layout[inputs[0]] or len(_shape(inputs[0])) == 2)):
+                self.refuse(node, f"a {type(module).__name__} over other dimensions than the channels (or a vector's features)")
                 return None
             return text
         target, args = node.target, node.args

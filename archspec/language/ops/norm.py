@@ -203,7 +203,7 @@ class RMSNorm(_EpsNorm):
     op: Literal["rmsnorm"] = "rmsnorm"
     name_prefix: ClassVar = "rms"
     summary: ClassVar = ("RMS normalisation over the channels at each pixel on [B, C, H, W] (timm's RmsNorm2d), over the features "
-                         "on [B, F] (nn.RMSNorm): x / sqrt(mean of x^2 + eps), times a learnable scale per channel (no mean "
+                         "on [B, F] (timm's RmsNorm, as nn.RMSNorm): x / sqrt(mean of x^2 + eps), times a learnable scale per channel (no mean "
                          "subtracted, no shift); eps=E (default 1e-6).")
     usage: ClassVar = "rmsnorm [eps=1e-6]"
 
