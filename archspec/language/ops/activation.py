@@ -50,6 +50,13 @@ class GELU(_Activation):
     def describe(self) -> str:
         return "" if self.approximate == "none" else "tanh"
 
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        # The summary names both forms; a layer is one of them.
+        this = ("Gaussian error linear unit (nn.GELU)." if self.approximate == "none"
+                else "Gaussian error linear unit, its tanh approximation (nn.GELU(approximate='tanh')).")
+        lines = super().explain(x, y, params, macs)
+        return [lines[0].replace(self.summary, this), *lines[1:]]
+
 
 class SiLU(_Activation):
     op: Literal["silu"] = "silu"
