@@ -122,14 +122,10 @@ def dropout(m: nn.Dropout) -> str:
 
 
 def gelu(m: nn.GELU) -> str:
-    return gelu_text(m.approximate)
-
-
-def gelu_text(approximate: str) -> str:
     """`gelu`, or `gelu tanh` for torch's tanh approximation (nn.GELU(approximate='tanh'), F.gelu(x, approximate='tanh'))."""
-    if approximate not in ("none", "tanh"):
-        raise Inexpressible(f"GELU(approximate={approximate!r})")
-    return "gelu" if approximate == "none" else "gelu tanh"
+    if m.approximate not in ("none", "tanh"):
+        raise Inexpressible(f"GELU(approximate={m.approximate!r})")
+    return "gelu" if m.approximate == "none" else "gelu tanh"
 
 
 def leaky_relu(m: nn.LeakyReLU) -> str:
@@ -251,7 +247,7 @@ LEAVES: dict[str, Callable[[Any], str]] = {
         ("Sigmoid", "sigmoid"), ("Tanh", "tanh"), ("Swish", "silu"), ("HardSwish", "hardswish"),
         ("HardSigmoid", "hardsigmoid"), ("GELU", "gelu"), ("GELUTanh", "gelu tanh"))},
 }
-# The LayerNorms over the channels of a [B, C, H, W] tensor as it is (the others normalise the last dimension).
+# The norms over the channels of a [B, C, H, W] tensor as it is (the others normalise the last dimension).
 CHANNELS_FIRST_NORMS = {"torchvision.models.convnext.LayerNorm2d", "timm.layers.norm.LayerNorm2d",
                         "timm.layers.norm_act.LayerNormAct2d", "timm.layers.norm.RmsNorm2d"}
 # Leaves whose text depends on the size of their input (C, H, W): padding computed from it at run time.
