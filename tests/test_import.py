@@ -152,6 +152,30 @@ def test_a_channels_last_tensor_that_is_not_permuted_back_is_refused() -> None:
     assert info.value.lines == ["`(top)` uses Tensor.flatten: a channels-last tensor (after a permute) that the language has no layer for"]
 
 
+def test_functional_activations_on_a_channels_last_tensor_read_as_their_layers() -> None:
+    """F.gelu (exact, and its tanh approximation), x.relu(), torch.sigmoid and nn.Hardswish between a permute and its
+    inverse are elementwise: the layers they are, in place, with the Linears between them as `pwlinear`."""
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.act, self.head = nn.Conv2d(3, 8, 3), nn.Hardswish(), nn.Linear(8, 10)
+            self.fc = nn.ModuleList(nn.Linear(8, 8) for _ in range(5))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = nn.functional.gelu(self.fc[0](self.conv(x).permute(0, 2, 3, 1)), approximate="tanh")
+            y = torch.sigmoid(self.fc[2](self.fc[1](y).relu()))
+            y = nn.functional.gelu(self.fc[4](self.act(self.fc[3](y)))).permute(0, 3, 1, 2)
+            return self.head(y.mean((2, 3)))
+
+    torch.manual_seed(0)
+    text, diff = _round_trip_of(Net(), "functional")
+    assert ("conv 8 k3 | pwlinear 8 | gelu tanh | pwlinear 8 | relu\n"
+            "pwlinear 8 | sigmoid | pwlinear 8 | hardswish | pwlinear 8 | gelu\n") in text, text
+    assert diff <= 1e-9
+
+
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "archspec", *args], check=False, capture_output=True, text=True, cwd=cwd, timeout=300)
 

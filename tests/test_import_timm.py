@@ -30,6 +30,8 @@ MODELS = {
     "resnetblur18": (32, ["maxpool 3 s1 p1 | blurpool"]),
     # EfficientNet-blur: the zero-padded variant ('blurpc')
     "efficientnet_blur_b0": (32, ["blurpool zeros"]),
+    # timm's GELUTanh (F.gelu(x, approximate='tanh')) on the channels-last tensor of ConvNeXt's MLP
+    "test_convnext2": (32, ["pwlinear c | gelu tanh | pwlinear c2"]),
 }
 
 
@@ -49,6 +51,72 @@ def test_timm_model_round_trips_exactly(name: str) -> None:
     with torch.no_grad():
         want, got = original.double()(x), net.double().eval()(x)
     assert ((got - want).abs().max() / want.abs().max()).item() <= 1e-9
+
+
+def _relative_difference(original: torch.nn.Module, imported, size: int) -> float:
+    """max |ours - theirs| / max |theirs| in float64 (eval), the import built and given the original's tensors."""
+    net = archspec.build(imported.text)
+    net.load_state_dict(imported_weights(original, imported))
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    with torch.no_grad():
+        want, got = original.double()(x), net.double().eval()(x)
+    return ((got - want).abs().max() / want.abs().max()).item()
+
+
+@pytest.mark.parametrize(("name", "kwargs", "wanted"), [
+    ("convnextv2_atto", {"conv_mlp": True}, "conv c k1 | gelu | grn"),  # atto's default: between 1x1 convs
+    ("convnextv2_atto", {"conv_mlp": False}, "pwlinear c | gelu | grn | pwlinear c2"),  # channels last, between Linears
+    ("convnext_atto_rms", {}, "conv c k7 p3 g{c} | rmsnorm"),  # timm's RmsNorm2d
+])
+def test_convnext_norms_round_trip_exactly(name: str, kwargs: dict, wanted: str) -> None:
+    """ConvNeXt-V2's GlobalResponseNorm (channels first, and channels last inside the permuted block) as `grn`, timm's
+    RmsNorm2d as `rmsnorm`, their tensors loaded. Every 1-D parameter is drawn first: at timm's initial values (GRN's
+    zeros, the norms' ones) a norm's parameters would agree whatever was loaded where."""
+    torch.manual_seed(0)
+    original = timm.create_model(name, pretrained=False, **kwargs).eval()
+    with torch.no_grad():
+        for p in original.parameters():
+            if p.dim() == 1:
+                p.copy_(torch.randn_like(p) * 0.5)
+    result = import_module(original, (3, 32, 32))
+    assert wanted in result.text, result.text
+    assert _relative_difference(original, result, 32) <= 1e-9
+    assert archspec.check(result.text).params == sum(p.numel() for p in original.parameters())
+
+
+def test_rms_norms_over_the_last_dimension_read_as_rmsnorm() -> None:
+    """timm's RmsNorm between a permute and its inverse normalises the channels, on a vector its features."""
+    from timm.layers.norm import RmsNorm
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.norm, self.fc = torch.nn.Conv2d(3, 8, 3), RmsNorm(8, eps=1e-5), torch.nn.Linear(8, 8)
+            self.head_norm, self.head = RmsNorm(8), torch.nn.Linear(8, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.fc(self.norm(self.conv(x).permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+            return self.head(self.head_norm(y.mean((2, 3))))
+
+    torch.manual_seed(0)
+    original = Net().eval()
+    with torch.no_grad():
+        for p in original.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+    result = import_module(original, (3, 16, 16))
+    assert "conv 8 k3 | rmsnorm eps=1e-5 | pwlinear 8 | gap | flatten\nrmsnorm | linear 10" in result.text, result.text
+    assert _relative_difference(original, result, 16) <= 1e-9
+
+
+def test_a_global_response_norm_on_the_wrong_layout_is_refused() -> None:
+    """GlobalResponseNorm(channels_last=True) on [B, C, H, W] normalises over C and H: not the language's `grn`."""
+    from timm.layers.grn import GlobalResponseNorm
+
+    original = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3), GlobalResponseNorm(6, channels_last=True)).eval()
+    with pytest.raises(ImportRefused) as caught:
+        import_module(original, (3, 8, 8))
+    assert caught.value.lines == ["`1` uses timm.layers.grn.GlobalResponseNorm: a GlobalResponseNorm with channels_last=True "
+                                  "on a [B, C, H, W] tensor (the language's grn normalises over H and W)"]
 
 
 def test_same_padding_follows_the_input_size() -> None:

@@ -424,6 +424,46 @@ def draw_blurpool(draw, shape: tuple) -> "tuple[Layer, tuple] | None":
             (shape[0], *((n + 2 * p - k) // s + 1 for n in shape[1:])))
 
 
+class GlobalResponseNorm(nn.Module):
+    """The oracle's GRN, from ConvNeXt-V2's paper (Woo et al. 2023, Algorithm 1), written out: G = sqrt(sum of x^2 over
+    H, W) per channel, N = G / (mean of G over the channels + eps), gamma * (x * N) + beta + x. Its gamma and beta are
+    drawn (not zeros, the layer's initial identity), so the comparison sees every term."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.randn(channels))
+        self.bias = nn.Parameter(torch.randn(channels))
+
+    def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+        g = (x * x).sum(dim=(2, 3), keepdim=True).sqrt()
+        n = g / (g.mean(dim=1, keepdim=True) + self.eps)
+        return self.weight[:, None, None] * (x * n) + self.bias[:, None, None] + x
+
+
+def draw_grn(draw, shape: tuple) -> "tuple[Layer, tuple] | None":
+    return (Layer("grn", {"eps": draw(st.sampled_from([1e-6, 1e-3]))} if draw(st.booleans()) else {}), shape) if len(shape) == 3 else None
+
+
+class RmsNorm(nn.Module):
+    """The oracle's RMS norm: torch's own F.rms_norm (nn.RMSNorm's) over the last dimension, the channels moved there on
+    an image and back; its scale drawn (not ones, nn.RMSNorm's start) so the comparison sees it."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.randn(channels))
+
+    def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+        if x.dim() == 2:
+            return nn.functional.rms_norm(x, (x.shape[1],), self.weight, self.eps)
+        return nn.functional.rms_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.eps).permute(0, 3, 1, 2)
+
+
+def draw_rmsnorm(draw, shape: tuple) -> "tuple[Layer, tuple]":
+    return Layer("rmsnorm", {"eps": draw(st.sampled_from([1e-6, 1e-5, 0.1]))} if draw(st.booleans()) else {}), shape
+
+
 def torchvision_ops(name: str) -> type:
     import torchvision.ops
 
@@ -495,7 +535,9 @@ ORACLE: dict[str, OracleOp] = {
                       draw=draw_slice, aligned=lambda draw, c: [Layer("slice", {"a": 0, "b": c})]),
     "identity": OracleOp(lambda a: "identity", lambda a, x, env: nn.Identity(),
                          draw=lambda draw, shape: (Layer("identity"), shape), aligned=lambda draw, c: [Layer("identity")]),
-    **{op: _plain(op, cls) for op, cls in {"relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "silu": nn.SiLU,
+    "gelu": OracleOp(lambda a: "gelu tanh" if a.get("tanh") else "gelu",
+                     lambda a, x, env: nn.GELU(approximate="tanh" if a.get("tanh") else "none")),
+    **{op: _plain(op, cls) for op, cls in {"relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU,
                                             "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "hardswish": nn.Hardswish,
                                             "hardsigmoid": nn.Hardsigmoid}.items()},
     "pad": OracleOp(lambda a: "pad " + " ".join(map(str, a["sides"])) + (f" value={a['value']}" if a["value"] else ""),
@@ -506,6 +548,12 @@ ORACLE: dict[str, OracleOp] = {
     "blurpool": OracleOp(blurpool_text, lambda a, x, env: BlurPool(x.shape[1], a["k"], a["s"], a["zeros"]), draw=draw_blurpool,
                          aligned=lambda draw, c: [Layer("blurpool", {"k": draw(st.sampled_from([3, 5])), "s": 1, "zeros": True})]),
     # (no fault: E122 has its own sweep below, so the other ops' faults keep their share of the invalid nets)
+    "grn": OracleOp(lambda a: "grn" + (f" eps={a['eps']}" if "eps" in a else ""),
+                    lambda a, x, env: GlobalResponseNorm(x.shape[1], a.get("eps", 1e-6)),
+                    draw=draw_grn, aligned=lambda draw, c: [draw_grn(draw, (c, 1, 1))[0]]),  # its fault: test_grn_on_features_fails_where_torch_fails
+    "rmsnorm": OracleOp(lambda a: "rmsnorm" + (f" eps={a['eps']}" if "eps" in a else ""),
+                        lambda a, x, env: RmsNorm(x.shape[1], a.get("eps", 1e-6)),
+                        draw=draw_rmsnorm, aligned=lambda draw, c: [draw_rmsnorm(draw, (c,))[0]]),
 }
 
 
@@ -748,6 +796,8 @@ def draw_activation(draw) -> Layer:
     op = draw(st.sampled_from(ACTIVATIONS))
     if op == "leakyrelu":
         return Layer(op, {"slope": draw(st.sampled_from([0.01, 0.0, 0.1, 0.2, 0.3, 1.5]))})
+    if op == "gelu":  # exact, or torch's tanh approximation (timm's GELUTanh)
+        return Layer(op, {"tanh": draw(st.booleans())})
     return Layer(op)
 
 
@@ -1367,6 +1417,13 @@ FIXED = {
     "empty residual body: x + x": Arch((3, 4, 4), [Res([]), Res([], shortcut=[conv(3, 1)])]),
     "ECA's channel conv at every pixel and after gap, its kernel wider than the channels": Arch((4, 3, 5), [
         Layer("chanconv", {"k": 3}), Layer("chanconv", {"k": 9}), Layer("gap"), Layer("chanconv", {"k": 5}), Layer("sigmoid")]),
+    "ConvNeXt-V2's MLP: global response norm between the 1x1 convs": Arch((4, 5, 7), [
+        Res([conv(4, 3, p=(1, 1), g=4), Layer("layernorm"), conv(16, 1), Layer("gelu", {"tanh": True}), Layer("grn"), conv(4, 1)]),
+        Layer("grn", {"eps": 1e-3}), Layer("maxpool", {"k": (2, 2)}), Layer("grn")]),
+    "timm's RMS-norm ConvNeXt: rmsnorm on images and on features": Arch((4, 5, 7), [
+        conv(8, 2, s=(2, 2)), Layer("rmsnorm"), Res([conv(8, 3, p=(1, 1), g=8), Layer("rmsnorm", {"eps": 0.1}), conv(16, 1),
+                                                     Layer("gelu"), conv(8, 1)]),
+        Layer("gap"), Layer("flatten"), Layer("rmsnorm", {"eps": 1e-5}), Layer("linear", {"n": 3})]),
 }
 
 
@@ -1394,6 +1451,14 @@ def test_gap_after_flatten_is_a_deliberate_error():
     HxW image, averaging the batch away), the checker reports E103 on purpose."""
     assert tuple(nn.AdaptiveAvgPool2d(1)(torch.randn(2, 5)).shape) == (1, 1)
     assert [d.code for d in archspec.check("input 3x4x4\nflatten\ngap\n", classes=None).errors] == ["E103"]
+
+
+@pytest.mark.parametrize("eps", [None, 1e-3])
+def test_grn_on_features_fails_where_torch_fails(eps):
+    """`grn` after `flatten`: the oracle's GRN (a sum over H and W) raises on [B, F] where the checker reports E103. A fixed
+    case rather than a random fault: each fault drawn among 800 networks takes a share from the others' codes."""
+    out = compare(Arch((4, 5, 6), [conv(6, 3), Layer("flatten"), Layer("grn", {} if eps is None else {"eps": eps})]))
+    assert not out.torch_ok and not out.checker_ok and out.codes == ["E103"] and not out.problems, (out.problems, out.text)
 
 
 def test_projection_uses_the_body_stride():

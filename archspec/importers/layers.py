@@ -122,9 +122,10 @@ def dropout(m: nn.Dropout) -> str:
 
 
 def gelu(m: nn.GELU) -> str:
-    if m.approximate != "none":
+    """`gelu`, or `gelu tanh` for torch's tanh approximation (nn.GELU(approximate='tanh'), F.gelu(x, approximate='tanh'))."""
+    if m.approximate not in ("none", "tanh"):
         raise Inexpressible(f"GELU(approximate={m.approximate!r})")
-    return "gelu"
+    return "gelu" if m.approximate == "none" else "gelu tanh"
 
 
 def leaky_relu(m: nn.LeakyReLU) -> str:
@@ -153,6 +154,24 @@ def layernorm(m: nn.LayerNorm) -> str:
         raise Inexpressible(f"LayerNorm({list(m.normalized_shape)}, elementwise_affine={m.elementwise_affine}) "
                             "(the language's layernorm is over one dimension, with weight and bias)")
     return "layernorm" if m.eps == 1e-5 else f"layernorm eps={number(m.eps)}"
+
+
+def grn(m: nn.Module) -> str:
+    """timm's GlobalResponseNorm; whether its layout (channels_last) is its input's is checked where the input is known (trace.py)."""
+    return "grn" if m.eps == 1e-6 else f"grn eps={number(m.eps)}"
+
+
+def grn_channels_last(m: nn.Module) -> bool:
+    """Whether a timm GlobalResponseNorm takes [B, H, W, C] (its channels on the last dimension), not [B, C, H, W]."""
+    return qualified(type(m)) == "timm.layers.grn.GlobalResponseNorm" and m.channel_dim == -1
+
+
+def rmsnorm(m: nn.Module) -> str:
+    """timm's RmsNorm and RmsNorm2d; whether it normalises channels or features is read from its input (trace.py)."""
+    if len(m.normalized_shape) != 1 or m.weight is None:
+        raise Inexpressible(f"{type(m).__name__}({list(m.normalized_shape)}) without a weight or over more than one dimension "
+                            "(the language's rmsnorm is over one dimension, with a weight)")
+    return "rmsnorm" if m.eps == 1e-6 else f"rmsnorm eps={number(m.eps)}"
 
 
 def stochastic_depth(m: nn.Module) -> str:
@@ -235,14 +254,17 @@ LEAVES: dict[str, Callable[[Any], str]] = {
     "timm.layers.norm.LayerNorm": layernorm,
     "timm.layers.linear.Linear": linear,
     "timm.layers.blur_pool.BlurPool2d": blurpool,
+    "timm.layers.grn.GlobalResponseNorm": grn,
+    "timm.layers.norm.RmsNorm2d": rmsnorm,
+    "timm.layers.norm.RmsNorm": rmsnorm,
     # timm's own activation classes (get_act_layer gives them for 'sigmoid', 'tanh', ...): the same functions
     **{f"timm.layers.activations.{cls}": _plain(word) for cls, word in (
         ("Sigmoid", "sigmoid"), ("Tanh", "tanh"), ("Swish", "silu"), ("HardSwish", "hardswish"),
-        ("HardSigmoid", "hardsigmoid"), ("GELU", "gelu"))},
+        ("HardSigmoid", "hardsigmoid"), ("GELU", "gelu"), ("GELUTanh", "gelu tanh"))},
 }
-# The LayerNorms over the channels of a [B, C, H, W] tensor as it is (the others normalise the last dimension).
+# The norms over the channels of a [B, C, H, W] tensor as it is (the others normalise the last dimension).
 CHANNELS_FIRST_NORMS = {"torchvision.models.convnext.LayerNorm2d", "timm.layers.norm.LayerNorm2d",
-                        "timm.layers.norm_act.LayerNormAct2d"}
+                        "timm.layers.norm_act.LayerNormAct2d", "timm.layers.norm.RmsNorm2d"}
 # Leaves whose text depends on the size of their input (C, H, W): padding computed from it at run time.
 SIZED: dict[str, Callable[[Any, tuple[int, ...]], str]] = {
     "timm.layers.conv2d_same.Conv2dSame": conv_same,
@@ -252,6 +274,13 @@ SIZED: dict[str, Callable[[Any, tuple[int, ...]], str]] = {
 
 def qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def last_dim_norm(m: nn.Module) -> bool:
+    """A norm over the last dimension of what it gets (the channels after a permute, or a vector's features):
+    nn.LayerNorm, timm's LayerNorm and RmsNorm, not the channels-first ones (LayerNorm2d, RmsNorm2d)."""
+    name = qualified(type(m))
+    return (isinstance(m, nn.LayerNorm) or name == "timm.layers.norm.RmsNorm") and name not in CHANNELS_FIRST_NORMS
 
 
 def is_leaf(cls: type) -> bool:

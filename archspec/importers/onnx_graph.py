@@ -428,10 +428,11 @@ class _Lifter:
 
     def _gelu(self, node: Any) -> None:
         approximate = self.attrs(node).get("approximate", b"none")
-        if approximate not in (b"none", "none"):
-            self.unreadable(node, [node.input[0]], "the tanh approximation (the language's gelu is exact)")
+        approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
+        if approximate not in ("none", "tanh"):
+            self.unreadable(node, [node.input[0]], f"approximate={approximate!r} (the language's gelu is exact or `tanh`)")
             return
-        self.emit(node, nn.GELU(), node.input[0])
+        self.emit(node, nn.GELU(approximate=approximate), node.input[0])
 
     def _softmax(self, node: Any) -> None:
         rank = self.network(node.input[0])[1].dim()

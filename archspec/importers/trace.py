@@ -24,7 +24,8 @@ a `[C, 1, 1]` parameter times the tensor (`layerscale`); view/transpose/view (`c
 `F.pad` with a constant (`pad`); ECA's `x.mean((2, 3))` reshaped to [B, 1, C], `nn.Conv1d` across the channels,
 the gate reshaped back and expanded (`mul {} { gap | chanconv kK | sigmoid }`); `F.interpolate` back to a size read
 from the network (`resize`, `resize nearest`). torchvision's LayerNorm2d and StochasticDepth, and timm's fused and
-padded layers (BatchNormAct2d, Conv2dSame, ...: layers.LEAVES) are traced as leaves, whole.
+padded layers (BatchNormAct2d, Conv2dSame, ...: layers.LEAVES) are traced as leaves, whole; timm's
+GlobalResponseNorm is `grn` on either layout (channels-last inside the permutes, channels first outside).
 """
 from __future__ import annotations
 
@@ -39,9 +40,10 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from archspec.importers.layers import (
-    CHANNELS_FIRST_NORMS,
     Inexpressible,
     adaptive_size,
+    grn_channels_last,
+    last_dim_norm,
     layer_text,
     number,
     qualified,
@@ -63,7 +65,8 @@ _ACTIVATIONS = {
 _POOLS = {torch.nn.functional.max_pool2d: nn.MaxPool2d, torch.nn.functional.avg_pool2d: nn.AvgPool2d}
 _TO_CHANNELS_LAST, _TO_CHANNELS_FIRST = [0, 2, 3, 1], [0, 3, 1, 2]
 # What may run on a channels-last tensor: it acts on the last dimension (the channels) or elementwise.
-_CHANNELS_LAST_OK = (nn.LayerNorm, nn.Linear, nn.GELU, nn.ReLU, nn.SiLU, nn.Dropout, nn.Identity)
+_CHANNELS_LAST_OK = (nn.LayerNorm, nn.Linear, nn.GELU, nn.ReLU, nn.SiLU, nn.Dropout, nn.Identity, nn.ReLU6, nn.Sigmoid,
+                     nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.LeakyReLU)
 
 
 class NotNested(Exception):
@@ -283,8 +286,9 @@ class GraphReader:
     def _runs_channels_last(self, node: fx.Node) -> bool:
         if node.op == "call_module":
             module = self.modules[node.target]
-            return isinstance(module, _CHANNELS_LAST_OK) or qualified(type(module)).startswith("timm.layers.activations.")
-        return node.op == "call_function" and node.target in _ACTIVATIONS
+            return (isinstance(module, _CHANNELS_LAST_OK) or qualified(type(module)).startswith("timm.layers.activations.")
+                    or grn_channels_last(module) or last_dim_norm(module))
+        return node.op in ("call_function", "call_method") and node.target in _ACTIVATIONS  # F.gelu(x), x.relu()
 
     def _dominators(self) -> dict[fx.Node, frozenset[fx.Node]]:
         dom: dict[fx.Node, frozenset[fx.Node]] = {}
@@ -505,10 +509,12 @@ class GraphReader:
                 return None
             if isinstance(module, nn.Identity) or (isinstance(module, nn.Dropout) and module.p == 0):
                 return ""  # timm's place-holders (no attention, no drop): nothing a person would write
+            if qualified(type(module)) == "timm.layers.grn.GlobalResponseNorm" and not self._grn_fits(node, module, inputs):
+                return None
             if isinstance(module, nn.Linear) and inputs and self.layout[inputs[0]]:
                 return "pw" + text  # nn.Linear over the channels: `pwlinear`, with nn.Linear's weight layout
-            if (isinstance(module, nn.LayerNorm) and qualified(type(module)) not in CHANNELS_FIRST_NORMS) and not (inputs and (self.layout[inputs[0]] or len(_shape(inputs[0])) == 2)):
-                self.refuse(node, "a LayerNorm over other dimensions than the channels (or a vector's features)")
+            if last_dim_norm(module) and not (inputs and (self.layout[inputs[0]] or len(_shape(inputs[0])) == 2)):
+                self.refuse(node, f"a {type(module).__name__} over other dimensions than the channels (or a vector's features)")
                 return None
             return text
         target, args = node.target, node.args
@@ -518,6 +524,8 @@ class GraphReader:
             return _dropout_text(args, node.kwargs)
         if target is torch.nn.functional.pad and _pad_text(args, node.kwargs):
             return _pad_text(args, node.kwargs)
+        if target is torch.nn.functional.gelu and isinstance(node.kwargs.get("approximate", "none"), str):
+            return self.op_text_of(node, nn.GELU(approximate=node.kwargs.get("approximate", "none")))
         if target in _ACTIVATIONS and not node.kwargs.get("approximate"):
             return _ACTIVATIONS[target]
         if target in (torch.flatten, "flatten") and _flattens_from_1(args, node.kwargs):
@@ -534,6 +542,18 @@ class GraphReader:
             return sliced
         self.refuse(node, "")
         return None
+
+    def _grn_fits(self, node: fx.Node, module: nn.Module, inputs: list[fx.Node]) -> bool:
+        """A GlobalResponseNorm reads H and W where its input has them: channels_last=True on a permuted tensor, False on
+        [B, C, H, W] (refused, recorded, otherwise)."""
+        if inputs and len(_shape(inputs[0])) == 4 and self.layout[inputs[0]] == grn_channels_last(module):
+            return True
+        rank = len(_shape(inputs[0])) if inputs else 0
+        tensor = ("a channels-last [B, H, W, C]" if inputs and self.layout[inputs[0]] else "a [B, C, H, W]" if rank == 4
+                  else f"a {rank}-D")
+        self.refuse(node, f"a GlobalResponseNorm with channels_last={grn_channels_last(module)} on {tensor} tensor "
+                          "(the language's grn normalises over H and W)")
+        return False
 
     def op_text_of(self, node: fx.Node, module: nn.Module) -> str | None:
         try:

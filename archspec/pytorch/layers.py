@@ -100,6 +100,7 @@ class ChannelConv(nn.Conv1d):
         y = nn.functional.conv2d(x.flatten(2).unsqueeze(1), self.weight.unsqueeze(-1), None, 1, (self.padding[0], 0))
         return y.reshape(x.shape)
 
+
 class BlurPool(nn.Module):
     """timm's BlurPool2d: padded by ((stride-1) + (kernel-1)) // 2 on each side, by reflection (or with zeros), then
     each channel filtered by the fixed kernel x kernel binomial filter with that stride (a buffer, not a parameter)."""
@@ -119,3 +120,33 @@ class BlurPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.pad(x, [self.padding] * 4, mode=self.mode)
         return nn.functional.conv2d(x, self.filt, stride=self.stride, groups=self.channels)
+
+
+class GlobalResponseNorm(nn.Module):
+    """ConvNeXt-V2's global response normalisation on [B, C, H, W] (timm's GlobalResponseNorm, channels first): G, each
+    channel's L2 norm over H and W; N = G / (mean of G over the channels + eps); x + weight * (x * N) + bias."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = x.norm(p=2, dim=(2, 3), keepdim=True)
+        n = g / (g.mean(dim=1, keepdim=True) + self.eps)
+        return x + torch.addcmul(self.bias.view(1, -1, 1, 1), self.weight.view(1, -1, 1, 1), x * n)
+
+
+class RmsNorm(nn.Module):
+    """x / sqrt(mean of x^2 over dim 1 + eps) * weight: over the channels at each pixel of [B, C, H, W], over the features
+    of [B, F] (timm's RmsNorm2d and RmsNorm, nn.RMSNorm)."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + self.eps)
+        return x * self.weight.view(1, -1, *[1] * (x.dim() - 2))

@@ -34,10 +34,28 @@ class ReLU6(_Activation):
 
 class GELU(_Activation):
     op: Literal["gelu"] = "gelu"
+    approximate: Literal["none", "tanh"] = "none"
+    flags: ClassVar = {"tanh": ("approximate", "tanh")}
     torch_cls: ClassVar = "GELU"
-    functional: ClassVar = "F.gelu({x})"
-    summary: ClassVar = "Gaussian error linear unit (nn.GELU)."
-    usage: ClassVar = "gelu"
+    summary: ClassVar = "Gaussian error linear unit (nn.GELU); `tanh`: its tanh approximation (nn.GELU(approximate='tanh'))."
+    usage: ClassVar = "gelu [tanh]"
+
+    @property
+    def functional(self) -> str:  # type: ignore[override]
+        return "F.gelu({x})" if self.approximate == "none" else "F.gelu({x}, approximate='tanh')"
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        return TorchCall(cls="GELU", kwargs={} if self.approximate == "none" else {"approximate": "tanh"})
+
+    def describe(self) -> str:
+        return "" if self.approximate == "none" else "tanh"
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        # The summary names both forms; a layer is one of them.
+        this = ("Gaussian error linear unit (nn.GELU)." if self.approximate == "none"
+                else "Gaussian error linear unit, its tanh approximation (nn.GELU(approximate='tanh')).")
+        lines = super().explain(x, y, params, macs)
+        return [lines[0].replace(self.summary, this), *lines[1:]]
 
 
 class SiLU(_Activation):

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from archspec.language import codes
-from archspec.language.ops.base import Emit, LayerSpec, Shape, TorchCall, fmt_shape
+from archspec.language.ops.base import Emit, LayerSpec, RFStep, Shape, TorchCall, fmt_shape
 
 
 class BatchNorm(LayerSpec):
@@ -147,3 +147,78 @@ class LayerScale(LayerSpec):
         return [f"{fmt_shape(x)} -> {fmt_shape(y)}: multiplies each {what} by its own learnable scale, "
                 f"which starts at {self.init:g}",
                 f"params: {x[0]:,} (one scale per {what})"]
+
+
+class _EpsNorm(LayerSpec):
+    """A norm with timm's eps=E, 1e-6 by default (grn, rmsnorm)."""
+
+    eps: float = Field(default=1e-6, gt=0, allow_inf_nan=False)
+    keys: ClassVar = {"eps": "eps"}
+
+    def eps_kwargs(self) -> dict[str, float]:
+        return {"eps": self.eps} if self.eps != 1e-6 else {}
+
+    def describe(self) -> str:
+        return f"eps={self.eps:g}" if self.eps != 1e-6 else ""
+
+
+class GlobalResponseNorm(_EpsNorm):
+    op: Literal["grn"] = "grn"
+    name_prefix: ClassVar = "grn"
+    summary: ClassVar = ("Global response normalisation (ConvNeXt-V2's GRN) on [B, C, H, W]: each channel's L2 norm over H, W, "
+                         "divided by the mean of those norms over the channels (+ eps), gives N; x + gamma * (x * N) + beta, "
+                         "gamma and beta per channel (zeros at first); eps=E (default 1e-6).")
+    usage: ClassVar = "grn [eps=1e-6]"
+
+    def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
+        if x is not None and len(x) != 3:
+            emit(codes.WRONG_RANK, f"`grn` needs a 4-D tensor [B, C, H, W], got {fmt_shape(x)}",
+                 notes=["`grn` compares each channel's norm over H and W with the others'; features have no H and W"],
+                 help="move `grn` before `gap` / `flatten`; on features use `layernorm`")
+            return None
+        return x
+
+    def params(self, x: Shape | None) -> int:
+        return 2 * x[0] if x and len(x) == 3 and x[0] is not None else 0
+
+    def rf(self, x: Shape | None) -> RFStep | None:
+        # Each output pixel depends on its channel's norm over the whole H x W: a window over all of it, stride 1.
+        if x is None or len(x) != 3 or x[1] is None or x[2] is None:
+            return None
+        return (x[1], x[2]), (1, 1)
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        return TorchCall(cls="GlobalResponseNorm", args=(x[0],), kwargs=self.eps_kwargs(), home="layers")  # type: ignore[index]
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        if x is None or len(x) != 3 or None in x:
+            return super().explain(x, y, params, macs)
+        return [f"{fmt_shape(x)} -> {fmt_shape(y)}: G = the L2 norm of each of the {x[0]} channels over its "
+                f"{x[1]} x {x[2]} pixels, N = G / (the mean of G over the channels + {self.eps:g}); "
+                "out = x + gamma * (x * N) + beta (no batch statistics)",
+                f"params: 2*{x[0]} = {params:,} (gamma and beta per channel, both 0 at first: the layer starts as the identity)"]
+
+
+class RMSNorm(_EpsNorm):
+    op: Literal["rmsnorm"] = "rmsnorm"
+    name_prefix: ClassVar = "rms"
+    summary: ClassVar = ("RMS normalisation over the channels at each pixel on [B, C, H, W] (timm's RmsNorm2d), over the features "
+                         "on [B, F] (timm's RmsNorm, as nn.RMSNorm): x / sqrt(mean of x^2 + eps), times a learnable scale per channel (no mean "
+                         "subtracted, no shift); eps=E (default 1e-6).")
+    usage: ClassVar = "rmsnorm [eps=1e-6]"
+
+    def params(self, x: Shape | None) -> int:
+        return x[0] if x and x[0] is not None else 0
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        return TorchCall(cls="RmsNorm", args=(x[0],), kwargs=self.eps_kwargs(), home="layers")  # type: ignore[index]
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        if x is None or x[0] is None:
+            return super().explain(x, y, params, macs)
+        where = (f"at each of the {x[1]} x {x[2]} pixels, divides its {x[0]} channels" if len(x) == 3
+                 else f"divides the {x[0]} features of each sample")
+        what = "channel" if len(x) == 3 else "feature"
+        return [f"{fmt_shape(x)} -> {fmt_shape(y)}: {where} by their root mean square (+ {self.eps:g} under the root; "
+                f"no mean subtracted, no batch statistics), then scales each one",
+                f"params: {x[0]:,} (a scale per {what}, no shift)"]
