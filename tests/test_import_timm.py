@@ -22,6 +22,8 @@ MODELS = {
     "cs3darknet_focus_s": (32, ["\nsplit\n"]),
     # RegNetY: SE gated by timm's Sigmoid class, whose name must not become a block named `sigmoid`
     "regnety_002": (32, ["mul {} { gap | conv c k1 | relu | conv c2 k1 | sigmoid }"]),
+    # BiT: weight-standardised convs (StdConv2d, eps 1e-8), nn.ConstantPad2d before the stem's max pool
+    "resnetv2_50x1_bit": (32, ["stdconv 64 k7 s2 p3 nobias eps=1e-8 | pad 1 1 1 1"]),
 }
 
 

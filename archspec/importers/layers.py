@@ -55,6 +55,19 @@ def conv(m: nn.Conv2d) -> str:
             f"{_size('d', m.dilation)} g{m.groups}{'' if m.bias is not None else ' nobias'}")
 
 
+def std_conv(m: nn.Conv2d) -> str:
+    """timm's StdConv2d (BiT) and ScaledStdConv2d (NF-Nets, a `gain` per filter): `stdconv`, the conv's arguments, eps
+    and gamma (timm keeps gamma / sqrt(fan-in) as `scale`)."""
+    eps = "" if m.eps == 1e-6 else f" eps={number(m.eps)}"
+    gain = getattr(m, "gain", None)
+    if gain is None:
+        return f"std{conv(m)}{eps}"
+    if tuple(gain.shape) != (m.out_channels, 1, 1, 1):
+        raise Inexpressible(f"a gain of shape {list(gain.shape)} (the language's is one per filter)")
+    gamma = m.scale * m.weight[0].numel() ** 0.5
+    return f"std{conv(m)}{eps} scaled" + ("" if math.isclose(gamma, 1.0, rel_tol=1e-12) else f" gamma={number(gamma)}")
+
+
 def conv_transpose(m: nn.ConvTranspose2d) -> str:
     if m.padding_mode != "zeros":
         raise Inexpressible(f"padding_mode={m.padding_mode!r} (the language pads with zeros)")
@@ -160,6 +173,11 @@ def stochastic_depth(m: nn.Module) -> str:
     return f"stochasticdepth {number(m.p)}{' batch' if m.mode == 'batch' else ''}"
 
 
+def constant_pad(m: nn.ConstantPad2d) -> str:
+    """nn.ConstantPad2d and nn.ZeroPad2d (BiT's stem pads before its max pool): `pad L R T B [value=V]`."""
+    return _pad_text(tuple(m.padding), m.value).removesuffix(" | ") or "identity"
+
+
 def _plain(word: str) -> Callable[[nn.Module], str]:
     return lambda m: word
 
@@ -173,6 +191,7 @@ LAYERS: dict[type, Callable[[Any], str]] = {
     nn.Tanh: _plain("tanh"), nn.Hardswish: _plain("hardswish"), nn.Identity: _plain("identity"),
     nn.Hardsigmoid: _plain("hardsigmoid"), nn.LayerNorm: layernorm,
     nn.ChannelShuffle: lambda m: f"channelshuffle {m.groups}",
+    nn.ConstantPad2d: constant_pad, nn.ZeroPad2d: constant_pad,
 }
 
 
@@ -205,6 +224,14 @@ def conv_same(m: nn.Conv2d, shape: tuple[int, ...]) -> str:
     return _pad_text(same_sides(shape[1:3], m.kernel_size, m.stride, m.dilation)) + conv(m)
 
 
+def std_conv_same(m: nn.Conv2d, shape: tuple[int, ...]) -> str:
+    """timm's StdConv2dSame and ScaledStdConv2dSame: TensorFlow's SAME padding for the traced size where the stride
+    needs it (same_pad), the static padding otherwise."""
+    if not m.same_pad:
+        return std_conv(m)
+    return _pad_text(same_sides(shape[1:3], m.kernel_size, m.stride, m.dilation)) + std_conv(m)
+
+
 def avgpool_same(m: nn.Module, shape: tuple[int, ...]) -> str:
     """timm's AvgPool2dSame: zeros padded as TensorFlow's SAME, counted in the average (count_include_pad)."""
     return _pad_text(same_sides(shape[1:3], m.kernel_size, m.stride, 1)) + avgpool(m)
@@ -220,6 +247,8 @@ LEAVES: dict[str, Callable[[Any], str]] = {
     "timm.layers.norm.LayerNorm2d": layernorm,
     "timm.layers.norm.LayerNorm": layernorm,
     "timm.layers.linear.Linear": linear,
+    "timm.layers.std_conv.StdConv2d": std_conv,
+    "timm.layers.std_conv.ScaledStdConv2d": std_conv,
     # timm's own activation classes (get_act_layer gives them for 'sigmoid', 'tanh', ...): the same functions
     **{f"timm.layers.activations.{cls}": _plain(word) for cls, word in (
         ("Sigmoid", "sigmoid"), ("Tanh", "tanh"), ("Swish", "silu"), ("HardSwish", "hardswish"),
@@ -232,6 +261,8 @@ CHANNELS_FIRST_NORMS = {"torchvision.models.convnext.LayerNorm2d", "timm.layers.
 SIZED: dict[str, Callable[[Any, tuple[int, ...]], str]] = {
     "timm.layers.conv2d_same.Conv2dSame": conv_same,
     "timm.layers.pool2d_same.AvgPool2dSame": avgpool_same,
+    "timm.layers.std_conv.StdConv2dSame": std_conv_same,
+    "timm.layers.std_conv.ScaledStdConv2dSame": std_conv_same,
 }
 
 
