@@ -376,6 +376,21 @@ def draw_pad(draw, shape: tuple) -> "tuple[Layer, tuple] | None":
     return Layer("pad", {"sides": sides, "value": value}), (shape[0], shape[1] + sides[2] + sides[3], shape[2] + sides[0] + sides[1])
 
 
+class Scale(nn.Module):
+    """The oracle's constant factor: torch.mul by a Python number (Inception-ResNet's `x * self.scale`)."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+        return torch.mul(x, self.factor)
+
+
+def draw_scale(draw, shape: tuple) -> "tuple[Layer, tuple]":
+    return Layer("scale", {"factor": draw(st.sampled_from([0.2, 0.5, -1.5, 0.0, 3.0]))}), shape
+
+
 def torchvision_ops(name: str) -> type:
     import torchvision.ops
 
@@ -453,6 +468,8 @@ ORACLE: dict[str, OracleOp] = {
     "pad": OracleOp(lambda a: "pad " + " ".join(map(str, a["sides"])) + (f" value={a['value']}" if a["value"] else ""),
                     lambda a, x, env: nn.ConstantPad2d(a["sides"], a["value"]) if a["value"] else nn.ZeroPad2d(a["sides"]),
                     draw=draw_pad),  # no fault: on [B, F] torch pads the batch and features as an image's H, W
+    "scale": OracleOp(lambda a: f"scale {a['factor']}", lambda a, x, env: Scale(a["factor"]),
+                      draw=draw_scale, aligned=lambda draw, c: [draw_scale(draw, (c,))[0]]),
 }
 
 
@@ -761,8 +778,8 @@ def aligned_convtranspose(draw, c: int) -> list:
 
 def convtranspose_fault(draw, shape: tuple) -> list:
     c, h, w = shape
-    # Output padding twice: E110 is this fault's own code (the others are E111, E104, E103, met elsewhere too).
-    kind = draw(st.sampled_from(["output_padding", "output_padding", "too_small", "groups", "after_flatten"]))
+    # Output padding and too small twice each: E110 and E111 are this fault's own codes (E104, E103 are met elsewhere too).
+    kind = draw(st.sampled_from(["output_padding", "too_small", "output_padding", "too_small", "groups", "after_flatten"]))
     a = {"c": draw(st.integers(1, 6)), "k": (1, 1), "s": (1, 1), "p": (0, 0), "op": (0, 0), "d": (1, 1), "g": 1, "bias": True}
     if kind == "output_padding":
         a |= {"k": (3, 3), "s": (draw(st.integers(1, 3)),) * 2, "d": (draw(st.integers(1, 2)),) * 2}
