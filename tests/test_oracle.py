@@ -429,6 +429,19 @@ def aligned_stdconv(draw, c: int) -> list:
     k = draw(st.sampled_from([1, 3])) if c // g > 1 else 3
     return [Layer("stdconv", {"c": c, "k": (k, k), "p": (k // 2, k // 2), "g": g, "bias": draw(st.booleans()),
                               **stdconv_options(draw)})]
+class Scale(nn.Module):
+    """The oracle's constant factor: torch.mul by a Python number (Inception-ResNet's `x * self.scale`)."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+        return torch.mul(x, self.factor)
+
+
+def draw_scale(draw, shape: tuple) -> "tuple[Layer, tuple]":
+    return Layer("scale", {"factor": draw(st.sampled_from([0.2, 0.5, -1.5, 0.0, 3.0]))}), shape
 
 
 def torchvision_ops(name: str) -> type:
@@ -509,6 +522,8 @@ ORACLE: dict[str, OracleOp] = {
                     lambda a, x, env: nn.ConstantPad2d(a["sides"], a["value"]) if a["value"] else nn.ZeroPad2d(a["sides"]),
                     draw=draw_pad),  # no fault: on [B, F] torch pads the batch and features as an image's H, W
     "stdconv": OracleOp(stdconv_text, stdconv_module, draw=draw_stdconv, aligned=aligned_stdconv),  # E134: its own test
+    "scale": OracleOp(lambda a: f"scale {a['factor']}", lambda a, x, env: Scale(a["factor"]),
+                      draw=draw_scale, aligned=lambda draw, c: [draw_scale(draw, (c,))[0]]),
 }
 
 
@@ -817,8 +832,8 @@ def aligned_convtranspose(draw, c: int) -> list:
 
 def convtranspose_fault(draw, shape: tuple) -> list:
     c, h, w = shape
-    # Output padding twice: E110 is this fault's own code (the others are E111, E104, E103, met elsewhere too).
-    kind = draw(st.sampled_from(["output_padding", "output_padding", "too_small", "groups", "after_flatten"]))
+    # Output padding and too small twice each: E110 and E111 are this fault's own codes (E104, E103 are met elsewhere too).
+    kind = draw(st.sampled_from(["output_padding", "too_small", "output_padding", "too_small", "groups", "after_flatten"]))
     a = {"c": draw(st.integers(1, 6)), "k": (1, 1), "s": (1, 1), "p": (0, 0), "op": (0, 0), "d": (1, 1), "g": 1, "bias": True}
     if kind == "output_padding":
         a |= {"k": (3, 3), "s": (draw(st.integers(1, 3)),) * 2, "d": (draw(st.integers(1, 2)),) * 2}

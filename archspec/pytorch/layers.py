@@ -31,6 +31,20 @@ class LayerScale(nn.Module):
         return x * self.scale
 
 
+class Scale(nn.Module):
+    """Every value times a constant factor (`scale F`): no parameters."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = float(factor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor!r}"
+
+
 class PointwiseLinear(nn.Linear):
     """nn.Linear over the channels of [B, C, H, W] at each pixel: weight [out, in] (a 1x1 conv's, laid out as Linear's)."""
 
