@@ -12,6 +12,8 @@ import archspec
 from archspec.importers.api import ImportRefused, import_module, imported_weights
 from archspec.language.pipeline import CheckOptions, checked
 
+from test_compile import one_thread  # noqa: E402,F401 (a fixture)
+
 # model -> (input size, lines the text must have: the construct that model needs)
 MODELS = {
     # TensorFlow's SAME padding (Conv2dSame) before each strided conv, BatchNormAct2d, squeeze-and-excitation
@@ -22,10 +24,13 @@ MODELS = {
     "cs3darknet_focus_s": (32, ["\nsplit\n"]),
     # RegNetY: SE gated by timm's Sigmoid class, whose name must not become a block named `sigmoid`
     "regnety_002": (32, ["mul {} { gap | conv c k1 | relu | conv c2 k1 | sigmoid }"]),
+    # RepViT's distillation head in eval: the mean of two classifiers, `(x + x_dist) / 2`
+    "repvit_m0_9": (32, ["add { bn | linear 1000 } { bn | linear 1000 }\nscale 0.5"]),
 }
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.usefixtures("one_thread")  # small float64 tensors: a thread pool on busy cores is many times slower
 def test_timm_model_round_trips_exactly(name: str) -> None:
     size, wanted = MODELS[name]
     torch.manual_seed(0)
