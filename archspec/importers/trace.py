@@ -16,13 +16,14 @@ A few torch idioms are read as the one layer they stand for: permute to channels
 nn.LayerNorm / nn.Linear / activations, then permute back (ConvNeXt's block: `layernorm`, `pwlinear`);
 a `[C, 1, 1]` parameter times the tensor (`layerscale`); view/transpose/view (`channelshuffle`);
 `x.chunk(n, dim=1)` or `x.split(C // n, dim=1)` whose parts are concatenated back in order (`split`);
-`F.pad` with a constant (`pad`). torchvision's LayerNorm2d and StochasticDepth, and timm's fused and
+`F.pad` with a constant (`pad`); a Python number times or over the tensor (`scale`). torchvision's LayerNorm2d and StochasticDepth, and timm's fused and
 padded layers (BatchNormAct2d, Conv2dSame, ...: layers.LEAVES) are traced as leaves, whole.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import math
 import operator
 from typing import Any
 
@@ -45,6 +46,7 @@ from archspec.language.errors import ArchspecError
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 _ADD = {operator.add, operator.iadd, torch.add, "add", "add_"}
 _MUL = {operator.mul, operator.imul, torch.mul, "mul", "mul_"}
+_DIV = {operator.truediv, operator.itruediv, torch.div, torch.true_divide, "div", "div_", "true_divide"}
 _CAT = {torch.cat, torch.concat}
 _ACTIVATIONS = {
     torch.relu: "relu", torch.nn.functional.relu: "relu", "relu": "relu", "relu_": "relu",
@@ -216,7 +218,7 @@ class GraphReader:
         if node.op == "call_module":
             module = self.modules[node.target]
             return isinstance(module, _CHANNELS_LAST_OK) or qualified(type(module)).startswith("timm.layers.activations.")
-        return node.op == "call_function" and node.target in _ACTIVATIONS
+        return (node.op == "call_function" and node.target in _ACTIVATIONS) or _constant_factor(node) is not None
 
     def _dominators(self) -> dict[fx.Node, frozenset[fx.Node]]:
         dom: dict[fx.Node, frozenset[fx.Node]] = {}
@@ -349,7 +351,7 @@ class GraphReader:
             return "concat" if dim in (1, -3) else None
         if target in _ADD:
             return "add"
-        if target in _MUL and node not in self.scales:
+        if target in _MUL and node not in self.scales and _constant_factor(node) is None:
             return "mul"
         if _resized_to(node) is not None:
             return "resize"
@@ -391,8 +393,8 @@ class GraphReader:
     def residual(self, node: fx.Node, branches: list[list], scopes: tuple[Scope, ...]) -> Join:
         if len(branches) == 2 and not all(branches):  # `project` is the identity here too, and lines blocks up
             return Join("residual project", [branches[0] or branches[1]], scopes)
-        if len(branches) != 2:
-            return Join("add", branches, scopes)
+        if len(branches) != 2 or _written(branches[0]) == _written(branches[1]):
+            return Join("add", branches, scopes)  # two alike (RepViT's two heads): neither is the other's shortcut
         fork = self.idom(node)
         changes_shape = _shape(fork) != _shape(node)
         for body, shortcut in ((branches[0], branches[1]), (branches[1], branches[0])):
@@ -452,6 +454,9 @@ class GraphReader:
         sliced = _channel_slice(node)
         if sliced is not None:
             return sliced
+        factor = _constant_factor(node)
+        if factor is not None:
+            return factor
         self.refuse(node, "")
         return None
 
@@ -707,6 +712,41 @@ def _channel_shuffle(node: fx.Node) -> tuple[fx.Node, int, list[fx.Node]] | None
     return source, wide[1], inner + [grouped]
 
 
+def _constant_factor(node: fx.Node) -> str | None:
+    """`x * c`, `c * x`, `x / c`, `x.mul(c)`, `x.div(c)` with a Python number c: `scale c` (Inception-ResNet's residual
+    scale, RepViT's mean of two heads); '' for a factor of 1; None for anything else (a tensor operand, `c / x`)."""
+    if node.op not in ("call_function", "call_method") or len(node.args) != 2 or node.kwargs:
+        return None
+    first, second = node.args
+    if node.target in _MUL:
+        x, c = (first, second) if _is_tensor(first) else (second, first)
+    elif node.target in _DIV:
+        x, c = first, second
+    else:
+        return None
+    if not _is_tensor(x) or isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c == 0:
+        return None
+    if c == 1:
+        return ""
+    if node.target in _MUL:
+        return f"scale {_exact_text(c)}"
+    quotient = _short_text(1 / c)  # x / 4: `scale 0.25`; x / 3: `scale {1/3}`, exact where 0.333333333333 would round
+    return f"scale {quotient}" if quotient is not None else f"scale {{1/{_exact_text(c)}}}"
+
+
+def _short_text(value: float) -> str | None:
+    """A number in at most 12 digits (0.17, 2, 1e-5) where that reads back exactly; None where it does not (1/3)."""
+    text = number(value)
+    text = text[:-2] if text.endswith(".0") else text
+    return text if float(text) == value else None
+
+
+def _exact_text(value: float) -> str:
+    """A number as short as it reads back exactly: Python's own repr where 12 digits are not enough."""
+    short = _short_text(value)
+    return short if short is not None else repr(float(value))
+
+
 def _layer_scale(node: fx.Node) -> tuple[fx.Node, fx.Node, list[fx.Node]] | None:
     """`param * x` (or `x * param`) with a [C, 1, 1] parameter on a [B, C, H, W] tensor, or a [C] one
     reshaped to [1, C, 1, 1] (timm's ConvNeXt): (the parameter, x, the reshape if any)."""
@@ -796,6 +836,12 @@ def _refused(statement: Any) -> bool:
     if isinstance(statement, Join):
         return any(_refused(s) for b in statement.branches + ([statement.shortcut] if statement.shortcut else []) for s in b)
     return False
+
+
+def _written(branch: list) -> list:
+    """A branch as the language writes it: its layers' texts and joins, without the modules they came from."""
+    return [s.text if isinstance(s, Op) else (s.word, [_written(b) for b in s.branches], _written(s.shortcut or []))
+            for s in branch]
 
 
 def _is_projection(branch: list) -> bool:
