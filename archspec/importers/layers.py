@@ -5,6 +5,7 @@ Each function returns the layer's text, or raises Inexpressible with what the la
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -64,8 +65,28 @@ def std_conv(m: nn.Conv2d) -> str:
         return f"std{conv(m)}{eps}"
     if tuple(gain.shape) != (m.out_channels, 1, 1, 1):
         raise Inexpressible(f"a gain of shape {list(gain.shape)} (the language's is one per filter)")
-    gamma = m.scale * m.weight[0].numel() ** 0.5
-    return f"std{conv(m)}{eps} scaled" + ("" if math.isclose(gamma, 1.0, rel_tol=1e-12) else f" gamma={number(gamma)}")
+    gamma = _gamma(m.scale, m.weight[0].numel())
+    return f"std{conv(m)}{eps} scaled" + ("" if gamma == 1.0 else f" gamma={_short(gamma)}")
+
+
+def _gamma(scale: float, fan_in: int) -> float:
+    """timm keeps gamma / sqrt(fan-in) (`scale`): the gamma whose quotient is that `scale` to the last bit (the built
+    conv computes the original's exactly), the shortest in 12 digits, else a float32 value (timm's gammas are: the same
+    one then for every conv), else in more digits; gamma to 12 digits where none is."""
+    gamma = scale * fan_in ** 0.5
+    near = (gamma, math.nextafter(gamma, -math.inf), math.nextafter(gamma, math.inf))
+    texts = [f"{g:.12g}" for g in near] + [repr(_float32(g)) for g in near]
+    texts += [f"{g:.{digits}g}" for digits in (15, 16, 17) for g in near]
+    return next((float(t) for t in texts if float(t) * fan_in ** -0.5 == scale), float(number(gamma)))
+
+
+def _float32(x: float) -> float:
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def _short(x: float) -> str:
+    """A float in its shortest exact text, without a trailing `.0`: 2, 1.7, 1.7881293296813965."""
+    return repr(x).removesuffix(".0")
 
 
 def conv_transpose(m: nn.ConvTranspose2d) -> str:

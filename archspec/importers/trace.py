@@ -279,6 +279,11 @@ class GraphReader:
         """Record every layer and call the language cannot write, in forward order; the first such node."""
         first = None
         for node in self.nodes:
+            if self.changes_what_is_read_later(node):
+                self.refuse(node, "an in-place change of a tensor that later code reads (the traced graph does not show "
+                                  "the change)")
+                first = first or node
+                continue
             if node.op == "placeholder" or node in self.absorbed or self.join_word(node) is not None:
                 continue
             if node.op in ("get_attr", "output"):
@@ -287,6 +292,16 @@ class GraphReader:
                 first = node
         self.quiet = True  # the walk below meets them again
         return first
+
+    def changes_what_is_read_later(self, node: fx.Node) -> bool:
+        """`x.mul_(g)` (an in-place method or function, named with a trailing `_`) where code after it reads `x`: fx
+        records the call, but the later reads take `x` as it was (NF-Nets' `out.mul_(self.skipinit_gain)`)."""
+        name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+        if node.op not in ("call_method", "call_function") or not isinstance(name, str) or not name.endswith("_") \
+                or name.startswith("_") or not node.args or not isinstance(node.args[0], fx.Node):
+            return False
+        order = {n: i for i, n in enumerate(self.graph.graph.nodes)}
+        return any(order[user] > order[node] for user in node.args[0].users if user is not node)
 
     def prefix(self, start: fx.Node, bad: fx.Node) -> list:
         """The statements up to the last node before `bad` that every path to `bad` passes (--partial)."""
