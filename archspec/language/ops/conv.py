@@ -192,9 +192,9 @@ class StdConv(Conv):
         return TorchCall(cls="StdConv2d", args=call.args, kwargs=kw, home="layers")
 
     def describe(self) -> str:
-        parts = [super().describe()] + ([f"eps={self.eps:g}"] if self.eps != 1e-6 else [])
+        parts = [super().describe()] + ([f"eps={_compact(self.eps)}"] if self.eps != 1e-6 else [])
         if self.scaled:
-            parts += ["scaled"] + ([f"gamma={self.gamma:g}"] if self.gamma != 1.0 else [])
+            parts += ["scaled"] + ([f"gamma={_compact(self.gamma)}"] if self.gamma != 1.0 else [])
         return " ".join(parts)
 
     def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
@@ -203,9 +203,9 @@ class StdConv(Conv):
             return lines
         fan_in = x[0] // self.groups * self.kernel[0] * self.kernel[1]  # type: ignore[operator]
         what = (f"each filter's {fan_in} weights are standardised at every forward: minus their mean, "
-                f"divided by sqrt(variance + {self.eps:g})")
+                f"divided by sqrt(variance + {_compact(self.eps)})")
         if self.scaled:
-            what += f", times the filter's learnable gain and {self.gamma:g}/sqrt({fan_in})"
+            what += f", times the filter's learnable gain and {_compact(self.gamma)}/sqrt({fan_in})"
         lines.insert(2, what)
         if self.scaled:
             last = next(i for i, line in enumerate(lines) if line.startswith("params:"))
@@ -339,6 +339,11 @@ def _conv_call(cls: str, spec: Any, x: Shape | None, pairs: tuple[tuple[str, Any
     if not spec.bias:
         kw["bias"] = False
     return TorchCall(cls=cls, args=(x[0], spec.out_channels), kwargs=kw)  # type: ignore[index]
+
+
+def _compact(x: float) -> str:
+    """1e-8 as written (`:g` gives 1e-08), 1.78812932968 to 12 digits (`:g` keeps 6)."""
+    return f"{x:.12g}".replace("e-0", "e-")
 
 
 def _square(pair: tuple[int, int]) -> int | tuple[int, int]:
