@@ -404,3 +404,44 @@ def test_eca_gates_read_as_chanconv_in_a_mul() -> None:
     text, diff = _round_trip_of(net, "eca")
     assert diff <= 1e-9
     assert "mul {} { gap | chanconv k5 | sigmoid }" in text and "mul {} { gap | chanconv k3 | sigmoid }" in text, text
+
+
+class _ConstantFactors(torch.nn.Module):
+    """A Python number times or over the tensor, each way torch code writes it: Inception-ResNet's `x * self.scale + x`,
+    RepViT's `(x1 + x2) / 2` over two heads, and `x * 1`, which is the tensor as it is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.body = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.head, self.head_dist = torch.nn.Linear(4, 10), torch.nn.Linear(4, 10)
+        self.scale = 0.17
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = 0.5 * (self.stem(x) * 2)
+        x = self.body(x) * self.scale + x
+        x = (x / 3).mul(1.5).div(4) * 1
+        x = x.mean((2, 3))
+        return (self.head(x) + self.head_dist(x)) / 2
+
+
+def test_constant_factors_read_as_scale() -> None:
+    torch.manual_seed(0)
+    text, diff = _round_trip_of(_ConstantFactors(), "constant_factors")
+    assert diff <= 1e-9
+    body = text.split("input", 1)[1]
+    for line in ("conv 4 k3 p1 | scale 2 | scale 0.5", "conv 4 k3 p1 | scale 0.17 }",
+                 "scale {1/3} | scale 1.5 | scale 0.25 | gap | flatten", "add { linear 10 } { linear 10 }\nscale 0.5"):
+        assert line in body, (line, text)
+    assert "scale 1\n" not in body and "scale 1 " not in body
+
+
+class _Reciprocal(_PlusOne):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 / self.conv(x)
+
+
+def test_a_number_over_the_tensor_is_refused_not_read_as_a_scale() -> None:
+    with pytest.raises(ImportRefused) as caught:
+        import_module(_Reciprocal(), (3, 8, 8))
+    assert caught.value.lines == ["`(top)` uses operator.truediv"]
+

@@ -12,6 +12,8 @@ import archspec
 from archspec.importers.api import ImportRefused, import_module, imported_weights
 from archspec.language.pipeline import CheckOptions, checked
 
+from test_compile import one_thread  # noqa: E402,F401 (a fixture)
+
 # model -> (input size, lines the text must have: the construct that model needs)
 MODELS = {
     # TensorFlow's SAME padding (Conv2dSame) before each strided conv, BatchNormAct2d, squeeze-and-excitation
@@ -32,10 +34,15 @@ MODELS = {
     "efficientnet_blur_b0": (32, ["blurpool zeros"]),
     # timm's GELUTanh (F.gelu(x, approximate='tanh')) on the channels-last tensor of ConvNeXt's MLP
     "test_convnext2": (32, ["pwlinear c | gelu tanh | pwlinear c2"]),
+    # BiT: weight-standardised convs (StdConv2d, eps 1e-8), nn.ConstantPad2d before the stem's max pool
+    "resnetv2_50x1_bit": (32, ["stdconv 64 k7 s2 p3 nobias eps=1e-8 | pad 1 1 1 1"]),
+    # RepViT's distillation head in eval: the mean of two classifiers, `(x + x_dist) / 2`
+    "repvit_m0_9": (32, ["add { bn | linear 1000 } { bn | linear 1000 }\nscale 0.5"]),
 }
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.usefixtures("one_thread")  # small float64 tensors: a thread pool on busy cores is many times slower
 def test_timm_model_round_trips_exactly(name: str) -> None:
     size, wanted = MODELS[name]
     torch.manual_seed(0)

@@ -464,6 +464,74 @@ def draw_rmsnorm(draw, shape: tuple) -> "tuple[Layer, tuple]":
     return Layer("rmsnorm", {"eps": draw(st.sampled_from([1e-6, 1e-5, 0.1]))} if draw(st.booleans()) else {}), shape
 
 
+class StdConv2d(nn.Conv2d):
+    """The oracle's weight-standardised conv, from the papers' formula (not timm's batch_norm): each filter minus its mean,
+    over its standard deviation (biased, eps added to the variance); `gamma` (scaled): times a gain per filter and
+    gamma / sqrt(fan-in). The gains start random here, so that copying them into the built layer is tested."""
+
+    def __init__(self, *args: Any, eps: float, gamma: float | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.eps, self.gamma = eps, gamma
+        self.gain = None if gamma is None else nn.Parameter(torch.rand(self.out_channels, 1, 1, 1) + 0.5)
+
+    def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+        w = self.weight
+        if w[0].numel() == 1:  # as torch's batch_norm in timm's StdConv2d: the variance of one value is no statistic
+            raise ValueError("a filter of one weight cannot be standardised")
+        dims = (1, 2, 3)
+        w = (w - w.mean(dims, keepdim=True)) / torch.sqrt(w.var(dims, unbiased=False, keepdim=True) + self.eps)
+        if self.gamma is not None:
+            w = w * self.gain * self.gamma / math.sqrt(self.weight[0].numel())
+        return nn.functional.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def stdconv_text(a: dict) -> str:
+    text = "std" + conv_text(a) + (f" eps={a['eps']}" if "eps" in a else "")
+    return text + (" scaled" + (f" gamma={a['gamma']}" if a["gamma"] != 1.0 else "") if a.get("gamma") is not None else "")
+
+
+def stdconv_module(a: dict, x: "torch.Tensor", env: dict) -> nn.Module:
+    return StdConv2d(x.shape[1], ev(a["c"], env), kernel_size=a["k"], stride=ev_pair(a.get("s", (1, 1)), env),
+                     padding=a.get("p", (0, 0)), dilation=a.get("d", (1, 1)), groups=ev(a.get("g", 1), env),
+                     bias=a.get("bias", True), eps=a.get("eps", 1e-6), gamma=a.get("gamma"))
+
+
+def stdconv_options(draw) -> dict:
+    """eps (default or not) and scaled with gamma (None: not scaled)."""
+    eps = {"eps": draw(st.sampled_from([1e-8, 1e-5, 0.1]))} if draw(st.booleans()) else {}
+    return {**eps, "gamma": draw(st.sampled_from([None, None, 1.0, 1.7, -0.5]))}
+
+
+def draw_stdconv(draw, shape: tuple) -> "tuple[Layer, tuple] | None":
+    if len(shape) != 3:
+        return None
+    layer, out = valid_conv(draw, shape)
+    if shape[0] // layer.a["g"] * layer.a["k"][0] * layer.a["k"][1] == 1:
+        return layer, out  # one weight per filter: E134 (test_stdconv_reports_e134...); a plain conv here
+    return Layer("stdconv", {**layer.a, **stdconv_options(draw)}), out
+
+
+def aligned_stdconv(draw, c: int) -> list:
+    """Keeps [c, H, W]: k odd, p (k-1)/2 (k3 where a 1x1 filter would have one weight)."""
+    g = draw(st.sampled_from(divisors(c)))
+    k = draw(st.sampled_from([1, 3])) if c // g > 1 else 3
+    return [Layer("stdconv", {"c": c, "k": (k, k), "p": (k // 2, k // 2), "g": g, "bias": draw(st.booleans()),
+                              **stdconv_options(draw)})]
+class Scale(nn.Module):
+    """The oracle's constant factor: torch.mul by a Python number (Inception-ResNet's `x * self.scale`)."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+        return torch.mul(x, self.factor)
+
+
+def draw_scale(draw, shape: tuple) -> "tuple[Layer, tuple]":
+    return Layer("scale", {"factor": draw(st.sampled_from([0.2, 0.5, -1.5, 0.0, 3.0]))}), shape
+
+
 def torchvision_ops(name: str) -> type:
     import torchvision.ops
 
@@ -554,6 +622,9 @@ ORACLE: dict[str, OracleOp] = {
     "rmsnorm": OracleOp(lambda a: "rmsnorm" + (f" eps={a['eps']}" if "eps" in a else ""),
                         lambda a, x, env: RmsNorm(x.shape[1], a.get("eps", 1e-6)),
                         draw=draw_rmsnorm, aligned=lambda draw, c: [draw_rmsnorm(draw, (c,))[0]]),
+    "stdconv": OracleOp(stdconv_text, stdconv_module, draw=draw_stdconv, aligned=aligned_stdconv),  # E134: its own test
+    "scale": OracleOp(lambda a: f"scale {a['factor']}", lambda a, x, env: Scale(a["factor"]),
+                      draw=draw_scale, aligned=lambda draw, c: [draw_scale(draw, (c,))[0]]),
 }
 
 
@@ -1604,6 +1675,23 @@ def test_slice_reports_e133_exactly_where_torch_gives_fewer_channels_than_writte
     else:
         assert [d.code for d in report.errors] == ["E133"]
 
+
+
+@pytest.mark.parametrize("c, out, k, g", [(1, 4, 1, 1), (8, 8, 1, 8), (8, 16, 1, 8), (8, 8, 1, 4), (1, 4, 3, 1),
+                                          (8, 8, 3, 8), (2, 4, 1, 1), (8, 8, (1, 2), 8)])
+def test_stdconv_reports_e134_exactly_where_torch_refuses(c, out, k, g):
+    """A filter standardised as timm's StdConv2d does (F.batch_norm over the filters, in training mode) is refused by
+    torch when it has one weight; the checker reports E134 exactly there."""
+    kernel = (k, k) if isinstance(k, int) else k
+    weight = torch.randn(out, c // g, *kernel)
+    try:
+        nn.functional.batch_norm(weight.reshape(1, out, -1), None, None, training=True, momentum=0.0, eps=1e-6)
+        torch_ok = True
+    except ValueError:
+        torch_ok = False
+    text = "x".join(map(str, kernel)) if kernel[0] != kernel[1] else str(kernel[0])
+    report = archspec.check(f"input {c}x8x8\nstdconv {out} k{text} g{g}\n", classes=None)
+    assert [d.code for d in report.errors] == ([] if torch_ok else ["E134"])
 
 @pytest.mark.parametrize("size", [12, 13, 16, 21])
 def test_crop_unet_level_shapes_agree_with_torch_at_each_size(size):

@@ -5,6 +5,7 @@ Each function returns the layer's text, or raises Inexpressible with what the la
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +54,39 @@ def conv(m: nn.Conv2d) -> str:
     padding = f" p {m.padding}" if isinstance(m.padding, str) else _size("p", m.padding)
     return (f"conv {m.out_channels}{_size('k', m.kernel_size)}{_size('s', m.stride)}{padding}"
             f"{_size('d', m.dilation)} g{m.groups}{'' if m.bias is not None else ' nobias'}")
+
+
+def std_conv(m: nn.Conv2d) -> str:
+    """timm's StdConv2d (BiT) and ScaledStdConv2d (NF-Nets, a `gain` per filter): `stdconv`, the conv's arguments, eps
+    and gamma (timm keeps gamma / sqrt(fan-in) as `scale`)."""
+    eps = "" if m.eps == 1e-6 else f" eps={number(m.eps)}"
+    gain = getattr(m, "gain", None)
+    if gain is None:
+        return f"std{conv(m)}{eps}"
+    if tuple(gain.shape) != (m.out_channels, 1, 1, 1):
+        raise Inexpressible(f"a gain of shape {list(gain.shape)} (the language's is one per filter)")
+    gamma = _gamma(m.scale, m.weight[0].numel())
+    return f"std{conv(m)}{eps} scaled" + ("" if gamma == 1.0 else f" gamma={_short(gamma)}")
+
+
+def _gamma(scale: float, fan_in: int) -> float:
+    """timm keeps gamma / sqrt(fan-in) (`scale`): the gamma whose quotient is that `scale` to the last bit (the built
+    conv computes the original's exactly), the shortest in 12 digits, else a float32 value (timm's gammas are: the same
+    one then for every conv), else in more digits; gamma to 12 digits where none is."""
+    gamma = scale * fan_in ** 0.5
+    near = (gamma, math.nextafter(gamma, -math.inf), math.nextafter(gamma, math.inf))
+    texts = [f"{g:.12g}" for g in near] + [repr(_float32(g)) for g in near]
+    texts += [f"{g:.{digits}g}" for digits in (15, 16, 17) for g in near]
+    return next((float(t) for t in texts if float(t) * fan_in ** -0.5 == scale), float(number(gamma)))
+
+
+def _float32(x: float) -> float:
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def _short(x: float) -> str:
+    """A float in its shortest exact text, without a trailing `.0`: 2, 1.7, 1.7881293296813965."""
+    return repr(x).removesuffix(".0")
 
 
 def conv_transpose(m: nn.ConvTranspose2d) -> str:
@@ -193,6 +227,11 @@ def blurpool(m: nn.Module) -> str:
     return f"blurpool{'' if k == 3 else f' k{k}'}{'' if s == 2 else f' s{s}'}{' zeros' if m.pad_mode == 'constant' else ''}"
 
 
+def constant_pad(m: nn.ConstantPad2d) -> str:
+    """nn.ConstantPad2d and nn.ZeroPad2d (BiT's stem pads before its max pool): `pad L R T B [value=V]`."""
+    return _pad_text(tuple(m.padding), m.value).removesuffix(" | ") or "identity"
+
+
 def _plain(word: str) -> Callable[[nn.Module], str]:
     return lambda m: word
 
@@ -206,6 +245,7 @@ LAYERS: dict[type, Callable[[Any], str]] = {
     nn.Tanh: _plain("tanh"), nn.Hardswish: _plain("hardswish"), nn.Identity: _plain("identity"),
     nn.Hardsigmoid: _plain("hardsigmoid"), nn.LayerNorm: layernorm,
     nn.ChannelShuffle: lambda m: f"channelshuffle {m.groups}", nn.Conv1d: conv1d,
+    nn.ConstantPad2d: constant_pad, nn.ZeroPad2d: constant_pad,
 }
 
 
@@ -238,6 +278,14 @@ def conv_same(m: nn.Conv2d, shape: tuple[int, ...]) -> str:
     return _pad_text(same_sides(shape[1:3], m.kernel_size, m.stride, m.dilation)) + conv(m)
 
 
+def std_conv_same(m: nn.Conv2d, shape: tuple[int, ...]) -> str:
+    """timm's StdConv2dSame and ScaledStdConv2dSame: TensorFlow's SAME padding for the traced size where the stride
+    needs it (same_pad), the static padding otherwise."""
+    if not m.same_pad:
+        return std_conv(m)
+    return _pad_text(same_sides(shape[1:3], m.kernel_size, m.stride, m.dilation)) + std_conv(m)
+
+
 def avgpool_same(m: nn.Module, shape: tuple[int, ...]) -> str:
     """timm's AvgPool2dSame: zeros padded as TensorFlow's SAME, counted in the average (count_include_pad)."""
     return _pad_text(same_sides(shape[1:3], m.kernel_size, m.stride, 1)) + avgpool(m)
@@ -257,6 +305,8 @@ LEAVES: dict[str, Callable[[Any], str]] = {
     "timm.layers.grn.GlobalResponseNorm": grn,
     "timm.layers.norm.RmsNorm2d": rmsnorm,
     "timm.layers.norm.RmsNorm": rmsnorm,
+    "timm.layers.std_conv.StdConv2d": std_conv,
+    "timm.layers.std_conv.ScaledStdConv2d": std_conv,
     # timm's own activation classes (get_act_layer gives them for 'sigmoid', 'tanh', ...): the same functions
     **{f"timm.layers.activations.{cls}": _plain(word) for cls, word in (
         ("Sigmoid", "sigmoid"), ("Tanh", "tanh"), ("Swish", "silu"), ("HardSwish", "hardswish"),
@@ -269,6 +319,8 @@ CHANNELS_FIRST_NORMS = {"torchvision.models.convnext.LayerNorm2d", "timm.layers.
 SIZED: dict[str, Callable[[Any, tuple[int, ...]], str]] = {
     "timm.layers.conv2d_same.Conv2dSame": conv_same,
     "timm.layers.pool2d_same.AvgPool2dSame": avgpool_same,
+    "timm.layers.std_conv.StdConv2dSame": std_conv_same,
+    "timm.layers.std_conv.ScaledStdConv2dSame": std_conv_same,
 }
 
 

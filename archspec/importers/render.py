@@ -20,7 +20,7 @@ WIDTH = 100
 _NUMBER = re.compile(r"(?<![A-Za-z0-9_.])(?P<pre>k|s|p|d|g|op)?(?P<num>\d+(?:\.\d+)?(?:e-?\d+)?)(?![A-Za-z0-9_.])")
 _DEFAULTS = re.compile(r"\b(conv(?:transpose)? [^|{}]*)")
 _CALL = re.compile(r"^[a-z_][a-z0-9_]*(\(.*\))?$")
-_OP_WORDS = {"conv", "convtranspose", "maxpool", "avgpool", "linear", "bn", "groupnorm", "dropout", "dropout2d", "upsample",
+_OP_WORDS = {"conv", "stdconv", "convtranspose", "maxpool", "avgpool", "linear", "bn", "groupnorm", "dropout", "dropout2d", "upsample",
              "adaptiveavgpool", "leakyrelu"}
 # A block may not take an op's or a join's name (timm has classes named Sigmoid, GELU...), nor a keyword's, nor
 # the prefix of their module names (a block `pool` would name its calls pool1, pool2 as maxpool's are).
@@ -224,7 +224,7 @@ class Renderer:
 
 
 def _weighted(part: str) -> bool:
-    return part.split(" ", 1)[0] in ("conv", "linear", "convtranspose", "pwlinear")
+    return part.split(" ", 1)[0] in ("conv", "stdconv", "linear", "convtranspose", "pwlinear")
 
 
 def _inline(statements: list[Statement]) -> str | None:
@@ -314,7 +314,7 @@ def _param_name(pre: str, before: str) -> str:
     if pre:
         return pre
     word = before.rstrip().rsplit(None, 1)[-1] if before.strip() else ""
-    return {"conv": "c", "convtranspose": "c", "linear": "f", "pwlinear": "c", "repeat": "n", "*": "n", "groupnorm": "groups", "stochasticdepth": "drop",
+    return {"conv": "c", "stdconv": "c", "convtranspose": "c", "linear": "f", "pwlinear": "c", "repeat": "n", "*": "n", "groupnorm": "groups", "stochasticdepth": "drop",
             "dropout": "drop", "layerscale": "scale"}.get(word, "n")
 
 
@@ -332,7 +332,7 @@ def _drop_defaults(line: str) -> str:
     for token in line.split(" "):
         if token in _OP_WORDS or token in ("|", "{", "}", "{}"):
             op = token
-        if op in ("conv", "convtranspose") and token in ("s1", "p0", "d1", "g1"):
+        if op in ("conv", "stdconv", "convtranspose") and token in ("s1", "p0", "d1", "g1"):
             continue
         out.append(token)
     return " ".join(out)

@@ -23,7 +23,7 @@ a `[C, 1, 1]` parameter times the tensor (`layerscale`); view/transpose/view (`c
 `x.chunk(n, dim=1)` or `x.split(C // n, dim=1)` whose parts are concatenated back in order (`split`);
 `F.pad` with a constant (`pad`); ECA's `x.mean((2, 3))` reshaped to [B, 1, C], `nn.Conv1d` across the channels,
 the gate reshaped back and expanded (`mul {} { gap | chanconv kK | sigmoid }`); `F.interpolate` back to a size read
-from the network (`resize`, `resize nearest`). torchvision's LayerNorm2d and StochasticDepth, and timm's fused and
+from the network (`resize`, `resize nearest`); a Python number times or over the tensor (`scale`). torchvision's LayerNorm2d and StochasticDepth, and timm's fused and
 padded layers (BatchNormAct2d, Conv2dSame, ...: layers.LEAVES) are traced as leaves, whole; timm's
 GlobalResponseNorm is `grn` on either layout (channels-last inside the permutes, channels first outside).
 """
@@ -55,6 +55,7 @@ from archspec.language.errors import ArchspecError
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 _ADD = {operator.add, operator.iadd, torch.add, "add", "add_"}
 _MUL = {operator.mul, operator.imul, torch.mul, "mul", "mul_"}
+_DIV = {operator.truediv, operator.itruediv, torch.div, torch.true_divide, "div", "div_", "true_divide"}
 _CAT = {torch.cat, torch.concat}
 _ACTIVATIONS = {
     torch.relu: "relu", torch.nn.functional.relu: "relu", "relu": "relu", "relu_": "relu",
@@ -288,7 +289,8 @@ class GraphReader:
             module = self.modules[node.target]
             return (isinstance(module, _CHANNELS_LAST_OK) or qualified(type(module)).startswith("timm.layers.activations.")
                     or grn_channels_last(module) or last_dim_norm(module))
-        return node.op in ("call_function", "call_method") and node.target in _ACTIVATIONS  # F.gelu(x), x.relu()
+        # F.gelu(x), x.relu(), x * 0.5
+        return (node.op in ("call_function", "call_method") and node.target in _ACTIVATIONS) or _constant_factor(node) is not None
 
     def _dominators(self) -> dict[fx.Node, frozenset[fx.Node]]:
         dom: dict[fx.Node, frozenset[fx.Node]] = {}
@@ -349,6 +351,11 @@ class GraphReader:
         """Record every layer and call the language cannot write, in forward order; the first such node."""
         first = None
         for node in self.nodes:
+            if self.changes_what_is_read_later(node):
+                self.refuse(node, "an in-place change of a tensor that later code reads (the traced graph does not show "
+                                  "the change)")
+                first = first or node
+                continue
             if node.op == "placeholder" or node in self.absorbed or self.join_word(node) is not None:
                 continue
             if node.op in ("get_attr", "output"):
@@ -357,6 +364,16 @@ class GraphReader:
                 first = node
         self.quiet = True  # the walk below meets them again
         return first
+
+    def changes_what_is_read_later(self, node: fx.Node) -> bool:
+        """`x.mul_(g)` (an in-place method or function, named with a trailing `_`) where code after it reads `x`: fx
+        records the call, but the later reads take `x` as it was (NF-Nets' `out.mul_(self.skipinit_gain)`)."""
+        name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+        if node.op not in ("call_method", "call_function") or not isinstance(name, str) or not name.endswith("_") \
+                or name.startswith("_") or not node.args or not isinstance(node.args[0], fx.Node):
+            return False
+        order = {n: i for i, n in enumerate(self.graph.graph.nodes)}
+        return any(order[user] > order[node] for user in node.args[0].users if user is not node)
 
     def prefix(self, start: fx.Node, bad: fx.Node) -> list:
         """The statements up to the last node before `bad` that every path to `bad` passes (--partial)."""
@@ -421,7 +438,7 @@ class GraphReader:
             return "concat" if dim in (1, -3) else None
         if target in _ADD:
             return "add"
-        if target in _MUL and node not in self.scales:
+        if target in _MUL and node not in self.scales and _constant_factor(node) is None:
             return "mul"
         if _resized_to(node) is not None:
             return "resize"
@@ -471,8 +488,8 @@ class GraphReader:
     def residual(self, node: fx.Node, branches: list[list], scopes: tuple[Scope, ...]) -> Join:
         if len(branches) == 2 and not all(branches):  # `project` is the identity here too, and lines blocks up
             return Join("residual project", [branches[0] or branches[1]], scopes)
-        if len(branches) != 2:
-            return Join("add", branches, scopes)
+        if len(branches) != 2 or _written(branches[0]) == _written(branches[1]):
+            return Join("add", branches, scopes)  # two alike (RepViT's two heads): neither is the other's shortcut
         fork = self.idom(node)
         changes_shape = _shape(fork) != _shape(node)
         for body, shortcut in ((branches[0], branches[1]), (branches[1], branches[0])):
@@ -540,6 +557,9 @@ class GraphReader:
         sliced = _channel_slice(node)
         if sliced is not None:
             return sliced
+        factor = _constant_factor(node)
+        if factor is not None:
+            return factor
         self.refuse(node, "")
         return None
 
@@ -825,6 +845,41 @@ def _channel_shuffle(node: fx.Node) -> tuple[fx.Node, int, list[fx.Node]] | None
     return source, wide[1], inner + [grouped]
 
 
+def _constant_factor(node: fx.Node) -> str | None:
+    """`x * c`, `c * x`, `x / c`, `x.mul(c)`, `x.div(c)` with a Python number c: `scale c` (Inception-ResNet's residual
+    scale, RepViT's mean of two heads); '' for a factor of 1; None for anything else (a tensor operand, `c / x`)."""
+    if node.op not in ("call_function", "call_method") or len(node.args) != 2 or node.kwargs:
+        return None
+    first, second = node.args
+    if node.target in _MUL:
+        x, c = (first, second) if _is_tensor(first) else (second, first)
+    elif node.target in _DIV:
+        x, c = first, second
+    else:
+        return None
+    if not _is_tensor(x) or isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c == 0:
+        return None
+    if c == 1:
+        return ""
+    if node.target in _MUL:
+        return f"scale {_exact_text(c)}"
+    quotient = _short_text(1 / c)  # x / 4: `scale 0.25`; x / 3: `scale {1/3}`, exact where 0.333333333333 would round
+    return f"scale {quotient}" if quotient is not None else f"scale {{1/{_exact_text(c)}}}"
+
+
+def _short_text(value: float) -> str | None:
+    """A number in at most 12 digits (0.17, 2, 1e-5) where that reads back exactly; None where it does not (1/3)."""
+    text = number(value)
+    text = text[:-2] if text.endswith(".0") else text
+    return text if float(text) == value else None
+
+
+def _exact_text(value: float) -> str:
+    """A number as short as it reads back exactly: Python's own repr where 12 digits are not enough."""
+    short = _short_text(value)
+    return short if short is not None else repr(float(value))
+
+
 def _layer_scale(node: fx.Node) -> tuple[fx.Node, fx.Node, list[fx.Node]] | None:
     """`param * x` (or `x * param`) with a [C, 1, 1] parameter on a [B, C, H, W] tensor, or a [C] one
     reshaped to [1, C, 1, 1] (timm's ConvNeXt): (the parameter, x, the reshape if any)."""
@@ -974,6 +1029,12 @@ def _refused(statement: Any) -> bool:
     if isinstance(statement, Join):
         return any(_refused(s) for b in statement.branches + ([statement.shortcut] if statement.shortcut else []) for s in b)
     return False
+
+
+def _written(branch: list) -> list:
+    """A branch as the language writes it: its layers' texts and joins, without the modules they came from."""
+    return [s.text if isinstance(s, Op) else (s.word, [_written(b) for b in s.branches], _written(s.shortcut or []))
+            for s in branch]
 
 
 def _is_projection(branch: list) -> bool:

@@ -299,7 +299,7 @@ class _Checker:
 
     def finish(self, classes: int | None) -> None:
         rows = self.report.rows
-        conv_rows = [i for i, r in enumerate(rows) if r.op == "conv"]
+        conv_rows = [i for i, r in enumerate(rows) if r.op in ("conv", "stdconv")]
         # A 1x1 inside a join whose output is not 1x1 (a `mul` gate, broadcast back) collapses nothing; nor is it
         # known to inside a join that does not join (its error says why).
         wide = [n.path + "." for n in self.report.nodes() if isinstance(n, Branch) and

@@ -31,6 +31,20 @@ class LayerScale(nn.Module):
         return x * self.scale
 
 
+class Scale(nn.Module):
+    """Every value times a constant factor (`scale F`): no parameters."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = float(factor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor!r}"
+
+
 class PointwiseLinear(nn.Linear):
     """nn.Linear over the channels of [B, C, H, W] at each pixel: weight [out, in] (a 1x1 conv's, laid out as Linear's)."""
 
@@ -150,3 +164,28 @@ class RmsNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + self.eps)
         return x * self.weight.view(1, -1, *[1] * (x.dim() - 2))
+
+
+class StdConv2d(nn.Conv2d):
+    """nn.Conv2d whose filters are standardised at every forward (mean 0, variance 1 over each filter's weights, with
+    eps), as timm's StdConv2d (BiT). With `gamma` (timm's ScaledStdConv2d, NF-Nets) they are also multiplied by a
+    learnable gain per filter ([out, 1, 1, 1], named `gain` as timm's) and gamma / sqrt(fan-in)."""
+
+    def __init__(self, *args: object, eps: float = 1e-6, gamma: float | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.eps = eps
+        self.scale = None if gamma is None else gamma * self.weight[0].numel() ** -0.5
+        gain = None if gamma is None else nn.Parameter(torch.ones(self.out_channels, 1, 1, 1))
+        self.register_parameter("gain", gain)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", eps={self.eps}" + ("" if self.scale is None else f", scale={self.scale}")
+
+    def standardized_weight(self) -> torch.Tensor:
+        # timm's arithmetic, batch_norm over the filters as one batch of out_channels: the same float results
+        gain = None if self.gain is None else (self.gain * self.scale).view(-1)
+        return nn.functional.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, weight=gain,
+                                        training=True, momentum=0.0, eps=self.eps).reshape_as(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.standardized_weight(), self.bias)

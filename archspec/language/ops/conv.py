@@ -48,7 +48,7 @@ class Conv(LayerSpec):
         return self.padding
 
     def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
-        if not need_rank("conv", x, 3, emit):
+        if not need_rank(self.op_name, x, 3, emit):
             return None  # unknown: no cascade of errors from a layer already reported
         c = x[0] if x is not None else None
         if c is not None and (c % self.groups or self.out_channels % self.groups):
@@ -69,7 +69,7 @@ class Conv(LayerSpec):
             return (self.out_channels, None, None)
         if self.padding == "same":
             return (self.out_channels, x[1], x[2])
-        h, w = spatial("conv", x, self.kernel, self.stride, self.resolved_padding(), self.dilation, emit, codes.KERNEL_TOO_LARGE)
+        h, w = spatial(self.op_name, x, self.kernel, self.stride, self.resolved_padding(), self.dilation, emit, codes.KERNEL_TOO_LARGE)
         return (self.out_channels, h, w)
 
     def rf(self, x: Shape | None) -> RFStep | None:
@@ -137,6 +137,79 @@ class Conv(LayerSpec):
         lines.append(f"params: {y[0]}*{per}*{kh}*{kw}{bias} = {params:,}"
                      + (" (weights + one bias per filter)" if self.bias else " (weights, no bias)"))
         lines.append(f"MACs: {y[0]}*{y[1]}*{y[2]} outputs * {per}*{kh}*{kw} each = {macs:,}")
+        return lines
+
+
+class StdConv(Conv):
+    """A conv whose filters are standardised at every forward (BiT's StdConv2d); `scaled`: NF-Nets' ScaledStdConv2d."""
+
+    op: Literal["stdconv"] = "stdconv"  # type: ignore[assignment]
+    init: Literal["default"] = "default"  # type: ignore[assignment]  # standardising undoes a data-dependent init
+    eps: float = Field(default=1e-6, gt=0, allow_inf_nan=False)
+    scaled: bool = False
+    gamma: float = Field(default=1.0, allow_inf_nan=False)
+
+    keys: ClassVar = {"k": "kernel", "s": "stride", "p": "padding", "d": "dilation", "g": "groups", "eps": "eps",
+                      "gamma": "gamma"}
+    flags: ClassVar = {**Conv.flags, "scaled": ("scaled", True)}
+    name_prefix: ClassVar = "conv"
+    summary: ClassVar = ("Weight-standardised 2-D convolution (timm's StdConv2d): a conv whose filters are each brought to "
+                         "mean 0 and variance 1 (eps=E, default 1e-6) at every forward; `scaled` (ScaledStdConv2d) also "
+                         "multiplies them by a learnable gain per filter and gamma=G / sqrt(fan-in).")
+    usage: ClassVar = "stdconv 64 k3 s1 p1 [d1] [g1] [nobias] [eps=1e-6] [scaled [gamma=1]]"
+
+    @field_validator("gamma")
+    @classmethod
+    def _gamma_needs_scaled(cls, v: float, info: Any) -> float:
+        if v != 1.0 and not info.data.get("scaled"):
+            raise ValueError(f"only a `scaled` stdconv has a gamma, got gamma={v:g} without `scaled`")
+        return v
+
+    def infer(self, x: Shape | None, emit: Emit) -> Shape | None:
+        y = super().infer(x, emit)
+        c = x[0] if x is not None and len(x) == 3 else None
+        per = c // self.groups if isinstance(c, int) and c % self.groups == 0 else None
+        if per == 1 and self.kernel == (1, 1):
+            # each filter minus its mean is 0: torch's batch_norm refuses a variance of one value
+            emit(codes.ONE_WEIGHT_FILTER,
+                 f"each filter of `stdconv` has one weight ({c} input channel{'s' if c > 1 else ''} / g{self.groups}, "  # type: ignore[operator]
+                 "kernel 1x1): standardised, it is 0",
+                 notes=[f"input is {fmt_shape(x)}"],
+                 help="give each filter more weights (a larger kernel, fewer groups), or use `conv`")
+        return y
+
+    def params(self, x: Shape | None) -> int:
+        gains = self.out_channels if self.scaled and x and x[0] is not None else 0
+        return super().params(x) + gains
+
+    def torch_call(self, x: Shape | None) -> TorchCall:
+        call = super().torch_call(x)
+        kw = dict(call.kwargs)
+        if self.eps != 1e-6:
+            kw["eps"] = self.eps
+        if self.scaled:
+            kw["gamma"] = self.gamma
+        return TorchCall(cls="StdConv2d", args=call.args, kwargs=kw, home="layers")
+
+    def describe(self) -> str:
+        parts = [super().describe()] + ([f"eps={_compact(self.eps)}"] if self.eps != 1e-6 else [])
+        if self.scaled:
+            parts += ["scaled"] + ([f"gamma={_compact(self.gamma)}"] if self.gamma != 1.0 else [])
+        return " ".join(parts)
+
+    def explain(self, x: Shape | None, y: Shape | None, params: int, macs: int) -> list[str]:
+        lines = super().explain(x, y, params, macs)
+        if x is None or y is None or x[0] is None:
+            return lines
+        fan_in = x[0] // self.groups * self.kernel[0] * self.kernel[1]  # type: ignore[operator]
+        what = (f"each filter's {fan_in} weights are standardised at every forward: minus their mean, "
+                f"divided by sqrt(variance + {_compact(self.eps)})")
+        if self.scaled:
+            what += f", times the filter's learnable gain and {_compact(self.gamma)}/sqrt({fan_in})"
+        lines.insert(2, what)
+        if self.scaled:
+            last = next(i for i, line in enumerate(lines) if line.startswith("params:"))
+            lines[last] = f"params: {params - y[0]:,} (the conv's) + {y[0]} gains = {params:,}"  # type: ignore[operator]
         return lines
 
 
@@ -314,6 +387,11 @@ def _conv_call(cls: str, spec: Any, x: Shape | None, pairs: tuple[tuple[str, Any
     if not spec.bias:
         kw["bias"] = False
     return TorchCall(cls=cls, args=(x[0], spec.out_channels), kwargs=kw)  # type: ignore[index]
+
+
+def _compact(x: float) -> str:
+    """1e-8 as written (`:g` gives 1e-08), 1.78812932968 to 12 digits (`:g` keeps 6)."""
+    return f"{x:.12g}".replace("e-0", "e-")
 
 
 def _square(pair: tuple[int, int]) -> int | tuple[int, int]:
