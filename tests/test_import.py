@@ -445,3 +445,41 @@ def test_a_number_over_the_tensor_is_refused_not_read_as_a_scale() -> None:
         import_module(_Reciprocal(), (3, 8, 8))
     assert caught.value.lines == ["`(top)` uses operator.truediv"]
 
+
+
+class _ConvAct(torch.nn.Module):
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv, self.act = torch.nn.Conv2d(c_in, c_out, 3, padding=1), torch.nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x))
+
+
+class _Unit(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = _ConvAct(4, 4), _ConvAct(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x)) * 0.2 + x
+
+
+class _StemAndUnits(torch.nn.Module):
+    """A class used at the top (the stem) and inside a repeated one (Inception-ResNet's ConvNormAct and Block35)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = _ConvAct(3, 4)
+        self.units = torch.nn.Sequential(_Unit(), _Unit(), _Unit())
+        self.head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.units(self.stem(x)))
+
+
+def test_a_class_used_at_the_top_and_inside_a_repeated_one_folds_both() -> None:
+    torch.manual_seed(0)
+    text, diff = _round_trip_of(_StemAndUnits(), "stem_and_units")
+    assert diff <= 1e-9
+    assert "block unit { residual project { conv_act() * 2 | scale 0.2 } }" in text and "\nunit() * 3\n" in text, text

@@ -239,3 +239,20 @@ def test_slices_into_equal_channel_parts_are_a_split(tmp_path: Path) -> None:
     assert text.splitlines()[-1] == "split { relu } { sigmoid }"
     x = torch.randn(2, 4, 4, 4)
     assert _relative(net(x), _onnxruntime(tmp_path / "s.onnx", x.numpy())) <= TOLERANCE
+
+
+def test_a_tensor_times_or_over_a_number_is_a_scale(tmp_path: Path) -> None:
+    """torch.onnx's Mul and Div by a scalar constant (Inception-ResNet's residual scale, RepViT's mean of two heads)."""
+    from test_import import _ConstantFactors
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_ConstantFactors().eval(), (torch.randn(1, 3, 16, 16),), None, dynamo=True,
+                          verbose=False).save(str(tmp_path / "m.onnx"))
+    text, net = _imported(tmp_path / "m.onnx", tmp_path)
+    body = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert body == ["input 3x16x16", "conv 4 k3 p1 | scale 2 | scale 0.5", "residual project { conv 4 k3 p1 | scale 0.17 }",
+                    "scale {1/3} | scale 1.5 | scale 0.25 | gap | flatten", "add { linear 10 } { linear 10 }", "scale 0.5"]
+    x = torch.randn(1, 3, 16, 16)  # torch.onnx's batch of 1
+    assert _relative(net(x), _onnxruntime(tmp_path / "m.onnx", x.numpy())) <= TOLERANCE

@@ -21,7 +21,7 @@ MODELS = {
     # timm's LayerNorm2d, and ConvNeXt's [C] gamma reshaped to [1, C, 1, 1] as a layer scale
     "convnext_atto": (32, ["layernorm eps=1e-6", "layerscale 1e-6"]),
     # CSPNet: x.split(C // 2, dim=1), one half through the blocks, concatenated back in order
-    "cs3darknet_focus_s": (32, ["\nsplit\n"]),
+    "cs3darknet_focus_s": (32, ["split { dark_block(n) } {}"]),
     # RegNetY: SE gated by timm's Sigmoid class, whose name must not become a block named `sigmoid`
     "regnety_002": (32, ["mul {} { gap | conv c k1 | relu | conv c2 k1 | sigmoid }"]),
     # ECA: x.mean((2, 3)) viewed as [B, 1, C], nn.Conv1d across the channels, the gate viewed back and expanded

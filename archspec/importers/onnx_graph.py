@@ -664,9 +664,25 @@ class _Lifter:
         if len(names) == 2 and sum(self.is_network(n) for n in names) == 1:
             scale = self.const(names[0]) if self.is_network(names[1]) else self.const(names[1])
             source = names[1] if self.is_network(names[1]) else names[0]
-            if self.layer_scale(node, source, scale):
+            if self.layer_scale(node, source, scale) or self.constant_factor(node, operator.mul, source, scale):
                 return
         self.binary(node, operator.mul, "multiplying by a constant")
+
+    def _div(self, node: Any) -> None:
+        if not (len(node.input) == 2 and self.is_network(node.input[0])
+                and self.constant_factor(node, operator.truediv, node.input[0], self.const(node.input[1]))):
+            self.unreadable(node, self.network_inputs(node), "a quotient other than the network's tensor over a number")
+
+    def constant_factor(self, node: Any, op: Any, source: str, constant: np.ndarray | None) -> bool:
+        """The tensor times or over one number (a scalar constant): `x * c`, `x / c` as torch wrote them, read as `scale`."""
+        if constant is None or constant.size != 1 or not np.issubdtype(constant.dtype, np.number):
+            return False
+        c = float(str(np.float32(constant.item())))  # float32's shortest decimal: 0.17, not 0.17000000178813934
+        if not math.isfinite(c) or c == 0:
+            return False
+        x, value = self.network(source)
+        self.call(node, op, (x, c), op(value, c))
+        return True
 
     def self_gate(self, node: Any) -> tuple[str, nn.Module] | None:
         for gate, other in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):

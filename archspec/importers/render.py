@@ -94,7 +94,9 @@ class Renderer:
     def _fold(self) -> None:
         """Decide the blocks, innermost classes first (their calls are part of the outer bodies)."""
         instances = self._instances()
-        order = sorted(instances, key=lambda c: -min(g.scope.path.count(".") for g in instances[c]))
+        # By how deep modules nest inside a class's occurrences, not by where they sit: a class that also occurs at
+        # the top (Inception-ResNet's stem convs) is still folded before the blocks it is inside.
+        order = sorted(instances, key=lambda c: max(_height(g) for g in instances[c]))
         names: set[str] = set()
         for cls in order:
             variants: dict[str, list[tuple[Group, str]]] = {}
@@ -221,6 +223,15 @@ class Renderer:
         if lines:
             lines.append("")
         return lines + [x for s in self.statements(self.items) for x in s]
+
+
+def _height(item: object) -> int:
+    """How many modules deep a group goes (1: only layers in it); 0 for a layer."""
+    if isinstance(item, Group):
+        return 1 + max((_height(m) for m in item.members), default=0)
+    if isinstance(item, Join):
+        return max((_height(s) for b in item.branches + [item.shortcut or []] for s in b), default=0)
+    return 0
 
 
 def _weighted(part: str) -> bool:
