@@ -25,7 +25,8 @@ MODELS = {
     # RegNetY: SE gated by timm's Sigmoid class, whose name must not become a block named `sigmoid`
     "regnety_002": (32, ["mul {} { gap | conv c k1 | relu | conv c2 k1 | sigmoid }"]),
     # ECA: x.mean((2, 3)) viewed as [B, 1, C], nn.Conv1d across the channels, the gate viewed back and expanded
-    "eca_resnext26ts": (32, ["block eca_module(k) { mul {} { gap | chanconv k{k} | sigmoid } }", "eca_module(5)"]),
+    "eca_resnext26ts": (32, ["block eca_module(k) { mul {} { gap | chanconv k{k} | sigmoid } }", "eca_module(n4)",
+                            "bottleneck_block(512, 1, 16, 5)"]),
     # GhostNetV2: the DFC attention gate, computed at half the size and resized by nearest neighbour to the ghost output's
     "ghostnetv2_100": (64, ["resize nearest {\n        avgpool 2 | conv {c*2} k1 nobias | bn"]),
     # ResNet-blur: timm's BlurPool2d after the stem's stride-1 max pool and in the strided blocks (anti-aliasing)

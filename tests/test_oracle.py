@@ -1018,7 +1018,8 @@ def registry_layer(draw, shape: tuple) -> tuple[Layer, tuple] | None:
 
 
 def valid_layer(draw, shape: tuple) -> tuple[Layer, tuple]:
-    if draw(st.integers(0, 6)) == 0:
+    # One layer in five from the registry's oracle entries: with 40-odd ops, each is still drawn a few times in 600 nets
+    if draw(st.integers(0, 4)) == 0:
         drawn = registry_layer(draw, shape)
         if drawn is not None:
             return drawn
@@ -1381,14 +1382,15 @@ def test_random_structured_nets_agree_with_torch():
 
 def test_random_invalid_nets_fail_where_torch_fails():
     stats: Counter = Counter()
-    run_property(invalid_archs(), 800, stats, sep_choices=("nl",), build=False)
+    # 1200: every op's own fault codes keep ten cases each as the registry grows (40-odd ops share the draws)
+    run_property(invalid_archs(), 1200, stats, sep_choices=("nl",), build=False)
     print(dict(stats))
-    assert stats["architectures"] >= 780 and stats["disagreements"] == 0
-    assert stats["torch raises"] >= 650
+    assert stats["architectures"] >= 1170 and stats["disagreements"] == 0
+    assert stats["torch raises"] >= 975
     for fault in FAULTS:
-        assert stats[f"fault {fault}"] >= 240 // len(FAULTS), fault  # at least 30% of its fair share of 800
+        assert stats[f"fault {fault}"] >= 360 // len(FAULTS), fault  # at least 30% of its fair share of 1200
     for code in ("E101", "E102", "E103", "E104", "E105", "E106", "E107", "E108"):
-        assert stats[code] >= 240 // len(FAULTS), code
+        assert stats[code] >= 360 // len(FAULTS), code
     for op, entry in ORACLE.items():
         for code in entry.fault_codes:
             assert stats[code] >= 10, (op, code)
