@@ -146,4 +146,7 @@ def _one_or_same(size: Any, branch: Any, axis: int, emit: Emit) -> bool:
         return True
     if emit.sizes is None:
         return size == branch
-    return bool(emit.sizes.same(axis, size, branch))
+    if isinstance(size, int) and isinstance(branch, int):
+        return size == branch
+    emit.sizes.equal_to(axis, (size, branch), (size, Num(1)))  # the branches' size, or 1 and broadcast
+    return True
