@@ -276,7 +276,9 @@ class _Builder(Interpreter):
         kind = JOINS[str(word_tok)]
         head = _head_span(stmt, path, kind.word)
         problem = kind.arity_problem(len(bodies), shortcut is not None)
-        if problem is None and last_word is not None and str(last_word) != kind.shortcut_word and kind.takes_shortcut:
+        if last_word is not None and not kind.takes_shortcut:
+            problem = f"`{kind.word}` takes no `{last_word} {{ ... }}`"
+        elif problem is None and last_word is not None and str(last_word) != kind.shortcut_word:
             problem = f"`{kind.word}` names its last body `{kind.shortcut_word} {{ ... }}`, not `{last_word}`"
         if problem is not None:
             self.error(codes.SYNTAX_ERROR, problem, head, trace, help=f"usage: `{kind.usage}`")
