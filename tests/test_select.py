@@ -22,11 +22,11 @@ def _messages(text: str) -> list[tuple[str, str]]:
     ("select g3 { conv 4 k1 } { conv 4 k1 } attend { gap | conv 8 k1 }",
      ("E123", "`select g3` cannot cut the branches' 4 channels into 3 groups")),
     ("select { conv 4 k1 } { conv 4 k1 } attend { gap | conv 4 k1 }",
-     ("E123", "`select`'s attention gives [B, 4, 1, 1] but its 2 branches of [B, 4, 8, 8] need [B, 8, 1, 1] or [B, 8, 8, 8] "
-              "(2 branches x 4 channels)")),
+     ("E123", ("`select`'s attention gives [B, 4, 1, 1] but its 2 branches of [B, 4, 8, 8] need [B, 8, 1, 1] or [B, 8, 8, 8] "
+              "(2 branches x 4 channels)"))),
     ("select { conv 4 k1 } { conv 4 k1 } attend { maxpool 2 | conv 8 k1 }",
-     ("E123", "`select`'s attention gives [B, 8, 4, 4] but its 2 branches of [B, 4, 8, 8] need [B, 8, 1, 1] or [B, 8, 8, 8] "
-              "(2 branches x 4 channels)")),
+     ("E123", ("`select`'s attention gives [B, 8, 4, 4] but its 2 branches of [B, 4, 8, 8] need [B, 8, 1, 1] or [B, 8, 8, 8] "
+              "(2 branches x 4 channels)"))),
 ])
 def test_select_reports_each_wrong_form_once(line: str, expected: tuple[str, str]) -> None:
     assert _messages(f"input 3x8x8\n{line}\n") == [expected]
