@@ -264,7 +264,7 @@ def _terminals() -> dict:
         "NAME": spaced(*ops), "NUMBER": spaced("1", "2", "8", "16", "0.5", "-1"), "DIMS": spaced("3x8x8", "3x3", "4x4x4"),
         "STRING": spaced('"missing.arch"'), "COMMENT": st.sampled_from(["# c", "# noqa", "# noqa: W201"]),
         "_NL": st.sampled_from(["\n", "\n  ", "\n\n", "\r\n", "\r"]), "_CONTINUATION": st.sampled_from(["\n", "\n  "]),
-        "SHORTCUT": spaced("shortcut"), "JOIN_WORD": spaced(*sorted(JOINS)), "BUDGET_OP": st.sampled_from(["<=", ">="]),
+        "SHORTCUT": spaced("shortcut", "attend"), "JOIN_WORD": spaced(*sorted(JOINS)), "BUDGET_OP": st.sampled_from(["<=", ">="]),
         "QUANTITY": spaced("1.5M", "32", "600M"), "STAR": spaced("*"), "ADD_OP": spaced("+", "-"),
         "MUL_OP": spaced("*", "//", "/"), "EQUAL": st.just("="), "LBRACE": spaced("{"), "RBRACE": spaced("}"),
         "LPAR": st.just("("), "RPAR": st.just(")"), "COMMA": spaced(","),

@@ -56,7 +56,7 @@ def _programs():
         "COMMENT": st.just("# c"),
         "_NL": st.just("\n"),
         "REPEAT": _sp(st.just("repeat")), "BLOCK": _sp(st.just("block")),
-        "USE": _sp(st.just("use")), "SHORTCUT": _sp(st.just("shortcut")),
+        "USE": _sp(st.just("use")), "SHORTCUT": _sp(st.sampled_from(["shortcut", "attend"])),
         "JOIN_WORD": _sp(st.sampled_from(sorted(JOINS))),  # the join registry's words
     }
     prefix = st.sampled_from(["input 3x16x16\n", "input 8x8x8\n", "input 10\n", ""])

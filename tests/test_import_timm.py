@@ -167,3 +167,32 @@ def test_cli_imports_timm_builders_by_name(tmp_path) -> None:
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert checked(out.read_text(), CheckOptions(classes=None)).errors == []
+
+
+# model, its kwargs, a line of its text: timm's selective kernel and split attention read as `select`
+ATTENTION = [
+    ("skresnet18", {}, "{ slice 0:32 | conv_norm_act(64, 1, 1) }"),
+    # ResNeSt with radix 4 and cardinality 2: rSoftMax over the radix within each of the 2 cardinal groups
+    ("resnest14d", {"cardinality": 2, "block_args": {"radix": 4, "avd": True, "avd_first": False}}, "select g2"),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, line", ATTENTION, ids=[a[0] for a in ATTENTION])
+def test_timm_attention_imports_as_select_exactly(name: str, kwargs: dict, line: str) -> None:
+    """Every batch norm given other statistics and affine values than its init (timm zero-inits the last bn of each
+    block, which would hide the attention), then the import's outputs against the original's in float64."""
+    torch.manual_seed(0)
+    original = timm.create_model(name, pretrained=False, **kwargs).eval()
+    for m in original.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.5, 0.5)
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2)
+    result = import_module(original, (3, 32, 32))
+    assert line in result.text, result.text
+    assert not checked(result.text, CheckOptions(classes=None)).errors
+    net = archspec.build(result.text)
+    net.load_state_dict(imported_weights(original, result))
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        want, got = original.double()(x), net.double().eval()(x)
+    assert ((got - want).abs().max() / want.abs().max()).item() <= 1e-9

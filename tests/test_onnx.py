@@ -444,3 +444,21 @@ def test_predict_on_a_folder_takes_its_images_recursively(model, small_onnx, cli
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     r = cli("predict", str(small_onnx / model), "empty")
     assert r.returncode == 2 and r.stderr.startswith("error: empty: a folder with no images in it (")
+
+
+def test_select_join_matches_torch_on_onnxruntime(tmp_path):
+    """SKNet's and ResNeSt's attention (`select`, with cardinal groups) exported and run on onnxruntime."""
+    arch = tmp_path / "sk.arch"
+    arch.write_text("input 3x12x12\nconv 16 k3 p1 | bn | relu\n"
+                    "select { conv 8 k3 p1 | bn | relu } { conv 8 k3 p2 d2 | bn | relu } attend { gap | conv 4 k1 | bn | relu | conv 16 k1 }\n"
+                    "conv 16 k1 | bn | relu\n"
+                    "select g2 { slice 0:8 } { slice 8:16 } attend { gap | conv 8 k1 g2 | bn | relu | conv 16 k1 g2 }\n"
+                    "gap | flatten | linear 10\n")
+    src = source_from_arch(arch)
+    export_onnx(src, tmp_path / "m.onnx")
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = src.model(x).numpy()
+    got = session(tmp_path / "m.onnx").run(None, {"input": x.numpy()})[0]
+    assert got.shape == expected.shape == (2, 10)
+    assert abs(got - expected).max() < 1e-5

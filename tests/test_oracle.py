@@ -1584,6 +1584,9 @@ JOIN_ORACLE: dict[str, JoinOracle] = {
                        lambda m, x: torch.cat([x[:, :, 1:8, 1:7], m["crop1.branch2"](x)], dim=1), "crop1"),
     # an auxiliary head in eval: the identity on the main path (training mode: tests/test_aux.py)
     "aux": JoinOracle("input 4x6x6\naux 0.3 { conv 4 k3 p1 | bn }\n", lambda m, x: x, "aux1"),
+    # SKNet / ResNeSt attention: 3 branches (one the input itself), weights in 2 cardinal groups as timm's rSoftMax
+    "select": JoinOracle("input 4x6x6\nselect g2 { conv 4 k3 p1 | bn | relu } { conv 4 k3 p2 d2 } {} "
+                         "attend { gap | conv 6 k1 | bn | relu | conv 12 k1 g2 }\n", lambda m, x: _select(m, x), "select1"),
 }
 
 
@@ -1593,6 +1596,14 @@ def _aspp(m: dict[str, nn.Module], x: "torch.Tensor") -> "torch.Tensor":
     pooled = m[pool + "bn1"](m[pool + "conv1"](nn.functional.adaptive_avg_pool2d(x, 1))).relu()
     pooled = nn.functional.interpolate(pooled, size=x.shape[-2:], mode="bilinear", align_corners=False)
     return torch.cat([m["resize1.body.concat1.branch1"](x), pooled], dim=1)
+
+
+def _select(m: dict[str, nn.Module], x: "torch.Tensor") -> "torch.Tensor":
+    """timm's split attention (ResNeSt's rSoftMax with cardinality 2, radix 3) over three branches."""
+    outs = [m["select1.branch1"](x), m["select1.branch2"](x), x]
+    a = m["select1.attention"](outs[0] + outs[1] + outs[2])
+    a = torch.softmax(a.view(x.shape[0], 2, 3, -1).transpose(1, 2), dim=1).reshape(x.shape[0], 3, -1, 1, 1)
+    return sum(a[:, i] * outs[i] for i in range(3))
 
 
 @pytest.mark.parametrize("word", list(JOIN_ORACLE))

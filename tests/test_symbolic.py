@@ -392,3 +392,19 @@ def test_a_rules_integer_arithmetic_on_h_is_the_size_expression():
         assert t == scaled_size(h, s, -s - 2 * p + d * (k - 1) + 1) and t.at(7) == 6 * s - 2 * p + d * (k - 1) + 1
     with pytest.raises(TypeError, match="record it as a condition"):
         assert h < 1
+
+
+def test_select_attention_sizes_are_derived_exactly_and_agree_size_by_size():
+    """`select`'s weights broadcast where each size is 1 or the branches': a maxpool 2 attention fits at H in {2, 3}
+    (1x1 weights) only; branches of stride 1 and 2 meet only at size 1."""
+    model = parse("input 3xHxW\nconv 8 k3 p1\nselect { conv 8 k3 p1 } { conv 8 k1 } attend { maxpool 2 | conv 16 k1 }\n"
+                  "gap | flatten | linear 10\n")
+    d = derive(model)
+    assert d.exact and [a.valid.rule(a.name) for a in d.axes] == ["H in {2-3}", "W in {2-3}"]
+    for h in range(1, 12):
+        assert check(with_input(model, (3, h, 3)), classes=None).ok == (h in d.axes[0].valid), h
+    strided = parse("input 3xHxW\nselect { conv 8 k3 p1 } { conv 8 k3 s2 p1 } attend { gap | conv 16 k1 }\ngap | flatten | linear 10\n")
+    d = derive(strided)
+    assert d.exact and [a.valid.rule(a.name) for a in d.axes] == ["H in {1}", "W in {1}"]
+    for h in range(1, 8):
+        assert check(with_input(strided, (3, h, 1)), classes=None).ok == (h == 1), h

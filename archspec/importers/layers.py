@@ -324,6 +324,10 @@ SIZED: dict[str, Callable[[Any, tuple[int, ...]], str]] = {
 }
 
 
+# timm's attention modules read as a `select` join (importers/attention.py), their layers inside it.
+ATTENTION_LEAVES = {"timm.layers.selective_kernel.SelectiveKernel", "timm.layers.split_attn.SplitAttn"}
+
+
 def qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -336,7 +340,7 @@ def last_dim_norm(m: nn.Module) -> bool:
 
 
 def is_leaf(cls: type) -> bool:
-    return qualified(cls) in LEAVES or qualified(cls) in SIZED
+    return qualified(cls) in LEAVES or qualified(cls) in SIZED or qualified(cls) in ATTENTION_LEAVES
 
 
 def layer_text(module: nn.Module, shape: tuple[int, ...] | None = None) -> str:

@@ -25,7 +25,7 @@ _OP_WORDS = {"conv", "stdconv", "convtranspose", "maxpool", "avgpool", "linear",
 # A block may not take an op's or a join's name (timm has classes named Sigmoid, GELU...), nor a keyword's, nor
 # the prefix of their module names (a block `pool` would name its calls pool1, pool2 as maxpool's are).
 _RESERVED = {*OPS, *JOINS, *(c.name_prefix for c in OPS.values()), *(j.name_prefix for j in JOINS.values()),
-             "input", "block", "repeat", "use", "param", "budget", "shortcut", "project"}
+             "input", "block", "repeat", "use", "param", "budget", "shortcut", "project", "attend"}
 
 
 @dataclass
@@ -187,6 +187,8 @@ class Renderer:
         tail = ""
         if join.shortcut is not None and word == "residual":
             branches.append(self.statements(join.shortcut))
+        if join.shortcut is not None and word.startswith("select"):
+            return self.select(word, branches, self.statements(join.shortcut))
         flat = [_inline(b) for b in branches]
         if all(f is not None for f in flat):
             parts = [f"{{ {f} }}" if f else "{}" for f in flat]
@@ -210,6 +212,23 @@ class Renderer:
             else:
                 lines += ["  {"] + ["    " + x for s in b for x in s] + ["  }"]
         return lines
+
+    def select(self, word: str, branches: list[list[Statement]], attention: list[Statement]) -> Statement:
+        """`select { a } { b } attend { attention }` on one line where it fits; else a branch per line, then `attend`."""
+        flat, attend = [_inline(b) for b in branches], _inline(attention)
+        if all(f is not None for f in flat) and attend is not None:
+            text = f"{word} {' '.join(f'{{ {f} }}' if f else '{}' for f in flat)} attend {{ {attend} }}"
+            if _width(text) <= WIDTH:
+                return [text]
+        lines = [word]
+        for f, b in zip(flat, branches):
+            if f is not None and _width(f) < WIDTH - 6:
+                lines.append(f"  {{ {f} }}" if f else "  {}")
+            else:
+                lines += ["  {"] + ["    " + x for s in b for x in s] + ["  }"]
+        if attend is not None and _width(attend) < WIDTH - 12:
+            return lines + [f"attend {{ {attend} }}"]
+        return lines + ["attend {"] + ["  " + x for s in attention for x in s] + ["}"]
 
     def text(self) -> list[str]:
         lines: list[str] = []

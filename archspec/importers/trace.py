@@ -39,6 +39,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from archspec.importers.attention import ATTENTION
 from archspec.importers.layers import (
     Inexpressible,
     adaptive_size,
@@ -199,6 +200,7 @@ class GraphReader:
         self.refusals: list[Refusal] = []
         self.refused: set[fx.Node] = set()
         self.seen: set[fx.Node] = set()
+        self.attentions: dict[fx.Node, list | None] = {}  # timm's attention modules, read once
         self.quiet = False
 
     def _inputs(self, node: fx.Node) -> list[fx.Node]:
@@ -360,6 +362,10 @@ class GraphReader:
                 continue
             if node.op in ("get_attr", "output"):
                 continue
+            if self.attention_of(node) is not None:
+                if self.attention(node) is None and first is None:
+                    first = node
+                continue
             if self.op_text(node) is None and first is None:
                 first = node
         self.quiet = True  # the walk below meets them again
@@ -402,13 +408,17 @@ class GraphReader:
                 raise NotNested(node)
             self.seen.add(node)
             statement, node = self.statement(node)
-            if statement is not None:
+            if isinstance(statement, list):  # a module read as several statements (timm's SplitAttn)
+                out.extend(statement[::-1])
+            elif statement is not None:
                 out.append(statement)
         return out[::-1]
 
     def statement(self, node: fx.Node) -> tuple[Any, fx.Node]:
         """(the statement for `node` or None, the node its input comes from)."""
         inputs = self.inputs[node]
+        if self.attention_of(node) is not None and len(inputs) == 1:
+            return self.attention(node) or _Refused(self.scopes(node)), inputs[0]
         word = self.join_word(node)
         if word == "resize":
             return self.resize(node)
@@ -428,6 +438,31 @@ class GraphReader:
         if node in self.scales:
             weights = str(self.scales[node].target)
         return Op(text, self.scopes(node), weights), inputs[0]
+
+    def attention_of(self, node: fx.Node) -> Any:
+        """The reader of timm's attention module (layers.ATTENTION_LEAVES) that the node calls, or None."""
+        return ATTENTION.get(qualified(type(self.modules[node.target]))) if node.op == "call_module" else None
+
+    def attention(self, node: fx.Node) -> list | None:
+        """An attention module's statements (a `select` join and the layers before it), or None when refused (recorded)."""
+        if node not in self.attentions:
+            module, path = self.modules[node.target], str(node.target)
+            try:
+                self.attentions[node] = self.attention_of(node)(module, _shape(self.inputs[node][0])[1:], path,
+                                                                self.scopes(node), self.sub_statements)
+            except (Inexpressible, _SubRefused, ArchspecError) as exc:
+                self.refuse(node, str(exc), walking=True)
+                self.attentions[node] = None
+        return self.attentions[node]
+
+    def sub_statements(self, module: nn.Module, shape: tuple[int, ...], path: str, scopes: tuple[Scope, ...]) -> list:
+        """A submodule's statements, traced as a network of its own, with its module paths put under `path`."""
+        graph = fx.GraphModule(module, LeafTracer().trace(module))
+        _propagate_shapes(graph, shape)
+        imported = GraphReader(graph).read(shape)
+        if imported.refusals:
+            raise _SubRefused("; ".join(r.text() for r in imported.refusals))
+        return [_rebased(s, path, scopes) for s in imported.statements]
 
     def join_word(self, node: fx.Node) -> str | None:
         target = node.target
@@ -592,6 +627,22 @@ class GraphReader:
     def construct(self, node: fx.Node) -> str:
         """What a refusal names as the call: the torch call here; the ONNX front end names the operator."""
         return call_name(node, self.modules)
+
+
+class _SubRefused(Exception):
+    """A layer inside an attention module's branch is refused: the message says which."""
+
+
+def _rebased(statement: Any, path: str, scopes: tuple[Scope, ...]) -> Any:
+    """A statement of a submodule traced alone, its module paths under `path` and its scopes under `scopes`."""
+    def under(p: str) -> str:
+        return f"{path}.{p}" if p else path
+
+    inner = scopes + tuple(Scope(under(s.path), s.cls, s.container) for s in statement.scopes)
+    if isinstance(statement, Op):
+        return Op(statement.text, inner, under(statement.weights) if statement.weights is not None else None)
+    return Join(statement.word, [[_rebased(s, path, scopes) for s in b] for b in statement.branches], inner,
+                [_rebased(s, path, scopes) for s in statement.shortcut] if statement.shortcut is not None else None)
 
 
 class _NamedReading:

@@ -272,10 +272,14 @@ class _Builder(Interpreter):
         """A join word and its bodies: the join (archspec/language/joins/) says how many bodies and which option."""
         path, env, trace, namer = self.scope
         self.grow(1, tree_span(stmt, path), trace)
-        word_tok, option, *bodies, _, shortcut = stmt.children
+        word_tok, option, *bodies, last_word, shortcut = stmt.children
         kind = JOINS[str(word_tok)]
         head = _head_span(stmt, path, kind.word)
         problem = kind.arity_problem(len(bodies), shortcut is not None)
+        if last_word is not None and not kind.takes_shortcut:
+            problem = f"`{kind.word}` takes no `{last_word} {{ ... }}`"
+        elif problem is None and last_word is not None and str(last_word) != kind.shortcut_word:
+            problem = f"`{kind.word}` names its last body `{kind.shortcut_word} {{ ... }}`, not `{last_word}`"
         if problem is not None:
             self.error(codes.SYNTAX_ERROR, problem, head, trace, help=f"usage: `{kind.usage}`")
             return []

@@ -101,7 +101,10 @@ class _ReceptiveFields(Visitor[Any]):
 
     def visit_branch(self, node: Branch, state: RF | None) -> RF | None:
         # Every join sees what each of its operands saw: the widest of its bodies (and its input, when it is one).
-        bodies = [self.seq(b, state) for b in node.branches]
+        bodies: list[RF | None] = []
+        for i, b in enumerate(node.branches):  # a body fed by others (`select`'s attention) sees what they saw
+            fed = node.rule.feeds(node, i)
+            bodies.append(self.seq(b, state if fed is None else max_rf([bodies[j] for j in fed])))
         if not node.rule.output_sees_bodies:  # `aux`: the main path goes on with its input; the head's view is its own
             node.rf = state
             return node.rf

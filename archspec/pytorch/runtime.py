@@ -64,6 +64,27 @@ class Split(Concat):
         return torch.cat([branch(part) for branch, part in zip(branches, parts)], dim=1)
 
 
+class Select(nn.Module):
+    """Selective kernel / split attention: the attention body on the branches' sum gives P*C weights (read as
+    [groups, P, C/groups]), a softmax across the P branches, and the weighted sum of the branches."""
+
+    def __init__(self, *parts: Any) -> None:
+        super().__init__()
+        *branches, attention, groups = parts  # the bodies, then the attention body, then `gN`'s N
+        for i, branch in enumerate(branches):
+            self.add_module(f"branch{i + 1}", branch)
+        self.attention = attention
+        self.paths, self.groups = len(branches), groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [getattr(self, f"branch{i + 1}")(x) for i in range(self.paths)]
+        a = self.attention(torch.stack(outs).sum(0))
+        b, _, h, w = a.shape
+        a = a.reshape(b, self.groups, self.paths, -1, h, w).transpose(1, 2).reshape(b, self.paths, -1, h, w)
+        a = torch.softmax(a, dim=1)
+        return (torch.stack(outs, dim=1) * a).sum(1)
+
+
 class Resize(nn.Module):
     """body(x) resized back to x's height and width: bilinearly (torchvision's segmentation heads and models) or
     with mode "nearest" by torch's nearest neighbour (GhostNetV2's attention gate)."""

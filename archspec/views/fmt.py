@@ -332,7 +332,7 @@ class _Printer(Interpreter):
                 self.mark(keyword.start_pos)
             else:
                 self.write(" ")
-            self.write("shortcut ")
+            self.write(f"{keyword} ")  # `shortcut`, or `select`'s `attend`
             self.body_braces(shortcut)
 
     def branches(self, word: Token, option: Token | None, bodies: list[Tree]) -> None:

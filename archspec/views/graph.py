@@ -137,15 +137,23 @@ class _Builder(Visitor["str | None"]):
         with g.subgraph(name=f"cluster_{self.new_id()}") as c:
             c.attr(label=_label(f"{node.path}: {rule.graph_title(node)}"), style="dashed", color="#666666", fontname="Helvetica", fontsize="10")
             join = self.join_node(c, node, rule.operator or rule.word)
-            firsts = []
+            firsts, ends = [], []
             for i, b in enumerate(node.branches):  # each branch's edge into the join right after it: an empty one keeps its place
+                fed = rule.feeds(node, i)
+                if fed is not None:  # `select`'s attention: on the sum of the branches, its weights into the join
+                    total = self.join_node(c, node, "add")
+                    for j in fed:
+                        self.edge(ends[j], total)
+                    self.edge(self.seq(c, b, total, dashed=True, owner="attention."), join, style="dashed")
+                    continue
                 if rule.dashed(node, i):  # a residual's shortcut: dashed, its projection named as the shortcut's
                     # (a projection's conv1/bn1 would read as the body's own)
                     self.edge(self.seq(c, b, tail, dashed=True, owner="shortcut."), join, style="dashed")
                     continue
                 if b and isinstance(b[0], Layer) and not isinstance(b[0], TensorRead):
                     firsts.append(f"n{self.next_id}")
-                self.edge(self.seq(c, b, tail), join)
+                ends.append(self.seq(c, b, tail))
+                self.edge(ends[-1], join)
             if node.identity:  # the skip edge straight from the input
                 self.edge(tail, join, style="dashed", label="identity")
             self.keep_order(c, firsts)

@@ -19,7 +19,7 @@ from archspec.language.ops.base import Emit, RFStep, Shape, fmt_shape
 from archspec.language.sizemap import Constraints
 
 # Every join, by its word, in definition order: filled in as join classes are defined.
-JOINS: dict[str, "JoinKind"] = {}
+JOINS: dict[str, JoinKind] = {}
 
 
 class JoinSpec(Protocol):
@@ -89,6 +89,7 @@ class JoinKind:
     option_help: ClassVar[str] = ""  # the help for a wrong option word (default: the usage)
     takes_number: ClassVar[bool] = False  # a number between the word and its first body (`aux 0.3`)
     takes_shortcut: ClassVar[bool] = False  # `shortcut { ... }` after the bodies
+    shortcut_word: ClassVar[str] = "shortcut"  # the word before that last body (`select`'s is `attend`)
     min_bodies: ClassVar[int] = 2
     max_bodies: ClassVar[int | None] = None
     name_prefix: ClassVar[str] = ""  # module names are prefix + counter; empty: the word
@@ -144,11 +145,15 @@ class JoinKind:
 
     def check(self, checker: Checker, spec: JoinSpec, x: Shape | None, where: dict[str, Any]) -> Any:
         """The checked node: each body checked on x, then the outputs combined (`combine`)."""
-        path, depth = where["path"], where["depth"]
-        branches = [checker.seq(b, x, f"{path}.{self.label(i)}.", depth + 1) for i, b in enumerate(spec.bodies)]
-        outs = [output_of(b, x) for b in branches]
+        branches, outs = self.check_bodies(checker, spec, x, where)
         y = self.combine(x, outs, checker.emitter(spec)) if all(known(o) for o in outs) else None  # type: ignore[arg-type]
         return checker.joined(spec, x, where, y, outs, branches=branches)
+
+    def check_bodies(self, checker: Checker, spec: JoinSpec, x: Shape | None, where: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+        """Each body checked on x: the checked sequences and their outputs."""
+        path, depth = where["path"], where["depth"]
+        branches = [checker.seq(b, x, f"{path}.{self.label(i)}.", depth + 1) for i, b in enumerate(spec.bodies)]
+        return branches, [output_of(b, x) for b in branches]
 
     def combine(self, x: Shape | None, outs: list[Shape], emit: Emit) -> Shape | None:
         """The joined shape of the (known) outputs; reports E108 (or the join's own code) and gives None when they do not join."""
@@ -162,6 +167,10 @@ class JoinKind:
             notes=[f"input is {fmt_shape(x)}"] + [f"branch {j + 1} gives {fmt_shape(s)}" for j, s in enumerate(outs)],
             help="change the strides, padding or channels of the branch that differs",
         )
+
+    def feeds(self, node: Branch, i: int) -> list[int] | None:
+        """The bodies whose summed outputs body i runs on (`select`'s attention); None: it runs on the input."""
+        return None
 
     def jump_from(self, node: Branch) -> list[int] | None:
         """The operands (the bodies, then the input at index len(branches)) whose jump the output keeps
