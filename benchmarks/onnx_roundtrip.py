@@ -120,7 +120,8 @@ def report(rows: list[dict], seconds: float, where: str, args: argparse.Namespac
     return "\n".join([
         "# The zoo through ONNX and back: `archspec export`, then `archspec import model.onnx`", "",
         f"Machine: {where}. torch {torch.__version__}, onnx {onnx.__version__}, {seconds / 60:.1f} minutes.", "",
-        f"Each examples/zoo file, at a {args.size}x{args.size} input (Inception v3 at {SIZES['inception_v3']}), is exported with",
+        f"Each examples/zoo file, at a {args.size}x{args.size} input (Inception v3 at {SIZES['inception_v3']}, AlexNet and VGG at "
+        f"{SIZES['alexnet']}, where their adaptive pools keep the size), is exported with",
         "random weights (seed 0), imported back with its weights, checked and built. *Same* means the same layers",
         "(kind and tensor shapes, in order), the same parameter count as the zoo file, and outputs within a relative",
         f"difference of {TOLERANCE:g} of onnxruntime's on the exported file (float32). Lines: the imported text's, and",
