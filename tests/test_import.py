@@ -483,3 +483,17 @@ def test_a_class_used_at_the_top_and_inside_a_repeated_one_folds_both() -> None:
     text, diff = _round_trip_of(_StemAndUnits(), "stem_and_units")
     assert diff <= 1e-9
     assert "block unit { residual project { conv_act() * 2 | scale 0.2 } }" in text and "\nunit() * 3\n" in text, text
+
+
+def test_padding_modules_import_as_pad_and_a_negative_one_is_refused() -> None:
+    """torch.nn.ZeroPad2d / torch.nn.ConstantPad2d are `pad` (outputs as the original's); a negative side crops (NASNet's
+    ZeroPad2d((-1, 1, -1, 1))), which `pad` cannot say: refused by name, not written as a text that fails its check."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ZeroPad2d((0, 1, 2, 0)), torch.nn.ConstantPad2d(1, 0.5), torch.nn.Conv2d(4, 4, 3),
+                        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))
+    text, diff = _round_trip_of(net, "pads")
+    assert diff <= 1e-9 and "pad 0 1 2 0" in text and "pad 1 1 1 1 value=0.5" in text, text
+    with pytest.raises(ImportRefused) as info:
+        import_module(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ZeroPad2d((-1, 1, -1, 1)), torch.nn.Conv2d(4, 4, 3)), (3, 8, 8))
+    assert info.value.lines == ["`1` uses torch.nn.ZeroPad2d: a negative padding (-1, 1, -1, 1), which crops "
+                                "(the language's `pad` adds rows and columns)"]

@@ -229,6 +229,8 @@ def blurpool(m: nn.Module) -> str:
 
 def constant_pad(m: nn.ConstantPad2d) -> str:
     """nn.ConstantPad2d and nn.ZeroPad2d (BiT's stem pads before its max pool): `pad L R T B [value=V]`."""
+    if any(side < 0 for side in m.padding):  # NASNet's ZeroPad2d((-1, 1, -1, 1)) crops the top-left
+        raise Inexpressible(f"a negative padding {tuple(m.padding)}, which crops (the language's `pad` adds rows and columns)")
     return _pad_text(tuple(m.padding), m.value).removesuffix(" | ") or "identity"
 
 
