@@ -37,6 +37,8 @@ MODELS = {
     "test_convnext2": (32, ["pwlinear c | gelu tanh | pwlinear c2"]),
     # BiT: weight-standardised convs (StdConv2d, eps 1e-8), nn.ConstantPad2d before the stem's max pool
     "resnetv2_50x1_bit": (32, ["stdconv 64 k7 s2 p3 nobias eps=1e-8 | pad 1 1 1 1"]),
+    # timm's GroupNorm (an nn.GroupNorm whose forward calls F.group_norm)
+    "resnet50_gn": (32, ["groupnorm 32"]),
     # RepViT's distillation head in eval: the mean of two classifiers, `(x + x_dist) / 2`
     "repvit_m0_9": (32, ["add { bn | linear 1000 } { bn | linear 1000 }\nscale 0.5"]),
 }

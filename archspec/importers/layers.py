@@ -299,6 +299,7 @@ LEAVES: dict[str, Callable[[Any], str]] = {
     "torchvision.ops.stochastic_depth.StochasticDepth": stochastic_depth,
     "timm.layers.norm_act.BatchNormAct2d": norm_act(batchnorm),
     "timm.layers.norm_act.GroupNormAct": norm_act(groupnorm),
+    "timm.layers.norm.GroupNorm": groupnorm,  # nn.GroupNorm whose forward calls F.group_norm
     "timm.layers.norm_act.LayerNormAct2d": norm_act(layernorm),
     "timm.layers.norm.LayerNorm2d": layernorm,
     "timm.layers.norm.LayerNorm": layernorm,
