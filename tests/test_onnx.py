@@ -41,6 +41,15 @@ def session(path: Path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def _onnxruntime_and_torch(src, tmp_path: Path, seed: int) -> tuple:
+    """`src` exported to ONNX and both run on one random batch of two: (onnxruntime's outputs, torch's)."""
+    export_onnx(src, tmp_path / "m.onnx")
+    x = torch.randn(2, *src.input_shape, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        expected = src.model(x).numpy()
+    return session(tmp_path / "m.onnx").run(None, {"input": x.numpy()})[0], expected
+
+
 def test_onnx_extra_has_no_torch_and_the_deploy_package_ships():
     tomllib = pytest.importorskip("tomllib")
     config = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -57,11 +66,7 @@ def test_every_example_network_is_found():
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in NETWORKS])
 def test_example_network_matches_torch_on_onnxruntime(name, tmp_path):
     src = source_from_arch(EXAMPLES / f"{name}.arch")
-    export_onnx(src, tmp_path / "m.onnx")
-    x = torch.randn(2, *src.input_shape, generator=torch.Generator().manual_seed(7))
-    with torch.no_grad():
-        expected = src.model(x).numpy()
-    got = session(tmp_path / "m.onnx").run(None, {"input": x.numpy()})[0]
+    got, expected = _onnxruntime_and_torch(src, tmp_path, seed=7)
     assert got.shape == expected.shape == (2, len(src.classes))
     assert abs(got - expected).max() < 1e-4
 
@@ -74,14 +79,10 @@ def test_nearest_resize_exports_as_onnx_resize_and_picks_torchs_pixels(h, w, tmp
     path.write_text(f"input 3x{h}x{w}\nmul {{}} {{ resize nearest {{ avgpool 2 | conv 3 k1 | sigmoid }} }}\n"
                     "resize nearest { maxpool 3 s3 ceil | conv 4 k1 }\nflatten | linear 10\n")
     src = source_from_arch(path)
-    export_onnx(src, tmp_path / "m.onnx")
+    got, expected = _onnxruntime_and_torch(src, tmp_path, seed=5)
     modes = {a.s for n in onnx.load(str(tmp_path / "m.onnx")).graph.node if n.op_type == "Resize" for a in n.attribute
              if a.name == "mode"}
     assert modes == {b"nearest"}
-    x = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(5))
-    with torch.no_grad():
-        expected = src.model(x).numpy()
-    got = session(tmp_path / "m.onnx").run(None, {"input": x.numpy()})[0]
     assert got.shape == expected.shape and abs(got - expected).max() < 1e-5
 
 
@@ -89,12 +90,7 @@ def test_blurpool_exports_to_onnx_and_agrees_on_onnxruntime(tmp_path):
     """Reflect padding (ONNX Pad, mode reflect), zero padding, and the fixed binomial filters as constants."""
     path = tmp_path / "blur.arch"
     path.write_text("input 3x15x14\nconv 8 k3 p1 | blurpool | relu | blurpool k5 s1 zeros | blurpool k4\nflatten | linear 10\n")
-    src = source_from_arch(path)
-    export_onnx(src, tmp_path / "m.onnx")
-    x = torch.randn(2, 3, 15, 14, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        expected = src.model(x).numpy()
-    got = session(tmp_path / "m.onnx").run(None, {"input": x.numpy()})[0]
+    got, expected = _onnxruntime_and_torch(source_from_arch(path), tmp_path, seed=1)
     assert got.shape == expected.shape == (2, 10) and abs(got - expected).max() < 1e-5
 
 
@@ -454,11 +450,6 @@ def test_select_join_matches_torch_on_onnxruntime(tmp_path):
                     "conv 16 k1 | bn | relu\n"
                     "select g2 { slice 0:8 } { slice 8:16 } attend { gap | conv 8 k1 g2 | bn | relu | conv 16 k1 g2 }\n"
                     "gap | flatten | linear 10\n")
-    src = source_from_arch(arch)
-    export_onnx(src, tmp_path / "m.onnx")
-    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(7))
-    with torch.no_grad():
-        expected = src.model(x).numpy()
-    got = session(tmp_path / "m.onnx").run(None, {"input": x.numpy()})[0]
+    got, expected = _onnxruntime_and_torch(source_from_arch(arch), tmp_path, seed=7)
     assert got.shape == expected.shape == (2, 10)
     assert abs(got - expected).max() < 1e-5
