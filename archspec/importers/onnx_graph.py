@@ -33,7 +33,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from archspec.importers.layers import LEAVES, Unreadable
 from archspec.importers.statements import Imported
-from archspec.importers.trace import GraphReader
+from archspec.importers.trace import _CHANNELS_LAST_OK, _TO_CHANNELS_FIRST, _TO_CHANNELS_LAST, GraphReader, _permute
 from archspec.language.errors import ArchspecError
 
 _FLOAT = 1  # onnx.TensorProto.FLOAT
@@ -575,9 +575,9 @@ class _Lifter:
 
     def channels_last(self, node: fx.Node) -> bool:
         """Whether a lifted 4-D tensor is an image permuted to [B, H, W, C] (layers on its last axis since)."""
-        while node.op == "call_module" and isinstance(self.root.get_submodule(node.target), _ON_LAST_AXIS):
+        while node.op == "call_module" and isinstance(self.root.get_submodule(node.target), _CHANNELS_LAST_OK):
             node = node.args[0]
-        return _permute_dims(node) == _TO_CHANNELS_LAST
+        return _permute(node) == _TO_CHANNELS_LAST
 
     def _layernormalization(self, node: Any) -> None:
         """LayerNormalization over the last axis (the channels of a permuted image, or features): nn.LayerNorm."""
@@ -835,15 +835,6 @@ def _input_shape(value_info: Any, given: tuple[int, ...] | None) -> tuple[int, t
     if any(d is None for d in dims[1:]):
         raise ArchspecError(f"the model's input size {fixed} is not fixed", "give the size to import at with --input, e.g. --input 3x224x224")
     return dims[0] or 1, tuple(int(d) for d in dims[1:])
-
-
-_TO_CHANNELS_LAST, _TO_CHANNELS_FIRST = [0, 2, 3, 1], [0, 3, 1, 2]
-# Layers that act on the last axis or elementwise: a permuted tensor stays channels-last through them.
-_ON_LAST_AXIS = (nn.LayerNorm, nn.Linear, nn.GELU, nn.ReLU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish)
-
-
-def _permute_dims(node: fx.Node) -> list[int] | None:
-    return list(node.args[1:]) if node.op == "call_method" and node.target == "permute" else None
 
 
 def _topological(graph: Any, known: set[str]) -> list[Any]:

@@ -201,6 +201,7 @@ class GraphReader:
         self.refused: set[fx.Node] = set()
         self.seen: set[fx.Node] = set()
         self.attentions: dict[fx.Node, list | None] = {}  # timm's attention modules, read once
+        self._forward_order: dict[fx.Node, int] | None = None
         self.quiet = False
 
     def _inputs(self, node: fx.Node) -> list[fx.Node]:
@@ -378,8 +379,14 @@ class GraphReader:
         if node.op not in ("call_method", "call_function") or not isinstance(name, str) or not name.endswith("_") \
                 or name.startswith("_") or not node.args or not isinstance(node.args[0], fx.Node):
             return False
-        order = {n: i for i, n in enumerate(self.graph.graph.nodes)}
+        order = self.forward_order()
         return any(order[user] > order[node] for user in node.args[0].users if user is not node)
+
+    def forward_order(self) -> dict[fx.Node, int]:
+        """Every node of the graph (tensors or not) -> its place in the forward, computed once."""
+        if self._forward_order is None:
+            self._forward_order = {n: i for i, n in enumerate(self.graph.graph.nodes)}
+        return self._forward_order
 
     def prefix(self, start: fx.Node, bad: fx.Node) -> list:
         """The statements up to the last node before `bad` that every path to `bad` passes (--partial)."""
@@ -802,7 +809,7 @@ def _resized_to(node: fx.Node) -> tuple[fx.Node, str] | None:
     or of `mode="nearest"` (the size also written `(t.shape[-2], t.shape[-1])`), or None."""
     if not (node.op == "call_function" and node.target is torch.nn.functional.interpolate and len(node.args) == 1):
         return None
-    options = {"scale_factor": None, "mode": "nearest", "align_corners": None, "recompute_scale_factor": None, "antialias": False}
+    options = dict(_RESIZE_MODES["nearest"])  # F.interpolate's defaults
     options.update(node.kwargs)
     size = options.pop("size", None)
     mode = next((word for word, written in _RESIZE_MODES.items() if options == written), None)
