@@ -1,37 +1,88 @@
 """The op registry: every op class, one file per family beside this one.
 
-Defining a `LayerSpec` subclass with an `op` literal registers it; this package imports each
-family module (known families first, in the order `archspec ops` lists them, then any other
-module found here), so adding an op is adding a class to its family file.
+Defining a `LayerSpec` subclass with an `op` literal registers it. `OPS` maps each op word to its
+class in the order `archspec ops` lists them (known families first, then any other module found
+here). A family module is imported the first time one of its ops is asked for: `index.py`, a table
+generated from the registry, says which module defines each word, so a file that uses five ops
+builds only their families' classes. Adding an op is adding a class to its family file (then
+`ARCHSPEC_REGEN=1 python -m pytest tests/test_ops_registry.py` rewrites the index).
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from archspec.language.ops.base import (REGISTRY, Emit, LayerSpec, Pair, RFStep, Shape, TorchCall, fmt_shape,
                                         number_text, pair_text, value_text, window_line, window_out)
+from archspec.language.ops.index import FAMILY_OF
 
 _FAMILIES = ("input", "conv", "pool", "activation", "norm", "dropout", "dense")
+_NOT_FAMILIES = {"base", "index"}
 
 
-def _import_families() -> None:
-    found = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "base")
-    for name in [*_FAMILIES, *(m for m in found if m not in _FAMILIES)]:
+def family_modules() -> list[str]:
+    """The family modules in registry order: the known families, then any other module found here."""
+    found = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_FAMILIES)
+    return [*_FAMILIES, *(m for m in found if m not in _FAMILIES)]
+
+
+def import_families() -> None:
+    """Define every op class (the registry is then complete)."""
+    for name in family_modules():
         importlib.import_module(f"{__name__}.{name}")
 
 
-_import_families()
+class _Ops(Mapping[str, "type[LayerSpec]"]):
+    """Every op class by its word. Words and membership come from the index without importing
+    anything; a class is defined (its family imported) when it is first looked up."""
 
-from archspec.language.ops.conv import Conv  # noqa: E402
-from archspec.language.ops.input import Input  # noqa: E402
-from archspec.language.ops.norm import BatchNorm  # noqa: E402
+    def __getitem__(self, word: str) -> type[LayerSpec]:
+        if word not in REGISTRY and word in FAMILY_OF:
+            importlib.import_module(f"{__name__}.{FAMILY_OF[word]}")
+        return REGISTRY[word]
+
+    def __contains__(self, word: object) -> bool:
+        return word in FAMILY_OF or word in REGISTRY
+
+    def __iter__(self) -> Iterator[str]:
+        yield from FAMILY_OF
+        yield from (word for word in REGISTRY if word not in FAMILY_OF)
+
+    def __len__(self) -> int:
+        return len(FAMILY_OF) + sum(word not in FAMILY_OF for word in REGISTRY)
+
+
+OPS: Mapping[str, type[LayerSpec]] = _Ops()
+
+from archspec.language.ops.input import Input  # noqa: E402  (every network starts with one)
 
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
 
-OPS: dict[str, type[LayerSpec]] = dict(REGISTRY)
+    from archspec.language.ops.conv import Conv
+    from archspec.language.ops.norm import BatchNorm
+
+
+def _family(cls: type[LayerSpec]) -> str:
+    return cls.__module__.rsplit(".", 1)[-1]
+
+
+def ops_in_order() -> list[type[LayerSpec]]:
+    """Every op class, by family in `family_modules` order, then as its file defines them (the registry's own
+    order depends on which ops were looked up first)."""
+    import_families()
+    families = family_modules()
+    return sorted(REGISTRY.values(), key=lambda cls: families.index(_family(cls)))
+
+
+def index_source() -> str:
+    """The text of index.py for the registry as the family files define it now."""
+    lines = [f'    "{cls.model_fields["op"].default}": "{_family(cls)}",' for cls in ops_in_order()]
+    return ('"""Which family module defines each op, in registry order: generated from the registry (rewrite it with\n'
+            '`ARCHSPEC_REGEN=1 python -m pytest tests/test_ops_registry.py`), so looking an op up imports only its family."""\n'
+            "FAMILY_OF: dict[str, str] = {\n" + "\n".join(lines) + "\n}\n")
 
 
 def validate_layer(data: dict[str, Any]) -> LayerSpec:
@@ -57,9 +108,12 @@ def layer_adapter() -> "TypeAdapter":
 
 
 def __getattr__(name: str) -> Any:
-    # `ops.LAYER_ADAPTER` still works, built when first asked for rather than at import.
+    # `ops.LAYER_ADAPTER` still works, built when first asked for rather than at import; so do `ops.Conv`
+    # and `ops.BatchNorm`, defined when first asked for like every op class.
     if name == "LAYER_ADAPTER":
         return layer_adapter()
+    if name in ("Conv", "BatchNorm"):
+        return OPS[{"Conv": "conv", "BatchNorm": "bn"}[name]]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # What course students type from PyTorch and Keras, lower-cased without `_`, to this language's op.

@@ -1,5 +1,4 @@
 """Elementwise activations, and softmax."""
-from __future__ import annotations
 
 from typing import ClassVar, Literal
 

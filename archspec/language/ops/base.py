@@ -12,9 +12,9 @@ symbolic input (`input 3xHxW`) H and W are expressions (sizemap.Expr) and F afte
 sizemap.Features: each op's one shape rule computes them with sizemap's size functions, and where
 it compares sizes it records the condition in `emit.sizes` instead of reporting (see `spatial`).
 """
-# No `from __future__ import annotations` here: pydantic evaluates LayerSpec's annotations again
-# for every op class, and real objects cost it nothing to evaluate where strings cost an eval each
-# (~3 ms of start-up for the ~30 op classes).
+# No `from __future__ import annotations` here or in the family files: pydantic evaluates an op class's
+# annotations (LayerSpec's again for every op) when the class is defined, and real objects cost it
+# nothing to evaluate where strings cost an eval each (about 30% of the time to define the classes).
 
 import math
 from fractions import Fraction

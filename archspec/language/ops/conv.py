@@ -1,5 +1,4 @@
 """Convolutions."""
-from __future__ import annotations
 
 import math
 from fractions import Fraction

@@ -1,5 +1,4 @@
 """From images to features, and fully connected layers."""
-from __future__ import annotations
 
 import math
 from typing import ClassVar, Literal

@@ -1,5 +1,4 @@
 """Regularisation that only acts while training."""
-from __future__ import annotations
 
 from typing import ClassVar, Literal
 

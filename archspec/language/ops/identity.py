@@ -1,5 +1,4 @@
 """The identity: a named no-op (a placeholder in a block, a layer a variant removes)."""
-from __future__ import annotations
 
 from typing import ClassVar, Literal
 

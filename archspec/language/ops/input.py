@@ -1,5 +1,4 @@
 """The input tensor: the first layer of every network."""
-from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, Union
 

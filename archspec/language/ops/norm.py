@@ -1,5 +1,4 @@
 """Normalisation layers."""
-from __future__ import annotations
 
 from typing import ClassVar, Literal
 

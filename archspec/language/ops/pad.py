@@ -1,5 +1,4 @@
 """Explicit padding: a different number of rows and columns on each side (TensorFlow's `SAME` with a stride)."""
-from __future__ import annotations
 
 from typing import ClassVar, Literal
 

@@ -1,5 +1,4 @@
 """Pooling: windows (max, average), adaptive and global average, blur pooling (a fixed binomial filter)."""
-from __future__ import annotations
 
 import math
 from typing import Any, ClassVar, Literal

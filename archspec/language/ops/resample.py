@@ -1,5 +1,4 @@
 """Resampling: upsampling an image by a whole factor."""
-from __future__ import annotations
 
 from fractions import Fraction
 from typing import Any, ClassVar, Literal

@@ -1,5 +1,4 @@
 """A constant factor: every value times a number (Inception-ResNet's residual scale, a mean of two heads)."""
-from __future__ import annotations
 
 from typing import ClassVar, Literal
 

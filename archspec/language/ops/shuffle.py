@@ -1,5 +1,4 @@
 """Channel shuffle: interleaving the channels of groups (ShuffleNet's units)."""
-from __future__ import annotations
 
 from typing import ClassVar, Literal
 

@@ -1,5 +1,4 @@
 """Channel slicing: a range of the input's channels (DPN's and GhostNet's cuts), as `x[:, A:B]`."""
-from __future__ import annotations
 
 from typing import ClassVar, Literal
 
