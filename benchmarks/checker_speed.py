@@ -186,8 +186,9 @@ def main() -> int:
     emit("|---|---|---|---|---|")
     for label, cmd in rows:
         t, c = got[label], cpu(cmd)
-        target = " (target <= 1.25x)" if cmd is lenet else ""
-        emit(f"| {label} | {fmt_t(t, T)} | {ratio_text(t, t_floor)}{target} | {fmt_t(c, T)} | {ratio_text(c, c_floor)}{target} |")
+        emit(f"| {label} | {fmt_t(t, T)} | {ratio_text(t, t_floor)} | {fmt_t(c, T)} | {ratio_text(c, c_floor)} |")
+    emit("")
+    emit("The target (<= 1.3x) is on the floor that includes pydantic's models, run in alternation with the check:")
     emit("")
     paired_startup(lenet, rep * 3, T)
 

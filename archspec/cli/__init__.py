@@ -6,7 +6,6 @@ Exit codes: 0 no errors; 1 errors (warnings too with --strict), or a failed comm
 from __future__ import annotations
 
 import argparse
-import json
 import keyword
 import os
 import sys
@@ -173,12 +172,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
                 if report.symbolic is not None:
                     out.write("\n".join(report.symbolic.lines()) + "\n")
                 out.write("\n")
-    if args.format == "json":
-        out.write(json.dumps({"files": [r.to_dict() for r in reports]}, indent=2) + "\n")
-    elif args.format == "sarif":
-        from archspec.views.sarif import to_sarif
-
-        out.write(json.dumps(to_sarif(reports), indent=2) + "\n")
+    if args.format in ("json", "sarif"):
+        out.write(_json_document(reports, args.format) + "\n")
     else:
         ok = sum(r.ok for r in reports)
         summary = f"{len(reports)} file{'s' if len(reports) != 1 else ''} checked: {ok} ok, {n_err} error{'s' if n_err != 1 else ''}, {n_warn} warning{'s' if n_warn != 1 else ''}"
@@ -191,6 +186,17 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     if n_err or (args.strict and n_warn):
         return 1
     return 0
+
+
+def _json_document(reports: list, kind: str) -> str:
+    """The reports as `--format json` or SARIF (json is imported here: text output never needs it)."""
+    import json
+
+    if kind == "sarif":
+        from archspec.views.sarif import to_sarif
+
+        return json.dumps(to_sarif(reports), indent=2)
+    return json.dumps({"files": [r.to_dict() for r in reports]}, indent=2)
 
 
 def _each_source_at_each_size(paths: list[str], sizes: list) -> Iterator[tuple[tuple[str, str] | UsageError, tuple | None]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable
+from typing import Any, Iterable
 
 from archspec.language.codes import CODES, CodeInfo, Severity  # noqa: F401 (CodeInfo re-exported)
 
@@ -24,6 +24,14 @@ class Span:
     column: int
     end_line: int
     end_column: int
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        # A layer spec's `span` and `trace` hold the Spans the parser made: an isinstance check is all they
+        # need, and it spares pydantic a dataclass schema in every op model it builds (start-up time).
+        from pydantic_core import core_schema
+
+        return core_schema.is_instance_schema(cls)
 
 
 @dataclass
