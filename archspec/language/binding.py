@@ -246,6 +246,8 @@ _PAIR_HEAD = re.compile(r"^(?P<key>[a-z]+?)(?P<first>\d+)x$")  # `k1x` before `{
 
 def _glue_pairs(cls: type[LayerSpec], args: list[_Arg]) -> list[_Arg]:
     """`k{kh}x{kw}`, `k{kh}x7` and `k1x{kw}` (written without spaces) as one key with a pair, like `k1x7`."""
+    if not any(a.span.end == b.span.start for a, b in zip(args, args[1:])):
+        return args  # nothing written glued to its neighbour (almost every layer)
     out: list[_Arg] = []
     i = 0
     while i < len(args):

@@ -302,11 +302,10 @@ class _Checker:
         conv_rows = [i for i, r in enumerate(rows) if r.op in ("conv", "stdconv")]
         # A 1x1 inside a join whose output is not 1x1 (a `mul` gate, broadcast back) collapses nothing; nor is it
         # known to inside a join that does not join (its error says why).
-        wide = [n.path + "." for n in self.report.nodes() if isinstance(n, Branch) and
-                (n.out_shape is None or (len(n.out_shape) == 3 and n.out_shape[1:] != (1, 1)))]
-        for n in self.report.nodes():
-            if isinstance(n, Branch):
-                n.rule.finish(n, self.report.output_shape, self.emitter(n))  # e.g. an auxiliary head's shape
+        joins = [n for n in self.report.nodes() if isinstance(n, Branch)]
+        wide = [n.path + "." for n in joins if n.out_shape is None or (len(n.out_shape) == 3 and n.out_shape[1:] != (1, 1))]
+        for n in joins:
+            n.rule.finish(n, self.report.output_shape, self.emitter(n))  # e.g. an auxiliary head's shape
         if conv_rows:
             last_conv = conv_rows[-1]
             for r in rows[:last_conv]:

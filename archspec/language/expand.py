@@ -246,11 +246,12 @@ class _Builder(Interpreter):
     def layer(self, stmt: Tree) -> list[Node]:
         path, env, trace, namer = self.scope
         name_tok = stmt.children[0]
-        if len(stmt.children) == 1 and str(name_tok) not in OPS and str(name_tok) in self.blocks:
+        if len(stmt.children) == 1 and str(name_tok) in self.blocks and str(name_tok) not in OPS:
             # A bare block name calls it without arguments, like `stem()`.
             return self.call(Tree("call", [name_tok, None, None, None], stmt.meta))
-        self.grow(1, tree_span(stmt, path), trace)
-        return [self.bound_layer(stmt, path, env, trace, namer)]
+        span = tree_span(stmt, path)
+        self.grow(1, span, trace)
+        return [self.bound_layer(stmt, path, env, trace, namer, span)]
 
     def bare_call(self, stmt: Tree) -> list[Node]:
         """`dense * 6` is `dense() * 6`."""
@@ -345,9 +346,10 @@ class _Builder(Interpreter):
 
     # ---- layers
 
-    def bound_layer(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer) -> Node:
+    def bound_layer(self, stmt: Tree, path: str, env: dict[str, Value], trace: Trace, namer: _Namer,
+                    span: Span | None = None) -> Node:
         op_tok, *arg_trees = stmt.children
-        span = tree_span(stmt, path)
+        span = span or tree_span(stmt, path)
         op = str(op_tok)
         if op in named.WORDS:
             return self.named_tensor(op_tok, arg_trees, span, path, trace, namer)

@@ -56,6 +56,8 @@ def has_stride(shape: "Shape | None") -> bool:
 
 def _whole(v: Any) -> Any:
     """A Fraction that became whole again (upsample 2, then stride 2) as a plain int."""
+    if type(v) is int:  # almost always: no isinstance through Fraction's ABC, per layer and axis
+        return v
     return int(v) if isinstance(v, Fraction) and v.denominator == 1 else v
 
 

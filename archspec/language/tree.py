@@ -173,7 +173,11 @@ def walk(nodes: list[CheckedNode], children_first: bool = False) -> Iterator[Che
             continue
         if not children_first:
             yield node
-        stack.append((node, iter(node.children())))
+        kids = node.children()
+        if kids:
+            stack.append((node, iter(kids)))
+        elif children_first:  # a leaf (most nodes): nothing to wait for
+            yield node
 
 
 def layers(nodes: list[CheckedNode]) -> list[Layer]:

@@ -39,9 +39,18 @@ class _Ops(Mapping[str, "type[LayerSpec]"]):
     anything; a class is defined (its family imported) when it is first looked up."""
 
     def __getitem__(self, word: str) -> type[LayerSpec]:
-        if word not in REGISTRY and word in FAMILY_OF:
+        cls = self.get(word)
+        if cls is None:
+            raise KeyError(word)
+        return cls
+
+    def get(self, word: str, default: Any = None) -> Any:  # type: ignore[override]
+        # Written out (not Mapping's get over __getitem__): binding looks ops up for every layer.
+        cls = REGISTRY.get(word)
+        if cls is None and word in FAMILY_OF:
             importlib.import_module(f"{__name__}.{FAMILY_OF[word]}")
-        return REGISTRY[word]
+            cls = REGISTRY.get(word)
+        return default if cls is None else cls
 
     def __contains__(self, word: object) -> bool:
         return word in FAMILY_OF or word in REGISTRY
