@@ -4,6 +4,7 @@ translated into one plain sentence per field."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -151,9 +152,7 @@ class Binder:
         """Map positional values, `k5` / `p same` / `init=whiten` keys and flags to the op's fields."""
         data: dict[str, Any] = {}
         ok = True
-        model_fields = cls.model_fields  # one lookup: pydantic's class property is slow per access
-        fields = [f for f in model_fields if f not in ("op", "span", "trace", "name")]
-        vocabulary = list(cls.keys) + list(cls.flags) + [f"{k}=" for k in fields]
+        fields, required = _bindable(cls)
 
         def put(fld: str, value: Any, arg: _Arg) -> None:
             nonlocal ok
@@ -173,7 +172,7 @@ class Binder:
                 if fld in fields:
                     put(fld, arg.value, arg)
                 else:
-                    self._unknown(op, arg.key, arg.span, trace, vocabulary)
+                    self._unknown(op, arg.key, arg.span, trace)
                     ok = False
             elif arg.kind == "word":
                 word = str(arg.value)
@@ -196,7 +195,7 @@ class Binder:
                 elif word in _WORD_VALUES and positional:
                     put(positional.pop(0), word, arg)
                 else:
-                    self._unknown(op, word, arg.span, trace, vocabulary)
+                    self._unknown(op, word, arg.span, trace)
                     ok = False
             else:
                 if positional:
@@ -207,8 +206,8 @@ class Binder:
                                help=f"usage: `{cls.usage}`")
                     ok = False
             i += 1
-        for fld in fields:
-            if model_fields[fld].is_required() and fld not in data:
+        for fld in required:
+            if fld not in data:
                 self.report.error(codes.MISSING_ARGUMENT, f"`{op}` needs {_field_label(cls, fld)}", span, trace, help=f"usage: `{cls.usage}`")
                 ok = False
         return data, ok
@@ -223,8 +222,9 @@ class Binder:
         glued = _GLUED.match(word)
         return word not in cls.keys and word not in cls.flags and not (glued and glued["key"] in cls.keys)
 
-    def _unknown(self, op: str, word: str, span: Span, trace: Trace, vocabulary: list[str]) -> None:
+    def _unknown(self, op: str, word: str, span: Span, trace: Trace) -> None:
         cls = OPS[op]
+        vocabulary = list(cls.keys) + list(cls.flags) + [f"{k}=" for k in _bindable(cls)[0]]
         stem = _GLUED.match(word)
         short = {fld: key for key, fld in cls.keys.items()}
         spaced = _key_glued_to_word(cls, word)
@@ -287,9 +287,18 @@ def _is_key(cls: type[LayerSpec], arg: _Arg) -> bool:
 
 def _names_an_op(cls: type[LayerSpec], arg: _Arg) -> bool:
     """An argument that is the name of another op (a layer written without its `|` before it)."""
+    if arg.kind != "word" or arg.bound is not None:
+        return False
     word = str(arg.value)
-    return (arg.kind == "word" and arg.bound is None and word in OPS and word not in cls.keys
-            and word not in cls.flags and word not in _WORD_VALUES)
+    return word in OPS and word not in cls.keys and word not in cls.flags and word not in _WORD_VALUES
+
+
+@functools.cache
+def _bindable(cls: type[LayerSpec]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The op's own fields (all but op, span, trace and name) and those it requires: once per class, as
+    pydantic's `model_fields` is slow to read and binding runs for every layer."""
+    fields = tuple(f for f in cls.model_fields if f not in ("op", "span", "trace", "name"))
+    return fields, tuple(f for f in fields if cls.model_fields[f].is_required())
 
 
 def language_form(op: str, words: list[str]) -> str:
