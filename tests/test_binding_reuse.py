@@ -1,6 +1,7 @@
-"""A statement bound again under the same parameters (each turn of `repeat`, each call of `block(...) * N`)
-reuses its first binding with its own module name. The oracle: the same network written out line by line,
-checked and built with torch; and mistakes are still reported at every turn."""
+"""The same statement text bound again under the same parameters (each turn of `repeat`, each call of
+`block(...) * N`, a line written twice) reuses its first binding with its own module name and span. The
+oracles: the network written by hand in torch, and its layers' places in the file; mistakes are still
+reported where they are made."""
 from __future__ import annotations
 
 import pytest
@@ -71,13 +72,33 @@ def test_a_mistake_in_a_repeated_statement_is_still_reported():
         ("E005", "`conv` needs kernel (`k`)"), ("E003", "unknown argument `kk3` for `conv`")]
 
 
-def test_the_reused_network_builds_the_same_torch_module():
+def test_each_reused_layer_keeps_where_it_is_written():
+    report = archspec.check(WRITTEN_OUT)
+    lines = [row.layer.span.line for row in report.rows]
+    assert lines == [1] + [line for line in range(2, 14) for _ in range(3)] + [14, 15, 16]
+    assert [row.layer.span.column for row in report.rows[1:7]] == [1, 19, 24, 1, 16, 21]
+
+
+def _by_hand(torch):
+    """The network of WRITTEN_OUT in torch, written from its text."""
+    nn = torch.nn
+    layers, c_in = [], 3
+    for c, s in [(8, 1)] * 6 + [(16, 2), (16, 1), (16, 1)] + [(8, 1)] * 3:
+        layers += [nn.Conv2d(c_in, c, 3, s, 1), nn.BatchNorm2d(c), nn.ReLU()]
+        c_in = c
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+@pytest.mark.parametrize("text", [REPEATED, WRITTEN_OUT], ids=["repeated", "written-out"])
+def test_the_reused_network_is_the_network_written_by_hand(text):
     torch = pytest.importorskip("torch")
+    built = archspec.build(text).eval()
+    reference = _by_hand(torch).eval()
+    assert [p.shape for p in built.state_dict().values()] == [p.shape for p in reference.state_dict().values()]
     torch.manual_seed(0)
-    repeated = archspec.build(REPEATED).eval()
-    torch.manual_seed(0)
-    written = archspec.build(WRITTEN_OUT).eval()
-    assert [p.shape for p in repeated.parameters()] == [p.shape for p in written.parameters()]
-    written.load_state_dict(dict(zip(written.state_dict(), repeated.state_dict().values())))
+    weights = {k: torch.randn(v.shape) if v.is_floating_point() else v for k, v in built.state_dict().items()}
+    weights = {k: v.abs() + 0.5 if k.endswith("running_var") else v for k, v in weights.items()}
+    built.load_state_dict(weights)
+    reference.load_state_dict(dict(zip(reference.state_dict(), weights.values())))
     x = torch.randn(2, 3, 16, 16)
-    assert torch.equal(repeated(x), written(x))
+    torch.testing.assert_close(built(x), reference(x), rtol=1e-5, atol=1e-5)

@@ -45,17 +45,17 @@ class Binder:
     def __init__(self, report: Reporter, values: Evaluator) -> None:
         self.report = report
         self.values = values
-        # A statement bound again under the same parameters and call chain (each turn of `repeat 16 {...}`,
-        # each call of `block(...) * 6`) gives the same spec but for its module name: one entry per
-        # statement written, per distinct parameters, within one parse.
+        # The same text bound under the same parameters and call chain (each turn of `repeat 16 {...}`, each
+        # call of `block(...) * 6`, a line written twice) gives the same spec but for its module name and
+        # where it is written: one entry per distinct statement text and parameters, within one parse.
         self.bound: dict[tuple, LayerSpec] = {}
 
     def spec(self, cls: type[LayerSpec], op: str, arg_trees: list[Tree], path: str, env: dict[str, Value],
              trace: Trace, span: Span, name: str) -> LayerSpec | None:
         """The layer's spec; None once its mistakes are reported (the caller keeps an Invalid node)."""
-        key = _statement_key(span, env, trace)
+        key = _statement_key(self.report.source_text(span), env, trace)
         if key is not None and key in self.bound:
-            return self.bound[key].model_copy(update={"name": name})
+            return self.bound[key].model_copy(update={"name": name, "span": span})
         reported = len(self.report.diags)
         spec = self.fresh_spec(cls, op, arg_trees, path, env, trace, span, name)
         if key is not None and spec is not None and len(self.report.diags) == reported:  # a clean binding only
@@ -308,10 +308,10 @@ def _names_an_op(cls: type[LayerSpec], arg: _Arg) -> bool:
     return word in OPS and word not in cls.keys and word not in cls.flags and word not in _WORD_VALUES
 
 
-def _statement_key(span: Span, env: dict[str, Value], trace: Trace) -> tuple | None:
-    """Where the statement is written, with the parameter values and call chain it is bound under (None
-    when a value cannot be hashed: that statement is then bound every time)."""
-    key = (span.path, span.start, span.end, trace, tuple(env.items()))
+def _statement_key(text: str, env: dict[str, Value], trace: Trace) -> tuple | None:
+    """The statement's text with the parameter values and call chain it is bound under (None when a value
+    cannot be hashed: that statement is then bound every time)."""
+    key = (text, trace, tuple(env.items()))
     try:
         hash(key)
     except TypeError:
