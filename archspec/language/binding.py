@@ -53,16 +53,20 @@ class Binder:
     def spec(self, cls: type[LayerSpec], op: str, arg_trees: list[Tree], path: str, env: dict[str, Value],
              trace: Trace, span: Span, name: str) -> LayerSpec | None:
         """The layer's spec; None once its mistakes are reported (the caller keeps an Invalid node)."""
-        key = _statement_key(self.report.source_text(span), env, trace)
-        if key is not None and key in self.bound:
-            return self.bound[key].model_copy(update={"name": name, "span": span})
+        key: tuple | None = (self.report.source_text(span), trace, tuple(env.items()))
+        try:
+            earlier = self.bound.get(key)  # type: ignore[arg-type]
+        except TypeError:  # a parameter value that cannot be hashed: bind this statement every time
+            key = earlier = None
+        if earlier is not None:
+            return earlier.model_copy(update={"name": name, "span": span})
         reported = len(self.report.diags)
-        spec = self.fresh_spec(cls, op, arg_trees, path, env, trace, span, name)
+        spec = self._fresh_spec(cls, op, arg_trees, path, env, trace, span, name)
         if key is not None and spec is not None and len(self.report.diags) == reported:  # a clean binding only
             self.bound[key] = spec
         return spec
 
-    def fresh_spec(self, cls: type[LayerSpec], op: str, arg_trees: list[Tree], path: str, env: dict[str, Value],
+    def _fresh_spec(self, cls: type[LayerSpec], op: str, arg_trees: list[Tree], path: str, env: dict[str, Value],
                    trace: Trace, span: Span, name: str) -> LayerSpec | None:
         args = _glue_pairs(cls, [self.arg(t, path, env, trace) for t in arg_trees])
         if self.misplaced_symbol(op, args, trace):
@@ -306,17 +310,6 @@ def _names_an_op(cls: type[LayerSpec], arg: _Arg) -> bool:
         return False
     word = str(arg.value)
     return word in OPS and word not in cls.keys and word not in cls.flags and word not in _WORD_VALUES
-
-
-def _statement_key(text: str, env: dict[str, Value], trace: Trace) -> tuple | None:
-    """The statement's text with the parameter values and call chain it is bound under (None when a value
-    cannot be hashed: that statement is then bound every time)."""
-    key = (text, trace, tuple(env.items()))
-    try:
-        hash(key)
-    except TypeError:
-        return None
-    return key
 
 
 @functools.cache
